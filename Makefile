@@ -1,0 +1,38 @@
+# redis-bus: `make help` lists the targets.
+.DEFAULT_GOAL := help
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+ARGS ?=
+
+.PHONY: help bootstrap run test test-fast lint fmt clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+bootstrap: ## create .venv, install the project, make sure redis-server exists
+	@bash scripts/bootstrap.sh
+
+run: bootstrap ## run redis, gunicorn, a worker and a subscriber in the foreground (ARGS="-c worker=3")
+	@bash scripts/run.sh $(ARGS)
+
+test: bootstrap ## run every test, the slow fault tests included
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: bootstrap ## run the tests not marked slow
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: bootstrap ## ruff (lint and format check), mypy, import-direction contracts
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+fmt: bootstrap ## apply ruff's formatting and safe fixes
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean: ## remove .venv, .run (the stack's Redis data) and caches
+	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache tests/artifacts
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,128 @@
+"""What the worker and the subscriber share: the reconnect loop, the stats thread, stopping.
+
+A daemon never blocks forever and never dies of a Redis error. ``serve()`` runs until
+:meth:`Daemon.stop` is called or the connection breaks; a broken connection is logged with the
+next delay, counted in ``reconnects``, backed off (capped full jitter) and served again.
+Library classes install no signal handlers: the CLI maps SIGTERM/SIGINT to :meth:`stop`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import redis
+
+from producer import Backoff, Settings, make_client
+from producer.stats import COUNTERS, Flusher, Stats
+
+log = logging.getLogger(__name__)
+SUMMARY_INTERVAL_S = 60.0
+
+
+class DeadLink(redis.ConnectionError):
+    """The link looks alive to the socket but Redis stopped answering (e.g. no PONG in time)."""
+
+
+class Daemon:
+    """Base of the long-running consumers; subclasses implement :meth:`serve`."""
+
+    role = "daemon"
+
+    def __init__(self, settings: Settings, name: str, stats: Stats) -> None:
+        self.settings = settings
+        self.name = name
+        self.stats = stats
+        self.stopping = threading.Event()
+        self.admin = make_client(settings, "admin", name)
+        self.backoff = Backoff(settings.backoff_base_s, settings.backoff_cap_s)
+        self._flusher = Flusher(settings.stats_interval_s, self._tick, name=f"{self.role}-stats")
+        self._tick_failing = False
+        self._summary_at = time.monotonic()
+        self.connected_once = threading.Event()
+
+    def serve(self) -> None:
+        """Connect and consume until :attr:`stopping` is set; raise on a broken connection."""
+        raise NotImplementedError
+
+    def close_connections(self) -> None:
+        """Drop the consuming connection after an error, so the next serve() starts afresh."""
+
+    def on_tick(self, pipe: redis.client.Pipeline) -> None:
+        """Queue extra periodic commands (heartbeats) on the stats pipeline."""
+
+    def on_exit(self) -> None:
+        """Clean up in Redis after the loop ended (best effort)."""
+
+    def stop(self) -> None:
+        """Ask the loop to finish the message in hand and return (safe from a signal handler)."""
+        self.stopping.set()
+
+    def run(self) -> None:
+        """The reconnect loop: serve; on any Redis error log, back off and serve again."""
+        self._flusher.start()
+        try:
+            while not self.stopping.is_set():
+                try:
+                    self.serve()
+                except redis.RedisError as exc:
+                    self.close_connections()
+                    if self.stopping.is_set():
+                        break
+                    delay = self.backoff.next_delay_s()
+                    broken = isinstance(exc, (redis.ConnectionError, redis.TimeoutError))
+                    log.warning(
+                        "%s %s: %s (%s: %s); reconnect attempt %d in %.2fs",
+                        self.role,
+                        self.name,
+                        "Redis connection lost" if broken else "Redis answered an error",
+                        type(exc).__name__,
+                        exc,
+                        self.backoff.failures,
+                        delay,
+                    )
+                    self.stopping.wait(delay)
+        finally:
+            self.close_connections()
+            self._flusher.stop()
+            self._tick()  # the last counts (and a last heartbeat, which on_exit withdraws)
+            self.on_exit()
+            self.log_summary()
+
+    def mark_connected(self) -> None:
+        """Called by serve() once subscribed/ready: resets backoff and counts a reconnect."""
+        if self.connected_once.is_set():
+            self.stats.incr("reconnects")
+            log.warning(
+                "%s %s: reconnected after %d failed attempts",
+                self.role,
+                self.name,
+                self.backoff.failures,
+            )
+        self.connected_once.set()
+        self.backoff.reset()
+
+    def _tick(self) -> None:
+        try:
+            pipe = self.admin.pipeline(transaction=False)
+            self.stats.flush(pipe, self.settings.stats_ttl_s)
+            self.on_tick(pipe)
+            pipe.execute()
+        except redis.RedisError as exc:
+            if not self._tick_failing:
+                log.info("%s %s: stats not written (%s); will retry", self.role, self.name, exc)
+            self._tick_failing = True
+            self.admin.connection_pool.disconnect()
+        else:
+            self._tick_failing = False
+        now = time.monotonic()
+        if now - self._summary_at >= SUMMARY_INTERVAL_S:
+            self._summary_at = now
+            self.log_summary()
+
+    def log_summary(self) -> None:
+        """One INFO line with the counters that moved since the start."""
+        snap = self.stats.snapshot()
+        moved = " ".join(f"{c}={snap[c]}" for c in COUNTERS if snap[c])
+        log.info("%s %s: %s", self.role, self.name, moved or "idle")

@@ -1,0 +1,58 @@
+"""Exact accounting of a pub/sub stream from the producers' sequence numbers.
+
+Per (producer ``src``, channel) it keeps the highest ``seq`` seen and the numbers skipped below
+it. A jump counts the skipped numbers as lost; one of them arriving late turns a loss into an
+out-of-order delivery; a number seen twice is a duplicate. The first message from a producer
+sets the baseline (what it sent before we listened was never ours to receive).
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+MAX_STREAMS = 10_000  # producers tracked at once; the least recently heard are forgotten
+MAX_MISSING = 100_000  # skipped numbers remembered per stream (for late arrivals)
+
+
+@dataclass
+class _Stream:
+    highest: int
+    missing: set[int] = field(default_factory=set)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """How one message changed the counts."""
+
+    lost: int = 0  # may be negative: a late arrival cancels one counted loss
+    duplicate: bool = False
+    out_of_order: bool = False
+
+
+class GapCounter:
+    """Feed it every (src, channel, seq) received; it says what each one means."""
+
+    def __init__(self) -> None:
+        self._streams: OrderedDict[tuple[str, str], _Stream] = OrderedDict()
+
+    def observe(self, src: str, channel: str, seq: int) -> Verdict:
+        """Account for one received message."""
+        key = (src, channel)
+        stream = self._streams.get(key)
+        if stream is None:
+            self._streams[key] = _Stream(highest=seq)
+            if len(self._streams) > MAX_STREAMS:
+                self._streams.popitem(last=False)
+            return Verdict()
+        self._streams.move_to_end(key)
+        if seq > stream.highest:
+            skipped = seq - stream.highest - 1
+            if skipped and len(stream.missing) + skipped <= MAX_MISSING:
+                stream.missing.update(range(stream.highest + 1, seq))
+            stream.highest = seq
+            return Verdict(lost=skipped)
+        if seq in stream.missing:
+            stream.missing.discard(seq)
+            return Verdict(lost=-1, out_of_order=True)
+        return Verdict(duplicate=True)

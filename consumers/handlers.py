@@ -1,0 +1,60 @@
+"""Message handlers: the defaults, and loading one by dotted path (``pkg.module:function``).
+
+A handler is any callable taking one :class:`producer.Envelope`; returning means success and
+raising means failure (the worker retries, then dead-letters; the subscriber dead-letters).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import Callable
+
+from producer import Envelope
+
+log = logging.getLogger("consumers.handler")
+
+Handler = Callable[[Envelope], object]
+DEFAULT = "consumers.handlers:log_message"
+
+
+class HandlerError(ValueError):
+    """The ``--handler`` path does not name a callable."""
+
+
+def log_message(env: Envelope) -> None:
+    """Log each message at INFO: the demo handler, so you can watch messages arrive."""
+    text = repr(env.payload)
+    if len(text) > 200:
+        text = text[:200] + "..."
+    log.info(
+        "%s id=%s src=%s seq=%d attempt=%d age_ms=%d payload=%s",
+        env.mode,
+        env.id,
+        env.src,
+        env.seq,
+        env.attempt,
+        env.age_ms(),
+        text,
+    )
+
+
+def noop(env: Envelope) -> None:
+    """Do nothing (for benchmarks)."""
+
+
+def load_handler(path: str) -> Handler:
+    """Import ``pkg.module:function`` (or ``pkg.module.function``) and return the callable."""
+    module_name, sep, attr = path.partition(":")
+    if not sep:
+        module_name, _, attr = path.rpartition(".")
+    if not module_name or not attr:
+        raise HandlerError(f"handler {path!r} must look like 'package.module:function'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise HandlerError(f"cannot import handler module {module_name!r}: {exc}") from None
+    target = getattr(module, attr, None)
+    if not callable(target):
+        raise HandlerError(f"{module_name!r} has no callable named {attr!r}")
+    return target

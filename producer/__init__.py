@@ -1,0 +1,23 @@
+"""redis-bus shared kernel: settings, key schema, envelope, clients, backoff, producer, stats.
+
+Imports neither Flask nor locust; ``consumers``, ``web`` and ``loadtest`` build on it.
+"""
+
+from producer.backoff import Backoff
+from producer.client import make_client
+from producer.envelope import Envelope, EnvelopeError, decode, encode
+from producer.producer import Producer, Sent
+from producer.settings import Settings, SettingsError
+
+__all__ = [
+    "Backoff",
+    "Envelope",
+    "EnvelopeError",
+    "Producer",
+    "Sent",
+    "Settings",
+    "SettingsError",
+    "decode",
+    "encode",
+    "make_client",
+]

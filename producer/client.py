@@ -1,0 +1,79 @@
+"""Redis clients with every timeout, keepalive and retry knob set on purpose, per role.
+
+redis-py 8 defaults to a 5 s socket timeout, 10 silent retries with backoff, and RESP3. None of
+those suits every role, so nothing here is left to a default:
+
+``producer``   web and load-test producers: short deadlines; a command that hit a pooled
+               connection the server had closed (idle ``timeout``, restart) is retried on a fresh
+               one, up to ``producer_retries`` times. Only connection errors are retried: after a
+               read timeout the command may have run, and a retry could duplicate it.
+``worker``     blocking pops: read deadline ``worker_read_timeout_s`` > ``block_timeout_s`` so an
+               idle wait is never cut short but a dead link is noticed; no retries (the worker's
+               own loop reconnects, recovers and counts).
+``subscriber`` pub/sub: no retries and no redis-py health check (the subscriber sends its own
+               PING and enforces the PONG deadline, which redis-py does not).
+``admin``      heartbeats, stats, acks outside the hot path, tools: short deadlines, no retries.
+
+RESP2 everywhere: in subscribed mode a PING is answered by a ``pong`` message that the
+subscriber's deadline watches for.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import redis
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.retry import Retry
+
+from producer.settings import Settings
+
+ROLES = ("producer", "worker", "subscriber", "admin")
+
+# Kernel keepalive finds a peer that vanished without a FIN (the "half-open" link) even when
+# no read deadline is armed: probe after 10 s idle, every 3 s, give up after 3 misses.
+_KEEPALIVE = {
+    opt: val
+    for opt, val in (
+        (getattr(socket, "TCP_KEEPIDLE", None), 10),
+        (getattr(socket, "TCP_KEEPINTVL", None), 3),
+        (getattr(socket, "TCP_KEEPCNT", None), 3),
+    )
+    if opt is not None
+}
+
+
+def client_options(settings: Settings, role: str, name: str | None = None) -> dict[str, Any]:
+    """The keyword arguments :func:`make_client` passes to ``redis.Redis.from_url``."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; expected one of {ROLES}")
+    no_retry = Retry(NoBackoff(), 0)
+    opts: dict[str, Any] = {
+        "socket_connect_timeout": settings.connect_timeout_s,
+        "socket_timeout": settings.socket_timeout_s,
+        "socket_keepalive": True,
+        "socket_keepalive_options": _KEEPALIVE,
+        "retry": no_retry,
+        "health_check_interval": 0,
+        "protocol": 2,
+        "decode_responses": False,
+        "client_name": f"bus:{role}:{name}" if name else f"bus:{role}",
+    }
+    if role == "producer":
+        opts["retry"] = Retry(
+            ExponentialWithJitterBackoff(base=0.005, cap=0.05),
+            settings.producer_retries,
+            supported_errors=(redis.ConnectionError,),
+        )
+    elif role == "worker":
+        opts["socket_timeout"] = settings.worker_read_timeout_s
+    elif role == "subscriber":
+        # get_message(timeout=...) polls with select(); this bounds reads of a partial reply.
+        opts["socket_timeout"] = settings.pong_deadline_s
+    return opts
+
+
+def make_client(settings: Settings, role: str, name: str | None = None) -> redis.Redis:
+    """A client for ``role`` (see the module docstring); ``name`` shows in CLIENT LIST."""
+    return redis.Redis.from_url(settings.redis_url, **client_options(settings, role, name))

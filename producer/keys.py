@@ -1,0 +1,77 @@
+"""The whole Redis key schema of the bus, in one place.
+
+``{q}`` is a Redis Cluster hash tag: every key a queue touches lives in one slot, so the
+BLMOVE and Lua scripts that span ``pending``, ``processing`` and ``dead`` work on a cluster too.
+
+=================================  ======  ==============================  ====================
+key                                type    written by                      read by
+=================================  ======  ==============================  ====================
+``bus:{q}:pending``                list    producers LPUSH (head)          workers pop the tail
+``bus:{q}:processing:<consumer>``  list    worker BLMOVE RIGHT->LEFT       worker ack, reaper
+``bus:{q}:consumers``              zset    worker: consumer -> heartbeat   reaper, /api/stats
+                                           (ms since epoch)
+``bus:{q}:dead``                   list    worker: ``{reason, raw, at}``   /api/stats, tools
+                                           after max attempts or garbage
+``bus:ch:<channel>``               pubsub  producers PUBLISH               subscribers
+``bus:ch:<channel>:dead``          list    subscriber: garbage or failed   /api/stats
+                                           handler (capped, LTRIM)
+``bus:stats:<role>:<id>``          hash    every daemon and web process,   /api/stats
+                                           every ``stats_interval_s``,
+                                           expires after ``stats_ttl_s``
+``bus:stats:index``                zset    same writers: stats key -> ms   /api/stats (no SCAN)
+=================================  ======  ==============================  ====================
+
+Roles in stats keys: ``worker``, ``subscriber``, ``web``.
+"""
+
+from __future__ import annotations
+
+PREFIX = "bus"
+STATS_INDEX = f"{PREFIX}:stats:index"
+CHANNEL_DEAD_CAP = 10_000
+
+
+def pending(queue: str) -> str:
+    """List that producers LPUSH to and workers pop from the tail."""
+    return f"{PREFIX}:{{{queue}}}:pending"
+
+
+def processing(queue: str, consumer: str) -> str:
+    """A worker's in-flight list: messages claimed but not yet acknowledged."""
+    return f"{PREFIX}:{{{queue}}}:processing:{consumer}"
+
+
+def processing_prefix(queue: str) -> str:
+    """Prefix shared by every processing list of ``queue`` (for SCAN MATCH)."""
+    return f"{PREFIX}:{{{queue}}}:processing:"
+
+
+def consumers(queue: str) -> str:
+    """Zset of workers of ``queue`` scored by their last heartbeat (ms)."""
+    return f"{PREFIX}:{{{queue}}}:consumers"
+
+
+def dead(queue: str) -> str:
+    """Dead-letter list of ``queue``."""
+    return f"{PREFIX}:{{{queue}}}:dead"
+
+
+def channel(name: str) -> str:
+    """The pub/sub channel for ``name``."""
+    return f"{PREFIX}:ch:{name}"
+
+
+def channel_name(redis_channel: str) -> str:
+    """Inverse of :func:`channel`: ``bus:ch:orders`` -> ``orders``."""
+    head = f"{PREFIX}:ch:"
+    return redis_channel[len(head) :] if redis_channel.startswith(head) else redis_channel
+
+
+def channel_dead(name: str) -> str:
+    """Capped list of pub/sub messages a subscriber could not decode or handle."""
+    return f"{PREFIX}:ch:{name}:dead"
+
+
+def stats(role: str, ident: str) -> str:
+    """Stats hash of one process."""
+    return f"{PREFIX}:stats:{role}:{ident}"

@@ -1,0 +1,172 @@
+"""Settings: one frozen object built from ``BUS_*`` environment variables.
+
+Only entry points (the web app factory, the daemon CLI, the load-test runner) call
+:meth:`Settings.from_env`; everything else receives the object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+log = logging.getLogger(__name__)
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+DELIVERY_MODES = ("at-least-once", "at-most-once")
+
+
+class SettingsError(ValueError):
+    """A ``BUS_*`` variable is missing, malformed or inconsistent with another."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every knob of the bus, with units in the names. Defaults suit a laptop."""
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    queues: tuple[str, ...] = ("default",)
+    channels: tuple[str, ...] = ("default",)
+    delivery: str = "at-least-once"
+    # Network deadlines.
+    connect_timeout_s: float = 2.0
+    socket_timeout_s: float = 1.0  # short commands (producers, stats, heartbeats)
+    block_timeout_s: float = 5.0  # how long one blocking pop waits on the server
+    worker_read_timeout_s: float = 0.0  # 0 means block_timeout_s + 2
+    producer_retries: int = 2  # retries of a command on a broken pooled connection
+    health_check_interval_s: float = 5.0
+    pong_deadline_s: float = 3.0
+    backoff_base_s: float = 0.1
+    backoff_cap_s: float = 5.0
+    # Liveness and accounting.
+    heartbeat_interval_s: float = 2.0
+    heartbeat_ttl_s: float = 15.0
+    stats_interval_s: float = 0.5
+    stats_ttl_s: float = 120.0
+    max_attempts: int = 5
+    batch_size: int = 100
+    max_payload_bytes: int = 65536
+    log_level: str = "INFO"
+    web_bind: str = "127.0.0.1:8000"
+    web_workers: int = 2
+
+    def __post_init__(self) -> None:
+        if not self.worker_read_timeout_s:
+            object.__setattr__(self, "worker_read_timeout_s", self.block_timeout_s + 2.0)
+        self.validate()
+
+    @property
+    def redis_url_redacted(self) -> str:
+        """The Redis URL with any password replaced by ``***`` (safe to log)."""
+        parts = urlsplit(self.redis_url)
+        if parts.password is None:
+            return self.redis_url
+        user = parts.username or ""
+        host = parts.hostname or ""
+        netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+        return urlunsplit(parts._replace(netloc=netloc))
+
+    def validate(self) -> None:
+        """Raise :class:`SettingsError` naming the first inconsistent setting."""
+        scheme = urlsplit(self.redis_url).scheme
+        if scheme not in ("redis", "rediss", "unix"):
+            raise SettingsError(
+                f"BUS_REDIS_URL must start with redis://, rediss:// or unix://, got {scheme!r}"
+            )
+        for label, names in (("BUS_QUEUES", self.queues), ("BUS_CHANNELS", self.channels)):
+            if not names:
+                raise SettingsError(f"{label} must name at least one entry")
+            for name in names:
+                if not NAME_RE.match(name):
+                    raise SettingsError(
+                        f"{label}: {name!r} is not a valid name (letters, digits, _ . -; 1-64)"
+                    )
+        if self.delivery not in DELIVERY_MODES:
+            raise SettingsError(
+                f"BUS_DELIVERY must be one of {DELIVERY_MODES}, got {self.delivery!r}"
+            )
+        positive = (
+            "connect_timeout_s",
+            "socket_timeout_s",
+            "block_timeout_s",
+            "health_check_interval_s",
+            "pong_deadline_s",
+            "backoff_base_s",
+            "backoff_cap_s",
+            "heartbeat_interval_s",
+            "heartbeat_ttl_s",
+            "stats_interval_s",
+            "stats_ttl_s",
+        )
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{env_name(name)} must be > 0, got {getattr(self, name)}")
+        if self.worker_read_timeout_s <= self.block_timeout_s:
+            raise SettingsError(
+                "BUS_WORKER_READ_TIMEOUT_S must exceed BUS_BLOCK_TIMEOUT_S "
+                f"({self.worker_read_timeout_s} <= {self.block_timeout_s}): a read deadline "
+                "shorter than the blocking pop would cut every idle wait short"
+            )
+        if self.backoff_cap_s < self.backoff_base_s:
+            raise SettingsError("BUS_BACKOFF_CAP_S must be >= BUS_BACKOFF_BASE_S")
+        if self.heartbeat_ttl_s <= 2 * self.heartbeat_interval_s:
+            raise SettingsError(
+                "BUS_HEARTBEAT_TTL_S must exceed twice BUS_HEARTBEAT_INTERVAL_S, "
+                "or a live worker could be declared dead"
+            )
+        if self.stats_ttl_s <= self.stats_interval_s:
+            raise SettingsError("BUS_STATS_TTL_S must exceed BUS_STATS_INTERVAL_S")
+        for name, low in (
+            ("producer_retries", 0),
+            ("max_attempts", 1),
+            ("batch_size", 1),
+            ("web_workers", 1),
+        ):
+            if getattr(self, name) < low:
+                raise SettingsError(f"{env_name(name)} must be >= {low}")
+        if self.max_payload_bytes < 64:
+            raise SettingsError("BUS_MAX_PAYLOAD_BYTES must be at least 64")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
+        """Build settings from ``BUS_*`` variables; ``overrides`` win over the environment."""
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = environ.get(env_name(f.name))
+            if raw is None or raw.strip() == "":
+                continue
+            values[f.name] = _parse(f.name, f.type, raw.strip())
+        known = {env_name(f.name) for f in dataclasses.fields(cls)}
+        for unknown in sorted(k for k in environ if k.startswith("BUS_") and k not in known):
+            log.warning("ignoring unknown setting %s (typo?)", unknown)
+        values.update(overrides)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (validated again)."""
+        if "block_timeout_s" in changes and "worker_read_timeout_s" not in changes:
+            changes["worker_read_timeout_s"] = 0.0
+        return dataclasses.replace(self, **changes)
+
+
+def env_name(field_name: str) -> str:
+    """``block_timeout_s`` -> ``BUS_BLOCK_TIMEOUT_S``."""
+    return "BUS_" + field_name.upper()
+
+
+def _parse(name: str, type_name: Any, raw: str) -> Any:
+    kind = str(type_name)
+    try:
+        if kind == "float":
+            return float(raw)
+        if kind == "int":
+            return int(raw)
+        if kind.startswith("tuple"):
+            return tuple(part.strip() for part in raw.split(",") if part.strip())
+    except ValueError:
+        raise SettingsError(f"{env_name(name)}={raw!r} is not a valid {kind}") from None
+    return raw

@@ -1,0 +1,132 @@
+"""The stats schema: what each process counts, and how it lands in ``bus:stats:<role>:<id>``.
+
+Every daemon and web process owns one hash and overwrites it every ``stats_interval_s`` with
+absolute values (so a lost write is repaired by the next), with a TTL of ``stats_ttl_s`` so a
+dead process disappears by itself. ``bus:stats:index`` lists the live hashes, so readers never
+SCAN the keyspace.
+
+Hash fields: ``role``, ``id``, ``pid``, ``host``, ``started_ms``, ``updated_ms``, free-form
+labels (``queue``, ``channels``, ``delivery``), the counters of :data:`COUNTERS`, and latency
+buckets ``lat_le_<ms>`` (``lat_le_inf`` last) with ``lat_count`` and ``lat_sum_ms``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Mapping
+
+import redis
+
+from producer import keys
+from producer.envelope import now_ms
+
+COUNTERS = (
+    "pushed",  # producers: LPUSH accepted
+    "published",  # producers: PUBLISH done
+    "published_zero",  # producers: PUBLISH reached no subscriber (the message went nowhere)
+    "rejected",  # web: 4xx answers
+    "unavailable",  # web: 503 answers (Redis down, timing out or out of memory)
+    "handled",  # worker: handler returned; subscriber: handler returned
+    "failed",  # handler raised
+    "retried",  # worker: requeued for another attempt
+    "dead_lettered",  # garbage or attempts exhausted
+    "recovered",  # worker: own in-flight messages requeued after a restart or reconnect
+    "received",  # subscriber: messages read from the channel
+    "lost",  # subscriber: sequence gaps (published but never received)
+    "duplicates",  # subscriber: a sequence number seen twice
+    "out_of_order",  # subscriber: a sequence number older than the newest seen
+    "reconnects",  # daemon: connections re-established after an error
+    "pings",  # subscriber: health-check PINGs sent
+    "deadline_misses",  # subscriber: no PONG in time, link dropped
+)
+LATENCY_BUCKETS_MS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000)
+LAT_FIELDS = (*(f"lat_le_{b}" for b in LATENCY_BUCKETS_MS), "lat_le_inf")
+
+
+class Stats:
+    """Thread-safe counters and a latency histogram for one process."""
+
+    def __init__(self, role: str, ident: str, labels: Mapping[str, str] | None = None) -> None:
+        self.role = role
+        self.ident = ident
+        self.key = keys.stats(role, ident)
+        self.labels = dict(labels or {})
+        self.started_ms = now_ms()
+        self._lock = threading.Lock()
+        self._counts = dict.fromkeys(COUNTERS, 0)
+        self._lat = [0] * len(LAT_FIELDS)
+        self._lat_sum_ms = 0
+
+    def incr(self, counter: str, by: int = 1) -> None:
+        """Add ``by`` to ``counter`` (one of :data:`COUNTERS`)."""
+        with self._lock:
+            self._counts[counter] += by
+
+    def observe_latency_ms(self, ms: float) -> None:
+        """Record one end-to-end latency."""
+        ms = max(ms, 0)
+        index = next((i for i, b in enumerate(LATENCY_BUCKETS_MS) if ms <= b), len(LAT_FIELDS) - 1)
+        with self._lock:
+            self._lat[index] += 1
+            self._lat_sum_ms += int(ms)
+
+    def get(self, counter: str) -> int:
+        """The current value of ``counter``."""
+        return self._counts[counter]
+
+    def snapshot(self) -> dict[str, str | int]:
+        """Every field of the stats hash, as it would be written now."""
+        with self._lock:
+            counts = dict(self._counts)
+            lat = list(self._lat)
+            lat_sum = self._lat_sum_ms
+        fields: dict[str, str | int] = {
+            "role": self.role,
+            "id": self.ident,
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started_ms": self.started_ms,
+            "updated_ms": now_ms(),
+            **self.labels,
+            **counts,
+        }
+        fields.update(zip(LAT_FIELDS, lat, strict=True))
+        fields["lat_count"] = sum(lat)
+        fields["lat_sum_ms"] = lat_sum
+        return fields
+
+    def flush(self, pipe: redis.client.Pipeline, ttl_s: float) -> None:
+        """Queue the commands that publish this snapshot on ``pipe`` (caller executes)."""
+        fields = self.snapshot()
+        pipe.hset(self.key, mapping=fields)  # type: ignore[arg-type]
+        pipe.pexpire(self.key, int(ttl_s * 1000))
+        pipe.zadd(keys.STATS_INDEX, {self.key: fields["updated_ms"]})
+
+
+class Flusher(threading.Thread):
+    """Background thread calling ``tick()`` every ``interval_s`` until stopped; errors are logged
+    by the tick itself and never end the thread."""
+
+    def __init__(
+        self, interval_s: float, tick: Callable[[], None], name: str = "bus-stats"
+    ) -> None:
+        super().__init__(name=name, daemon=True)
+        self.interval_s = interval_s
+        self._tick = tick
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        next_at = time.monotonic()
+        while not self.stopping.is_set():
+            self._tick()
+            next_at += self.interval_s
+            self.stopping.wait(max(0.0, next_at - time.monotonic()))
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        """Stop the thread and wait for it (the last tick included)."""
+        self.stopping.set()
+        if self.is_alive():
+            self.join(timeout_s)

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Make the checkout runnable from nothing: .venv with the project and its dev tools installed,
+# and a redis-server binary (Debian's package when missing and we are root).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    echo "bootstrap: creating .venv with $($python --version)"
+    "$python" -m venv .venv
+fi
+stamp=.venv/.installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+    echo "bootstrap: installing redis-bus and its dev tools into .venv"
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+    touch "$stamp"
+fi
+
+if ! command -v redis-server >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "bootstrap: redis-server missing; installing Debian's package"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null
+    else
+        echo "bootstrap: redis-server is not installed. Install it, then run this again:" >&2
+        echo "  Debian/Ubuntu: sudo apt-get install redis-server    macOS: brew install redis" >&2
+        echo "  (or point BUS_REDIS_URL at an existing Redis for 'make run')" >&2
+        exit 1
+    fi
+fi
+echo "bootstrap: ready ($(redis-server --version | cut -d' ' -f1-3))"

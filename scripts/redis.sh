@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The stack's redis-server for `make run` (AOF on, data in .run/). On SIGTERM it waits (up to
+# 4 s, inside honcho's 5 s) for the workers and subscribers to leave, so they can put back
+# anything unacknowledged and write their last stats before Redis goes away.
+set -uo pipefail
+port=${RUN_REDIS_PORT:-6399}
+# Its own session: honcho signals our whole process group, and Redis must outlive the consumers.
+setsid redis-server --port "$port" --bind 127.0.0.1 --dir "$PWD/.run" \
+    --appendonly yes --appendfsync everysec --save "" &
+pid=$!
+stop() {
+    for _ in $(seq 40); do
+        redis-cli -p "$port" client list 2>/dev/null | grep -qE 'name=bus:(worker|subscriber)' || break
+        sleep 0.1
+    done
+    kill -TERM "$pid" 2>/dev/null
+}
+trap stop TERM INT
+wait "$pid"; wait "$pid"

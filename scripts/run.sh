@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# `make run`: the whole stack in the foreground under honcho. Ctrl-C stops every process.
+# Without BUS_REDIS_URL it starts its own redis-server (AOF on, data in .run/); with it, none.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export PYTHONUNBUFFERED=1
+if [ -z "${BUS_REDIS_URL:-}" ]; then
+    export RUN_REDIS_PORT=${RUN_REDIS_PORT:-6399}
+    export BUS_REDIS_URL="redis://127.0.0.1:${RUN_REDIS_PORT}/0"
+    mkdir -p .run
+    procfile=Procfile
+    echo "run: starting redis-server on 127.0.0.1:${RUN_REDIS_PORT} (AOF in .run/)"
+else
+    procfile=Procfile.external
+    echo "run: using the Redis at BUS_REDIS_URL; starting none"
+fi
+echo "run: dashboard at http://${BUS_WEB_BIND:-127.0.0.1:8000}/  (Ctrl-C stops everything)"
+exec .venv/bin/honcho -f "$procfile" start "$@"

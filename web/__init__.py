@@ -1,0 +1,24 @@
+"""redis-bus web: the HTTP producers (/prodcons, /pubsub), the JSON API and the index page."""
+
+from __future__ import annotations
+
+import os
+
+from flask import Flask
+
+from producer import Settings
+from web import api, errors, producers
+from web.bus import Bus
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """The Flask app; ``settings`` default to the ``BUS_*`` environment."""
+    settings = settings or Settings.from_env(os.environ)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_payload_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["bus"] = Bus(settings)
+    errors.register(app)
+    app.register_blueprint(producers.bp)
+    app.register_blueprint(api.bp)
+    return app

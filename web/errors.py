@@ -1,0 +1,61 @@
+"""Every error is JSON with a clear message: never a traceback, never an HTML page."""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+from flask import Flask, jsonify
+from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import HTTPException
+
+from web.bus import get_bus
+
+log = logging.getLogger(__name__)
+
+
+class BadMessage(HTTPException):
+    """A request the bus refuses, with its status code and a JSON body."""
+
+    def __init__(self, code: int, message: str, **details: object) -> None:
+        super().__init__(message)
+        self.code = code
+        self.details = details
+
+
+def register(app: Flask) -> None:
+    """Install the JSON error handlers on ``app``."""
+    app.register_error_handler(HTTPException, _http_error)
+    app.register_error_handler(redis.RedisError, _redis_error)
+    app.register_error_handler(Exception, _internal_error)
+
+
+def _http_error(exc: HTTPException) -> ResponseReturnValue:
+    code = exc.code or 500
+    if 400 <= code < 500:
+        get_bus().get_stats().incr("rejected")
+    body: dict[str, object] = {"error": exc.description, "status": code}
+    body.update(getattr(exc, "details", {}))
+    headers = {"Allow": ", ".join(exc.valid_methods)} if getattr(exc, "valid_methods", None) else {}  # type: ignore[attr-defined]
+    return jsonify(body), code, headers
+
+
+def _redis_error(exc: redis.RedisError) -> ResponseReturnValue:
+    if isinstance(exc, redis.exceptions.OutOfMemoryError):
+        message, retry_after = "Redis is out of memory: the message was not accepted", 5
+    elif isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        message, retry_after = (
+            "Redis is unreachable or not answering: the message was not accepted",
+            1,
+        )
+    else:
+        log.exception("unexpected Redis error")
+        message, retry_after = f"Redis refused the command ({type(exc).__name__})", 5
+    get_bus().get_stats().incr("unavailable")
+    log.warning("503: %s (%s)", message, exc)
+    return jsonify({"error": message, "status": 503}), 503, {"Retry-After": str(retry_after)}
+
+
+def _internal_error(exc: Exception) -> ResponseReturnValue:
+    log.exception("unhandled error")
+    return jsonify({"error": "internal error (logged on the server)", "status": 500}), 500

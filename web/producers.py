@@ -1,0 +1,97 @@
+"""``/prodcons`` and ``/pubsub``: the HTTP producers.
+
+POST with a JSON body ``{"payload": <any JSON>, "queue"|"channel": <optional name>}`` answers
+202 with the message id and what Redis said (queue depth, or receivers: 0 means nobody heard it).
+A form POST (the index page without JavaScript) and a plain GET (any HTTP load tool, a link)
+send a message too and redirect (303) to ``/``, as the seed articles' endpoints did.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+from flask import Blueprint, redirect, request
+from flask.typing import ResponseReturnValue
+
+from web.bus import get_bus
+from web.errors import BadMessage
+
+bp = Blueprint("producers", __name__)
+FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+@bp.get("/prodcons")
+def prodcons_get() -> ResponseReturnValue:
+    """Push a random number onto the default queue and go back to the index page."""
+    bus = get_bus()
+    bus.get_producer().push(random.randint(0, 1_000_000), bus.settings.queues[0])
+    return redirect("/", 303)
+
+
+@bp.get("/pubsub")
+def pubsub_get() -> ResponseReturnValue:
+    """Publish a random number on the default channel and go back to the index page."""
+    bus = get_bus()
+    bus.get_producer().publish(random.randint(0, 1_000_000), bus.settings.channels[0])
+    return redirect("/", 303)
+
+
+@bp.post("/prodcons")
+def prodcons_post() -> ResponseReturnValue:
+    """LPUSH one message; 202 ``{"id", "queue", "depth"}``."""
+    bus = get_bus()
+    payload, queue, from_form = read_message("queue", bus.settings.queues)
+    sent = bus.get_producer().push(payload, queue)
+    if from_form:
+        return redirect("/", 303)
+    return {"id": sent.envelope.id, "queue": queue, "depth": sent.result}, 202
+
+
+@bp.post("/pubsub")
+def pubsub_post() -> ResponseReturnValue:
+    """PUBLISH one message; 202 ``{"id", "channel", "receivers"}`` (0: nobody received it)."""
+    bus = get_bus()
+    payload, channel, from_form = read_message("channel", bus.settings.channels)
+    sent = bus.get_producer().publish(payload, channel)
+    if from_form:
+        return redirect("/", 303)
+    return {"id": sent.envelope.id, "channel": channel, "receivers": sent.result}, 202
+
+
+def read_message(dest_field: str, allowed: tuple[str, ...]) -> tuple[Any, str, bool]:
+    """Validate the request: (payload, destination name, came from a form)."""
+    raw = request.get_data(cache=True)  # 413 past MAX_CONTENT_LENGTH
+    if request.mimetype in FORM_TYPES and "payload" in request.form:
+        body: dict[str, Any] = {"payload": _form_value(request.form["payload"])}
+        if request.form.get(dest_field):
+            body[dest_field] = request.form[dest_field]
+        from_form = True
+    else:
+        try:
+            body = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise BadMessage(400, f"the body is not valid JSON: {exc}") from None
+        from_form = False
+    if not isinstance(body, dict):
+        raise BadMessage(400, 'the body must be a JSON object like {"payload": ...}')
+    unknown = sorted(set(body) - {"payload", dest_field})
+    if unknown:
+        raise BadMessage(400, f"unknown fields {unknown}; expected 'payload' and '{dest_field}'")
+    if "payload" not in body:
+        raise BadMessage(400, "the field 'payload' is required (any JSON value)")
+    name = body.get(dest_field, allowed[0])
+    if not isinstance(name, str):
+        raise BadMessage(400, f"'{dest_field}' must be a string")
+    if name not in allowed:
+        raise BadMessage(404, f"unknown {dest_field} {name!r}", allowed=list(allowed))
+    return body["payload"], name, from_form
+
+
+def _form_value(text: str) -> Any:
+    """A form field holding JSON is sent as that JSON value; anything else as a string."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
