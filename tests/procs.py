@@ -1,0 +1,90 @@
+"""Project processes for tests: the daemons (``python -m consumers``) and gunicorn."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def wait_for(
+    predicate: Callable[[], Any], timeout_s: float, what: str, every_s: float = 0.05
+) -> Any:
+    """Poll ``predicate`` until truthy; fail naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+        time.sleep(every_s)
+
+
+def project_env(redis_url: str, **extra: str) -> dict[str, str]:
+    """The environment a project process gets in tests: this one, minus stray BUS_* settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BUS_")}
+    env.update({"BUS_REDIS_URL": redis_url, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)})
+    env.update(extra)
+    return env
+
+
+class Proc:
+    """A subprocess with its output in a log file; always stopped at teardown."""
+
+    def __init__(self, cmd: list[str], env: dict[str, str], log_path: Path) -> None:
+        self.cmd = cmd
+        self.log_path = log_path
+        self._log = open(log_path, "ab")  # noqa: SIM115 (closed in wait())
+        self.proc = subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=self._log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def signal(self, signum: int) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signum)
+
+    def wait(self, timeout_s: float) -> int:
+        try:
+            return self.proc.wait(timeout_s)
+        finally:
+            if self.proc.poll() is not None:
+                self._log.close()
+
+    def stop(self, timeout_s: float = 10.0) -> int | None:
+        """SIGTERM, then SIGKILL the whole session if it does not go."""
+        if self.proc.poll() is None:
+            self.signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self._log.close()
+        return self.proc.returncode
+
+
+def daemon_cmd(kind: str, *args: str) -> list[str]:
+    """``python -m consumers <kind> args...`` with this interpreter."""
+    return [sys.executable, "-m", "consumers", kind, *args]
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    """The JSON lines written by tests.handlers_for_tests."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -1,0 +1,76 @@
+"""Settings: built from BUS_* variables, validated, frozen."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+
+import pytest
+
+from producer import Settings, SettingsError
+from producer.client import client_options
+
+
+def test_defaults_are_consistent() -> None:
+    """The defaults validate, and the worker's read deadline exceeds its block timeout."""
+    s = Settings()
+    assert s.worker_read_timeout_s == s.block_timeout_s + 2
+    assert s.queues == ("default",) and s.channels == ("default",)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.block_timeout_s = 1  # type: ignore[misc]
+
+
+def test_from_env_parses_types_and_lists() -> None:
+    """Numbers, comma lists and strings are parsed from their BUS_* variables."""
+    s = Settings.from_env({
+        "BUS_REDIS_URL": "redis://user:secret@127.0.0.1:7000/2", "BUS_QUEUES": "a, b,c",
+        "BUS_BLOCK_TIMEOUT_S": "3", "BUS_MAX_ATTEMPTS": "9", "BUS_DELIVERY": "at-most-once",
+    })  # fmt: skip
+    assert s.queues == ("a", "b", "c")
+    assert (s.block_timeout_s, s.worker_read_timeout_s, s.max_attempts) == (3.0, 5.0, 9)
+    assert s.delivery == "at-most-once"
+    assert "secret" not in s.redis_url_redacted and "***" in s.redis_url_redacted
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"BUS_BLOCK_TIMEOUT_S": "5", "BUS_WORKER_READ_TIMEOUT_S": "5"}, "must exceed"),
+        ({"BUS_BLOCK_TIMEOUT_S": "abc"}, "not a valid float"),
+        ({"BUS_REDIS_URL": "http://x"}, "BUS_REDIS_URL"),
+        ({"BUS_QUEUES": "ok,no spaces"}, "not a valid name"),
+        ({"BUS_QUEUES": " , "}, "at least one"),
+        ({"BUS_DELIVERY": "exactly-once"}, "BUS_DELIVERY"),
+        ({"BUS_HEARTBEAT_INTERVAL_S": "10", "BUS_HEARTBEAT_TTL_S": "15"}, "twice"),
+        ({"BUS_MAX_ATTEMPTS": "0"}, "BUS_MAX_ATTEMPTS"),
+        ({"BUS_PONG_DEADLINE_S": "-1"}, "BUS_PONG_DEADLINE_S"),
+    ],
+)
+def test_invalid_settings_name_the_variable(env: dict[str, str], message: str) -> None:
+    """A bad or inconsistent variable is refused with a message naming it."""
+    with pytest.raises(SettingsError, match=message):
+        Settings.from_env(env)
+
+
+def test_unknown_bus_variable_is_warned(caplog: pytest.LogCaptureFixture) -> None:
+    """A typo in a BUS_* name is reported, not silently ignored."""
+    with caplog.at_level(logging.WARNING):
+        Settings.from_env({"BUS_BLOK_TIMEOUT_S": "1"})
+    assert "BUS_BLOK_TIMEOUT_S" in caplog.text
+
+
+def test_client_options_are_explicit_per_role() -> None:
+    """No role inherits redis-py's hidden defaults (5 s socket timeout, 10 retries, RESP3)."""
+    s = Settings()
+    worker = client_options(s, "worker")
+    assert worker["socket_timeout"] == s.worker_read_timeout_s > s.block_timeout_s
+    assert worker["retry"].get_retries() == 0
+    producer = client_options(s, "producer")
+    assert producer["socket_timeout"] == s.socket_timeout_s
+    assert producer["retry"].get_retries() == s.producer_retries
+    for role in ("producer", "worker", "subscriber", "admin"):
+        opts = client_options(s, role)
+        assert opts["protocol"] == 2 and opts["health_check_interval"] == 0
+        assert opts["socket_keepalive"] is True and opts["socket_connect_timeout"] > 0
+    with pytest.raises(ValueError):
+        client_options(s, "janitor")

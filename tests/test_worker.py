@@ -1,0 +1,132 @@
+"""The queue worker in-process: FIFO, exactly once in normal operation, retries, dead letters,
+recovery of its own in-flight list, at-most-once, prompt stop."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import redis
+
+from consumers.worker import Worker
+from producer import Envelope, Producer, Settings, decode, keys, make_client
+from tests.inproc import running
+from tests.procs import wait_for
+
+
+def make_worker(settings: Settings, handler, name: str = "w1", queue: str = "default") -> Worker:
+    return Worker(settings, queue, name, handler)
+
+
+def test_fifo_under_a_backlog(settings: Settings, r: redis.Redis) -> None:
+    """1,000 messages queued before the worker starts are handled oldest first, each once."""
+    producer = Producer(make_client(settings, "producer"))
+    sent = [s.envelope.id for s in producer.push_many(list(range(1000)))]
+    seen: list[Envelope] = []
+    with running(make_worker(settings, seen.append)):
+        wait_for(lambda: len(seen) >= 1000, 20, "1000 messages handled")
+    assert [e.id for e in seen] == sent
+    assert [e.payload for e in seen] == list(range(1000))
+    assert r.llen(keys.pending("default")) == 0
+    assert r.llen(keys.processing("default", "w1")) == 0
+
+
+def test_live_pushes_handled_exactly_once_and_counted(settings: Settings, r: redis.Redis) -> None:
+    """Messages pushed while the worker runs are each handled once; stats and ack agree."""
+    producer = Producer(make_client(settings, "producer"))
+    seen: list[Envelope] = []
+    worker = make_worker(settings, seen.append)
+    with running(worker):
+        ids = [producer.push({"n": i}).envelope.id for i in range(200)]
+        wait_for(lambda: len(seen) >= 200, 10, "200 handled")
+        time.sleep(0.3)
+    assert sorted(e.id for e in seen) == sorted(ids) and len(seen) == 200
+    stats = {k.decode(): v.decode() for k, v in r.hgetall(worker.stats.key).items()}
+    assert stats["handled"] == "200" and stats["failed"] == "0" and stats["role"] == "worker"
+    assert int(stats["lat_count"]) == 200
+    assert r.zscore(keys.consumers("default"), "w1") is None  # left the registry on exit
+
+
+def test_failing_handler_retries_then_dead_letters_once(settings: Settings, r: redis.Redis) -> None:
+    """A handler that always fails sees the message max_attempts times; it then sits in dead."""
+    settings = settings.replace(max_attempts=3)
+    attempts: list[int] = []
+
+    def fail(env: Envelope) -> None:
+        attempts.append(env.attempt)
+        raise ValueError("no thanks")
+
+    sent = Producer(make_client(settings, "producer")).push("poison").envelope
+    with running(make_worker(settings, fail)):
+        wait_for(lambda: r.llen(keys.dead("default")) == 1, 10, "dead letter")
+        time.sleep(0.3)
+    assert attempts == [1, 2, 3]
+    assert r.llen(keys.dead("default")) == 1
+    entry = json.loads(r.lindex(keys.dead("default"), 0))
+    assert "attempt 3" in entry["reason"] and "ValueError: no thanks" in entry["reason"]
+    assert decode(entry["raw"]).id == sent.id
+    assert r.llen(keys.pending("default")) == 0
+
+
+def test_garbage_is_dead_lettered_and_the_next_message_handled(
+    settings: Settings, r: redis.Redis
+) -> None:
+    """Not JSON, wrong fields, 1 MiB of junk: dead-lettered with raw bytes; the worker goes on."""
+    junk = [b"not json", json.dumps({"v": 1, "id": 3}).encode(), b"\xff" * (1 << 20)]
+    for raw in junk:
+        r.lpush(keys.pending("default"), raw)
+    good = Producer(make_client(settings, "producer")).push("after the junk").envelope
+    seen: list[Envelope] = []
+    with running(make_worker(settings, seen.append)):
+        wait_for(lambda: seen, 10, "the good message")
+    assert [e.id for e in seen] == [good.id]
+    dead = [json.loads(x) for x in r.lrange(keys.dead("default"), 0, -1)]
+    assert len(dead) == 3 and all(d["reason"].startswith("undecodable") for d in dead)
+    assert dead[0]["raw_b64"]  # the 1 MiB of 0xff was not UTF-8: kept as base64
+    assert {d.get("raw") for d in dead[1:]} == {"not json", junk[1].decode()}
+
+
+def test_own_processing_list_is_recovered_on_start(settings: Settings, r: redis.Redis) -> None:
+    """Messages left in the worker's processing list (a crash, a ghost pop) are handled first,
+    marked as a second attempt."""
+    producer = Producer(make_client(settings, "producer"))
+    sent = producer.push_many(["a", "b", "c"])
+    for _ in sent:  # simulate a previous life that claimed all three, then died
+        r.lmove(keys.pending("default"), keys.processing("default", "w1"), "RIGHT", "LEFT")
+    later = producer.push("d").envelope
+    seen: list[Envelope] = []
+    worker = make_worker(settings, seen.append)
+    with running(worker):
+        wait_for(lambda: len(seen) >= 4, 10, "4 handled")
+    assert [e.payload for e in seen] == ["a", "b", "c", "d"]
+    assert [e.attempt for e in seen] == [2, 2, 2, 1] and seen[3].id == later.id
+    assert worker.stats.get("recovered") == 3
+
+
+def test_at_most_once_pops_and_dead_letters_failures(settings: Settings, r: redis.Redis) -> None:
+    """BRPOP mode: FIFO, no processing list, a failure is dead-lettered and never retried."""
+    settings = settings.replace(delivery="at-most-once")
+    calls: list[object] = []
+
+    def handler(env: Envelope) -> None:
+        calls.append(env.payload)
+        if env.payload == "bad":
+            raise RuntimeError("bad")
+
+    Producer(make_client(settings, "producer")).push_many(["one", "bad", "two"])
+    with running(make_worker(settings, handler)):
+        wait_for(lambda: len(calls) >= 3, 10, "3 handled")
+        time.sleep(0.2)
+    assert calls == ["one", "bad", "two"]
+    assert r.llen(keys.dead("default")) == 1
+    assert r.keys(keys.processing_prefix("default") + "*") == []
+
+
+def test_stop_releases_a_blocked_pop_at_once(settings: Settings) -> None:
+    """With a 5 s block timeout, stop() returns in well under a second (CLIENT UNBLOCK)."""
+    settings = settings.replace(block_timeout_s=5.0)
+    worker = make_worker(settings, lambda env: None)
+    with running(worker):
+        time.sleep(0.5)  # now blocked in BLMOVE
+        started = time.monotonic()
+    assert time.monotonic() - started < 1.5
