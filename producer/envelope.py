@@ -13,11 +13,12 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 VERSION = 1
 MODES = ("prodcons", "pubsub")
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 _FIELDS = {"v": int, "id": str, "src": str, "seq": int, "ts": int, "mode": str, "attempt": int}
 
 
@@ -68,9 +69,12 @@ def new(payload: Any, *, src: str, seq: int, mode: str) -> Envelope:
 
 def encode(env: Envelope) -> bytes:
     """Compact JSON of ``env``; raises ``TypeError``/``ValueError`` if the payload is not JSON."""
-    return json.dumps(
-        asdict(env), separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode()
+    # A literal dict, not dataclasses.asdict(), which deep-copies the payload on every send.
+    obj = {
+        "v": env.v, "id": env.id, "src": env.src, "seq": env.seq, "ts": env.ts,
+        "mode": env.mode, "attempt": env.attempt, "payload": env.payload,
+    }  # fmt: skip
+    return _ENCODER.encode(obj).encode()
 
 
 def decode(raw: bytes | str) -> Envelope:
