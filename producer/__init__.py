@@ -5,7 +5,7 @@ Imports neither Flask nor locust; ``consumers``, ``web`` and ``loadtest`` build 
 
 from producer.backoff import Backoff
 from producer.client import make_client
-from producer.envelope import Envelope, EnvelopeError, decode, encode
+from producer.envelope import Envelope, EnvelopeError, PayloadError, decode, encode
 from producer.producer import Producer, Sent
 from producer.settings import Settings, SettingsError
 
@@ -13,6 +13,7 @@ __all__ = [
     "Backoff",
     "Envelope",
     "EnvelopeError",
+    "PayloadError",
     "Producer",
     "Sent",
     "Settings",

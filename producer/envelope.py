@@ -31,6 +31,10 @@ class EnvelopeError(ValueError):
         self.raw = raw
 
 
+class PayloadError(ValueError):
+    """A payload strict UTF-8 JSON cannot carry (NaN, Infinity, a lone surrogate, an object)."""
+
+
 @dataclass(frozen=True)
 class Envelope:
     """One message with its bookkeeping."""
@@ -68,13 +72,16 @@ def new(payload: Any, *, src: str, seq: int, mode: str) -> Envelope:
 
 
 def encode(env: Envelope) -> bytes:
-    """Compact JSON of ``env``; raises ``TypeError``/``ValueError`` if the payload is not JSON."""
+    """Compact JSON of ``env``; raises :class:`PayloadError` if the payload is not strict JSON."""
     # A literal dict, not dataclasses.asdict(), which deep-copies the payload on every send.
     obj = {
         "v": env.v, "id": env.id, "src": env.src, "seq": env.seq, "ts": env.ts,
         "mode": env.mode, "attempt": env.attempt, "payload": env.payload,
     }  # fmt: skip
-    return _ENCODER.encode(obj).encode()
+    try:
+        return _ENCODER.encode(obj).encode()
+    except (TypeError, ValueError, RecursionError) as exc:  # UnicodeEncodeError is a ValueError
+        raise PayloadError(f"the payload is not strict JSON: {exc}") from None
 
 
 def decode(raw: bytes | str) -> Envelope:

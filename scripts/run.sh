@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make run`: the whole stack in the foreground under honcho. Ctrl-C stops every process.
-# Without BUS_REDIS_URL it starts its own redis-server (AOF on, data in .run/); with it, none.
+# Without BUS_REDIS_URL it starts its own redis-server (AOF on, data in RUN_DIR, default .run/,
+# relative to the checkout); with it, none.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -8,9 +9,11 @@ export PYTHONUNBUFFERED=1
 if [ -z "${BUS_REDIS_URL:-}" ]; then
     export RUN_REDIS_PORT=${RUN_REDIS_PORT:-6399}
     export BUS_REDIS_URL="redis://127.0.0.1:${RUN_REDIS_PORT}/0"
-    mkdir -p .run
+    mkdir -p "${RUN_DIR:=.run}"
+    RUN_DIR=$(cd "$RUN_DIR" && pwd)
+    export RUN_DIR
     procfile=Procfile
-    echo "run: starting redis-server on 127.0.0.1:${RUN_REDIS_PORT} (AOF in .run/)"
+    echo "run: starting redis-server on 127.0.0.1:${RUN_REDIS_PORT} (AOF in ${RUN_DIR}/)"
 else
     procfile=Procfile.external
     echo "run: using the Redis at BUS_REDIS_URL; starting none"

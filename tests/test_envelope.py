@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from producer import EnvelopeError, decode, encode
+from producer import EnvelopeError, PayloadError, decode, encode
 from producer.envelope import new
 
 
@@ -30,9 +30,9 @@ def test_next_attempt_counts_up() -> None:
 
 def test_payload_that_is_not_json_is_refused() -> None:
     """Only JSON payloads: no pickle, no NaN, no arbitrary objects."""
-    with pytest.raises(TypeError):
+    with pytest.raises(PayloadError):
         encode(new(object(), src="p", seq=1, mode="prodcons"))
-    with pytest.raises(ValueError):
+    with pytest.raises(PayloadError):
         encode(new(float("nan"), src="p", seq=1, mode="prodcons"))
 
 

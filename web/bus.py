@@ -66,6 +66,16 @@ class Bus:
         self._overview = (time.monotonic(), data)
         return data
 
+    def close(self) -> None:
+        """Stop this process's stats thread and close its pool (an app being discarded, tests).
+        The next use builds them afresh."""
+        with self._lock:
+            if self._pid != os.getpid():
+                return
+            self._flusher.stop()
+            self.client.close()
+            self._pid = -1
+
     def _flush(self) -> None:
         try:
             pipe = self.client.pipeline(transaction=False)

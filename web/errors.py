@@ -9,6 +9,7 @@ from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
+from producer import PayloadError
 from web.bus import get_bus
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,7 @@ def register(app: Flask) -> None:
     """Install the JSON error handlers on ``app``."""
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(redis.RedisError, _redis_error)
+    app.register_error_handler(PayloadError, _payload_error)
     app.register_error_handler(Exception, _internal_error)
 
 
@@ -38,6 +40,11 @@ def _http_error(exc: HTTPException) -> ResponseReturnValue:
     body.update(getattr(exc, "details", {}))
     headers = {"Allow": ", ".join(exc.valid_methods)} if getattr(exc, "valid_methods", None) else {}  # type: ignore[attr-defined]
     return jsonify(body), code, headers
+
+
+def _payload_error(exc: PayloadError) -> ResponseReturnValue:
+    # Python's parser accepts NaN, Infinity, 1e999 and lone surrogates; the envelope does not.
+    return _http_error(BadMessage(400, str(exc)))
 
 
 def _redis_error(exc: redis.RedisError) -> ResponseReturnValue:

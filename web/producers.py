@@ -71,7 +71,7 @@ def read_message(dest_field: str, allowed: tuple[str, ...]) -> tuple[Any, str, b
     else:
         try:
             body = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
             raise BadMessage(400, f"the body is not valid JSON: {exc}") from None
         from_form = False
     if not isinstance(body, dict):
@@ -90,8 +90,12 @@ def read_message(dest_field: str, allowed: tuple[str, ...]) -> tuple[Any, str, b
 
 
 def _form_value(text: str) -> Any:
-    """A form field holding JSON is sent as that JSON value; anything else as a string."""
+    """A form field holding strict JSON is sent as that JSON value; anything else as a string."""
     try:
-        return json.loads(text)
-    except json.JSONDecodeError:
+        return json.loads(text, parse_constant=_refuse)
+    except (ValueError, RecursionError):
         return text
+
+
+def _refuse(name: str) -> Any:
+    raise ValueError(f"{name} is not strict JSON")

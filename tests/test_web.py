@@ -1,0 +1,295 @@
+"""The web producers against a real redis-server, through Flask's test client."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+from werkzeug.test import TestResponse
+
+from producer import Settings, decode
+from tests.redisproc import RedisServer, free_port
+from web import create_app
+
+PENDING = "bus:{default}:pending"
+CHANNEL = "bus:ch:default"
+
+
+MakeApp = Callable[[Settings | None], Flask]
+
+
+@pytest.fixture
+def make_app() -> Iterator[MakeApp]:
+    """Build apps; each one's stats thread and pool are closed at teardown."""
+    apps: list[Flask] = []
+
+    def make(settings: Settings | None) -> Flask:
+        app = create_app(settings)
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        app.extensions["bus"].close()
+
+
+@pytest.fixture
+def client(make_app: MakeApp, settings: Settings) -> FlaskClient:
+    """A test client of an app on the emptied session server."""
+    return make_app(settings).test_client()
+
+
+def subscribe(server: RedisServer, pattern: str = "", channel: str = "") -> redis.client.PubSub:
+    """A real subscriber on ``server``, returned once Redis has confirmed the subscription."""
+    sub = server.client().pubsub()
+    if pattern:
+        sub.psubscribe(pattern)
+    else:
+        sub.subscribe(channel or CHANNEL)
+    msg = sub.get_message(timeout=5)
+    assert msg and msg["type"] in ("subscribe", "psubscribe"), msg
+    return sub
+
+
+def post_json(c: FlaskClient, url: str, body: object) -> tuple[int, dict]:
+    resp = c.post(url, data=json.dumps(body), content_type="application/json")
+    return resp.status_code, assert_json(resp)
+
+
+def assert_json(resp: TestResponse) -> dict:
+    assert resp.mimetype == "application/json", resp.get_data(as_text=True)[:200]
+    return resp.get_json()
+
+
+def test_prodcons_post_lands_in_the_list(client: FlaskClient, r: redis.Redis) -> None:
+    """POST /prodcons answers 202 with id/queue/depth and the envelope is in the pending list."""
+    payloads = [{"n": 1, "s": "été"}, [1, 2], "text"]
+    ids = []
+    for i, payload in enumerate(payloads, start=1):
+        code, body = post_json(client, "/prodcons", {"payload": payload})
+        assert code == 202, body
+        assert set(body) == {"id", "queue", "depth"}
+        assert body["queue"] == "default" and body["depth"] == i
+        ids.append(body["id"])
+    assert r.llen(PENDING) == 3
+    stored = [decode(raw) for raw in reversed(r.lrange(PENDING, 0, -1))]  # oldest first
+    assert [e.id for e in stored] == ids
+    assert [e.payload for e in stored] == payloads
+    assert all(e.mode == "prodcons" and e.attempt == 1 for e in stored)
+
+
+def test_pubsub_post_counts_receivers(client: FlaskClient, redis_server: RedisServer) -> None:
+    """POST /pubsub: receivers 0 with nobody listening, 1 with a subscriber, which gets it."""
+    code, body = post_json(client, "/pubsub", {"payload": "nobody"})
+    assert code == 202 and set(body) == {"id", "channel", "receivers"}
+    assert body["channel"] == "default" and body["receivers"] == 0
+    sub = subscribe(redis_server)
+    try:
+        code, body = post_json(client, "/pubsub", {"payload": {"k": "v"}, "channel": "default"})
+        assert code == 202 and body["receivers"] == 1
+        msg = sub.get_message(timeout=5)
+        assert msg and msg["channel"] == CHANNEL.encode()
+        env = decode(msg["data"])
+        assert env.id == body["id"] and env.payload == {"k": "v"} and env.mode == "pubsub"
+    finally:
+        sub.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "data", "code"),
+    [
+        ("/prodcons", "{not json", 400),
+        ("/prodcons", "[1, 2]", 400),
+        ("/pubsub", '"just a string"', 400),
+        ("/prodcons", '{"queue": "default"}', 400),
+        ("/prodcons", '{"payload": 1, "extra": 2}', 400),
+        ("/pubsub", '{"payload": 1, "queue": "default"}', 400),
+        ("/prodcons", '{"payload": 1, "queue": 7}', 400),
+        ("/prodcons", '{"payload": NaN}', 400),
+        ("/pubsub", '{"payload": 1e999}', 400),
+        ("/prodcons", '{"payload": "\\ud800"}', 400),
+        ("/prodcons", "[" * 5000 + "]" * 5000, 400),
+    ],
+)
+def test_bad_bodies_are_json_errors(
+    client: FlaskClient, r: redis.Redis, url: str, data: str, code: int
+) -> None:
+    """Malformed, non-object, incomplete, over-specified or non-strict JSON: 400, JSON body."""
+    resp = client.post(url, data=data, content_type="application/json")
+    assert resp.status_code == code
+    assert "error" in assert_json(resp)
+    assert r.llen(PENDING) == 0
+
+
+def test_body_over_the_limit_is_413(make_app: MakeApp, settings: Settings, r: redis.Redis) -> None:
+    """A body past max_payload_bytes is refused with 413 JSON, a smaller one is accepted."""
+    c = make_app(settings.replace(max_payload_bytes=1024)).test_client()
+    resp = c.post("/prodcons", json={"payload": "x" * 2000})
+    assert resp.status_code == 413 and "error" in assert_json(resp)
+    assert r.llen(PENDING) == 0
+    assert c.post("/prodcons", json={"payload": "x" * 900}).status_code == 202
+
+
+def test_unknown_destination_is_404_and_creates_nothing(
+    client: FlaskClient, r: redis.Redis, redis_server: RedisServer
+) -> None:
+    """A queue or channel outside the allow-list: 404 JSON, no key, nothing published."""
+    watcher = subscribe(redis_server, pattern="bus:ch:*")
+    try:
+        code, body = post_json(client, "/prodcons", {"payload": 1, "queue": "nope"})
+        assert code == 404 and "error" in body and body["allowed"] == ["default"]
+        code, body = post_json(client, "/pubsub", {"payload": 1, "channel": "nope"})
+        assert code == 404 and "error" in body
+        assert watcher.get_message(timeout=0.5) is None
+    finally:
+        watcher.close()
+    assert [k for k in r.keys("*") if b"nope" in k] == []
+    assert not r.exists("bus:{nope}:pending")
+
+
+def test_unknown_url_and_wrong_method(client: FlaskClient) -> None:
+    """Unknown URL: 404 JSON; wrong method: 405 JSON with an Allow header; never HTML."""
+    resp = client.get("/no/such/page")
+    assert resp.status_code == 404 and "error" in assert_json(resp)
+    resp = client.delete("/prodcons")
+    assert resp.status_code == 405 and "error" in assert_json(resp)
+    assert "POST" in resp.headers["Allow"]
+    resp = client.put("/api/stats")
+    assert resp.status_code == 405 and "error" in assert_json(resp)
+
+
+def test_redis_unreachable_is_503(make_app: MakeApp, settings: Settings) -> None:
+    """Nothing listening: POSTs and GETs 503 JSON with Retry-After; readyz 503, healthz 200."""
+    c = make_app(settings.replace(redis_url=f"redis://127.0.0.1:{free_port()}/0")).test_client()
+    for resp in (
+        c.post("/prodcons", json={"payload": 1}),
+        c.post("/pubsub", json={"payload": 1}),
+        c.get("/prodcons"),
+        c.get("/api/stats"),
+    ):
+        assert resp.status_code == 503
+        assert int(resp.headers["Retry-After"]) >= 1
+        assert "error" in assert_json(resp)
+    resp = c.get("/readyz")
+    assert resp.status_code == 503 and "Retry-After" in resp.headers
+    assert assert_json(resp)["status"] == "unavailable"
+    resp = c.get("/healthz")
+    assert resp.status_code == 200 and assert_json(resp)["status"] == "ok"
+
+
+def test_redis_out_of_memory_is_503_and_nothing_lost(
+    make_app: MakeApp, settings: Settings, tmp_path: Path
+) -> None:
+    """Redis over maxmemory (noeviction): 503 with Retry-After; the list keeps what it had."""
+    server = RedisServer(tmp_path / "oom", "--maxmemory", "1mb", "--maxmemory-policy", "noeviction")
+    server.start()
+    admin = server.client()
+    try:
+        c = make_app(settings.replace(redis_url=server.url)).test_client()
+        admin.config_set("maxmemory", 0)  # lift the limit: one message and a big value in
+        assert c.post("/prodcons", json={"payload": "before"}).status_code == 202
+        admin.set("filler", b"x" * (2 * 1024 * 1024))
+        admin.config_set("maxmemory", "1mb")
+        assert admin.info("memory")["used_memory"] > 1024 * 1024
+        for _ in range(3):
+            resp = c.post("/prodcons", json={"payload": "after"})
+            assert resp.status_code == 503, resp.get_data(as_text=True)
+            assert int(resp.headers["Retry-After"]) >= 1
+            assert "memory" in assert_json(resp)["error"]
+        assert admin.llen(PENDING) == 1
+        assert decode(admin.lindex(PENDING, 0)).payload == "before"
+        assert c.get("/readyz").status_code == 200  # reads still work
+    finally:
+        admin.close()
+        server.kill()
+
+
+def test_get_endpoints_send_and_redirect(
+    client: FlaskClient, r: redis.Redis, redis_server: RedisServer
+) -> None:
+    """GET /prodcons pushes and GET /pubsub publishes, each answering 303 to /."""
+    resp = client.get("/prodcons")
+    assert resp.status_code == 303 and resp.headers["Location"] == "/"
+    assert r.llen(PENDING) == 1 and isinstance(decode(r.lindex(PENDING, 0)).payload, int)
+    sub = subscribe(redis_server)
+    try:
+        resp = client.get("/pubsub")
+        assert resp.status_code == 303 and resp.headers["Location"] == "/"
+        msg = sub.get_message(timeout=5)
+        assert msg and decode(msg["data"]).mode == "pubsub"
+    finally:
+        sub.close()
+
+
+def test_form_post_redirects_and_pushes(client: FlaskClient, r: redis.Redis) -> None:
+    """A urlencoded form POST (no JavaScript) answers 303 and the message is in the list."""
+    resp = client.post("/prodcons", data={"payload": "hello"})
+    assert resp.status_code == 303 and resp.headers["Location"] == "/"
+    resp = client.post("/prodcons", data={"payload": '{"a": 1}', "queue": "default"})
+    assert resp.status_code == 303
+    payloads = [decode(raw).payload for raw in reversed(r.lrange(PENDING, 0, -1))]
+    assert payloads == ["hello", {"a": 1}]
+    resp = client.post("/prodcons", data={"payload": "x", "queue": "nope"})
+    assert resp.status_code == 404 and "error" in assert_json(resp)
+
+
+def test_index_and_stats(client: FlaskClient, r: redis.Redis) -> None:
+    """GET / is HTML with both forms; /api/stats is JSON whose queue depth matches LLEN."""
+    resp = client.get("/")
+    assert resp.status_code == 200 and resp.mimetype == "text/html"
+    html = resp.get_data(as_text=True)
+    assert 'action="/prodcons"' in html and 'action="/pubsub"' in html
+    assert html.count("<form") == 2 and "<option>default</option>" in html
+    for _ in range(4):
+        assert client.post("/prodcons", json={"payload": 1}).status_code == 202
+    stats = assert_json(client.get("/api/stats"))
+    for key in ("queues", "channels", "processes", "totals", "latency_ms"):
+        assert key in stats
+    assert stats["queues"]["default"]["depth"] == r.llen(PENDING) == 4
+    assert stats["channels"]["default"]["subscribers"] == 0
+
+
+def test_idle_timeout_is_invisible(make_app: MakeApp, settings: Settings, r: redis.Redis) -> None:
+    """Redis closing the idle pooled connection (timeout 1) never shows up as a 5xx."""
+    # A slow stats thread, so nothing but the requests uses the pool and it really goes idle.
+    c = make_app(settings.replace(stats_interval_s=60.0)).test_client()
+    r.config_set("timeout", 1)
+    try:
+        assert c.post("/prodcons", json={"payload": 1}).status_code == 202
+        time.sleep(2.5)
+        names = [cl["name"] for cl in r.client_list()]
+        assert not any(n.startswith("bus:producer:") for n in names), names  # really closed
+        resp = c.post("/prodcons", json={"payload": 2})
+        assert resp.status_code == 202, resp.get_data(as_text=True)
+        assert assert_json(resp)["depth"] == 2
+    finally:
+        r.config_set("timeout", 0)
+    assert r.llen(PENDING) == 2
+
+
+def test_factory_reads_the_environment(
+    make_app: MakeApp, monkeypatch: pytest.MonkeyPatch, redis_server: RedisServer, r: redis.Redis
+) -> None:
+    """create_app() without arguments takes BUS_REDIS_URL and BUS_QUEUES from the env."""
+    for name in [k for k in os.environ if k.startswith("BUS_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("BUS_REDIS_URL", redis_server.url)
+    monkeypatch.setenv("BUS_QUEUES", "a,b")
+    app = make_app(None)
+    assert app.extensions["bus"].settings.queues == ("a", "b")
+    c = app.test_client()
+    code, body = post_json(c, "/prodcons", {"payload": 1})
+    assert code == 202 and body["queue"] == "a"
+    code, body = post_json(c, "/prodcons", {"payload": 2, "queue": "b"})
+    assert code == 202 and body["queue"] == "b"
+    code, _ = post_json(c, "/prodcons", {"payload": 3, "queue": "default"})
+    assert code == 404
+    assert r.llen("bus:{a}:pending") == 1 and r.llen("bus:{b}:pending") == 1
+    assert r.llen(PENDING) == 0
