@@ -52,6 +52,9 @@ class Daemon:
     def on_tick(self, pipe: redis.client.Pipeline) -> None:
         """Queue extra periodic commands (heartbeats) on the stats pipeline."""
 
+    def after_tick(self) -> None:
+        """Periodic work of its own round trips (the reaper), on the stats thread."""
+
     def on_exit(self) -> None:
         """Clean up in Redis after the loop ended (best effort)."""
 
@@ -109,6 +112,7 @@ class Daemon:
             self.stats.flush(pipe, self.settings.stats_ttl_s)
             self.on_tick(pipe)
             pipe.execute()
+            self.after_tick()
         except redis.RedisError as exc:
             if not self._tick_failing:
                 log.info("%s %s: stats not written (%s); will retry", self.role, self.name, exc)

@@ -1,29 +1,23 @@
-"""Atomic list operations on a queue: ack, retry, dead-letter, recover a processing list.
+"""Atomic operations on one queue: claim, ack, retry, dead-letter, recover, reap, dead letters.
 
-Every move is one Lua script that removes the message from where it is *and* pushes it where it
-goes only if the removal found it, so two actors (a worker and a reaper, say) can never both
-move the same message: nothing is lost and nothing is doubled by the move itself.
+Each one is a single Lua script (:mod:`producer.lua`), so a message is always in exactly one of
+``pending``, a ``processing`` list or ``dead``, whoever moves it and whenever a process dies.
 """
 
 from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import redis
 
-from producer import keys
+from producer import keys, lua
 from producer.envelope import EnvelopeError, decode, now_ms
 
-# KEYS[1] from, KEYS[2] to; ARGV[1] the raw value in `from`, ARGV[2] the value to push,
-# ARGV[3] "L" (LPUSH: back of the line) or "R" (RPUSH: the consuming end, next to be popped).
-_MOVE_ONE = """
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
-if ARGV[3] == 'R' then redis.call('RPUSH', KEYS[2], ARGV[2])
-else redis.call('LPUSH', KEYS[2], ARGV[2]) end
-return 1
-"""
+RECOVER_CHUNK = 500  # messages moved per script call (keeps one call short under a huge list)
 
 
 class QueueOps:
@@ -34,47 +28,146 @@ class QueueOps:
         self.queue = queue
         self.pending = keys.pending(queue)
         self.dead = keys.dead(queue)
-        self._move = client.register_script(_MOVE_ONE)
+        self.consumers = keys.consumers(queue)
+        self._claim = client.register_script(lua.CLAIM)
+        self._ack = client.register_script(lua.ACK)
+        self._move = client.register_script(lua.MOVE)
+        self._reap = client.register_script(lua.REAP)
+        self._requeue_dead = client.register_script(lua.REQUEUE_DEAD)
 
-    def ack(self, consumer: str, raw: bytes) -> int:
-        """Forget a handled message; 1 if it was still in the consumer's processing list."""
-        return int(self.client.lrem(keys.processing(self.queue, consumer), 1, raw))  # type: ignore[arg-type]
+    def claim(self, consumer: str, count: int) -> list[bytes]:
+        """Move up to ``count`` of the oldest pending messages into ``consumer``'s processing
+        list, without blocking; oldest first."""
+        return list(self._claim(keys=[self.pending, self._proc(consumer)], args=[count]))
+
+    def ack(self, consumer: str, raws: Sequence[bytes]) -> int:
+        """Forget handled messages; returns how many were still in the processing list."""
+        if not raws:
+            return 0
+        return int(self._ack(keys=[self._proc(consumer)], args=list(raws)))
 
     def retry(self, consumer: str, raw: bytes, new_raw: bytes) -> bool:
-        """Put a failed message back at the end of the line, as ``new_raw`` (attempt + 1)."""
-        return self._move_one(
-            keys.processing(self.queue, consumer), self.pending, raw, new_raw, "L"
-        )
+        """Put a failed message at the back of the line as ``new_raw`` (attempt + 1)."""
+        return self._move_from(self._proc(consumer), [(raw, new_raw, "L")]) == 1
 
     def dead_letter(self, consumer: str | None, raw: bytes, reason: str) -> bool:
-        """Move ``raw`` from the processing list (or nowhere, for at-most-once) to ``dead``."""
+        """Move ``raw`` from the processing list (or from nowhere: at-most-once) to ``dead``."""
         entry = dead_entry(raw, reason, queue=self.queue, consumer=consumer)
         if consumer is None:
             self.client.lpush(self.dead, entry)
             return True
-        return self._move_one(keys.processing(self.queue, consumer), self.dead, raw, entry, "L")
+        return self._move_from(self._proc(consumer), [(raw, entry, "D")]) == 1
+
+    def release(self, consumer: str, raws: Sequence[bytes]) -> int:
+        """Give back claimed messages that were never handed to the handler, unchanged, to the
+        consuming end, so they are popped next in their original order (``raws`` oldest first)."""
+        triples = [(raw, raw, "R") for raw in reversed(raws)]
+        return self._move_from(self._proc(consumer), triples)
 
     def recover(self, consumer: str) -> tuple[int, int]:
-        """Requeue a consumer's whole processing list at the consuming end of ``pending``, oldest
-        next, each with attempt + 1; garbage goes to ``dead``. Returns (requeued, dead)."""
-        source = keys.processing(self.queue, consumer)
+        """Requeue ``consumer``'s whole processing list at the consuming end (oldest next), each
+        with attempt + 1; garbage goes to ``dead``. Returns (requeued, dead-lettered)."""
+        source = self._proc(consumer)
         requeued = dead = 0
-        # Head is newest: RPUSHing head-first leaves the oldest at the tail, popped first.
-        raws: list[bytes] = self.client.lrange(source, 0, -1)  # type: ignore[assignment]
-        for raw in raws:
-            try:
-                new_raw = decode(raw).next_attempt().encode()
-            except EnvelopeError as exc:
-                entry = dead_entry(
-                    raw, f"undecodable: {exc.reason}", queue=self.queue, consumer=consumer
-                )
-                dead += self._move_one(source, self.dead, raw, entry, "L")
-                continue
-            requeued += self._move_one(source, self.pending, raw, new_raw, "R")
+        while raws := self._read_list(source):
+            triples = _plan(raws, self.queue, consumer)
+            moved = self._move_from(source, triples)
+            if moved == 0:
+                break  # someone else moved them meanwhile
+            dead += sum(1 for t in triples if t[2] == "D")
+            requeued += moved - sum(1 for t in triples if t[2] == "D")
         return requeued, dead
 
-    def _move_one(self, src: str, dst: str, raw: bytes, value: bytes, side: str) -> bool:
-        return bool(self._move(keys=[src, dst], args=[raw, value, side]))
+    def reap(self, ttl_s: float) -> dict[str, tuple[int, int]]:
+        """Recover the processing lists of consumers whose heartbeat is older than ``ttl_s`` and
+        unregister them. Returns {consumer: (requeued, dead-lettered)} for each one reaped."""
+        cutoff = now_ms() - int(ttl_s * 1000)
+        stale = self.client.zrangebyscore(self.consumers, "-inf", cutoff)
+        reaped: dict[str, tuple[int, int]] = {}
+        for member in stale:
+            name = member.decode()  # type: ignore[union-attr]
+            source = self._proc(name)
+            requeued = dead = 0
+            while True:
+                triples = _plan(self._read_list(source), self.queue, name)
+                args: list[Any] = [name, cutoff]
+                for t in triples:
+                    args.extend(t)
+                moved = int(self._reap(keys=[source, self.pending, self.dead, self.consumers],
+                                       args=args))  # fmt: skip
+                if moved < 0:
+                    break  # it came back to life: its messages are its own again
+                dead += sum(1 for t in triples if t[2] == "D")
+                requeued += moved - sum(1 for t in triples if t[2] == "D")
+                if not triples or moved == 0:
+                    reaped[name] = (requeued, dead)
+                    break
+        return reaped
+
+    def dead_entries(self, start: int = 0, count: int = 100) -> list[dict[str, Any]]:
+        """Dead letters, newest first, as dicts (``reason``, ``at``, ``raw`` or ``raw_b64``...)."""
+        out = []
+        entries: list[bytes] = self.client.lrange(self.dead, start, start + count - 1)  # type: ignore[assignment]
+        for entry in entries:
+            try:
+                out.append(json.loads(entry))
+            except ValueError:
+                out.append({"reason": "unreadable dead entry", "raw_b64": _b64(entry)})
+        return out
+
+    def requeue_dead(self, count: int | None = None) -> tuple[int, int]:
+        """Push dead letters (oldest first) back onto pending as fresh first attempts. Entries
+        whose raw bytes are not a valid envelope stay. Returns (requeued, kept)."""
+        raws: list[bytes] = self.client.lrange(self.dead, 0, -1)  # type: ignore[assignment]
+        pairs: list[bytes] = []
+        kept = 0
+        for entry in reversed(raws):
+            if count is not None and len(pairs) // 2 >= count:
+                break
+            try:
+                raw = json.loads(entry)["raw"].encode()
+                env = decode(raw)
+            except (ValueError, KeyError, TypeError, AttributeError):
+                kept += 1
+                continue
+            pairs.extend([entry, replace(env, attempt=1).encode()])
+        moved = int(self._requeue_dead(keys=[self.dead, self.pending], args=pairs)) if pairs else 0
+        return moved, kept
+
+    def purge_dead(self) -> int:
+        """Delete every dead letter; returns how many there were."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.llen(self.dead)
+        pipe.delete(self.dead)
+        return int(pipe.execute()[0])
+
+    def _proc(self, consumer: str) -> str:
+        return keys.processing(self.queue, consumer)
+
+    def _read_list(self, key: str) -> list[bytes]:
+        # From the head (newest): each later, older chunk is RPUSHed closer to the consuming end.
+        return self.client.lrange(key, 0, RECOVER_CHUNK - 1)  # type: ignore[return-value]
+
+    def _move_from(self, source: str, triples: Sequence[tuple[bytes, bytes, str]]) -> int:
+        if not triples:
+            return 0
+        args: list[Any] = []
+        for t in triples:
+            args.extend(t)
+        return int(self._move(keys=[source, self.pending, self.dead], args=args))
+
+
+def _plan(raws: list[bytes], queue: str, consumer: str) -> list[tuple[bytes, bytes, str]]:
+    """Moves that give back a processing list: newest first, so RPUSH leaves the oldest at the
+    consuming end; each message with attempt + 1; garbage to dead."""
+    triples = []
+    for raw in raws:  # LRANGE order: newest (head side) first
+        try:
+            triples.append((raw, decode(raw).next_attempt().encode(), "R"))
+        except EnvelopeError as exc:
+            entry = dead_entry(raw, f"undecodable: {exc.reason}", queue=queue, consumer=consumer)
+            triples.append((raw, entry, "D"))
+    return triples
 
 
 def dead_entry(raw: bytes, reason: str, **where: str | None) -> bytes:
@@ -84,5 +177,9 @@ def dead_entry(raw: bytes, reason: str, **where: str | None) -> bytes:
     try:
         entry["raw"] = raw.decode("utf-8")
     except UnicodeDecodeError:
-        entry["raw_b64"] = base64.b64encode(raw).decode("ascii")
+        entry["raw_b64"] = _b64(raw)
     return json.dumps(entry, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")

@@ -47,6 +47,7 @@ class Settings:
     heartbeat_ttl_s: float = 15.0
     stats_interval_s: float = 0.5
     stats_ttl_s: float = 120.0
+    reaper_interval_s: float = 5.0
     max_attempts: int = 5
     batch_size: int = 100
     max_payload_bytes: int = 65536
@@ -101,6 +102,7 @@ class Settings:
             "heartbeat_ttl_s",
             "stats_interval_s",
             "stats_ttl_s",
+            "reaper_interval_s",
         )
         for name in positive:
             if getattr(self, name) <= 0:
