@@ -1,8 +1,7 @@
-"""``python -m consumers``: run the queue worker or the pub/sub subscriber.
+"""``python -m consumers``: the worker, the subscriber, the reaper and the dead-letter tools.
 
 The only place the daemons read the environment and install signal handlers: SIGTERM or
-SIGINT finishes the message in hand and exits 0 (within one block timeout); a second signal
-exits at once with status 130.
+SIGINT finishes the message in hand and exits 0; a second signal exits at once with 130.
 """
 
 from __future__ import annotations
@@ -14,9 +13,12 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 
+import redis
+
+from consumers import tools
 from consumers.daemon import Daemon
 from consumers.handlers import DEFAULT, HandlerError, load_handler
 from consumers.subscriber import Subscriber
@@ -25,17 +27,21 @@ from producer import Settings, SettingsError
 from producer.logs import setup_logging
 
 EXIT_OK = 0
-EXIT_CONFIG = 78  # sysexits EX_CONFIG: bad BUS_* setting or --handler
+EXIT_CONFIG = 78  # sysexits EX_CONFIG: a bad BUS_* setting or --handler
 EXIT_FORCED = 130  # a second signal: stopped without finishing the message in hand
 
 log = logging.getLogger("consumers")
-
+FORMAT = argparse.RawDescriptionHelpFormatter
 EPILOG = """\
 Every BUS_* variable of the README applies (BUS_REDIS_URL, BUS_BLOCK_TIMEOUT_S, ...).
 SIGTERM/SIGINT finish the message in hand and exit 0; a second signal exits at once (130).
+Exit codes: 0 done, 1 unhealthy (--check) or refused, 69 Redis unreachable, 78 bad configuration.
 examples:
   python -m consumers worker --queue default --handler myapp.jobs:handle
+  python -m consumers worker --check --queue default
   python -m consumers subscriber --channel default --pattern 'orders.*'
+  python -m consumers reaper --once
+  python -m consumers dead list --queue default
 """
 
 
@@ -43,65 +49,76 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``python -m consumers``."""
     parser = argparse.ArgumentParser(
         prog="python -m consumers",
-        description="redis-bus daemons: a FIFO queue worker and a pub/sub subscriber.",
         epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=FORMAT,
+        description="redis-bus daemons: a FIFO queue worker, a pub/sub subscriber, and tools.",
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{worker,subscriber}")
+    sub = parser.add_subparsers(dest="command", required=True)
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument(
+    common.add_argument("--log-level", help="DEBUG, INFO, WARNING... (default: BUS_LOG_LEVEL)")
+    daemon = argparse.ArgumentParser(add_help=False, parents=[common])
+    daemon.add_argument(
         "--name",
-        help="consumer name shown in Redis and stats "
-        "(default: <host>-<pid>); a worker's in-flight list is named after it",
+        help="consumer name in Redis and stats (default: <host>-<pid>); "
+        "a worker's in-flight list is named after it",
     )
-    common.add_argument(
+    daemon.add_argument(
         "--handler",
         default=DEFAULT,
-        help=f"callable 'pkg.module:function' receiving each Envelope; an "
-        f"exception means failure (default: {DEFAULT})",
+        help="callable 'pkg.module:function' "
+        f"receiving each Envelope; raising means failure (default: {DEFAULT})",
     )
-    common.add_argument(
-        "--log-level", help="DEBUG, INFO, WARNING... (default: BUS_LOG_LEVEL or INFO)"
-    )
-
-    w = sub.add_parser(
-        "worker",
-        parents=[common],
-        help="consume queues (LPUSH by producers)",
-        description="Pop messages from the tail of bus:{queue}:pending (FIFO) "
-        "and run the handler on each.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    w.add_argument(
+    queues = argparse.ArgumentParser(add_help=False)
+    queues.add_argument(
         "--queue",
         action="append",
         dest="queues",
         metavar="Q",
-        help="queue to consume (repeatable; one thread each; default: default)",
+        help="queue (repeatable; default: every queue of BUS_QUEUES)",
+    )
+
+    def command(
+        name: str, parents: list[argparse.ArgumentParser], text: str
+    ) -> argparse.ArgumentParser:
+        return sub.add_parser(
+            name,
+            parents=parents,
+            help=text,
+            description=text,
+            epilog=EPILOG,
+            formatter_class=FORMAT,
+        )
+
+    w = command(
+        "worker",
+        [daemon, queues],
+        "Pop messages from the tail of bus:{queue}:pending "
+        "(FIFO) and run the handler on each; one thread per queue.",
     )
     w.add_argument(
         "--delivery",
         choices=("at-least-once", "at-most-once"),
-        help="at-least-once: BLMOVE + ack, nothing lost on a crash (default); "
-        "at-most-once: BRPOP, the message in hand is lost on a crash",
+        help="at-least-once: claim + ack, nothing lost on a crash (default); "
+        "at-most-once: BRPOP, the messages in hand are lost on a crash",
     )
-
-    s = sub.add_parser(
+    w.add_argument(
+        "--check",
+        action="store_true",
+        help="do not consume: exit 0 if every queue "
+        "has a worker with a fresh heartbeat, else 1 (a liveness probe)",
+    )
+    s = command(
         "subscriber",
-        parents=[common],
-        help="listen on pub/sub channels",
-        description="Subscribe to bus:ch:<channel> channels and patterns, watch the "
-        "link with PING/PONG deadlines, count what was missed.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        [daemon],
+        "Subscribe to bus:ch:<channel> channels and patterns, "
+        "watch the link with PING/PONG deadlines, count what was missed.",
     )
     s.add_argument(
         "--channel",
         action="append",
         dest="channels",
         metavar="C",
-        help="channel to subscribe to (repeatable; default: default)",
+        help="channel (repeatable; default: default)",
     )
     s.add_argument(
         "--pattern",
@@ -110,44 +127,92 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="GLOB",
         help="channel pattern, e.g. 'orders.*' (repeatable)",
     )
+    r = command(
+        "reaper",
+        [common, queues],
+        "Requeue the in-flight messages of workers whose "
+        "heartbeat expired (every worker also does this on its own).",
+    )
+    r.add_argument("--once", action="store_true", help="one pass, then exit")
+    d = command("dead", [common], "List, requeue or delete a queue's dead letters.")
+    d.add_argument("action", choices=("list", "requeue", "purge"))
+    d.add_argument("--queue", default="default", help="queue (default: default)")
+    d.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        metavar="N",
+        help="at most N entries (list: default 100; requeue: default all)",
+    )
+    d.add_argument("--yes", action="store_true", help="purge: really delete")
     return parser
 
 
 def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> int:
     """Entry point; returns the exit status."""
     args = build_parser().parse_args(argv)
-    env = dict(os.environ if environ is None else environ)
     try:
         overrides = {"delivery": args.delivery} if getattr(args, "delivery", None) else {}
-        settings = Settings.from_env(env, **overrides)
+        settings = Settings.from_env(os.environ if environ is None else environ, **overrides)
         setup_logging(args.log_level or settings.log_level)
-        handler = load_handler(args.handler)
+        handler = load_handler(args.handler) if hasattr(args, "handler") else None
     except (SettingsError, HandlerError, ValueError) as exc:
         print(f"python -m consumers: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    queues = list(dict.fromkeys(getattr(args, "queues", None) or settings.queues))
+    try:
+        if args.command == "dead":
+            if args.action == "list" and args.limit is None:
+                args.limit = 100
+            return tools.dead_letters(settings, args)
+        if args.command == "reaper":
+            stopping = threading.Event()
+            install_signal_handlers(stopping.set)
+            return tools.run_reaper(settings, queues, args.once, stopping)
+        if args.command == "worker" and args.check:
+            return tools.check_workers(settings, queues)
+    except redis.RedisError as exc:
+        print(f"python -m consumers: Redis unavailable: {exc}", file=sys.stderr)
+        return tools.EXIT_UNAVAILABLE
+    assert handler is not None
+    return run_daemons(args, settings, queues, handler)
+
+
+def run_daemons(
+    args: argparse.Namespace, settings: Settings, queues: list[str], handler: Callable[..., object]
+) -> int:
+    """Build the worker(s) or the subscriber and run them until a signal."""
     name = args.name or f"{socket.gethostname()}-{os.getpid()}"
     daemons: list[Daemon]
     if args.command == "worker":
-        queues = args.queues or ["default"]
-        daemons = [Worker(settings, q, name, handler) for q in dict.fromkeys(queues)]
+        daemons = [Worker(settings, q, name, handler) for q in queues]
+        what = f"queues {' '.join(queues)}, {settings.delivery}"
     else:
         channels = args.channels or ([] if args.patterns else ["default"])
         daemons = [Subscriber(settings, channels, args.patterns or [], name, handler)]
-    log.info(
-        "%s %s starting on %s (%s)",
-        args.command,
-        name,
-        settings.redis_url_redacted,
-        ", ".join(_describe(d) for d in daemons),
-    )
-    install_signal_handlers(daemons)
-    run_all(daemons)
+        what = "channels " + " ".join(channels + (args.patterns or []))
+    log.info("%s %s starting on %s (%s)", args.command, name, settings.redis_url_redacted, what)
+
+    def stop_all() -> None:
+        for d in daemons:
+            d.stop()
+
+    install_signal_handlers(stop_all)
+    if len(daemons) == 1:
+        daemons[0].run()
+    else:
+        threads = [threading.Thread(target=d.run, name=f"worker-{d.name}") for d in daemons]
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():
+                t.join(0.5)  # short joins keep the main thread free to run signal handlers
     log.info("%s %s stopped", args.command, name)
     return EXIT_OK
 
 
-def install_signal_handlers(daemons: list[Daemon]) -> None:
-    """First SIGTERM/SIGINT: stop gracefully. Second: exit at once."""
+def install_signal_handlers(stop: Callable[[], None]) -> None:
+    """First SIGTERM/SIGINT: call ``stop`` (finish the message in hand). Second: exit at once."""
     received: list[int] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -159,29 +224,7 @@ def install_signal_handlers(daemons: list[Daemon]) -> None:
             "%s: finishing the message in hand, then exiting (again to force)",
             signal.Signals(signum).name,
         )
-        for d in daemons:
-            d.stop()
+        stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-
-
-def run_all(daemons: list[Daemon]) -> None:
-    """Run one daemon in this thread, or several in threads until all have stopped."""
-    if len(daemons) == 1:
-        daemons[0].run()
-        return
-    threads = [threading.Thread(target=d.run, name=f"{d.role}-{i}") for i, d in enumerate(daemons)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        while t.is_alive():
-            t.join(0.5)  # short joins keep the main thread free to run signal handlers
-
-
-def _describe(d: Daemon) -> str:
-    if isinstance(d, Worker):
-        return f"queue {d.queue}, {d.settings.delivery}"
-    if isinstance(d, Subscriber):
-        return "channels " + " ".join(d.channels + d.patterns)
-    return d.role

@@ -1,12 +1,14 @@
-"""``/api/stats``, ``/healthz``, ``/readyz`` and the index page."""
+"""The index page, ``/api/stats``, ``/api/queues/<q>/dead``, ``/healthz`` and ``/readyz``."""
 
 from __future__ import annotations
 
 import redis
-from flask import Blueprint, render_template
+from flask import Blueprint, render_template, request
 from flask.typing import ResponseReturnValue
 
+from producer.queue import QueueOps
 from web.bus import get_bus
+from web.errors import BadMessage
 
 bp = Blueprint("api", __name__)
 
@@ -39,3 +41,45 @@ def readyz() -> ResponseReturnValue:
         body = {"status": "unavailable", "redis": f"{type(exc).__name__}: {exc}"}
         return body, 503, {"Retry-After": "1"}
     return {"status": "ready", "redis": "ok"}
+
+
+@bp.get("/api/queues/<queue>/dead")
+def dead_list(queue: str) -> ResponseReturnValue:
+    """A page of the queue's dead letters, newest first (``?start=0&count=100``)."""
+    ops = _queue_ops(queue)
+    start = _int_arg("start", 0, 0, 10**9)
+    count = _int_arg("count", 100, 1, 1000)
+    total = ops.client.llen(ops.dead)
+    return {"queue": queue, "total": total, "entries": ops.dead_entries(start, count)}
+
+
+@bp.post("/api/queues/<queue>/dead/requeue")
+def dead_requeue(queue: str) -> ResponseReturnValue:
+    """Push dead letters back onto the queue as first attempts (JSON ``{"count": n}`` optional)."""
+    ops = _queue_ops(queue)
+    body = request.get_json(silent=True) if request.content_length else {}
+    count = body.get("count") if isinstance(body, dict) else None
+    if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 1):
+        raise BadMessage(400, "'count' must be a positive integer")
+    requeued, kept = ops.requeue_dead(count)
+    return {"queue": queue, "requeued": requeued, "kept": kept}
+
+
+def _queue_ops(queue: str) -> QueueOps:
+    bus = get_bus()
+    if queue not in bus.settings.queues:
+        raise BadMessage(404, f"unknown queue {queue!r}", allowed=list(bus.settings.queues))
+    return QueueOps(bus.get_client(), queue)
+
+
+def _int_arg(name: str, default: int, low: int, high: int) -> int:
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise BadMessage(400, f"'{name}' must be an integer") from None
+    if not low <= value <= high:
+        raise BadMessage(400, f"'{name}' must be between {low} and {high}")
+    return value

@@ -1,0 +1,101 @@
+"""One-shot commands of ``python -m consumers``: worker --check, reaper, dead letters."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import threading
+from datetime import UTC, datetime
+
+import redis
+
+from producer import Settings, make_client
+from producer import keys as bus_keys
+from producer.envelope import now_ms
+from producer.queue import QueueOps
+
+log = logging.getLogger("consumers")
+
+EXIT_OK = 0
+EXIT_UNHEALTHY = 1  # worker --check: no live worker; dead purge without --yes
+EXIT_UNAVAILABLE = 69  # sysexits EX_UNAVAILABLE: Redis could not be reached
+
+
+def check_workers(settings: Settings, queues: list[str]) -> int:
+    """Exit 0 only if every queue has a worker whose heartbeat is younger than the TTL."""
+    client = make_client(settings, "admin", "check")
+    cutoff = now_ms() - int(settings.heartbeat_ttl_s * 1000)
+    healthy = True
+    for q in queues:
+        live: list[tuple[bytes, float]] = client.zrangebyscore(  # type: ignore[assignment]
+            bus_keys.consumers(q), cutoff, "+inf", withscores=True
+        )
+        if live:
+            ages = ", ".join(f"{m.decode()} ({(now_ms() - s) / 1000:.1f}s)" for m, s in live)
+            print(f"queue {q}: {len(live)} live worker(s): {ages}")
+        else:
+            print(
+                f"queue {q}: no worker with a heartbeat in the last {settings.heartbeat_ttl_s:g}s"
+            )
+            healthy = False
+    return EXIT_OK if healthy else EXIT_UNHEALTHY
+
+
+def run_reaper(settings: Settings, queues: list[str], once: bool, stopping: threading.Event) -> int:
+    """Requeue the in-flight messages of workers whose heartbeat expired; once or every
+    ``reaper_interval_s`` until ``stopping`` is set."""
+    client = make_client(settings, "admin", "reaper")
+    ops = [QueueOps(client, q) for q in queues]
+    while True:
+        try:
+            for op in ops:
+                reaped = op.reap(settings.heartbeat_ttl_s)
+                for name, (requeued, dead) in reaped.items():
+                    print(
+                        f"queue {op.queue}: reaped {name}: requeued {requeued}, "
+                        f"dead-lettered {dead}",
+                        flush=True,
+                    )
+                if once and not reaped:
+                    print(f"queue {op.queue}: no expired worker")
+        except redis.RedisError as exc:
+            if once:
+                raise
+            log.warning("reaper: %s; trying again in %gs", exc, settings.reaper_interval_s)
+        if once or stopping.wait(settings.reaper_interval_s):
+            return EXIT_OK
+
+
+def dead_letters(settings: Settings, args: argparse.Namespace) -> int:
+    """``dead list|requeue|purge``."""
+    ops = QueueOps(make_client(settings, "admin", "dead"), args.queue)
+    if args.action == "list":
+        for entry in ops.dead_entries(0, args.limit):
+            print(json.dumps(_readable(entry), ensure_ascii=False))
+        return EXIT_OK
+    if args.action == "requeue":
+        requeued, kept = ops.requeue_dead(args.limit)
+        print(f"queue {args.queue}: requeued {requeued}; kept {kept} that are not valid envelopes")
+        return EXIT_OK
+    total = ops.client.llen(ops.dead)
+    if not args.yes:
+        print(
+            f"queue {args.queue}: {total} dead letters; add --yes to delete them", file=sys.stderr
+        )
+        return EXIT_UNHEALTHY
+    print(f"queue {args.queue}: purged {ops.purge_dead()} dead letters")
+    return EXIT_OK
+
+
+def _readable(entry: dict[str, object]) -> dict[str, object]:
+    out = dict(entry)
+    at = entry.get("at")
+    if isinstance(at, int):
+        out["at"] = datetime.fromtimestamp(at / 1000, UTC).isoformat(timespec="milliseconds")
+    for field in ("raw", "raw_b64"):
+        value = out.get(field)
+        if isinstance(value, str) and len(value) > 500:
+            out[field] = value[:500] + f"... ({len(value)} chars)"
+    return out
