@@ -66,7 +66,12 @@ class Worker(Daemon):
         backlog = True  # try a non-blocking batch first: there may be a backlog already
         while not self.stopping.is_set():
             batch, backlog = self._next_batch(backlog)
-            self._handle(batch)
+            if batch:
+                self._handle(batch)
+            elif self.at_least_once and self.client.llen(self.processing):
+                # Idle, holding nothing, yet the list is not empty: a pop that Redis served to
+                # a connection we had already dropped landed after our recovery. Requeue it.
+                self._recover()
 
     def _next_batch(self, backlog: bool) -> tuple[list[bytes], bool]:
         """Up to ``batch_size`` messages at once while a backlog exists, else one blocking pop.

@@ -10,6 +10,7 @@ import redis
 
 from consumers.worker import Worker
 from producer import Envelope, Producer, Settings, decode, keys, make_client
+from producer.envelope import new
 from tests.inproc import running
 from tests.procs import wait_for
 
@@ -130,3 +131,22 @@ def test_stop_releases_a_blocked_pop_at_once(settings: Settings) -> None:
         time.sleep(0.5)  # now blocked in BLMOVE
         started = time.monotonic()
     assert time.monotonic() - started < 1.5
+
+
+def test_a_late_ghost_pop_is_recovered_while_idle(settings: Settings, r: redis.Redis) -> None:
+    """A message that appears in the worker's processing list while it holds nothing (a pop
+    Redis served to a dropped connection after the worker had recovered) is requeued and handled
+    within one block timeout."""
+    seen: list[Envelope] = []
+    worker = make_worker(settings, seen.append)
+    with running(worker):
+        time.sleep(0.3)
+        # Stand in for Redis serving the stale BLMOVE of a dead connection:
+        ghost = new("ghost", src="test", seq=1, mode="prodcons")
+        r.lpush(keys.processing("default", "w1"), ghost.encode())
+        started = time.monotonic()
+        wait_for(lambda: seen, 5, "the ghost handled")
+        waited = time.monotonic() - started
+    assert [(e.payload, e.attempt) for e in seen] == [("ghost", 2)]
+    assert waited < settings.block_timeout_s + 1
+    assert r.llen(keys.processing("default", "w1")) == 0
