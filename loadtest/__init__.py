@@ -1,0 +1,1 @@
+"""Load tests and benchmarks of redis-bus (they import producer, never consumers or web)."""
