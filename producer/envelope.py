@@ -19,6 +19,7 @@ from typing import Any
 VERSION = 1
 MODES = ("prodcons", "pubsub")
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_DECODER = json.JSONDecoder()
 _FIELDS = {"v": int, "id": str, "src": str, "seq": int, "ts": int, "mode": str, "attempt": int}
 
 
@@ -88,14 +89,13 @@ def decode(raw: bytes | str) -> Envelope:
     """Parse ``raw``; raise :class:`EnvelopeError` (carrying ``raw``) if it is not an envelope."""
     data = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else bytes(raw)
     try:
-        obj = json.loads(data)
+        obj = _DECODER.decode(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise EnvelopeError(f"not JSON: {exc}", data) from None
-    if not isinstance(obj, dict):
+    if type(obj) is not dict:
         raise EnvelopeError(f"not a JSON object but {type(obj).__name__}", data)
     for name, kind in _FIELDS.items():
-        value = obj.get(name)
-        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        if type(obj.get(name)) is not kind:  # `type is`, so True is not an int here
             raise EnvelopeError(f"field {name!r} missing or not {kind.__name__}", data)
     if "payload" not in obj:
         raise EnvelopeError("field 'payload' missing", data)

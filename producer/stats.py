@@ -12,6 +12,7 @@ buckets ``lat_le_<ms>`` (``lat_le_inf`` last) with ``lat_count`` and ``lat_sum_m
 
 from __future__ import annotations
 
+import bisect
 import os
 import socket
 import threading
@@ -68,7 +69,7 @@ class Stats:
     def observe_latency_ms(self, ms: float) -> None:
         """Record one end-to-end latency."""
         ms = max(ms, 0)
-        index = next((i for i, b in enumerate(LATENCY_BUCKETS_MS) if ms <= b), len(LAT_FIELDS) - 1)
+        index = bisect.bisect_left(LATENCY_BUCKETS_MS, ms)  # past the last bound: the +inf bucket
         with self._lock:
             self._lat[index] += 1
             self._lat_sum_ms += int(ms)
