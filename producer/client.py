@@ -3,15 +3,17 @@
 redis-py 8 defaults to a 5 s socket timeout, 10 silent retries with backoff, and RESP3. None of
 those suits every role, so nothing here is left to a default:
 
-``producer``   web and load-test producers: short deadlines; a command that hit a pooled
-               connection the server had closed (idle ``timeout``, restart) is retried on a fresh
-               one, up to ``producer_retries`` times. Only connection errors are retried: after a
-               read timeout the command may have run, and a retry could duplicate it.
+``producer``   web and load-test producers: short deadlines, no redis-py retries. A pooled
+               connection the server closed (idle ``timeout``, CLIENT KILL, restart) is found and
+               replaced when it is taken from the pool, before anything is sent; the
+               :class:`~producer.Producer` itself resends only what surely did not run (a retry
+               after a lost reply would duplicate the message).
 ``worker``     blocking pops: read deadline ``worker_read_timeout_s`` > ``block_timeout_s`` so an
                idle wait is never cut short but a dead link is noticed; no retries (the worker's
                own loop reconnects, recovers and counts).
-``subscriber`` pub/sub: no retries and no redis-py health check (the subscriber sends its own
-               PING and enforces the PONG deadline, which redis-py does not).
+``subscriber`` pub/sub: errors raise at once, untouched (redis-py would otherwise reconnect and
+               resubscribe behind our back before raising, even with zero retries); no redis-py
+               health check (the subscriber sends its own PING and enforces the PONG deadline).
 ``admin``      heartbeats, stats, acks outside the hot path, tools: short deadlines, no retries.
 
 RESP2 everywhere: in subscribed mode a PING is answered by a ``pong`` message that the
@@ -24,7 +26,7 @@ import socket
 from typing import Any
 
 import redis
-from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from producer.settings import Settings
@@ -60,17 +62,12 @@ def client_options(settings: Settings, role: str, name: str | None = None) -> di
         "decode_responses": False,
         "client_name": f"bus:{role}:{name}" if name else f"bus:{role}",
     }
-    if role == "producer":
-        opts["retry"] = Retry(
-            ExponentialWithJitterBackoff(base=0.005, cap=0.05),
-            settings.producer_retries,
-            supported_errors=(redis.ConnectionError,),
-        )
-    elif role == "worker":
+    if role == "worker":
         opts["socket_timeout"] = settings.worker_read_timeout_s
     elif role == "subscriber":
         # get_message(timeout=...) polls with select(); this bounds reads of a partial reply.
         opts["socket_timeout"] = settings.pong_deadline_s
+        opts["retry"] = Retry(NoBackoff(), 0, supported_errors=())
     return opts
 
 

@@ -23,6 +23,11 @@ class Sent:
     result: int
 
 
+class Unconfirmed(redis.ConnectionError):
+    """The connection broke after the command was sent: the message may or may not have been
+    pushed or published. Counted as ``unconfirmed``; its sequence number is never reused."""
+
+
 def new_src() -> str:
     """A producer id unique to this process: short, readable, never reused."""
     return f"{os.getpid()}-{uuid.uuid4().hex[:10]}"
@@ -68,17 +73,46 @@ class Producer:
         return sent
 
     def _lpush(self, key: str, raws: list[bytes]) -> list[int]:
-        # One LPUSH with many values is atomic: never half-applied, so safe to retry.
-        depth = int(self.client.lpush(key, *raws))
-        return [depth - len(raws) + 1 + i for i in range(len(raws))]
+        # One LPUSH with many values is atomic: never half-applied.
+        (depth,) = self._execute([("LPUSH", key, *raws)])
+        return [int(depth) - len(raws) + 1 + i for i in range(len(raws))]
 
     def _publish(self, channel: str, raws: list[bytes]) -> list[int]:
-        if len(raws) == 1:
-            return [int(self.client.publish(channel, raws[0]))]
-        pipe = self.client.pipeline(transaction=False)
-        for raw in raws:
-            pipe.publish(channel, raw)
-        return [int(n) for n in pipe.execute()]
+        return [int(n) for n in self._execute([("PUBLISH", channel, raw) for raw in raws])]
+
+    def _execute(self, commands: list[tuple[Any, ...]]) -> list[Any]:
+        """Send ``commands`` in one write on one pooled connection and read their replies,
+        telling apart what surely did not run from what may have run.
+
+        Taking a connection from the pool replaces one the server had closed (idle timeout,
+        kill, restart) before anything is sent. If one command could not be written whole,
+        Redis never ran it: it is sent once more on a fresh connection. A failure after the
+        write raises :class:`Unconfirmed`: the reply was lost, the command may have run, and
+        resending it could deliver a message twice."""
+        pool = self.client.connection_pool
+        for attempt in (1, 2):
+            conn = pool.get_connection()
+            try:
+                try:
+                    conn.send_packed_command(conn.pack_commands(commands))
+                except (redis.ConnectionError, redis.TimeoutError) as exc:
+                    conn.disconnect()
+                    if len(commands) > 1:  # the first ones may have been written whole
+                        raise Unconfirmed(f"connection broke while sending: {exc}") from exc
+                    if attempt == 1:
+                        continue
+                    raise
+                try:
+                    return [conn.read_response() for _ in commands]
+                except redis.ResponseError:
+                    conn.disconnect()  # later replies of the batch are unread
+                    raise
+                except (redis.ConnectionError, redis.TimeoutError) as exc:
+                    conn.disconnect()
+                    raise Unconfirmed(f"no reply after sending: {exc}") from exc
+            finally:
+                pool.release(conn)
+        raise AssertionError("unreachable")
 
     def _send(
         self,
@@ -98,10 +132,12 @@ class Producer:
                 return []
             try:
                 results = send(dest, raws)
-            except redis.TimeoutError:
-                # It may have run: never reuse these numbers. After any other error nothing
-                # was sent, so they stay free and no subscriber counts a false gap.
+            except Unconfirmed:
+                # They may have run: never reuse these numbers. After any other error nothing
+                # ran, so they stay free and no subscriber counts a false gap.
                 self._seqs[dest] = first + len(raws)
+                if self.stats:
+                    self.stats.incr("unconfirmed", len(raws))
                 raise
             self._seqs[dest] = first + len(raws)
         return [Sent(e, r) for e, r in zip(envs, results, strict=True)]

@@ -37,7 +37,6 @@ class Settings:
     socket_timeout_s: float = 1.0  # short commands (producers, stats, heartbeats)
     block_timeout_s: float = 5.0  # how long one blocking pop waits on the server
     worker_read_timeout_s: float = 0.0  # 0 means block_timeout_s + 2
-    producer_retries: int = 2  # retries of a command on a broken pooled connection
     health_check_interval_s: float = 5.0
     pong_deadline_s: float = 3.0
     backoff_base_s: float = 0.1
@@ -123,7 +122,6 @@ class Settings:
         if self.stats_ttl_s <= self.stats_interval_s:
             raise SettingsError("BUS_STATS_TTL_S must exceed BUS_STATS_INTERVAL_S")
         for name, low in (
-            ("producer_retries", 0),
             ("max_attempts", 1),
             ("batch_size", 1),
             ("web_workers", 1),

@@ -28,6 +28,7 @@ COUNTERS = (
     "pushed",  # producers: LPUSH accepted
     "published",  # producers: PUBLISH done
     "published_zero",  # producers: PUBLISH reached no subscriber (the message went nowhere)
+    "unconfirmed",  # producers: sent, but the reply was lost: it may or may not have run
     "rejected",  # web: 4xx answers
     "unavailable",  # web: 503 answers (Redis down, timing out or out of memory)
     "handled",  # worker: handler returned; subscriber: handler returned

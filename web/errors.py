@@ -9,7 +9,7 @@ from flask import Flask, jsonify
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
-from producer import PayloadError
+from producer import PayloadError, Unconfirmed
 from web.bus import get_bus
 
 log = logging.getLogger(__name__)
@@ -48,7 +48,13 @@ def _payload_error(exc: PayloadError) -> ResponseReturnValue:
 
 
 def _redis_error(exc: redis.RedisError) -> ResponseReturnValue:
-    if isinstance(exc, redis.exceptions.OutOfMemoryError):
+    if isinstance(exc, Unconfirmed):
+        message, retry_after = (
+            "the connection to Redis broke after the message was sent: it may or may not have "
+            "been accepted (a retry may deliver it twice)",
+            1,
+        )
+    elif isinstance(exc, redis.exceptions.OutOfMemoryError):
         message, retry_after = "Redis is out of memory: the message was not accepted", 5
     elif isinstance(exc, redis.ConnectionError | redis.TimeoutError):
         message, retry_after = (
