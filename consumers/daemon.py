@@ -41,6 +41,7 @@ class Daemon:
         self._tick_failing = False
         self._summary_at = time.monotonic()
         self.connected_once = threading.Event()
+        self.finished = threading.Event()  # set once run() has returned
 
     def serve(self) -> None:
         """Connect and consume until :attr:`stopping` is set; raise on a broken connection."""
@@ -92,6 +93,7 @@ class Daemon:
             self._tick()  # the last counts (and a last heartbeat, which on_exit withdraws)
             self.on_exit()
             self.log_summary()
+            self.finished.set()
 
     def mark_connected(self) -> None:
         """Called by serve() once subscribed/ready: resets backoff and counts a reconnect."""

@@ -53,7 +53,6 @@ class Worker(Daemon):
         self.pending = keys.pending(queue)
         self.processing = keys.processing(queue, name)
         self.at_least_once = settings.delivery == "at-least-once"
-        self._client_id: int | None = None
         self._beat_at = self._reap_at = 0.0
 
     def serve(self) -> None:
@@ -61,7 +60,6 @@ class Worker(Daemon):
         if self.at_least_once:
             self._recover()
         self._heartbeat()
-        self._client_id = int(self.client.client_id())
         self.mark_connected()
         backlog = True  # try a non-blocking batch first: there may be a backlog already
         while not self.stopping.is_set():
@@ -144,13 +142,12 @@ class Worker(Daemon):
     def stop(self) -> None:
         """Stop after the message in hand; a pop blocked in Redis is released at once."""
         super().stop()
-        if self._client_id is not None:
-            # CLIENT UNBLOCK makes the blocked pop return nil, as if it timed out: nothing is
-            # popped, nothing is lost. From a thread: stop() may run inside a signal handler.
-            threading.Thread(target=self._unblock, args=(self._client_id,), daemon=True).start()
+        # From a thread: stop() may run inside a signal handler, and the pop may only start
+        # after this call. CLIENT UNBLOCK makes a blocked pop return nil, as if it timed out:
+        # nothing is popped, nothing is lost.
+        threading.Thread(target=self._unblock, name=f"unblock-{self.name}", daemon=True).start()
 
     def close_connections(self) -> None:
-        self._client_id = None
         self.client.connection_pool.disconnect()
 
     def on_tick(self, pipe: redis.client.Pipeline) -> None:
@@ -200,9 +197,18 @@ class Worker(Daemon):
     def _heartbeat(self) -> None:
         self.client.zadd(keys.consumers(self.queue), {self.name: now_ms()})
 
-    def _unblock(self, client_id: int) -> None:
-        with contextlib.suppress(redis.RedisError):  # the block timeout still bounds the wait
-            self.admin.client_unblock(client_id)
+    def _unblock(self) -> None:
+        """Until the loop has ended, release any pop blocked on a connection of this worker,
+        found by its client name: redis-py may have replaced the connection silently (a pooled
+        connection the server had closed), so an id taken earlier could name a dead one."""
+        name = f"bus:worker:{self.name}"
+        while True:
+            with contextlib.suppress(redis.RedisError):  # the block timeout still bounds it
+                for c in self.admin.client_list(_type="normal"):
+                    if c.get("name") == name and c.get("cmd") in ("blmove", "brpop"):
+                        self.admin.client_unblock(int(c["id"]))
+            if self.finished.wait(0.1):
+                return
 
 
 def _summary(exc: BaseException) -> str:

@@ -1,7 +1,11 @@
 """Handlers the tests pass to the daemons with ``--handler tests.handlers_for_tests:NAME``.
 
-``record`` appends one JSON line per message to the file named by ``TEST_BUS_RECORD``, flushed
-before the handler returns, so a test can account for every message by id, even after kill -9.
+Each appends one JSON line per event to the file named by ``TEST_BUS_RECORD``, flushed before
+the handler goes on, so a test can account for every message by id, even after kill -9. A line
+holds the envelope's id, src, seq and attempt, its payload (and ``payload_n``, the payload's
+``"n"`` if it has one), the pid, and two clocks: ``t`` (``time.monotonic()``, one clock for
+every process of the host, to measure resume times) and ``wall`` (``time.time()``, to compare
+with log lines).
 """
 
 from __future__ import annotations
@@ -14,8 +18,19 @@ from producer import Envelope
 
 
 def _append(env: Envelope, event: str) -> None:
-    line = {"event": event, "id": env.id, "seq": env.seq, "attempt": env.attempt,
-            "payload": env.payload, "pid": os.getpid()}  # fmt: skip
+    payload = env.payload
+    line = {
+        "event": event,
+        "id": env.id,
+        "src": env.src,
+        "seq": env.seq,
+        "attempt": env.attempt,
+        "payload": payload,
+        "payload_n": payload.get("n") if isinstance(payload, dict) else None,
+        "pid": os.getpid(),
+        "t": time.monotonic(),
+        "wall": time.time(),
+    }
     with open(os.environ["TEST_BUS_RECORD"], "a", encoding="utf-8") as f:
         f.write(json.dumps(line) + "\n")
         f.flush()
@@ -38,3 +53,10 @@ def slow(env: Envelope) -> None:
     if isinstance(env.payload, dict):
         time.sleep(float(env.payload.get("sleep_s", 0)))
     _append(env, "handled")
+
+
+def slow_record(env: Envelope) -> None:
+    """Record the message, then sleep ``TEST_BUS_HANDLER_SLEEP_S`` seconds (default 0.02):
+    a subscriber that reads its channel slower than it is published to."""
+    _append(env, "handled")
+    time.sleep(float(os.environ.get("TEST_BUS_HANDLER_SLEEP_S", "0.02")))

@@ -20,8 +20,14 @@ pytestmark = pytest.mark.slow
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "consumers", *args], capture_output=True,
-                          text=True, timeout=30, cwd=ROOT, env=env)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-m", "consumers", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+        env=env,
+    )
 
 
 def test_help_explains_each_command() -> None:
@@ -58,8 +64,16 @@ def test_worker_sigterm_exits_0_within_block_timeout(
     delivery: str, spawn: Callable[..., Proc], redis_server: RedisServer, r: redis.Redis
 ) -> None:
     """Idle and blocked in a 5 s pop, the worker exits 0 within block timeout + 1 s."""
-    proc = spawn("worker", redis_server.url, "--name", "w", "--delivery", delivery,
-                 BUS_BLOCK_TIMEOUT_S="5", BUS_WORKER_READ_TIMEOUT_S="7")  # fmt: skip
+    proc = spawn(
+        "worker",
+        redis_server.url,
+        "--name",
+        "w",
+        "--delivery",
+        delivery,
+        BUS_BLOCK_TIMEOUT_S="5",
+        BUS_WORKER_READ_TIMEOUT_S="7",
+    )
     wait_for(lambda: r.zscore(keys.consumers("default"), "w"), 10, "worker heartbeat")
     time.sleep(0.5)
     assert idle_stop_time(proc) < 6.0
@@ -116,3 +130,37 @@ def test_subscriber_sigterm_exits_0_quickly(
     wait_for(lambda: r.pubsub_numsub(keys.channel("default"))[0][1] == 1, 10, "subscribed")
     assert idle_stop_time(proc) < 2.0
     assert r.pubsub_numsub(keys.channel("default"))[0][1] == 0
+
+
+def test_sigterm_releases_the_pop_after_a_silent_reconnect(
+    spawn: Callable[..., Proc], redis_server: RedisServer, r: redis.Redis, tmp_path
+) -> None:
+    """Redis closes the worker's connection while a handler runs; redis-py replaces it silently
+    from the pool. SIGTERM must still release the new connection's blocked pop at once."""
+    settings = Settings(redis_url=redis_server.url)
+    Producer(make_client(settings, "producer")).push({"sleep_s": 1})
+    proc = spawn(
+        "worker",
+        redis_server.url,
+        "--name",
+        "w",
+        "--handler",
+        "tests.handlers_for_tests:slow",
+        BUS_BLOCK_TIMEOUT_S="10",
+        BUS_WORKER_READ_TIMEOUT_S="12",
+    )
+    records = tmp_path / "records.jsonl"
+    wait_for(lambda: read_records(records), 10, "handler started")
+    (victim,) = [c for c in r.client_list(_type="normal") if c["name"] == "bus:worker:w"]
+    r.client_kill_filter(_id=int(victim["id"]))
+    wait_for(lambda: len(read_records(records)) == 2, 10, "handler finished")
+    wait_for(
+        lambda: any(
+            c["name"] == "bus:worker:w" and c["cmd"] == "blmove"
+            for c in r.client_list(_type="normal")
+        ),
+        10,
+        "blocked again on a new connection",
+    )
+    assert idle_stop_time(proc) < 2.0
+    assert r.llen(keys.processing("default", "w")) == 0

@@ -1,11 +1,11 @@
 """Pub/sub under faults, with real processes: at-most-once, fan-out, and exact gap accounting.
 
 Each test runs its own redis-server (``fresh_redis``) and subscribers as ``python -m consumers
-subscriber`` processes whose handler (``tests.pubsub_handlers``) writes one JSON line per message,
-so the test knows exactly which messages each subscriber process received, and when. The test
-publishes at a steady rate with one Producer (one ``src``, consecutive ``seq``) and injects the
-fault mid-stream. For each subscriber it then checks, against the independent record of what was
-accepted by Redis:
+subscriber`` processes whose handler (``tests.handlers_for_tests``) writes one JSON line per
+message, so the test knows exactly which messages each subscriber process received, and when.
+The test publishes at a steady rate with one Producer (one ``src``, consecutive ``seq``) and
+injects the fault mid-stream. For each subscriber it then checks, against the independent record
+of what Redis accepted:
 
 * ``lost`` (its final stats, written on exit) == published after its first received message
   (the baseline) - received; ``received`` == the number of records; no duplicates;
@@ -39,8 +39,8 @@ from producer import Producer, Settings, Unconfirmed, keys, make_client
 from tests.procs import Proc, read_records, wait_for
 from tests.redisproc import RedisServer
 
-HANDLER = "tests.pubsub_handlers:record"
-SLOW_HANDLER = "tests.pubsub_handlers:slow_record"
+HANDLER = "tests.handlers_for_tests:record"
+SLOW_HANDLER = "tests.handlers_for_tests:slow_record"
 RATE_S = 0.005  # one message every 5 ms
 CHANNEL = keys.channel("default")
 
@@ -257,7 +257,7 @@ def receives_after(
     """Assert the subscriber receives again after the fault: from its first message received
     after ``after_t`` (handler time) on, it received every accepted message. Returns that first
     post-fault record."""
-    post = [x for x in records if x["t"] > after_t]
+    post = [x for x in records if x["wall"] > after_t]
     assert post, "nothing received after the fault"
     got = {x["id"] for x in records}
     later = [a for a in pub.accepted() if a.seq is not None and a.seq >= post[0]["seq"]]
@@ -294,7 +294,7 @@ def test_client_kill_pubsub_mid_stream(
         assert r.client_kill_filter(_type="pubsub") == 1
         t_lost, lost_line = wait_log(sub, "Redis connection lost", t_kill, 10)
         t_back, _ = wait_log(sub, "reconnected after", t_kill, 10)
-        wait_for(lambda: sum(1 for x in read_records(records_path) if x["t"] > t_back) >= 100,
+        wait_for(lambda: sum(1 for x in read_records(records_path) if x["wall"] > t_back) >= 100,
                  10, "100 messages after the reconnect")  # fmt: skip
     finally:
         pub.stop()
@@ -310,7 +310,7 @@ def test_client_kill_pubsub_mid_stream(
         "CLIENT KILL TYPE pubsub",
         detection=t_lost - t_kill,
         resubscribed=t_back - t_kill,
-        resume=first_post["t"] - t_kill,
+        resume=first_post["wall"] - t_kill,
         published=acc.published,
         received=acc.received,
         lost=counter(stats, "lost"),
@@ -337,7 +337,7 @@ def test_redis_restart_mid_stream(
         t_ready = time.time()
         t_lost, lost_line = wait_log(sub, "Redis connection lost", t_stop, 10)
         t_back, _ = wait_log(sub, "reconnected after", t_stop, 10)
-        wait_for(lambda: sum(1 for x in read_records(records_path) if x["t"] > t_back) >= 100,
+        wait_for(lambda: sum(1 for x in read_records(records_path) if x["wall"] > t_back) >= 100,
                  10, "100 messages after the reconnect")  # fmt: skip
     finally:
         pub.stop()
@@ -362,7 +362,7 @@ def test_redis_restart_mid_stream(
         outage=t_up - t_down,
         detection=t_lost - t_down,
         resubscribed_after_up=t_back - t_up,
-        resume_after_up=first_post["t"] - t_up,
+        resume_after_up=first_post["wall"] - t_up,
         published=acc.published,
         refused=pub.count("failed"),
         unknown=acc.unknown,
@@ -404,7 +404,7 @@ def test_black_hole_sigstop_is_detected_by_the_pong_deadline(
     try:
         t_lost, lost_line = wait_log(sub, "Redis connection lost", t_pause, 10)
         t_back, _ = wait_log(sub, "reconnected after", t_pause, 10)
-        wait_for(lambda: sum(1 for x in read_records(records_path) if x["t"] > t_back) >= 100,
+        wait_for(lambda: sum(1 for x in read_records(records_path) if x["wall"] > t_back) >= 100,
                  10, "100 messages after the reconnect")  # fmt: skip
     finally:
         pub.stop()
@@ -426,7 +426,7 @@ def test_black_hole_sigstop_is_detected_by_the_pong_deadline(
         "black hole (SIGSTOP 4 s)",
         detection=detection,
         resubscribed_after_sigcont=t_back - t_cont,
-        resume_after_sigcont=first_post["t"] - t_cont,
+        resume_after_sigcont=first_post["wall"] - t_cont,
         published=acc.published,
         received=acc.received,
         lost=counter(stats, "lost"),
@@ -491,7 +491,7 @@ def test_slow_subscriber_cut_off_by_the_output_buffer_limit(
         cut_after_messages=cut.n,
         detection_after_cut=t_lost - cut.t0,
         resubscribed_after_detection=t_back - t_lost,
-        resume_after_detection=first_post["t"] - t_lost,
+        resume_after_detection=first_post["wall"] - t_lost,
         published=acc.published,
         received=acc.received,
         lost=counter(stats, "lost"),
@@ -583,7 +583,7 @@ def test_fan_out_three_subscribers_one_killed_and_restarted(
         redis_noticed_kill=drop.t0 - t_kill,
         publishes_still_counting_dead_s1=receivers_3_missed,
         resubscribed_after_spawn=back.t1 - t_spawn,
-        resume_after_spawn=second_life[0]["t"] - t_spawn,
+        resume_after_spawn=second_life[0]["wall"] - t_spawn,
         published=len(accepted),
         s1_first_life=len(first_life),
         s1_never_received=back.n - len(first_life),  # every attempt was accepted: n is the index
