@@ -52,7 +52,7 @@ class Settings:
     max_payload_bytes: int = 65536
     log_level: str = "INFO"
     web_bind: str = "127.0.0.1:8000"
-    web_workers: int = 2
+    web_workers: int = 4
 
     def __post_init__(self) -> None:
         if not self.worker_read_timeout_s:
