@@ -310,6 +310,19 @@ def make_message(ledger: Ledger, tag: str) -> tuple[bytes, dict[str, Any], str]:
     return env.encode(), payload, env.id
 
 
+def settle_then_black_hole(
+    server: RedisServer, r: redis.Redis, path: Path, ledger: Ledger, n: int
+) -> tuple[str, str, float]:
+    """Push ``n`` and let w1 drain them, then one marker, so that a fresh blocking pop (reissued
+    right after the marker) is surely still blocked when :func:`black_hole` stops Redis."""
+    ledger.push_many(n)
+    wait_drained(r, path, ledger)
+    marker = ledger.push()
+    wait_until(lambda: marker in handled_ids(read_records(path)), 5, "the marker handled")
+    wait_blocked(r, "w1")
+    return black_hole(server, ledger)
+
+
 def black_hole(server: RedisServer, ledger: Ledger) -> tuple[str, str, float]:
     """SIGSTOP Redis for PAUSE_S, then SIGCONT, with two messages pushed across it through
     connections opened before (both accepted: their replies come after SIGCONT):
@@ -567,13 +580,7 @@ def test_black_hole_and_ghost_pop(
     spawn("worker", server.url, "--name", "w1", "--handler", RECORD)
     wait_blocked(r, "w1")
     ledger = Ledger(server)
-    ledger.push_many(60)
-    wait_drained(r, path, ledger)
-    # A fresh BLMOVE (reissued right after this message) is surely still blocked at the stop.
-    marker = ledger.push()
-    wait_until(lambda: marker in handled_ids(read_records(path)), 5, "the marker handled")
-    wait_blocked(r, "w1")
-    ghost_id, queued_id, resumed = black_hole(server, ledger)
+    ghost_id, queued_id, resumed = settle_then_black_hole(server, r, path, ledger, 60)
     ledger.push_many(60)
     records = wait_drained(r, path, ledger)
     acc = account(records, ledger)
@@ -894,12 +901,7 @@ def test_at_most_once_black_hole_loses_only_the_ghost_pop(
     path = tmp_path / "records.jsonl"
     at_most_once_workers(spawn, r, server.url, ("w1",))
     ledger = Ledger(server)
-    ledger.push_many(50)
-    wait_drained(r, path, ledger)
-    marker = ledger.push()
-    wait_until(lambda: marker in handled_ids(read_records(path)), 5, "the marker handled")
-    wait_blocked(r, "w1")
-    ghost_id, _, resumed = black_hole(server, ledger)
+    ghost_id, _, resumed = settle_then_black_hole(server, r, path, ledger, 50)
     ledger.push_many(50)
     records = wait_drained(r, path, ledger, 1, expect_all=False)
     assert_at_most_once(
