@@ -14,7 +14,9 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from producer import Settings, decode
+from producer import Settings, decode, keys
+from tests.procs import wait_for
+from tests.proxies import ReplyDroppingProxy
 from tests.redisproc import RedisServer, free_port
 from web import create_app
 
@@ -69,27 +71,28 @@ def assert_json(resp: TestResponse) -> dict:
 
 
 def test_prodcons_post_lands_in_the_list(client: FlaskClient, r: redis.Redis) -> None:
-    """POST /prodcons answers 202 with id/queue/depth and the envelope is in the pending list."""
+    """POST /prodcons answers 202 with id, queue, depth, src and seq; the envelope is pending."""
     payloads = [{"n": 1, "s": "été"}, [1, 2], "text"]
     ids = []
     for i, payload in enumerate(payloads, start=1):
         code, body = post_json(client, "/prodcons", {"payload": payload})
         assert code == 202, body
-        assert set(body) == {"id", "queue", "depth"}
-        assert body["queue"] == "default" and body["depth"] == i
+        assert set(body) == {"id", "queue", "depth", "src", "seq"}
+        assert body["queue"] == "default" and body["depth"] == i and body["seq"] == i
         ids.append(body["id"])
     assert r.llen(PENDING) == 3
     stored = [decode(raw) for raw in reversed(r.lrange(PENDING, 0, -1))]  # oldest first
     assert [e.id for e in stored] == ids
     assert [e.payload for e in stored] == payloads
     assert all(e.mode == "prodcons" and e.attempt == 1 for e in stored)
+    assert {e.src for e in stored} == {body["src"]}
 
 
 def test_pubsub_post_counts_receivers(client: FlaskClient, redis_server: RedisServer) -> None:
     """POST /pubsub: receivers 0 with nobody listening, 1 with a subscriber, which gets it."""
     code, body = post_json(client, "/pubsub", {"payload": "nobody"})
-    assert code == 202 and set(body) == {"id", "channel", "receivers"}
-    assert body["channel"] == "default" and body["receivers"] == 0
+    assert code == 202 and set(body) == {"id", "channel", "receivers", "src", "seq"}
+    assert body["channel"] == "default" and body["receivers"] == 0 and body["seq"] == 1
     sub = subscribe(redis_server)
     try:
         code, body = post_json(client, "/pubsub", {"payload": {"k": "v"}, "channel": "default"})
@@ -98,6 +101,7 @@ def test_pubsub_post_counts_receivers(client: FlaskClient, redis_server: RedisSe
         assert msg and msg["channel"] == CHANNEL.encode()
         env = decode(msg["data"])
         assert env.id == body["id"] and env.payload == {"k": "v"} and env.mode == "pubsub"
+        assert (env.src, env.seq) == (body["src"], body["seq"]) and env.seq == 2
     finally:
         sub.close()
 
@@ -176,12 +180,45 @@ def test_redis_unreachable_is_503(make_app: MakeApp, settings: Settings) -> None
     ):
         assert resp.status_code == 503
         assert int(resp.headers["Retry-After"]) >= 1
-        assert "error" in assert_json(resp)
+        body = assert_json(resp)
+        assert "error" in body and body["outcome"] == "rejected"  # nothing sent: safe to retry
     resp = c.get("/readyz")
     assert resp.status_code == 503 and "Retry-After" in resp.headers
     assert assert_json(resp)["status"] == "unavailable"
     resp = c.get("/healthz")
     assert resp.status_code == 200 and assert_json(resp)["status"] == "ok"
+
+
+def test_a_lost_reply_is_503_with_an_unknown_outcome(
+    make_app: MakeApp, settings: Settings, redis_server: RedisServer
+) -> None:
+    """Redis ran the PUBLISH but its reply never came back: 503 saying the outcome is unknown
+    (a retry could deliver twice), the message was published once, and the next answer uses
+    the next sequence number (the lost one's stays used)."""
+    proxy = ReplyDroppingProxy(redis_server.port)
+    sub = subscribe(redis_server)
+    try:
+        quiet = settings.replace(redis_url=proxy.url, stats_interval_s=60.0, stats_ttl_s=120.0)
+        c = make_app(quiet).test_client()
+        code, first = post_json(c, "/pubsub", {"payload": 1})
+        assert code == 202 and first["receivers"] == 1
+        # The stats thread's first write (its only one for a minute) must not be the reply
+        # the proxy drops.
+        wait_for(lambda: redis_server.client().zcard(keys.STATS_INDEX), 5, "the first stats write")
+        proxy.armed.set()
+        resp = c.post("/pubsub", json={"payload": 2})
+        proxy.armed.clear()
+        assert resp.status_code == 503 and int(resp.headers["Retry-After"]) >= 1
+        body = assert_json(resp)
+        assert body["outcome"] == "unknown" and "may or may not" in body["error"]
+        code, third = post_json(c, "/pubsub", {"payload": 3})
+        assert code == 202 and third["seq"] == first["seq"] + 2
+        got = [decode(m["data"]).payload for m in iter(lambda: sub.get_message(timeout=2), None)
+               if m["type"] == "message"]  # fmt: skip
+        assert got == [1, 2, 3]  # the unknown one ran, once
+    finally:
+        sub.close()
+        proxy.close()
 
 
 def test_redis_out_of_memory_is_503_and_nothing_lost(

@@ -48,6 +48,9 @@ def _payload_error(exc: PayloadError) -> ResponseReturnValue:
 
 
 def _redis_error(exc: redis.RedisError) -> ResponseReturnValue:
+    # "outcome" tells a client whether a retry is safe: "rejected" (nothing was sent, retry at
+    # will) or "unknown" (it may have run; a retry may deliver the message twice).
+    outcome = "unknown" if isinstance(exc, Unconfirmed) else "rejected"
     if isinstance(exc, Unconfirmed):
         message, retry_after = (
             "the connection to Redis broke after the message was sent: it may or may not have "
@@ -66,7 +69,8 @@ def _redis_error(exc: redis.RedisError) -> ResponseReturnValue:
         message, retry_after = f"Redis refused the command ({type(exc).__name__})", 5
     get_bus().get_stats().incr("unavailable")
     log.warning("503: %s (%s)", message, exc)
-    return jsonify({"error": message, "status": 503}), 503, {"Retry-After": str(retry_after)}
+    body = {"error": message, "status": 503, "outcome": outcome}
+    return jsonify(body), 503, {"Retry-After": str(retry_after)}
 
 
 def _internal_error(exc: Exception) -> ResponseReturnValue:

@@ -1,7 +1,8 @@
 """``/prodcons`` and ``/pubsub``: the HTTP producers.
 
 POST with a JSON body ``{"payload": <any JSON>, "queue"|"channel": <optional name>}`` answers
-202 with the message id and what Redis said (queue depth, or receivers: 0 means nobody heard it).
+202 with the message id, what Redis said (queue depth, or receivers: 0 means nobody heard it),
+and the envelope's ``src`` and ``seq``.
 A form POST (the index page without JavaScript) and a plain GET (any HTTP load tool, a link)
 send a message too and redirect (303) to ``/``, as the seed articles' endpoints did.
 """
@@ -15,6 +16,7 @@ from typing import Any
 from flask import Blueprint, redirect, request
 from flask.typing import ResponseReturnValue
 
+from producer import Sent
 from web.bus import get_bus
 from web.errors import BadMessage
 
@@ -40,24 +42,31 @@ def pubsub_get() -> ResponseReturnValue:
 
 @bp.post("/prodcons")
 def prodcons_post() -> ResponseReturnValue:
-    """LPUSH one message; 202 ``{"id", "queue", "depth"}``."""
+    """LPUSH one message; 202 ``{"id", "queue", "depth", "src", "seq"}``."""
     bus = get_bus()
     payload, queue, from_form = read_message("queue", bus.settings.queues)
     sent = bus.get_producer().push(payload, queue)
     if from_form:
         return redirect("/", 303)
-    return {"id": sent.envelope.id, "queue": queue, "depth": sent.result}, 202
+    return {"id": sent.envelope.id, "queue": queue, "depth": sent.result, **_origin(sent)}, 202
 
 
 @bp.post("/pubsub")
 def pubsub_post() -> ResponseReturnValue:
-    """PUBLISH one message; 202 ``{"id", "channel", "receivers"}`` (0: nobody received it)."""
+    """PUBLISH one message; 202 ``{"id", "channel", "receivers", "src", "seq"}`` (receivers 0:
+    nobody received it)."""
     bus = get_bus()
     payload, channel, from_form = read_message("channel", bus.settings.channels)
     sent = bus.get_producer().publish(payload, channel)
     if from_form:
         return redirect("/", 303)
-    return {"id": sent.envelope.id, "channel": channel, "receivers": sent.result}, 202
+    body = {"id": sent.envelope.id, "channel": channel, "receivers": sent.result, **_origin(sent)}
+    return body, 202
+
+
+def _origin(sent: Sent) -> dict[str, Any]:
+    """The envelope's producer id and sequence number: what a subscriber's gap count refers to."""
+    return {"src": sent.envelope.src, "seq": sent.envelope.seq}
 
 
 def read_message(dest_field: str, allowed: tuple[str, ...]) -> tuple[Any, str, bool]:
