@@ -110,6 +110,12 @@ class Producer:
                 except (redis.ConnectionError, redis.TimeoutError) as exc:
                     conn.disconnect()
                     raise Unconfirmed(f"no reply after sending: {exc}") from exc
+            except BaseException:
+                # Interrupted (KeyboardInterrupt, gevent's GreenletExit) with replies possibly
+                # unread: the connection must not go back to the pool as it is, or the next
+                # command would read this one's reply as its own.
+                conn.disconnect()
+                raise
             finally:
                 pool.release(conn)
         raise AssertionError("unreachable")
