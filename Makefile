@@ -6,10 +6,10 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: help bootstrap run test test-fast lint fmt clean
+.PHONY: help bootstrap run test test-fast loadtest loadtest-quick bench lint fmt clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 bootstrap: ## create .venv, install the project, make sure redis-server exists
 	@bash scripts/bootstrap.sh
@@ -22,6 +22,15 @@ test: bootstrap ## run every test, the slow fault tests included
 
 test-fast: bootstrap ## run the tests not marked slow
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+loadtest: bootstrap ## every load-test scenario, redis-bus beside the naive baseline (~8 min)
+	$(PY) -m loadtest run all $(ARGS)
+
+loadtest-quick: bootstrap ## the quick load-test suite: every fault, a few seconds each (~90 s)
+	$(PY) -m loadtest run all --quick $(ARGS)
+
+bench: bootstrap ## the worker drain benchmark (prints a table)
+	$(PY) -m loadtest.drain $(ARGS)
 
 lint: bootstrap ## ruff (lint and format check), mypy, import-direction contracts
 	$(VENV)/bin/ruff check .

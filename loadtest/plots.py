@@ -1,0 +1,281 @@
+"""The load-test report's PNG plots: a timeline per scenario, the outcomes and the latency
+comparison of redis-bus against the baseline. Drawn on Agg figures (never pyplot: no display, no
+global state), sized to read at 100% zoom.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.artist import Artist
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter
+
+from loadtest import fmt
+
+DPI = 100
+# The same system has the same colour in every plot; the baseline is the warm one.
+COLORS = {
+    "redis-bus": "#1f77b4",
+    "redis-bus at-most-once": "#9467bd",
+    "redis-bus direct": "#2ca02c",
+    "baseline": "#ff7f0e",
+}
+SPARE_COLORS = ("#8c564b", "#e377c2", "#17becf", "#7f7f7f")
+PERCENTILES = ("p50", "p95", "p99")
+FAULT_GREY, FAULT_ALPHA = "0.55", 0.25
+LABEL_BOX = {"boxstyle": "round,pad=0.2", "fc": "white", "ec": "0.6", "alpha": 0.85}
+Row = dict[str, Any]
+
+
+def color_of(system: str) -> str:
+    """The colour of a system in every plot (a stable one for a name not known here)."""
+    return COLORS.get(system) or SPARE_COLORS[zlib.crc32(system.encode()) % len(SPARE_COLORS)]
+
+
+def rates(row: Row, bin_s: float) -> dict[str, np.ndarray]:
+    """A series row's counts per bin as rates per second; pub/sub deliveries per subscriber."""
+    per = row["consumers"] if row["mode"] == "pubsub" and row["consumers"] > 0 else 1
+    return {
+        "accepted": np.asarray(row["accepted"], float) / bin_s,
+        "delivered": np.asarray(row["delivered"], float) / bin_s / per,
+        "failed": np.asarray(row["failed"], float) / bin_s,
+    }
+
+
+def timeline(path: Path, scenario: dict[str, Any], series: dict[str, Any], bin_s: float) -> None:
+    """One panel per mode: accepted/s, delivered/s and failed sends/s per system, faults shaded."""
+    modes = list(dict.fromkeys([*scenario["modes"], *(r["mode"] for r in series["rows"].values())]))
+    t = np.asarray(series["t"], float) + bin_s / 2  # a bin's count belongs to its middle
+    x_end = max(float(t[-1] + bin_s / 2) if len(t) else 0.0, scenario["traffic_s"], 1.0)
+    fig = _figure(11.0, 1.6 + 3.2 * len(modes))
+    axes = fig.subplots(len(modes), 1, sharex=True, squeeze=False)[:, 0]
+    systems: list[str] = []
+    for ax, mode in zip(axes, modes, strict=True):
+        rows = _ordered(r for r in series["rows"].values() if r["mode"] == mode)
+        if not rows:
+            ax.text(0.5, 0.5, f"no {mode} messages were sent", ha="center", transform=ax.transAxes)
+        peak = 1.0
+        # Systems often run level with each other: the first (redis-bus) is drawn last and
+        # thinnest, each one under it wider, so coinciding lines show as a line in a halo.
+        for depth, r in reversed(list(enumerate(rows))):
+            rt, color, lw = rates(r, bin_s), color_of(r["system"]), 1.4 + 1.8 * depth
+            n = min(len(t), *(len(v) for v in rt.values()))
+            x, failed = t[:n], rt["failed"][:n]
+            ax.plot(x, rt["accepted"][:n], color=color, lw=lw, alpha=0.6)
+            ax.plot(x, rt["delivered"][:n], color=color, lw=lw, ls=(0, (3, 1.5)))
+            ax.plot(x[failed > 0], failed[failed > 0], color=color, ls="none", marker="x",
+                    ms=6 + 2.5 * depth, mew=1.5)  # fmt: skip
+            peak = max(peak, *(float(v[:n].max(initial=0)) for v in rt.values()))
+        systems += [r["system"] for r in rows if r["system"] not in systems]
+        ax.set_ylim(0, peak * 1.35)  # headroom for the fault labels
+        ax.set_xlim(0, x_end)
+        _shade_faults(ax, scenario["faults"], x_end)
+        ax.axvline(scenario["traffic_s"], color="0.35", ls=":", lw=1.2)
+        late = scenario["traffic_s"] > 0.9 * x_end  # no room on the right: the label goes left
+        ax.text(scenario["traffic_s"], 0.97, " traffic stops:\n drain ", fontsize=8, color="0.3",
+                ha="right" if late else "left", va="top",
+                transform=ax.get_xaxis_transform())  # fmt: skip
+        ax.set_title(_panel_title(mode, rows), fontsize=10, loc="left")
+        ax.set_ylabel("messages/s")
+        ax.grid(alpha=0.3)
+    axes[-1].set_xlabel("seconds since traffic start")
+    fig.suptitle(f"{scenario['name']}: {scenario['title']}", fontsize=12, fontweight="bold")
+    _legend(fig, _system_handles(systems), _style_handles(scenario["faults"]))
+    _save(fig, path)
+
+
+def outcomes(path: Path, scenarios: list[dict[str, Any]]) -> bool:
+    """Per scenario and mode, a bar per system: delivered %, lost, duplicated, stranded; False
+    (no file) without rows."""
+    groups = [(f"{sc['name']}\n{mode}", rows) for sc in scenarios for mode, rows in _by_mode(sc)]
+    if not groups:
+        return False
+    ys: list[float] = []
+    centers: list[float] = []
+    rows: list[Row] = []
+    pos = 0.0
+    for _, members in groups:
+        ys += [pos + i for i in range(len(members))]
+        centers.append(pos + (len(members) - 1) / 2)
+        rows += members
+        pos += len(members) + 0.8  # a gap between scenarios
+    fig = _figure(14.0, 1.8 + 0.3 * len(rows) + 0.25 * len(groups))
+    axes = fig.subplots(1, 4, sharey=True)
+    panels: list[tuple[str, Callable[[Row], float], bool]] = [
+        ("delivered, % of expected\n(higher is better)", _delivered_pct, False),
+        ("lost\n(lower is better)", lambda r: r["lost"], True),
+        ("duplicated\n(lower is better)", lambda r: r["duplicated"], True),
+        ("stranded in Redis after the drain\n(lower is better)", lambda r: r["stranded"], True),
+    ]
+    for ax, (title, value, counts) in zip(axes, panels, strict=True):
+        values = [value(r) for r in rows]
+        ax.barh(ys, np.nan_to_num(values), height=0.8, color=[color_of(r["system"]) for r in rows])
+        for y, v, r in zip(ys, values, rows, strict=True):
+            text = fmt.count(v) if counts else fmt.percent(r["delivered"], r["expected"])
+            bad = v > 0 if counts else v < 100
+            ax.annotate(text, (0 if np.isnan(v) else v, y), xytext=(3, 0), va="center",
+                        textcoords="offset points", fontsize=8,
+                        fontweight="bold" if bad else "normal")  # fmt: skip
+        if counts:  # symlog: 0, 1 and thousands all read on one axis
+            ax.set_xscale("symlog", linthresh=1)
+            ax.set_xlim(0, max([10.0, *values]) * 6)
+            ax.set_xlabel("messages (symlog scale)")
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt.count(v)))
+        else:
+            ax.set_xlim(0, 130)
+            ax.set_xticks([0, 25, 50, 75, 100])
+            ax.set_xlabel("%")
+        for i, (_, members) in enumerate(groups):
+            if i % 2 == 0:  # bands carry the eye across the four panels
+                ax.axhspan(centers[i] - len(members) / 2, centers[i] + len(members) / 2,
+                           color="0.93", zorder=0)  # fmt: skip
+        ax.set_title(title, fontsize=10)
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(centers, [label for label, _ in groups])
+    axes[0].invert_yaxis()  # the first scenario on top, as in the report (shared by all panels)
+    fig.suptitle("Outcomes per scenario: redis-bus against the baseline", fontweight="bold")
+    systems = list(dict.fromkeys(r["system"] for r in _ordered(rows)))
+    _legend(fig, _system_handles(systems))
+    _save(fig, path)
+    return True
+
+
+def latency(path: Path, scenarios: list[dict[str, Any]]) -> bool:
+    """HTTP and end-to-end p50/p95/p99 per mode and system; False (no file) without data."""
+    groups = [
+        (sc["name"], mode, rows)
+        for sc in scenarios
+        for mode, rows in _by_mode(sc)
+        if any(r["http_ms"] or r["e2e_ms"] for r in rows)
+    ]
+    groups.sort(key=lambda g: g[1])  # the panels of one mode side by side (a stable sort)
+    if not groups:
+        return False
+    fig = _figure(max(7.0, 4.0 * len(groups)), 8.0)
+    axes = fig.subplots(2, len(groups), squeeze=False)
+    for k, (key, kind) in enumerate((("http_ms", "HTTP"), ("e2e_ms", "end-to-end"))):
+        values = [r[key][p] for *_, rows in groups for r in rows if r[key] for p in PERCENTILES]
+        low, high = min(values, default=1.0), max(values, default=1.0)
+        log = high / max(low, 1e-3) >= 30  # orders of magnitude apart: a linear axis hides p50
+        for col, (name, mode, rows) in enumerate(groups):
+            ax = axes[k, col]
+            _latency_bars(ax, rows, key)
+            if log:
+                ax.set_yscale("log")
+                ax.set_ylim(max(low, 1e-3) / 2, high * 6)
+            else:
+                ax.set_ylim(0, high * 1.25)
+            ax.set_title(f"{kind}: {mode} ({name})", fontsize=10)
+            ax.grid(axis="y", alpha=0.3)
+        axes[k, 0].set_ylabel(f"{kind} latency, ms" + (" (log scale)" if log else ""))
+    fig.suptitle("Latency without faults (lower is better)", fontweight="bold")
+    systems = list(dict.fromkeys(r["system"] for *_, rows in groups for r in rows))
+    _legend(fig, _system_handles(systems))
+    _save(fig, path)
+    return True
+
+
+def _latency_bars(ax: Axes, rows: list[Row], key: str) -> None:
+    width = 0.8 / len(rows)
+    x = np.arange(len(PERCENTILES))
+    for i, r in enumerate(rows):
+        offset = x - 0.4 + width * (i + 0.5)
+        if r[key] is None:
+            for xi in offset:
+                ax.text(xi, 0.02, "no data", rotation=90, ha="center", va="bottom", fontsize=8,
+                        color="0.4", transform=ax.get_xaxis_transform())  # fmt: skip
+            continue
+        values = [r[key][p] for p in PERCENTILES]
+        bars = ax.bar(offset, values, width=width * 0.95, color=color_of(r["system"]))
+        ax.bar_label(bars, [fmt.ms(v) for v in values], fontsize=8, padding=2,
+                     rotation=90 if len(rows) > 2 else 0)  # fmt: skip
+    ax.set_xticks(x, list(PERCENTILES))
+    ax.set_xlim(-0.5, len(PERCENTILES) - 0.5)  # also where a "no data" stands in for a bar
+
+
+def _shade_faults(ax: Axes, faults: list[dict[str, Any]], x_end: float) -> None:
+    for i, f in enumerate(faults):
+        start, end = max(f["start_s"], 0.0), f["end_s"]  # set up before traffic: label it at 0
+        if end < 0 or start > x_end:
+            continue
+        if end > start:
+            ax.axvspan(start, end, color=FAULT_GREY, alpha=FAULT_ALPHA, lw=0)
+        else:  # an instant: a window would be invisible
+            ax.axvline(start, color="0.25", lw=1.6)
+        right = start > 0.7 * x_end  # near the right edge the label goes left of the fault
+        ax.text(start, 0.97 - 0.09 * (i % 3), f" {f['label']} ", fontsize=9, bbox=LABEL_BOX,
+                ha="right" if right else "left", va="top",
+                transform=ax.get_xaxis_transform())  # fmt: skip
+
+
+def _panel_title(mode: str, rows: list[Row]) -> str:
+    if mode != "pubsub":
+        return f"{mode}: messages accepted and delivered per second"
+    per = ", ".join(f"{r['system']} {r['consumers']}" for r in rows)
+    return f"pubsub: delivered/s per subscriber (deliveries ÷ subscribers: {per})"
+
+
+def _legend(fig: Figure, top: list[Artist], bottom: Sequence[Artist] = ()) -> None:
+    # one row of systems over one row of line styles; matplotlib fills a legend column by column
+    ncol = max(len(top), len(bottom))
+    if bottom:
+        blank = Patch(visible=False, label=" ")
+        cells = [*top, *[blank] * (ncol - len(top))], [*bottom, *[blank] * (ncol - len(bottom))]
+        handles = [h for pair in zip(*cells, strict=True) for h in pair]
+    else:
+        handles = top
+    fig.legend(handles=handles, loc="outside lower center", ncol=ncol, fontsize=9, frameon=False)
+
+
+def _system_handles(systems: list[str]) -> list[Artist]:
+    return [Patch(color=color_of(s), label=s) for s in systems]
+
+
+def _style_handles(faults: list[dict[str, Any]]) -> list[Artist]:
+    handles: list[Artist] = [
+        Line2D([], [], color="0.3", lw=2, alpha=0.6, label="accepted/s (solid)"),
+        Line2D([], [], color="0.3", lw=2, ls=(0, (3, 1.5)),
+               label="delivered/s (dashed; pub/sub ÷ subscribers)"),
+        Line2D([], [], color="0.3", ls="none", marker="x", mew=1.5, label="failed sends/s"),
+    ]  # fmt: skip
+    if any(f["end_s"] > f["start_s"] for f in faults):
+        handles.append(Patch(label="fault window", color=FAULT_GREY, alpha=FAULT_ALPHA))
+    if any(f["end_s"] <= f["start_s"] for f in faults):
+        handles.append(Line2D([], [], color="0.25", lw=1.6, label="instant fault"))
+    return handles
+
+
+def _delivered_pct(r: Row) -> float:
+    return 100 * r["delivered"] / r["expected"] if r["expected"] else float("nan")
+
+
+def _by_mode(sc: dict[str, Any]) -> list[tuple[str, list[Row]]]:
+    # the declared modes first, then any a row has that the list forgot; a mode without rows
+    # has nothing to compare
+    modes = dict.fromkeys([*sc["modes"], *(r["mode"] for r in sc["rows"])])
+    groups = [(m, _ordered(r for r in sc["rows"] if r["mode"] == m)) for m in modes]
+    return [(m, rows) for m, rows in groups if rows]
+
+
+def _ordered(rows: Any) -> list[Row]:
+    order = list(COLORS)
+    return sorted(rows, key=lambda r: order.index(r["system"]) if r["system"] in order else 99)
+
+
+def _figure(width_in: float, height_in: float) -> Figure:
+    fig = Figure(figsize=(width_in, height_in), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path: Path) -> None:
+    fig.savefig(path, dpi=DPI, facecolor="white")

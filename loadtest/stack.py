@@ -1,0 +1,348 @@
+"""The processes of one scenario: redis-server, both web apps under gunicorn, redis-bus's
+daemons, the baseline's consumers and locust. Each runs in a session of its own (so a Ctrl-C
+reaches only the runner, which stops them in order) and is tracked by pid until it is gone.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from loadtest import baseline, records
+from producer import keys
+
+ROOT = Path(__file__).resolve().parent.parent
+READY_S = 15.0  # bound on every start-up wait
+
+
+class StackError(RuntimeError):
+    """A process did not start or did not become ready in time."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], object], what: str, timeout_s: float = READY_S) -> None:
+    """Poll ``predicate`` until truthy; raise :class:`StackError` naming ``what``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        with contextlib.suppress(redis.RedisError, OSError):
+            if predicate():
+                return
+        if time.monotonic() > deadline:
+            raise StackError(f"timed out after {timeout_s:g}s waiting for {what}")
+        time.sleep(0.05)
+
+
+@dataclass
+class Proc:
+    """One started process, its log, and when it was first seen gone."""
+
+    name: str
+    popen: subprocess.Popen[bytes]
+    log: Path
+    stopping: bool = False  # the runner (or a fault) ended it on purpose
+    exited_at: float | None = None  # wall clock when first seen exited
+
+    def alive(self) -> bool:
+        if self.popen.poll() is None:
+            return True
+        if self.exited_at is None:
+            self.exited_at = time.time()
+        return False
+
+    def last_error(self) -> str:
+        """The last line of its log that names an exception (for the report)."""
+        try:
+            lines = self.log.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        for line in reversed(lines):
+            if "Error" in line or "Exception" in line:
+                return line.strip()[-300:]
+        return lines[-1].strip()[-300:] if lines else ""
+
+
+class Procs:
+    """Every process a run started, stopped by pid (and process group) whatever happens."""
+
+    def __init__(self) -> None:
+        self.all: list[Proc] = []
+
+    def start(self, name: str, cmd: list[str], env: dict[str, str], log: Path) -> Proc:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") as out:
+            popen = subprocess.Popen(
+                cmd,
+                env=env,
+                cwd=ROOT,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        proc = Proc(name, popen, log)
+        self.all.append(proc)
+        with open(log.parent / "pids", "a") as pids:  # for whoever must check they are gone
+            pids.write(f"{popen.pid} {name}\n")
+        return proc
+
+    def stop(self, proc: Proc, timeout_s: float = 8.0) -> None:
+        """SIGTERM, wait, then SIGKILL its whole process group."""
+        self.stop_many([proc], timeout_s)
+
+    def stop_many(self, procs: list[Proc], timeout_s: float = 8.0) -> None:
+        """Signal them all at once, wait for each, then SIGKILL any process group left."""
+        for proc in procs:
+            proc.stopping = True
+            if proc.popen.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.popen.pid, signal.SIGCONT)  # a frozen process cannot exit
+                    os.kill(proc.popen.pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for proc in procs:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.popen.wait(max(0.0, deadline - time.monotonic()))
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(proc.popen.pid, signal.SIGKILL)  # gunicorn's workers, strays
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.popen.wait(5)
+
+    def stop_all(self, timeout_s: float = 8.0) -> None:
+        """Stop everything still running: all but Redis at once, then Redis (started first)."""
+        running = [p for p in self.all if p.popen.poll() is None]
+        self.stop_many([p for p in running if p.name != "redis"], timeout_s)
+        self.stop_many([p for p in running if p.name == "redis"], timeout_s)
+
+
+@dataclass
+class Work:
+    """A consumer's simulated work per message; ``windowed``: only during a fault's window."""
+
+    sleep_s: float = 0.0
+    windowed: bool = False
+
+
+@dataclass
+class Consumer:
+    """A consumer of the stack and what it reads."""
+
+    who: str
+    sys: str  # "bus" or "baseline"
+    mode: str  # "prodcons" or "pubsub"
+    dest: str  # queue or channel name
+    delivery: str  # "at-least-once", "at-most-once", "naive", "fan-out"
+    proc: Proc = field(init=False)
+    ledger: Path = field(init=False)
+    slow: bool = False  # slowed down during the fault's window
+
+
+@dataclass
+class Stack:
+    """One scenario's processes on free loopback ports."""
+
+    procs: Procs
+    work: Path  # ledgers and Redis data of this scenario
+    logs: Path
+    bus_env: dict[str, str]  # BUS_* settings of redis-bus's web and daemons
+    redis_port: int = field(default_factory=free_port)
+    bus_port: int = field(default_factory=free_port)
+    baseline_port: int = field(default_factory=free_port)
+    consumers: list[Consumer] = field(default_factory=list)
+    redis_proc: Proc | None = None
+    _admin: redis.Redis | None = None
+
+    @property
+    def redis_url(self) -> str:
+        return f"redis://127.0.0.1:{self.redis_port}/0"
+
+    @property
+    def bus_url(self) -> str:
+        return f"http://127.0.0.1:{self.bus_port}"
+
+    @property
+    def baseline_url(self) -> str:
+        return f"http://127.0.0.1:{self.baseline_port}"
+
+    def admin(self) -> redis.Redis:
+        """The runner's own client (faults, drain, accounting): short deadlines, no retries;
+        a connection closed by a restart is replaced when it leaves the pool."""
+        if self._admin is None:
+            self._admin = redis.Redis(
+                port=self.redis_port,
+                socket_timeout=5,
+                socket_connect_timeout=2,
+                protocol=2,
+                retry=Retry(NoBackoff(), 0),
+            )
+        return self._admin
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """A child's environment: ours without stray settings, plus redis-bus's."""
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("BUS_") and k not in (records.ENV_FILE, records.ENV_WHO)
+        }
+        env.update(self.bus_env, BUS_REDIS_URL=self.redis_url, PYTHONUNBUFFERED="1")
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        env.update(extra)
+        return env
+
+    # Redis -------------------------------------------------------------------------------
+
+    def start_redis(self) -> None:
+        """redis-server with AOF (everysec: a graceful stop fsyncs it), on our port and dir."""
+        data = self.work / "redis"
+        data.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            "redis-server",
+            "--port",
+            str(self.redis_port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(data),
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+            "--logfile",
+            str(self.logs / "redis.log"),
+        ]
+        self.redis_proc = self.procs.start("redis", cmd, self.env(), self.logs / "redis.out")
+        wait_until(lambda: self.admin().ping(), "redis-server")
+
+    def stop_redis(self) -> None:
+        assert self.redis_proc
+        self.procs.stop(self.redis_proc, timeout_s=10)
+
+    def signal_redis(self, sig: int) -> None:
+        assert self.redis_proc
+        os.kill(self.redis_proc.popen.pid, sig)
+
+    # The rest ----------------------------------------------------------------------------
+
+    def start_webs(self) -> None:
+        """redis-bus's web and the baseline app, both under gunicorn with the production config."""
+        gunicorn = [sys.executable, "-m", "gunicorn", "-c", "web/gunicorn.conf.py"]
+        self.procs.start(
+            "web",
+            [*gunicorn, "web.wsgi:app"],
+            self.env(BUS_WEB_BIND=f"127.0.0.1:{self.bus_port}"),
+            self.logs / "web.log",
+        )
+        self.procs.start(
+            "baseline-web",
+            [
+                *gunicorn,
+                "--bind",
+                f"127.0.0.1:{self.baseline_port}",
+                "loadtest.baseline:create_app()",
+            ],
+            self.env(
+                BUS_WEB_BIND=f"127.0.0.1:{self.baseline_port}", **{baseline.ENV_URL: self.redis_url}
+            ),
+            self.logs / "baseline-web.log",
+        )
+
+    def start_bus_worker(self, who: str, queue: str, delivery: str, work: Work) -> None:
+        """``python -m consumers worker`` with the load-test handler."""
+        args = ["worker", "--queue", queue, "--delivery", delivery]
+        self._consumer(Consumer(who, "bus", "prodcons", queue, delivery), _bus(who, args), work)
+
+    def start_bus_subscriber(self, who: str, work: Work) -> None:
+        """``python -m consumers subscriber`` on the default channel."""
+        args = ["subscriber", "--channel", "default"]
+        self._consumer(Consumer(who, "bus", "pubsub", "default", "fan-out"), _bus(who, args), work)
+
+    def start_baseline(self, who: str, mode: str, work: Work) -> None:
+        """The naive worker or subscriber of :mod:`loadtest.baseline`."""
+        role, dest = (
+            ("worker", baseline.QUEUE) if mode == "prodcons" else ("subscriber", baseline.CHANNEL)
+        )
+        cmd = [sys.executable, "-m", "loadtest.baseline", role, "--redis-url", self.redis_url]
+        self._consumer(Consumer(who, "baseline", mode, dest, "naive"), [*cmd, "--name", who], work)
+
+    def _consumer(self, c: Consumer, cmd: list[str], work: Work) -> None:
+        c.ledger = self.work / "records" / f"{c.who}.jsonl"
+        c.ledger.parent.mkdir(parents=True, exist_ok=True)
+        c.slow = work.sleep_s > 0 and work.windowed
+        env = {
+            records.ENV_FILE: str(c.ledger),
+            records.ENV_WHO: c.who,
+            records.ENV_SLEEP: str(work.sleep_s),
+            records.ENV_START: "1",
+        }
+        if c.slow:
+            env[records.ENV_SLOW_FLAG] = str(self.work / "slow.flag")
+        c.proc = self.procs.start(c.who, cmd, self.env(**env), self.logs / f"{c.who}.log")
+        self.consumers.append(c)
+
+    def wait_ready(self) -> None:
+        """Both webs answer, every worker is registered or blocked, every subscriber counted."""
+        r = self.admin()
+        wait_until(lambda: _http_status(f"{self.bus_url}/healthz") == 200, "redis-bus's web")
+        wait_until(lambda: _http_status(f"{self.baseline_url}/nope") == 404, "the baseline web")
+        for c in self.consumers:
+            if not c.proc.alive():
+                raise StackError(f"{c.who} exited at start: {c.proc.last_error()}")
+        bus_workers = [c for c in self.consumers if c.sys == "bus" and c.mode == "prodcons"]
+        for c in bus_workers:
+            wait_until(lambda c=c: r.zscore(keys.consumers(c.dest), c.who) is not None, c.who)  # type: ignore[misc]
+        naive = sum(1 for c in self.consumers if c.sys == "baseline" and c.mode == "prodcons")
+        wait_until(lambda: _blocked(r, "blpop") >= naive, "the baseline workers")
+        for channel, sys_ in ((keys.channel("default"), "bus"), (baseline.CHANNEL, "baseline")):
+            n = sum(1 for c in self.consumers if c.sys == sys_ and c.mode == "pubsub")
+            wait_until(lambda ch=channel, n=n: _numsub(r, ch) >= n, f"{sys_} subscribers")  # type: ignore[misc]
+
+
+def _bus(who: str, args: list[str]) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "consumers",
+        *args,
+        "--name",
+        who,
+        "--handler",
+        "loadtest.handlers:record",
+    ]
+
+
+def _http_status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:
+            return int(resp.status)
+    except urllib.error.HTTPError as exc:
+        return int(exc.code)
+    except OSError:
+        return 0
+
+
+def _blocked(r: redis.Redis, command: str) -> int:
+    return sum(1 for c in r.client_list() if c.get("cmd") == command)
+
+
+def _numsub(r: redis.Redis, channel: str) -> int:
+    return int(dict(r.pubsub_numsub(channel)).get(channel.encode(), 0))

@@ -1,0 +1,220 @@
+"""The load-test runner, end to end: the quick suite keeps redis-bus's word under every fault,
+the faults really bite, the baseline is accounted for, and Ctrl-C leaves nothing running.
+
+These run ``python -m loadtest`` exactly as a user would (real redis-server, gunicorn, daemons
+and locust, all started by the runner) and read the ``summary.json`` it writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.procs import ROOT, wait_for
+
+pytestmark = pytest.mark.slow
+
+QUICK = [
+    "mixed",
+    "idle-timeout",
+    "client-kill",
+    "restart",
+    "blackhole",
+    "worker-crash",
+    "slow-subscriber",
+]
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], Path, str]:
+    """One run of the quick suite for the whole module: its summary, directory and output."""
+    out = tmp_path_factory.mktemp("quick")
+    proc = subprocess.run(
+        [sys.executable, "-m", "loadtest", "run", "all", "--quick", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    text = proc.stdout + proc.stderr
+    assert (out / "summary.json").exists(), text[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert proc.returncode == (0 if summary["ok"] else 1), text[-3000:]
+    return summary, out, text
+
+
+def scenario(summary: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(s for s in summary["scenarios"] if s["name"] == name)
+
+
+def rows(summary: dict[str, Any], name: str, system: str, mode: str) -> list[dict[str, Any]]:
+    return [
+        r for r in scenario(summary, name)["rows"] if r["system"] == system and r["mode"] == mode
+    ]
+
+
+def test_quick_suite_passes_every_check(quick_run: tuple[dict[str, Any], Path, str]) -> None:
+    """Every scenario ran, every check passed, and the report has what a reader needs."""
+    summary, out, text = quick_run
+    assert [s["name"] for s in summary["scenarios"]] == QUICK
+    failed = [c for c in summary["checks"] if not c["ok"]]
+    assert not failed, failed
+    assert summary["ok"] and "every check passed" in text
+    report = (out / "report.md").read_text()
+    for name in QUICK:
+        assert (out / f"timeline-{name}.png").stat().st_size > 10_000
+        assert (out / "locust" / f"{name}.html").exists()
+        assert name in report
+
+
+def test_at_least_once_loses_nothing_under_any_fault(
+    quick_run: tuple[dict[str, Any], Path, str],
+) -> None:
+    """redis-bus's list mode: every accepted message was handled, in every scenario."""
+    summary = quick_run[0]
+    for name in QUICK:
+        for row in rows(summary, name, "redis-bus", "prodcons"):
+            assert row["accepted"] > 0, (name, row)
+            assert row["delivered"] == row["accepted"], (name, row)
+            assert row["lost"] == row["stranded"] == row["phantom"] == 0, (name, row)
+
+
+def test_pubsub_losses_are_counted_exactly(quick_run: tuple[dict[str, Any], Path, str]) -> None:
+    """Every redis-bus subscriber's own count of lost messages equals what it missed: sent
+    (accepted, or unknown: the sequence number was used) minus received."""
+    summary = quick_run[0]
+    for name in QUICK:
+        for row in rows(summary, name, "redis-bus", "pubsub"):
+            assert row["per_consumer"], (name, row)
+            for sub in row["per_consumer"]:
+                assert sub["counted_lost"] == sub["missed"], (name, sub)
+            assert row["lost"] == row["expected"] - row["delivered"]
+            assert row["duplicated"] == 0, (name, row)
+
+
+def test_idle_gaps_longer_than_the_timeout_are_invisible(
+    quick_run: tuple[dict[str, Any], Path, str],
+) -> None:
+    """Redis closed every idle pooled connection between bursts: no client saw an error."""
+    scn = scenario(quick_run[0], "idle-timeout")
+    assert scn["faults"][0]["label"] == "CONFIG SET timeout 2"
+    for row in scn["rows"]:
+        if row["system"] == "redis-bus":
+            assert row["accepted"] > 0 and row["http_errors"] == 0, row
+            assert row["rejected"] == row["unknown"] == 0, row
+
+
+def test_the_faults_bite(quick_run: tuple[dict[str, Any], Path, str]) -> None:
+    """Each fault really happened to the processes: reconnects after kills and restarts, sends
+    refused or unknown in the black hole, a worker killed with a message in its hands, a slow
+    subscriber cut off. A fault that did nothing would make the other checks meaningless."""
+    summary = quick_run[0]
+    for name in ("client-kill", "restart", "blackhole"):
+        for mode in ("prodcons", "pubsub"):
+            (row,) = rows(summary, name, "redis-bus", mode)
+            assert row["reconnects"] > 0, (name, row)
+    for mode in ("prodcons", "pubsub"):
+        (row,) = rows(summary, "blackhole", "redis-bus", mode)
+        assert row["rejected"] + row["unknown"] > 0, row
+    crash = scenario(summary, "worker-crash")["faults"][0]["detail"]
+    assert all(crash["in_hand"].values()), crash  # each was killed holding a message
+    # at-least-once: the reaper gave it to the survivor; the others lost it with the process.
+    assert crash["in_hand_deliveries"] == {"bus-w1": 1, "bus-amo-w1": 0, "baseline-w1": 0}
+    (amo,) = rows(summary, "worker-crash", "redis-bus at-most-once", "prodcons")
+    (naive,) = rows(summary, "worker-crash", "baseline", "prodcons")
+    assert amo["lost"] >= 1 and naive["lost"] == 1, (amo, naive)  # a batch; the one in hand
+    (slow_row,) = rows(summary, "slow-subscriber", "redis-bus", "pubsub")
+    slow = next(p for p in slow_row["per_consumer"] if p["slow"])
+    assert slow["missed"] > 0 and slow["counted_lost"] == slow["missed"], slow
+
+
+def test_the_baseline_ran_and_is_accounted_for(
+    quick_run: tuple[dict[str, Any], Path, str],
+) -> None:
+    """The naive consumers ran under every scenario and every message they were sent is
+    classified: delivered, lost or stranded, and each delivery matched a send."""
+    summary = quick_run[0]
+    for name in QUICK:
+        base = [r for r in scenario(summary, name)["rows"] if r["system"] == "baseline"]
+        assert {r["mode"] for r in base} == set(scenario(summary, name)["modes"]), name
+        for row in base:
+            assert row["sent"] > 0 and row["complete"], (name, row)
+            classified = row["delivered"] + row["lost"] + row["stranded"] + row["dead_lettered"]
+            assert classified == row["expected"], (name, row)
+
+
+def test_ctrl_c_mid_scenario_leaves_nothing_running(tmp_path: Path) -> None:
+    """SIGINT while Redis is frozen in the black hole: the runner stops every process it
+    started (each pid it recorded, and any process carrying a marker in its environment, such
+    as gunicorn's workers), thaws Redis first, and exits 130."""
+    marker = f"LOADTEST_TEST_MARK_{uuid.uuid4().hex}"
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "loadtest", "run", "blackhole", "--quick", "--out", str(tmp_path)],
+        cwd=ROOT, env={**os.environ, marker: "1"}, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    threading.Thread(target=lambda: lines.extend(runner.stdout or ()), daemon=True).start()
+    try:
+        wait_for(lambda: any(" traffic " in line for line in lines), 60, "traffic to start")
+        redis_pid = next(pid for pid, name in started(tmp_path) if name == "redis")
+        wait_for(lambda: state(redis_pid) == "T", 10, "the black hole (Redis stopped)")
+        assert len(marked(marker)) >= 10, marked(marker)  # the stack, gunicorn's workers...
+        runner.send_signal(signal.SIGINT)
+        assert runner.wait(60) == 130, "".join(lines)
+    finally:
+        if runner.poll() is None:  # a failed step above: let it clean up, then insist
+            runner.terminate()
+            try:
+                runner.wait(30)
+            except subprocess.TimeoutExpired:
+                runner.kill()
+    wait_for(lambda: not marked(marker), 5, "every marked process to be gone")
+    left = [(pid, name) for pid, name in started(tmp_path) if state(pid) not in (None, "Z")]
+    assert not left, left
+    assert "interrupted" in "".join(lines)
+
+
+def started(out: Path) -> list[tuple[int, str]]:
+    """Every (pid, name) the runner recorded as started."""
+    found = []
+    for pids in out.glob("logs/*/pids"):
+        for line in pids.read_text().splitlines():
+            pid, name = line.split(maxsplit=1)
+            found.append((int(pid), name))
+    return found
+
+
+def state(pid: int) -> str | None:
+    """A process's state letter (R, S, T, Z...), or None once it is gone."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2]
+
+
+def marked(marker: str) -> dict[int, str]:
+    """Live processes whose environment carries ``marker``: pid -> state. (redis-server writes
+    its title over its environment, hence also the pid list above.)"""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        st = state(int(entry.name))
+        if marker.encode() in environ and st not in (None, "Z"):
+            found[int(entry.name)] = st
+    return found
