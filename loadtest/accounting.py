@@ -383,15 +383,16 @@ def _series(
     bins = int((obs.drain_end - obs.t0) / BIN_S) + 1
     accepted, failed, delivered = [0] * bins, [0] * bins, [0] * bins
 
-    def slot(t: float) -> int:
-        return min(bins - 1, max(0, int((t - obs.t0) / BIN_S)))
+    def slot(t: float) -> int:  # -1: before the traffic (the streams' opening messages)
+        return -1 if t < obs.t0 else min(bins - 1, int((t - obs.t0) / BIN_S))
 
     for s in sent:
-        (accepted if s["out"] == "accepted" else failed)[slot(s["t0"])] += 1
+        if (i := slot(s["t0"])) >= 0:
+            (accepted if s["out"] == "accepted" else failed)[i] += 1
     for c in consumers:
         for g in obs.got.get(c.who, ()):
-            if owner.get(g.get("lid") or "") == key:
-                delivered[slot(g["t"])] += 1
+            if owner.get(g.get("lid") or "") == key and (i := slot(g["t"])) >= 0:
+                delivered[i] += 1
     return {
         "system": row["system"],
         "mode": row["mode"],

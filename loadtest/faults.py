@@ -64,6 +64,9 @@ def apply(stack: Stack, fault: Fault, hold_s: float = 0.0) -> Window:
         finally:
             stack.signal_redis(signal.SIGCONT)
         return Window(fault.kind, f"SIGSTOP {hold_s:g}s", start, time.time())
+    if fault.kind == "idle":  # nothing to do: the load shape is silent; mark the window
+        time.sleep(hold_s)
+        return Window(fault.kind, f"{hold_s:g} s without a message", start, time.time())
     if fault.kind == "worker-crash":
         return _crash_workers(stack, start)
     raise ValueError(f"unknown fault {fault.kind!r}")

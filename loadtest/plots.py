@@ -79,6 +79,7 @@ def timeline(path: Path, scenario: dict[str, Any], series: dict[str, Any], bin_s
         ax.set_ylim(0, peak * 1.35)  # headroom for the fault labels
         ax.set_xlim(0, x_end)
         _shade_faults(ax, scenario["faults"], x_end)
+        _mark_exits(ax, [r for r in scenario["rows"] if r["mode"] == mode])
         ax.axvline(scenario["traffic_s"], color="0.35", ls=":", lw=1.2)
         late = scenario["traffic_s"] > 0.9 * x_end  # no room on the right: the label goes left
         ax.text(scenario["traffic_s"], 0.97, " traffic stops:\n drain ", fontsize=8, color="0.3",
@@ -91,6 +92,19 @@ def timeline(path: Path, scenario: dict[str, Any], series: dict[str, Any], bin_s
     fig.suptitle(f"{scenario['name']}: {scenario['title']}", fontsize=12, fontweight="bold")
     _legend(fig, _system_handles(systems), _style_handles(scenario["faults"]))
     _save(fig, path)
+
+
+def _mark_exits(ax: Axes, rows: list[Row]) -> None:
+    """A dash-dot line where a consumer process died, labelled once per system."""
+    for r in rows:
+        times = [e["at_s"] for e in r.get("exits", []) if e.get("at_s") is not None]
+        for at in times:
+            ax.axvline(at, color=color_of(r["system"]), ls="-.", lw=1.2)
+        if times:
+            n = len(times)
+            ax.text(min(times), 0.80, f" {r['system']}: {n} consumer{'s' * (n > 1)} died ",
+                    color=color_of(r["system"]), fontsize=8, ha="right", va="top",
+                    transform=ax.get_xaxis_transform())  # fmt: skip
 
 
 def outcomes(path: Path, scenarios: list[dict[str, Any]]) -> bool:

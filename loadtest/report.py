@@ -175,9 +175,19 @@ def _checks(s: dict[str, Any]) -> str:
     verdict = "✓ pass" if s["ok"] else "✗ fail"
     counts = f"{failed} of {len(checks)} failed" if failed else f"all {len(checks)} passed"
     title = f"## Checks: {verdict}, {counts}"
-    rows = [("✓" if c["ok"] else "✗", c["scenario"] or fmt.DASH, c["name"], c["detail"])
-            for c in checks]  # fmt: skip
-    return title + ("\n\n" + _table(("", "scenario", "check", "detail"), rows) if rows else "")
+
+    def table(these: list[dict[str, Any]]) -> str:
+        rows = [("✓" if c["ok"] else "✗", c["scenario"] or fmt.DASH, c["name"], c["detail"])
+                for c in these]  # fmt: skip
+        return _table(("", "scenario", "check", "detail"), rows)
+
+    text = title
+    if failed:
+        text += "\n\n" + table([c for c in checks if not c["ok"]])
+    if checks:  # every check, folded: there is one per row and subscriber
+        text += f"\n\n<details><summary>All {len(checks)} checks</summary>\n\n{table(checks)}"
+        text += "\n\n</details>"
+    return text
 
 
 def _scenario(run_dir: Path, sc: dict[str, Any], timeline_png: str | None) -> str:
@@ -270,7 +280,7 @@ def _locust(run_dir: Path, locust: dict[str, Any] | None) -> str:
 
 
 def _fault(f: dict[str, Any]) -> str:
-    detail = f" ({f['detail']})" if f.get("detail") else ""
+    detail = f" ({f['note']})" if f.get("note") else ""
     if f["end_s"] <= f["start_s"]:
         return f"{f['label']} at {fmt.moment(f['start_s'])}{detail}"
     return f"{f['label']} from {fmt.moment(f['start_s'])} to {fmt.moment(f['end_s'])}{detail}"

@@ -239,6 +239,10 @@ def _start(stack: Stack, scn: Scenario) -> None:
             stack.start_bus_worker(f"bus-w{i}", "default", "at-least-once", work)
             if scn.at_most_once_queue:
                 stack.start_bus_worker(f"bus-amo-w{i}", AMO_QUEUE, "at-most-once", work)
+        # As many naive workers as redis-bus has, for the same total load (the baseline has
+        # one list, whatever queue the producer names).
+        naive = 4 if scn.at_most_once_queue else 2
+        for i in range(1, naive + 1):
             stack.start_baseline(f"baseline-w{i}", "prodcons", work)
     if "pubsub" in scn.modes:
         slow = Work(scn.slow_subscriber_sleep_s, windowed=True)
@@ -486,13 +490,31 @@ def _all_lines(path: Path) -> list[dict[str, Any]]:
     return list(records.read(path)) if path.exists() else []
 
 
+def _fault_note(w: faults.Window) -> str:
+    """The fault's details in a sentence, for the report."""
+    d = w.detail
+    if "killed" in d and "in_hand" in d:
+        fates = []
+        for who in d["killed"]:
+            held, deliveries = d["in_hand"].get(who), d.get("in_hand_deliveries", {}).get(who)
+            if held is None:
+                fates.append(f"{who} (holding nothing)")
+            else:
+                fate = "then handled by another worker" if deliveries else "lost with it"
+                fates.append(f"{who} (the message in its hands: {fate})")
+        return "killed " + ", ".join(fates)
+    if "killed" in d:
+        return f"{d['killed']} connections closed"
+    return ""
+
+
 def _fault_entry(w: faults.Window, t0: float) -> dict[str, Any]:
     return {
         "kind": w.kind,
         "label": w.label,
         "start_s": round(w.start - t0, 2),
         "end_s": round(w.end - t0, 2),
-        **({"detail": w.detail} if w.detail else {}),
+        **({"detail": w.detail, "note": _fault_note(w)} if w.detail else {}),
     }
 
 

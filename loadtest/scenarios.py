@@ -113,6 +113,20 @@ SCENARIOS: tuple[Scenario, ...] = (
         setup=("idle-timeout",),
     ),
     Scenario(
+        "idle-long",
+        "A queue idle for a minute",
+        "A burst, 60 s without a message, another burst. Nothing is wrong with Redis or the "
+        "network: the naive `blpop(q, 0)` runs on redis-py's 5 s socket timeout, re-sends the "
+        "pop after each timeout, and gives up after 10 retries.",
+        ("prodcons", "pubsub"),
+        traffic_s=64,
+        quick_traffic_s=None,
+        users=BOTH_USERS,
+        shape="bursts",
+        shape_args=("--burst", "2", "--idle", "60"),
+        faults=(Fault("idle", 2 / 64, hold_s=60),),
+    ),
+    Scenario(
         "client-kill",
         "CLIENT KILL of every connection",
         "`CLIENT KILL TYPE normal` (producers' pools, blocked workers) and later "
