@@ -17,14 +17,12 @@ unknown with its sequence number spent) that a subscriber did not receive.
 
 from __future__ import annotations
 
-import bisect
-import itertools
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from loadtest import baseline
+from loadtest import baseline, timing
 from loadtest.faults import Window
 from loadtest.stack import Consumer
 
@@ -126,9 +124,9 @@ def _prodcons_row(
         stranded=len(stranded),
         unknown_delivered=sum(1 for lid in unk if counts[lid]),
         phantom=sum(1 for lid in rej if counts[lid] or lid in obs.leftovers or lid in obs.dead),
-        e2e_ms=_percentiles([(first[lid] - t0s[lid]) * 1000 for lid in delivered]),
-        resume_s=_resume(obs, sorted(first.values())),
-        stall_s=_waiting_stall([(t0s[lid], first.get(lid)) for lid in acc], obs.drain_end),
+        e2e_ms=timing.percentiles([(first[lid] - t0s[lid]) * 1000 for lid in delivered]),
+        resume_s=timing.resume_after(obs.faults, sorted(first.values())),
+        stall_s=timing.waiting_stall([(t0s[lid], first.get(lid)) for lid in acc], obs.drain_end),
         missed=None,
         counted_lost=None,
     )
@@ -157,7 +155,7 @@ def _pubsub_row(
                 counts[lid] += 1
                 deliveries.append(g["t"])
         mine = [g["t"] for g in obs.got.get(c.who, ()) if owner.get(g.get("lid") or "") == key]
-        stall = _silent_stall(sorted(mine), accepted_t0)
+        stall = timing.silent_stall(sorted(mine), accepted_t0)
         if stall is not None:
             stalls.append(stall)
         stats = obs.stats.get(c.who)
@@ -186,8 +184,8 @@ def _pubsub_row(
         stranded=0,
         unknown_delivered=sum(p["unknown_received"] for p in per),
         phantom=sum(p["phantom"] for p in per),
-        e2e_ms=_percentiles(latencies),
-        resume_s=_resume(obs, sorted(deliveries)),
+        e2e_ms=timing.percentiles(latencies),
+        resume_s=timing.resume_after(obs.faults, sorted(deliveries)),
         stall_s=max(stalls) if stalls else None,
         missed=sum(p["missed"] for p in per),
         counted_lost=None if not counted or None in counted else sum(counted),
@@ -228,7 +226,7 @@ def _common(
             1 for s in answered if s.get("via") == "http" and not 200 <= s["st"] < 300
         ),
         "accepted_per_s": round(sum(1 for s in answered if s["out"] == "accepted") / traffic_s, 1),
-        "http_ms": _percentiles([(s["t1"] - s["t0"]) * 1000 for s in answered]),
+        "http_ms": timing.percentiles([(s["t1"] - s["t0"]) * 1000 for s in answered]),
         "reconnects": sum(reconnects) if consumers and consumers[0].sys == "bus" else None,
         "exits": _exits(obs, consumers),
     }
@@ -314,62 +312,6 @@ def _notes(row: dict[str, Any], orphans: int) -> list[str]:
     if orphans:
         notes.append(f"{orphans:,} deliveries carried an id no producer recorded.")
     return notes
-
-
-def _percentiles(values: list[float]) -> dict[str, float] | None:
-    if not values:
-        return None
-    values = sorted(values)
-
-    def at(q: float) -> float:
-        return round(values[min(len(values) - 1, int(q * len(values)))], 2)
-
-    return {"p50": at(0.50), "p95": at(0.95), "p99": at(0.99), "max": round(values[-1], 2)}
-
-
-def _resume(obs: Observed, deliveries: list[float]) -> float | None:
-    """Worst time from the end of a fault to the first delivery after it."""
-    worst = None
-    for w in obs.faults:
-        i = bisect.bisect_left(deliveries, w.end)
-        if i < len(deliveries):
-            gap = round(deliveries[i] - w.end, 3)
-            worst = gap if worst is None else max(worst, gap)
-    return worst
-
-
-def _waiting_stall(messages: list[tuple[float, float | None]], end: float) -> float | None:
-    """Longest time between two deliveries while some message waited through all of it
-    (an undelivered message waits until ``end``)."""
-    if not messages:
-        return None
-    done = sorted((d if d is not None else end, t0) for t0, d in messages)
-    times = sorted({d for d, _ in done})
-    suffix_min = [0.0] * len(done)  # min send time of messages delivered at or after index
-    low = float("inf")
-    for i in range(len(done) - 1, -1, -1):
-        low = min(low, done[i][1])
-        suffix_min[i] = low
-    worst, prev = 0.0, min(t0 for t0, _ in messages)
-    for t in times:
-        i = bisect.bisect_left(done, (t, float("-inf")))
-        if suffix_min[i] <= prev:
-            worst = max(worst, t - prev)
-        prev = t
-    return round(worst, 3)
-
-
-def _silent_stall(receptions: list[float], sends: list[float]) -> float | None:
-    """Longest silence of a subscriber while messages were being published to it."""
-    if not sends:
-        return None
-    marks = [sends[0], *(t for t in receptions if sends[0] <= t <= sends[-1]), sends[-1]]
-    worst = 0.0
-    for a, b in itertools.pairwise(marks):
-        i = bisect.bisect_right(sends, a)
-        if i < len(sends) and sends[i] < b:
-            worst = max(worst, b - a)
-    return round(worst, 3)
 
 
 def _series(

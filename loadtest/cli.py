@@ -24,7 +24,7 @@ from types import FrameType
 from typing import Any
 
 from loadtest import checks, scenarios
-from loadtest.runner import SETTINGS, Progress, run_scenario
+from loadtest.runner import SETTINGS, Progress, run_scenario, wait_stopped
 from loadtest.stack import ROOT, StackError
 
 EXIT_OK = 0
@@ -115,9 +115,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(selected, args, out, work)
     except KeyboardInterrupt:
+        wait_stopped()
         print("\ninterrupted: every process the run started has been stopped", file=sys.stderr)
         return EXIT_INTERRUPTED
     finally:
+        wait_stopped()
         if args.keep_work:
             print(f"ledgers and Redis data kept in {work}", file=sys.stderr)
         else:

@@ -141,3 +141,25 @@ def read_dir(directory: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:
     """Every line of every ``*.jsonl`` ledger in ``directory``."""
     for path in sorted(Path(directory).glob("*.jsonl")):
         yield from read(path)
+
+
+class Tail:
+    """New whole lines of a growing ledger file, parsed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.lines: list[dict[str, Any]] = []
+
+    def poll(self) -> list[dict[str, Any]]:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                data = f.read()
+        except FileNotFoundError:
+            return []
+        whole = data[: data.rfind(b"\n") + 1]
+        self.offset += len(whole)
+        new = [json.loads(line) for line in whole.splitlines() if line]
+        self.lines.extend(new)
+        return new

@@ -7,8 +7,6 @@ progress from the ledger the locustfile writes.
 
 from __future__ import annotations
 
-import http.client
-import json
 import sys
 import threading
 import time
@@ -19,10 +17,9 @@ from typing import Any
 
 import redis
 
-from loadtest import accounting, baseline, faults, records
+from loadtest import accounting, faults, gather, records, streams
 from loadtest.scenarios import AMO_QUEUE, Fault, Scenario
-from loadtest.stack import ROOT, Proc, Procs, Stack, StackError, Work, wait_until
-from producer import decode, keys
+from loadtest.stack import Proc, Procs, Stack, StackError, Work
 
 SETTINGS = {  # redis-bus's deadlines in the load test: short, so faults resolve in seconds
     "BUS_BLOCK_TIMEOUT_S": "1",
@@ -43,8 +40,7 @@ SETTINGS = {  # redis-bus's deadlines in the load test: short, so faults resolve
 }
 STOP_TIMEOUT_S = 5  # locust --stop-timeout: stopping users finish the request in flight
 START_WAIT_S = 30.0  # locust must start sending within this
-THROUGH_EVERY_WEB_MAX = 400  # requests at most to reach every web process
-SETTLE_S = 0.4  # the drain is over when nothing moved for this long
+STOPPER = "stop-"  # name prefix of the threads that stop a scenario's processes
 
 
 @dataclass
@@ -57,28 +53,6 @@ class Progress:
     planned_s: float = 0.0
     rates: dict[str, float] = field(default_factory=dict)
     fault: str = ""
-
-
-class Tail:
-    """New whole lines of a growing ledger file, parsed."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = 0
-        self.lines: list[dict[str, Any]] = []
-
-    def poll(self) -> list[dict[str, Any]]:
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                data = f.read()
-        except FileNotFoundError:
-            return []
-        whole = data[: data.rfind(b"\n") + 1]
-        self.offset += len(whole)
-        new = [json.loads(line) for line in whole.splitlines() if line]
-        self.lines.extend(new)
-        return new
 
 
 def run_scenario(
@@ -94,10 +68,10 @@ def run_scenario(
     own_ledger = work / "records" / "runner.jsonl"
     try:
         _start(stack, scn)
-        tails = {c.who: Tail(c.ledger) for c in stack.consumers}
-        _open_streams(scn, stack, tails, own_ledger)
+        tails = {c.who: records.Tail(c.ledger) for c in stack.consumers}
+        streams.open_streams(scn, stack, tails, own_ledger)
         windows = [faults.apply(stack, Fault(kind, 0.0)) for kind in scn.setup]
-        sent = Tail(work / "records" / "locust.jsonl")
+        sent = records.Tail(work / "records" / "locust.jsonl")
         locust = procs.start(
             "locust",
             locust_cmd(scn, quick, stack, out),
@@ -112,23 +86,34 @@ def run_scenario(
         # Drain, then close the pub/sub streams (a subscriber still busy with a backlog could
         # lose the closing message too), then let the closing messages arrive.
         progress.phase, progress.fault = "draining", ""
-        drain_end = _drain(stack, tails, progress, show, quick)
-        if _close_streams(scn, stack, sent.lines, own_ledger):
-            drain_end = _drain(stack, tails, progress, show, quick)
-        exits = _exits(stack)
-        # Everything but Redis, which stays up while workers put back what they hold and every
-        # daemon writes its last counters.
-        procs.stop_many([p for p in procs.all if p is not stack.redis_proc])
-        leftovers, dead, stats = _read_redis(stack)
+
+        def waiting_now(n: int) -> None:
+            progress.phase = f"draining ({n} in lists)"
+            show(progress)
+
+        drain_end = gather.drain(stack, tails, quick, waiting_now)
+        if streams.close_streams(scn, stack, sent.lines, own_ledger):
+            drain_end = gather.drain(stack, tails, quick, waiting_now)
+        exits = gather.exits(stack)
+        # The consumers first, while Redis is up: workers put back what they hold and every
+        # daemon writes its last counters. The webs only need to go; they shut down while the
+        # next scenario starts (the traffic is over and drained).
+        procs.stop_many([p for p in procs.all if p.name not in ("redis", "web", "baseline-web")])
+        leftovers, dead, stats = gather.read_redis(stack)
         stack.stop_redis()
     finally:
-        procs.stop_all()
+        # Whatever is still running is stopped in a thread that the interpreter waits for
+        # before it exits, so nothing outlives the runner, even on Ctrl-C.
+        threading.Thread(target=procs.stop_all, name=f"{STOPPER}{scn.name}").start()
     obs = accounting.Observed(
         t0=t0,
         traffic_end=traffic_end,
         drain_end=drain_end,
-        sent=[s for s in sent.lines + _all_lines(own_ledger) if s["k"] == "sent"],
-        got={c.who: [g for g in _all_lines(c.ledger) if g["k"] == "got"] for c in stack.consumers},
+        sent=[s for s in sent.lines + gather.all_lines(own_ledger) if s["k"] == "sent"],
+        got={
+            c.who: [g for g in gather.all_lines(c.ledger) if g["k"] == "got"]
+            for c in stack.consumers
+        },
         consumers=stack.consumers,
         leftovers=leftovers,
         dead=dead,
@@ -143,7 +128,7 @@ def run_scenario(
                 who: sum(1 for lines in obs.got.values() for g in lines if g.get("lid") == lid)
                 for who, lid in w.detail["in_hand"].items()
             }
-    fault_list = [_fault_entry(w, t0) for w in windows]
+    fault_list = [gather.fault_entry(w, t0) for w in windows]
     entry = {
         "name": scn.name,
         "title": scn.title,
@@ -153,7 +138,7 @@ def run_scenario(
         "traffic_s": round(traffic_end - t0, 2),
         "elapsed_s": round(time.time() - started, 2),
         "faults": fault_list,
-        "locust": _locust_figures(out, scn.name),
+        "locust": gather.locust_figures(out, scn.name),
         "untracked_deliveries": accounting.untracked(obs),
         "rows": rows,
     }
@@ -162,14 +147,21 @@ def run_scenario(
     return entry, {"faults": fault_list, "t": times, "rows": series}
 
 
+def wait_stopped() -> None:
+    """Return once every process of every scenario run so far is stopped."""
+    for thread in threading.enumerate():
+        if thread.name.startswith(STOPPER):
+            thread.join()
+
+
 def _traffic(
     scn: Scenario,
     stack: Stack,
     locust: Proc,
     t0: float,
     planned: float,
-    sent: Tail,
-    tails: dict[str, Tail],
+    sent: records.Tail,
+    tails: dict[str, records.Tail],
     windows: list[faults.Window],
     progress: Progress,
     show: Callable[[Progress], None],
@@ -253,7 +245,7 @@ def _start(stack: Stack, scn: Scenario) -> None:
     stack.wait_ready()
 
 
-def _wait_start(tail: Tail, locust: Any, log: Path) -> float:
+def _wait_start(tail: records.Tail, locust: Any, log: Path) -> float:
     deadline = time.monotonic() + START_WAIT_S
     while time.monotonic() < deadline:
         for line in tail.poll():
@@ -284,7 +276,11 @@ def _in_thread(
 
 
 def _tick(
-    progress: Progress, elapsed: float, sent: Tail, tails: dict[str, Tail], stack: Stack
+    progress: Progress,
+    elapsed: float,
+    sent: records.Tail,
+    tails: dict[str, records.Tail],
+    stack: Stack,
 ) -> None:
     """Update the rates of the progress line over the last few seconds."""
     sent.poll()
@@ -305,237 +301,3 @@ def _tick(
         )
         / 2.0
     )
-
-
-def _open_streams(scn: Scenario, stack: Stack, tails: dict[str, Tail], ledger: Path) -> None:
-    """Before any traffic, one message from every web process to every subscriber: a gap
-    counter takes a producer's first message as its baseline, so a subscriber cut off before it
-    ever heard from a producer would not count those first losses."""
-    if "pubsub" not in scn.modes:
-        return
-    lines = _through_every_web(stack, "open", None, ledger)
-    lids = {line["lid"] for line in lines if line["out"] == "accepted"}
-    subscribers = [c.who for c in stack.consumers if c.sys == "bus" and c.mode == "pubsub"]
-
-    def heard_by_all() -> bool:
-        for who in subscribers:
-            tails[who].poll()
-        return all(lids <= {g.get("lid") for g in tails[who].lines} for who in subscribers)
-
-    wait_until(heard_by_all, "every subscriber to hear from every web process", 10)
-
-
-def _close_streams(
-    scn: Scenario, stack: Stack, lines: list[dict[str, Any]], ledger: Path
-) -> list[dict[str, Any]]:
-    """After the drain, one more message from every web process that published, so each
-    subscriber's gap counter sees every loss (it counts a gap when a later message arrives)."""
-    if "pubsub" not in scn.modes:
-        return []
-    srcs = {
-        s["src"]
-        for s in lines
-        if s.get("k") == "sent" and s["sys"] == "bus" and s["mode"] == "pubsub" and s.get("src")
-    }
-    return _through_every_web(stack, "close", srcs, ledger)
-
-
-def _through_every_web(
-    stack: Stack, via: str, srcs: set[str] | None, ledger_path: Path
-) -> list[dict[str, Any]]:
-    """POST /pubsub on new connections until each web process in ``srcs`` (None: as many as
-    gunicorn runs) has answered one; bounded. Every attempt goes to the ledger."""
-    want = int(stack.bus_env["BUS_WEB_WORKERS"]) if srcs is None else len(srcs)
-    ledger, lids = records.Ledger(ledger_path), records.Lids(f"{via}-")
-    seen: set[str] = set()
-    out: list[dict[str, Any]] = []
-    deadline = time.monotonic() + 10
-    while len(seen & srcs if srcs is not None else seen) < want:
-        if len(out) >= THROUGH_EVERY_WEB_MAX or time.monotonic() > deadline:
-            break
-        lid, t0 = lids.next(), records.now()
-        status, body = _post(stack.bus_port, "/pubsub", {"payload": records.payload(lid)})
-        ok = status == 202
-        line = {
-            "k": "sent",
-            "sys": "bus",
-            "mode": "pubsub",
-            "via": via,
-            "dest": "default",
-            "lid": lid,
-            "t0": t0,
-            "t1": records.now(),
-            "st": status,
-            "out": "accepted" if ok else "unknown",
-            "id": body.get("id"),
-            "src": body.get("src"),
-            "seq": body.get("seq"),
-            "rc": body.get("receivers"),
-            "err": None if ok else str(body.get("error", "no answer")),
-        }
-        ledger.write(**line)
-        out.append(line)
-        if ok:
-            seen.add(body["src"])
-    ledger.close()
-    return out
-
-
-def _post(port: int, path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
-    try:  # a new connection each time, so the requests spread over gunicorn's workers
-        conn.request(
-            "POST",
-            path,
-            json.dumps(body),
-            {"Content-Type": "application/json", "Connection": "close"},
-        )
-        resp = conn.getresponse()
-        return resp.status, json.loads(resp.read() or b"{}")
-    except (OSError, ValueError) as exc:
-        return 0, {"error": str(exc)}
-    finally:
-        conn.close()
-
-
-def _drain(
-    stack: Stack,
-    tails: dict[str, Tail],
-    progress: Progress,
-    show: Callable[[Progress], None],
-    quick: bool,
-) -> float:
-    """Wait until the lists are empty (or have no live consumer) and no consumer handled
-    anything for a while; bounded."""
-    r = stack.admin()
-    deadline = time.monotonic() + (8.0 if quick else 15.0)
-    last_total, quiet_since = -1, time.monotonic()
-    while time.monotonic() < deadline:
-        for t in tails.values():
-            t.poll()
-        total = sum(len(t.lines) for t in tails.values())
-        if total != last_total:
-            last_total, quiet_since = total, time.monotonic()
-        waiting = _waiting(stack, r)
-        progress.phase = f"draining ({waiting} in lists)"
-        show(progress)
-        if waiting == 0 and time.monotonic() - quiet_since >= SETTLE_S:
-            break
-        time.sleep(0.1)
-    return time.time()
-
-
-def _waiting(stack: Stack, r: redis.Redis) -> int:
-    """Messages in lists that a live consumer could still take."""
-    n = 0
-    for queue in {c.dest for c in stack.consumers if c.sys == "bus" and c.mode == "prodcons"}:
-        n += int(r.llen(keys.pending(queue)))
-        for key in r.scan_iter(match=keys.processing_prefix(queue) + "*"):
-            n += int(r.llen(key))
-    if any(c.proc.alive() for c in stack.consumers if c.sys == "baseline" and c.mode == "prodcons"):
-        n += int(r.llen(baseline.QUEUE))
-    return n
-
-
-def _exits(stack: Stack) -> dict[str, tuple[float | None, int, str]]:
-    """Consumers that ended before the runner stopped them (a crash, or the fault's kill)."""
-    out = {}
-    for c in stack.consumers:
-        if not c.proc.alive():
-            code = c.proc.popen.returncode
-            error = (
-                "killed with SIGKILL by the fault"
-                if c.proc.stopping
-                else c.proc.last_error() or "no error printed"
-            )
-            out[c.who] = (c.proc.exited_at, code, error)
-    return out
-
-
-def _read_redis(stack: Stack) -> tuple[set[str], set[str], dict[str, dict[str, int]]]:
-    """Lids still in lists, lids dead-lettered, and redis-bus consumers' final counters."""
-    r = stack.admin()
-    leftovers: set[str] = set()
-    dead: set[str] = set()
-    for queue in {c.dest for c in stack.consumers if c.sys == "bus" and c.mode == "prodcons"}:
-        lists = [keys.pending(queue), *r.scan_iter(match=keys.processing_prefix(queue) + "*")]
-        for key in lists:
-            for raw in r.lrange(key, 0, -1):
-                leftovers.add(_lid_of_envelope(raw))
-        for entry in r.lrange(keys.dead(queue), 0, -1):
-            dead.add(_lid_of_envelope(json.loads(entry).get("raw", "").encode()))
-    leftovers.update(records.lid_of(raw) or "" for raw in r.lrange(baseline.QUEUE, 0, -1))
-    stats = {}
-    for c in stack.consumers:
-        if c.sys == "bus":
-            role = "worker" if c.mode == "prodcons" else "subscriber"
-            ident = f"{c.dest}:{c.who}" if role == "worker" else c.who
-            raw_stats = r.hgetall(keys.stats(role, ident))
-            stats[c.who] = {_text(k): int(v) for k, v in raw_stats.items() if _text(v).isdigit()}
-    return leftovers - {""}, dead - {""}, stats
-
-
-def _lid_of_envelope(raw: bytes | str) -> str:
-    try:
-        return records.lid_of(decode(raw).payload) or ""
-    except ValueError:
-        return ""
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _all_lines(path: Path) -> list[dict[str, Any]]:
-    return list(records.read(path)) if path.exists() else []
-
-
-def _fault_note(w: faults.Window) -> str:
-    """The fault's details in a sentence, for the report."""
-    d = w.detail
-    if "killed" in d and "in_hand" in d:
-        fates = []
-        for who in d["killed"]:
-            held, deliveries = d["in_hand"].get(who), d.get("in_hand_deliveries", {}).get(who)
-            if held is None:
-                fates.append(f"{who} (holding nothing)")
-            else:
-                fate = "then handled by another worker" if deliveries else "lost with it"
-                fates.append(f"{who} (the message in its hands: {fate})")
-        return "killed " + ", ".join(fates)
-    if "killed" in d:
-        return f"{d['killed']} connections closed"
-    return ""
-
-
-def _fault_entry(w: faults.Window, t0: float) -> dict[str, Any]:
-    return {
-        "kind": w.kind,
-        "label": w.label,
-        "start_s": round(w.start - t0, 2),
-        "end_s": round(w.end - t0, 2),
-        **({"detail": w.detail, "note": _fault_note(w)} if w.detail else {}),
-    }
-
-
-def _locust_figures(out: Path, name: str) -> dict[str, Any]:
-    """Requests, failures and rate from locust's own CSV (its Aggregated row)."""
-    figures: dict[str, Any] = {"html": f"locust/{name}.html"}
-    path = out / "locust" / f"{name}_stats.csv"
-    try:
-        import csv
-
-        with open(path, newline="") as f:
-            for row in csv.DictReader(f):
-                if row.get("Name") == "Aggregated":
-                    figures.update(
-                        requests=int(row["Request Count"]),
-                        failures=int(row["Failure Count"]),
-                        rps=round(float(row["Requests/s"]), 1),
-                    )
-    except (OSError, KeyError, ValueError):
-        figures.update(requests=None, failures=None, rps=None)
-    return figures
-
-
-__all__ = ["ROOT", "Progress", "bus_env", "run_scenario", "wait_until"]

@@ -8,7 +8,7 @@ time, so the quick suite keeps the same story in fewer seconds.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 AMO_QUEUE = "amo"  # the queue worker-crash consumes at-most-once, beside the default one
 SLOW_LIMIT = "pubsub 0 64kb 1"  # no hard limit: only a subscriber behind for a second is cut
@@ -51,7 +51,6 @@ class Scenario:
     slow_subscriber_sleep_s: float = 0.0  # > 0: the second subscriber of each system is slow
     # during the window of the "slow-subscriber" fault
     at_most_once_queue: bool = False
-    notes: tuple[str, ...] = field(default=())
 
     def duration_s(self, quick: bool) -> float:
         """Traffic seconds in this suite."""
@@ -67,24 +66,24 @@ SCENARIOS: tuple[Scenario, ...] = (
     Scenario(
         "prodcons-steady",
         "List mode, steady load",
-        "A steady 300 messages/s on each system's list: throughput, HTTP and end-to-end "
-        "latency, FIFO delivery, nothing lost.",
+        "A steady 200 messages/s on each system's list, and 200/s more from a producer that "
+        "talks to Redis directly: HTTP and end-to-end latency, nothing lost.",
         ("prodcons",),
         traffic_s=30,
         quick_traffic_s=None,
         users=(*PRODCONS_USERS, "RedisPush"),
-        rate=30,
+        rate=20,
     ),
     Scenario(
         "pubsub-steady",
         "Pub/sub, steady load",
-        "A steady 300 messages/s published on each system's channel, two subscribers each: "
+        "A steady 200 messages/s published on each system's channel, two subscribers each: "
         "fan-out latency, and what reaches every subscriber with no fault at all.",
         ("pubsub",),
         traffic_s=30,
         quick_traffic_s=None,
         users=PUBSUB_USERS,
-        rate=30,
+        rate=20,
     ),
     Scenario(
         "mixed",
@@ -93,7 +92,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "GET routes and a producer that talks to Redis directly (so the web's own cost shows).",
         BOTH,
         traffic_s=30,
-        quick_traffic_s=5,
+        quick_traffic_s=4,
         users=(*BOTH_USERS, "SeedGet", "RedisPush"),
         users_per_class=8,
         rate=8,
@@ -156,7 +155,7 @@ SCENARIOS: tuple[Scenario, ...] = (
         "Connections stay open; nothing answers.",
         BOTH,
         traffic_s=24,
-        quick_traffic_s=10,
+        quick_traffic_s=9,
         users=BOTH_USERS,
         faults=(Fault("blackhole", 0.15, hold_s=6.0),),
     ),

@@ -60,6 +60,7 @@ class Proc:
     popen: subprocess.Popen[bytes]
     log: Path
     stopping: bool = False  # the runner (or a fault) ended it on purpose
+    stop_signal: int = signal.SIGTERM
     exited_at: float | None = None  # wall clock when first seen exited
 
     def alive(self) -> bool:
@@ -116,7 +117,7 @@ class Procs:
             if proc.popen.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(proc.popen.pid, signal.SIGCONT)  # a frozen process cannot exit
-                    os.kill(proc.popen.pid, signal.SIGTERM)
+                    os.kill(proc.popen.pid, proc.stop_signal)
         deadline = time.monotonic() + timeout_s
         for proc in procs:
             with contextlib.suppress(subprocess.TimeoutExpired):
@@ -244,27 +245,19 @@ class Stack:
     # The rest ----------------------------------------------------------------------------
 
     def start_webs(self) -> None:
-        """redis-bus's web and the baseline app, both under gunicorn with the production config."""
+        """redis-bus's web and the baseline app, both under gunicorn with the production config.
+        They are stopped with SIGQUIT (no graceful second): by then the traffic is drained."""
         gunicorn = [sys.executable, "-m", "gunicorn", "-c", "web/gunicorn.conf.py"]
-        self.procs.start(
-            "web",
-            [*gunicorn, "web.wsgi:app"],
-            self.env(BUS_WEB_BIND=f"127.0.0.1:{self.bus_port}"),
-            self.logs / "web.log",
+        bus_env = self.env(BUS_WEB_BIND=f"127.0.0.1:{self.bus_port}")
+        web = self.procs.start("web", [*gunicorn, "web.wsgi:app"], bus_env, self.logs / "web.log")
+        naive_env = self.env(
+            BUS_WEB_BIND=f"127.0.0.1:{self.baseline_port}", **{baseline.ENV_URL: self.redis_url}
         )
-        self.procs.start(
-            "baseline-web",
-            [
-                *gunicorn,
-                "--bind",
-                f"127.0.0.1:{self.baseline_port}",
-                "loadtest.baseline:create_app()",
-            ],
-            self.env(
-                BUS_WEB_BIND=f"127.0.0.1:{self.baseline_port}", **{baseline.ENV_URL: self.redis_url}
-            ),
-            self.logs / "baseline-web.log",
+        naive_app = ["--bind", f"127.0.0.1:{self.baseline_port}", "loadtest.baseline:create_app()"]
+        naive = self.procs.start(
+            "baseline-web", [*gunicorn, *naive_app], naive_env, self.logs / "baseline-web.log"
         )
+        web.stop_signal = naive.stop_signal = signal.SIGQUIT
 
     def start_bus_worker(self, who: str, queue: str, delivery: str, work: Work) -> None:
         """``python -m consumers worker`` with the load-test handler."""
