@@ -23,10 +23,10 @@ test: bootstrap ## run every test, the slow fault tests included
 test-fast: bootstrap ## run the tests not marked slow
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-loadtest: bootstrap ## every load-test scenario, redis-bus beside the naive baseline (~8 min)
+loadtest: bootstrap ## every load-test scenario, redis-bus beside the naive baseline (~6 min)
 	$(PY) -m loadtest run all $(ARGS)
 
-loadtest-quick: bootstrap ## the quick load-test suite: every fault, a few seconds each (~90 s)
+loadtest-quick: bootstrap ## the quick load-test suite: every fault, a few seconds each (~75 s)
 	$(PY) -m loadtest run all --quick $(ARGS)
 
 bench: bootstrap ## the worker drain benchmark (prints a table)

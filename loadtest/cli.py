@@ -37,8 +37,8 @@ EPILOG = """\
 scenarios (`python -m loadtest list` describes them):
   {names}
 examples:
-  python -m loadtest run all --quick      # every fault, a few seconds each (~90 s)
-  python -m loadtest run all              # the full suite (~8 minutes)
+  python -m loadtest run all --quick      # every fault, a few seconds each (~75 s)
+  python -m loadtest run all              # the full suite (~6 minutes)
   python -m loadtest run blackhole
   python -m loadtest report loadtest/reports/<timestamp>
 Exit codes: 0 every check passed, 1 a check failed, 2 usage, 3 the stack failed, 130 interrupted.
@@ -60,7 +60,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--quick",
         action="store_true",
-        help="shorter traffic; 'all' leaves out the steady scenarios",
+        help="shorter traffic; 'all' leaves out the steady and idle-long scenarios",
     )
     run.add_argument(
         "--out",
