@@ -24,7 +24,7 @@ from loadtest import records
 from loadtest.busfigures import Deltas
 from loadtest.sending import baseline_outcome, bus_outcome
 from tests.conftest import QUICK_ENV
-from tests.procs import Proc, daemon_cmd, project_env, wait_for
+from tests.procs import Proc, daemon_cmd, get_json, project_env, wait_for
 from tests.redisproc import RedisServer, free_port, redis_binary
 
 
@@ -130,15 +130,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         for p in procs:
             p.stop()
         server.kill()
-
-
-def get_json(url: str) -> Any:
-    """The JSON of a 200 answer, or None."""
-    try:
-        resp = requests.get(url, timeout=2)
-    except requests.RequestException:
-        return None
-    return resp.json() if resp.status_code == 200 else None
 
 
 @dataclass

@@ -13,26 +13,16 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 
 from producer import keys
 from tests.conftest import QUICK_ENV
-from tests.procs import ROOT, Proc, project_env, read_records, wait_for
+from tests.procs import ROOT, Proc, get_json, project_env, read_records, wait_for
 from tests.redisproc import RedisServer, free_port
 
 pytestmark = pytest.mark.slow
-
-
-def get_json(url: str) -> Any:
-    """The JSON of a 200 answer, or None (not up yet, not ready, refused)."""
-    try:
-        resp = requests.get(url, timeout=2)
-    except requests.RequestException:
-        return None
-    return resp.json() if resp.status_code == 200 else None
 
 
 def accepts(port: int) -> bool:
