@@ -20,7 +20,7 @@ from consumers.daemon import Daemon, DeadLink
 from consumers.gaps import GapCounter
 from consumers.handlers import Handler
 from producer import EnvelopeError, Settings, decode, keys, make_client
-from producer.queue import dead_entry
+from producer.deadletters import dead_entry
 from producer.stats import Stats
 
 log = logging.getLogger(__name__)

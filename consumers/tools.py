@@ -11,10 +11,11 @@ from datetime import UTC, datetime
 
 import redis
 
+from consumers.lists import QueueOps
 from producer import Settings, make_client
 from producer import keys as bus_keys
+from producer.deadletters import DeadLetters
 from producer.envelope import now_ms
-from producer.queue import QueueOps
 
 log = logging.getLogger("consumers")
 
@@ -70,22 +71,22 @@ def run_reaper(settings: Settings, queues: list[str], once: bool, stopping: thre
 
 def dead_letters(settings: Settings, args: argparse.Namespace) -> int:
     """``dead list|requeue|purge``."""
-    ops = QueueOps(make_client(settings, "admin", "dead"), args.queue)
+    dead = DeadLetters(make_client(settings, "admin", "dead"), args.queue)
     if args.action == "list":
-        for entry in ops.dead_entries(0, args.limit):
+        for entry in dead.entries(0, args.limit):
             print(json.dumps(_readable(entry), ensure_ascii=False))
         return EXIT_OK
     if args.action == "requeue":
-        requeued, kept = ops.requeue_dead(args.limit)
+        requeued, kept = dead.requeue(args.limit)
         print(f"queue {args.queue}: requeued {requeued}; kept {kept} that are not valid envelopes")
         return EXIT_OK
-    total = ops.client.llen(ops.dead)
+    total = dead.total()
     if not args.yes:
         print(
             f"queue {args.queue}: {total} dead letters; add --yes to delete them", file=sys.stderr
         )
         return EXIT_UNHEALTHY
-    print(f"queue {args.queue}: purged {ops.purge_dead()} dead letters")
+    print(f"queue {args.queue}: purged {dead.purge()} dead letters")
     return EXIT_OK
 
 

@@ -29,9 +29,9 @@ import redis
 
 from consumers.daemon import Daemon
 from consumers.handlers import Handler
+from consumers.lists import QueueOps
 from producer import EnvelopeError, Settings, decode, keys, make_client
 from producer.envelope import now_ms
-from producer.queue import QueueOps
 from producer.stats import Stats
 
 log = logging.getLogger(__name__)

@@ -10,10 +10,11 @@ import sys
 import pytest
 import redis
 
+from consumers.lists import QueueOps
 from consumers.worker import Worker
 from producer import Envelope, Producer, Settings, decode, keys, make_client
+from producer.deadletters import dead_entry
 from producer.envelope import now_ms
-from producer.queue import QueueOps, dead_entry
 from tests.inproc import running
 from tests.procs import ROOT, wait_for
 from web import create_app

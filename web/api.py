@@ -6,7 +6,7 @@ import redis
 from flask import Blueprint, render_template, request
 from flask.typing import ResponseReturnValue
 
-from producer.queue import QueueOps
+from producer.deadletters import DeadLetters
 from web.bus import get_bus
 from web.errors import BadMessage
 
@@ -46,30 +46,29 @@ def readyz() -> ResponseReturnValue:
 @bp.get("/api/queues/<queue>/dead")
 def dead_list(queue: str) -> ResponseReturnValue:
     """A page of the queue's dead letters, newest first (``?start=0&count=100``)."""
-    ops = _queue_ops(queue)
+    dead = _dead_letters(queue)
     start = _int_arg("start", 0, 0, 10**9)
     count = _int_arg("count", 100, 1, 1000)
-    total = ops.client.llen(ops.dead)
-    return {"queue": queue, "total": total, "entries": ops.dead_entries(start, count)}
+    return {"queue": queue, "total": dead.total(), "entries": dead.entries(start, count)}
 
 
 @bp.post("/api/queues/<queue>/dead/requeue")
 def dead_requeue(queue: str) -> ResponseReturnValue:
     """Push dead letters back onto the queue as first attempts (JSON ``{"count": n}`` optional)."""
-    ops = _queue_ops(queue)
+    dead = _dead_letters(queue)
     body = request.get_json(silent=True) if request.content_length else {}
     count = body.get("count") if isinstance(body, dict) else None
     if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 1):
         raise BadMessage(400, "'count' must be a positive integer")
-    requeued, kept = ops.requeue_dead(count)
+    requeued, kept = dead.requeue(count)
     return {"queue": queue, "requeued": requeued, "kept": kept}
 
 
-def _queue_ops(queue: str) -> QueueOps:
+def _dead_letters(queue: str) -> DeadLetters:
     bus = get_bus()
     if queue not in bus.settings.queues:
         raise BadMessage(404, f"unknown queue {queue!r}", allowed=list(bus.settings.queues))
-    return QueueOps(bus.get_client(), queue)
+    return DeadLetters(bus.get_client(), queue)
 
 
 def _int_arg(name: str, default: int, low: int, high: int) -> int:

@@ -11,9 +11,9 @@ import redis
 from flask import current_app
 
 from producer import Producer, Settings, make_client
-from producer.overview import read_overview
 from producer.producer import new_src
 from producer.stats import Flusher, Stats
+from web.overview import read_overview
 
 OVERVIEW_CACHE_S = 0.5  # many viewers of /api/stats cost Redis one read per half second
 

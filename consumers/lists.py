@@ -1,20 +1,20 @@
-"""Atomic operations on one queue: claim, ack, retry, dead-letter, recover, reap, dead letters.
+"""The worker's moves on one queue: claim, ack, retry, dead-letter, release, recover, reap.
 
-Each one is a single Lua script (:mod:`producer.lua`), so a message is always in exactly one of
+Each one is a single Lua script (:mod:`consumers.lua`), so a message is always in exactly one of
 ``pending``, a ``processing`` list or ``dead``, whoever moves it and whenever a process dies.
+What producers, the web and operators do with dead letters is in :mod:`producer.deadletters`.
 """
 
 from __future__ import annotations
 
-import base64
-import json
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 import redis
 
-from producer import keys, lua
+from consumers import lua
+from producer import keys
+from producer.deadletters import dead_entry
 from producer.envelope import EnvelopeError, decode, now_ms
 
 RECOVER_CHUNK = 500  # messages moved per script call (keeps one call short under a huge list)
@@ -33,7 +33,6 @@ class QueueOps:
         self._ack = client.register_script(lua.ACK)
         self._move = client.register_script(lua.MOVE)
         self._reap = client.register_script(lua.REAP)
-        self._requeue_dead = client.register_script(lua.REQUEUE_DEAD)
 
     def claim(self, consumer: str, count: int) -> list[bytes]:
         """Move up to ``count`` of the oldest pending messages into ``consumer``'s processing
@@ -104,43 +103,6 @@ class QueueOps:
                     break
         return reaped
 
-    def dead_entries(self, start: int = 0, count: int = 100) -> list[dict[str, Any]]:
-        """Dead letters, newest first, as dicts (``reason``, ``at``, ``raw`` or ``raw_b64``...)."""
-        out = []
-        entries: list[bytes] = self.client.lrange(self.dead, start, start + count - 1)  # type: ignore[assignment]
-        for entry in entries:
-            try:
-                out.append(json.loads(entry))
-            except ValueError:
-                out.append({"reason": "unreadable dead entry", "raw_b64": _b64(entry)})
-        return out
-
-    def requeue_dead(self, count: int | None = None) -> tuple[int, int]:
-        """Push dead letters (oldest first) back onto pending as fresh first attempts. Entries
-        whose raw bytes are not a valid envelope stay. Returns (requeued, kept)."""
-        raws: list[bytes] = self.client.lrange(self.dead, 0, -1)  # type: ignore[assignment]
-        pairs: list[bytes] = []
-        kept = 0
-        for entry in reversed(raws):
-            if count is not None and len(pairs) // 2 >= count:
-                break
-            try:
-                raw = json.loads(entry)["raw"].encode()
-                env = decode(raw)
-            except (ValueError, KeyError, TypeError, AttributeError):
-                kept += 1
-                continue
-            pairs.extend([entry, replace(env, attempt=1).encode()])
-        moved = int(self._requeue_dead(keys=[self.dead, self.pending], args=pairs)) if pairs else 0
-        return moved, kept
-
-    def purge_dead(self) -> int:
-        """Delete every dead letter; returns how many there were."""
-        pipe = self.client.pipeline(transaction=True)
-        pipe.llen(self.dead)
-        pipe.delete(self.dead)
-        return int(pipe.execute()[0])
-
     def _proc(self, consumer: str) -> str:
         return keys.processing(self.queue, consumer)
 
@@ -168,18 +130,3 @@ def _plan(raws: list[bytes], queue: str, consumer: str) -> list[tuple[bytes, byt
             entry = dead_entry(raw, f"undecodable: {exc.reason}", queue=queue, consumer=consumer)
             triples.append((raw, entry, "D"))
     return triples
-
-
-def dead_entry(raw: bytes, reason: str, **where: str | None) -> bytes:
-    """The JSON stored in a dead-letter list: why, when, where (``queue=``, ``consumer=``...),
-    and the raw bytes intact (as ``raw``, or ``raw_b64`` when they are not UTF-8)."""
-    entry: dict[str, Any] = {"reason": reason, "at": now_ms(), **where}
-    try:
-        entry["raw"] = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        entry["raw_b64"] = _b64(raw)
-    return json.dumps(entry, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def _b64(raw: bytes) -> str:
-    return base64.b64encode(raw).decode("ascii")

@@ -1,4 +1,4 @@
-"""The Lua scripts behind every list move (see :mod:`producer.queue`).
+"""The Lua scripts behind the worker's list moves (see :mod:`consumers.lists`).
 
 A move removes a value from where it is and pushes it where it goes only if the removal found
 it, all inside one script: two actors (a worker recovering its list, a reaper, an operator
@@ -59,15 +59,3 @@ if redis.call('LLEN', KEYS[1]) == 0 then redis.call('ZREM', KEYS[4], ARGV[1]) en
 return moved
 """
 )
-
-# KEYS[1] dead, KEYS[2] pending; ARGV pairs: the dead entry, the raw message to LPUSH back.
-REQUEUE_DEAD = """
-local moved = 0
-for i = 1, #ARGV, 2 do
-  if redis.call('LREM', KEYS[1], 1, ARGV[i]) == 1 then
-    redis.call('LPUSH', KEYS[2], ARGV[i + 1])
-    moved = moved + 1
-  end
-end
-return moved
-"""

@@ -1,0 +1,98 @@
+"""Dead letters of a queue: what the web, the tools and operators read, requeue and purge.
+
+``bus:{q}:dead`` holds one JSON entry per message a worker gave up on, newest at the head:
+``{"reason", "at" (ms), "queue", "consumer", "raw"}`` (``raw_b64`` instead of ``raw`` when
+the bytes are not UTF-8). Workers write them (:mod:`consumers.lists`); requeuing moves an entry's
+message back onto the queue as a first attempt, in one script that removes before it pushes.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import replace
+from typing import Any
+
+import redis
+
+from producer import keys
+from producer.envelope import decode, now_ms
+
+# KEYS[1] dead, KEYS[2] pending; ARGV pairs: the dead entry, the raw message to LPUSH back.
+REQUEUE = """
+local moved = 0
+for i = 1, #ARGV, 2 do
+  if redis.call('LREM', KEYS[1], 1, ARGV[i]) == 1 then
+    redis.call('LPUSH', KEYS[2], ARGV[i + 1])
+    moved = moved + 1
+  end
+end
+return moved
+"""
+
+
+class DeadLetters:
+    """The dead letters of one queue, on one client."""
+
+    def __init__(self, client: redis.Redis, queue: str) -> None:
+        self.client = client
+        self.queue = queue
+        self.dead = keys.dead(queue)
+        self.pending = keys.pending(queue)
+        self._requeue = client.register_script(REQUEUE)
+
+    def total(self) -> int:
+        """How many dead letters the queue holds."""
+        return int(self.client.llen(self.dead))
+
+    def entries(self, start: int = 0, count: int = 100) -> list[dict[str, Any]]:
+        """Dead letters, newest first, as dicts (``reason``, ``at``, ``raw`` or ``raw_b64``...)."""
+        out = []
+        entries: list[bytes] = self.client.lrange(self.dead, start, start + count - 1)  # type: ignore[assignment]
+        for entry in entries:
+            try:
+                out.append(json.loads(entry))
+            except ValueError:
+                out.append({"reason": "unreadable dead entry", "raw_b64": _b64(entry)})
+        return out
+
+    def requeue(self, count: int | None = None) -> tuple[int, int]:
+        """Push dead letters (oldest first) back onto pending as fresh first attempts. Entries
+        whose raw bytes are not a valid envelope stay. Returns (requeued, kept)."""
+        raws: list[bytes] = self.client.lrange(self.dead, 0, -1)  # type: ignore[assignment]
+        pairs: list[bytes] = []
+        kept = 0
+        for entry in reversed(raws):
+            if count is not None and len(pairs) // 2 >= count:
+                break
+            try:
+                raw = json.loads(entry)["raw"].encode()
+                env = decode(raw)
+            except (ValueError, KeyError, TypeError, AttributeError):
+                kept += 1
+                continue
+            pairs.extend([entry, replace(env, attempt=1).encode()])
+        moved = int(self._requeue(keys=[self.dead, self.pending], args=pairs)) if pairs else 0
+        return moved, kept
+
+    def purge(self) -> int:
+        """Delete every dead letter; returns how many there were."""
+        pipe = self.client.pipeline(transaction=True)
+        pipe.llen(self.dead)
+        pipe.delete(self.dead)
+        return int(pipe.execute()[0])
+
+
+def dead_entry(raw: bytes, reason: str, **where: str | None) -> bytes:
+    """The JSON stored in a dead-letter list: why, when, where (``queue=``, ``consumer=``...),
+    and the raw bytes intact (as ``raw``, or ``raw_b64`` when they are not UTF-8)."""
+    entry: dict[str, Any] = {"reason": reason, "at": now_ms(), **where}
+    try:
+        entry["raw"] = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        entry["raw_b64"] = _b64(raw)
+    return json.dumps(entry, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _b64(raw: bytes) -> str:
+    return base64.b64encode(raw).decode("ascii")
