@@ -27,6 +27,7 @@ from producer import Settings, SettingsError
 from producer.logs import setup_logging
 
 EXIT_OK = 0
+EXIT_SOFTWARE = 70  # sysexits EX_SOFTWARE: a consumer thread ended unexpectedly
 EXIT_CONFIG = 78  # sysexits EX_CONFIG: a bad BUS_* setting or --handler
 EXIT_FORCED = 130  # a second signal: stopped without finishing the message in hand
 
@@ -35,7 +36,8 @@ FORMAT = argparse.RawDescriptionHelpFormatter
 EPILOG = """\
 Every BUS_* variable of the README applies (BUS_REDIS_URL, BUS_BLOCK_TIMEOUT_S, ...).
 SIGTERM/SIGINT finish the message in hand and exit 0; a second signal exits at once (130).
-Exit codes: 0 done, 1 unhealthy (--check) or refused, 69 Redis unreachable, 78 bad configuration.
+Exit codes: 0 done, 1 unhealthy (--check) or refused, 69 Redis unreachable, 70 a consumer ended
+unexpectedly (see its log), 78 bad configuration.
 examples:
   python -m consumers worker --queue default --handler myapp.jobs:handle
   python -m consumers worker --check --queue default
@@ -198,15 +200,25 @@ def run_daemons(
             d.stop()
 
     install_signal_handlers(stop_all)
-    if len(daemons) == 1:
-        daemons[0].run()
-    else:
-        threads = [threading.Thread(target=d.run, name=f"worker-{d.name}") for d in daemons]
+    threads = [threading.Thread(target=d.run, name=f"{d.role}-{d.name}") for d in daemons]
+    for t in threads:
+        t.start()
+    failed: Daemon | None = None
+    while any(t.is_alive() for t in threads):
         for t in threads:
-            t.start()
-        for t in threads:
-            while t.is_alive():
-                t.join(0.5)  # short joins keep the main thread free to run signal handlers
+            t.join(0.2)  # short joins keep the main thread free to run signal handlers
+        failed = failed or next((d for d in daemons if d.failure is not None), None)
+        if failed is not None:
+            stop_all()  # one consumer is gone: the others must not go on half the process
+    if failed is not None:
+        what = getattr(failed, "queue", None) or "its channels"
+        print(
+            f"python -m consumers: {args.command} {name} stopped: the consumer of "
+            f"{'queue ' + what if hasattr(failed, 'queue') else what} ended with "
+            f"{type(failed.failure).__name__}: {failed.failure}",
+            file=sys.stderr,
+        )
+        return EXIT_SOFTWARE
     log.info("%s %s stopped", args.command, name)
     return EXIT_OK
 

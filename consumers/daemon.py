@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 import redis
 
@@ -42,6 +43,7 @@ class Daemon:
         self._summary_at = time.monotonic()
         self.connected_once = threading.Event()
         self.finished = threading.Event()  # set once run() has returned
+        self.failure: BaseException | None = None  # what ended run() other than stop()
 
     def serve(self) -> None:
         """Connect and consume until :attr:`stopping` is set; raise on a broken connection."""
@@ -64,36 +66,57 @@ class Daemon:
         self.stopping.set()
 
     def run(self) -> None:
-        """The reconnect loop: serve; on any Redis error log, back off and serve again."""
+        """The reconnect loop: serve; on any Redis error log, back off and serve again. Anything
+        else that ends it (a bug, a handler raising SystemExit) is kept in :attr:`failure`
+        for the caller, which must not let the process live on without this consumer."""
         self._flusher.start()
         try:
-            while not self.stopping.is_set():
-                try:
-                    self.serve()
-                except redis.RedisError as exc:
-                    self.close_connections()
-                    if self.stopping.is_set():
-                        break
-                    delay = self.backoff.next_delay_s()
-                    broken = isinstance(exc, (redis.ConnectionError, redis.TimeoutError))
-                    log.warning(
-                        "%s %s: %s (%s: %s); reconnect attempt %d in %.2fs",
-                        self.role,
-                        self.name,
-                        "Redis connection lost" if broken else "Redis answered an error",
-                        type(exc).__name__,
-                        exc,
-                        self.backoff.failures,
-                        delay,
-                    )
-                    self.stopping.wait(delay)
+            self._loop()
+        except BaseException as exc:  # recorded and reported, never swallowed
+            self.failure = exc
+            log.critical(
+                "%s %s: stopped by %s: %s",
+                self.role,
+                self.name,
+                type(exc).__name__,
+                exc,
+                exc_info=not isinstance(exc, SystemExit),
+            )
         finally:
             self.close_connections()
-            self._flusher.stop()
-            self._tick()  # the last counts (and a last heartbeat, which on_exit withdraws)
-            self.on_exit()
+            self._flusher.stop()  # no heartbeat can land after on_exit withdraws it
+            self._guarded(self._tick)  # the last counts
+            self._guarded(self.on_exit)
             self.log_summary()
             self.finished.set()
+
+    def _loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self.serve()
+            except redis.RedisError as exc:
+                self.close_connections()
+                if self.stopping.is_set():
+                    break
+                delay = self.backoff.next_delay_s()
+                broken = isinstance(exc, (redis.ConnectionError, redis.TimeoutError))
+                log.warning(
+                    "%s %s: %s (%s: %s); reconnect attempt %d in %.2fs",
+                    self.role,
+                    self.name,
+                    "Redis connection lost" if broken else "Redis answered an error",
+                    type(exc).__name__,
+                    exc,
+                    self.backoff.failures,
+                    delay,
+                )
+                self.stopping.wait(delay)
+
+    def _guarded(self, step: Callable[[], None]) -> None:
+        try:
+            step()
+        except Exception:  # the exit goes on: the reaper repairs what this could not
+            log.exception("%s %s: %s failed on exit", self.role, self.name, step.__name__)
 
     def mark_connected(self) -> None:
         """Called by serve() once subscribed/ready: resets backoff and counts a reconnect."""

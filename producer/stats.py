@@ -13,6 +13,7 @@ buckets ``lat_le_<ms>`` (``lat_le_inf`` last) with ``lat_count`` and ``lat_sum_m
 from __future__ import annotations
 
 import bisect
+import logging
 import os
 import socket
 import threading
@@ -44,6 +45,8 @@ COUNTERS = (
     "pings",  # subscriber: health-check PINGs sent
     "deadline_misses",  # subscriber: no PONG in time, link dropped
 )
+log = logging.getLogger(__name__)
+LOG_EVERY_S = 60.0  # the same kind of tick error is logged at most this often
 LATENCY_BUCKETS_MS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000)
 LAT_FIELDS = (*(f"lat_le_{b}" for b in LATENCY_BUCKETS_MS), "lat_le_inf")
 
@@ -109,8 +112,9 @@ class Stats:
 
 
 class Flusher(threading.Thread):
-    """Background thread calling ``tick()`` every ``interval_s`` until stopped; errors are logged
-    by the tick itself and never end the thread."""
+    """Background thread calling ``tick()`` every ``interval_s`` until stopped. Nothing a tick
+    raises ends the thread (it is logged, at most once a minute per kind of error), and once
+    :meth:`stop` has returned no tick runs or is still running."""
 
     def __init__(
         self, interval_s: float, tick: Callable[[], None], name: str = "bus-stats"
@@ -119,16 +123,34 @@ class Flusher(threading.Thread):
         self.interval_s = interval_s
         self._tick = tick
         self.stopping = threading.Event()
+        self._ticking = threading.Lock()  # held for the whole of each tick
+        self._logged: dict[str, float] = {}  # error kind -> when it was last logged
 
     def run(self) -> None:
         next_at = time.monotonic()
-        while not self.stopping.is_set():
-            self._tick()
+        while True:
+            with self._ticking:
+                if self.stopping.is_set():
+                    return
+                try:
+                    self._tick()
+                except Exception as exc:  # a bug must not stop the heartbeat
+                    self._log(exc)
             next_at += self.interval_s
             self.stopping.wait(max(0.0, next_at - time.monotonic()))
 
-    def stop(self, timeout_s: float = 2.0) -> None:
-        """Stop the thread and wait for it (the last tick included)."""
+    def stop(self) -> None:
+        """Stop the thread: wait for a tick in progress (bounded by the tick's own Redis
+        deadlines); none starts after this returns."""
         self.stopping.set()
-        if self.is_alive():
-            self.join(timeout_s)
+        with self._ticking:
+            pass
+        if self.is_alive() and self is not threading.current_thread():
+            self.join()
+
+    def _log(self, exc: Exception) -> None:
+        kind = type(exc).__name__
+        now = time.monotonic()
+        if now - self._logged.get(kind, -LOG_EVERY_S) >= LOG_EVERY_S:
+            self._logged[kind] = now
+            log.error("%s: periodic work failed; it goes on", self.name, exc_info=exc)

@@ -60,3 +60,11 @@ def slow_record(env: Envelope) -> None:
     a subscriber that reads its channel slower than it is published to."""
     _append(env, "handled")
     time.sleep(float(os.environ.get("TEST_BUS_HANDLER_SLEEP_S", "0.02")))
+
+
+def exit_on_die(env: Envelope) -> None:
+    """Record the message; on the payload ``"die"`` raise SystemExit, which ends a thread
+    quietly: a handler (or a library it calls) that exits, or a bug past ``except Exception``."""
+    _append(env, "handled")
+    if env.payload == "die":
+        raise SystemExit(3)
