@@ -7,6 +7,7 @@ What producers, the web and operators do with dead letters is in :mod:`producer.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -15,8 +16,9 @@ import redis
 from consumers import lua
 from producer import keys
 from producer.deadletters import dead_entry
-from producer.envelope import EnvelopeError, decode, now_ms
+from producer.envelope import EnvelopeError, decode
 
+log = logging.getLogger(__name__)
 RECOVER_CHUNK = 500  # messages moved per script call (keeps one call short under a huge list)
 
 
@@ -33,6 +35,8 @@ class QueueOps:
         self._ack = client.register_script(lua.ACK)
         self._move = client.register_script(lua.MOVE)
         self._reap = client.register_script(lua.REAP)
+        self._heartbeat = client.register_script(lua.HEARTBEAT)
+        self._stale = client.register_script(lua.STALE)
 
     def claim(self, consumer: str, count: int) -> list[bytes]:
         """Move up to ``count`` of the oldest pending messages into ``consumer``'s processing
@@ -77,31 +81,52 @@ class QueueOps:
             requeued += moved - sum(1 for t in triples if t[2] == "D")
         return requeued, dead
 
+    def heartbeat(self, consumer: str, client: redis.Redis | None = None) -> None:
+        """Stamp ``consumer``'s heartbeat with Redis's time (on ``client``: a pipeline)."""
+        self._heartbeat(keys=[self.consumers], args=[consumer], client=client or self.client)
+
+    def stale(self, ttl_s: float) -> list[str]:
+        """Consumers whose heartbeat is at least ``ttl_s`` old, by Redis's clock."""
+        found: list[bytes] = self._stale(keys=[self.consumers], args=[int(ttl_s * 1000)])
+        names = []
+        for member in found:
+            try:
+                names.append(member.decode())
+            except UnicodeDecodeError:  # not a name a worker of this bus could have written
+                log.warning(
+                    "queue %s: ignoring a consumer entry that is not UTF-8: %r", self.queue, member
+                )
+        return names
+
     def reap(self, ttl_s: float) -> dict[str, tuple[int, int]]:
         """Recover the processing lists of consumers whose heartbeat is older than ``ttl_s`` and
         unregister them. Returns {consumer: (requeued, dead-lettered)} for each one reaped."""
-        cutoff = now_ms() - int(ttl_s * 1000)
-        stale = self.client.zrangebyscore(self.consumers, "-inf", cutoff)
-        reaped: dict[str, tuple[int, int]] = {}
-        for member in stale:
-            name = member.decode()  # type: ignore[union-attr]
-            source = self._proc(name)
-            requeued = dead = 0
-            while True:
-                triples = _plan(self._read_list(source), self.queue, name)
-                args: list[Any] = [name, cutoff]
-                for t in triples:
-                    args.extend(t)
-                moved = int(self._reap(keys=[source, self.pending, self.dead, self.consumers],
-                                       args=args))  # fmt: skip
-                if moved < 0:
-                    break  # it came back to life: its messages are its own again
-                dead += sum(1 for t in triples if t[2] == "D")
-                requeued += moved - sum(1 for t in triples if t[2] == "D")
-                if not triples or moved == 0:
-                    reaped[name] = (requeued, dead)
-                    break
+        reaped = {}
+        for name in self.stale(ttl_s):
+            result = self.reap_consumer(name, ttl_s)
+            if result is not None:
+                reaped[name] = result
         return reaped
+
+    def reap_consumer(self, name: str, ttl_s: float) -> tuple[int, int] | None:
+        """Reap one consumer, checked silent again inside each script; None if it is alive
+        (it came back after :meth:`stale` saw it): its messages are its own again."""
+        source = self._proc(name)
+        requeued = dead = 0
+        while True:
+            triples = _plan(self._read_list(source), self.queue, name)
+            args: list[Any] = [name, int(ttl_s * 1000)]
+            for t in triples:
+                args.extend(t)
+            moved = int(
+                self._reap(keys=[source, self.pending, self.dead, self.consumers], args=args)
+            )
+            if moved < 0:
+                return None
+            dead += sum(1 for t in triples if t[2] == "D")
+            requeued += moved - sum(1 for t in triples if t[2] == "D")
+            if not triples or moved == 0:
+                return requeued, dead
 
     def _proc(self, consumer: str) -> str:
         return keys.processing(self.queue, consumer)

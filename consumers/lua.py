@@ -45,15 +45,42 @@ end
 
 MOVE = _MOVE_TRIPLES + "return move_triples(1)\n"
 
+# Liveness runs on Redis's clock, never a host's: a worker whose clock is off by a minute must
+# be neither reaped while alive nor kept while dead.
+_NOW_MS = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+"""
+
+# KEYS[1] the consumers zset; ARGV[1] consumer. Its heartbeat, stamped now. Returns the stamp.
+HEARTBEAT = (
+    _NOW_MS
+    + """
+local now = now_ms()
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+return now
+"""
+)
+
+# KEYS[1] the consumers zset; ARGV[1] ttl (ms). Consumers silent for at least the ttl.
+STALE = (
+    _NOW_MS
+    + """
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms() - tonumber(ARGV[1]))
+"""
+)
+
 # KEYS[1] a processing list, [2] pending, [3] dead, [4] the consumers zset; ARGV[1] consumer,
-# ARGV[2] cutoff (ms), then triples. Only if the consumer's heartbeat is still older than the
-# cutoff (it did not come back meanwhile): move, and once its list is empty, unregister it.
-# Returns -1 when the consumer is alive.
+# ARGV[2] ttl (ms), then triples. Only if the consumer is still silent for the ttl (it did not
+# come back meanwhile): move, and once its list is empty, unregister it. Returns -1 when alive.
 REAP = (
     _MOVE_TRIPLES
+    + _NOW_MS
     + """
 local beat = redis.call('ZSCORE', KEYS[4], ARGV[1])
-if beat and tonumber(beat) > tonumber(ARGV[2]) then return -1 end
+if beat and tonumber(beat) > now_ms() - tonumber(ARGV[2]) then return -1 end
 local moved = move_triples(3)
 if redis.call('LLEN', KEYS[1]) == 0 then redis.call('ZREM', KEYS[4], ARGV[1]) end
 return moved

@@ -15,7 +15,6 @@ from consumers.lists import QueueOps
 from producer import Settings, make_client
 from producer import keys as bus_keys
 from producer.deadletters import DeadLetters
-from producer.envelope import now_ms
 
 log = logging.getLogger("consumers")
 
@@ -27,14 +26,16 @@ EXIT_UNAVAILABLE = 69  # sysexits EX_UNAVAILABLE: Redis could not be reached
 def check_workers(settings: Settings, queues: list[str]) -> int:
     """Exit 0 only if every queue has a worker whose heartbeat is younger than the TTL."""
     client = make_client(settings, "admin", "check")
-    cutoff = now_ms() - int(settings.heartbeat_ttl_s * 1000)
+    seconds, micros = client.time()  # Redis's clock, as the heartbeats
+    now = seconds * 1000 + micros // 1000
+    cutoff = now - int(settings.heartbeat_ttl_s * 1000)
     healthy = True
     for q in queues:
         live: list[tuple[bytes, float]] = client.zrangebyscore(  # type: ignore[assignment]
-            bus_keys.consumers(q), cutoff, "+inf", withscores=True
+            bus_keys.consumers(q), f"({cutoff}", "+inf", withscores=True
         )
         if live:
-            ages = ", ".join(f"{m.decode()} ({(now_ms() - s) / 1000:.1f}s)" for m, s in live)
+            ages = ", ".join(f"{m.decode()} ({(now - s) / 1000:.1f}s)" for m, s in live)
             print(f"queue {q}: {len(live)} live worker(s): {ages}")
         else:
             print(

@@ -72,14 +72,15 @@ def settings(r: redis.Redis, redis_server: RedisServer) -> Settings:
 def spawn(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
     """Start ``python -m consumers KIND ARGS`` against a URL; every one is stopped at teardown.
 
-    The handler's record file is ``tmp_path / "records.jsonl"``; extra env entries override."""
+    The handler's record file is ``tmp_path / "records.jsonl"``; extra env entries override;
+    ``module`` runs another entry point with the same arguments (``tests.skewed_clock``)."""
     procs: list[Proc] = []
 
-    def start(kind: str, url: str, *args: str, **env: str) -> Proc:
+    def start(kind: str, url: str, *args: str, module: str = "consumers", **env: str) -> Proc:
         full_env = project_env(url, **QUICK_ENV, TEST_BUS_RECORD=str(tmp_path / "records.jsonl"))
         full_env.update(env)
         log_path = tmp_path / f"{kind}-{len(procs)}.log"
-        proc = Proc(daemon_cmd(kind, *args), full_env, log_path)
+        proc = Proc(daemon_cmd(kind, *args, module=module), full_env, log_path)
         procs.append(proc)
         return proc
 

@@ -80,9 +80,9 @@ class Proc:
         return self.proc.returncode
 
 
-def daemon_cmd(kind: str, *args: str) -> list[str]:
-    """``python -m consumers <kind> args...`` with this interpreter."""
-    return [sys.executable, "-m", "consumers", kind, *args]
+def daemon_cmd(kind: str, *args: str, module: str = "consumers") -> list[str]:
+    """``python -m consumers <kind> args...`` with this interpreter (or another module)."""
+    return [sys.executable, "-m", module, kind, *args]
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:

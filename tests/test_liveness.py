@@ -15,6 +15,8 @@ from producer import Producer, Settings, keys, make_client
 from producer.stats import Flusher
 from tests.procs import Proc, read_records, wait_for
 
+SLOW = "tests.handlers_for_tests:slow"
+
 
 def test_no_tick_runs_after_stop_returns() -> None:
     """stop() waits for a tick in progress (a slow Redis can hold one for seconds): once it
@@ -83,3 +85,26 @@ def test_a_consumer_thread_that_dies_ends_the_process_non_zero(
     handled = [x["payload"] for x in read_records(tmp_path / "records.jsonl")]
     assert sorted(handled) == ["die", "fine"]
     assert r.zcard(keys.consumers("b")) == 0  # the other thread left cleanly
+
+
+@pytest.mark.slow
+def test_a_worker_whose_clock_runs_60_s_behind_is_not_reaped(
+    settings: Settings, spawn: Callable[..., Proc], tmp_path: Path
+) -> None:
+    """Heartbeats and the reaper's cutoff are on Redis's clock, not each host's: a live worker
+    whose wall clock runs a minute behind (NTP not yet run, a VM resumed) keeps its message,
+    and the other worker's reaper leaves it alone, well past the heartbeat TTL (3 s)."""
+    r = redis.Redis.from_url(settings.redis_url)
+    spawn("worker", settings.redis_url, "--name", "late", "--handler", SLOW,
+          module="tests.skewed_clock", TEST_CLOCK_OFFSET_S="-60")  # fmt: skip
+    wait_for(lambda: r.zscore(keys.consumers("default"), "late"), 10, "the late worker")
+    Producer(make_client(settings, "producer")).push({"sleep_s": 6})
+    wait_for(lambda: r.llen(keys.processing("default", "late")), 5, "the late worker's claim")
+    spawn("worker", settings.redis_url, "--name", "on-time", "--handler", SLOW)
+    wait_for(lambda: r.zscore(keys.consumers("default"), "on-time"), 10, "the on-time worker")
+    records = tmp_path / "records.jsonl"
+    wait_for(lambda: any(x["event"] == "handled" for x in read_records(records)), 15, "the end")
+    time.sleep(1.0)  # a redelivery to the on-time worker would start now
+    events = [(x["event"], x["pid"]) for x in read_records(records)]
+    assert len(events) == 2 and events[0][1] == events[1][1], events  # one start, one end
+    assert r.zscore(keys.consumers("default"), "late") is not None  # never unregistered

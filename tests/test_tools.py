@@ -53,14 +53,17 @@ def test_reaper_once_requeues_only_expired_workers(settings: Settings, r: redis.
 
 
 def test_reaper_leaves_a_worker_that_came_back(settings: Settings, r: redis.Redis) -> None:
-    """If the heartbeat is fresh again when the script runs, nothing of that worker moves."""
+    """The reaper found the worker silent, but its heartbeat is fresh again when the reaping
+    script runs: the script's own check leaves everything of that worker where it is."""
     Producer(make_client(settings, "producer")).push("x")
     claim_as(r, "w", 1)
     r.zadd(keys.consumers("default"), {"w": now_ms() - 60_000})
     ops = QueueOps(r, "default")
-    r.zadd(keys.consumers("default"), {"w": now_ms()})  # it came back before the reaper ran
-    assert ops.reap(settings.heartbeat_ttl_s) == {}
+    assert ops.stale(settings.heartbeat_ttl_s) == ["w"]  # the reaper's first look
+    ops.heartbeat("w")  # it came back between that look and the script
+    assert ops.reap_consumer("w", settings.heartbeat_ttl_s) is None  # the script said alive
     assert r.llen(keys.processing("default", "w")) == 1
+    assert r.zscore(keys.consumers("default"), "w") is not None
 
 
 @pytest.mark.slow
