@@ -3,7 +3,8 @@
 Per (producer ``src``, channel) it keeps the highest ``seq`` seen and the numbers skipped below
 it. A jump counts the skipped numbers as lost; one of them arriving late turns a loss into an
 out-of-order delivery; a number seen twice is a duplicate. The first message from a producer
-sets the baseline (what it sent before we listened was never ours to receive).
+sets the baseline (what it sent before we listened was never ours to receive). A message
+without ``src`` and ``seq`` (``""`` and 0: the wire format makes them optional) is left out.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ class GapCounter:
         self._streams: OrderedDict[tuple[str, str], _Stream] = OrderedDict()
 
     def observe(self, src: str, channel: str, seq: int) -> Verdict:
-        """Account for one received message."""
+        """Account for one received message (one without src and seq changes nothing)."""
+        if not src or seq < 1:
+            return Verdict()  # nothing to count it against, and not a repeat of the last one
         key = (src, channel)
         stream = self._streams.get(key)
         if stream is None:

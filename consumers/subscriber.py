@@ -87,12 +87,13 @@ class Subscriber(Daemon):
         self.stats.incr("received")
         name = keys.channel_name(channel.decode("utf-8", "replace"))
         try:
-            env = decode(data)
+            env = decode(data, default_mode="pubsub")
         except EnvelopeError as exc:
             log.warning("channel %s: garbage (%s, %d bytes)", name, exc, len(data))
             self._dead_letter(name, data, f"undecodable: {exc.reason}")
             return
-        self.stats.observe_latency_ms(env.age_ms())
+        if env.ts:  # 0: the producer did not say when it sent it
+            self.stats.observe_latency_ms(env.age_ms())
         verdict = self.gaps.observe(env.src, name, env.seq)
         if verdict.lost:
             self.stats.incr("lost", verdict.lost)

@@ -31,7 +31,6 @@ from consumers.daemon import Daemon
 from consumers.handlers import Handler
 from consumers.lists import QueueOps
 from producer import EnvelopeError, Settings, decode, keys, make_client
-from producer.envelope import now_ms
 from producer.stats import Stats
 
 log = logging.getLogger(__name__)
@@ -110,7 +109,7 @@ class Worker(Daemon):
         """Decode and run the handler; retry or dead-letter a failure. True: ack it."""
         consumer = self.name if self.at_least_once else None
         try:
-            env = decode(raw)
+            env = decode(raw, default_mode="prodcons")
         except EnvelopeError as exc:
             log.warning(
                 "queue %s: dead-lettering garbage (%s, %d bytes)", self.queue, exc, len(raw)
@@ -118,7 +117,8 @@ class Worker(Daemon):
             self.ops.dead_letter(consumer, raw, f"undecodable: {exc.reason}")
             self.stats.incr("dead_lettered")
             return False
-        self.stats.observe_latency_ms(env.age_ms())
+        if env.ts:  # 0: the producer did not say when it sent it
+            self.stats.observe_latency_ms(env.age_ms())
         try:
             self.handler(env)
         except Exception as exc:  # the handler's failure is data, not a reason to stop
@@ -153,7 +153,7 @@ class Worker(Daemon):
     def on_tick(self, pipe: redis.client.Pipeline) -> None:
         now = time.monotonic()
         if now - self._beat_at >= self.settings.heartbeat_interval_s:
-            pipe.zadd(keys.consumers(self.queue), {self.name: now_ms()})
+            self.admin_ops.heartbeat(self.name, client=pipe)
             self._beat_at = now
 
     def after_tick(self) -> None:
@@ -195,7 +195,7 @@ class Worker(Daemon):
                         self.queue, requeued, self.processing, dead)  # fmt: skip
 
     def _heartbeat(self) -> None:
-        self.client.zadd(keys.consumers(self.queue), {self.name: now_ms()})
+        self.ops.heartbeat(self.name)
 
     def _unblock(self) -> None:
         """Until the loop has ended, release any pop blocked on a connection of this worker,

@@ -28,4 +28,17 @@ if ! command -v redis-server >/dev/null 2>&1; then
         exit 1
     fi
 fi
+# redis-cli comes with redis-server in Debian's packages (redis-tools) and Homebrew's, but not
+# with every hand-built install. Only the tests need it (they produce without Python), so its
+# absence does not stop `make run`.
+if ! command -v redis-cli >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "bootstrap: redis-cli missing; installing Debian's redis-tools"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-tools >/dev/null
+    else
+        echo "bootstrap: redis-cli is not installed, so tests/test_wire.py is skipped (fails on CI)" >&2
+        echo "  Debian/Ubuntu: sudo apt-get install redis-tools    macOS: brew install redis" >&2
+    fi
+fi
 echo "bootstrap: ready ($(redis-server --version | cut -d' ' -f1-3))"

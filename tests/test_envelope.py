@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import shlex
+import tomllib
+from importlib import resources
 
 import pytest
+from jsonschema import Draft202012Validator
 
 from producer import EnvelopeError, PayloadError, decode, encode
 from producer.envelope import new
+from tests.procs import ROOT
 
 
 def test_round_trip_keeps_every_field() -> None:
@@ -52,7 +58,6 @@ GOOD = {"v": 1, "id": "a" * 32, "src": "p", "seq": 1, "ts": 1, "mode": "prodcons
         json.dumps({**GOOD, "mode": "carrier-pigeon"}).encode(),
         json.dumps({**GOOD, "seq": "1"}).encode(),
         json.dumps({**GOOD, "attempt": True}).encode(),
-        json.dumps({**GOOD, "attempt": 0}).encode(),
         json.dumps({k: v for k, v in GOOD.items() if k != "payload"}).encode(),
         json.dumps({k: v for k, v in GOOD.items() if k != "id"}).encode(),
         b"[" * 100_000,
@@ -70,3 +75,207 @@ def test_garbage_raises_typed_error_with_raw_bytes(raw: bytes) -> None:
 def test_good_dict_decodes() -> None:
     """The minimal valid envelope decodes (the garbage cases differ from it by one field)."""
     assert decode(json.dumps(GOOD).encode()).payload is None
+
+
+# The wire format's rules, one test each (README "Wire format", producer/envelope.schema.json).
+
+MINIMAL = {"v": 1, "id": "order-42", "payload": {"order": 42}}
+
+
+def raw_of(obj: object) -> bytes:
+    return json.dumps(obj).encode()
+
+
+def test_minimal_envelope_decodes_with_documented_defaults() -> None:
+    """Only v, id and payload: no src/seq (""/0), unknown ts (0), first attempt."""
+    env = decode(raw_of(MINIMAL))
+    assert (env.id, env.payload, env.v) == ("order-42", {"order": 42}, 1)
+    assert (env.src, env.seq, env.ts, env.attempt) == ("", 0, 0, 1)
+
+
+def test_mode_defaults_to_where_the_message_was_read() -> None:
+    """Without mode: the caller's default (a queue: prodcons, a channel: pubsub); with one, it."""
+    assert decode(raw_of(MINIMAL)).mode == "prodcons"
+    assert decode(raw_of(MINIMAL), default_mode="pubsub").mode == "pubsub"
+    assert decode(raw_of({**MINIMAL, "mode": "prodcons"}), default_mode="pubsub").mode == "prodcons"
+
+
+@pytest.mark.parametrize("attempt", [0, None, "absent"])
+def test_attempt_zero_or_absent_means_the_first_delivery(attempt: object) -> None:
+    """attempt 0, null or left out is delivery 1; a redelivery then counts 2."""
+    obj = {k: v for k, v in GOOD.items() if k != "attempt"}
+    if attempt != "absent":
+        obj["attempt"] = attempt
+    env = decode(raw_of(obj))
+    assert env.attempt == 1
+    assert decode(env.next_attempt().encode()).attempt == 2
+
+
+def test_null_optional_fields_mean_absent() -> None:
+    """A producer whose JSON library writes unset fields as null gets the defaults."""
+    nulls = {"src": None, "seq": None, "ts": None, "mode": None, "attempt": None}
+    env = decode(raw_of({**MINIMAL, **nulls}), default_mode="pubsub")
+    assert (env.src, env.seq, env.ts, env.mode, env.attempt) == ("", 0, 0, "pubsub", 1)
+
+
+def test_unknown_fields_are_ignored_and_not_kept_on_reencoding() -> None:
+    """Extra fields do not make garbage; re-encoding (a retry, a requeue) drops them."""
+    env = decode(raw_of({**GOOD, "trace": {"id": "abc"}, "priority": 9}))
+    assert env == decode(raw_of(GOOD))
+    assert set(json.loads(env.next_attempt().encode())) == set(GOOD)
+
+
+def test_version_is_checked_first_and_named() -> None:
+    """v 2 is refused by its version even when nothing else would pass as version 1."""
+    for obj in ({**GOOD, "v": 2}, {"v": 2, "id": 7, "body": "new layout"}):
+        with pytest.raises(EnvelopeError) as info:
+            decode(raw_of(obj))
+        assert info.value.reason == "unsupported envelope version 2; this consumer reads version 1"
+
+
+# (document, a fragment of the decoder's reason): every one is also invalid under the schema.
+INVALID: list[tuple[object, str]] = [
+    ([1, 2], "not a JSON object"),
+    ("a string", "not a JSON object"),
+    ({k: v for k, v in GOOD.items() if k != "v"}, "'v'"),
+    ({**GOOD, "v": None}, "'v'"),
+    ({**GOOD, "v": "1"}, "'v'"),
+    ({**GOOD, "v": True}, "'v'"),
+    ({**GOOD, "v": 2}, "unsupported envelope version 2"),
+    ({**GOOD, "v": 0}, "unsupported envelope version 0"),
+    ({k: v for k, v in GOOD.items() if k != "id"}, "'id'"),
+    ({**GOOD, "id": ""}, "'id'"),
+    ({**GOOD, "id": 42}, "'id'"),
+    ({k: v for k, v in GOOD.items() if k != "payload"}, "'payload'"),
+    ({**GOOD, "src": ""}, "'src'"),
+    ({**GOOD, "src": 7}, "'src'"),
+    ({**GOOD, "seq": 0}, "'seq'"),
+    ({**GOOD, "seq": -1}, "'seq'"),
+    ({**GOOD, "seq": "1"}, "'seq'"),
+    ({**GOOD, "seq": True}, "'seq'"),
+    ({**GOOD, "seq": 1.5}, "'seq'"),
+    ({k: v for k, v in GOOD.items() if k != "seq"}, "'src' and 'seq'"),
+    ({k: v for k, v in GOOD.items() if k != "src"}, "'src' and 'seq'"),
+    ({**GOOD, "seq": None}, "'src' and 'seq'"),
+    ({**GOOD, "ts": -1}, "'ts'"),
+    ({**GOOD, "ts": "2026-01-01T00:00:00Z"}, "'ts'"),
+    ({**GOOD, "ts": False}, "'ts'"),
+    ({**GOOD, "mode": "carrier-pigeon"}, "mode"),
+    ({**GOOD, "mode": 1}, "mode"),
+    ({**GOOD, "attempt": -1}, "'attempt'"),
+    ({**GOOD, "attempt": True}, "'attempt'"),
+    ({**GOOD, "attempt": 2.5}, "'attempt'"),
+]
+
+
+@pytest.mark.parametrize(("obj", "reason"), INVALID)
+def test_invalid_envelopes_are_refused_with_a_reason(obj: object, reason: str) -> None:
+    """Types and ranges stay strict where a guarantee depends on them; the reason says which."""
+    with pytest.raises(EnvelopeError) as info:
+        decode(raw_of(obj))
+    assert reason in info.value.reason
+
+
+def test_encode_leaves_out_what_is_not_set() -> None:
+    """An envelope without src/seq or ts (one a foreign producer sent, requeued) is written
+    without them, so it stays valid under the schema, and decodes to the same envelope."""
+    env = decode(raw_of(MINIMAL)).next_attempt()
+    obj = json.loads(env.encode())
+    assert set(obj) == {"v", "id", "mode", "attempt", "payload"}
+    assert decode(env.encode()) == env
+
+
+# The schema shipped in the package says the same as the decoder.
+
+
+@functools.cache
+def load_schema() -> dict[str, object]:
+    schema = json.loads((resources.files("producer") / "envelope.schema.json").read_text())
+    Draft202012Validator.check_schema(schema)
+    return schema
+
+
+def schema_errors(obj: object) -> list[str]:
+    return [e.message for e in Draft202012Validator(load_schema()).iter_errors(obj)]
+
+
+def test_schema_is_valid_and_shipped_in_the_package() -> None:
+    """A valid draft 2020-12 schema, listed in the package data so a wheel carries it."""
+    load_schema()
+    with open(ROOT / "pyproject.toml", "rb") as f:
+        package_data = tomllib.load(f)["tool"]["setuptools"]["package-data"]
+    assert "envelope.schema.json" in package_data["producer"]
+
+
+def test_schema_accepts_what_the_project_encodes() -> None:
+    """Every envelope the project writes validates: fresh, redelivered, re-encoded foreign."""
+    envs = [
+        new({"k": [1, 2.5, None, "é"]}, src="p1", seq=7, mode="pubsub"),
+        new(None, src="4242-9f3a0c1b2d", seq=1, mode="prodcons").next_attempt(),
+        decode(raw_of(MINIMAL), default_mode="pubsub").next_attempt(),
+        decode(raw_of({**MINIMAL, "attempt": 0, "extra": 1})),
+    ]
+    for env in envs:
+        assert schema_errors(json.loads(env.encode())) == [], env
+
+
+def readme_wire_section() -> str:
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    return text.split("\n## Wire format\n", 1)[1].split("\n## ", 1)[0]
+
+
+def readme_examples() -> list[object]:
+    """The JSON example and the envelopes of the redis-cli lines in the README's Wire format."""
+    section = readme_wire_section()
+    examples: list[object] = [
+        json.loads(block.split("```", 1)[0]) for block in section.split("```json\n")[1:]
+    ]
+    for line in section.splitlines():
+        if line.startswith("redis-cli "):
+            examples.append(json.loads(shlex.split(line)[-1]))
+    return examples
+
+
+def test_readme_examples_are_valid_for_both() -> None:
+    """The documented examples (a complete envelope, the redis-cli lines) pass both checks."""
+    examples = readme_examples()
+    assert len(examples) == 3
+    for obj in examples:
+        assert schema_errors(obj) == [], obj
+        decode(raw_of(obj))
+
+
+@pytest.mark.parametrize(("obj", "reason"), INVALID)
+def test_schema_refuses_what_the_decoder_refuses(obj: object, reason: str) -> None:
+    """Each invalid document is refused by the schema too."""
+    assert schema_errors(obj), f"the schema accepts what the decoder refuses ({reason})"
+
+
+POOL: list[object] = ["absent", None, 0, 1, 2, -1, True, 1.5, "", "x", "pubsub", [], {}]
+
+
+@pytest.mark.parametrize("base", [GOOD, MINIMAL], ids=["full", "minimal"])
+def test_schema_and_decoder_agree_field_by_field(base: dict[str, object]) -> None:
+    """Each field set to each of a pool of values (or left out): both accept or both refuse."""
+    disagree = []
+    for name in ("v", "id", "payload", "src", "seq", "ts", "mode", "attempt"):
+        for value in POOL:
+            obj = {k: v for k, v in base.items() if k != name}
+            if value != "absent":
+                obj[name] = value
+            try:
+                decode(raw_of(obj))
+                decoded = True
+            except EnvelopeError:
+                decoded = False
+            if decoded != (not schema_errors(obj)):
+                disagree.append((name, value, decoded))
+    assert disagree == []
+
+
+def test_the_one_known_disagreement_integral_floats() -> None:
+    """JSON Schema counts 1.0 as an integer; the decoder does not (documented in both)."""
+    obj = {**GOOD, "seq": 1.0}
+    assert schema_errors(obj) == []
+    with pytest.raises(EnvelopeError):
+        decode(raw_of(obj))

@@ -6,9 +6,10 @@ import time
 
 import redis
 
-from consumers.gaps import GapCounter
+from consumers.gaps import GapCounter, Verdict
 from consumers.subscriber import Subscriber
 from producer import Envelope, Producer, Settings, keys, make_client
+from producer.envelope import now_ms
 from tests.inproc import running
 from tests.procs import wait_for
 
@@ -87,3 +88,38 @@ def test_gap_counter_verdicts() -> None:
     assert g.observe("p", "c", 9).duplicate
     assert g.observe("p", "other", 100).lost == 0  # another channel is another stream
     assert g.observe("q", "c", 1).lost == 0  # a producer restart is a new src
+
+
+def test_gap_counter_leaves_out_messages_without_src_or_seq() -> None:
+    """A message without src/seq (src "" and seq 0) is neither a baseline, a loss nor a
+    duplicate, however many arrive; sequenced streams are unaffected."""
+    g = GapCounter()
+    assert g.observe("", "c", 0) == Verdict()
+    assert g.observe("", "c", 0) == Verdict()  # not a duplicate of the first
+    assert g.observe("p", "c", 1) == Verdict()
+    assert g.observe("", "c", 0) == Verdict()
+    assert g.observe("p", "c", 3).lost == 1
+
+
+def test_foreign_envelopes_are_received_without_latency_or_gaps(
+    settings: Settings, r: redis.Redis
+) -> None:
+    """Minimal envelopes PUBLISHed by hand are handled as pubsub first deliveries; those without
+    ts record no latency, those without src/seq count no gap and no duplicate."""
+    seen: list[Envelope] = []
+    minimal = '{"v":1,"id":"m%d","payload":null}'
+    with running(Subscriber(settings, ["default"], [], "s1", seen.append)) as sub:
+        for i in range(3):
+            assert r.publish(keys.channel("default"), minimal % i) == 1
+        stamped = '{"v":1,"id":"t","ts":' + str(now_ms()) + ',"src":"x","seq":1,"payload":0}'
+        r.publish(keys.channel("default"), stamped)
+        wait_for(lambda: len(seen) >= 4, 5, "4 received")
+    assert [(e.id, e.mode, e.attempt) for e in seen] == [
+        ("m0", "pubsub", 1),
+        ("m1", "pubsub", 1),
+        ("m2", "pubsub", 1),
+        ("t", "pubsub", 1),
+    ]
+    assert sub.stats.get("handled") == 4 and sub.stats.get("dead_lettered") == 0
+    assert (sub.stats.get("duplicates"), sub.stats.get("lost")) == (0, 0)
+    assert sub.stats.snapshot()["lat_count"] == 1
