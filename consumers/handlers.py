@@ -27,14 +27,15 @@ def log_message(env: Envelope) -> None:
     text = repr(env.payload)
     if len(text) > 200:
         text = text[:200] + "..."
+    origin = f"src={env.src} seq={env.seq}" if env.src else "src=- seq=-"
+    age = f"{env.age_ms()}" if env.ts else "-"  # ts 0: the producer did not say when it sent
     log.info(
-        "%s id=%s src=%s seq=%d attempt=%d age_ms=%d payload=%s",
+        "%s id=%s %s attempt=%d age_ms=%s payload=%s",
         env.mode,
         env.id,
-        env.src,
-        env.seq,
+        origin,
         env.attempt,
-        env.age_ms(),
+        age,
         text,
     )
 

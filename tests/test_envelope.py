@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import shlex
 import tomllib
 from importlib import resources
@@ -279,3 +280,15 @@ def test_the_one_known_disagreement_integral_floats() -> None:
     assert schema_errors(obj) == []
     with pytest.raises(EnvelopeError):
         decode(raw_of(obj))
+
+
+def test_the_default_handler_logs_no_age_for_an_envelope_without_ts(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A foreign envelope without ``ts`` or ``src``/``seq``: the demo handler says so rather than
+    logging an age of 55 years and a sequence number 0."""
+    from consumers.handlers import log_message
+
+    with caplog.at_level(logging.INFO, logger="consumers.handler"):
+        log_message(decode(b'{"v":1,"id":"x","payload":1}'))
+    assert "age_ms=- " in caplog.text and "src=- seq=-" in caplog.text
