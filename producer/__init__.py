@@ -6,7 +6,7 @@ Imports neither Flask nor locust; ``consumers``, ``web`` and ``loadtest`` build 
 from producer.backoff import Backoff
 from producer.client import make_client
 from producer.envelope import Envelope, EnvelopeError, PayloadError, decode, encode
-from producer.producer import Producer, Sent, Unconfirmed
+from producer.producer import Producer, QueueFull, Sent, Unconfirmed
 from producer.settings import Settings, SettingsError
 
 __all__ = [
@@ -15,6 +15,7 @@ __all__ = [
     "EnvelopeError",
     "PayloadError",
     "Producer",
+    "QueueFull",
     "Sent",
     "Settings",
     "SettingsError",

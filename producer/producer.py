@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import redis
 
 from producer import envelope, keys
 from producer.stats import Stats
+
+# KEYS[1] pending; ARGV[1] the depth limit, then the messages in push order. The check and the
+# push are one step, so concurrent producers can never take the queue past the limit together.
+# Returns {1, depth after} when all were pushed, {0, depth} when none was (no room for all).
+PUSH_IF_ROOM = """
+local depth = redis.call('LLEN', KEYS[1])
+if depth + #ARGV - 1 > tonumber(ARGV[1]) then return {0, depth} end
+for i = 2, #ARGV, 1000 do  -- unpack() is bounded by Lua's stack
+  depth = redis.call('LPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
+end
+return {1, depth}
+"""
+PUSH_IF_ROOM_SHA = hashlib.sha1(PUSH_IF_ROOM.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -28,6 +43,21 @@ class Unconfirmed(redis.ConnectionError):
     pushed or published. Counted as ``unconfirmed``; its sequence number is never reused."""
 
 
+class QueueFull(Exception):
+    """The queue holds ``limit`` messages, or the batch would take it past: nothing was pushed.
+    Counted as ``refused_full``; the sequence numbers stay free."""
+
+    def __init__(self, queue: str, depth: int, limit: int, count: int) -> None:
+        super().__init__(
+            f"queue {queue!r} is full ({depth} of {limit} messages waiting): "
+            f"{'the message was' if count == 1 else f'the {count} messages were'} not pushed"
+        )
+        self.queue = queue
+        self.depth = depth
+        self.limit = limit
+        self.count = count
+
+
 def new_src() -> str:
     """A producer id unique to this process: short, readable, never reused."""
     return f"{os.getpid()}-{uuid.uuid4().hex[:10]}"
@@ -39,18 +69,29 @@ class Producer:
     ``seq`` counts per destination (queue or channel), so a subscriber of one channel sees
     consecutive numbers and can count exactly what it missed. Sequence numbers are taken and
     sent under a per-destination lock so that concurrent threads cannot reorder them.
+
+    With ``max_queue_depth`` (0: none) a push that would take a queue past that many pending
+    messages pushes nothing and raises :class:`QueueFull`.
     """
 
-    def __init__(self, client: redis.Redis, src: str | None = None, stats: Stats | None = None):
+    def __init__(
+        self,
+        client: redis.Redis,
+        src: str | None = None,
+        stats: Stats | None = None,
+        max_queue_depth: int = 0,
+    ) -> None:
         self.client = client
         self.src = src or new_src()
         self.stats = stats
+        self.max_queue_depth = max_queue_depth
         self._seqs: dict[str, int] = {}  # destination -> next sequence number
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
     def push(self, payload: Any, queue: str = "default") -> Sent:
-        """LPUSH one message onto ``queue``; the result is the queue depth after the push."""
+        """LPUSH one message onto ``queue``; the result is the queue depth after the push.
+        Raises :class:`QueueFull` past ``max_queue_depth``."""
         return self.push_many([payload], queue)[0]
 
     def publish(self, payload: Any, channel: str = "default") -> Sent:
@@ -58,8 +99,15 @@ class Producer:
         return self.publish_many([payload], channel)[0]
 
     def push_many(self, payloads: Iterable[Any], queue: str = "default") -> list[Sent]:
-        """LPUSH several messages in one round trip (in order, so FIFO holds among them)."""
-        sent = self._send(keys.pending(queue), payloads, "prodcons", self._lpush)
+        """LPUSH several messages in one round trip (in order, so FIFO holds among them): all of
+        them, or none and :class:`QueueFull` when they would take the queue past the limit."""
+        try:
+            push = partial(self._lpush, queue)
+            sent = self._send(keys.pending(queue), payloads, "prodcons", push)
+        except QueueFull as full:
+            if self.stats:
+                self.stats.incr("refused_full", full.count)
+            raise
         if self.stats:
             self.stats.incr("pushed", len(sent))
         return sent
@@ -72,10 +120,26 @@ class Producer:
             self.stats.incr("published_zero", sum(1 for s in sent if s.result == 0))
         return sent
 
-    def _lpush(self, key: str, raws: list[bytes]) -> list[int]:
-        # One LPUSH with many values is atomic: never half-applied.
-        (depth,) = self._execute([("LPUSH", key, *raws)])
+    def _lpush(self, queue: str, key: str, raws: list[bytes]) -> list[int]:
+        if self.max_queue_depth:
+            depth = self._push_if_room(queue, key, raws)
+        else:
+            # One LPUSH with many values is atomic: never half-applied.
+            (depth,) = self._execute([("LPUSH", key, *raws)])
         return [int(depth) - len(raws) + 1 + i for i in range(len(raws))]
+
+    def _push_if_room(self, queue: str, key: str, raws: list[bytes]) -> int:
+        args = (1, key, self.max_queue_depth, *raws)
+        try:
+            (reply,) = self._execute([("EVALSHA", PUSH_IF_ROOM_SHA, *args)])
+        except redis.exceptions.NoScriptError:
+            # Not in the script cache (first use, a restart, SCRIPT FLUSH): refused, so it did
+            # not run; the script itself goes once, and stays cached for the next calls.
+            (reply,) = self._execute([("EVAL", PUSH_IF_ROOM, *args)])
+        pushed, depth = (int(x) for x in reply)
+        if not pushed:
+            raise QueueFull(queue, depth, self.max_queue_depth, len(raws))
+        return depth
 
     def _publish(self, channel: str, raws: list[bytes]) -> list[int]:
         return [int(n) for n in self._execute([("PUBLISH", channel, raw) for raw in raws])]
@@ -88,7 +152,8 @@ class Producer:
         kill, restart) before anything is sent. If one command could not be written whole,
         Redis never ran it: it is sent once more on a fresh connection. A failure after the
         write raises :class:`Unconfirmed`: the reply was lost, the command may have run, and
-        resending it could deliver a message twice."""
+        resending it could deliver a message twice. An error reply to a single command (a
+        refusal such as OOM, BUSY or LOADING) is raised as it is: that command did not run."""
         pool = self.client.connection_pool
         for attempt in (1, 2):
             conn = pool.get_connection()
@@ -105,10 +170,13 @@ class Producer:
                 try:
                     return [conn.read_response() for _ in commands]
                 except redis.ResponseError:
-                    conn.disconnect()  # later replies of the batch are unread
+                    if len(commands) > 1:
+                        conn.disconnect()  # later replies of the batch are unread
                     raise
                 except (redis.ConnectionError, redis.TimeoutError) as exc:
                     conn.disconnect()
+                    if isinstance(exc, redis.BusyLoadingError) and len(commands) == 1:
+                        raise  # a reply, not a lost one: refused while Redis loads its data
                     raise Unconfirmed(f"no reply after sending: {exc}") from exc
             except BaseException:
                 # Interrupted (KeyboardInterrupt, gevent's GreenletExit) with replies possibly

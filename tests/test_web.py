@@ -15,10 +15,14 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from producer import Settings, decode, keys
+from producer.envelope import now_ms
+from producer.stats import Stats
+from tests.conftest import quick_settings
 from tests.procs import wait_for
 from tests.proxies import ReplyDroppingProxy
 from tests.redisproc import RedisServer, free_port
 from web import create_app
+from web.bus import OVERVIEW_CACHE_S
 
 PENDING = "bus:{default}:pending"
 CHANNEL = "bus:ch:default"
@@ -221,13 +225,17 @@ def test_a_lost_reply_is_503_with_an_unknown_outcome(
         proxy.close()
 
 
+@pytest.mark.parametrize("max_queue_depth", [0, 1000], ids=["no-limit", "depth-limit"])
 def test_redis_out_of_memory_is_503_and_nothing_lost(
-    make_app: MakeApp, settings: Settings, tmp_path: Path
+    make_app: MakeApp, settings: Settings, tmp_path: Path, max_queue_depth: int
 ) -> None:
-    """Redis over maxmemory (noeviction): 503 with Retry-After; the list keeps what it had."""
+    """Redis over maxmemory (noeviction): 503 with Retry-After; the list keeps what it had.
+    The same with a depth limit, where the push is a script."""
     server = RedisServer(tmp_path / "oom", "--maxmemory", "1mb", "--maxmemory-policy", "noeviction")
     server.start()
     admin = server.client()
+    if max_queue_depth:
+        settings = settings.replace(max_queue_depth=max_queue_depth)
     try:
         c = make_app(settings.replace(redis_url=server.url)).test_client()
         admin.config_set("maxmemory", 0)  # lift the limit: one message and a big value in
@@ -239,7 +247,8 @@ def test_redis_out_of_memory_is_503_and_nothing_lost(
             resp = c.post("/prodcons", json={"payload": "after"})
             assert resp.status_code == 503, resp.get_data(as_text=True)
             assert int(resp.headers["Retry-After"]) >= 1
-            assert "memory" in assert_json(resp)["error"]
+            body = assert_json(resp)
+            assert "memory" in body["error"] and body["outcome"] == "rejected"
         assert admin.llen(PENDING) == 1
         assert decode(admin.lindex(PENDING, 0)).payload == "before"
         assert c.get("/readyz").status_code == 200  # reads still work
@@ -291,6 +300,47 @@ def test_index_and_stats(client: FlaskClient, r: redis.Redis) -> None:
         assert key in stats
     assert stats["queues"]["default"]["depth"] == r.llen(PENDING) == 4
     assert stats["channels"]["default"]["subscribers"] == 0
+
+
+def write_calls(admin: redis.Redis) -> dict[str, int]:
+    """Calls so far of every command that may change data (flag write or may_replicate)."""
+    stats = admin.info("commandstats")
+    names = [k.removeprefix("cmdstat_") for k in stats]
+    flags = admin.execute_command("COMMAND", "INFO", *names)
+    writes = {n for n, info in flags.items() if {"write", "may_replicate"} & set(info["flags"])}
+    return {n: stats[f"cmdstat_{n}"]["calls"] for n in names if n in writes}
+
+
+def test_reading_the_stats_writes_nothing(make_app: MakeApp, tmp_path: Path) -> None:
+    """GET /api/stats only reads: write counters stay put across several uncached reads. An
+    index entry past the stats TTL is not shown; the writers' own flush prunes it."""
+    server = RedisServer(tmp_path / "reads").start()
+    admin = server.client()
+    try:
+        # A quiet stats thread: its first write, then none for a minute.
+        quiet = quick_settings(server.url, stats_interval_s=60.0, stats_ttl_s=120.0)
+        app = make_app(quiet)
+        c = app.test_client()
+        assert c.get("/api/stats").status_code == 200
+        own = app.extensions["bus"].get_stats().key
+        wait_for(lambda: admin.zscore(keys.STATS_INDEX, own), 5, "the first stats write")
+        ghost = "bus:stats:web:ghost"
+        admin.hset(ghost, mapping={"role": "web", "id": "ghost", "updated_ms": 1})
+        admin.zadd(keys.STATS_INDEX, {ghost: now_ms() - 121_000})  # past the 120 s TTL
+        before = write_calls(admin)
+        for _ in range(3):
+            time.sleep(OVERVIEW_CACHE_S + 0.05)  # past the cache: each one reads Redis
+            stats = assert_json(c.get("/api/stats"))
+            assert [p["id"] for p in stats["processes"]] == [own.rsplit(":", 1)[1]]
+        assert write_calls(admin) == before
+        assert admin.zscore(keys.STATS_INDEX, ghost) is not None  # the reads left it
+        pipe = admin.pipeline(transaction=False)
+        Stats("worker", "w1").flush(pipe, quiet.stats_ttl_s)
+        pipe.execute()
+        assert admin.zscore(keys.STATS_INDEX, ghost) is None  # a writer pruned it
+        assert admin.zscore(keys.STATS_INDEX, "bus:stats:worker:w1") is not None
+    finally:
+        server.kill()
 
 
 def test_idle_timeout_is_invisible(make_app: MakeApp, settings: Settings, r: redis.Redis) -> None:

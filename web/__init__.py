@@ -9,6 +9,7 @@ from flask import Flask
 from producer import Settings
 from web import api, errors, producers
 from web.bus import Bus
+from web.limits import ChunkedBodyLimit
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -16,6 +17,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env(os.environ)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_payload_bytes
+    app.wsgi_app = ChunkedBodyLimit(app.wsgi_app, settings.max_payload_bytes)  # type: ignore[method-assign]
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["bus"] = Bus(settings)
     errors.register(app)

@@ -7,8 +7,9 @@ from flask import Blueprint, render_template, request
 from flask.typing import ResponseReturnValue
 
 from producer.deadletters import DeadLetters
-from web.bus import get_bus
-from web.errors import BadMessage
+from web.bus import Bus, get_bus
+from web.errors import BadMessage, WriteUnconfirmed
+from web.writes import WriteTracker
 
 bp = Blueprint("api", __name__)
 
@@ -55,20 +56,31 @@ def dead_list(queue: str) -> ResponseReturnValue:
 @bp.post("/api/queues/<queue>/dead/requeue")
 def dead_requeue(queue: str) -> ResponseReturnValue:
     """Push dead letters back onto the queue as first attempts (JSON ``{"count": n}`` optional)."""
-    dead = _dead_letters(queue)
+    client = WriteTracker(_known(queue).get_client())
     body = request.get_json(silent=True) if request.content_length else {}
     count = body.get("count") if isinstance(body, dict) else None
     if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 1):
         raise BadMessage(400, "'count' must be a positive integer")
-    requeued, kept = dead.requeue(count)
+    try:
+        requeued, kept = DeadLetters(client, queue).requeue(count)
+    except redis.RedisError as exc:
+        # Refused before it moved anything: safe to retry. Once a move was sent, it may have
+        # run (or some moves did): the client must look before it requeues again.
+        if client.unsure or client.wrote:
+            raise WriteUnconfirmed("the requeue", exc) from exc
+        raise
     return {"queue": queue, "requeued": requeued, "kept": kept}
 
 
 def _dead_letters(queue: str) -> DeadLetters:
+    return DeadLetters(_known(queue).get_client(), queue)
+
+
+def _known(queue: str) -> Bus:
     bus = get_bus()
     if queue not in bus.settings.queues:
         raise BadMessage(404, f"unknown queue {queue!r}", allowed=list(bus.settings.queues))
-    return DeadLetters(bus.get_client(), queue)
+    return bus
 
 
 def _int_arg(name: str, default: int, low: int, high: int) -> int:

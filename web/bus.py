@@ -37,7 +37,8 @@ class Bus:
             src = new_src()
             self.stats = Stats("web", src, {"name": f"web-{os.getpid()}"})
             self.client = make_client(self.settings, "producer", f"web-{os.getpid()}")
-            self.producer = Producer(self.client, src=src, stats=self.stats)
+            limit = self.settings.max_queue_depth
+            self.producer = Producer(self.client, src=src, stats=self.stats, max_queue_depth=limit)
             self._flusher = Flusher(self.settings.stats_interval_s, self._flush, name="web-stats")
             self._flusher.start()
             self._pid = os.getpid()
@@ -53,7 +54,7 @@ class Bus:
         return self.stats
 
     def get_client(self) -> redis.Redis:
-        """This process's pooled client (producer role: short deadlines, small retry budget)."""
+        """This process's pooled client (producer role: short deadlines, no blind retries)."""
         self._ensure()
         return self.client
 

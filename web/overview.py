@@ -37,8 +37,8 @@ def read_overview(client: redis.Redis, settings: Settings) -> dict[str, Any]:
 
 
 def _read_processes(client: redis.Redis, settings: Settings, now: int) -> list[dict[str, Any]]:
+    # Read only: entries past the horizon are skipped here and pruned by the writers' flush.
     horizon = now - int(settings.stats_ttl_s * 1000)
-    client.zremrangebyscore(keys.STATS_INDEX, "-inf", f"({horizon}")
     names: list[bytes] = client.zrangebyscore(keys.STATS_INDEX, horizon, "+inf")  # type: ignore[assignment]
     pipe = client.pipeline(transaction=False)
     for name in names:

@@ -1,0 +1,346 @@
+"""HTTP edge cases: a body's framing, Redis refusals that are not about load, the outcome of a
+requeue whose reply was lost."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import logging
+import re
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from producer import Settings, decode, keys
+from producer.deadletters import dead_entry
+from producer.envelope import new
+from tests.conftest import quick_settings
+from tests.procs import wait_for
+from tests.redisproc import RedisServer, free_port, redis_binary
+from tests.webapp import MakeApp, apps, assert_json, post_json, start_gunicorn
+
+PENDING = keys.pending("default")
+LIMIT = 65536  # BUS_MAX_PAYLOAD_BYTES's default, which the gunicorn below runs with
+
+
+@pytest.fixture
+def make_app() -> Iterator[MakeApp]:
+    """Build apps; each one's stats thread and pool are closed at teardown."""
+    yield from apps()
+
+
+# A body over the limit is 413 however it is framed (gunicorn, as in production).
+
+
+@pytest.fixture(scope="module")
+def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, redis.Redis]]:
+    """gunicorn with web/gunicorn.conf.py and the default body limit, on a Redis of its own:
+    (host:port, an admin client)."""
+    if redis_binary() is None:
+        pytest.skip("redis-server not installed")
+    tmp = tmp_path_factory.mktemp("edges")
+    server = RedisServer(tmp / "redis").start()
+    gunicorn, base = start_gunicorn(server.url, tmp / "gunicorn.log", BUS_WEB_WORKERS="2")
+    try:
+        yield base.removeprefix("http://"), server.client()
+    finally:
+        gunicorn.stop()
+        server.kill()
+
+
+def post_raw(hostport: str, body: bytes, chunked: bool, chunk_size: int = 8192) -> tuple[int, dict]:
+    """POST /prodcons with http.client, the body chunked or with a Content-Length."""
+    conn = http.client.HTTPConnection(hostport, timeout=10)
+    headers = {"Content-Type": "application/json"}
+    try:
+        if chunked:
+            chunks = (body[i : i + chunk_size] for i in range(0, len(body), chunk_size))
+            headers["Transfer-Encoding"] = "chunked"
+            conn.request("POST", "/prodcons", body=chunks, headers=headers, encode_chunked=True)
+        else:
+            conn.request("POST", "/prodcons", body=body, headers=headers)
+        resp = conn.getresponse()
+        assert resp.getheader("Content-Type") == "application/json", resp.read()[:200]
+        return resp.status, json.loads(resp.read())
+    finally:
+        conn.close()
+
+
+def body_of(size: int, padding: str = "string") -> bytes:
+    """A JSON body of exactly ``size`` bytes: a long string payload, or a short payload followed
+    by spaces (still valid JSON when cut anywhere past the object)."""
+    if padding == "spaces":
+        head = b'{"payload": "fits"}'
+        return head + b" " * (size - len(head))
+    head = b'{"payload": "'
+    return head + b"x" * (size - len(head) - 2) + b'"}'
+
+
+@pytest.mark.slow
+def test_a_chunked_body_over_the_limit_is_413(web: tuple[str, redis.Redis]) -> None:
+    """100 KB chunked is refused like 100 KB with a Content-Length: 413 JSON, nothing pushed.
+    Cut at the limit, the spaces-padded one is still valid JSON: it must not be accepted."""
+    hostport, admin = web
+    admin.delete(PENDING)
+    for padding in ("spaces", "string"):
+        body = body_of(100_000, padding)
+        for chunked in (True, False):
+            code, answer = post_raw(hostport, body, chunked)
+            assert code == 413, (padding, chunked, answer)
+            assert "error" in answer and answer["status"] == 413
+    assert admin.llen(PENDING) == 0
+
+
+@pytest.mark.slow
+def test_a_chunked_body_up_to_the_limit_is_accepted(web: tuple[str, redis.Redis]) -> None:
+    """Chunked bodies are read whole: a small one in many chunks and one of exactly the limit
+    are accepted intact; one byte more is 413."""
+    hostport, admin = web
+    admin.delete(PENDING)
+    small = json.dumps({"payload": {"text": "été", "n": list(range(50))}}).encode()
+    code, answer = post_raw(hostport, small, chunked=True, chunk_size=7)
+    assert code == 202, answer
+    code, answer = post_raw(hostport, body_of(LIMIT), chunked=True)
+    assert code == 202, answer
+    code, answer = post_raw(hostport, body_of(LIMIT + 1), chunked=True)
+    assert code == 413, answer
+    stored = [decode(raw).payload for raw in reversed(admin.lrange(PENDING, 0, -1))]
+    assert stored == [json.loads(small)["payload"], json.loads(body_of(LIMIT))["payload"]]
+
+
+# Redis refusals: 503 only when a retry can succeed.
+
+
+@pytest.mark.parametrize("max_queue_depth", [0, 5], ids=["no-limit", "depth-limit"])
+def test_a_permanent_redis_refusal_is_500_not_503(
+    make_app: MakeApp,
+    settings: Settings,
+    r: redis.Redis,
+    caplog: pytest.LogCaptureFixture,
+    max_queue_depth: int,
+) -> None:
+    """The queue's key holds a string (WRONGTYPE): a retry would be refused again, so 500 JSON
+    saying what Redis refused, no Retry-After, logged; not counted as unavailable."""
+    app = make_app(
+        settings.replace(max_queue_depth=max_queue_depth) if max_queue_depth else settings
+    )
+    c = app.test_client()
+    r.set(PENDING, "not a list")
+    with caplog.at_level(logging.ERROR, logger="web.errors"):
+        for resp in (c.post("/prodcons", json={"payload": 1}), c.get("/prodcons")):
+            assert resp.status_code == 500, resp.get_data(as_text=True)
+            assert "Retry-After" not in resp.headers
+            body = assert_json(resp)
+            assert body["status"] == 500 and "WRONGTYPE" in body["error"]
+    assert [rec for rec in caplog.records if "WRONGTYPE" in rec.getMessage()]
+    assert app.extensions["bus"].get_stats().get("unavailable") == 0
+    assert r.get(PENDING) == b"not a list"
+
+
+def test_redis_busy_with_a_script_is_503(make_app: MakeApp, tmp_path: Path) -> None:
+    """A script running past busy-reply-threshold makes Redis answer BUSY: that passes, so 503
+    with Retry-After, outcome "rejected"; nothing is pushed."""
+    server = RedisServer(tmp_path / "busy", "--lua-time-limit", "50").start()
+    admin = server.client()
+    blocker = server.client(socket_timeout=None)
+    c = make_app(quick_settings(server.url)).test_client()
+    errors: list[Exception] = []
+
+    def spin() -> None:
+        try:
+            blocker.eval("while true do end", 0)
+        except redis.RedisError as exc:  # SCRIPT KILL below
+            errors.append(exc)
+
+    def busy() -> bool:
+        try:
+            admin.ping()
+        except redis.ResponseError as exc:
+            return str(exc).startswith("BUSY")
+        return False
+
+    thread = threading.Thread(target=spin, daemon=True)
+    try:
+        assert c.post("/prodcons", json={"payload": "before"}).status_code == 202
+        thread.start()
+        wait_for(busy, 5, "Redis to answer BUSY")
+        resp = c.post("/prodcons", json={"payload": "while busy"})
+        assert resp.status_code == 503, resp.get_data(as_text=True)
+        assert int(resp.headers["Retry-After"]) >= 1
+        body = assert_json(resp)
+        assert body["outcome"] == "rejected" and "busy" in body["error"]
+        admin.script_kill()
+        thread.join(5)
+        assert errors and "killed" in str(errors[0]).lower()
+        assert [decode(raw).payload for raw in admin.lrange(PENDING, 0, -1)] == ["before"]
+    finally:
+        with contextlib.suppress(redis.RedisError):
+            admin.script_kill()
+        thread.join(5)
+        server.kill()
+
+
+def test_redis_loading_its_data_is_503_rejected(make_app: MakeApp, tmp_path: Path) -> None:
+    """Redis restarted and still loading its data answers LOADING to the push itself: a reply,
+    so the outcome is "rejected" (nothing ran), not "unknown"; 503 with Retry-After."""
+    workdir = tmp_path / "loading"
+    server = RedisServer(workdir).start()
+    admin = server.client()
+    pipe = admin.pipeline(transaction=False)
+    for i in range(1000):
+        pipe.set(f"filler:{i}", "v" * 100)
+    pipe.execute()
+    admin.save()
+    server.stop()
+    binary = redis_binary()
+    assert binary
+    port = free_port()
+    # key-load-delay (µs per key) makes the load last ~2 s; events are served meanwhile.
+    loading = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(workdir), "--save", "",
+         "--logfile", "redis.log", "--key-load-delay", "2000",
+         "--loading-process-events-interval-bytes", "1024"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        url = f"redis://127.0.0.1:{port}/0"
+        probe = redis.Redis(port=port, protocol=2, socket_timeout=5, retry=Retry(NoBackoff(), 0))
+
+        def is_loading() -> bool:
+            try:
+                probe.ping()
+            except redis.BusyLoadingError:
+                return True
+            except redis.ConnectionError:
+                pass  # not listening yet
+            return False
+
+        wait_for(is_loading, 10, "Redis to answer LOADING")
+        c = make_app(quick_settings(url, stats_interval_s=60.0)).test_client()
+        resp = c.post("/prodcons", json={"payload": "while loading"})
+        assert probe.info("persistence")["loading"] == 1, "the load ended too early to tell"
+        assert resp.status_code == 503, resp.get_data(as_text=True)
+        assert int(resp.headers["Retry-After"]) >= 1
+        body = assert_json(resp)
+        assert body["outcome"] == "rejected" and "loading" in body["error"], body
+        wait_for(lambda: not is_loading(), 20, "the load to end")
+        assert probe.llen(PENDING) == 0
+        code, answer = post_json(c, "/prodcons", {"payload": "after"})
+        assert code == 202 and answer["depth"] == 1
+    finally:
+        loading.kill()
+        loading.wait(10)
+
+
+# The outcome of a requeue: "unknown" once a move was sent without a reply.
+
+
+class ScriptReplyHolder:
+    """A TCP proxy in front of a real redis-server that forwards every command but, once a
+    connection has sent a script (EVAL/EVALSHA) that Redis runs, never forwards that
+    connection's replies again: Redis ran the script, the client hears nothing and times out.
+    (A NOSCRIPT answer, the script not cached yet, goes through: the client sends it again.)"""
+
+    SCRIPT = re.compile(rb"\*\d+\r\n\$(?:4|7)\r\n(?:EVAL|EVALSHA)\r\n", re.IGNORECASE)
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.held = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"redis://127.0.0.1:{self._listener.getsockname()[1]}/0"
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, name="test-holder", daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
+            self._sockets += [client, upstream]
+            holding = threading.Event()
+            threading.Thread(target=self._commands, args=(client, upstream, holding),
+                             daemon=True).start()  # fmt: skip
+            threading.Thread(target=self._replies, args=(upstream, client, holding),
+                             daemon=True).start()  # fmt: skip
+
+    def _commands(
+        self, client: socket.socket, upstream: socket.socket, holding: threading.Event
+    ) -> None:
+        with contextlib.suppress(OSError):
+            while data := client.recv(65536):
+                if self.SCRIPT.search(data):
+                    holding.set()
+                upstream.sendall(data)
+
+    def _replies(
+        self, upstream: socket.socket, client: socket.socket, holding: threading.Event
+    ) -> None:
+        with contextlib.suppress(OSError):
+            while data := upstream.recv(65536):
+                if holding.is_set() and not data.startswith(b"-NOSCRIPT"):
+                    self.held += 1
+                    continue
+                holding.clear()
+                client.sendall(data)
+
+    def close(self) -> None:
+        self._listener.close()
+        for s in self._sockets:
+            s.close()
+
+
+def fill_dead(admin: redis.Redis, n: int) -> None:
+    """``n`` dead letters of queue default, each a valid envelope."""
+    for i in range(n):
+        raw = new({"dead": i}, src="t", seq=i + 1, mode="prodcons").encode()
+        admin.lpush(keys.dead("default"), dead_entry(raw, "test", queue="default"))
+
+
+def test_a_requeue_whose_reply_is_lost_is_503_unknown(
+    make_app: MakeApp, settings: Settings, r: redis.Redis, redis_server: RedisServer
+) -> None:
+    """The requeue script reached Redis and ran, but its reply never came back: 503 with
+    outcome "unknown" (it may have run, and it did), not "rejected"."""
+    fill_dead(r, 20)
+    proxy = ScriptReplyHolder(redis_server.port)
+    try:
+        c = make_app(settings.replace(redis_url=proxy.url, socket_timeout_s=0.5)).test_client()
+        resp = c.post("/api/queues/default/dead/requeue")
+        assert resp.status_code == 503, resp.get_data(as_text=True)
+        assert int(resp.headers["Retry-After"]) >= 1
+        body = assert_json(resp)
+        assert body["outcome"] == "unknown" and "may or may not" in body["error"], body
+        assert proxy.held >= 1
+    finally:
+        proxy.close()
+    moved = r.llen(PENDING)
+    assert moved >= 1 and moved + r.llen(keys.dead("default")) == 20  # it had run
+
+
+def test_a_requeue_refused_before_any_move_is_503_rejected(
+    make_app: MakeApp, fresh_redis: RedisServer
+) -> None:
+    """Redis frozen before the requeue: its first read times out, no move was sent, so the
+    outcome is "rejected" (safe to retry), and indeed nothing moved."""
+    admin = fresh_redis.client()
+    fill_dead(admin, 5)
+    c = make_app(quick_settings(fresh_redis.url, socket_timeout_s=0.5)).test_client()
+    assert c.get("/api/queues/default/dead").status_code == 200  # a pooled connection, warm
+    fresh_redis.pause()
+    try:
+        resp = c.post("/api/queues/default/dead/requeue", json={"count": 2})
+    finally:
+        fresh_redis.resume()
+    assert resp.status_code == 503, resp.get_data(as_text=True)
+    assert assert_json(resp)["outcome"] == "rejected"
+    assert admin.llen(keys.dead("default")) == 5 and admin.llen(PENDING) == 0
