@@ -22,12 +22,13 @@ from consumers import tools
 from consumers.daemon import Daemon
 from consumers.handlers import DEFAULT, HandlerError, load_handler
 from consumers.subscriber import Subscriber
-from consumers.worker import Worker
+from consumers.worker import NameTaken, Worker
 from producer import Settings, SettingsError
 from producer.logs import setup_logging
 
 EXIT_OK = 0
 EXIT_SOFTWARE = 70  # sysexits EX_SOFTWARE: a consumer thread ended unexpectedly
+EXIT_TEMPFAIL = 75  # sysexits EX_TEMPFAIL: another live worker holds this --name
 EXIT_CONFIG = 78  # sysexits EX_CONFIG: a bad BUS_* setting or --handler
 EXIT_FORCED = 130  # a second signal: stopped without finishing the message in hand
 
@@ -37,7 +38,7 @@ EPILOG = """\
 Every BUS_* variable of the README applies (BUS_REDIS_URL, BUS_BLOCK_TIMEOUT_S, ...).
 SIGTERM/SIGINT finish the message in hand and exit 0; a second signal exits at once (130).
 Exit codes: 0 done, 1 unhealthy (--check) or refused, 69 Redis unreachable, 70 a consumer ended
-unexpectedly (see its log), 78 bad configuration.
+unexpectedly (see its log), 75 another live worker has this --name, 78 bad configuration.
 examples:
   python -m consumers worker --queue default --handler myapp.jobs:handle
   python -m consumers worker --check --queue default
@@ -210,6 +211,9 @@ def run_daemons(
         failed = failed or next((d for d in daemons if d.failure is not None), None)
         if failed is not None:
             stop_all()  # one consumer is gone: the others must not go on half the process
+    if failed is not None and isinstance(failed.failure, NameTaken):
+        print(f"python -m consumers: {failed.failure}", file=sys.stderr)
+        return EXIT_TEMPFAIL
     if failed is not None:
         what = getattr(failed, "queue", None) or "its channels"
         print(

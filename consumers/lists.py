@@ -1,7 +1,7 @@
-"""The worker's moves on one queue: claim, ack, retry, dead-letter, release, recover, reap.
+"""The worker's moves on one queue: claim, settle a batch, recover, reap, heartbeats.
 
-Each one is a single Lua script (:mod:`consumers.lua`), so a message is always in exactly one of
-``pending``, a ``processing`` list or ``dead``, whoever moves it and whenever a process dies.
+Each move is a single Lua script (:mod:`consumers.lua`), so a message is always in exactly one
+of ``pending``, a ``processing`` list or ``dead``, whoever moves it and whenever a process dies.
 What producers, the web and operators do with dead letters is in :mod:`producer.deadletters`.
 """
 
@@ -21,69 +21,86 @@ from producer.envelope import EnvelopeError, decode
 log = logging.getLogger(__name__)
 RECOVER_CHUNK = 500  # messages moved per script call (keeps one call short under a huge list)
 
+# A move: (the raw message as it is in the processing list, what to push, how). See lua.MOVE.
+Move = tuple[bytes, bytes, str]
+ACK, RELEASE, RETRY, DEAD, DEAD_UNLISTED = "A", "R", "L", "D", "P"
+
 
 class QueueOps:
-    """The moves of one queue, on one client."""
+    """The moves of one queue, on one client; ``dead_max`` caps the dead letters (0: no cap)."""
 
-    def __init__(self, client: redis.Redis, queue: str) -> None:
+    def __init__(self, client: redis.Redis, queue: str, dead_max: int = 0) -> None:
         self.client = client
         self.queue = queue
+        self.dead_max = dead_max
         self.pending = keys.pending(queue)
         self.dead = keys.dead(queue)
+        self.dropped = keys.dead_dropped(queue)
         self.consumers = keys.consumers(queue)
         self._claim = client.register_script(lua.CLAIM)
-        self._ack = client.register_script(lua.ACK)
         self._move = client.register_script(lua.MOVE)
         self._reap = client.register_script(lua.REAP)
         self._heartbeat = client.register_script(lua.HEARTBEAT)
         self._stale = client.register_script(lua.STALE)
+        self._take_name = client.register_script(lua.TAKE_NAME)
+        self._release_name = client.register_script(lua.RELEASE_NAME)
 
     def claim(self, consumer: str, count: int) -> list[bytes]:
         """Move up to ``count`` of the oldest pending messages into ``consumer``'s processing
         list, without blocking; oldest first."""
         return list(self._claim(keys=[self.pending, self._proc(consumer)], args=[count]))
 
-    def ack(self, consumer: str, raws: Sequence[bytes]) -> int:
-        """Forget handled messages; returns how many were still in the processing list."""
-        if not raws:
-            return 0
-        return int(self._ack(keys=[self._proc(consumer)], args=list(raws)))
+    def settle(self, consumer: str | None, moves: Sequence[Move]) -> tuple[int, int]:
+        """Apply a batch's outcomes in one script: acks, retries, dead letters, and messages
+        given back unchanged. Each move happens only if its message is still in the list (so
+        settling twice, after a lost reply, does nothing more). ``consumer`` None: at-most-once,
+        whose messages are in no list (only ``DEAD_UNLISTED`` then). Returns (moved, dropped:
+        dead letters the cap trimmed)."""
+        if not moves:
+            return 0, 0
+        args: list[Any] = [self.dead_max]
+        for move in moves:
+            args.extend(move)
+        source = self._proc(consumer) if consumer else self.pending  # P never reads it
+        moved, dropped = self._move(keys=[source, self.pending, self.dead, self.dropped],
+                                    args=args)  # fmt: skip
+        return int(moved), int(dropped)
 
-    def retry(self, consumer: str, raw: bytes, new_raw: bytes) -> bool:
-        """Put a failed message at the back of the line as ``new_raw`` (attempt + 1)."""
-        return self._move_from(self._proc(consumer), [(raw, new_raw, "L")]) == 1
-
-    def dead_letter(self, consumer: str | None, raw: bytes, reason: str) -> bool:
-        """Move ``raw`` from the processing list (or from nowhere: at-most-once) to ``dead``."""
+    def dead_move(self, raw: bytes, reason: str, consumer: str | None) -> Move:
+        """The move that dead-letters ``raw`` (from ``consumer``'s list, or from nowhere)."""
         entry = dead_entry(raw, reason, queue=self.queue, consumer=consumer)
-        if consumer is None:
-            self.client.lpush(self.dead, entry)
-            return True
-        return self._move_from(self._proc(consumer), [(raw, entry, "D")]) == 1
+        return raw, entry, DEAD if consumer else DEAD_UNLISTED
 
-    def release(self, consumer: str, raws: Sequence[bytes]) -> int:
-        """Give back claimed messages that were never handed to the handler, unchanged, to the
-        consuming end, so they are popped next in their original order (``raws`` oldest first)."""
-        triples = [(raw, raw, "R") for raw in reversed(raws)]
-        return self._move_from(self._proc(consumer), triples)
-
-    def recover(self, consumer: str) -> tuple[int, int]:
-        """Requeue ``consumer``'s whole processing list at the consuming end (oldest next), each
-        with attempt + 1; garbage goes to ``dead``. Returns (requeued, dead-lettered)."""
+    def recover(self, consumer: str, bump: bool = True) -> tuple[int, int]:
+        """Give back ``consumer``'s whole processing list at the consuming end (oldest next):
+        with attempt + 1 if the handler may have seen them (``bump``), else unchanged; garbage
+        goes to ``dead``. Returns (requeued, dead-lettered)."""
         source = self._proc(consumer)
         requeued = dead = 0
         while raws := self._read_list(source):
-            triples = _plan(raws, self.queue, consumer)
-            moved = self._move_from(source, triples)
+            moves = _plan(raws, self.queue, consumer, bump)
+            moved, _ = self.settle(consumer, moves)
             if moved == 0:
                 break  # someone else moved them meanwhile
-            dead += sum(1 for t in triples if t[2] == "D")
-            requeued += moved - sum(1 for t in triples if t[2] == "D")
+            dead += sum(1 for m in moves if m[2] == DEAD)
+            requeued += moved - sum(1 for m in moves if m[2] == DEAD)
         return requeued, dead
 
-    def heartbeat(self, consumer: str, client: redis.Redis | None = None) -> None:
-        """Stamp ``consumer``'s heartbeat with Redis's time (on ``client``: a pipeline)."""
-        self._heartbeat(keys=[self.consumers], args=[consumer], client=client or self.client)
+    def heartbeat(self, consumer: str, token: str, ttl_s: float) -> bool:
+        """Renew ``consumer``'s lease held with ``token`` and stamp its heartbeat with Redis's
+        time; False (nothing written) when another process holds the name."""
+        args: list[str | int] = [consumer, token, int(ttl_s * 1000)]
+        return bool(self._heartbeat(keys=[self.consumers, self._owner(consumer)], args=args))
+
+    def take_name(self, consumer: str, token: str, ttl_s: float) -> float:
+        """Take ``consumer``'s lease for ``token`` if nobody holds it: 0.0; else the seconds
+        the other holder's lease has left (it renews them while it lives)."""
+        left = self._take_name(keys=[self._owner(consumer)], args=[token, int(ttl_s * 1000)])
+        return int(left) / 1000
+
+    def release_name(self, consumer: str, token: str) -> None:
+        """Let ``consumer``'s lease go if ``token`` still holds it."""
+        self._release_name(keys=[self._owner(consumer)], args=[token])
 
     def stale(self, ttl_s: float) -> list[str]:
         """Consumers whose heartbeat is at least ``ttl_s`` old, by Redis's clock."""
@@ -110,48 +127,50 @@ class QueueOps:
 
     def reap_consumer(self, name: str, ttl_s: float) -> tuple[int, int] | None:
         """Reap one consumer, checked silent again inside each script; None if it is alive
-        (it came back after :meth:`stale` saw it): its messages are its own again."""
+        (it came back after :meth:`stale` saw it): its messages are its own again. Its
+        messages count an attempt: which ones its handler had started is not known."""
         source = self._proc(name)
         requeued = dead = 0
         while True:
-            triples = _plan(self._read_list(source), self.queue, name)
-            args: list[Any] = [name, int(ttl_s * 1000)]
-            for t in triples:
-                args.extend(t)
-            moved = int(
-                self._reap(keys=[source, self.pending, self.dead, self.consumers], args=args)
-            )
-            if moved < 0:
+            moves = _plan(self._read_list(source), self.queue, name, bump=True)
+            args: list[Any] = [name, int(ttl_s * 1000), self.dead_max]
+            for move in moves:
+                args.extend(move)
+            reap_keys = [source, self.pending, self.dead, self.dropped, self.consumers]
+            moved, _ = self._reap(keys=reap_keys, args=args)
+            if int(moved) < 0:
                 return None
-            dead += sum(1 for t in triples if t[2] == "D")
-            requeued += moved - sum(1 for t in triples if t[2] == "D")
-            if not triples or moved == 0:
+            dead += sum(1 for m in moves if m[2] == DEAD)
+            requeued += int(moved) - sum(1 for m in moves if m[2] == DEAD)
+            if not moves or int(moved) == 0:
                 return requeued, dead
 
     def _proc(self, consumer: str) -> str:
         return keys.processing(self.queue, consumer)
 
+    def _owner(self, consumer: str) -> str:
+        return keys.owner(self.queue, consumer)
+
     def _read_list(self, key: str) -> list[bytes]:
         # From the head (newest): each later, older chunk is RPUSHed closer to the consuming end.
         return self.client.lrange(key, 0, RECOVER_CHUNK - 1)  # type: ignore[return-value]
 
-    def _move_from(self, source: str, triples: Sequence[tuple[bytes, bytes, str]]) -> int:
-        if not triples:
-            return 0
-        args: list[Any] = []
-        for t in triples:
-            args.extend(t)
-        return int(self._move(keys=[source, self.pending, self.dead], args=args))
+
+def started_move(raw: bytes, queue: str, consumer: str) -> Move:
+    """Give back a message whose handler started and did not finish: attempt + 1."""
+    return _plan([raw], queue, consumer, bump=True)[0]
 
 
-def _plan(raws: list[bytes], queue: str, consumer: str) -> list[tuple[bytes, bytes, str]]:
+def _plan(raws: list[bytes], queue: str, consumer: str, bump: bool) -> list[Move]:
     """Moves that give back a processing list: newest first, so RPUSH leaves the oldest at the
-    consuming end; each message with attempt + 1; garbage to dead."""
-    triples = []
+    consuming end; with attempt + 1 if ``bump``; garbage to dead."""
+    moves = []
     for raw in raws:  # LRANGE order: newest (head side) first
         try:
-            triples.append((raw, decode(raw).next_attempt().encode(), "R"))
+            env = decode(raw)
         except EnvelopeError as exc:
             entry = dead_entry(raw, f"undecodable: {exc.reason}", queue=queue, consumer=consumer)
-            triples.append((raw, entry, "D"))
-    return triples
+            moves.append((raw, entry, DEAD))
+            continue
+        moves.append((raw, env.next_attempt().encode() if bump else raw, RELEASE))
+    return moves

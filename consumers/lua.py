@@ -16,34 +16,45 @@ end
 return out
 """
 
-# KEYS[1] processing; ARGV the raw values to forget. Searches from the tail, where the oldest
-# claimed messages (handled first) sit.
-ACK = """
-local n = 0
-for i = 1, #ARGV do n = n + redis.call('LREM', KEYS[1], -1, ARGV[i]) end
-return n
-"""
-
-# Shared body. KEYS[1] from, KEYS[2] pending, KEYS[3] dead; triples from ARGV[first]:
-# raw, value to push, how: R = RPUSH pending (consuming end: popped next), L = LPUSH pending
-# (back of the line), D = LPUSH dead. Returns how many were moved.
+# Shared body. KEYS[1] from (a processing list), [2] pending, [3] dead, [4] the dead letters'
+# drop counter; triples from ARGV[first]: raw, value to push, how:
+#   A  remove only (the ack)
+#   R  RPUSH pending: the consuming end, popped next (a message given back unchanged)
+#   L  LPUSH pending: the back of the line (a retry)
+#   D  LPUSH dead (garbage, attempts exhausted)
+#   P  LPUSH dead without removing (at-most-once: the message is in no list any more)
+# Every move but P happens only if the removal found the value. Past dead_max entries (0: no
+# cap) the oldest dead letters are trimmed and counted. Returns {moved, dropped}.
 _MOVE_TRIPLES = """
-local function move_triples(first)
-  local moved = 0
+local function move_triples(first, dead_max)
+  local moved, to_dead = 0, 0
   for i = first, #ARGV, 3 do
-    if redis.call('LREM', KEYS[1], -1, ARGV[i]) == 1 then
-      local how = ARGV[i + 2]
+    local how = ARGV[i + 2]
+    if how == 'P' or redis.call('LREM', KEYS[1], -1, ARGV[i]) == 1 then
       if how == 'R' then redis.call('RPUSH', KEYS[2], ARGV[i + 1])
       elseif how == 'L' then redis.call('LPUSH', KEYS[2], ARGV[i + 1])
-      else redis.call('LPUSH', KEYS[3], ARGV[i + 1]) end
+      elseif how == 'D' or how == 'P' then
+        redis.call('LPUSH', KEYS[3], ARGV[i + 1])
+        to_dead = to_dead + 1
+      end
       moved = moved + 1
     end
   end
-  return moved
+  local dropped = 0
+  if to_dead > 0 and dead_max > 0 then
+    local n = redis.call('LLEN', KEYS[3])
+    if n > dead_max then
+      redis.call('LTRIM', KEYS[3], 0, dead_max - 1)
+      dropped = n - dead_max
+      redis.call('INCRBY', KEYS[4], dropped)
+    end
+  end
+  return {moved, dropped}
 end
 """
 
-MOVE = _MOVE_TRIPLES + "return move_triples(1)\n"
+# KEYS as above; ARGV[1] dead_max, then triples.
+MOVE = _MOVE_TRIPLES + "return move_triples(2, tonumber(ARGV[1]))\n"
 
 # Liveness runs on Redis's clock, never a host's: a worker whose clock is off by a minute must
 # be neither reaped while alive nor kept while dead.
@@ -54,15 +65,34 @@ local function now_ms()
 end
 """
 
-# KEYS[1] the consumers zset; ARGV[1] consumer. Its heartbeat, stamped now. Returns the stamp.
+# KEYS[1] the consumers zset, [2] the consumer's lease; ARGV[1] consumer, ARGV[2] this process's
+# token, ARGV[3] the lease's ttl (ms). While this process holds the name's lease (or nobody
+# does), renew it and stamp the heartbeat now; returns 1. Another process holds it: nothing
+# is written, returns 0.
 HEARTBEAT = (
     _NOW_MS
     + """
-local now = now_ms()
-redis.call('ZADD', KEYS[1], now, ARGV[1])
-return now
+local owner = redis.call('GET', KEYS[2])
+if owner and owner ~= ARGV[2] then return 0 end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+redis.call('ZADD', KEYS[1], now_ms(), ARGV[1])
+return 1
 """
 )
+
+# KEYS[1] the consumer's lease; ARGV[1] this process's token, ARGV[2] the ttl (ms). Take the
+# name if nobody holds it: returns 0 (taken, or already ours); else the lease's remaining ms.
+TAKE_NAME = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
+if redis.call('GET', KEYS[1]) == ARGV[1] then return 0 end
+return redis.call('PTTL', KEYS[1])
+"""
+
+# KEYS[1] the consumer's lease; ARGV[1] this process's token. Let the name go (if still ours).
+RELEASE_NAME = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 # KEYS[1] the consumers zset; ARGV[1] ttl (ms). Consumers silent for at least the ttl.
 STALE = (
@@ -72,17 +102,18 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms() - tonumber(ARGV[1])
 """
 )
 
-# KEYS[1] a processing list, [2] pending, [3] dead, [4] the consumers zset; ARGV[1] consumer,
-# ARGV[2] ttl (ms), then triples. Only if the consumer is still silent for the ttl (it did not
-# come back meanwhile): move, and once its list is empty, unregister it. Returns -1 when alive.
+# KEYS[1..4] as for MOVE (a processing list, pending, dead, the drop counter), [5] the consumers
+# zset; ARGV[1] consumer, ARGV[2] ttl (ms), ARGV[3] dead_max, then triples. Only if the consumer
+# is still silent for the ttl (it did not come back meanwhile): move, and once its list is
+# empty, unregister it. Returns {-1, 0} when it is alive.
 REAP = (
     _MOVE_TRIPLES
     + _NOW_MS
     + """
-local beat = redis.call('ZSCORE', KEYS[4], ARGV[1])
-if beat and tonumber(beat) > now_ms() - tonumber(ARGV[2]) then return -1 end
-local moved = move_triples(3)
-if redis.call('LLEN', KEYS[1]) == 0 then redis.call('ZREM', KEYS[4], ARGV[1]) end
-return moved
+local beat = redis.call('ZSCORE', KEYS[5], ARGV[1])
+if beat and tonumber(beat) > now_ms() - tonumber(ARGV[2]) then return {-1, 0} end
+local result = move_triples(4, tonumber(ARGV[3]))
+if redis.call('LLEN', KEYS[1]) == 0 then redis.call('ZREM', KEYS[5], ARGV[1]) end
+return result
 """
 )

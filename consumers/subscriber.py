@@ -145,7 +145,8 @@ class Subscriber(Daemon):
         try:
             pipe = self.admin.pipeline(transaction=False)
             pipe.lpush(keys.channel_dead(channel), entry)
-            pipe.ltrim(keys.channel_dead(channel), 0, keys.CHANNEL_DEAD_CAP - 1)
+            if self.settings.dead_max:
+                pipe.ltrim(keys.channel_dead(channel), 0, self.settings.dead_max - 1)
             pipe.execute()
             self.stats.incr("dead_lettered")
         except redis.RedisError as exc:

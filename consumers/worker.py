@@ -2,12 +2,17 @@
 
 ``at-least-once`` (default): claim the oldest messages into this worker's own processing list
 (BLMOVE when the queue is empty; a Lua claim of up to ``batch_size`` while a backlog exists),
-run the handler on each, then ack (LREM). A crash or a broken link leaves claimed messages in
-the processing list, never nowhere: on start and after every reconnect the worker requeues what
-its list holds (this also catches the "ghost pop": a move Redis made for a connection that was
-already gone), and the reaper in every worker requeues the list of a worker whose heartbeat
-expired. A handler exception requeues the message with attempt + 1, up to ``max_attempts``,
-then dead-letters it. Garbage is dead-lettered at once, raw bytes kept.
+run the handler on each, then settle the batch in one script: ack (LREM) what was handled,
+requeue a failure with attempt + 1 (up to ``max_attempts``, then dead-letter it), give back
+unchanged what was never handed to the handler. Garbage is dead-lettered, raw bytes kept.
+
+A crash or a broken link leaves claimed messages in the processing list, never nowhere. The
+worker remembers what became of each message it claimed, so after a reconnect it settles them
+as they were handled (no redelivery of a handled message, no attempt counted for one the
+handler never saw); whatever else its list holds is a "ghost pop" (a move Redis made for a
+connection that was already gone: never handled, given back unchanged) or, on start, what a
+previous process of the same name left (which may have reached its handler: attempt + 1). The
+reaper in every worker requeues the list of a worker whose heartbeat expired, attempt + 1.
 
 ``at-most-once``: BRPOP (RPOP with a count under a backlog); the messages in hand are lost if
 the process dies. A handler exception dead-letters the message (it is never delivered twice).
@@ -24,16 +29,18 @@ import logging
 import threading
 import time
 import traceback
+import uuid
 
 import redis
 
 from consumers.daemon import Daemon
 from consumers.handlers import Handler
-from consumers.lists import QueueOps
+from consumers.lists import ACK, RELEASE, RETRY, Move, QueueOps, started_move
 from producer import EnvelopeError, Settings, decode, keys, make_client
 from producer.stats import Stats
 
 log = logging.getLogger(__name__)
+STARTED = "started"  # a claimed message in the handler's hands
 
 
 class Worker(Daemon):
@@ -47,18 +54,27 @@ class Worker(Daemon):
         self.queue = queue
         self.handler = handler
         self.client = make_client(settings, "worker", name)
-        self.ops = QueueOps(self.client, queue)
-        self.admin_ops = QueueOps(self.admin, queue)
+        self.ops = QueueOps(self.client, queue, settings.dead_max)
+        self.admin_ops = QueueOps(self.admin, queue, settings.dead_max)
         self.pending = keys.pending(queue)
         self.processing = keys.processing(queue, name)
         self.at_least_once = settings.delivery == "at-least-once"
         self._beat_at = self._reap_at = 0.0
+        # What became of each message this process claimed and has not settled yet, in claim
+        # order: None not handed to the handler, STARTED in its hands, else the settling move.
+        self._claimed: dict[bytes, Move | str | None] = {}
+        self._unlisted: list[Move] = []  # at-most-once dead letters not written yet
+        self._recovered_once = False  # what a previous process left is recovered
+        self._token = uuid.uuid4().hex  # this process's claim on the name
+        self._token_held = False
 
     def serve(self) -> None:
-        """Recover own in-flight messages, then pop and handle until stopped."""
-        if self.at_least_once:
-            self._recover()
-        self._heartbeat()
+        """Settle what this process claimed, recover what else its list holds, then pop and
+        handle until stopped."""
+        self._heartbeat()  # takes the name's lease first: one process per name
+        if self.stopping.is_set():
+            return
+        self._recover(self.ops)
         self.mark_connected()
         backlog = True  # try a non-blocking batch first: there may be a backlog already
         while not self.stopping.is_set():
@@ -67,8 +83,8 @@ class Worker(Daemon):
                 self._handle(batch)
             elif self.at_least_once and self.client.llen(self.processing):
                 # Idle, holding nothing, yet the list is not empty: a pop that Redis served to
-                # a connection we had already dropped landed after our recovery. Requeue it.
-                self._recover()
+                # a connection we had already dropped landed after our recovery. Give it back.
+                self._recover(self.ops)
 
     def _next_batch(self, backlog: bool) -> tuple[list[bytes], bool]:
         """Up to ``batch_size`` messages at once while a backlog exists, else one blocking pop.
@@ -92,21 +108,27 @@ class Worker(Daemon):
         return ([raw], True) if raw is not None else ([], False)
 
     def _handle(self, batch: list[bytes]) -> None:
-        """Handle a batch in order; ack the handled ones in one round trip."""
-        acks: list[bytes] = []
-        try:
-            for i, raw in enumerate(batch):
-                if i and self.stopping.is_set():
-                    self._give_back(batch[i:])
-                    break
-                if self.process(raw):
-                    acks.append(raw)
-        finally:
-            if acks:
-                self.ops.ack(self.name, acks)
+        """Handle a batch in order, then settle it in one round trip; on stop, what was not
+        handed to the handler goes back unchanged."""
+        if self.at_least_once:
+            self._claimed.update(dict.fromkeys(batch))
+        for i, raw in enumerate(batch):
+            if i and self.stopping.is_set():
+                if not self.at_least_once:  # claimed ones are given back when settling
+                    self.client.rpush(self.pending, *reversed(batch[i:]))
+                break
+            if self.at_least_once:
+                self._claimed[raw] = STARTED
+            move = self.process(raw)
+            if self.at_least_once:
+                self._claimed[raw] = move
+            elif move is not None:
+                self._unlisted.append(move)
+        self._settle(self.ops)
 
-    def process(self, raw: bytes) -> bool:
-        """Decode and run the handler; retry or dead-letter a failure. True: ack it."""
+    def process(self, raw: bytes) -> Move | None:
+        """Decode and run the handler; the move that settles the message: an ack, a retry, a
+        dead letter (at-most-once: None when handled, nothing to settle)."""
         consumer = self.name if self.at_least_once else None
         try:
             env = decode(raw, default_mode="prodcons")
@@ -114,9 +136,8 @@ class Worker(Daemon):
             log.warning(
                 "queue %s: dead-lettering garbage (%s, %d bytes)", self.queue, exc, len(raw)
             )
-            self.ops.dead_letter(consumer, raw, f"undecodable: {exc.reason}")
             self.stats.incr("dead_lettered")
-            return False
+            return self.ops.dead_move(raw, f"undecodable: {exc.reason}", consumer)
         if env.ts:  # 0: the producer did not say when it sent it
             self.stats.observe_latency_ms(env.age_ms())
         try:
@@ -125,19 +146,27 @@ class Worker(Daemon):
             self.stats.incr("failed")
             summary = _summary(exc)
             if self.at_least_once and env.attempt < self.settings.max_attempts:
-                log.info("queue %s: handler failed on %s attempt %d: %s; retrying",
-                         self.queue, env.id, env.attempt, summary.splitlines()[-1])  # fmt: skip
-                self.ops.retry(self.name, raw, env.next_attempt().encode())
+                log.info(
+                    "queue %s: handler failed on %s attempt %d: %s; retrying",
+                    self.queue,
+                    env.id,
+                    env.attempt,
+                    summary.splitlines()[-1],
+                )
                 self.stats.incr("retried")
-            else:
-                log.warning("queue %s: handler failed on %s attempt %d: %s; dead-lettering",
-                            self.queue, env.id, env.attempt, summary.splitlines()[-1])  # fmt: skip
-                reason = f"handler failed on attempt {env.attempt}: {summary}"
-                self.ops.dead_letter(consumer, raw, reason)
-                self.stats.incr("dead_lettered")
-            return False
+                return raw, env.next_attempt().encode(), RETRY
+            log.warning(
+                "queue %s: handler failed on %s attempt %d: %s; dead-lettering",
+                self.queue,
+                env.id,
+                env.attempt,
+                summary.splitlines()[-1],
+            )
+            self.stats.incr("dead_lettered")
+            reason = f"handler failed on attempt {env.attempt}: {summary}"
+            return self.ops.dead_move(raw, reason, consumer)
         self.stats.incr("handled")
-        return self.at_least_once
+        return (raw, raw, ACK) if self.at_least_once else None
 
     def stop(self) -> None:
         """Stop after the message in hand; a pop blocked in Redis is released at once."""
@@ -150,52 +179,107 @@ class Worker(Daemon):
     def close_connections(self) -> None:
         self.client.connection_pool.disconnect()
 
-    def on_tick(self, pipe: redis.client.Pipeline) -> None:
-        now = time.monotonic()
-        if now - self._beat_at >= self.settings.heartbeat_interval_s:
-            self.admin_ops.heartbeat(self.name, client=pipe)
-            self._beat_at = now
-
     def after_tick(self) -> None:
-        """The reaper: requeue the in-flight messages of workers whose heartbeat expired."""
+        """The heartbeat (which renews the name's lease), then the reaper: requeue the
+        in-flight messages of workers whose heartbeat expired."""
         now = time.monotonic()
+        if self._token_held and now - self._beat_at >= self.settings.heartbeat_interval_s:
+            self._beat_at = now
+            if not self.admin_ops.heartbeat(self.name, self._token, self.settings.heartbeat_ttl_s):
+                # Redis lost our lease (an outage past its ttl) and another process took the
+                # name: two would now share one processing list. Stop; a supervisor restarts.
+                self.failure = NameTaken(self.queue, self.name)
+                log.critical("queue %s: %s", self.queue, self.failure)
+                self.stop()
         if now - self._reap_at < self.settings.reaper_interval_s:
             return
         self._reap_at = now
         for name, (requeued, dead) in self.admin_ops.reap(self.settings.heartbeat_ttl_s).items():
-            log.warning("queue %s: reaped dead worker %s: requeued %d in-flight (%d garbage)",
-                        self.queue, name, requeued, dead)  # fmt: skip
+            log.warning(
+                "queue %s: reaped dead worker %s: requeued %d in-flight (%d garbage)",
+                self.queue,
+                name,
+                requeued,
+                dead,
+            )
 
     def on_exit(self) -> None:
-        """Leave nothing behind: requeue anything still claimed, then leave the registry."""
+        """Leave nothing behind: settle and give back anything still claimed, then leave the
+        registry."""
         try:
-            if self.at_least_once:
-                requeued, _ = self.admin_ops.recover(self.name)
-                if requeued:
-                    log.warning("queue %s: requeued %d unacknowledged messages on exit",
-                                self.queue, requeued)  # fmt: skip
-            self.admin.zrem(keys.consumers(self.queue), self.name)
+            if self._token_held:
+                self._recover(self.admin_ops)
+                self.admin.zrem(keys.consumers(self.queue), self.name)
+                self.admin_ops.release_name(self.name, self._token)
         except redis.RedisError as exc:
             log.warning(
                 "queue %s: could not clean up on exit (%s); the reaper will", self.queue, exc
             )
 
-    def _give_back(self, raws: list[bytes]) -> None:
-        if self.at_least_once:
-            self.ops.release(self.name, raws)
-        else:
-            self.client.rpush(self.pending, *reversed(raws))
+    def _settle(self, ops: QueueOps) -> None:
+        """Settle every message this process claimed: a handled one by its move, one not
+        handed to the handler given back unchanged (oldest next), one the handler had started
+        and did not finish (a process stopped by an error) with attempt + 1."""
+        moves: list[Move] = list(self._unlisted)
+        given_back: list[Move] = []
+        for raw, state in self._claimed.items():
+            if state is None:
+                given_back.append((raw, raw, RELEASE))
+            elif state == STARTED:
+                given_back.append(started_move(raw, self.queue, self.name))
+            else:
+                moves.append(state)  # type: ignore[arg-type]
+        given_back.reverse()  # RPUSH newest first: the oldest ends at the consuming end
+        if moves or given_back:
+            consumer = self.name if self.at_least_once else None
+            _, dropped = ops.settle(consumer, moves + given_back)
+            self.stats.incr("dead_dropped", dropped)
+        self._claimed.clear()
+        self._unlisted.clear()
 
-    def _recover(self) -> None:
-        requeued, dead = self.ops.recover(self.name)
+    def _recover(self, ops: QueueOps) -> None:
+        """Settle what this process knows, then give back whatever else the list holds: on
+        the first run what a previous process of this name left (attempt + 1: its handler may
+        have seen them), later only ghost pops (never handled: unchanged)."""
+        self._settle(ops)
+        if not self.at_least_once:
+            return
+        requeued, dead = ops.recover(self.name, bump=not self._recovered_once)
+        self._recovered_once = True
         if requeued or dead:
             self.stats.incr("recovered", requeued)
             self.stats.incr("dead_lettered", dead)
-            log.warning("queue %s: requeued %d in-flight messages from %s (%d garbage)",
-                        self.queue, requeued, self.processing, dead)  # fmt: skip
+            log.warning(
+                "queue %s: requeued %d in-flight messages from %s (%d garbage)",
+                self.queue,
+                requeued,
+                self.processing,
+                dead,
+            )
 
     def _heartbeat(self) -> None:
-        self.ops.heartbeat(self.name)
+        if not self._token_held:
+            self._take_name()
+        if not self.ops.heartbeat(self.name, self._token, self.settings.heartbeat_ttl_s):
+            raise NameTaken(self.queue, self.name)
+
+    def _take_name(self) -> None:
+        """Hold the name's lease before touching its list: a crashed holder's lapses within
+        the heartbeat TTL; a live one renews it, and then this process must not run."""
+        ttl = self.settings.heartbeat_ttl_s
+        deadline = time.monotonic() + ttl + 1
+        while (left := self.ops.take_name(self.name, self._token, ttl)) > 0:
+            if time.monotonic() + min(left, 0.2) > deadline:
+                raise NameTaken(self.queue, self.name)
+            log.info(
+                "queue %s: waiting %.1fs for the lease on the name %s (a previous process?)",
+                self.queue,
+                left,
+                self.name,
+            )
+            if self.stopping.wait(min(left, 0.2)):
+                return
+        self._token_held = True
 
     def _unblock(self) -> None:
         """Until the loop has ended, release any pop blocked on a connection of this worker,
@@ -209,6 +293,17 @@ class Worker(Daemon):
                         self.admin.client_unblock(int(c["id"]))
             if self.finished.wait(0.1):
                 return
+
+
+class NameTaken(RuntimeError):
+    """Another live process consumes this queue under this worker's name."""
+
+    def __init__(self, queue: str, name: str) -> None:
+        super().__init__(
+            f"another worker named {name!r} is consuming queue {queue!r} (its lease on the name "
+            "is alive); two would take each other's messages in flight: start this one with "
+            "another --name"
+        )
 
 
 def _summary(exc: BaseException) -> str:

@@ -19,16 +19,20 @@ from producer import keys
 from producer.envelope import decode, now_ms
 
 # KEYS[1] dead, KEYS[2] pending; ARGV pairs: the dead entry, the raw message to LPUSH back.
+# LREM from the tail: the entries a chunk requeues are the oldest, so each is found at once.
 REQUEUE = """
 local moved = 0
 for i = 1, #ARGV, 2 do
-  if redis.call('LREM', KEYS[1], 1, ARGV[i]) == 1 then
+  if redis.call('LREM', KEYS[1], -1, ARGV[i]) == 1 then
     redis.call('LPUSH', KEYS[2], ARGV[i + 1])
     moved = moved + 1
   end
 end
 return moved
 """
+
+
+REQUEUE_CHUNK = 500  # entries per script: a short call however long the dead list is
 
 
 class DeadLetters:
@@ -57,23 +61,32 @@ class DeadLetters:
         return out
 
     def requeue(self, count: int | None = None) -> tuple[int, int]:
-        """Push dead letters (oldest first) back onto pending as fresh first attempts. Entries
-        whose raw bytes are not a valid envelope stay. Returns (requeued, kept)."""
-        raws: list[bytes] = self.client.lrange(self.dead, 0, -1)  # type: ignore[assignment]
-        pairs: list[bytes] = []
-        kept = 0
-        for entry in reversed(raws):
-            if count is not None and len(pairs) // 2 >= count:
+        """Push dead letters (oldest first) back onto pending as fresh first attempts, at most
+        ``count``. Entries whose raw bytes are not a valid envelope stay. Works through the
+        list a chunk per script, from its oldest end, so a huge dead list never blocks Redis
+        for long. Returns (requeued, kept)."""
+        requeued = kept = 0
+        while count is None or requeued < count:
+            want = REQUEUE_CHUNK if count is None else min(REQUEUE_CHUNK, count - requeued)
+            # The `want` oldest entries past the `kept` ones, which stay at the tail.
+            entries: list[bytes] = self.client.lrange(self.dead, -(kept + want), -(kept + 1))  # type: ignore[assignment]
+            if not entries:
                 break
-            try:
-                raw = json.loads(entry)["raw"].encode()
-                env = decode(raw)
-            except (ValueError, KeyError, TypeError, AttributeError):
-                kept += 1
-                continue
-            pairs.extend([entry, replace(env, attempt=1).encode()])
-        moved = int(self._requeue(keys=[self.dead, self.pending], args=pairs)) if pairs else 0
-        return moved, kept
+            pairs: list[bytes] = []
+            invalid = 0
+            for entry in reversed(entries):  # oldest first
+                try:
+                    env = decode(json.loads(entry)["raw"].encode())
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    invalid += 1
+                    continue
+                pairs.extend([entry, replace(env, attempt=1).encode()])
+            moved = int(self._requeue(keys=[self.dead, self.pending], args=pairs)) if pairs else 0
+            requeued += moved
+            kept += invalid
+            if moved < len(pairs) // 2:
+                break  # someone else moved entries meanwhile: stop rather than guess
+        return requeued, kept
 
     def purge(self) -> int:
         """Delete every dead letter; returns how many there were."""

@@ -9,12 +9,16 @@ key                                type    written by                      read 
 ``bus:{q}:pending``                list    producers LPUSH (head)          workers pop the tail
 ``bus:{q}:processing:<consumer>``  list    worker BLMOVE RIGHT->LEFT       worker ack, reaper
 ``bus:{q}:consumers``              zset    worker: consumer -> heartbeat   reaper, /api/stats
-                                           (ms since epoch)
+                                           (ms, on Redis's clock)
 ``bus:{q}:dead``                   list    worker: ``{reason, raw, at}``   /api/stats, tools
                                            after max attempts or garbage
+``bus:{q}:dead:dropped``           string  worker: how many dead letters   /api/stats, tools
+                                           the cap trimmed (oldest first)
+``bus:{q}:owner:<consumer>``       string  worker: its lease on its name   other workers of
+                                           (a random token, expires)       the same name
 ``bus:ch:<channel>``               pubsub  producers PUBLISH               subscribers
 ``bus:ch:<channel>:dead``          list    subscriber: garbage or failed   /api/stats
-                                           handler (capped, LTRIM)
+                                           handler (capped: BUS_DEAD_MAX)
 ``bus:stats:<role>:<id>``          hash    every daemon and web process,   /api/stats
                                            every ``stats_interval_s``,
                                            expires after ``stats_ttl_s``
@@ -28,7 +32,6 @@ from __future__ import annotations
 
 PREFIX = "bus"
 STATS_INDEX = f"{PREFIX}:stats:index"
-CHANNEL_DEAD_CAP = 10_000
 
 
 def pending(queue: str) -> str:
@@ -54,6 +57,16 @@ def consumers(queue: str) -> str:
 def dead(queue: str) -> str:
     """Dead-letter list of ``queue``."""
     return f"{PREFIX}:{{{queue}}}:dead"
+
+
+def dead_dropped(queue: str) -> str:
+    """How many of ``queue``'s dead letters the cap (``BUS_DEAD_MAX``) has trimmed."""
+    return f"{PREFIX}:{{{queue}}}:dead:dropped"
+
+
+def owner(queue: str, consumer: str) -> str:
+    """The lease of the one process consuming ``queue`` under the name ``consumer``."""
+    return f"{PREFIX}:{{{queue}}}:owner:{consumer}"
 
 
 def channel(name: str) -> str:

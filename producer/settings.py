@@ -49,7 +49,9 @@ class Settings:
     reaper_interval_s: float = 5.0
     max_attempts: int = 5
     batch_size: int = 100
+    dead_max: int = 100_000  # dead letters kept per queue (the oldest go); 0: no cap
     max_payload_bytes: int = 65536
+    max_queue_depth: int = 0  # producers refuse a message past this many pending; 0: no limit
     log_level: str = "INFO"
     web_bind: str = "127.0.0.1:8000"
     web_workers: int = 4
@@ -130,6 +132,10 @@ class Settings:
                 raise SettingsError(f"{env_name(name)} must be >= {low}")
         if self.max_payload_bytes < 64:
             raise SettingsError("BUS_MAX_PAYLOAD_BYTES must be at least 64")
+        if self.dead_max < 0:
+            raise SettingsError("BUS_DEAD_MAX must be >= 0 (0: no cap)")
+        if self.max_queue_depth < 0:
+            raise SettingsError("BUS_MAX_QUEUE_DEPTH must be >= 0 (0: no limit)")
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:

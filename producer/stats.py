@@ -30,12 +30,14 @@ COUNTERS = (
     "published",  # producers: PUBLISH done
     "published_zero",  # producers: PUBLISH reached no subscriber (the message went nowhere)
     "unconfirmed",  # producers: sent, but the reply was lost: it may or may not have run
+    "refused_full",  # producers: not pushed, the queue was at BUS_MAX_QUEUE_DEPTH (web: 429)
     "rejected",  # web: 4xx answers
-    "unavailable",  # web: 503 answers (Redis down, timing out or out of memory)
+    "unavailable",  # web: 503 answers (Redis down, timing out, out of memory, BUSY, LOADING)
     "handled",  # worker: handler returned; subscriber: handler returned
     "failed",  # handler raised
     "retried",  # worker: requeued for another attempt
     "dead_lettered",  # garbage or attempts exhausted
+    "dead_dropped",  # worker: old dead letters trimmed by the cap (BUS_DEAD_MAX)
     "recovered",  # worker: own in-flight messages requeued after a restart or reconnect
     "received",  # subscriber: messages read from the channel
     "lost",  # subscriber: sequence gaps (published but never received)
@@ -104,11 +106,15 @@ class Stats:
         return fields
 
     def flush(self, pipe: redis.client.Pipeline, ttl_s: float) -> None:
-        """Queue the commands that publish this snapshot on ``pipe`` (caller executes)."""
+        """Queue the commands that publish this snapshot, and drop the index entries older
+        than ``ttl_s``, on ``pipe`` (caller executes)."""
         fields = self.snapshot()
         pipe.hset(self.key, mapping=fields)  # type: ignore[arg-type]
         pipe.pexpire(self.key, int(ttl_s * 1000))
         pipe.zadd(keys.STATS_INDEX, {self.key: fields["updated_ms"]})
+        # The writers keep the index short, so that reading the stats never writes.
+        horizon = int(fields["updated_ms"]) - int(ttl_s * 1000)
+        pipe.zremrangebyscore(keys.STATS_INDEX, "-inf", f"({horizon}")
 
 
 class Flusher(threading.Thread):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import threading
 import time
@@ -16,6 +17,7 @@ from producer.stats import Flusher
 from tests.procs import Proc, read_records, wait_for
 
 SLOW = "tests.handlers_for_tests:slow"
+RECORD = "tests.handlers_for_tests:record"
 
 
 def test_no_tick_runs_after_stop_returns() -> None:
@@ -108,3 +110,47 @@ def test_a_worker_whose_clock_runs_60_s_behind_is_not_reaped(
     events = [(x["event"], x["pid"]) for x in read_records(records)]
     assert len(events) == 2 and events[0][1] == events[1][1], events  # one start, one end
     assert r.zscore(keys.consumers("default"), "late") is not None  # never unregistered
+
+
+@pytest.mark.slow
+def test_a_second_worker_with_the_same_name_is_refused(
+    settings: Settings, spawn: Callable[..., Proc], tmp_path: Path
+) -> None:
+    """Two workers named alike would share one processing list and take each other's messages
+    in flight. The second one waits for the name's lease (a crashed owner's lapses within the
+    heartbeat TTL, 3 s here) and, the owner being alive, exits 75 saying so; the first goes on."""
+    r = redis.Redis.from_url(settings.redis_url)
+    first = spawn("worker", settings.redis_url, "--name", "same", "--handler", RECORD)
+    wait_for(lambda: r.zscore(keys.consumers("default"), "same"), 10, "the first worker")
+    second = spawn("worker", settings.redis_url, "--name", "same", "--handler", RECORD)
+    try:
+        code = second.wait(10)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the second worker of the same name runs:\n" + second.log()[-2000:])
+    assert code == 75, second.log()[-2000:]
+    assert "another worker named 'same'" in second.log()
+    Producer(make_client(settings, "producer")).push("after")
+    wait_for(lambda: read_records(tmp_path / "records.jsonl"), 5, "the first worker handling")
+    assert [x["pid"] for x in read_records(tmp_path / "records.jsonl")] == [first.pid]
+
+
+@pytest.mark.slow
+def test_a_worker_restarted_under_its_name_takes_its_messages_back(
+    settings: Settings, spawn: Callable[..., Proc], tmp_path: Path
+) -> None:
+    """kill -9 with a message in hand, then the same name again at once: the new process waits
+    for the dead one's lease to lapse, then recovers its list and handles the message (as
+    attempt 2: the dead one's handler had started it)."""
+    r = redis.Redis.from_url(settings.redis_url)
+    old = spawn("worker", settings.redis_url, "--name", "w", "--handler", SLOW)
+    wait_for(lambda: r.zscore(keys.consumers("default"), "w"), 10, "the worker")
+    Producer(make_client(settings, "producer")).push({"sleep_s": 30})
+    records = tmp_path / "records.jsonl"
+    wait_for(lambda: read_records(records), 5, "the message in hand")
+    old.signal(signal.SIGKILL)
+    old.wait(5)
+    spawn("worker", settings.redis_url, "--name", "w", "--handler", RECORD)
+    wait_for(lambda: len(read_records(records)) >= 2, 10, "the message handled again")
+    assert [(x["event"], x["attempt"]) for x in read_records(records)] == [
+        ("start", 1), ("handled", 2)
+    ]  # fmt: skip

@@ -60,7 +60,7 @@ def test_reaper_leaves_a_worker_that_came_back(settings: Settings, r: redis.Redi
     r.zadd(keys.consumers("default"), {"w": now_ms() - 60_000})
     ops = QueueOps(r, "default")
     assert ops.stale(settings.heartbeat_ttl_s) == ["w"]  # the reaper's first look
-    ops.heartbeat("w")  # it came back between that look and the script
+    assert ops.heartbeat("w", "its-token", settings.heartbeat_ttl_s)  # back, before the script
     assert ops.reap_consumer("w", settings.heartbeat_ttl_s) is None  # the script said alive
     assert r.llen(keys.processing("default", "w")) == 1
     assert r.zscore(keys.consumers("default"), "w") is not None
