@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 import redis
 
+from consumers.lists import QueueOps
 from producer import Producer, Settings, keys, make_client
 from producer.stats import Flusher
 from tests.procs import Proc, read_records, wait_for
+from web import create_app
 
 SLOW = "tests.handlers_for_tests:slow"
 RECORD = "tests.handlers_for_tests:record"
@@ -154,3 +156,25 @@ def test_a_worker_restarted_under_its_name_takes_its_messages_back(
     assert [(x["event"], x["attempt"]) for x in read_records(records)] == [
         ("start", 1), ("handled", 2)
     ]  # fmt: skip
+
+
+def test_the_overview_judges_heartbeats_on_redis_clock(
+    settings: Settings, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The web host's clock runs a minute behind Redis's. A worker Redis heard from a moment
+    ago is alive in /api/stats; one silent for a minute is not: ages are Redis's now minus
+    Redis's stamps, never this host's now."""
+    ops = QueueOps(r, "default")
+    assert ops.heartbeat("w", "token", settings.heartbeat_ttl_s)
+    seconds, micros = r.time()
+    r.zadd(keys.consumers("default"), {"gone": seconds * 1000 + micros // 1000 - 60_000})
+    app = create_app(settings)
+    real_ns = time.time_ns
+    monkeypatch.setattr(time, "time_ns", lambda: real_ns() - 60 * 10**9)
+    with app.test_client() as c:
+        queue = c.get("/api/stats").get_json()["queues"]["default"]
+    monkeypatch.undo()
+    app.extensions["bus"].close()
+    ages = {w["name"]: (w["alive"], w["heartbeat_age_ms"]) for w in queue["consumers"]}
+    assert ages["w"][0] is True and 0 <= ages["w"][1] < 2000, ages
+    assert ages["gone"][0] is False and ages["gone"][1] >= 60_000, ages

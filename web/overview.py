@@ -20,12 +20,16 @@ _INT_FIELDS = frozenset(
 
 
 def read_overview(client: redis.Redis, settings: Settings) -> dict[str, Any]:
-    """A JSON-ready picture of the bus as the settings' queues and channels see it."""
+    """A JSON-ready picture of the bus as the settings' queues and channels see it. Heartbeat
+    ages are on Redis's clock, as the heartbeats are; a process's ``age_ms`` compares the
+    stamp it wrote with its own clock to this host's."""
     now = now_ms()
+    seconds, micros = client.time()
+    redis_now = seconds * 1000 + micros // 1000
     processes = _read_processes(client, settings, now)
     return {
         "now_ms": now,
-        "queues": _read_queues(client, settings, now),
+        "queues": _read_queues(client, settings, redis_now),
         "channels": _read_channels(client, settings),
         "processes": processes,
         "totals": _totals(processes),
