@@ -39,7 +39,8 @@ class Daemon:
         self.admin = make_client(settings, "admin", name)
         self.backoff = Backoff(settings.backoff_base_s, settings.backoff_cap_s)
         self._flusher = Flusher(settings.stats_interval_s, self._tick, name=f"{self.role}-stats")
-        self._tick_failing = False
+        self._tick_failing: set[str] = set()  # parts failing for Redis, logged once
+        self._tick_error_at: dict[str, float] = {}  # parts failing for a bug: last logged
         self._summary_at = time.monotonic()
         self.connected_once = threading.Event()
         self.finished = threading.Event()  # set once run() has returned
@@ -132,23 +133,36 @@ class Daemon:
         self.backoff.reset()
 
     def _tick(self) -> None:
-        try:
-            pipe = self.admin.pipeline(transaction=False)
-            self.stats.flush(pipe, self.settings.stats_ttl_s)
-            self.on_tick(pipe)
-            pipe.execute()
-            self.after_tick()
-        except redis.RedisError as exc:
-            if not self._tick_failing:
-                log.info("%s %s: stats not written (%s); will retry", self.role, self.name, exc)
-            self._tick_failing = True
-            self.admin.connection_pool.disconnect()
-        else:
-            self._tick_failing = False
+        """The periodic work, in independent parts: a failure of one (writing the stats, say)
+        must not cost the others (the heartbeat that keeps this worker from being reaped)."""
+        self._tick_part("stats not written", self._write_stats)
+        self._tick_part("heartbeat or reaper failed", self.after_tick)
         now = time.monotonic()
         if now - self._summary_at >= SUMMARY_INTERVAL_S:
             self._summary_at = now
             self.log_summary()
+
+    def _write_stats(self) -> None:
+        pipe = self.admin.pipeline(transaction=False)
+        self.stats.flush(pipe, self.settings.stats_ttl_s)
+        self.on_tick(pipe)
+        pipe.execute()
+
+    def _tick_part(self, what: str, part: Callable[[], None]) -> None:
+        try:
+            part()
+        except redis.RedisError as exc:  # Redis away: logged once until it works again
+            if what not in self._tick_failing:
+                log.info("%s %s: %s (%s); will retry", self.role, self.name, what, exc)
+            self._tick_failing.add(what)
+            self.admin.connection_pool.disconnect()
+        except Exception:  # a bug: loud, once a minute, and the other parts go on
+            now = time.monotonic()
+            if now - self._tick_error_at.get(what, -SUMMARY_INTERVAL_S) >= SUMMARY_INTERVAL_S:
+                self._tick_error_at[what] = now
+                log.exception("%s %s: %s", self.role, self.name, what)
+        else:
+            self._tick_failing.discard(what)
 
     def log_summary(self) -> None:
         """One INFO line with the counters that moved since the start."""

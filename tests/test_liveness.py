@@ -13,8 +13,10 @@ import pytest
 import redis
 
 from consumers.lists import QueueOps
+from consumers.worker import Worker
 from producer import Producer, Settings, keys, make_client
 from producer.stats import Flusher
+from tests.inproc import running
 from tests.procs import Proc, read_records, wait_for
 from web import create_app
 
@@ -178,3 +180,22 @@ def test_the_overview_judges_heartbeats_on_redis_clock(
     ages = {w["name"]: (w["alive"], w["heartbeat_age_ms"]) for w in queue["consumers"]}
     assert ages["w"][0] is True and 0 <= ages["w"][1] < 2000, ages
     assert ages["gone"][0] is False and ages["gone"][1] >= 60_000, ages
+
+
+def test_the_heartbeat_goes_on_when_writing_stats_fails(
+    settings: Settings, r: redis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Writing the stats raises (an injected bug, not a Redis error): the worker keeps
+    beating, so nobody reaps it while it consumes, and the error is logged."""
+    worker = Worker(settings, "default", "w1", lambda env: None)
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("injected: stats cannot be written")
+
+    worker.stats.flush = broken  # type: ignore[method-assign]
+    with running(worker):
+        first = wait_for(lambda: r.zscore(keys.consumers("default"), "w1"), 5, "a heartbeat")
+        time.sleep(settings.heartbeat_interval_s * 3)
+        later = r.zscore(keys.consumers("default"), "w1")
+    assert later is not None and later > first, "the heartbeat stopped"
+    assert "injected: stats cannot be written" in caplog.text
