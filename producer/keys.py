@@ -25,7 +25,8 @@ key                                type    written by                      read 
 ``bus:stats:index``                zset    same writers: stats key -> ms   /api/stats (no SCAN)
 =================================  ======  ==============================  ====================
 
-Roles in stats keys: ``worker``, ``subscriber``, ``web``.
+Roles in stats keys: ``worker``, ``subscriber``, ``web``, ``locust`` (the load generator's
+direct producer).
 """
 
 from __future__ import annotations
