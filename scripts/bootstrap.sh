@@ -41,4 +41,16 @@ if ! command -v redis-cli >/dev/null 2>&1; then
         echo "  Debian/Ubuntu: sudo apt-get install redis-tools    macOS: brew install redis" >&2
     fi
 fi
+# wrk drives the HTTP section of the bench (python -m loadtest.bench --only http); nothing
+# else needs it, so its absence only skips that section.
+if ! command -v wrk >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "bootstrap: wrk missing; installing Debian's package"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >/dev/null
+    else
+        echo "bootstrap: wrk is not installed, so the bench's http section cannot run" >&2
+        echo "  Debian/Ubuntu: sudo apt-get install wrk    macOS: brew install wrk" >&2
+    fi
+fi
 echo "bootstrap: ready ($(redis-server --version | cut -d' ' -f1-3))"
