@@ -1,0 +1,290 @@
+"""The subscriber section: one subscriber under a PUBLISH flood, beside a raw redis-py loop.
+
+A private redis-server with ``client-output-buffer-limit pubsub 0 0 0`` (Redis never cuts a
+slow subscriber off: what it cannot take yet waits in its output buffer) receives N real
+envelopes (``src``/``seq``, encoded and packed as RESP before the clock starts) PUBLISHed
+through a raw socket, a chunk in flight while the previous chunk's replies are read, so the
+publisher is never the bottleneck. The same flood goes first to a bare ``get_message`` loop
+(no decoding: the most redis-py can deliver), then to ``python -m consumers subscriber`` with
+the no-op handler; its rate and loss come from its own stats hash, snapshot to snapshot.
+
+``python -m loadtest.bench.flood raw PORT CHANNEL N`` is that bare loop, run as a child.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+
+import redis
+
+from loadtest.bench.common import (
+    PYTHON,
+    ROOT,
+    RedisServer,
+    Result,
+    Scale,
+    clean_env,
+    redis_server,
+    spawn,
+    stop,
+    wait_for,
+)
+from producer import envelope, keys
+
+SECTION = "subscriber"
+CHANNEL = "flood"
+CHUNK = 1000  # PUBLISH commands per write
+NO_CUTOFF = ("--client-output-buffer-limit", "pubsub 0 0 0")
+RAW = "raw redis-py get_message loop"
+RECEIVED = "subscriber received"
+TARGET_RATE = "≥ 150,000 msg/s, none lost"
+
+
+@contextlib.contextmanager
+def private_redis(*options: str) -> Iterator[RedisServer]:
+    """:func:`redis_server`, stopping redis-server itself first: it is not a session leader,
+    so :func:`stop`'s group signal does not reach it."""
+    with redis_server(*options) as server:
+        try:
+            yield server
+        finally:
+            server.proc.terminate()
+            server.proc.wait(10)
+
+
+def envelopes(n: int, src: str, first_seq: int = 1) -> list[bytes]:
+    """``n`` encoded pub/sub envelopes from ``src``, ``seq`` counting from ``first_seq``."""
+    return [envelope.new(i, src=src, seq=first_seq + i, mode="pubsub").encode() for i in range(n)]
+
+
+def packed(
+    channel_key: str, bodies: Sequence[bytes], chunk: int = CHUNK
+) -> list[tuple[int, bytes]]:
+    """The PUBLISH commands for ``bodies`` as RESP, ``chunk`` to a write: (count, bytes)."""
+    head = b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n" % (len(channel_key), channel_key.encode())
+    out = []
+    for start in range(0, len(bodies), chunk):
+        part = bodies[start : start + chunk]
+        out.append((len(part), b"".join(head + b"$%d\r\n%s\r\n" % (len(b), b) for b in part)))
+    return out
+
+
+@dataclass
+class Published:
+    """What a flood reported: how many PUBLISHes, how many reached nobody, how long it took."""
+
+    count: int = 0
+    zero: int = 0
+    elapsed_s: float = 0.0
+
+
+def publish(port: int, chunks: Iterable[tuple[int, bytes]], rate: float = 0.0) -> Published:
+    """Send the packed chunks on one raw connection, one chunk in flight ahead of the replies
+    read; ``rate`` (msg/s, 0: as fast as Redis takes them) paces the chunks. Every reply is
+    ``:0`` or ``:1`` (one subscriber at most), four bytes each."""
+    done = Published()
+    started = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        pending = 0
+        for count, data in chunks:
+            if rate:
+                due = started + done.count / rate
+                if due > time.monotonic():
+                    time.sleep(due - time.monotonic())
+            sock.sendall(data)
+            if pending:
+                done.zero += _read_replies(sock, pending)
+            pending = count
+            done.count += count
+        if pending:
+            done.zero += _read_replies(sock, pending)
+    done.elapsed_s = time.monotonic() - started
+    return done
+
+
+def _read_replies(sock: socket.socket, count: int) -> int:
+    """Read ``count`` integer replies; return how many were 0."""
+    want = 4 * count
+    buf = bytearray()
+    while len(buf) < want:
+        got = sock.recv(want - len(buf))
+        if not got:
+            raise ConnectionError("redis-server closed the publisher's connection")
+        buf += got
+    if buf.count(b":") != count:
+        raise RuntimeError(f"unexpected PUBLISH replies: {bytes(buf[:80])!r}")
+    return buf.count(b":0\r\n")
+
+
+def numsub(client: redis.Redis, channel_key: str) -> int:
+    return int(client.pubsub_numsub(channel_key)[0][1])
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used (Linux)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def subscriber_args(name: str, channel: str) -> list[str]:
+    return [PYTHON, "-m", "consumers", "subscriber", "--name", name, "--channel", channel,
+            "--handler", "consumers.handlers:noop", "--log-level", "WARNING"]  # fmt: skip
+
+
+def subscriber_env(url: str) -> dict[str, str]:
+    return clean_env(BUS_REDIS_URL=url, BUS_STATS_INTERVAL_S="0.05")
+
+
+def stats_of(client: redis.Redis, name: str) -> dict[str, int]:
+    """The subscriber's counters and ``updated_ms`` (0 for what is not there yet)."""
+    fields = ("received", "lost", "duplicates", "out_of_order", "updated_ms", "reconnects")
+    values = client.hmget(keys.stats("subscriber", name), fields)
+    return {f: int(v or 0) for f, v in zip(fields, values, strict=True)}
+
+
+def watch_received(client: redis.Redis, name: str, n: int, idle_s: float = 5.0) -> dict[str, float]:
+    """Poll the stats hash until ``n`` messages are received (or nothing moves for
+    ``idle_s``); rate from the first snapshot with any message to the first with all."""
+    first: dict[str, int] | None = None
+    last = stats_of(client, name)
+    moved_at = time.monotonic()
+    while last["received"] < n and time.monotonic() - moved_at < idle_s:
+        time.sleep(0.01)
+        now = stats_of(client, name)
+        if now["received"] != last["received"]:
+            moved_at = time.monotonic()
+        if first is None and now["received"] > 0:
+            first = now
+        last = now
+    if first is None or last["updated_ms"] <= first["updated_ms"]:
+        return {**last, "rate": 0.0}
+    span_s = (last["updated_ms"] - first["updated_ms"]) / 1000
+    return {**last, "rate": (last["received"] - first["received"]) / span_s, "span_s": span_s}
+
+
+def run_raw(server: RedisServer, chunks: list[tuple[int, bytes]], n: int) -> dict[str, float]:
+    """The bare loop (a child process) under one flood: its figures and the publisher's."""
+    channel_key = keys.channel(CHANNEL)
+    child = subprocess.Popen(
+        [PYTHON, "-m", "loadtest.bench.flood", "raw", str(server.port), channel_key, str(n)],
+        env=clean_env(), cwd=ROOT, stdout=subprocess.PIPE, start_new_session=True,
+    )  # fmt: skip
+    try:
+        admin = server.client()
+        wait_for(lambda: numsub(admin, channel_key) == 1, "the raw loop to subscribe", 30)
+        pub = publish(server.port, chunks)
+        out, _ = child.communicate(timeout=600)
+    finally:
+        stop(child)
+    figures: dict[str, float] = json.loads(out)
+    return {**figures, "publish_rate": pub.count / pub.elapsed_s, "zero": pub.zero}
+
+
+def run_subscriber(server: RedisServer, chunks: list[tuple[int, bytes]], n: int,
+                   name: str = "flood") -> dict[str, float]:  # fmt: skip
+    """``python -m consumers subscriber`` under one flood: its figures and the publisher's."""
+    channel_key = keys.channel(CHANNEL)
+    admin = server.client()
+    child = spawn(subscriber_args(name, CHANNEL), env=subscriber_env(server.url))
+    try:
+        wait_for(lambda: numsub(admin, channel_key) == 1, "the subscriber to subscribe", 30)
+        wait_for(lambda: admin.exists(keys.stats("subscriber", name)) == 1, "its stats", 30)
+        cpu_before = cpu_s(child.pid)
+        publisher = _Background(lambda: publish(server.port, chunks))
+        got = watch_received(admin, name, n)
+        cpu = cpu_s(child.pid) - cpu_before
+        pub = publisher.result()
+    finally:
+        stop(child)
+    return {**got, "cpu_s": cpu, "publish_rate": pub.count / pub.elapsed_s, "zero": pub.zero}
+
+
+class _Background(threading.Thread):
+    """Run ``work`` on a thread; :meth:`result` joins it and returns (or raises) its outcome."""
+
+    def __init__(self, work: Callable[[], Published]) -> None:
+        super().__init__(daemon=True)
+        self._work = work
+        self._out: Published | None = None
+        self._exc: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        try:
+            self._out = self._work()
+        except BaseException as exc:  # handed to the caller by result()
+            self._exc = exc
+
+    def result(self) -> Published:
+        self.join()
+        if self._exc is not None:
+            raise self._exc
+        assert self._out is not None
+        return self._out
+
+
+def run(scale: Scale) -> list[Result]:
+    """The section's rows: the subscriber's rate (vs the bare loop's) and its loss."""
+    n = scale.n(500_000, 5_000)
+    chunks = packed(keys.channel(CHANNEL), envelopes(n, src=f"bench-{os.getpid()}"))
+    with private_redis(*NO_CUTOFF) as server:
+        raw = run_raw(server, chunks, n)
+        sub = run_subscriber(server, chunks, n)
+    lost = max(sub["lost"], n - sub["received"])  # a loss at the very end has no later seq
+    detail = {k: sub[k] for k in ("received", "lost", "duplicates", "out_of_order", "reconnects")}
+    return [
+        Result(SECTION, RECEIVED, sub["rate"], "msg/s", ref=RAW, target=TARGET_RATE,
+               extra={"n": n, "span_s": sub.get("span_s", 0.0), "cpu_s": sub["cpu_s"],
+                      "publish_rate": sub["publish_rate"], **detail}),
+        Result(SECTION, "subscriber lost", lost, "msgs", higher_is_better=False, target="0",
+               extra={"n": n, "published_to_nobody": sub["zero"], **detail}),
+        Result(SECTION, RAW, raw["rate"], "msg/s",
+               extra={"n": n, "received": raw["received"], "span_s": raw["span_s"],
+                      "publish_rate": raw["publish_rate"]}),
+    ]  # fmt: skip
+
+
+def raw_loop(port: int, channel_key: str, n: int, idle_s: float = 5.0) -> dict[str, float]:
+    """Subscribe, then ``get_message`` in a tight loop until ``n`` messages (or ``idle_s``
+    of silence): the most redis-py delivers, nothing decoded."""
+    client = redis.Redis(host="127.0.0.1", port=port, protocol=2)
+    pubsub = client.pubsub(ignore_subscribe_messages=True)
+    pubsub.subscribe(channel_key)
+    count = 0
+    first = last = time.monotonic()
+    while count < n:
+        msg = pubsub.get_message(timeout=idle_s)
+        if msg is None:
+            if time.monotonic() - last >= idle_s:
+                break
+            continue
+        last = time.monotonic()
+        if not count:
+            first = last
+        count += 1
+    pubsub.close()
+    rate = (count - 1) / (last - first) if count > 1 and last > first else 0.0
+    return {"received": count, "rate": rate, "span_s": last - first}
+
+
+def main(argv: list[str]) -> int:
+    """``raw PORT CHANNEL N``: the bare loop, its figures as one JSON line on stdout."""
+    if len(argv) != 4 or argv[0] != "raw":
+        print("usage: python -m loadtest.bench.flood raw PORT CHANNEL N", file=sys.stderr)
+        return 2
+    print(json.dumps(raw_loop(int(argv[1]), argv[2], int(argv[3]))), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
