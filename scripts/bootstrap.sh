@@ -11,8 +11,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-    echo "bootstrap: installing redis-bus, its load-test and dev tools into .venv"
-    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev,loadtest]'
+    echo "bootstrap: installing redis-bus, its load-test, bench and dev tools into .venv"
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev,loadtest,bench]'
     touch "$stamp"
 fi
 
