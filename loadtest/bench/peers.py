@@ -33,6 +33,12 @@ counts N handled. Its stats are written every 20 ms, so this includes its first 
 to 20 ms of lateness, which only lowers our figure. The same worker drains N three times (once
 in a smoke run) and the row is the median; every round is in ``extra``.
 
+Reading the rows: Dramatiq's consumer thread fetches at most 2 messages per worker thread
+ahead and sleeps (5 ms and up) whenever that many are outstanding, so with one thread it mostly
+waits; its ``dramatiq_queue_prefetch`` setting would lift that row several times, but every peer
+runs with its defaults here (``dramatiq_*``, ``RQ_*`` and ``CELERY_*`` variables are not passed
+to the workers).
+
 The peers come from the optional ``bench`` extra (``pip install -e '.[bench]'``, which ``make
 bootstrap`` does); a missing one stops the section with its name. The ratio column is
 peer / ours.
@@ -72,6 +78,9 @@ SECTION = "peers"
 OURS = "redis-bus worker (at-least-once, batch 100)"
 WORKER_NAME = "bench-peers"
 POLL_S = 0.005
+# Settings the peers read from the environment (dramatiq_queue_prefetch, RQ_WORKER_CLASS,
+# CELERY_...): none reaches their workers, which run with their defaults and our command lines.
+PEER_ENV = ("dramatiq_", "RQ_", "CELERY_")
 INSTALL = ".venv/bin/pip install -e '.[bench]' (make bootstrap installs it)"
 
 
@@ -217,7 +226,8 @@ def _peer(server: RedisServer, db: int, peer: Peer, n: int, window_s: float,
         raise RuntimeError(f"{peer.name}: {queued} jobs in {peer.backlog_key} after enqueueing {n}")
     url = server.db_url(db)
     path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    env = clean_env(**{peer_tasks.URL_VAR: url}, PYTHONPATH=path)
+    env = {k: v for k, v in clean_env(**{peer_tasks.URL_VAR: url}, PYTHONPATH=path).items()
+           if not k.startswith(PEER_ENV)}  # fmt: skip
     argv = peer.argv(url)
     with _worker(argv, env) as (proc, log):
         launched = time.perf_counter()
