@@ -1,0 +1,69 @@
+"""``python -m loadtest.bench``: see :mod:`loadtest.bench`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import time
+from pathlib import Path
+
+from loadtest.bench import table
+from loadtest.bench.common import ROOT, Result, Scale
+
+# name: (module, what it measures). Each module has run(scale) -> list[Result].
+SECTIONS = {
+    "drain": ("loadtest.bench.drain", "one worker draining a backlog, both modes, batched and "
+              "one at a time, beside the raw Redis limits and the naive loops"),
+    "latency": ("loadtest.bench.latency", "push to handler start at steady rates, both modes"),
+    "http": ("loadtest.bench.http", "POST /prodcons and /pubsub under gunicorn (wrk) beside a "
+             "naive one-LPUSH Flask endpoint and an endpoint that returns 'ok'"),
+    "subscriber": ("loadtest.bench.flood", "one subscriber under a publish flood: rate, loss"),
+    "memory": ("loadtest.bench.memory", "a worker's and a subscriber's RSS over a long run"),
+    "peers": ("loadtest.bench.peers", "RQ, Dramatiq and Celery draining the same no-op jobs"),
+}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtest.bench",
+        description="Measure redis-bus beside its references and peers in one run and print a "
+        "table of ratios (each section starts and stops its own processes on loopback). "
+        "Sections: " + "; ".join(f"{k}: {v[1]}" for k, v in SECTIONS.items()) + ".",
+    )
+    parser.add_argument("--only", default="", metavar="A,B",
+                        help="run only these sections (default: all)")  # fmt: skip
+    parser.add_argument("--smoke", action="store_true",
+                        help="a run of seconds with tiny sizes: checks that every section works "
+                        "and the table is well formed, not the figures")  # fmt: skip
+    parser.add_argument("--out", type=Path, default=ROOT / "loadtest" / "reports",
+                        help="where bench-<timestamp>.json and .md go")  # fmt: skip
+    args = parser.parse_args(argv)
+    chosen = [s.strip() for s in args.only.split(",") if s.strip()] or list(SECTIONS)
+    unknown = [s for s in chosen if s not in SECTIONS]
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(unknown)}; known: {', '.join(SECTIONS)}")
+    scale = Scale(smoke=args.smoke)
+    rows: list[Result] = []
+    failed: list[str] = []
+    for name in chosen:
+        started = time.monotonic()
+        print(f"bench: {name}: {SECTIONS[name][1]} ...", file=sys.stderr, flush=True)
+        try:
+            module = importlib.import_module(SECTIONS[name][0])
+            got = module.run(scale)
+        except Exception as exc:  # one broken section must not hide the others' figures
+            print(f"bench: {name} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            failed.append(name)
+            continue
+        rows.extend(got)
+        print(f"bench: {name}: done in {time.monotonic() - started:.0f}s", file=sys.stderr)
+    info = dict(table.meta(), smoke=args.smoke, sections=chosen, failed=failed)
+    print(table.markdown(rows, info))
+    as_json, as_md = table.write(rows, args.out, info)
+    print(f"bench: wrote {as_json} and {as_md}", file=sys.stderr)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
