@@ -16,7 +16,7 @@ MAX_STREAMS = 10_000  # producers tracked at once; the least recently heard are 
 MAX_MISSING = 100_000  # skipped numbers remembered per stream (for late arrivals)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Stream:
     highest: int
     missing: set[int] = field(default_factory=set)
@@ -31,6 +31,11 @@ class Verdict:
     out_of_order: bool = False
 
 
+NOTHING = Verdict()  # the usual verdict, shared: a next in sequence, or nothing to count
+DUPLICATE = Verdict(duplicate=True)
+LATE = Verdict(lost=-1, out_of_order=True)
+
+
 class GapCounter:
     """Feed it every (src, channel, seq) received; it says what each one means."""
 
@@ -40,22 +45,26 @@ class GapCounter:
     def observe(self, src: str, channel: str, seq: int) -> Verdict:
         """Account for one received message (one without src and seq changes nothing)."""
         if not src or seq < 1:
-            return Verdict()  # nothing to count it against, and not a repeat of the last one
+            return NOTHING  # nothing to count it against, and not a repeat of the last one
         key = (src, channel)
-        stream = self._streams.get(key)
+        streams = self._streams
+        stream = streams.get(key)
         if stream is None:
-            self._streams[key] = _Stream(highest=seq)
-            if len(self._streams) > MAX_STREAMS:
-                self._streams.popitem(last=False)
-            return Verdict()
-        self._streams.move_to_end(key)
+            streams[key] = _Stream(highest=seq)
+            if len(streams) > MAX_STREAMS:
+                streams.popitem(last=False)
+            return NOTHING
+        streams.move_to_end(key)
+        if seq == stream.highest + 1:  # the usual case, first and cheapest
+            stream.highest = seq
+            return NOTHING
         if seq > stream.highest:
             skipped = seq - stream.highest - 1
-            if skipped and len(stream.missing) + skipped <= MAX_MISSING:
+            if len(stream.missing) + skipped <= MAX_MISSING:
                 stream.missing.update(range(stream.highest + 1, seq))
             stream.highest = seq
             return Verdict(lost=skipped)
         if seq in stream.missing:
             stream.missing.discard(seq)
-            return Verdict(lost=-1, out_of_order=True)
-        return Verdict(duplicate=True)
+            return LATE
+        return DUPLICATE

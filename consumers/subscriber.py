@@ -1,8 +1,9 @@
 """The pub/sub subscriber: listens on channels and patterns, and notices when it is deaf.
 
-It polls ``get_message(timeout=...)``. After ``health_check_interval_s`` without traffic it
-sends a PING and expects the PONG (or any message) within ``pong_deadline_s``; redis-py only
-sends the PING, so the deadline is enforced here. A miss drops the link; the reconnect loop
+It reads its connection in bulk (:mod:`consumers.resp`: every whole reply one ``recv``
+brought, rather than redis-py's ``get_message``, one reply per call). After
+``health_check_interval_s`` without traffic it sends a PING and expects the PONG (or any
+message) within ``pong_deadline_s``. A miss drops the link; the reconnect loop
 backs off, connects and resubscribes every channel and pattern. What was published meanwhile
 is lost (pub/sub is at-most-once) and counted exactly from the producers' sequence numbers.
 Garbage and handler failures go to the channel's capped dead list.
@@ -17,14 +18,19 @@ from typing import Any
 import redis
 
 from consumers.daemon import Daemon, DeadLink
-from consumers.gaps import GapCounter
+from consumers.gaps import NOTHING, GapCounter, Verdict
 from consumers.handlers import Handler
-from producer import EnvelopeError, Settings, decode, keys, make_client
+from consumers.resp import Reply, SubscribedSocket
+from producer import Envelope, EnvelopeError, Settings, decode, keys, make_client
 from producer.deadletters import dead_entry
+from producer.envelope import now_ms
 from producer.stats import Stats
 
 log = logging.getLogger(__name__)
 POLL_S = 0.25  # how often the loop looks at the clock and the stop flag while idle
+MAX_NAMES = 1000  # Redis channel names remembered with their bus names
+_MESSAGES = (b"message", b"pmessage")
+_CONFIRMATIONS = (b"subscribe", b"psubscribe")
 
 
 class Subscriber(Daemon):
@@ -49,16 +55,20 @@ class Subscriber(Daemon):
         self.handler = handler
         self.client = make_client(settings, "subscriber", name)
         self.gaps = GapCounter()
-        self.pubsub: Any = None
+        self.conn: Any = None  # the subscribed redis-py connection, read by ``link``
+        self.link: SubscribedSocket | None = None
+        self._names: dict[bytes, str] = {}  # Redis channel -> bus name
 
     def serve(self) -> None:
         """Subscribe, then read messages and watch the PONG deadline until stopped."""
-        self.pubsub = self.client.pubsub()
+        pool = self.client.connection_pool
+        self.conn = pool.get_connection()
+        self.link = link = SubscribedSocket(self.conn)
         if self.channels:
-            self.pubsub.subscribe(*self.channels)
+            link.send("SUBSCRIBE", *self.channels)
         if self.patterns:
-            self.pubsub.psubscribe(*self.patterns)
-        self._await_confirmations()
+            link.send("PSUBSCRIBE", *self.patterns)
+        self._await_confirmations(link)
         self.mark_connected()
         log.info(
             "subscriber %s: listening on %s", self.name, " ".join(self.channels + self.patterns)
@@ -68,33 +78,78 @@ class Subscriber(Daemon):
         interval = self.settings.health_check_interval_s
         deadline = self.settings.pong_deadline_s
         while not self.stopping.is_set():
-            msg = self.pubsub.get_message(timeout=POLL_S)
+            replies = link.read(POLL_S)
             now = time.monotonic()
-            if msg is not None:
+            if replies is not None:  # any byte, even of an unfinished reply: the link lives
                 heard_at, ping_at = now, None
-                if msg["type"] in ("message", "pmessage"):
-                    self.on_message(msg["channel"], msg["data"])
+                if replies:
+                    self.on_replies(replies)
             elif ping_at is not None and now - ping_at > deadline:
                 self.stats.incr("deadline_misses")
                 raise DeadLink(f"no PONG within {deadline:g}s of a PING")
             elif ping_at is None and now - heard_at >= interval:
-                self.pubsub.ping()
+                link.send("PING")
                 self.stats.incr("pings")
                 ping_at = now
 
-    def on_message(self, channel: bytes, data: bytes) -> None:
-        """Account for one message, run the handler, dead-letter what fails."""
-        self.stats.incr("received")
-        name = keys.channel_name(channel.decode("utf-8", "replace"))
+    def on_replies(self, replies: list[Reply]) -> int:
+        """Handle the messages among what one read brought, in order; return how many
+        subscribe confirmations were among them. Stopping ends it after the message in hand
+        (the rest are dropped, and not counted as received: pub/sub is at-most-once)."""
+        confirmed = handled = 0
+        received = sum(1 for r in replies if r[0] in _MESSAGES)
+        if received:
+            self.stats.incr("received", received)
+        try:
+            for done, reply in enumerate(replies, 1):
+                kind = reply[0]
+                if kind == b"message":
+                    handled += self.on_message(reply[1], reply[2])
+                elif kind == b"pmessage":
+                    handled += self.on_message(reply[2], reply[3])
+                elif kind in _CONFIRMATIONS:
+                    confirmed += 1
+                elif isinstance(kind, redis.ResponseError):
+                    raise kind
+                if self.stopping.is_set():
+                    # Read but never handed over: not received, as when redis-py held them.
+                    unread = sum(1 for r in replies[done:] if r[0] in _MESSAGES)
+                    if unread:
+                        self.stats.incr("received", -unread)
+                        log.info("subscriber %s: stopping with %d messages read, not handled",
+                                 self.name, unread)  # fmt: skip
+                    break
+        finally:
+            if handled:
+                self.stats.incr("handled", handled)
+        return confirmed
+
+    def on_message(self, channel: bytes, data: bytes) -> int:
+        """Account for one message and run the handler (1), or dead-letter it (0)."""
+        name = self._names.get(channel)
+        if name is None:
+            name = self._name_of(channel)
         try:
             env = decode(data, default_mode="pubsub")
         except EnvelopeError as exc:
             log.warning("channel %s: garbage (%s, %d bytes)", name, exc, len(data))
             self._dead_letter(name, data, f"undecodable: {exc.reason}")
-            return
+            return 0
         if env.ts:  # 0: the producer did not say when it sent it
-            self.stats.observe_latency_ms(env.age_ms())
+            self.stats.observe_latency_ms(now_ms() - env.ts)
         verdict = self.gaps.observe(env.src, name, env.seq)
+        if verdict is not NOTHING:
+            self._count_gap(verdict, name, env)
+        try:
+            self.handler(env)
+        except Exception as exc:  # the handler's failure is data, not a reason to stop
+            self.stats.incr("failed")
+            log.warning("channel %s: handler failed on %s: %s", name, env.id, exc)
+            self._dead_letter(name, data, f"handler failed: {exc!r}"[:2000])
+            return 0
+        return 1
+
+    def _count_gap(self, verdict: Verdict, name: str, env: Envelope) -> None:
         if verdict.lost:
             self.stats.incr("lost", verdict.lost)
             if verdict.lost > 0:
@@ -109,22 +164,23 @@ class Subscriber(Daemon):
             self.stats.incr("out_of_order")
         if verdict.duplicate:
             self.stats.incr("duplicates")
-        try:
-            self.handler(env)
-        except Exception as exc:  # the handler's failure is data, not a reason to stop
-            self.stats.incr("failed")
-            log.warning("channel %s: handler failed on %s: %s", name, env.id, exc)
-            self._dead_letter(name, data, f"handler failed: {exc!r}"[:2000])
-            return
-        self.stats.incr("handled")
+
+    def _name_of(self, channel: bytes) -> str:
+        """The bus name of a Redis channel, remembered (a pattern may match many: bounded)."""
+        if len(self._names) >= MAX_NAMES:
+            self._names.clear()
+        name = self._names[channel] = keys.channel_name(channel.decode("utf-8", "replace"))
+        return name
 
     def close_connections(self) -> None:
-        if self.pubsub is not None:
-            self.pubsub.close()
-            self.pubsub = None
+        self.link = None
+        if self.conn is not None:
+            self.conn.disconnect()
+            self.client.connection_pool.release(self.conn)
+            self.conn = None
         self.client.connection_pool.disconnect()
 
-    def _await_confirmations(self) -> None:
+    def _await_confirmations(self, link: SubscribedSocket) -> None:
         """Read the subscribe confirmations, so 'listening' means Redis registered us."""
         expected = len(self.channels) + len(self.patterns)
         confirmed = 0
@@ -132,13 +188,9 @@ class Subscriber(Daemon):
         while confirmed < expected:
             if time.monotonic() > give_up:
                 raise DeadLink("no subscribe confirmation in time")
-            msg = self.pubsub.get_message(timeout=POLL_S)
-            if msg is None:
-                continue
-            if msg["type"] in ("subscribe", "psubscribe"):
-                confirmed += 1
-            elif msg["type"] in ("message", "pmessage"):
-                self.on_message(msg["channel"], msg["data"])
+            replies = link.read(POLL_S)
+            if replies:
+                confirmed += self.on_replies(replies)
 
     def _dead_letter(self, channel: str, raw: bytes, reason: str) -> None:
         entry = dead_entry(raw, reason, channel=channel, subscriber=self.name)
