@@ -35,6 +35,7 @@ class SubscribedSocket:
         self._conn = conn
         self._sock: socket.socket = sock
         self._rest = b""
+        self._timeout_s: float | None = None
 
     def send(self, *args: str | bytes) -> None:
         """Send one command (SUBSCRIBE, PSUBSCRIBE, PING)."""
@@ -48,7 +49,9 @@ class SubscribedSocket:
         """The whole replies that arrive within ``timeout_s``: None if no byte came at all,
         ``[]`` if bytes came but no whole reply yet (the link is alive, a reply is long)."""
         try:
-            self._sock.settimeout(timeout_s)
+            if timeout_s != self._timeout_s:  # a system call each time: only on a change
+                self._sock.settimeout(timeout_s)
+                self._timeout_s = timeout_s
             data = self._sock.recv(RECV_BYTES)
         except TimeoutError:  # socket.timeout is TimeoutError
             return None

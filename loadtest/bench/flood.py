@@ -250,7 +250,7 @@ def run(scale: Scale) -> list[Result]:
                extra={"n": n, "published_to_nobody": sub["zero"], **detail}),
         Result(SECTION, RAW, raw["rate"], "msg/s",
                extra={"n": n, "received": raw["received"], "span_s": raw["span_s"],
-                      "publish_rate": raw["publish_rate"]}),
+                      "cpu_s": raw["cpu_s"], "publish_rate": raw["publish_rate"]}),
     ]  # fmt: skip
 
 
@@ -262,6 +262,7 @@ def raw_loop(port: int, channel_key: str, n: int, idle_s: float = 5.0) -> dict[s
     pubsub.subscribe(channel_key)
     count = 0
     first = last = time.monotonic()
+    cpu = 0.0
     while count < n:
         msg = pubsub.get_message(timeout=idle_s)
         if msg is None:
@@ -270,11 +271,12 @@ def raw_loop(port: int, channel_key: str, n: int, idle_s: float = 5.0) -> dict[s
             continue
         last = time.monotonic()
         if not count:
-            first = last
+            first, cpu = last, time.process_time()
         count += 1
+    cpu = time.process_time() - cpu
     pubsub.close()
     rate = (count - 1) / (last - first) if count > 1 and last > first else 0.0
-    return {"received": count, "rate": rate, "span_s": last - first}
+    return {"received": count, "rate": rate, "span_s": last - first, "cpu_s": cpu}
 
 
 def main(argv: list[str]) -> int:
