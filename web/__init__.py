@@ -9,6 +9,7 @@ from flask import Flask
 from producer import Settings
 from web import api, errors, producers
 from web.bus import Bus
+from web.fastpath import FastPost
 from web.limits import ChunkedBodyLimit
 
 
@@ -17,9 +18,10 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env(os.environ)
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = settings.max_payload_bytes
-    app.wsgi_app = ChunkedBodyLimit(app.wsgi_app, settings.max_payload_bytes)  # type: ignore[method-assign]
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["bus"] = Bus(settings)
+    bus = app.extensions["bus"] = Bus(settings)
+    fast = FastPost(app, app.wsgi_app, bus)  # JSON POSTs to /prodcons and /pubsub
+    app.wsgi_app = ChunkedBodyLimit(fast, settings.max_payload_bytes)  # type: ignore[method-assign]
     errors.register(app)
     app.register_blueprint(producers.bp)
     app.register_blueprint(api.bp)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, redirect, request
@@ -22,6 +23,8 @@ from web.errors import BadMessage
 
 bp = Blueprint("producers", __name__)
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
+RESULT = {"queue": "depth", "channel": "receivers"}  # what Redis answered, by destination
+FAILED = "bus.fastpath.failed"  # environ key: the fast path's send raised this
 
 
 @bp.get("/prodcons")
@@ -45,10 +48,10 @@ def prodcons_post() -> ResponseReturnValue:
     """LPUSH one message; 202 ``{"id", "queue", "depth", "src", "seq"}``."""
     bus = get_bus()
     payload, queue, from_form = read_message("queue", bus.settings.queues)
-    sent = bus.get_producer().push(payload, queue)
+    sent = _send(bus.get_producer().push, payload, queue)
     if from_form:
         return redirect("/", 303)
-    return {"id": sent.envelope.id, "queue": queue, "depth": sent.result, **_origin(sent)}, 202
+    return accepted("queue", queue, sent), 202
 
 
 @bp.post("/pubsub")
@@ -57,16 +60,28 @@ def pubsub_post() -> ResponseReturnValue:
     nobody received it)."""
     bus = get_bus()
     payload, channel, from_form = read_message("channel", bus.settings.channels)
-    sent = bus.get_producer().publish(payload, channel)
+    sent = _send(bus.get_producer().publish, payload, channel)
     if from_form:
         return redirect("/", 303)
-    body = {"id": sent.envelope.id, "channel": channel, "receivers": sent.result, **_origin(sent)}
-    return body, 202
+    return accepted("channel", channel, sent), 202
 
 
-def _origin(sent: Sent) -> dict[str, Any]:
-    """The envelope's producer id and sequence number: what a subscriber's gap count refers to."""
-    return {"src": sent.envelope.src, "seq": sent.envelope.seq}
+def accepted(dest_field: str, name: str, sent: Sent) -> dict[str, Any]:
+    """The 202's body: the message id, where it went, what Redis said (``depth`` or
+    ``receivers``), and the envelope's ``src`` and ``seq``: what a subscriber's gap count
+    refers to."""
+    env = sent.envelope
+    return {"id": env.id, dest_field: name, RESULT[dest_field]: sent.result, "src": env.src,
+            "seq": env.seq}  # fmt: skip
+
+
+def _send(send: Callable[[Any, str], Sent], payload: Any, name: str) -> Sent:
+    """``send(payload, name)``, unless the fast path (:mod:`web.fastpath`) already tried and
+    failed: then its error is raised here, to be answered like any other."""
+    failed = request.environ.pop(FAILED, None)
+    if failed is not None:
+        raise failed
+    return send(payload, name)
 
 
 def read_message(dest_field: str, allowed: tuple[str, ...]) -> tuple[Any, str, bool]:
@@ -83,6 +98,12 @@ def read_message(dest_field: str, allowed: tuple[str, ...]) -> tuple[Any, str, b
         except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
             raise BadMessage(400, f"the body is not valid JSON: {exc}") from None
         from_form = False
+    payload, name = check_body(body, dest_field, allowed)
+    return payload, name, from_form
+
+
+def check_body(body: Any, dest_field: str, allowed: tuple[str, ...]) -> tuple[Any, str]:
+    """A parsed body's (payload, destination name), or :class:`BadMessage`."""
     if not isinstance(body, dict):
         raise BadMessage(400, 'the body must be a JSON object like {"payload": ...}')
     unknown = sorted(set(body) - {"payload", dest_field})
@@ -95,7 +116,7 @@ def read_message(dest_field: str, allowed: tuple[str, ...]) -> tuple[Any, str, b
         raise BadMessage(400, f"'{dest_field}' must be a string")
     if name not in allowed:
         raise BadMessage(404, f"unknown {dest_field} {name!r}", allowed=list(allowed))
-    return body["payload"], name, from_form
+    return body["payload"], name
 
 
 def _form_value(text: str) -> Any:

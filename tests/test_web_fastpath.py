@@ -1,0 +1,130 @@
+"""The producers' fast path (web/fastpath.py) answers exactly as the Flask views do, takes only
+the well-formed JSON POSTs, and never sends a message twice when its send fails."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import redis
+from flask import Flask
+
+from producer import Settings
+from web import create_app
+from web.fastpath import FastPost
+
+PENDING = "bus:{default}:pending"
+VARIES = ("id", "src")  # per message, per process
+
+
+@pytest.fixture
+def apps(settings: Settings) -> Iterator[tuple[Flask, Flask]]:
+    """Two apps on the session server: one as built, one whose fast path is bypassed."""
+    fast = create_app(settings.replace(queues=("default", "jobs"), channels=("default", "news")))
+    slow = create_app(settings.replace(queues=("default", "jobs"), channels=("default", "news")))
+    middleware = slow.wsgi_app.app  # type: ignore[attr-defined]
+    assert isinstance(middleware, FastPost)
+    slow.wsgi_app.app = middleware.wsgi_app  # type: ignore[attr-defined]
+    yield fast, slow
+    for app in (fast, slow):
+        app.extensions["bus"].close()
+
+
+def answer(app: Flask, path: str, data: bytes, content_type: str | None) -> tuple[Any, ...]:
+    headers = {"Content-Type": content_type} if content_type else {}
+    resp = app.test_client().post(path, data=data, headers=headers)
+    body = resp.get_data()
+    shown: Any = body
+    if resp.mimetype == "application/json":
+        shown = json.loads(body)
+        if isinstance(shown, dict) and resp.status_code == 202:
+            assert body.endswith(b"}\n") and b" " not in body.replace(b'" ', b"")
+            shown = {k: (type(v).__name__ if k in VARIES else v) for k, v in shown.items()}
+            shown = list(shown.items())  # the order of the fields too
+    header_names = [k for k, _ in resp.headers if k != "Content-Length"]
+    assert int(resp.headers["Content-Length"]) == len(body)
+    return resp.status, header_names, resp.headers.get("Content-Type"), shown
+
+
+@pytest.mark.parametrize(
+    ("path", "data", "content_type"),
+    [
+        ("/prodcons", b'{"payload": 1}', "application/json"),
+        ("/prodcons", b'{"payload": {"s": "\\u00e9t\\u00e9", "n": [1, 2]}, "queue": "jobs"}', None),
+        ("/prodcons", '{"payload": "été"}'.encode(), "application/json; charset=utf-8"),
+        ("/pubsub", b'{"payload": [1, null], "channel": "news"}', "text/plain"),
+        ("/prodcons", b'{"payload": 1, "queue": "nope"}', "application/json"),
+        ("/pubsub", b'{"payload": 1, "queue": "jobs"}', "application/json"),
+        ("/prodcons", b'{"queue": "jobs"}', "application/json"),
+        ("/prodcons", b'{"payload": 1, "queue": 7}', "application/json"),
+        ("/prodcons", b"[1]", "application/json"),
+        ("/prodcons", b'{"payload": 1', "application/json"),
+        ("/prodcons", b"\xff\xfe", "application/json"),
+        ("/prodcons", b'{"payload": NaN}', "application/json"),
+        ("/pubsub", b'{"payload": Infinity}', "application/json"),
+        ("/prodcons", b"", "application/json"),
+        ("/prodcons", b"payload=5&queue=jobs", "application/x-www-form-urlencoded"),
+        ("/prodcons/", b'{"payload": 1}', "application/json"),
+    ],
+)
+def test_the_fast_path_answers_as_flask_does(
+    apps: tuple[Flask, Flask], r: redis.Redis, path: str, data: bytes, content_type: str | None
+) -> None:
+    fast, slow = apps
+    got = answer(fast, path, data, content_type)
+    r.flushdb()  # the same queue depth for both
+    assert got == answer(slow, path, data, content_type)
+
+
+def test_the_fast_path_takes_only_well_formed_json_posts(
+    apps: tuple[Flask, Flask], r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fast, _ = apps
+    middleware = fast.wsgi_app.app  # type: ignore[attr-defined]
+    flask_calls: list[str] = []
+    inner = middleware.wsgi_app
+
+    def counted(environ: dict[str, Any], start_response: Any) -> Any:
+        flask_calls.append(environ["PATH_INFO"])
+        return inner(environ, start_response)
+
+    monkeypatch.setattr(middleware, "wsgi_app", counted)
+    c = fast.test_client()
+    assert c.post("/prodcons", json={"payload": 1}).status_code == 202
+    assert c.post("/pubsub", json={"payload": 1}).status_code == 202
+    assert flask_calls == []
+    assert c.post("/prodcons", json={"payload": 1, "queue": "nope"}).status_code == 404
+    assert c.get("/prodcons").status_code == 303
+    assert c.post("/prodcons", data={"payload": "1"}).status_code == 303
+    assert flask_calls == ["/prodcons"] * 3
+    assert r.llen(PENDING) == 3
+
+
+def test_a_refused_send_is_answered_by_flask_and_not_sent_again(
+    make_app: Any, settings: Settings, r: redis.Redis
+) -> None:
+    app = make_app(settings.replace(max_queue_depth=1))
+    c = app.test_client()
+    assert c.post("/prodcons", json={"payload": 1}).status_code == 202
+    resp = c.post("/prodcons", json={"payload": 2})
+    assert resp.status_code == 429 and resp.headers["Retry-After"] == "1"
+    assert resp.get_json()["outcome"] == "rejected"
+    assert r.llen(PENDING) == 1
+    stats = app.extensions["bus"].get_stats()
+    assert (stats.get("pushed"), stats.get("refused_full"), stats.get("rejected")) == (1, 1, 1)
+
+
+@pytest.fixture
+def make_app() -> Iterator[Any]:
+    made: list[Flask] = []
+
+    def make(settings: Settings) -> Flask:
+        app = create_app(settings)
+        made.append(app)
+        return app
+
+    yield make
+    for app in made:
+        app.extensions["bus"].close()
