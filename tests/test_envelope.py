@@ -292,3 +292,57 @@ def test_the_default_handler_logs_no_age_for_an_envelope_without_ts(
     with caplog.at_level(logging.INFO, logger="consumers.handler"):
         log_message(decode(b'{"v":1,"id":"x","payload":1}'))
     assert "age_ms=- " in caplog.text and "src=- seq=-" in caplog.text
+
+
+# --- The fast JSON (orjson) writes and reads exactly what the standard library would ---------
+
+ORDINARY_PAYLOADS = [0, -1, 2**63 - 1, -(2**63), 1.5, 1e16, -0.0, "", "é ☃ 😀", None, True,
+                     [1, [2, [3]]], {"a": None, "b": [{"c": "d"}]}, 'a"b\\c\n\x00']  # fmt: skip
+
+
+@pytest.mark.parametrize("payload", ORDINARY_PAYLOADS)
+def test_encoding_matches_the_standard_library(payload: object) -> None:
+    env = new(payload, src="p", seq=1, mode="prodcons")
+    expected = json.dumps(
+        {"v": 1, "id": env.id, "src": "p", "seq": 1, "ts": env.ts, "mode": "prodcons",
+         "attempt": 1, "payload": payload},
+        separators=(",", ":"), ensure_ascii=False, allow_nan=False,
+    ).encode()  # fmt: skip
+    assert json.loads(encode(env)) == json.loads(expected)
+    assert decode(encode(env)).payload == payload
+
+
+@pytest.mark.parametrize("payload", [2**64, -(2**70), {"n": 123456789012345678901234567890}])
+def test_integers_past_64_bits_stay_exact(payload: object) -> None:
+    """orjson reads such an integer as a float; the bus must hand the handler the same number."""
+    raw = encode(new(payload, src="p", seq=1, mode="prodcons"))
+    assert decode(raw).payload == payload
+    assert decode(raw).encode() == raw
+
+
+@pytest.mark.parametrize("payload", [float("inf"), [1, float("-inf")], {"x": float("nan")}])
+def test_nan_and_infinity_are_refused_not_written_as_null(payload: object) -> None:
+    with pytest.raises(PayloadError):
+        encode(new(payload, src="p", seq=1, mode="prodcons"))
+
+
+@pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity"])
+def test_nan_and_infinity_are_not_json_when_read(literal: bytes) -> None:
+    raw = b'{"v":1,"id":"x","payload":' + literal + b"}"
+    with pytest.raises(EnvelopeError, match="not JSON"):
+        decode(raw)
+    with pytest.raises(EnvelopeError, match="not JSON"):  # also beside a long number
+        decode(b'{"v":1,"id":"x","n":123456789012345678901,"payload":' + literal + b"}")
+
+
+def test_non_string_keys_are_converted_as_the_standard_library_does() -> None:
+    env = new({1: "a", None: "b"}, src="p", seq=1, mode="prodcons")
+    assert decode(encode(env)).payload == {"1": "a", "null": "b"}
+
+
+def test_a_decoded_envelope_is_frozen_and_equal_to_a_built_one() -> None:
+    env = new("k", src="p", seq=3, mode="pubsub")
+    back = decode(encode(env))
+    assert back == env and hash(back) == hash(env)
+    with pytest.raises(AttributeError):
+        back.attempt = 5  # type: ignore[misc]
