@@ -164,7 +164,7 @@ def run(scale: Scale) -> list[Result]:
     n = scale.n(20_000, 200)
     window_s = scale.s(60, 10)
     rows: list[Result] = []
-    with _redis() as server:
+    with redis_server() as server:
         server.client().flushall()
         rows.append(_ours(server, 1, n, rounds=scale.n(3, 1)))
         for db, peer in enumerate(PEERS, start=2):
@@ -172,18 +172,6 @@ def run(scale: Scale) -> list[Result]:
             row.extra["version"] = versions[peer.package]
             rows.append(row)
     return rows
-
-
-@contextlib.contextmanager
-def _redis() -> Iterator[RedisServer]:
-    """:func:`redis_server`, stopped with a plain SIGTERM first: the server is not a session
-    leader, so :func:`stop`'s signal to its process group alone would not reach it."""
-    with redis_server() as server:
-        try:
-            yield server
-        finally:
-            server.proc.terminate()
-            server.proc.wait(10)
 
 
 @contextlib.contextmanager
