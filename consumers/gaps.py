@@ -41,20 +41,20 @@ class GapCounter:
 
     def __init__(self) -> None:
         self._streams: OrderedDict[tuple[str, str], _Stream] = OrderedDict()
+        self._last: tuple[str, str, _Stream] | None = None  # the stream heard last (at the end)
 
     def observe(self, src: str, channel: str, seq: int) -> Verdict:
         """Account for one received message (one without src and seq changes nothing)."""
         if not src or seq < 1:
             return NOTHING  # nothing to count it against, and not a repeat of the last one
-        key = (src, channel)
-        streams = self._streams
-        stream = streams.get(key)
-        if stream is None:
-            streams[key] = _Stream(highest=seq)
-            if len(streams) > MAX_STREAMS:
-                streams.popitem(last=False)
-            return NOTHING
-        streams.move_to_end(key)
+        last = self._last
+        if last is not None and last[0] == src and last[1] == channel:
+            stream = last[2]  # a run from one producer: already the most recent, no lookup
+        else:
+            found = self._find(src, channel, seq)
+            if found is None:
+                return NOTHING
+            stream = found
         if seq == stream.highest + 1:  # the usual case, first and cheapest
             stream.highest = seq
             return NOTHING
@@ -68,3 +68,19 @@ class GapCounter:
             stream.missing.discard(seq)
             return LATE
         return DUPLICATE
+
+    def _find(self, src: str, channel: str, seq: int) -> _Stream | None:
+        """The stream of (src, channel), now the most recent; None for a new one, which
+        ``seq`` starts (and the least recently heard is forgotten if there are too many)."""
+        key = (src, channel)
+        streams = self._streams
+        stream = streams.get(key)
+        if stream is None:
+            stream = streams[key] = _Stream(highest=seq)
+            if len(streams) > MAX_STREAMS:
+                streams.popitem(last=False)
+            self._last = (src, channel, stream)
+            return None
+        streams.move_to_end(key)
+        self._last = (src, channel, stream)
+        return stream
