@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 RECOVER_CHUNK = 500  # messages moved per script call (keeps one call short under a huge list)
 
 # A move: (the raw message as it is in the processing list, what to push, how). See lua.MOVE.
+# An ack pushes nothing: its second value is empty.
 Move = tuple[bytes, bytes, str]
 ACK, RELEASE, RETRY, DEAD, DEAD_UNLISTED = "A", "R", "L", "D", "P"
 
@@ -39,6 +40,7 @@ class QueueOps:
         self.consumers = keys.consumers(queue)
         self._claim = client.register_script(lua.CLAIM)
         self._move = client.register_script(lua.MOVE)
+        self._settle_claim = client.register_script(lua.SETTLE_CLAIM)
         self._reap = client.register_script(lua.REAP)
         self._heartbeat = client.register_script(lua.HEARTBEAT)
         self._stale = client.register_script(lua.STALE)
@@ -65,6 +67,17 @@ class QueueOps:
         moved, dropped = self._move(keys=[source, self.pending, self.dead, self.dropped],
                                     args=args)  # fmt: skip
         return int(moved), int(dropped)
+
+    def settle_claim(self, consumer: str, moves: Sequence[Move],
+                     count: int) -> tuple[int, int, list[bytes]]:  # fmt: skip
+        """:meth:`settle` ``consumer``'s batch, then :meth:`claim` up to ``count`` more, in one
+        script (one round trip per batch). Returns (moved, dropped, claimed oldest first)."""
+        args: list[Any] = [self.dead_max, count]
+        for move in moves:
+            args.extend(move)
+        keys_ = [self._proc(consumer), self.pending, self.dead, self.dropped]
+        moved, dropped, *claimed = self._settle_claim(keys=keys_, args=args)
+        return int(moved), int(dropped), claimed
 
     def dead_move(self, raw: bytes, reason: str, consumer: str | None) -> Move:
         """The move that dead-letters ``raw`` (from ``consumer``'s list, or from nowhere)."""

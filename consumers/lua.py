@@ -5,16 +5,25 @@ it, all inside one script: two actors (a worker recovering its list, a reaper, a
 requeuing dead letters) can never both move one message, and no message is ever in neither list.
 """
 
-# KEYS[1] pending, KEYS[2] processing; ARGV[1] how many. Oldest first; stops when pending is empty.
-CLAIM = """
-local out = {}
-for i = 1, tonumber(ARGV[1]) do
-  local v = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
-  if not v then break end
-  out[i] = v
+# claim(pending, processing, n): up to n of the oldest pending messages move to the processing
+# list, where LMOVE RIGHT LEFT one by one would leave them, in a few commands whatever their
+# number. Returns them oldest first. CLAIM: KEYS[1] pending, KEYS[2] processing; ARGV[1] n.
+_CLAIM = """
+local function claim(pending, processing, n)
+  if n <= 0 then return {} end
+  local got = redis.call('LRANGE', pending, -n, -1)  -- newest ... oldest
+  local k = #got
+  if k == 0 then return got end
+  redis.call('LTRIM', pending, 0, -k - 1)
+  local oldest_first = {}
+  for j = 1, k do oldest_first[j] = got[k - j + 1] end
+  for i = 1, k, 1000 do  -- unpack() is bounded by Lua's stack
+    redis.call('LPUSH', processing, unpack(oldest_first, i, math.min(i + 999, k)))
+  end
+  return oldest_first
 end
-return out
 """
+CLAIM = _CLAIM + "return claim(KEYS[1], KEYS[2], tonumber(ARGV[1]))\n"
 
 # Shared body. KEYS[1] from (a processing list), [2] pending, [3] dead, [4] the dead letters'
 # drop counter; triples from ARGV[first]: raw, value to push, how:
@@ -25,8 +34,24 @@ return out
 #   P  LPUSH dead without removing (at-most-once: the message is in no list any more)
 # Every move but P happens only if the removal found the value. Past dead_max entries (0: no
 # cap) the oldest dead letters are trimmed and counted. Returns {moved, dropped}.
+# The common case, a batch all handled, takes one LTRIM: when every move is an ack and the acked
+# values are the list's oldest, in claim order (as a claim left them), they are its tail.
 _MOVE_TRIPLES = """
+local function ack_tail(first)
+  local k = math.floor((#ARGV - first + 1) / 3)
+  if k < 2 then return false end
+  local tail = redis.call('LRANGE', KEYS[1], -k, -1)
+  if #tail ~= k then return false end
+  for j = 1, k do
+    local i = first + 3 * (j - 1)
+    if ARGV[i + 2] ~= 'A' or tail[k - j + 1] ~= ARGV[i] then return false end
+  end
+  redis.call('LTRIM', KEYS[1], 0, -k - 1)
+  return true
+end
+
 local function move_triples(first, dead_max)
+  if ack_tail(first) then return {math.floor((#ARGV - first + 1) / 3), 0} end
   local moved, to_dead = 0, 0
   for i = first, #ARGV, 3 do
     local how = ARGV[i + 2]
@@ -55,6 +80,21 @@ end
 
 # KEYS as above; ARGV[1] dead_max, then triples.
 MOVE = _MOVE_TRIPLES + "return move_triples(2, tonumber(ARGV[1]))\n"
+
+# KEYS[1] processing, [2] pending, [3] dead, [4] the drop counter; ARGV[1] dead_max, ARGV[2] how
+# many to claim next, then triples. Settle a batch, then claim the next one: one round trip per
+# batch. Returns {moved, dropped, claimed oldest first...}.
+SETTLE_CLAIM = (
+    _MOVE_TRIPLES
+    + _CLAIM
+    + """
+local settled = move_triples(3, tonumber(ARGV[1]))
+local out = claim(KEYS[2], KEYS[1], tonumber(ARGV[2]))
+table.insert(out, 1, settled[2])
+table.insert(out, 1, settled[1])
+return out
+"""
+)
 
 # Liveness runs on Redis's clock, never a host's: a worker whose clock is off by a minute must
 # be neither reaped while alive nor kept while dead.

@@ -2,9 +2,10 @@
 
 ``at-least-once`` (default): claim the oldest messages into this worker's own processing list
 (BLMOVE when the queue is empty; a Lua claim of up to ``batch_size`` while a backlog exists),
-run the handler on each, then settle the batch in one script: ack (LREM) what was handled,
-requeue a failure with attempt + 1 (up to ``max_attempts``, then dead-letter it), give back
-unchanged what was never handed to the handler. Garbage is dead-lettered, raw bytes kept.
+run the handler on each, then settle the batch in one script: ack what was handled, requeue a
+failure with attempt + 1 (up to ``max_attempts``, then dead-letter it), give back unchanged
+what was never handed to the handler. The same script claims the next batch: one round trip
+per batch. Garbage is dead-lettered, raw bytes kept.
 
 A crash or a broken link leaves claimed messages in the processing list, never nowhere. The
 worker remembers what became of each message it claimed, so after a reconnect it settles them
@@ -76,55 +77,69 @@ class Worker(Daemon):
             return
         self._recover(self.ops)
         self.mark_connected()
-        backlog = True  # try a non-blocking batch first: there may be a backlog already
+        # A non-blocking batch first: there may be a backlog already.
+        batch = self._take(self.settings.batch_size)
         while not self.stopping.is_set():
-            batch, backlog = self._next_batch(backlog)
-            if batch:
-                self._handle(batch)
-            elif self.at_least_once and self.client.llen(self.processing):
-                # Idle, holding nothing, yet the list is not empty: a pop that Redis served to
-                # a connection we had already dropped landed after our recovery. Give it back.
-                self._recover(self.ops)
-
-    def _next_batch(self, backlog: bool) -> tuple[list[bytes], bool]:
-        """Up to ``batch_size`` messages at once while a backlog exists, else one blocking pop.
-        Also says whether to expect a backlog next time."""
-        size = self.settings.batch_size
-        if backlog:
+            more = len(batch) == self.settings.batch_size  # a full batch: a backlog exists
+            if not batch:
+                batch = self._blocking_pop()
+                more = True  # the first of a new backlog, perhaps
+                if not batch:
+                    if self.at_least_once and self.client.llen(self.processing):
+                        # Idle, holding nothing, yet the list is not empty: a pop that Redis
+                        # served to a connection we had dropped landed after our recovery.
+                        self._recover(self.ops)
+                    continue
+            self._handle(batch)
+            # Settle it; claim the next batch in the same round trip (at-least-once), or pop
+            # one (at-most-once) if a backlog may exist.
+            size = 0 if self.stopping.is_set() else self.settings.batch_size
             if self.at_least_once:
-                batch = self.ops.claim(self.name, size)
+                batch = self._settle(self.ops, claim=size)
             else:
-                batch = self.client.rpop(self.pending, size) or []  # type: ignore[assignment]
-            if batch:
-                return batch, len(batch) == size
+                self._settle(self.ops)
+                batch = self._take(size) if more else []
+
+    def _take(self, size: int) -> list[bytes]:
+        """Up to ``size`` of the oldest messages at once, without blocking."""
+        if size <= 0:
+            return []
+        if self.at_least_once:
+            batch = self.ops.claim(self.name, size)
+            self._claimed.update(dict.fromkeys(batch))
+            return batch
+        return self.client.rpop(self.pending, size) or []  # type: ignore[return-value]
+
+    def _blocking_pop(self) -> list[bytes]:
+        """One message, waiting up to ``block_timeout_s`` for it."""
         block = self.settings.block_timeout_s
         raw: bytes | None
         if self.at_least_once:
             # redis-py types the timeout as int; Redis takes seconds as a float.
             raw = self.client.blmove(self.pending, self.processing, block, "RIGHT", "LEFT")  # type: ignore[arg-type,assignment]
+            if raw is not None:
+                self._claimed[raw] = None
         else:
             popped = self.client.brpop([self.pending], block)
             raw = popped[1] if popped else None  # type: ignore[assignment]
-        return ([raw], True) if raw is not None else ([], False)
+        return [raw] if raw is not None else []
 
     def _handle(self, batch: list[bytes]) -> None:
-        """Handle a batch in order, then settle it in one round trip; on stop, what was not
+        """Handle a batch in order (its settling is the caller's); on stop, what was not
         handed to the handler goes back unchanged."""
-        if self.at_least_once:
-            self._claimed.update(dict.fromkeys(batch))
+        at_least_once, claimed, stopping = self.at_least_once, self._claimed, self.stopping
         for i, raw in enumerate(batch):
-            if i and self.stopping.is_set():
-                if not self.at_least_once:  # claimed ones are given back when settling
+            if i and stopping.is_set():
+                if not at_least_once:  # claimed ones are given back when settling
                     self.client.rpush(self.pending, *reversed(batch[i:]))
                 break
-            if self.at_least_once:
-                self._claimed[raw] = STARTED
-            move = self.process(raw)
-            if self.at_least_once:
-                self._claimed[raw] = move
-            elif move is not None:
-                self._unlisted.append(move)
-        self._settle(self.ops)
+            if at_least_once:
+                claimed[raw] = STARTED
+                claimed[raw] = self.process(raw)
+            else:
+                move = self.process(raw)
+                if move is not None:
+                    self._unlisted.append(move)
 
     def process(self, raw: bytes) -> Move | None:
         """Decode and run the handler; the move that settles the message: an ack, a retry, a
@@ -166,7 +181,7 @@ class Worker(Daemon):
             reason = f"handler failed on attempt {env.attempt}: {summary}"
             return self.ops.dead_move(raw, reason, consumer)
         self.stats.incr("handled")
-        return (raw, raw, ACK) if self.at_least_once else None
+        return (raw, b"", ACK) if self.at_least_once else None
 
     def stop(self) -> None:
         """Stop after the message in hand; a pop blocked in Redis is released at once."""
@@ -216,10 +231,11 @@ class Worker(Daemon):
                 "queue %s: could not clean up on exit (%s); the reaper will", self.queue, exc
             )
 
-    def _settle(self, ops: QueueOps) -> None:
+    def _settle(self, ops: QueueOps, claim: int = 0) -> list[bytes]:
         """Settle every message this process claimed: a handled one by its move, one not
         handed to the handler given back unchanged (oldest next), one the handler had started
-        and did not finish (a process stopped by an error) with attempt + 1."""
+        and did not finish (a process stopped by an error) with attempt + 1. With ``claim``,
+        claim up to that many more in the same script and return them (at-least-once)."""
         moves: list[Move] = list(self._unlisted)
         given_back: list[Move] = []
         for raw, state in self._claimed.items():
@@ -230,12 +246,19 @@ class Worker(Daemon):
             else:
                 moves.append(state)  # type: ignore[arg-type]
         given_back.reverse()  # RPUSH newest first: the oldest ends at the consuming end
-        if moves or given_back:
+        claimed: list[bytes] = []
+        dropped = 0
+        if claim > 0:
+            _, dropped, claimed = ops.settle_claim(self.name, moves + given_back, claim)
+        elif moves or given_back:
             consumer = self.name if self.at_least_once else None
             _, dropped = ops.settle(consumer, moves + given_back)
+        if dropped:
             self.stats.incr("dead_dropped", dropped)
         self._claimed.clear()
         self._unlisted.clear()
+        self._claimed.update(dict.fromkeys(claimed))
+        return claimed
 
     def _recover(self, ops: QueueOps) -> None:
         """Settle what this process knows, then give back whatever else the list holds: on
