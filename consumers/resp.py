@@ -52,7 +52,9 @@ class SubscribedSocket:
             if timeout_s != self._timeout_s:  # a system call each time: only on a change
                 self._sock.settimeout(timeout_s)
                 self._timeout_s = timeout_s
-            data = self._sock.recv(RECV_BYTES)
+            # A long reply in pieces: each read at least as long as what waits, so the
+            # copies add up to a few times its size, not its size squared over 64 KiB.
+            data = self._sock.recv(max(RECV_BYTES, len(self._rest)))
         except TimeoutError:  # socket.timeout is TimeoutError
             return None
         except OSError as exc:
