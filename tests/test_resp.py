@@ -1,5 +1,4 @@
-"""Splitting a subscribed connection's bytes into replies: whole ones out, the rest kept; and
-a reply longer than many reads."""
+"""Splitting a subscribed connection's bytes into replies: whole ones out, the rest kept."""
 
 from __future__ import annotations
 
@@ -10,10 +9,6 @@ import redis
 from redis.exceptions import InvalidResponse
 
 from consumers.resp import split_replies
-from consumers.subscriber import Subscriber
-from producer import Envelope, Settings, envelope, keys
-from tests.inproc import running
-from tests.procs import wait_for
 
 FRAMES = [
     b"*3\r\n$9\r\nsubscribe\r\n$12\r\nbus:ch:flood\r\n:1\r\n",
@@ -81,18 +76,3 @@ def test_what_is_not_resp_is_refused() -> None:
         split_replies(b"HTTP/1.1 400 Bad Request\r\n")
     with pytest.raises(InvalidResponse):
         split_replies(b"*1\r\n%2\r\n")
-
-
-def test_a_message_of_megabytes_arrives_whole_among_small_ones(
-    settings: Settings, r: redis.Redis
-) -> None:
-    """A reply far longer than one read is gathered over many reads, in order."""
-    seen: list[Envelope] = []
-    big = "x" * (6 << 20)
-    with running(Subscriber(settings, ["default"], [], "s1", seen.append)) as sub:
-        for seq, payload in enumerate(["before", big, "after"], 1):
-            env = envelope.new(payload, src="p", seq=seq, mode="pubsub")
-            assert r.publish(keys.channel("default"), env.encode()) == 1
-        wait_for(lambda: len(seen) >= 3, 10, "3 received")
-        assert [e.payload for e in seen] == ["before", big, "after"]
-        assert sub.stats.get("lost") == 0 and sub.stats.get("handled") == 3
