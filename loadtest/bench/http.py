@@ -29,11 +29,11 @@ from typing import Any
 from loadtest.bench.common import (
     PYTHON,
     ROOT,
-    RedisServer,
     Result,
     Scale,
     clean_env,
     free_port,
+    redis_server,
     spawn,
     stop,
     wait_for,
@@ -117,8 +117,7 @@ def run(scale: Scale) -> list[Result]:
     rounds = scale.n(5, 1)
     duration_s = scale.s(4, 1)
     samples: dict[str, list[dict[str, Any]]] = {e.label: [] for e in ENDPOINTS}
-    server = RedisServer()
-    try:
+    with redis_server() as server:
         client = server.client()
         ports = {"bus": free_port(), "naive": free_port()}
         apps = {
@@ -160,11 +159,6 @@ def run(scale: Scale) -> list[Result]:
         finally:
             for proc in apps.values():
                 stop(proc)
-    finally:
-        # RedisServer's child shares our process group, which stop() cannot signal: end it here.
-        server.proc.terminate()
-        server.proc.wait(10)
-        server.close()
     return rows(samples, rounds, duration_s)
 
 
