@@ -21,13 +21,19 @@ def _redis_server_installed() -> None:
 @pytest.mark.timeout(120)
 def test_subscriber_smoke_rows_are_well_formed() -> None:
     rows = flood.run(Scale(smoke=True))
-    assert [r.name for r in rows] == [flood.RECEIVED, "subscriber lost", flood.RAW]
-    received, lost, raw = rows
+    names = [flood.RECEIVED, "subscriber lost", flood.RAW, "subscriber CPU per message",
+             flood.RAW_CPU]  # fmt: skip
+    assert [r.name for r in rows] == names
+    received, lost, raw, cpu, raw_cpu = rows
     assert all(r.section == flood.SECTION for r in rows)
     assert received.unit == raw.unit == "msg/s" and received.value > 0 and raw.value > 0
     assert received.ref == flood.RAW and table.ratio(received, rows) is not None
-    assert received.extra["received"] == received.extra["n"] == raw.extra["received"]
-    assert lost.value == 0 and received.extra["duplicates"] == 0, received.extra
+    assert cpu.ref == flood.RAW_CPU and not cpu.higher_is_better and cpu.value > 0
+    assert raw_cpu.unit == cpu.unit == "µs" and raw_cpu.value > 0
+    assert table.ratio(cpu, rows) is not None
+    n = received.extra["n"]
+    assert lost.extra["received"] == raw.extra["received"] == n  # one turn in a smoke run
+    assert lost.value == 0 and lost.extra["duplicates"] == 0, lost.extra
     assert lost.extra["published_to_nobody"] == 0
     assert f"| {flood.RECEIVED} |" in table.markdown(rows, table.meta())
 
