@@ -38,6 +38,7 @@ from consumers.daemon import Daemon
 from consumers.handlers import Handler
 from consumers.lists import ACK, RELEASE, RETRY, Move, QueueOps, started_move
 from producer import EnvelopeError, Settings, decode, keys, make_client
+from producer.envelope import now_ms
 from producer.stats import Stats
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class Worker(Daemon):
         self.handler = handler
         self.client = make_client(settings, "worker", name)
         self.ops = QueueOps(self.client, queue, settings.dead_max)
+        self._pinned = False  # self.client holds one connection (see _pin)
         self.admin_ops = QueueOps(self.admin, queue, settings.dead_max)
         self.pending = keys.pending(queue)
         self.processing = keys.processing(queue, name)
@@ -65,6 +67,8 @@ class Worker(Daemon):
         # order: None not handed to the handler, STARTED in its hands, else the settling move.
         self._claimed: dict[bytes, Move | str | None] = {}
         self._unlisted: list[Move] = []  # at-most-once dead letters not written yet
+        self._handled = 0  # this batch's handled count and latencies, not in the stats yet
+        self._latencies: list[int] = []
         self._recovered_once = False  # what a previous process left is recovered
         self._token = uuid.uuid4().hex  # this process's claim on the name
         self._token_held = False
@@ -72,6 +76,7 @@ class Worker(Daemon):
     def serve(self) -> None:
         """Settle what this process claimed, recover what else its list holds, then pop and
         handle until stopped."""
+        self._pin()
         self._heartbeat()  # takes the name's lease first: one process per name
         if self.stopping.is_set():
             return
@@ -99,6 +104,19 @@ class Worker(Daemon):
             else:
                 self._settle(self.ops)
                 batch = self._take(size) if more else []
+
+    def _pin(self) -> None:
+        """Give the hot loop a client that holds one connection instead of taking it from the
+        pool for each command: the pool checks every connection it hands out with a poll()
+        first, which costs as much CPU as the command itself. A link broken while idle then
+        shows as an error on the next command (the loop reconnects, settles and recovers, as
+        after any error) instead of a silent replacement. Made here, not in __init__, because
+        it connects: a Redis that is down is the reconnect loop's business."""
+        if not self._pinned:
+            pool = self.client.connection_pool
+            self.client = redis.Redis(connection_pool=pool, single_connection_client=True)
+            self.ops = QueueOps(self.client, self.queue, self.settings.dead_max)
+            self._pinned = True
 
     def _take(self, size: int) -> list[bytes]:
         """Up to ``size`` of the oldest messages at once, without blocking."""
@@ -128,18 +146,26 @@ class Worker(Daemon):
         """Handle a batch in order (its settling is the caller's); on stop, what was not
         handed to the handler goes back unchanged."""
         at_least_once, claimed, stopping = self.at_least_once, self._claimed, self.stopping
-        for i, raw in enumerate(batch):
-            if i and stopping.is_set():
-                if not at_least_once:  # claimed ones are given back when settling
-                    self.client.rpush(self.pending, *reversed(batch[i:]))
-                break
-            if at_least_once:
-                claimed[raw] = STARTED
-                claimed[raw] = self.process(raw)
-            else:
-                move = self.process(raw)
-                if move is not None:
-                    self._unlisted.append(move)
+        try:
+            for i, raw in enumerate(batch):
+                if i and stopping.is_set():
+                    if not at_least_once:  # claimed ones are given back when settling
+                        self.client.rpush(self.pending, *reversed(batch[i:]))
+                    break
+                if at_least_once:
+                    claimed[raw] = STARTED
+                    claimed[raw] = self.process(raw)
+                else:
+                    move = self.process(raw)
+                    if move is not None:
+                        self._unlisted.append(move)
+        finally:  # the batch's counts, in one go
+            if self._handled:
+                self.stats.incr("handled", self._handled)
+                self._handled = 0
+            if self._latencies:
+                self.stats.observe_latencies_ms(self._latencies)
+                self._latencies = []
 
     def process(self, raw: bytes) -> Move | None:
         """Decode and run the handler; the move that settles the message: an ack, a retry, a
@@ -154,7 +180,7 @@ class Worker(Daemon):
             self.stats.incr("dead_lettered")
             return self.ops.dead_move(raw, f"undecodable: {exc.reason}", consumer)
         if env.ts:  # 0: the producer did not say when it sent it
-            self.stats.observe_latency_ms(env.age_ms())
+            self._latencies.append(now_ms() - env.ts)
         try:
             self.handler(env)
         except Exception as exc:  # the handler's failure is data, not a reason to stop
@@ -180,7 +206,7 @@ class Worker(Daemon):
             self.stats.incr("dead_lettered")
             reason = f"handler failed on attempt {env.attempt}: {summary}"
             return self.ops.dead_move(raw, reason, consumer)
-        self.stats.incr("handled")
+        self._handled += 1
         return (raw, b"", ACK) if self.at_least_once else None
 
     def stop(self) -> None:

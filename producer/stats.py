@@ -80,6 +80,17 @@ class Stats:
             self._lat[index] += 1
             self._lat_sum_ms += int(ms)
 
+    def observe_latencies_ms(self, values: list[int]) -> None:
+        """Record many end-to-end latencies at once (a consumer's batch: one lock, not one
+        per message)."""
+        indexes = [bisect.bisect_left(LATENCY_BUCKETS_MS, ms) for ms in values]
+        total = sum(ms for ms in values if ms > 0)
+        with self._lock:
+            lat = self._lat
+            for index in indexes:
+                lat[index] += 1
+            self._lat_sum_ms += total
+
     def get(self, counter: str) -> int:
         """The current value of ``counter``."""
         return self._counts[counter]
