@@ -58,6 +58,7 @@ class Subscriber(Daemon):
         self.conn: Any = None  # the subscribed redis-py connection, read by ``link``
         self.link: SubscribedSocket | None = None
         self._names: dict[bytes, str] = {}  # Redis channel -> bus name
+        self._ages_ms: list[int] = []  # latencies of the messages of one read
 
     def serve(self) -> None:
         """Subscribe, then read messages and watch the PONG deadline until stopped."""
@@ -97,6 +98,7 @@ class Subscriber(Daemon):
         subscribe confirmations were among them. Stopping ends it after the message in hand
         (the rest are dropped, and not counted as received: pub/sub is at-most-once)."""
         confirmed = handled = 0
+        self._ages_ms.clear()
         received = sum(1 for r in replies if r[0] in _MESSAGES)
         if received:
             self.stats.incr("received", received)
@@ -122,6 +124,8 @@ class Subscriber(Daemon):
         finally:
             if handled:
                 self.stats.incr("handled", handled)
+            if self._ages_ms:
+                self.stats.observe_latencies_ms(self._ages_ms)
         return confirmed
 
     def on_message(self, channel: bytes, data: bytes) -> int:
@@ -136,7 +140,7 @@ class Subscriber(Daemon):
             self._dead_letter(name, data, f"undecodable: {exc.reason}")
             return 0
         if env.ts:  # 0: the producer did not say when it sent it
-            self.stats.observe_latency_ms(now_ms() - env.ts)
+            self._ages_ms.append(now_ms() - env.ts)  # to the stats once per read
         verdict = self.gaps.observe(env.src, name, env.seq)
         if verdict is not NOTHING:
             self._count_gap(verdict, name, env)

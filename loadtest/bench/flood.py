@@ -13,7 +13,6 @@ the no-op handler; its rate and loss come from its own stats hash, snapshot to s
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
@@ -21,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import redis
@@ -48,18 +47,6 @@ RAW = "raw redis-py get_message loop"
 RECEIVED = "subscriber received"
 RAW_CPU = "raw loop CPU per message"
 TARGET_RATE = "≥ 150,000 msg/s, none lost"
-
-
-@contextlib.contextmanager
-def private_redis(*options: str) -> Iterator[RedisServer]:
-    """:func:`redis_server`, stopping redis-server itself first: it is not a session leader,
-    so :func:`stop`'s group signal does not reach it."""
-    with redis_server(*options) as server:
-        try:
-            yield server
-        finally:
-            server.proc.terminate()
-            server.proc.wait(10)
 
 
 def envelopes(n: int, src: str, first_seq: int = 1) -> list[bytes]:
@@ -242,7 +229,7 @@ def run(scale: Scale) -> list[Result]:
     chunks = packed(keys.channel(CHANNEL), envelopes(n, src=f"bench-{os.getpid()}"))
     raws: list[dict[str, float]] = []
     subs: list[dict[str, float]] = []
-    with private_redis(*NO_CUTOFF) as server:
+    with redis_server(*NO_CUTOFF) as server:
         for turn in range(scale.n(2, 1)):
             raws.append(run_raw(server, chunks, n))
             subs.append(run_subscriber(server, chunks, n, name=f"flood-{turn}"))

@@ -27,6 +27,7 @@ from loadtest.bench.common import (
     Result,
     Scale,
     clean_env,
+    redis_server,
     rss_kib,
     spawn,
     stop,
@@ -176,7 +177,7 @@ def subscriber_run(server: RedisServer, n: int, limit_s: float) -> Samples:
 def run(scale: Scale) -> list[Result]:
     """The worker's four rows, then the subscriber's."""
     n = scale.n(1_000_000, 20_000)
-    with flood.private_redis(*flood.NO_CUTOFF) as server:
+    with redis_server(*flood.NO_CUTOFF) as server:
         worker = worker_run(server.url, server.client(), n)
         subscriber = subscriber_run(server, n, scale.s(30.0, 10.0))
     return worker.rows("worker") + subscriber.rows("subscriber")
