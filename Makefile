@@ -29,8 +29,8 @@ loadtest: bootstrap ## every load-test scenario, redis-bus beside the naive base
 loadtest-quick: bootstrap ## the quick load-test suite: every fault, a few seconds each (~75 s)
 	$(PY) -m loadtest run all --quick $(ARGS)
 
-bench: bootstrap ## the worker drain benchmark (prints a table)
-	$(PY) -m loadtest.drain $(ARGS)
+bench: bootstrap ## redis-bus beside raw Redis, the naive loops and RQ/Dramatiq/Celery (~10 min; ARGS="--smoke" or "--only drain,latency")
+	$(PY) -m loadtest.bench $(ARGS)
 
 lint: bootstrap ## ruff (lint and format check), mypy, import-direction contracts
 	$(VENV)/bin/ruff check .

@@ -27,7 +27,7 @@ A peer that has not finished after ``window_s`` (60 s; 10 s in a smoke run) from
 done is measured over that window instead: the row's ``extra`` says ``capped`` and how many were
 done.
 
-How ours is timed, as :mod:`loadtest.drain` does: the worker is started and waits, registered
+How ours is timed, as :mod:`loadtest.bench.drain` does: the worker is started and waits, registered
 and idle; the N envelopes appear in its list in one MULTI; the clock runs until its stats hash
 counts N handled. Its stats are written every 20 ms, so this includes its first message and up
 to 20 ms of lateness, which only lowers our figure. The same worker drains N three times (once
