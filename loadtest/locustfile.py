@@ -51,7 +51,7 @@ from locust.user.task import LOCUST_STATE_STOPPING, LOCUST_STATE_WAITING
 
 from loadtest import busfigures, busmonitor, records, shapes
 from loadtest.sending import Generator, baseline_outcome, bus_outcome, sent_line, short
-from producer import Unconfirmed, keys
+from producer import QueueFull, Unconfirmed, keys
 
 log = logging.getLogger("loadtest.locustfile")
 summary = logging.getLogger("locust.stats_logger")  # where locust prints its own summary
@@ -301,7 +301,7 @@ class _Direct(GracefulStop, User):
                       "seq": envelope.seq, "rc": rc}  # fmt: skip
         except Unconfirmed as e:  # sent, reply lost: it may have run
             exc, fields = e, {"out": "unknown", "err": short(e)}
-        except redis.RedisError as e:  # surely not sent
+        except (redis.RedisError, QueueFull) as e:  # surely not sent
             exc, fields = e, {"out": "rejected", "err": short(e)}
         except GreenletExit:
             # A connection abandoned mid-reply went back to the pool: drop the idle ones.

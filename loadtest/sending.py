@@ -55,11 +55,13 @@ class Generator:
         process). Its counters go to the bus's stats as role ``locust``, so ``/api/stats``
         counts what it pushes and publishes beside the web's."""
         if self._producer is None:
-            settings = Settings(redis_url=redis_url)
+            settings = Settings.from_env(os.environ, redis_url=redis_url)  # BUS_* apply too
             src = new_src()
             self._stats = Stats("locust", src, {"name": f"locust-{os.getpid()}"})
             client = make_client(settings, "producer", "locust")
-            self._producer = Producer(client, src=src, stats=self._stats)
+            self._producer = Producer(
+                client, src=src, stats=self._stats, max_queue_depth=settings.max_queue_depth
+            )
             self._settings = settings
             Flusher(settings.stats_interval_s, self.flush_stats, "locust-stats").start()
         return self._producer
