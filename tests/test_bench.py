@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.bench import drain, latency, table
+from loadtest.bench import drain, latency, libs, table
 from loadtest.bench.common import Result, Scale
 from tests.procs import ROOT
 
@@ -73,3 +73,12 @@ def test_an_unknown_section_is_refused_with_the_known_ones() -> None:
                          capture_output=True, text=True, cwd=ROOT, timeout=30)  # fmt: skip
     assert out.returncode == 2
     assert "unknown section(s) drian" in out.stderr and "drain" in out.stderr
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_libraries_smoke_rows() -> None:
+    rows = libs.run(Scale(smoke=True))
+    assert [r.unit for r in rows] == ["µs"] * 6 + ["msg/s"] * 2
+    assert all(r.value > 0 for r in rows)
+    assert all(table.ratio(r, rows) for r in rows if r.ref)

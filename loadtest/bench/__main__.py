@@ -20,6 +20,7 @@ SECTIONS = {
              "naive one-LPUSH Flask endpoint and an endpoint that returns 'ok'"),
     "subscriber": ("loadtest.bench.flood", "one subscriber under a publish flood: rate, loss"),
     "memory": ("loadtest.bench.memory", "a worker's and a subscriber's RSS over a long run"),
+    "libraries": ("loadtest.bench.libs", "what orjson and hiredis buy (envelope JSON, replies)"),
     "peers": ("loadtest.bench.peers", "RQ, Dramatiq and Celery draining the same no-op jobs"),
 }  # fmt: skip
 
