@@ -65,7 +65,8 @@ def client_options(settings: Settings, role: str, name: str | None = None) -> di
     if role == "worker":
         opts["socket_timeout"] = settings.worker_read_timeout_s
     elif role == "subscriber":
-        # get_message(timeout=...) polls with select(); this bounds reads of a partial reply.
+        # The subscriber's own reads set their timeout (its PING/PONG deadline); this one
+        # bounds what goes through redis-py: the connect and its handshake.
         opts["socket_timeout"] = settings.pong_deadline_s
         opts["retry"] = Retry(NoBackoff(), 0, supported_errors=())
     return opts
