@@ -14,7 +14,7 @@ from loadtest.bench.common import Scale
 @pytest.mark.timeout(90)
 def test_peers_smoke_rows_are_well_formed() -> None:
     if shutil.which("redis-server") is None:
-        pytest.skip("redis-server not installed (make bootstrap installs it)")
+        pytest.fail("redis-server is not installed: `make bootstrap` installs it")
     rows = peers.run(Scale(smoke=True))
     assert [r.name for r in rows] == [peers.OURS, *(p.name for p in peers.PEERS)]
     ours, *theirs = rows

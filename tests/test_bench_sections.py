@@ -14,7 +14,7 @@ from loadtest.bench.common import Scale
 @pytest.fixture(autouse=True)
 def _redis_server_installed() -> None:
     if shutil.which("redis-server") is None:
-        pytest.skip("redis-server not installed (make bootstrap installs it)")
+        pytest.fail("redis-server is not installed: `make bootstrap` installs it")
 
 
 @pytest.mark.slow

@@ -45,7 +45,7 @@ def web(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, redis.R
     """gunicorn with web/gunicorn.conf.py and the default body limit, on a Redis of its own:
     (host:port, an admin client)."""
     if redis_binary() is None:
-        pytest.skip("redis-server not installed")
+        pytest.fail("redis-server is not installed: `make bootstrap` installs it")
     tmp = tmp_path_factory.mktemp("edges")
     server = RedisServer(tmp / "redis").start()
     gunicorn, base = start_gunicorn(server.url, tmp / "gunicorn.log", BUS_WEB_WORKERS="2")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import re
 import sys
 from collections import Counter
@@ -95,9 +94,7 @@ class Stack:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """One stack for the module (each test tells its own messages apart by their lids)."""
     if importlib.util.find_spec("locust") is None or redis_binary() is None:
-        if os.environ.get("CI"):
-            pytest.fail("locust or redis-server is missing on CI: the bootstrap must install it")
-        pytest.skip("locust or redis-server not installed (run `make test`)")
+        pytest.fail("locust or redis-server is not installed: `make bootstrap` installs both")
     work = tmp_path_factory.mktemp("locustfile")
     server = RedisServer(work / "redis").start()
     port = free_port()

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import redis
-from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
@@ -21,29 +20,17 @@ from tests.conftest import quick_settings
 from tests.procs import wait_for
 from tests.proxies import ReplyDroppingProxy
 from tests.redisproc import RedisServer, free_port
-from web import create_app
+from tests.webapp import MakeApp, apps
 from web.bus import OVERVIEW_CACHE_S
 
 PENDING = "bus:{default}:pending"
 CHANNEL = "bus:ch:default"
 
 
-MakeApp = Callable[[Settings | None], Flask]
-
-
 @pytest.fixture
 def make_app() -> Iterator[MakeApp]:
     """Build apps; each one's stats thread and pool are closed at teardown."""
-    apps: list[Flask] = []
-
-    def make(settings: Settings | None) -> Flask:
-        app = create_app(settings)
-        apps.append(app)
-        return app
-
-    yield make
-    for app in apps:
-        app.extensions["bus"].close()
+    yield from apps()
 
 
 @pytest.fixture
