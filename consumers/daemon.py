@@ -16,6 +16,7 @@ from collections.abc import Callable
 import redis
 
 from producer import Backoff, Settings, make_client
+from producer.envelope import now_ms
 from producer.stats import COUNTERS, Flusher, Stats
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ class Daemon:
         finally:
             self.close_connections()
             self._flusher.stop()  # no heartbeat can land after on_exit withdraws it
+            self.stats.set_state(stopped_ms=now_ms())
             self._guarded(self._tick)  # the last counts
             self._guarded(self.on_exit)
             self.log_summary()
@@ -144,7 +146,7 @@ class Daemon:
 
     def _write_stats(self) -> None:
         pipe = self.admin.pipeline(transaction=False)
-        self.stats.flush(pipe, self.settings.stats_ttl_s)
+        self.stats.flush(pipe, self.settings.stats_ttl_s, self.settings.stats_interval_s)
         self.on_tick(pipe)
         pipe.execute()
 

@@ -59,6 +59,11 @@ class Subscriber(Daemon):
         self.link: SubscribedSocket | None = None
         self._names: dict[bytes, str] = {}  # Redis channel -> bus name
         self._ages_ms: list[int] = []  # latencies of the messages of one read
+        # Deaf until subscribed: since when, and how long a dead link may go unnoticed.
+        deaf_after_s = settings.health_check_interval_s + settings.pong_deadline_s
+        self.stats.set_state(
+            deaf_since_ms=self.stats.started_ms, deaf_after_ms=int(deaf_after_s * 1000)
+        )
 
     def serve(self) -> None:
         """Subscribe, then read messages and watch the PONG deadline until stopped."""
@@ -71,6 +76,7 @@ class Subscriber(Daemon):
             link.send("PSUBSCRIBE", *self.patterns)
         self._await_confirmations(link)
         self.mark_connected()
+        self.stats.set_state(deaf_since_ms=0)
         log.info(
             "subscriber %s: listening on %s", self.name, " ".join(self.channels + self.patterns)
         )
@@ -99,9 +105,9 @@ class Subscriber(Daemon):
         (the rest are dropped, and not counted as received: pub/sub is at-most-once)."""
         confirmed = handled = 0
         self._ages_ms.clear()
-        received = sum(1 for r in replies if r[0] in _MESSAGES)
+        received = self._by_channel(replies)
         if received:
-            self.stats.incr("received", received)
+            self.stats.incr_dests("received", received)
         try:
             for done, reply in enumerate(replies, 1):
                 kind = reply[0]
@@ -115,9 +121,8 @@ class Subscriber(Daemon):
                     raise kind
                 if self.stopping.is_set():
                     # Read but never handed over: not received, as when redis-py held them.
-                    unread = sum(1 for r in replies[done:] if r[0] in _MESSAGES)
+                    unread = sum(self._by_channel(replies[done:], -1).values())
                     if unread:
-                        self.stats.incr("received", -unread)
                         log.info("subscriber %s: stopping with %d messages read, not handled",
                                  self.name, unread)  # fmt: skip
                     break
@@ -127,6 +132,21 @@ class Subscriber(Daemon):
             if self._ages_ms:
                 self.stats.observe_latencies_ms(self._ages_ms)
         return confirmed
+
+    def _by_channel(self, replies: list[Reply], sign: int = 1) -> dict[str, int]:
+        """How many messages of each channel (bus names) ``replies`` hold; with ``sign`` -1,
+        also taken back from ``received`` (read, never handed over). Returns counts >= 0."""
+        counts: dict[bytes, int] = {}
+        for r in replies:
+            kind = r[0]
+            if kind == b"message":
+                counts[r[1]] = counts.get(r[1], 0) + 1
+            elif kind == b"pmessage":
+                counts[r[2]] = counts.get(r[2], 0) + 1
+        named = {(self._names.get(c) or self._name_of(c)): n for c, n in counts.items()}
+        if sign < 0 and named:
+            self.stats.incr_dests("received", {c: -n for c, n in named.items()})
+        return named
 
     def on_message(self, channel: bytes, data: bytes) -> int:
         """Account for one message and run the handler (1), or dead-letter it (0)."""
@@ -155,7 +175,7 @@ class Subscriber(Daemon):
 
     def _count_gap(self, verdict: Verdict, name: str, env: Envelope) -> None:
         if verdict.lost:
-            self.stats.incr("lost", verdict.lost)
+            self.stats.incr("lost", verdict.lost, name)
             if verdict.lost > 0:
                 log.warning(
                     "channel %s: %d messages from %s lost before seq %d",
@@ -165,9 +185,9 @@ class Subscriber(Daemon):
                     env.seq,
                 )
         if verdict.out_of_order:
-            self.stats.incr("out_of_order")
+            self.stats.incr("out_of_order", 1, name)
         if verdict.duplicate:
-            self.stats.incr("duplicates")
+            self.stats.incr("duplicates", 1, name)
 
     def _name_of(self, channel: bytes) -> str:
         """The bus name of a Redis channel, remembered (a pattern may match many: bounded)."""
@@ -177,6 +197,8 @@ class Subscriber(Daemon):
         return name
 
     def close_connections(self) -> None:
+        if self.link is not None:
+            self.stats.set_state(deaf_since_ms=now_ms())
         self.link = None
         if self.conn is not None:
             self.conn.disconnect()

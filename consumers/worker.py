@@ -52,7 +52,8 @@ class Worker(Daemon):
 
     def __init__(self, settings: Settings, queue: str, name: str, handler: Handler) -> None:
         labels = {"queue": queue, "delivery": settings.delivery, "name": name}
-        super().__init__(settings, name, Stats("worker", f"{queue}:{name}", labels))
+        scope = {"queue": queue, "delivery": settings.delivery}
+        super().__init__(settings, name, Stats("worker", f"{queue}:{name}", labels, scope))
         self.queue = queue
         self.handler = handler
         self.client = make_client(settings, "worker", name)

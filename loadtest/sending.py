@@ -71,7 +71,7 @@ class Generator:
         if self._producer and self._stats and self._settings:
             try:
                 pipe = self._producer.client.pipeline(transaction=False)
-                self._stats.flush(pipe, self._settings.stats_ttl_s)
+                self._stats.flush(pipe, self._settings.stats_ttl_s, self._settings.stats_interval_s)
                 pipe.execute()
             except redis.RedisError as exc:
                 log.debug("stats flush failed: %s", exc)

@@ -23,7 +23,19 @@ key                                type    written by                      read 
                                            every ``stats_interval_s``,
                                            expires after ``stats_ttl_s``
 ``bus:stats:index``                zset    same writers: stats key -> ms   /api/stats (no SCAN)
+``bus:stats:totals``               hash    same writers, through one       /metrics, /api/stats
+                                           script: bus-wide counters that
+                                           never go down (see below)
+``bus:stats:applied:<role>:<id>:   hash    same: what that process already  the same script
+<run>``                                    added to the totals (1 day TTL)
+``bus:stats:history``              list    same script, at most once a     /api/history (the
+                                           second: JSON totals, 360 kept   dashboard's chart)
+``bus:stats:history:tick``         string  same: the once-a-second guard   the same script
 =================================  ======  ==============================  ====================
+
+A field of ``bus:stats:totals`` is ``<counter>|<label>=<value>|...``, the values URL-quoted:
+``pushed|role=web|queue=default``, ``handled|role=worker|queue=jobs|delivery=at-least-once``,
+``lost|role=subscriber|channel=news``, ``lat_le_5|mode=prodcons`` (see producer/stats.py).
 
 Roles in stats keys: ``worker``, ``subscriber``, ``web``, ``locust`` (the load generator's
 direct producer).
@@ -33,6 +45,9 @@ from __future__ import annotations
 
 PREFIX = "bus"
 STATS_INDEX = f"{PREFIX}:stats:index"
+STATS_TOTALS = f"{PREFIX}:stats:totals"
+STATS_HISTORY = f"{PREFIX}:stats:history"
+STATS_HISTORY_TICK = f"{PREFIX}:stats:history:tick"
 
 
 def pending(queue: str) -> str:
@@ -89,3 +104,8 @@ def channel_dead(name: str) -> str:
 def stats(role: str, ident: str) -> str:
     """Stats hash of one process."""
     return f"{PREFIX}:stats:{role}:{ident}"
+
+
+def stats_applied(role: str, ident: str, run: str) -> str:
+    """What one run of a process has added to ``bus:stats:totals`` so far, per field."""
+    return f"{PREFIX}:stats:applied:{role}:{ident}:{run}"

@@ -106,18 +106,18 @@ class Producer:
             sent = self._send(keys.pending(queue), payloads, "prodcons", push)
         except QueueFull as full:
             if self.stats:
-                self.stats.incr("refused_full", full.count)
+                self.stats.incr("refused_full", full.count, queue)
             raise
         if self.stats:
-            self.stats.incr("pushed", len(sent))
+            self.stats.incr("pushed", len(sent), queue)
         return sent
 
     def publish_many(self, payloads: Iterable[Any], channel: str = "default") -> list[Sent]:
         """PUBLISH several messages in one round trip; each result is its receiver count."""
         sent = self._send(keys.channel(channel), payloads, "pubsub", self._publish)
         if self.stats:
-            self.stats.incr("published", len(sent))
-            self.stats.incr("published_zero", sum(1 for s in sent if s.result == 0))
+            self.stats.incr("published", len(sent), channel)
+            self.stats.incr("published_zero", sum(1 for s in sent if s.result == 0), channel)
         return sent
 
     def _lpush(self, queue: str, key: str, raws: list[bytes]) -> list[int]:

@@ -1,13 +1,23 @@
-"""The stats schema: what each process counts, and how it lands in ``bus:stats:<role>:<id>``.
+"""The stats schema: what each process counts, and how it lands in Redis.
 
-Every daemon and web process owns one hash and overwrites it every ``stats_interval_s`` with
-absolute values (so a lost write is repaired by the next), with a TTL of ``stats_ttl_s`` so a
-dead process disappears by itself. ``bus:stats:index`` lists the live hashes, so readers never
-SCAN the keyspace.
+Every daemon and web process owns one hash, ``bus:stats:<role>:<id>``, and overwrites it every
+``stats_interval_s`` with absolute values (so a lost write is repaired by the next), with a TTL
+of ``stats_ttl_s`` so a dead process disappears by itself. ``bus:stats:index`` lists the live
+hashes, so readers never SCAN the keyspace.
 
-Hash fields: ``role``, ``id``, ``pid``, ``host``, ``started_ms``, ``updated_ms``, free-form
-labels (``queue``, ``channels``, ``delivery``), the counters of :data:`COUNTERS`, and latency
-buckets ``lat_le_<ms>`` (``lat_le_inf`` last) with ``lat_count`` and ``lat_sum_ms``.
+Hash fields: ``role``, ``id``, ``pid``, ``host``, ``started_ms``, ``updated_ms``,
+``interval_ms`` (how often it writes), free-form labels (``name``, ``queue``, ``channels``,
+``delivery``), live state (a subscriber's ``deaf_since_ms``, ``deaf_after_ms``), the counters
+of :data:`COUNTERS`, their rates over the last few seconds (``<counter>_per_s`` for
+:data:`RATES`), and latency buckets ``lat_le_<ms>`` (``lat_le_inf`` last) with ``lat_count``
+and ``lat_sum_ms``.
+
+The same write adds what the process counted since its last write to ``bus:stats:totals``:
+bus-wide counters that outlive the processes and never go down (what Prometheus wants), one
+field per counter and labels (see :meth:`Stats.totals`). The write is idempotent: each run of
+a process keeps what it has already added in ``bus:stats:applied:<role>:<id>:<run>``, so a
+write repeated after a lost reply adds nothing twice. At most once a second (Redis's clock),
+whichever process writes first also appends a sample of the totals to ``bus:stats:history``.
 """
 
 from __future__ import annotations
@@ -18,7 +28,10 @@ import os
 import socket
 import threading
 import time
+import uuid
+from collections import deque
 from collections.abc import Callable, Mapping
+from urllib.parse import quote
 
 import redis
 
@@ -47,30 +60,136 @@ COUNTERS = (
     "pings",  # subscriber: health-check PINGs sent
     "deadline_misses",  # subscriber: no PONG in time, link dropped
 )
+# Counters kept per destination too; the label their totals carry.
+DEST_LABEL = {
+    "pushed": "queue",
+    "refused_full": "queue",
+    "published": "channel",
+    "published_zero": "channel",
+    "received": "channel",
+    "lost": "channel",
+    "duplicates": "channel",
+    "out_of_order": "channel",
+}
+MAX_DESTS = 256  # destinations kept apart per counter; the rest are counted under OTHER_DEST
+OTHER_DEST = "_other"
+RATES = ("pushed", "published", "handled", "received", "lost")  # <counter>_per_s fields
+RATE_WINDOW_S = 5.0
+MODES = {"worker": "prodcons", "subscriber": "pubsub"}  # the latency histogram's mode label
+HISTORY_LEN = 360  # samples of bus:stats:history, one a second at most
+HISTORY_SERIES = ("pushed", "handled", "published", "published_zero", "received", "lost",
+                  "dead_lettered")  # fmt: skip
+APPLIED_TTL_S = 86400
 log = logging.getLogger(__name__)
 LOG_EVERY_S = 60.0  # the same kind of tick error is logged at most this often
 LATENCY_BUCKETS_MS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000)
 LAT_FIELDS = (*(f"lat_le_{b}" for b in LATENCY_BUCKETS_MS), "lat_le_inf")
 
 
-class Stats:
-    """Thread-safe counters and a latency histogram for one process."""
+# KEYS: the stats hash, the index, the applied hash, the totals, the history, its tick.
+# ARGV: TTL ms, updated ms, applied TTL ms, history length, 2n, n hash field/value pairs,
+# then the totals' field/value pairs (this run's absolute values).
+FLUSH = """
+local ttl, updated = tonumber(ARGV[1]), tonumber(ARGV[2])
+local n = tonumber(ARGV[5])
+for i = 6, 5 + n, 200 do
+  redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 199, 5 + n)))
+end
+redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('ZADD', KEYS[2], updated, KEYS[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (updated - ttl))
+for i = 6 + n, #ARGV, 2 do
+  local field, value = ARGV[i], tonumber(ARGV[i + 1])
+  local old = tonumber(redis.call('HGET', KEYS[3], field) or '0')
+  if value > old then
+    redis.call('HINCRBY', KEYS[4], field, value - old)
+    redis.call('HSET', KEYS[3], field, value)
+  end
+end
+if #ARGV > 5 + n then redis.call('PEXPIRE', KEYS[3], ARGV[3]) end
+if redis.call('SET', KEYS[6], '1', 'PX', 1000, 'NX') then
+  local now = redis.call('TIME')
+  local sample = {t = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)}
+  local series = {@SERIES@}
+  for _, name in ipairs(series) do sample[name] = 0 end
+  local all = redis.call('HGETALL', KEYS[4])
+  for i = 1, #all, 2 do
+    local f = all[i]
+    local counter = string.match(f, '^([^|]+)')
+    if sample[counter] and counter ~= 't' and
+       (counter ~= 'handled' or string.find(f, '|role=worker', 1, true)) then
+      sample[counter] = sample[counter] + tonumber(all[i + 1])
+    end
+  end
+  redis.call('RPUSH', KEYS[5], cjson.encode(sample))
+  redis.call('LTRIM', KEYS[5], -tonumber(ARGV[4]), -1)
+end
+return 1
+""".replace("@SERIES@", ", ".join(f"'{name}'" for name in HISTORY_SERIES))
 
-    def __init__(self, role: str, ident: str, labels: Mapping[str, str] | None = None) -> None:
+
+def series_field(counter: str, labels: Mapping[str, str]) -> str:
+    """A field of ``bus:stats:totals``: ``counter|label=value|...``, values URL-quoted."""
+    return "|".join((counter, *(f"{k}={quote(v, safe='')}" for k, v in labels.items())))
+
+
+class Stats:
+    """Thread-safe counters and a latency histogram for one process.
+
+    ``scope`` holds the labels its bus-wide totals carry besides ``role`` (a worker's
+    ``queue`` and ``delivery``); counters of :data:`DEST_LABEL` are also kept per destination
+    when :meth:`incr` is told it.
+    """
+
+    def __init__(
+        self,
+        role: str,
+        ident: str,
+        labels: Mapping[str, str] | None = None,
+        scope: Mapping[str, str] | None = None,
+    ) -> None:
         self.role = role
         self.ident = ident
         self.key = keys.stats(role, ident)
         self.labels = dict(labels or {})
+        self.scope = dict(scope or {})
         self.started_ms = now_ms()
+        self.run = uuid.uuid4().hex[:12]  # this run's applied-totals key: a restart starts anew
+        self.applied_key = keys.stats_applied(role, ident, self.run)
+        self.interval_ms = 0  # set by flush: how often this process writes
         self._lock = threading.Lock()
         self._counts = dict.fromkeys(COUNTERS, 0)
+        self._dests: dict[str, dict[str, int]] = {c: {} for c in DEST_LABEL}
+        self._state: dict[str, str | int] = {}
         self._lat = [0] * len(LAT_FIELDS)
         self._lat_sum_ms = 0
+        self._rate_marks: deque[tuple[float, tuple[int, ...]]] = deque()
 
-    def incr(self, counter: str, by: int = 1) -> None:
-        """Add ``by`` to ``counter`` (one of :data:`COUNTERS`)."""
+    def incr(self, counter: str, by: int = 1, dest: str | None = None) -> None:
+        """Add ``by`` to ``counter`` (one of :data:`COUNTERS`), and to its count for ``dest``
+        (a queue or channel name) when given."""
         with self._lock:
             self._counts[counter] += by
+            if dest is not None:
+                self._add_dest(counter, dest, by)
+
+    def incr_dests(self, counter: str, by_dest: Mapping[str, int]) -> None:
+        """Add a batch's counts per destination to ``counter`` (one lock for the batch)."""
+        with self._lock:
+            for dest, by in by_dest.items():
+                self._counts[counter] += by
+                self._add_dest(counter, dest, by)
+
+    def _add_dest(self, counter: str, dest: str, by: int) -> None:
+        dests = self._dests[counter]
+        if dest not in dests and len(dests) >= MAX_DESTS:
+            dest = OTHER_DEST
+        dests[dest] = dests.get(dest, 0) + by
+
+    def set_state(self, **fields: str | int) -> None:
+        """Live fields written with the counters (a subscriber's ``deaf_since_ms``)."""
+        with self._lock:
+            self._state.update(fields)
 
     def observe_latency_ms(self, ms: float) -> None:
         """Record one end-to-end latency."""
@@ -99,6 +218,7 @@ class Stats:
         """Every field of the stats hash, as it would be written now."""
         with self._lock:
             counts = dict(self._counts)
+            state = dict(self._state)
             lat = list(self._lat)
             lat_sum = self._lat_sum_ms
         fields: dict[str, str | int] = {
@@ -108,24 +228,92 @@ class Stats:
             "host": socket.gethostname(),
             "started_ms": self.started_ms,
             "updated_ms": now_ms(),
+            "interval_ms": self.interval_ms,
             **self.labels,
+            **state,
             **counts,
         }
+        fields.update(self._rates(counts))
         fields.update(zip(LAT_FIELDS, lat, strict=True))
         fields["lat_count"] = sum(lat)
         fields["lat_sum_ms"] = lat_sum
         return fields
 
-    def flush(self, pipe: redis.client.Pipeline, ttl_s: float) -> None:
-        """Queue the commands that publish this snapshot, and drop the index entries older
-        than ``ttl_s``, on ``pipe`` (caller executes)."""
+    def _rates(self, counts: Mapping[str, int]) -> dict[str, str]:
+        """``<counter>_per_s`` over the last :data:`RATE_WINDOW_S` (since the start at first)."""
+        now = time.monotonic()
+        values = tuple(counts[c] for c in RATES)
+        with self._lock:
+            marks = self._rate_marks
+            if not marks:
+                marks.append(
+                    (now - max(1e-3, (now_ms() - self.started_ms) / 1000), (0,) * len(RATES))
+                )
+            while len(marks) > 1 and now - marks[1][0] >= RATE_WINDOW_S:
+                marks.popleft()
+            then, old = marks[0]
+            marks.append((now, values))
+        elapsed = max(now - then, 1e-3)
+        return {
+            f"{c}_per_s": f"{max(0, v - o) / elapsed:.2f}"
+            for c, v, o in zip(RATES, values, old, strict=True)
+        }
+
+    def totals(self) -> dict[str, int]:
+        """This run's contribution to ``bus:stats:totals`` (absolute, nonzero only): every
+        counter under ``role`` and :attr:`scope`, the per-destination ones under their
+        destination too, and the latency histogram under ``mode``."""
+        with self._lock:
+            counts = dict(self._counts)
+            dests = {c: dict(d) for c, d in self._dests.items() if d}
+            lat = list(self._lat)
+            lat_sum = self._lat_sum_ms
+        base = {"role": self.role, **self.scope}
+        out: dict[str, int] = {}
+        for counter, value in counts.items():
+            rest = value
+            for dest, n in dests.get(counter, {}).items():
+                label = {**base, DEST_LABEL[counter]: dest}
+                out[series_field(counter, label)] = n
+                rest -= n
+            if rest > 0:
+                out[series_field(counter, base)] = rest
+        mode = MODES.get(self.role)
+        if mode and any(lat):
+            for field, n in zip(LAT_FIELDS, lat, strict=True):
+                if n:
+                    out[series_field(field, {"mode": mode})] = n
+            out[series_field("lat_count", {"mode": mode})] = sum(lat)
+            out[series_field("lat_sum_ms", {"mode": mode})] = lat_sum
+        return {k: v for k, v in out.items() if v > 0}
+
+    def flush(self, pipe: redis.client.Pipeline, ttl_s: float, interval_s: float = 0) -> None:
+        """Queue the script that publishes this snapshot, adds to the bus-wide totals what was
+        counted since the last write, and drops the index entries older than ``ttl_s``, on
+        ``pipe`` (caller executes). ``interval_s``: how often the caller flushes (recorded)."""
+        if interval_s:
+            self.interval_ms = int(interval_s * 1000)
         fields = self.snapshot()
-        pipe.hset(self.key, mapping=fields)  # type: ignore[arg-type]
-        pipe.pexpire(self.key, int(ttl_s * 1000))
-        pipe.zadd(keys.STATS_INDEX, {self.key: fields["updated_ms"]})
-        # The writers keep the index short, so that reading the stats never writes.
-        horizon = int(fields["updated_ms"]) - int(ttl_s * 1000)
-        pipe.zremrangebyscore(keys.STATS_INDEX, "-inf", f"({horizon}")
+        totals = self.totals()
+        args: list[str | int] = [
+            int(ttl_s * 1000), fields["updated_ms"], APPLIED_TTL_S * 1000, HISTORY_LEN,
+            2 * len(fields),
+        ]  # fmt: skip
+        for pair in fields.items():
+            args.extend(pair)
+        for pair in totals.items():
+            args.extend(pair)
+        flush_script(
+            keys=[self.key, keys.STATS_INDEX, self.applied_key, keys.STATS_TOTALS,
+                  keys.STATS_HISTORY, keys.STATS_HISTORY_TICK],
+            args=args,
+            client=pipe,
+        )  # fmt: skip
+
+
+# A Script needs a client only for its encoder: this one never connects. On a pipeline, redis-py
+# runs it as EVALSHA and loads it first when Redis lacks it (a restart, SCRIPT FLUSH).
+flush_script = redis.Redis().register_script(FLUSH)
 
 
 class Flusher(threading.Thread):

@@ -53,4 +53,16 @@ if ! command -v wrk >/dev/null 2>&1; then
         echo "  Debian/Ubuntu: sudo apt-get install wrk    macOS: brew install wrk" >&2
     fi
 fi
+# chromium and its driver: only the dashboard's browser test needs them (Debian's packages; a
+# browser that a tool downloads by itself would not run here).
+if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1; then
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+        echo "bootstrap: chromium or chromedriver missing; installing Debian's chromium, chromium-driver"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null
+    else
+        echo "bootstrap: chromium/chromedriver are not installed, so tests/test_dashboard.py fails" >&2
+        echo "  Debian/Ubuntu: sudo apt-get install chromium chromium-driver" >&2
+    fi
+fi
 echo "bootstrap: ready ($(redis-server --version | cut -d' ' -f1-3))"

@@ -1,14 +1,17 @@
-"""The index page, ``/api/stats``, ``/api/queues/<q>/dead``, ``/healthz`` and ``/readyz``."""
+"""The dashboard, ``/api/stats``, ``/api/history``, ``/metrics``, ``/api/queues/<q>/dead``,
+``/healthz`` and ``/readyz``."""
 
 from __future__ import annotations
 
 import redis
 from flask import Blueprint, render_template, request
 from flask.typing import ResponseReturnValue
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from producer.deadletters import DeadLetters
 from web.bus import Bus, get_bus
 from web.errors import BadMessage, WriteUnconfirmed
+from web.metrics import render
 from web.writes import WriteTracker
 
 bp = Blueprint("api", __name__)
@@ -25,6 +28,18 @@ def index() -> ResponseReturnValue:
 def stats() -> ResponseReturnValue:
     """Queues, channels, every live process's counters, totals and latency percentiles."""
     return get_bus().overview()
+
+
+@bp.get("/api/history")
+def history() -> ResponseReturnValue:
+    """Messages per second, bus-wide, over the last minutes (the dashboard's chart)."""
+    return get_bus().history()
+
+
+@bp.get("/metrics")
+def metrics() -> ResponseReturnValue:
+    """The whole bus in Prometheus's text format (the same snapshot as /api/stats)."""
+    return render(get_bus().overview()), 200, {"Content-Type": CONTENT_TYPE_LATEST}
 
 
 @bp.get("/healthz")

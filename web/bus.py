@@ -11,11 +11,12 @@ import redis
 from flask import current_app
 
 from producer import Producer, Settings, make_client
+from producer.overview import read_history, read_overview
 from producer.producer import new_src
 from producer.stats import Flusher, Stats
-from web.overview import read_overview
 
 OVERVIEW_CACHE_S = 0.5  # many viewers of /api/stats cost Redis one read per half second
+HISTORY_CACHE_S = 1.0  # the history gains a sample a second at most
 
 
 class Bus:
@@ -27,6 +28,7 @@ class Bus:
         self._pid = -1
         self._lock = threading.Lock()
         self._overview: tuple[float, dict[str, Any]] | None = None
+        self._history: tuple[float, dict[str, Any]] | None = None
 
     def _ensure(self) -> None:
         if self._pid == os.getpid():
@@ -67,6 +69,15 @@ class Bus:
         self._overview = (time.monotonic(), data)
         return data
 
+    def history(self) -> dict[str, Any]:
+        """The bus-wide rates of the last minutes, cached for :data:`HISTORY_CACHE_S`."""
+        cached = self._history
+        if cached and time.monotonic() - cached[0] < HISTORY_CACHE_S:
+            return cached[1]
+        data = read_history(self.get_client())
+        self._history = (time.monotonic(), data)
+        return data
+
     def close(self) -> None:
         """Stop this process's stats thread and close its pool (an app being discarded, tests).
         The next use builds them afresh."""
@@ -80,7 +91,7 @@ class Bus:
     def _flush(self) -> None:
         try:
             pipe = self.client.pipeline(transaction=False)
-            self.stats.flush(pipe, self.settings.stats_ttl_s)
+            self.stats.flush(pipe, self.settings.stats_ttl_s, self.settings.stats_interval_s)
             pipe.execute()
         except redis.RedisError:
             pass  # the next tick repeats it; requests already report Redis trouble as 503

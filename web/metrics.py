@@ -1,0 +1,169 @@
+"""``GET /metrics``: the whole bus in Prometheus's text format, from the same overview as
+``/api/stats`` (so one scrape of any gunicorn worker sees every process, and both agree).
+
+Counters come from ``bus:stats:totals``: bus-wide sums that outlive the processes and never go
+down, so ``rate()`` is right across crashes and restarts. Gauges come from Redis itself (queue
+depths, heartbeats, subscriber counts). The table below is the whole list; the README repeats
+it, and ``deploy/`` holds a Prometheus scrape snippet and a Grafana dashboard that use it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from producer.stats import LATENCY_BUCKETS_MS
+
+ANY = None  # every role
+# (counter in bus:stats:totals, roles it is taken from, metric (without _total), help, labels)
+COUNTERS: tuple[tuple[str, tuple[str, ...] | None, str, str, tuple[str, ...]], ...] = (
+    ("pushed", ANY, "bus_messages_pushed", "Messages LPUSHed onto a queue", ("queue",)),
+    ("refused_full", ANY, "bus_messages_refused", "Messages refused: queue at its depth limit",
+     ("queue",)),
+    ("published", ANY, "bus_messages_published", "Messages PUBLISHed on a channel", ("channel",)),
+    ("published_zero", ANY, "bus_publish_no_receivers",
+     "PUBLISHes that no subscriber received (the message went nowhere)", ("channel",)),
+    ("unconfirmed", ANY, "bus_sends_unconfirmed",
+     "Sends whose reply was lost: they may or may not have happened", ("role",)),
+    ("rejected", ("web",), "bus_http_rejected", "HTTP requests answered 4xx", ()),
+    ("unavailable", ("web",), "bus_http_unavailable", "HTTP requests answered 503", ()),
+    ("handled", ("worker",), "bus_messages_handled", "Queue messages whose handler returned",
+     ("queue", "delivery")),
+    ("failed", ("worker",), "bus_messages_failed", "Queue messages whose handler raised",
+     ("queue",)),
+    ("retried", ("worker",), "bus_messages_retried", "Queue messages requeued for another attempt",
+     ("queue",)),
+    ("recovered", ("worker",), "bus_messages_recovered",
+     "In-flight messages a worker requeued after a restart or reconnect", ("queue",)),
+    ("dead_lettered", ANY, "bus_dead_letters", "Messages dead-lettered (garbage, or out of "
+     "attempts, or a failed pub/sub handler)", ("role",)),
+    ("dead_dropped", ("worker",), "bus_dead_letters_dropped",
+     "Dead letters trimmed by BUS_DEAD_MAX", ("queue",)),
+    ("received", ("subscriber",), "bus_pubsub_received", "Pub/sub messages received",
+     ("channel",)),
+    ("handled", ("subscriber",), "bus_pubsub_handled", "Pub/sub messages whose handler returned",
+     ()),
+    ("lost", ("subscriber",), "bus_pubsub_lost",
+     "Pub/sub messages published but never received (sequence gaps)", ("channel",)),
+    ("duplicates", ("subscriber",), "bus_pubsub_duplicates",
+     "Pub/sub messages received twice", ("channel",)),
+    ("out_of_order", ("subscriber",), "bus_pubsub_out_of_order",
+     "Pub/sub messages older than the newest seen from their producer", ("channel",)),
+    ("pings", ("subscriber",), "bus_pubsub_pings", "Health-check PINGs sent by subscribers", ()),
+    ("deadline_misses", ("subscriber",), "bus_pubsub_deadline_misses",
+     "Links dropped because no PONG came in time", ()),
+    ("reconnects", ANY, "bus_reconnects", "Connections re-established after an error",
+     ("role",)),
+)  # fmt: skip
+
+
+def render(overview: dict[str, Any]) -> bytes:
+    """The exposition text of ``overview`` (as :func:`producer.overview.read_overview` gives)."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Snapshot(overview))
+    return generate_latest(registry)
+
+
+class _Snapshot(Collector):
+    def __init__(self, overview: dict[str, Any]) -> None:
+        self.overview = overview
+
+    def collect(self) -> Iterator[Metric]:
+        yield from _counters(self.overview["counters"])
+        yield _latency(self.overview["counters"])
+        yield from _gauges(self.overview)
+
+
+def _counters(counters: list[dict[str, Any]]) -> Iterator[Metric]:
+    for counter, roles, name, doc, labels in COUNTERS:
+        sums: dict[tuple[str, ...], int] = {}
+        for c in counters:
+            if c["counter"] != counter or (roles and c["labels"].get("role") not in roles):
+                continue
+            key = tuple(c["labels"].get(label, "") for label in labels)
+            sums[key] = sums.get(key, 0) + c["value"]
+        family = CounterMetricFamily(name, doc, labels=labels)
+        for key, value in sorted(sums.items()):
+            family.add_metric(list(key), value)
+        yield family
+
+
+def _latency(counters: list[dict[str, Any]]) -> Metric:
+    family = HistogramMetricFamily(
+        "bus_delivery_latency_seconds",
+        "End to end: from the producer's stamp to the handler's start",
+        labels=("mode",),
+    )
+    by_mode: dict[str, dict[str, int]] = {}
+    for c in counters:
+        mode = c["labels"].get("mode")
+        if mode and c["counter"].startswith("lat_"):
+            by_mode.setdefault(mode, {})[c["counter"]] = c["value"]
+    for mode in ("prodcons", "pubsub"):
+        fields = by_mode.get(mode, {})
+        buckets, seen = [], 0
+        for bound in LATENCY_BUCKETS_MS:
+            seen += fields.get(f"lat_le_{bound}", 0)
+            buckets.append((f"{bound / 1000:g}", seen))
+        buckets.append(("+Inf", fields.get("lat_count", 0)))
+        family.add_metric([mode], buckets, fields.get("lat_sum_ms", 0) / 1000)
+    return family
+
+
+def _gauges(overview: dict[str, Any]) -> Iterator[Metric]:
+    queues = overview["queues"]
+    for key, name, doc in (
+        ("depth", "bus_queue_depth", "Messages waiting in the queue"),
+        ("in_flight", "bus_queue_in_flight", "Messages claimed by workers, not yet settled"),
+        ("dead", "bus_queue_dead_letters", "Dead letters kept for the queue"),
+        ("workers_alive", "bus_queue_workers_alive", "Workers with a fresh heartbeat"),
+    ):
+        family = GaugeMetricFamily(name, doc, labels=("queue",))
+        for q, v in queues.items():
+            family.add_metric([q], v[key])
+        yield family
+    oldest = GaugeMetricFamily(
+        "bus_queue_oldest_age_seconds",
+        "Age of the oldest waiting message (absent when the queue is empty)",
+        labels=("queue",),
+    )
+    for q, v in queues.items():
+        if v["oldest_age_ms"] is not None:
+            oldest.add_metric([q], v["oldest_age_ms"] / 1000)
+    yield oldest
+    up = GaugeMetricFamily(
+        "bus_worker_up", "1 while the worker's heartbeat is fresh", labels=("queue", "name")
+    )
+    for w in overview["workers"]:
+        up.add_metric([w["queue"], w["name"]], 1 if w["alive"] else 0)
+    yield up
+    listening = GaugeMetricFamily(
+        "bus_subscriber_up", "1 while the subscriber is subscribed and reporting", labels=("name",)
+    )
+    for s in overview["subscribers"]:
+        listening.add_metric([s["name"]], 1 if s["state"] == "listening" else 0)
+    yield listening
+    subs = GaugeMetricFamily(
+        "bus_channel_subscribers", "Subscribers Redis counts on the channel", labels=("channel",)
+    )
+    for c, v in overview["channels"].items():
+        subs.add_metric([c], v["subscribers"])
+    yield subs
+    procs = GaugeMetricFamily(
+        "bus_processes", "Processes whose stats are live, by role", labels=("role",)
+    )
+    roles: dict[str, int] = {}
+    for p in overview["processes"]:
+        roles[p.get("role", "?")] = roles.get(p.get("role", "?"), 0) + 1
+    for role, n in sorted(roles.items()):
+        procs.add_metric([role], n)
+    yield procs
