@@ -1,0 +1,218 @@
+"use strict";
+// The dashboard: /api/stats once a second, /api/history every two (both cached by the server,
+// so viewers cost Redis nothing more), the dead letters only when a queue's count changes.
+
+const SERIES = [
+  ["pushed", "#1f77b4"], ["handled", "#2ca02c"], ["published", "#9467bd"],
+  ["received", "#17becf"], ["lost", "#d62728"],
+];
+const WINDOW_MS = 5 * 60 * 1000;
+const deadSeen = {};  // queue -> dead count last rendered
+
+const $ = (id) => document.getElementById(id);
+const fmt = (n) => (n === null || n === undefined ? "-" : Number(n).toLocaleString("en-US"));
+const rate = (n) => (n === null || n === undefined ? "-" : Number(n).toFixed(n >= 100 ? 0 : 1));
+function ago(ms) {
+  if (ms === null || ms === undefined) return "-";
+  if (ms < 1000) return `${ms} ms`;
+  if (ms < 120000) return `${(ms / 1000).toFixed(1)} s`;
+  return `${(ms / 60000).toFixed(1)} min`;
+}
+function cell(value, cls) {
+  const td = document.createElement("td");
+  if (value instanceof Node) td.append(value); else td.textContent = value;
+  if (cls) td.className = cls;
+  return td;
+}
+function fill(id, rows, empty) {
+  const body = document.querySelector(`#${id} tbody`);
+  const width = document.querySelectorAll(`#${id} thead th`).length;
+  if (!rows.length) {
+    const td = cell(empty, "empty"); td.colSpan = width;
+    const tr = document.createElement("tr"); tr.append(td);
+    body.replaceChildren(tr);
+    return;
+  }
+  body.replaceChildren(...rows.map(({cells, attrs}) => {
+    const tr = document.createElement("tr");
+    for (const [k, v] of Object.entries(attrs || {})) tr.dataset[k] = v;
+    tr.append(...cells.map((c) => (Array.isArray(c) ? cell(c[0], c[1]) : cell(c))));
+    return tr;
+  }));
+}
+const STATE_CLASS = {alive: "ok", listening: "ok", stopped: "warn", dead: "bad", deaf: "bad", silent: "bad"};
+
+function render(s) {
+  fill("queues", Object.entries(s.queues).map(([q, v]) => ({
+    attrs: {queue: q},
+    cells: [q, fmt(v.depth), fmt(v.in_flight), [fmt(v.dead), v.dead ? "bad" : ""], rate(v.handled_per_s),
+            ago(v.oldest_age_ms), fmt(v.pushed_total), fmt(v.handled_total),
+            [fmt(v.workers_alive), v.workers_alive ? "ok" : "bad"]],
+  })), "no queue");
+  fill("workers", s.workers.map((w) => ({
+    attrs: {name: w.name, queue: w.queue, state: w.state},
+    cells: [w.queue, w.name, w.delivery || "-", [w.state, STATE_CLASS[w.state]],
+            w.heartbeat_age_ms === null ? "none" : `${ago(w.heartbeat_age_ms)} ago (TTL ${ago(w.heartbeat_ttl_ms)})`,
+            fmt(w.handled), rate(w.handled_per_s), fmt(w.retried), fmt(w.failed), fmt(w.reconnects)],
+  })), "no worker has reported");
+  fill("channels", Object.entries(s.channels).map(([c, v]) => ({
+    attrs: {channel: c},
+    cells: [c, [fmt(v.subscribers), v.subscribers ? "" : "warn"], fmt(v.published_total),
+            [fmt(v.published_zero_total), v.published_zero_total ? "warn" : ""], fmt(v.received_total),
+            [fmt(v.lost_total), v.lost_total ? "bad" : ""], fmt(v.duplicates_total)],
+  })), "no channel");
+  fill("subscribers", s.subscribers.map((x) => ({
+    attrs: {name: x.name, state: x.state},
+    cells: [x.name, [...x.channels, ...x.patterns].join(", "),
+            [x.deaf ? `${x.state} for ${ago(x.deaf_for_ms)}` : x.state, STATE_CLASS[x.state]],
+            fmt(x.received), rate(x.received_per_s), [fmt(x.lost), x.lost ? "bad" : ""], fmt(x.duplicates),
+            fmt(x.reconnects)],
+  })), "no subscriber has reported");
+  fill("producers", s.producers.map((p) => ({
+    cells: [p.role, p.name, fmt(p.pushed), fmt(p.published), fmt(p.published_zero), fmt(p.refused_full),
+            fmt(p.rejected), fmt(p.unavailable), fmt(p.unconfirmed)],
+  })), "no producer has reported");
+  for (const mode of ["prodcons", "pubsub"]) {
+    const l = s.latency_ms[mode];
+    $(`lat-${mode}`).textContent = l.count
+      ? `p50 ≤${l.p50 ?? "∞"} ms · p95 ≤${l.p95 ?? "∞"} ms · p99 ≤${l.p99 ?? "∞"} ms (${fmt(l.count)})`
+      : "no message yet";
+  }
+  const r = s.rates;
+  $("rates").textContent = r.pushed === null ? "-"
+    : `${rate(r.pushed)} pushed/s · ${rate(r.handled)} handled/s · ${rate(r.published)} published/s`;
+  for (const [q, v] of Object.entries(s.queues)) {
+    if (deadSeen[q] !== v.dead) loadDead(q, v.dead);
+  }
+}
+
+async function getJSON(url, options) {
+  const r = await fetch(url, {cache: "no-store", ...options});
+  const body = await r.json();
+  if (!r.ok) throw new Error(body.error || `${url}: ${r.status}`);
+  return body;
+}
+
+async function refresh() {
+  try {
+    render(await getJSON("/api/stats"));
+    $("status").textContent = `updated ${new Date().toLocaleTimeString()}`;
+    $("status").className = "muted";
+  } catch (e) {
+    $("status").textContent = `stats unavailable: ${e.message}`;
+    $("status").className = "bad";
+  }
+}
+
+async function loadDead(queue, count) {
+  deadSeen[queue] = count;
+  let box = document.querySelector(`.dead-queue[data-queue="${CSS.escape(queue)}"]`);
+  if (!box) {
+    box = document.createElement("div");
+    box.className = "dead-queue"; box.dataset.queue = queue;
+    $("dead").append(box);
+  }
+  if (!count) { box.replaceChildren(); box.textContent = `${queue}: no dead letters`; return; }
+  let page;
+  try { page = await getJSON(`/api/queues/${encodeURIComponent(queue)}/dead?count=10`); }
+  catch (e) { box.textContent = `${queue}: dead letters unavailable: ${e.message}`; deadSeen[queue] = null; return; }
+  const head = document.createElement("p");
+  const button = document.createElement("button");
+  button.id = `requeue-${queue}`; button.textContent = `Requeue all ${page.total}`;
+  button.addEventListener("click", () => requeue(queue, button));
+  head.append(`${queue}: ${fmt(page.total)} dead, newest first `, button);
+  const table = document.createElement("table");
+  table.innerHTML = "<thead><tr><th>when</th><th>reason</th><th>message</th></tr></thead><tbody></tbody>";
+  table.tBodies[0].append(...page.entries.map((e) => {
+    const tr = document.createElement("tr");
+    const when = e.at ? new Date(e.at).toLocaleTimeString() : "-";
+    tr.append(cell(when), cell(e.reason || "-"), cell(e.raw ?? e.raw_b64 ?? ""));
+    return tr;
+  }));
+  box.replaceChildren(head, table);
+}
+
+async function requeue(queue, button) {
+  button.disabled = true;
+  try {
+    const body = await getJSON(`/api/queues/${encodeURIComponent(queue)}/dead/requeue`, {method: "POST"});
+    $("result").textContent = `requeued ${body.requeued} from ${queue}` + (body.kept ? `, kept ${body.kept} unreadable` : "");
+  } catch (e) {
+    $("result").textContent = `requeue failed: ${e.message}`;
+  }
+  deadSeen[queue] = undefined;
+  refresh();
+}
+
+function draw(points) {
+  const canvas = $("chart");
+  const ratio = window.devicePixelRatio || 1;
+  const width = canvas.clientWidth, height = canvas.clientHeight;
+  canvas.width = width * ratio; canvas.height = height * ratio;
+  const g = canvas.getContext("2d");
+  g.scale(ratio, ratio);
+  g.clearRect(0, 0, width, height);
+  const left = 48, right = width - 8, top = 8, bottom = height - 22;
+  const end = points.length ? points[points.length - 1].t : Date.now();
+  const shown = points.filter((p) => p.t >= end - WINDOW_MS);
+  canvas.dataset.points = String(shown.length);
+  let max = 1;
+  for (const p of shown) for (const [name] of SERIES) max = Math.max(max, p[name]);
+  const unit = 10 ** Math.floor(Math.log10(max / 4));
+  const tick = [1, 2, 2.5, 5, 10].map((m) => m * unit).find((t) => 4 * t >= max);
+  const ceiling = 4 * tick;
+  const x = (t) => left + ((t - (end - WINDOW_MS)) / WINDOW_MS) * (right - left);
+  const y = (v) => bottom - (v / ceiling) * (bottom - top);
+  g.strokeStyle = "#ddd"; g.fillStyle = "#777"; g.font = "11px system-ui, sans-serif"; g.lineWidth = 1;
+  for (let i = 0; i <= 4; i++) {
+    const v = tick * i;
+    g.beginPath(); g.moveTo(left, y(v)); g.lineTo(right, y(v)); g.stroke();
+    g.fillText(v >= 1000 ? `${(v / 1000).toFixed(1)}k` : String(+v.toFixed(2)), 4, y(v) + 4);
+  }
+  for (let m = 0; m <= 5; m++) g.fillText(m === 5 ? "now" : `-${5 - m} min`, x(end - (5 - m) * 60000) - 14, height - 6);
+  for (const [name, color] of SERIES) {
+    g.strokeStyle = color; g.lineWidth = 1.6; g.beginPath();
+    shown.forEach((p, i) => (i === 0 || p.gap ? g.moveTo(x(p.t), y(p[name])) : g.lineTo(x(p.t), y(p[name]))));
+    g.stroke();
+  }
+  const last = shown[shown.length - 1];
+  $("legend").replaceChildren(...SERIES.map(([name, color]) => {
+    const span = document.createElement("span"), dot = document.createElement("i");
+    dot.style.background = color;
+    span.append(dot, `${name} ${last ? rate(last[name]) : "-"}/s`);
+    return span;
+  }));
+}
+
+async function refreshChart() {
+  try { draw((await getJSON("/api/history")).points); }
+  catch (e) { $("legend").textContent = `history unavailable: ${e.message}`; }
+}
+
+for (const form of document.querySelectorAll("form[data-mode]")) {
+  form.addEventListener("submit", async (ev) => {
+    ev.preventDefault();
+    const data = new FormData(form);
+    let payload = data.get("payload");
+    try { payload = JSON.parse(payload); } catch (e) { /* not JSON: send it as text */ }
+    const dest = form.dataset.mode === "prodcons" ? "queue" : "channel";
+    try {
+      const r = await fetch(form.action, {method: "POST", headers: {"content-type": "application/json"},
+                                          body: JSON.stringify({payload, [dest]: data.get(dest)})});
+      const body = await r.json();
+      $("result").textContent = r.ok
+        ? `sent ${form.dataset.mode} id ${body.id} to ${body[dest]}` +
+          (dest === "queue" ? ` (depth ${body.depth})` : ` (${body.receivers} receivers)`)
+        : `${r.status}: ${body.error}`;
+      $("result").dataset.id = r.ok ? body.id : "";
+    } catch (e) {
+      $("result").textContent = `send failed: ${e.message}`;
+    }
+    refresh();
+  });
+}
+refresh();
+refreshChart();
+setInterval(refresh, 1000);
+setInterval(refreshChart, 2000);
+window.addEventListener("resize", refreshChart);
