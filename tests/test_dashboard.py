@@ -1,0 +1,175 @@
+"""The dashboard in real headless chromium against a live stack: redis-server, gunicorn serving
+``web.wsgi:app``, a worker ``w1`` on queue ``default`` and a subscriber ``s1`` on channel
+``default``. Screenshots go to ``tests/artifacts/``.
+
+The stack runs the quick settings: heartbeat every 0.5 s with a 3 s TTL, two attempts before a
+message is dead-lettered, queues ``default`` and ``jobs``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from producer import decode, keys
+from tests.browserkit import (
+    FAIL,
+    HEARTBEAT_TTL_S,
+    Browser,
+    Stack,
+    chromium,
+    live_stack,
+    number,
+    require_tools,
+)
+from tests.procs import get_json, wait_for
+
+pytestmark = pytest.mark.slow
+
+PAGE_LAG_S = 2.0  # /api/stats cached 0.5 s, polled every 1 s, rendered: what the page trails by
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The live stack, once w1 is alive and s1 listens."""
+    require_tools()
+    with live_stack(tmp_path_factory.mktemp("dashboard")) as s:
+        s.start("worker", "w1", "--queue", "default")
+        s.start("subscriber", "s1")
+
+        def ready() -> bool:
+            for d in s.daemons:
+                assert d.proc.proc.poll() is None, d.proc.log()
+            stats = get_json(s.base + "/api/stats") or {}
+            alive = [w["name"] for w in stats.get("workers", []) if w["state"] == "alive"]
+            return alive == ["w1"] and stats["channels"]["default"]["subscribers"] == 1
+
+        wait_for(ready, 20, "w1 alive and s1 subscribed", every_s=0.1)
+        yield s
+
+
+@pytest.fixture(scope="module")
+def browser(stack: Stack) -> Iterator[Browser]:
+    with chromium(stack.base) as b:
+        yield b
+
+
+def test_the_page_loads_without_console_errors(browser: Browser) -> None:
+    browser.open()
+    assert browser.console_errors() == []
+    assert browser.cell("workers", "state", name="w1", queue="default") == "alive"
+    assert browser.cell("subscribers", "state", name="s1", state="listening") == "listening"
+    assert browser.cell("channels", "subscribers", channel="default") == "1"
+    assert browser.row("queues", queue="default") and browser.row("queues", queue="jobs")
+    browser.screenshot("dashboard-idle")
+    assert browser.console_errors() == []
+
+
+def test_each_send_button_changes_the_counts(stack: Stack, browser: Browser) -> None:
+    browser.open()
+    queue = browser.row("queues", queue="default")
+    channel = browser.row("channels", channel="default")
+    assert queue and channel
+
+    sent = browser.send("send-prodcons")
+    assert browser.text("result").startswith(f"sent prodcons id {sent} to default (depth ")
+    browser.wait_cell("queues", "pushed", f"{number(queue['pushed']) + 1:,}", 5, queue="default")
+    browser.wait_cell("queues", "handled", f"{number(queue['handled']) + 1:,}", 5, queue="default")
+    assert sent in stack.daemon("w1").handled_ids()  # the page's count is the message it sent
+
+    published = browser.send("send-pubsub")
+    assert browser.text("result") == f"sent pubsub id {published} to default (1 receivers)"
+    for column in ("published", "received"):
+        want = f"{number(channel[column]) + 1:,}"
+        browser.wait_cell("channels", column, want, 5, channel="default")
+    assert published in stack.daemon("s1").handled_ids()
+    browser.screenshot("dashboard-busy")
+    assert browser.console_errors() == []
+
+
+def test_a_worker_killed_with_kill_9_shows_dead_within_its_heartbeat_ttl(
+    stack: Stack, browser: Browser
+) -> None:
+    w2 = stack.start("worker", "w2", "--queue", "default")
+    browser.open()
+    browser.wait_cell("queues", "workers alive", "2", 10, queue="default")
+    assert browser.cell("workers", "state", name="w2") == "alive"
+
+    w2.kill()
+    killed = time.monotonic()
+    bound_s = HEARTBEAT_TTL_S + PAGE_LAG_S
+    browser.wait_cell("workers", "state", "dead", bound_s + 1, name="w2")
+    took_s = time.monotonic() - killed
+    print(f"\n[dashboard] w2 shown dead {took_s:.2f}s after kill -9 (bound {bound_s:.1f}s)")
+    assert took_s <= bound_s
+    assert browser.cell("queues", "workers alive", queue="default") == "1"
+    assert browser.cell("workers", "state", name="w1") == "alive"
+    browser.screenshot("dashboard-dead-worker", "workers")
+    assert browser.console_errors() == []
+
+
+def test_requeue_from_the_page_empties_the_dead_list(stack: Stack, browser: Browser) -> None:
+    """Messages a handler refused twice are dead; once the failing worker is replaced by one
+    that handles them, the page's requeue button sends every one back and the list empties."""
+    admin = stack.redis.client()
+    dead_key = keys.dead("jobs")
+    failing = stack.start("worker", "jfail", "--queue", "jobs", handler=FAIL)
+    browser.open()
+    browser.wait_cell("workers", "state", "alive", 10, name="jfail")
+    browser.select("queue", "jobs")
+    ids = [browser.send("send-prodcons") for _ in range(3)]
+
+    browser.wait_cell("queues", "dead", "3", 10, queue="jobs")
+    wait_for(lambda: browser.text("requeue-jobs") == "Requeue all 3", 5, "the requeue button")
+    assert (browser.dead_box("jobs") or "").startswith("jobs: 3 dead, newest first")
+    entries = [json.loads(e) for e in admin.lrange(dead_key, 0, -1)]
+    assert sorted(decode(e["raw"].encode()).id for e in entries) == sorted(ids)
+    assert {e["reason"].split(":")[0] for e in entries} == {"handler failed on attempt 2"}
+    browser.screenshot("dashboard-dead-letters", "dead")
+
+    assert failing.proc.stop() == 0
+    fixed = stack.start("worker", "jok", "--queue", "jobs")
+    browser.wait_cell("workers", "state", "alive", 10, name="jok")
+    browser.click("requeue-jobs")
+
+    wait_for(lambda: browser.text("result") == "requeued 3 from jobs", 5, "the requeue's answer")
+    browser.wait_cell("queues", "dead", "0", 5, queue="jobs")
+    assert admin.llen(dead_key) == 0
+    wait_for(lambda: fixed.handled_ids() == set(ids), 5, "jok to handle the requeued messages")
+    wait_for(
+        lambda: browser.dead_box("jobs") == "jobs: no dead letters", 5, "jobs' dead area empty"
+    )
+    browser.screenshot("dashboard-requeued", "dead")
+    assert browser.console_errors() == []
+    admin.close()
+
+
+def test_the_chart_has_points_after_a_reload(browser: Browser) -> None:
+    """The history lives in Redis: a reloaded page draws it at once, no fewer points."""
+    browser.open()
+    before = wait_for(browser.chart_points, 10, "the chart's first points", every_s=0.1)
+    browser.driver.execute_script("window.beforeReload = true")
+    browser.driver.refresh()
+    reloaded = time.monotonic()
+    assert browser.driver.execute_script("return window.beforeReload") is None  # a new page
+    after = wait_for(browser.chart_points, 5, "the chart's points after the reload", every_s=0.1)
+    print(f"\n[dashboard] chart: {before} points, {after} after the reload "
+          f"(drawn {time.monotonic() - reloaded:.2f}s after it)")  # fmt: skip
+    assert after >= before
+    browser.screenshot("dashboard-reloaded")
+    assert browser.console_errors() == []
+
+
+def test_the_whole_session_logged_no_console_error(browser: Browser) -> None:
+    """Once more, a load and a few polls; then nothing SEVERE in all the browser logged."""
+    browser.open()
+    first = browser.text("status")
+    wait_for(lambda: browser.text("status") != first, 5, "the next stats poll", every_s=0.1)
+    wait_for(browser.chart_points, 10, "the chart drawn", every_s=0.1)
+    browser.driver.execute_script("console.info('dashboard test: the console is read')")
+    browser.console_errors()
+    assert any("the console is read" in e["message"] for e in browser.console), browser.console
+    assert [e for e in browser.console if e["level"] == "SEVERE"] == []
