@@ -81,7 +81,7 @@ def test_each_send_button_changes_the_counts(stack: Stack, browser: Browser) -> 
     assert sent in stack.daemon("w1").handled_ids()  # the page's count is the message it sent
 
     published = browser.send("send-pubsub")
-    assert browser.text("result") == f"sent pubsub id {published} to default (1 receivers)"
+    assert browser.text("result") == f"sent pubsub id {published} to default (1 receiver)"
     for column in ("published", "received"):
         want = f"{number(channel[column]) + 1:,}"
         browser.wait_cell("channels", column, want, 5, channel="default")

@@ -8,6 +8,7 @@ const SERIES = [
 ];
 const WINDOW_MS = 5 * 60 * 1000;
 const deadSeen = {};  // queue -> dead count last rendered
+const deadAsked = {};  // queue -> number of the newest request for its dead letters
 
 const $ = (id) => document.getElementById(id);
 const fmt = (n) => (n === null || n === undefined ? "-" : Number(n).toLocaleString("en-US"));
@@ -106,16 +107,20 @@ async function refresh() {
 
 async function loadDead(queue, count) {
   deadSeen[queue] = count;
+  const ticket = (deadAsked[queue] = (deadAsked[queue] || 0) + 1);
   let box = document.querySelector(`.dead-queue[data-queue="${CSS.escape(queue)}"]`);
   if (!box) {
     box = document.createElement("div");
     box.className = "dead-queue"; box.dataset.queue = queue;
     $("dead").append(box);
   }
-  if (!count) { box.replaceChildren(); box.textContent = `${queue}: no dead letters`; return; }
-  let page;
-  try { page = await getJSON(`/api/queues/${encodeURIComponent(queue)}/dead?count=10`); }
-  catch (e) { box.textContent = `${queue}: dead letters unavailable: ${e.message}`; deadSeen[queue] = null; return; }
+  let page = {total: 0, entries: []};
+  if (count) {
+    try { page = await getJSON(`/api/queues/${encodeURIComponent(queue)}/dead?count=10`); }
+    catch (e) { box.textContent = `${queue}: dead letters unavailable: ${e.message}`; deadSeen[queue] = null; return; }
+  }
+  if (ticket !== deadAsked[queue]) return;  // a newer request answers
+  if (!page.total) { box.replaceChildren(); box.textContent = `${queue}: no dead letters`; return; }
   const head = document.createElement("p");
   const button = document.createElement("button");
   button.id = `requeue-${queue}`; button.textContent = `Requeue all ${page.total}`;
@@ -126,7 +131,9 @@ async function loadDead(queue, count) {
   table.tBodies[0].append(...page.entries.map((e) => {
     const tr = document.createElement("tr");
     const when = e.at ? new Date(e.at).toLocaleTimeString() : "-";
-    tr.append(cell(when), cell(e.reason || "-"), cell(e.raw ?? e.raw_b64 ?? ""));
+    const reason = cell((e.reason || "-").split("\n")[0]);
+    reason.title = e.reason || "";  // the whole reason (a traceback's end) on hover
+    tr.append(cell(when), reason, cell(e.raw ?? e.raw_b64 ?? ""));
     return tr;
   }));
   box.replaceChildren(head, table);
@@ -202,7 +209,8 @@ for (const form of document.querySelectorAll("form[data-mode]")) {
       const body = await r.json();
       $("result").textContent = r.ok
         ? `sent ${form.dataset.mode} id ${body.id} to ${body[dest]}` +
-          (dest === "queue" ? ` (depth ${body.depth})` : ` (${body.receivers} receivers)`)
+          (dest === "queue" ? ` (depth ${body.depth})`
+                            : ` (${body.receivers} receiver${body.receivers === 1 ? "" : "s"})`)
         : `${r.status}: ${body.error}`;
       $("result").dataset.id = r.ok ? body.id : "";
     } catch (e) {
