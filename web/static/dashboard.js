@@ -131,7 +131,8 @@ async function loadDead(queue, count) {
   table.tBodies[0].append(...page.entries.map((e) => {
     const tr = document.createElement("tr");
     const when = e.at ? new Date(e.at).toLocaleTimeString() : "-";
-    const reason = cell((e.reason || "-").split("\n")[0]);
+    const lines = (e.reason || "-").split("\n").filter((l) => l.trim());
+    const reason = cell(lines.length > 1 ? `${lines[0]} … ${lines[lines.length - 1].trim()}` : lines[0]);
     reason.title = e.reason || "";  // the whole reason (a traceback's end) on hover
     tr.append(cell(when), reason, cell(e.raw ?? e.raw_b64 ?? ""));
     return tr;
