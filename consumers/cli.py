@@ -1,4 +1,5 @@
-"""``python -m consumers``: the worker, the subscriber, the reaper and the dead-letter tools.
+"""``python -m consumers``: the worker, the subscriber, the reaper, the dead-letter tools and
+the status view (:mod:`consumers.status`, whose exit codes are its own).
 
 The only place the daemons read the environment and install signal handlers: SIGTERM or
 SIGINT finishes the message in hand and exits 0; a second signal exits at once with 130.
@@ -18,7 +19,7 @@ from types import FrameType
 
 import redis
 
-from consumers import tools
+from consumers import status, tools
 from consumers.daemon import Daemon
 from consumers.handlers import DEFAULT, HandlerError, load_handler
 from consumers.subscriber import Subscriber
@@ -39,12 +40,14 @@ Every BUS_* variable of the README applies (BUS_REDIS_URL, BUS_BLOCK_TIMEOUT_S, 
 SIGTERM/SIGINT finish the message in hand and exit 0; a second signal exits at once (130).
 Exit codes: 0 done, 1 unhealthy (--check) or refused, 69 Redis unreachable, 70 a consumer ended
 unexpectedly (see its log), 75 another live worker has this --name, 78 bad configuration.
+status has its own (see status --help): 0 healthy, 1 unhealthy, 2 usage, 3 Redis unreachable.
 examples:
   python -m consumers worker --queue default --handler myapp.jobs:handle
   python -m consumers worker --check --queue default
   python -m consumers subscriber --channel default --pattern 'orders.*'
   python -m consumers reaper --once
   python -m consumers dead list --queue default
+  python -m consumers status --watch 2
 """
 
 
@@ -148,7 +151,37 @@ def build_parser() -> argparse.ArgumentParser:
         help="at most N entries (list: default 100; requeue: default all)",
     )
     d.add_argument("--yes", action="store_true", help="purge: really delete")
+    text = (
+        "Print the whole bus (queues, workers, subscribers, channels, producers, latency) "
+        "as tables, and exit 0 if healthy, 1 if not: a probe."
+    )
+    st = sub.add_parser(
+        "status",
+        parents=[common],
+        help=text,
+        description=text,
+        epilog=status.EPILOG,
+        formatter_class=FORMAT,
+    )
+    st.add_argument("--json", action="store_true", help="print the overview as JSON instead")
+    st.add_argument(
+        "--watch",
+        type=positive_seconds,
+        metavar="SECONDS",
+        help="redraw every SECONDS until Ctrl-C (with --json: one JSON document per line)",
+    )
     return parser
+
+
+def positive_seconds(text: str) -> float:
+    """An argparse type: a number of seconds greater than 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> int:
@@ -163,6 +196,8 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
         print(f"python -m consumers: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     queues = list(dict.fromkeys(getattr(args, "queues", None) or settings.queues))
+    if args.command == "status":
+        return status.run(settings, args.json, args.watch)
     try:
         if args.command == "dead":
             if args.action == "list" and args.limit is None:
