@@ -40,7 +40,7 @@ Every BUS_* variable of the README applies (BUS_REDIS_URL, BUS_BLOCK_TIMEOUT_S, 
 SIGTERM/SIGINT finish the message in hand and exit 0; a second signal exits at once (130).
 Exit codes: 0 done, 1 unhealthy (--check) or refused, 69 Redis unreachable, 70 a consumer ended
 unexpectedly (see its log), 75 another live worker has this --name, 78 bad configuration.
-status has its own (see status --help): 0 healthy, 1 unhealthy, 2 usage, 3 Redis unreachable.
+status (see status --help): 0 healthy, 1 unhealthy, 2 usage, 69 Redis unreachable.
 examples:
   python -m consumers worker --queue default --handler myapp.jobs:handle
   python -m consumers worker --check --queue default

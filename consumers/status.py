@@ -9,7 +9,7 @@ Exit status:
 - 1: a queue of ``BUS_QUEUES`` has no live worker, or a subscriber is deaf or silent past its
   deadline (``overdue``); one line per problem goes to stderr;
 - 2: usage error (argparse);
-- 3: Redis could not be reached, or answered an error (one line on stderr);
+- 69: Redis could not be reached, or answered an error (one line on stderr);
 - 78: a bad ``BUS_*`` setting, as for every command.
 
 With ``--watch SECONDS`` the view is redrawn until Ctrl-C, which exits with the last status.
@@ -27,6 +27,7 @@ from typing import Any
 
 import redis
 
+from consumers.tools import EXIT_UNAVAILABLE
 from producer import Settings, make_client
 from producer.overview import read_overview
 from producer.stats import LATENCY_BUCKETS_MS
@@ -34,7 +35,7 @@ from producer.stats import LATENCY_BUCKETS_MS
 EXIT_OK = 0
 EXIT_UNHEALTHY = 1
 EXIT_USAGE = 2  # argparse's own
-EXIT_UNREACHABLE = 3
+EXIT_UNREACHABLE = EXIT_UNAVAILABLE  # 69, as for the other tools
 CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear screen
 MAX_CELL = 20  # longer names are cut so that the tables fit in about 120 columns
 
@@ -46,7 +47,7 @@ Exit codes:
      BUS_HEARTBEAT_TTL_S), or a subscriber is deaf or silent for longer than its deadline
      (BUS_HEALTH_CHECK_INTERVAL_S + BUS_PONG_DEADLINE_S); one line per problem on stderr
   2  usage error
-  3  Redis could not be reached or answered an error (one line on stderr)
+  69 Redis could not be reached or answered an error (one line on stderr)
   78 a bad BUS_* setting
   With --watch, Ctrl-C exits with the status of the last view.
 examples:

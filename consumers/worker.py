@@ -51,7 +51,12 @@ class Worker(Daemon):
     role = "worker"
 
     def __init__(self, settings: Settings, queue: str, name: str, handler: Handler) -> None:
-        labels = {"queue": queue, "delivery": settings.delivery, "name": name}
+        labels = {
+            "queue": queue,
+            "delivery": settings.delivery,
+            "name": name,
+            "heartbeat_ttl_ms": str(int(settings.heartbeat_ttl_s * 1000)),
+        }
         scope = {"queue": queue, "delivery": settings.delivery}
         super().__init__(settings, name, Stats("worker", f"{queue}:{name}", labels, scope))
         self.queue = queue

@@ -6,7 +6,8 @@ This is the data behind ``GET /api/stats``, the dashboard, ``GET /metrics`` and
 Liveness, judged here once for every reader:
 
 - a worker is ``alive`` while its heartbeat (``bus:{q}:consumers``, Redis's clock) is younger
-  than ``BUS_HEARTBEAT_TTL_S``; ``stopped`` when it said goodbye; else ``dead``;
+  than its ``BUS_HEARTBEAT_TTL_S`` (the one it wrote in its stats; the reader's own setting for
+  a worker whose stats are gone); ``stopped`` when it said goodbye; else ``dead``;
 - a subscriber is ``listening``, ``deaf`` (it knows its link is down, since
   ``deaf_since_ms``), ``silent`` (its stats stopped coming: frozen, killed, or cut off) or
   ``stopped``. It is deaf past its deadline when deaf or silent for longer than
@@ -30,7 +31,7 @@ from producer.stats import COUNTERS, HISTORY_SERIES, LAT_FIELDS, LATENCY_BUCKETS
 
 _INT_FIELDS = frozenset(
     (*COUNTERS, *LAT_FIELDS, "lat_count", "lat_sum_ms", "pid", "started_ms", "updated_ms",
-     "interval_ms", "deaf_since_ms", "deaf_after_ms", "stopped_ms")
+     "interval_ms", "deaf_since_ms", "deaf_after_ms", "stopped_ms", "heartbeat_ttl_ms")
 )  # fmt: skip
 _FLOAT_FIELDS = frozenset(f"{c}_per_s" for c in RATES)
 PRODUCER_ROLES = ("web", "locust")
@@ -262,6 +263,10 @@ def _workers(
     rows = []
     for q, name in sorted(set(beats) | set(stats)):
         beat, p = beats.get((q, name)), stats.get((q, name), {})
+        # The worker's own TTL when it said it (the reaper of its fleet uses that one).
+        ttl_ms = int(p.get("heartbeat_ttl_ms") or settings.heartbeat_ttl_s * 1000)
+        if beat is not None:
+            beat["alive"] = beat["heartbeat_age_ms"] <= ttl_ms
         if beat is not None and beat["alive"]:
             state = "alive"
         elif p.get("stopped_ms") and beat is None:
@@ -276,7 +281,7 @@ def _workers(
                 "state": state,
                 "alive": state == "alive",
                 "heartbeat_age_ms": beat["heartbeat_age_ms"] if beat else None,
-                "heartbeat_ttl_ms": int(settings.heartbeat_ttl_s * 1000),
+                "heartbeat_ttl_ms": ttl_ms,
                 "in_flight": beat["in_flight"] if beat else 0,
                 "handled_per_s": p.get("handled_per_s", 0.0) if state == "alive" else 0.0,
                 "stats_age_ms": p.get("age_ms"),

@@ -80,7 +80,7 @@ def test_help_states_the_exit_codes_and_usage_errors_exit_2() -> None:
     """--help documents every exit status; a bad --watch is a usage error (2)."""
     help_ = run_status("redis://127.0.0.1:1/0", "--help")
     assert help_.returncode == 0
-    for text in ("--json", "--watch", "0  healthy", "1  unhealthy", "2  usage", "3  Redis"):
+    for text in ("--json", "--watch", "0  healthy", "1  unhealthy", "2  usage", "69 Redis"):
         assert text in help_.stdout
     for bad in (("--watch", "0"), ("--watch", "soon"), ("--bogus",)):
         result = run_status("redis://127.0.0.1:1/0", *bad)
@@ -131,18 +131,18 @@ def test_a_configured_queue_without_a_worker_exits_1(
     assert alive == {"default": "1", "orders": "0"}
 
 
-def test_redis_unreachable_exits_3_in_one_line() -> None:
-    """Nothing listens on the port: exit 3 with one line naming the URL, no traceback."""
+def test_redis_unreachable_exits_69_in_one_line() -> None:
+    """Nothing listens on the port: exit 69 with one line naming the URL, no traceback."""
     url = f"redis://127.0.0.1:{free_port()}/0"
     result = run_status(url)
-    assert result.returncode == 3
+    assert result.returncode == 69
     assert result.stdout == ""
     assert result.stderr.startswith(f"python -m consumers status: cannot reach Redis at {url}: ")
     assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
 
 
-def test_a_refused_login_exits_3_without_the_password(tmp_path: Path) -> None:
-    """Redis answers, but refuses the password: exit 3, and the password is not printed."""
+def test_a_refused_login_exits_69_without_the_password(tmp_path: Path) -> None:
+    """Redis answers, but refuses the password: exit 69, and the password is not printed."""
     acl = ("--user", "alice", "on", ">right", "~*", "+@all")
     server = RedisServer(tmp_path / "redis", *acl).start()
     try:
@@ -150,7 +150,7 @@ def test_a_refused_login_exits_3_without_the_password(tmp_path: Path) -> None:
         result = run_status(url)
     finally:
         server.kill()
-    assert result.returncode == 3, result.stderr
+    assert result.returncode == 69, result.stderr
     assert "refused the login" in result.stderr and "wrong-secret" not in result.stderr
     assert len(result.stderr.splitlines()) == 1
 
