@@ -78,14 +78,29 @@ class _Snapshot(Collector):
         self.overview = overview
 
     def collect(self) -> Iterator[Metric]:
-        yield from _counters(self.overview["counters"])
+        yield from _counters(self.overview)
         yield _latency(self.overview["counters"])
         yield from _gauges(self.overview)
 
 
-def _counters(counters: list[dict[str, Any]]) -> Iterator[Metric]:
+def _known(overview: dict[str, Any], labels: tuple[str, ...]) -> set[tuple[str, ...]]:
+    """The label values a counter shows as 0 before its first event, so that ``rate()`` and
+    ``increase()`` see that event too: every queue, channel, role and worker's delivery."""
+    if labels == ("queue",):
+        return {(q,) for q in overview["queues"]}
+    if labels == ("channel",):
+        return {(c,) for c in overview["channels"]}
+    if labels == ("role",):
+        return {(p.get("role", "?"),) for p in overview["processes"]}
+    if labels == ("queue", "delivery"):
+        return {(w["queue"], w["delivery"]) for w in overview["workers"] if w["delivery"]}
+    return {()} if not labels else set()
+
+
+def _counters(overview: dict[str, Any]) -> Iterator[Metric]:
+    counters = overview["counters"]
     for counter, roles, name, doc, labels in COUNTERS:
-        sums: dict[tuple[str, ...], int] = {}
+        sums: dict[tuple[str, ...], int] = dict.fromkeys(_known(overview, labels), 0)
         for c in counters:
             if c["counter"] != counter or (roles and c["labels"].get("role") not in roles):
                 continue
@@ -141,16 +156,23 @@ def _gauges(overview: dict[str, Any]) -> Iterator[Metric]:
             oldest.add_metric([q], v["oldest_age_ms"] / 1000)
     yield oldest
     up = GaugeMetricFamily(
-        "bus_worker_up", "1 while the worker's heartbeat is fresh", labels=("queue", "name")
+        "bus_worker_up",
+        "1 while the worker's heartbeat is fresh, 0 once it is not (a worker that stopped "
+        "cleanly is absent)",
+        labels=("queue", "name"),
     )
     for w in overview["workers"]:
-        up.add_metric([w["queue"], w["name"]], 1 if w["alive"] else 0)
+        if w["state"] != "stopped":
+            up.add_metric([w["queue"], w["name"]], 1 if w["alive"] else 0)
     yield up
     listening = GaugeMetricFamily(
-        "bus_subscriber_up", "1 while the subscriber is subscribed and reporting", labels=("name",)
+        "bus_subscriber_up",
+        "1 while the subscriber is subscribed and reporting (one that stopped cleanly is absent)",
+        labels=("name",),
     )
     for s in overview["subscribers"]:
-        listening.add_metric([s["name"]], 1 if s["state"] == "listening" else 0)
+        if s["state"] != "stopped":
+            listening.add_metric([s["name"]], 1 if s["state"] == "listening" else 0)
     yield listening
     subs = GaugeMetricFamily(
         "bus_channel_subscribers", "Subscribers Redis counts on the channel", labels=("channel",)

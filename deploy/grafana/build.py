@@ -130,7 +130,7 @@ PANELS: list[tuple[dict[str, Any], int, int]] = [
         stat(
             "Workers",
             "Each worker a heartbeat or a stats hash knows of: up while its heartbeat is fresh. "
-            "A cleanly stopped worker also reads down until its stats expire (BUS_STATS_TTL_S).",
+            "A cleanly stopped worker has no series.",
             [(f"bus_worker_up{Q}", "{{queue}} / {{name}}")],
             [(None, "red"), (1, "green")],
             UP_DOWN,
@@ -142,7 +142,7 @@ PANELS: list[tuple[dict[str, Any], int, int]] = [
         stat(
             "Subscribers",
             "Each subscriber: up while it is subscribed and its stats keep coming; down when "
-            "deaf (link lost), silent (frozen or killed) or stopped.",
+            "deaf (link lost) or silent (frozen or killed); a cleanly stopped one has no series.",
             [("bus_subscriber_up", "{{name}}")],
             [(None, "red"), (1, "green")],
             UP_DOWN,
