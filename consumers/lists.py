@@ -46,6 +46,7 @@ class QueueOps:
         self._stale = client.register_script(lua.STALE)
         self._take_name = client.register_script(lua.TAKE_NAME)
         self._release_name = client.register_script(lua.RELEASE_NAME)
+        self._move_due = client.register_script(lua.MOVE_DUE)
 
     def claim(self, consumer: str, count: int) -> list[bytes]:
         """Move up to ``count`` of the oldest pending messages into ``consumer``'s processing
@@ -98,6 +99,16 @@ class QueueOps:
             dead += sum(1 for m in moves if m[2] == DEAD)
             requeued += moved - sum(1 for m in moves if m[2] == DEAD)
         return requeued, dead
+
+    def move_due(self, batch: int = 1000) -> int:
+        """Make the delayed messages that are due pending (oldest due first), ``batch`` per
+        script, until none is due. Returns how many moved."""
+        moved = 0
+        while True:
+            n = int(self._move_due(keys=[keys.delayed(self.queue), self.pending], args=[batch]))
+            moved += n
+            if n < batch:
+                return moved
 
     def heartbeat(self, consumer: str, token: str, ttl_s: float) -> bool:
         """Renew ``consumer``'s lease held with ``token`` and stamp its heartbeat with Redis's

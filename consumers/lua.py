@@ -157,3 +157,19 @@ if redis.call('LLEN', KEYS[1]) == 0 then redis.call('ZREM', KEYS[5], ARGV[1]) en
 return result
 """
 )
+
+# KEYS[1] delayed, [2] pending; ARGV[1] at most how many. The messages due by Redis's clock,
+# oldest due first, leave the zset and are LPUSHed in that order (so the oldest due is popped
+# first), in one step: two movers can never both move one message. Returns how many moved.
+MOVE_DUE = (
+    _NOW_MS
+    + """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms(), 'LIMIT', 0, tonumber(ARGV[1]))
+for i = 1, #due, 1000 do  -- unpack() is bounded by Lua's stack
+  local last = math.min(i + 999, #due)
+  redis.call('ZREM', KEYS[1], unpack(due, i, last))
+  redis.call('LPUSH', KEYS[2], unpack(due, i, last))
+end
+return #due
+"""
+)

@@ -39,7 +39,7 @@ from consumers.handlers import Handler
 from consumers.lists import ACK, RELEASE, RETRY, Move, QueueOps, started_move
 from producer import EnvelopeError, Settings, decode, keys, make_client
 from producer.envelope import now_ms
-from producer.stats import Stats
+from producer.stats import Flusher, Stats
 
 log = logging.getLogger(__name__)
 STARTED = "started"  # a claimed message in the handler's hands
@@ -78,6 +78,30 @@ class Worker(Daemon):
         self._recovered_once = False  # what a previous process left is recovered
         self._token = uuid.uuid4().hex  # this process's claim on the name
         self._token_held = False
+        # Delayed messages: every mover_interval_s the due ones become pending (any worker's
+        # mover may move any of them; one script each time, so never twice).
+        self._mover = Flusher(settings.mover_interval_s, self._move_due, name=f"mover-{queue}")
+        self._mover_failing = False
+
+    def run(self) -> None:
+        """The daemon's loop, with the delayed messages' mover beside it."""
+        self._mover.start()
+        try:
+            super().run()
+        finally:
+            self._mover.stop()
+
+    def _move_due(self) -> None:
+        try:
+            moved = self.admin_ops.move_due()
+        except redis.RedisError as exc:  # Redis away: said once, the reconnect loop logs more
+            if not self._mover_failing:
+                log.info("queue %s: delayed messages not moved (%s); will retry", self.queue, exc)
+            self._mover_failing = True
+            return
+        self._mover_failing = False
+        if moved:
+            log.debug("queue %s: %d delayed messages are due, now pending", self.queue, moved)
 
     def serve(self) -> None:
         """Settle what this process claimed, recover what else its list holds, then pop and

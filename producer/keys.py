@@ -8,6 +8,8 @@ key                                type    written by                      read 
 =================================  ======  ==============================  ====================
 ``bus:{q}:pending``                list    producers LPUSH (head)          workers pop the tail
 ``bus:{q}:processing:<consumer>``  list    worker BLMOVE RIGHT->LEFT       worker ack, reaper
+``bus:{q}:delayed``                zset    producers: message -> when it   the workers' mover
+                                           is due (ms, Redis's clock)      (due ones -> pending)
 ``bus:{q}:consumers``              zset    worker: consumer -> heartbeat   reaper, /api/stats
                                            (ms, on Redis's clock)
 ``bus:{q}:dead``                   list    worker: ``{reason, raw, at}``   /api/stats, tools
@@ -53,6 +55,11 @@ STATS_HISTORY_TICK = f"{PREFIX}:stats:history:tick"
 def pending(queue: str) -> str:
     """List that producers LPUSH to and workers pop from the tail."""
     return f"{PREFIX}:{{{queue}}}:pending"
+
+
+def delayed(queue: str) -> str:
+    """Zset of messages that wait until their score (ms on Redis's clock) to be pending."""
+    return f"{PREFIX}:{{{queue}}}:delayed"
 
 
 def processing(queue: str, consumer: str) -> str:

@@ -68,7 +68,7 @@ def read_overview(client: redis.Redis, settings: Settings) -> dict[str, Any]:
         mine = [w for w in workers if w["queue"] == q]
         queue["workers_alive"] = sum(1 for w in mine if w["state"] == "alive")
         queue["handled_per_s"] = round(sum(w["handled_per_s"] for w in mine), 2)
-        queue.update(_sums(counters, "queue", q, ("pushed", "refused_full")))
+        queue.update(_sums(counters, "queue", q, ("pushed", "scheduled", "refused_full")))
         queue.update(_sums(counters, "queue", q, ("handled", "failed", "retried",
                                                   "dead_lettered", "recovered")))  # fmt: skip
     channels = _read_channels(client, channel_names)
@@ -203,11 +203,13 @@ def _read_queues(
         pipe.llen(keys.dead(q))
         pipe.zrange(keys.consumers(q), 0, -1, withscores=True)
         pipe.lindex(keys.pending(q), -1)  # the oldest message: the next to be claimed
+        pipe.zcard(keys.delayed(q))
+        pipe.zrange(keys.delayed(q), 0, 0, withscores=True)
     replies = pipe.execute()
     queues: dict[str, Any] = {}
     ttl_ms = settings.heartbeat_ttl_s * 1000
     for i, q in enumerate(names):
-        depth, dead, members, oldest = replies[4 * i : 4 * i + 4]
+        depth, dead, members, oldest, scheduled, first_due = replies[6 * i : 6 * i + 6]
         consumers = [
             {
                 "name": m.decode(),
@@ -222,6 +224,8 @@ def _read_queues(
             "consumers": consumers,
             "in_flight": 0,
             "oldest_age_ms": _age_of(oldest, now),
+            "scheduled": scheduled,
+            "next_due_in_ms": int(first_due[0][1]) - redis_now if first_due else None,
         }
     pipe = client.pipeline(transaction=False)
     for q in names:

@@ -16,12 +16,14 @@ import redis
 from producer import envelope, keys
 from producer.stats import Stats
 
-# KEYS[1] pending; ARGV[1] the depth limit, then the messages in push order. The check and the
-# push are one step, so concurrent producers can never take the queue past the limit together.
-# Returns {1, depth after} when all were pushed, {0, depth} when none was (no room for all).
+# KEYS[1] pending, KEYS[2] delayed; ARGV[1] the depth limit, then the messages in push order.
+# The check and the push are one step, so concurrent producers can never take the queue past
+# the limit together; delayed messages count. Returns {1, pending after} when all were pushed,
+# {0, pending + delayed} when none was (no room for all).
 PUSH_IF_ROOM = """
 local depth = redis.call('LLEN', KEYS[1])
-if depth + #ARGV - 1 > tonumber(ARGV[1]) then return {0, depth} end
+local waiting = depth + redis.call('ZCARD', KEYS[2])
+if waiting + #ARGV - 1 > tonumber(ARGV[1]) then return {0, waiting} end
 for i = 2, #ARGV, 1000 do  -- unpack() is bounded by Lua's stack
   depth = redis.call('LPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
 end
@@ -29,13 +31,37 @@ return {1, depth}
 """
 PUSH_IF_ROOM_SHA = hashlib.sha1(PUSH_IF_ROOM.encode()).hexdigest()
 
+# KEYS[1] pending, KEYS[2] delayed; ARGV[1] the depth limit (0: none), ARGV[2] the delay (ms)
+# or ARGV[3] the due time (ms since the epoch; -1: use the delay), then the messages in push
+# order. They are due at one time on Redis's clock; each later one a thousandth of a ms later,
+# so the mover makes them pending in push order. The limit counts pending and delayed together.
+# Returns {1, delayed after, due} when all were scheduled, {0, depth, due} when none was.
+SCHEDULE = """
+local t = redis.call('TIME')
+local due = tonumber(ARGV[3])
+if due < 0 then
+  due = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[2])
+end
+local limit = tonumber(ARGV[1])
+if limit > 0 then
+  local depth = redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2])
+  if depth + #ARGV - 3 > limit then return {0, depth, due} end
+end
+for i = 4, #ARGV do redis.call('ZADD', KEYS[2], due + (i - 4) / 1000, ARGV[i]) end
+return {1, redis.call('ZCARD', KEYS[2]), due}
+"""
+SCHEDULE_SHA = hashlib.sha1(SCHEDULE.encode()).hexdigest()
+
 
 @dataclass(frozen=True)
 class Sent:
-    """What one send did: the envelope and Redis's answer (queue depth or receivers)."""
+    """What one send did: the envelope and Redis's answer (queue depth, receivers, or for a
+    delayed message how many wait in ``bus:{q}:delayed``, and ``due_ms``: when it is due, in
+    ms since the epoch on Redis's clock)."""
 
     envelope: envelope.Envelope
     result: int
+    due_ms: int | None = None
 
 
 class Unconfirmed(redis.ConnectionError):
@@ -89,20 +115,50 @@ class Producer:
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
-    def push(self, payload: Any, queue: str = "default") -> Sent:
+    def push(
+        self,
+        payload: Any,
+        queue: str = "default",
+        *,
+        delay_s: float | None = None,
+        not_before: float | None = None,
+    ) -> Sent:
         """LPUSH one message onto ``queue``; the result is the queue depth after the push.
-        Raises :class:`QueueFull` past ``max_queue_depth``."""
-        return self.push_many([payload], queue)[0]
+        Raises :class:`QueueFull` past ``max_queue_depth``. With ``delay_s`` (seconds from now,
+        on Redis's clock) or ``not_before`` (Unix time, seconds) it waits in
+        ``bus:{q}:delayed`` until then (see :meth:`push_many`)."""
+        return self.push_many([payload], queue, delay_s=delay_s, not_before=not_before)[0]
 
     def publish(self, payload: Any, channel: str = "default") -> Sent:
         """PUBLISH one message on ``channel``; the result is how many subscribers received it."""
         return self.publish_many([payload], channel)[0]
 
-    def push_many(self, payloads: Iterable[Any], queue: str = "default") -> list[Sent]:
+    def push_many(
+        self,
+        payloads: Iterable[Any],
+        queue: str = "default",
+        *,
+        delay_s: float | None = None,
+        not_before: float | None = None,
+    ) -> list[Sent]:
         """LPUSH several messages in one round trip (in order, so FIFO holds among them): all of
-        them, or none and :class:`QueueFull` when they would take the queue past the limit."""
+        them, or none and :class:`QueueFull` when they would take the queue past the limit.
+
+        Delayed (``delay_s`` >= 0 or ``not_before``, not both): they go to ``bus:{q}:delayed``,
+        due together, and a worker's mover makes them pending, in push order, within
+        ``BUS_MOVER_INTERVAL_S`` of that time. Their results count the delayed messages; the
+        limit counts pending and delayed ones together."""
+        if delay_s is not None and not_before is not None:
+            raise ValueError("give delay_s or not_before, not both")
+        if delay_s is not None and not 0 <= delay_s < float("inf"):
+            raise ValueError(f"delay_s must be a finite number >= 0, got {delay_s!r}")
         try:
-            push = partial(self._lpush, queue)
+            push: Callable[[str, list[bytes]], list[Any]]
+            if delay_s is None and not_before is None:
+                push = partial(self._lpush, queue)
+            else:
+                due = -1 if not_before is None else int(not_before * 1000)
+                push = partial(self._schedule, queue, int((delay_s or 0) * 1000), due)
             sent = self._send(keys.pending(queue), payloads, "prodcons", push)
         except QueueFull as full:
             if self.stats:
@@ -110,6 +166,8 @@ class Producer:
             raise
         if self.stats:
             self.stats.incr("pushed", len(sent), queue)
+            if delay_s is not None or not_before is not None:
+                self.stats.incr("scheduled", len(sent), queue)
         return sent
 
     def publish_many(self, payloads: Iterable[Any], channel: str = "default") -> list[Sent]:
@@ -120,7 +178,20 @@ class Producer:
             self.stats.incr("published_zero", sum(1 for s in sent if s.result == 0), channel)
         return sent
 
-    def _lpush(self, queue: str, key: str, raws: list[bytes]) -> list[int]:
+    def _schedule(
+        self, queue: str, delay_ms: int, due_ms: int, key: str, raws: list[bytes]
+    ) -> list[Any]:
+        args = (2, key, keys.delayed(queue), self.max_queue_depth, delay_ms, due_ms, *raws)
+        try:
+            (reply,) = self._execute([("EVALSHA", SCHEDULE_SHA, *args)])
+        except redis.exceptions.NoScriptError:
+            (reply,) = self._execute([("EVAL", SCHEDULE, *args)])
+        done, count, due = (int(x) for x in reply)
+        if not done:
+            raise QueueFull(queue, count, self.max_queue_depth, len(raws))
+        return [(count - len(raws) + 1 + i, due) for i in range(len(raws))]
+
+    def _lpush(self, queue: str, key: str, raws: list[bytes]) -> list[Any]:
         if self.max_queue_depth:
             depth = self._push_if_room(queue, key, raws)
         else:
@@ -129,7 +200,7 @@ class Producer:
         return [int(depth) - len(raws) + 1 + i for i in range(len(raws))]
 
     def _push_if_room(self, queue: str, key: str, raws: list[bytes]) -> int:
-        args = (1, key, self.max_queue_depth, *raws)
+        args = (2, key, keys.delayed(queue), self.max_queue_depth, *raws)
         try:
             (reply,) = self._execute([("EVALSHA", PUSH_IF_ROOM_SHA, *args)])
         except redis.exceptions.NoScriptError:
@@ -141,7 +212,7 @@ class Producer:
             raise QueueFull(queue, depth, self.max_queue_depth, len(raws))
         return depth
 
-    def _publish(self, channel: str, raws: list[bytes]) -> list[int]:
+    def _publish(self, channel: str, raws: list[bytes]) -> list[Any]:
         return [int(n) for n in self._execute([("PUBLISH", channel, raw) for raw in raws])]
 
     def _execute(self, commands: list[tuple[Any, ...]]) -> list[Any]:
@@ -193,7 +264,7 @@ class Producer:
         dest: str,
         payloads: Iterable[Any],
         mode: str,
-        send: Callable[[str, list[bytes]], list[int]],
+        send: Callable[[str, list[bytes]], list[Any]],
     ) -> list[Sent]:
         with self._lock_for(dest):
             first = self._seqs.get(dest, 1)
@@ -214,7 +285,10 @@ class Producer:
                     self.stats.incr("unconfirmed", len(raws))
                 raise
             self._seqs[dest] = first + len(raws)
-        return [Sent(e, r) for e, r in zip(envs, results, strict=True)]
+        return [
+            Sent(e, r[0], r[1]) if isinstance(r, tuple) else Sent(e, r)
+            for e, r in zip(envs, results, strict=True)
+        ]
 
     def _lock_for(self, dest: str) -> threading.Lock:
         with self._guard:

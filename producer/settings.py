@@ -47,6 +47,7 @@ class Settings:
     stats_interval_s: float = 0.5
     stats_ttl_s: float = 120.0
     reaper_interval_s: float = 5.0
+    mover_interval_s: float = 0.5  # workers make due delayed messages pending this often
     max_attempts: int = 5
     batch_size: int = 100
     dead_max: int = 100_000  # dead letters kept per queue (the oldest go); 0: no cap
@@ -104,6 +105,7 @@ class Settings:
             "stats_interval_s",
             "stats_ttl_s",
             "reaper_interval_s",
+            "mover_interval_s",
         )
         for name in positive:
             if getattr(self, name) <= 0:

@@ -44,6 +44,7 @@ COUNTERS = (
     "published_zero",  # producers: PUBLISH reached no subscriber (the message went nowhere)
     "unconfirmed",  # producers: sent, but the reply was lost: it may or may not have run
     "refused_full",  # producers: not pushed, the queue was at BUS_MAX_QUEUE_DEPTH (web: 429)
+    "scheduled",  # producers: of the pushed, those sent to wait in bus:{q}:delayed
     "rejected",  # web: 4xx answers
     "unavailable",  # web: 503 answers (Redis down, timing out, out of memory, BUSY, LOADING)
     "handled",  # worker: handler returned; subscriber: handler returned
@@ -64,6 +65,7 @@ COUNTERS = (
 DEST_LABEL = {
     "pushed": "queue",
     "refused_full": "queue",
+    "scheduled": "queue",
     "published": "channel",
     "published_zero": "channel",
     "received": "channel",

@@ -27,6 +27,7 @@ ANY = None  # every role
 # (counter in bus:stats:totals, roles it is taken from, metric (without _total), help, labels)
 COUNTERS: tuple[tuple[str, tuple[str, ...] | None, str, str, tuple[str, ...]], ...] = (
     ("pushed", ANY, "bus_messages_pushed", "Messages LPUSHed onto a queue", ("queue",)),
+    ("scheduled", ANY, "bus_messages_scheduled", "Messages pushed with a delay", ("queue",)),
     ("refused_full", ANY, "bus_messages_refused", "Messages refused: queue at its depth limit",
      ("queue",)),
     ("published", ANY, "bus_messages_published", "Messages PUBLISHed on a channel", ("channel",)),
@@ -138,6 +139,7 @@ def _gauges(overview: dict[str, Any]) -> Iterator[Metric]:
     queues = overview["queues"]
     for key, name, doc in (
         ("depth", "bus_queue_depth", "Messages waiting in the queue"),
+        ("scheduled", "bus_queue_scheduled", "Delayed messages not due yet (bus:{q}:delayed)"),
         ("in_flight", "bus_queue_in_flight", "Messages claimed by workers, not yet settled"),
         ("dead", "bus_queue_dead_letters", "Dead letters kept for the queue"),
         ("workers_alive", "bus_queue_workers_alive", "Workers with a fresh heartbeat"),

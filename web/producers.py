@@ -2,7 +2,9 @@
 
 POST with a JSON body ``{"payload": <any JSON>, "queue"|"channel": <optional name>}`` answers
 202 with the message id, what Redis said (queue depth, or receivers: 0 means nobody heard it),
-and the envelope's ``src`` and ``seq``.
+and the envelope's ``src`` and ``seq``. ``/prodcons`` also takes ``"delay_s"`` (seconds from
+now) or ``"not_before"`` (Unix time, seconds): the message waits in ``bus:{q}:delayed`` until
+then, and the answer says ``"scheduled"`` (how many wait) and ``"due_ms"`` instead of the depth.
 A form POST (the index page without JavaScript) and a plain GET (any HTTP load tool, a link)
 send a message too and redirect (303) to ``/``, as the seed articles' endpoints did.
 """
@@ -10,8 +12,11 @@ send a message too and redirect (303) to ``/``, as the seed articles' endpoints 
 from __future__ import annotations
 
 import json
+import math
 import random
+import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from flask import Blueprint, redirect, request
@@ -25,6 +30,8 @@ bp = Blueprint("producers", __name__)
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 RESULT = {"queue": "depth", "channel": "receivers"}  # what Redis answered, by destination
 FAILED = "bus.fastpath.failed"  # environ key: the fast path's send raised this
+DELAY_FIELDS = ("delay_s", "not_before")
+MAX_DELAY_S = 366 * 86400  # a delay past a year is a mistake, not a schedule
 
 
 @bp.get("/prodcons")
@@ -47,10 +54,18 @@ def pubsub_get() -> ResponseReturnValue:
 def prodcons_post() -> ResponseReturnValue:
     """LPUSH one message; 202 ``{"id", "queue", "depth", "src", "seq"}``."""
     bus = get_bus()
-    payload, queue, from_form = read_message("queue", bus.settings.queues)
-    sent = _send(bus.get_producer().push, payload, queue)
+    payload, queue, from_form, options = read_message("queue", bus.settings.queues, DELAY_FIELDS)
+    delay = check_delay(options)
+    push = bus.get_producer().push
+    if delay:
+        push = partial(push, delay_s=delay.get("delay_s"), not_before=delay.get("not_before"))
+    sent = _send(push, payload, queue)
     if from_form:
         return redirect("/", 303)
+    if delay:
+        env = sent.envelope
+        return {"id": env.id, "queue": queue, "scheduled": sent.result, "due_ms": sent.due_ms,
+                "src": env.src, "seq": env.seq}, 202  # fmt: skip
     return accepted("queue", queue, sent), 202
 
 
@@ -59,7 +74,7 @@ def pubsub_post() -> ResponseReturnValue:
     """PUBLISH one message; 202 ``{"id", "channel", "receivers", "src", "seq"}`` (receivers 0:
     nobody received it)."""
     bus = get_bus()
-    payload, channel, from_form = read_message("channel", bus.settings.channels)
+    payload, channel, from_form, _ = read_message("channel", bus.settings.channels)
     sent = _send(bus.get_producer().publish, payload, channel)
     if from_form:
         return redirect("/", 303)
@@ -84,8 +99,11 @@ def _send(send: Callable[[Any, str], Sent], payload: Any, name: str) -> Sent:
     return send(payload, name)
 
 
-def read_message(dest_field: str, allowed: tuple[str, ...]) -> tuple[Any, str, bool]:
-    """Validate the request: (payload, destination name, came from a form)."""
+def read_message(
+    dest_field: str, allowed: tuple[str, ...], extras: tuple[str, ...] = ()
+) -> tuple[Any, str, bool, dict[str, Any]]:
+    """Validate the request: (payload, destination name, came from a form, the ``extras``
+    fields it holds)."""
     raw = request.get_data(cache=True)  # 413 past MAX_CONTENT_LENGTH
     if request.mimetype in FORM_TYPES and "payload" in request.form:
         body: dict[str, Any] = {"payload": _form_value(request.form["payload"])}
@@ -98,17 +116,21 @@ def read_message(dest_field: str, allowed: tuple[str, ...]) -> tuple[Any, str, b
         except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
             raise BadMessage(400, f"the body is not valid JSON: {exc}") from None
         from_form = False
-    payload, name = check_body(body, dest_field, allowed)
-    return payload, name, from_form
+    payload, name = check_body(body, dest_field, allowed, extras)
+    return payload, name, from_form, {k: body[k] for k in extras if k in body}
 
 
-def check_body(body: Any, dest_field: str, allowed: tuple[str, ...]) -> tuple[Any, str]:
-    """A parsed body's (payload, destination name), or :class:`BadMessage`."""
+def check_body(
+    body: Any, dest_field: str, allowed: tuple[str, ...], extras: tuple[str, ...] = ()
+) -> tuple[Any, str]:
+    """A parsed body's (payload, destination name), or :class:`BadMessage`. ``extras``: other
+    fields the caller reads itself."""
     if not isinstance(body, dict):
         raise BadMessage(400, 'the body must be a JSON object like {"payload": ...}')
-    unknown = sorted(set(body) - {"payload", dest_field})
+    unknown = sorted(set(body) - {"payload", dest_field, *extras})
     if unknown:
-        raise BadMessage(400, f"unknown fields {unknown}; expected 'payload' and '{dest_field}'")
+        expected = ", ".join(f"'{f}'" for f in ("payload", dest_field, *extras))
+        raise BadMessage(400, f"unknown fields {unknown}; expected {expected}")
     if "payload" not in body:
         raise BadMessage(400, "the field 'payload' is required (any JSON value)")
     name = body.get(dest_field, allowed[0])
@@ -117,6 +139,27 @@ def check_body(body: Any, dest_field: str, allowed: tuple[str, ...]) -> tuple[An
     if name not in allowed:
         raise BadMessage(404, f"unknown {dest_field} {name!r}", allowed=list(allowed))
     return body["payload"], name
+
+
+def check_delay(options: dict[str, Any]) -> dict[str, float]:
+    """``{"delay_s": s}`` or ``{"not_before": t}`` for the producer, checked; ``{}`` for none."""
+    if len(options) > 1:
+        raise BadMessage(400, "give 'delay_s' or 'not_before', not both")
+    for field, value in options.items():
+        if (
+            not isinstance(value, int | float)
+            or isinstance(value, bool)
+            or not math.isfinite(value)
+        ):
+            raise BadMessage(400, f"'{field}' must be a number of seconds")
+        if field == "delay_s" and not 0 <= value <= MAX_DELAY_S:
+            raise BadMessage(400, f"'delay_s' must be between 0 and {MAX_DELAY_S} (a year)")
+        if field == "not_before" and not 0 <= value <= time.time() + MAX_DELAY_S:
+            raise BadMessage(
+                400, "'not_before' must be a Unix time in seconds, at most a year from now"
+            )
+        return {field: float(value)}
+    return {}
 
 
 def _form_value(text: str) -> Any:

@@ -46,7 +46,8 @@ const STATE_CLASS = {alive: "ok", listening: "ok", stopped: "warn", dead: "bad",
 function render(s) {
   fill("queues", Object.entries(s.queues).map(([q, v]) => ({
     attrs: {queue: q},
-    cells: [q, fmt(v.depth), fmt(v.in_flight), [fmt(v.dead), v.dead ? "bad" : ""], rate(v.handled_per_s),
+    cells: [q, fmt(v.depth), v.scheduled ? `${fmt(v.scheduled)} (next in ${ago(Math.max(0, v.next_due_in_ms))})` : "0",
+            fmt(v.in_flight), [fmt(v.dead), v.dead ? "bad" : ""], rate(v.handled_per_s),
             ago(v.oldest_age_ms), fmt(v.pushed_total), fmt(v.handled_total),
             [fmt(v.workers_alive), v.workers_alive ? "ok" : "bad"]],
   })), "no queue");
