@@ -27,6 +27,11 @@ Move = tuple[bytes, bytes, str]
 ACK, RELEASE, RETRY, DEAD, DEAD_UNLISTED = "A", "R", "L", "D", "P"
 
 
+def retry_later(delay_ms: int) -> str:
+    """The move that retries a message ``delay_ms`` from now, through ``bus:{q}:delayed``."""
+    return f"Z{max(0, int(delay_ms))}"
+
+
 class QueueOps:
     """The moves of one queue, on one client; ``dead_max`` caps the dead letters (0: no cap)."""
 
@@ -38,6 +43,7 @@ class QueueOps:
         self.dead = keys.dead(queue)
         self.dropped = keys.dead_dropped(queue)
         self.consumers = keys.consumers(queue)
+        self.delayed = keys.delayed(queue)
         self._claim = client.register_script(lua.CLAIM)
         self._move = client.register_script(lua.MOVE)
         self._settle_claim = client.register_script(lua.SETTLE_CLAIM)
@@ -65,8 +71,9 @@ class QueueOps:
         for move in moves:
             args.extend(move)
         source = self._proc(consumer) if consumer else self.pending  # P never reads it
-        moved, dropped = self._move(keys=[source, self.pending, self.dead, self.dropped],
-                                    args=args)  # fmt: skip
+        moved, dropped = self._move(
+            keys=[source, self.pending, self.dead, self.dropped, self.delayed], args=args
+        )
         return int(moved), int(dropped)
 
     def settle_claim(self, consumer: str, moves: Sequence[Move],
@@ -76,7 +83,7 @@ class QueueOps:
         args: list[Any] = [self.dead_max, count]
         for move in moves:
             args.extend(move)
-        keys_ = [self._proc(consumer), self.pending, self.dead, self.dropped]
+        keys_ = [self._proc(consumer), self.pending, self.dead, self.dropped, self.delayed]
         moved, dropped, *claimed = self._settle_claim(keys=keys_, args=args)
         return int(moved), int(dropped), claimed
 
@@ -160,7 +167,8 @@ class QueueOps:
             args: list[Any] = [name, int(ttl_s * 1000), self.dead_max]
             for move in moves:
                 args.extend(move)
-            reap_keys = [source, self.pending, self.dead, self.dropped, self.consumers]
+            reap_keys = [source, self.pending, self.dead, self.dropped, self.consumers,
+                         self.delayed]  # fmt: skip
             moved, _ = self._reap(keys=reap_keys, args=args)
             if int(moved) < 0:
                 return None

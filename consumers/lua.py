@@ -25,15 +25,30 @@ end
 """
 CLAIM = _CLAIM + "return claim(KEYS[1], KEYS[2], tonumber(ARGV[1]))\n"
 
+# Liveness runs on Redis's clock, never a host's: a worker whose clock is off by a minute must
+# be neither reaped while alive nor kept while dead.
+_NOW_MS = """
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+"""
+
+# KEYS[1] the consumers zset, [2] the consumer's lease; ARGV[1] consumer, ARGV[2] this process's
+# token, ARGV[3] the lease's ttl (ms). While this process holds the name's lease (or nobody
+# does), renew it and stamp the heartbeat now; returns 1. Another process holds it: nothing
+# is written, returns 0.
 # Shared body. KEYS[1] from (a processing list), [2] pending, [3] dead, [4] the dead letters'
 # drop counter; triples from ARGV[first]: raw, value to push, how:
 #   A  remove only (the ack)
 #   R  RPUSH pending: the consuming end, popped next (a message given back unchanged)
 #   L  LPUSH pending: the back of the line (a retry)
+#   Z<ms>  ZADD delayed, due <ms> from now on Redis's clock (a retry after a backoff)
 #   D  LPUSH dead (garbage, attempts exhausted)
 #   P  LPUSH dead without removing (at-most-once: the message is in no list any more)
 # Every move but P happens only if the removal found the value. Past dead_max entries (0: no
-# cap) the oldest dead letters are trimmed and counted. Returns {moved, dropped}.
+# cap) the oldest dead letters are trimmed and counted. ``delayed``: the queue's delayed zset.
+# Returns {moved, dropped}.
 # The common case, a batch all handled, takes one LTRIM: when every move is an ack and the acked
 # values are the list's oldest, in claim order (as a claim left them), they are its tail.
 _MOVE_TRIPLES = """
@@ -50,7 +65,7 @@ local function ack_tail(first)
   return true
 end
 
-local function move_triples(first, dead_max)
+local function move_triples(first, dead_max, delayed)
   if ack_tail(first) then return {math.floor((#ARGV - first + 1) / 3), 0} end
   local moved, to_dead = 0, 0
   for i = first, #ARGV, 3 do
@@ -58,6 +73,8 @@ local function move_triples(first, dead_max)
     if how == 'P' or redis.call('LREM', KEYS[1], -1, ARGV[i]) == 1 then
       if how == 'R' then redis.call('RPUSH', KEYS[2], ARGV[i + 1])
       elseif how == 'L' then redis.call('LPUSH', KEYS[2], ARGV[i + 1])
+      elseif string.byte(how, 1) == 90 then  -- Z<ms>
+        redis.call('ZADD', delayed, now_ms() + tonumber(string.sub(how, 2)), ARGV[i + 1])
       elseif how == 'D' or how == 'P' then
         redis.call('LPUSH', KEYS[3], ARGV[i + 1])
         to_dead = to_dead + 1
@@ -78,17 +95,18 @@ local function move_triples(first, dead_max)
 end
 """
 
-# KEYS as above; ARGV[1] dead_max, then triples.
-MOVE = _MOVE_TRIPLES + "return move_triples(2, tonumber(ARGV[1]))\n"
+# KEYS as above, [5] delayed; ARGV[1] dead_max, then triples.
+MOVE = _NOW_MS + _MOVE_TRIPLES + "return move_triples(2, tonumber(ARGV[1]), KEYS[5])\n"
 
-# KEYS[1] processing, [2] pending, [3] dead, [4] the drop counter; ARGV[1] dead_max, ARGV[2] how
-# many to claim next, then triples. Settle a batch, then claim the next one: one round trip per
-# batch. Returns {moved, dropped, claimed oldest first...}.
+# KEYS[1] processing, [2] pending, [3] dead, [4] the drop counter, [5] delayed; ARGV[1]
+# dead_max, ARGV[2] how many to claim next, then triples. Settle a batch, then claim the next
+# one: one round trip per batch. Returns {moved, dropped, claimed oldest first...}.
 SETTLE_CLAIM = (
-    _MOVE_TRIPLES
+    _NOW_MS
+    + _MOVE_TRIPLES
     + _CLAIM
     + """
-local settled = move_triples(3, tonumber(ARGV[1]))
+local settled = move_triples(3, tonumber(ARGV[1]), KEYS[5])
 local out = claim(KEYS[2], KEYS[1], tonumber(ARGV[2]))
 table.insert(out, 1, settled[2])
 table.insert(out, 1, settled[1])
@@ -96,19 +114,6 @@ return out
 """
 )
 
-# Liveness runs on Redis's clock, never a host's: a worker whose clock is off by a minute must
-# be neither reaped while alive nor kept while dead.
-_NOW_MS = """
-local function now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-end
-"""
-
-# KEYS[1] the consumers zset, [2] the consumer's lease; ARGV[1] consumer, ARGV[2] this process's
-# token, ARGV[3] the lease's ttl (ms). While this process holds the name's lease (or nobody
-# does), renew it and stamp the heartbeat now; returns 1. Another process holds it: nothing
-# is written, returns 0.
 HEARTBEAT = (
     _NOW_MS
     + """
@@ -143,16 +148,16 @@ return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms() - tonumber(ARGV[1])
 )
 
 # KEYS[1..4] as for MOVE (a processing list, pending, dead, the drop counter), [5] the consumers
-# zset; ARGV[1] consumer, ARGV[2] ttl (ms), ARGV[3] dead_max, then triples. Only if the consumer
-# is still silent for the ttl (it did not come back meanwhile): move, and once its list is
-# empty, unregister it. Returns {-1, 0} when it is alive.
+# zset, [6] delayed; ARGV[1] consumer, ARGV[2] ttl (ms), ARGV[3] dead_max, then triples. Only
+# if the consumer is still silent for the ttl (it did not come back meanwhile): move, and once
+# its list is empty, unregister it. Returns {-1, 0} when it is alive.
 REAP = (
-    _MOVE_TRIPLES
-    + _NOW_MS
+    _NOW_MS
+    + _MOVE_TRIPLES
     + """
 local beat = redis.call('ZSCORE', KEYS[5], ARGV[1])
 if beat and tonumber(beat) > now_ms() - tonumber(ARGV[2]) then return {-1, 0} end
-local result = move_triples(4, tonumber(ARGV[3]))
+local result = move_triples(4, tonumber(ARGV[3]), KEYS[6])
 if redis.call('LLEN', KEYS[1]) == 0 then redis.call('ZREM', KEYS[5], ARGV[1]) end
 return result
 """

@@ -36,7 +36,7 @@ import redis
 
 from consumers.daemon import Daemon
 from consumers.handlers import Handler
-from consumers.lists import ACK, RELEASE, RETRY, Move, QueueOps, started_move
+from consumers.lists import ACK, RELEASE, RETRY, Move, QueueOps, retry_later, started_move
 from producer import EnvelopeError, Settings, decode, keys, make_client
 from producer.envelope import now_ms
 from producer.stats import Flusher, Stats
@@ -225,7 +225,7 @@ class Worker(Daemon):
                     summary.splitlines()[-1],
                 )
                 self.stats.incr("retried")
-                return raw, env.next_attempt().encode(), RETRY
+                return raw, env.next_attempt().encode(), self._retry_how(env.attempt)
             log.warning(
                 "queue %s: handler failed on %s attempt %d: %s; dead-lettering",
                 self.queue,
@@ -238,6 +238,15 @@ class Worker(Daemon):
             return self.ops.dead_move(raw, reason, consumer)
         self._handled += 1
         return (raw, b"", ACK) if self.at_least_once else None
+
+    def _retry_how(self, attempt: int) -> str:
+        """At once (the back of the line), or after the backoff for the ``attempt`` that failed:
+        ``BUS_RETRY_BACKOFF_S`` doubled per attempt, capped, through the delayed zset."""
+        base = self.settings.retry_backoff_s
+        if not base:
+            return RETRY
+        delay_s = min(base * 2 ** (attempt - 1), self.settings.retry_backoff_cap_s)
+        return retry_later(int(delay_s * 1000))
 
     def stop(self) -> None:
         """Stop after the message in hand; a pop blocked in Redis is released at once."""

@@ -49,6 +49,8 @@ class Settings:
     reaper_interval_s: float = 5.0
     mover_interval_s: float = 0.5  # workers make due delayed messages pending this often
     max_attempts: int = 5
+    retry_backoff_s: float = 0.0  # a failed message is retried after this, doubling per attempt
+    retry_backoff_cap_s: float = 300.0  # ... up to this; 0 backoff: retried at once
     batch_size: int = 100
     dead_max: int = 100_000  # dead letters kept per queue (the oldest go); 0: no cap
     max_payload_bytes: int = 65536
@@ -136,6 +138,11 @@ class Settings:
             raise SettingsError("BUS_MAX_PAYLOAD_BYTES must be at least 64")
         if self.dead_max < 0:
             raise SettingsError("BUS_DEAD_MAX must be >= 0 (0: no cap)")
+        if self.retry_backoff_s < 0 or self.retry_backoff_cap_s < self.retry_backoff_s:
+            raise SettingsError(
+                "BUS_RETRY_BACKOFF_S must be >= 0 (0: retry at once) and "
+                "BUS_RETRY_BACKOFF_CAP_S >= BUS_RETRY_BACKOFF_S"
+            )
         if self.max_queue_depth < 0:
             raise SettingsError("BUS_MAX_QUEUE_DEPTH must be >= 0 (0: no limit)")
 

@@ -8,6 +8,7 @@ interval after (plus the claim), with no loss or duplicate when movers race or w
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import threading
@@ -21,7 +22,7 @@ import redis
 from consumers.lists import QueueOps
 from producer import Producer, QueueFull, Settings, decode, keys, make_client
 from tests.procs import Proc, read_records, wait_for
-from tests.queuekit import RECORD, start_workers
+from tests.queuekit import FAIL, RECORD, start_workers
 from tests.webapp import MakeApp, apps, assert_json, post_json
 
 Q = "default"
@@ -149,3 +150,22 @@ def test_delayed_messages_arrive_on_time_across_a_worker_restart(
     assert r.zcard(keys.delayed(Q)) == 0
     print(f"\ndelayed: 60 of 60, lateness {min(lateness):.3f}..{max(lateness):.3f} s "
           f"(bound {MOVER_S} s mover interval + {CLAIM_SLACK_S} s claim)")  # fmt: skip
+
+
+@pytest.mark.slow
+def test_retry_backoff_doubles_per_attempt_through_the_zset(
+    r: redis.Redis, settings: Settings, spawn: Callable[..., Proc], tmp_path: Path
+) -> None:
+    """BUS_RETRY_BACKOFF_S 0.4, 4 attempts: the retries come 0.4, 0.8 and 1.6 s after each
+    failure (each within the mover interval and a claim), then one dead letter."""
+    env = {"BUS_MOVER_INTERVAL_S": "0.1", "BUS_RETRY_BACKOFF_S": "0.4", "BUS_MAX_ATTEMPTS": "4"}
+    start_workers(spawn, r, settings.redis_url, "w1", handler=FAIL, **env)
+    Producer(make_client(settings, "producer", "t")).push({"n": 1}, Q)
+    wait_for(lambda: r.llen(keys.dead(Q)) == 1, 15, "the message dead-lettered")
+    attempts = [x for x in read_records(tmp_path / "records.jsonl") if x["event"] == "attempt"]
+    assert [x["attempt"] for x in attempts] == [1, 2, 3, 4]
+    gaps = [b["t"] - a["t"] for a, b in itertools.pairwise(attempts)]
+    for gap, backoff in zip(gaps, (0.4, 0.8, 1.6), strict=True):
+        assert backoff <= gap <= backoff + 0.1 + CLAIM_SLACK_S, (gaps, backoff)
+    assert r.zcard(keys.delayed(Q)) == 0 and r.llen(keys.pending(Q)) == 0
+    print("\nretry backoff: gaps " + ", ".join(f"{g:.3f}" for g in gaps) + " s (0.4, 0.8, 1.6)")
