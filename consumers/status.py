@@ -154,9 +154,10 @@ def _rates(o: dict[str, Any]) -> str:
 
 
 def _queues(o: dict[str, Any]) -> str:
-    heads = ["queue", ">depth", ">in flight", ">dead", ">oldest", ">handled", ">handled/s",
-             ">workers alive"]  # fmt: skip
-    rows = [[q, _n(v["depth"]), _n(v["in_flight"]), _n(v["dead"]), _ms(v["oldest_age_ms"]),
+    heads = ["queue", ">depth", ">scheduled", ">in flight", ">dead", ">oldest", ">handled",
+             ">handled/s", ">workers alive"]  # fmt: skip
+    rows = [[q, _n(v["depth"]), _n(v.get("scheduled")), _n(v["in_flight"]), _n(v["dead"]),
+             _ms(v["oldest_age_ms"]),
              _n(v.get("handled_total")), _rate(v["handled_per_s"]), _n(v["workers_alive"])]
             for q, v in o["queues"].items()]  # fmt: skip
     return table("QUEUES", heads, rows)
