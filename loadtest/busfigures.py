@@ -17,7 +17,8 @@ import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
-from producer.stats import COUNTERS, LAT_FIELDS, LATENCY_BUCKETS_MS
+from producer.overview import percentiles as histogram_percentiles
+from producer.stats import COUNTERS, LAT_FIELDS
 
 FIELDS = (*COUNTERS, *LAT_FIELDS)
 # (key, label) per mode, in display order; "depth" and "in_flight" are levels, not deltas.
@@ -168,20 +169,10 @@ class Deltas:
 
 def percentiles(counts: list[int]) -> dict[str, Any]:
     """p50/p95/p99 (a bucket's upper bound in ms, "inf" past the last) and the count."""
-    total = sum(counts)
-    result: dict[str, Any] = {"count": total}
-    for name, q in (("p50", 0.50), ("p95", 0.95), ("p99", 0.99)):
-        result[name] = _bucket_bound(counts, q * total) if total else None
+    result = histogram_percentiles(counts)
+    if result["count"]:
+        result.update({k: "inf" for k, v in result.items() if v is None})
     return result
-
-
-def _bucket_bound(counts: list[int], rank: float) -> int | str:
-    seen = 0
-    for bound, n in zip(LATENCY_BUCKETS_MS, counts, strict=False):
-        seen += n
-        if seen >= rank:
-            return bound
-    return "inf"
 
 
 def _int(value: Any) -> int:

@@ -31,11 +31,10 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
-from urllib.parse import quote
 
 import redis
 
-from producer import keys
+from producer import keys, totals
 from producer.envelope import now_ms
 
 COUNTERS = (
@@ -78,61 +77,10 @@ OTHER_DEST = "_other"
 RATES = ("pushed", "published", "handled", "received", "lost")  # <counter>_per_s fields
 RATE_WINDOW_S = 5.0
 MODES = {"worker": "prodcons", "subscriber": "pubsub"}  # the latency histogram's mode label
-HISTORY_LEN = 360  # samples of bus:stats:history, one a second at most
-HISTORY_SERIES = ("pushed", "handled", "published", "published_zero", "received", "lost",
-                  "dead_lettered")  # fmt: skip
-APPLIED_TTL_S = 86400
 log = logging.getLogger(__name__)
 LOG_EVERY_S = 60.0  # the same kind of tick error is logged at most this often
 LATENCY_BUCKETS_MS = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000)
 LAT_FIELDS = (*(f"lat_le_{b}" for b in LATENCY_BUCKETS_MS), "lat_le_inf")
-
-
-# KEYS: the stats hash, the index, the applied hash, the totals, the history, its tick.
-# ARGV: TTL ms, updated ms, applied TTL ms, history length, 2n, n hash field/value pairs,
-# then the totals' field/value pairs (this run's absolute values).
-FLUSH = """
-local ttl, updated = tonumber(ARGV[1]), tonumber(ARGV[2])
-local n = tonumber(ARGV[5])
-for i = 6, 5 + n, 200 do
-  redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 199, 5 + n)))
-end
-redis.call('PEXPIRE', KEYS[1], ttl)
-redis.call('ZADD', KEYS[2], updated, KEYS[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (updated - ttl))
-for i = 6 + n, #ARGV, 2 do
-  local field, value = ARGV[i], tonumber(ARGV[i + 1])
-  local old = tonumber(redis.call('HGET', KEYS[3], field) or '0')
-  if value > old then
-    redis.call('HINCRBY', KEYS[4], field, value - old)
-    redis.call('HSET', KEYS[3], field, value)
-  end
-end
-if #ARGV > 5 + n then redis.call('PEXPIRE', KEYS[3], ARGV[3]) end
-if redis.call('SET', KEYS[6], '1', 'PX', 1000, 'NX') then
-  local now = redis.call('TIME')
-  local sample = {t = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)}
-  local series = {@SERIES@}
-  for _, name in ipairs(series) do sample[name] = 0 end
-  local all = redis.call('HGETALL', KEYS[4])
-  for i = 1, #all, 2 do
-    local f = all[i]
-    local counter = string.match(f, '^([^|]+)')
-    if sample[counter] and counter ~= 't' and
-       (counter ~= 'handled' or string.find(f, '|role=worker', 1, true)) then
-      sample[counter] = sample[counter] + tonumber(all[i + 1])
-    end
-  end
-  redis.call('RPUSH', KEYS[5], cjson.encode(sample))
-  redis.call('LTRIM', KEYS[5], -tonumber(ARGV[4]), -1)
-end
-return 1
-""".replace("@SERIES@", ", ".join(f"'{name}'" for name in HISTORY_SERIES))
-
-
-def series_field(counter: str, labels: Mapping[str, str]) -> str:
-    """A field of ``bus:stats:totals``: ``counter|label=value|...``, values URL-quoted."""
-    return "|".join((counter, *(f"{k}={quote(v, safe='')}" for k, v in labels.items())))
 
 
 class Stats:
@@ -276,17 +224,17 @@ class Stats:
             rest = value
             for dest, n in dests.get(counter, {}).items():
                 label = {**base, DEST_LABEL[counter]: dest}
-                out[series_field(counter, label)] = n
+                out[totals.series_field(counter, label)] = n
                 rest -= n
             if rest > 0:
-                out[series_field(counter, base)] = rest
+                out[totals.series_field(counter, base)] = rest
         mode = MODES.get(self.role)
         if mode and any(lat):
             for field, n in zip(LAT_FIELDS, lat, strict=True):
                 if n:
-                    out[series_field(field, {"mode": mode})] = n
-            out[series_field("lat_count", {"mode": mode})] = sum(lat)
-            out[series_field("lat_sum_ms", {"mode": mode})] = lat_sum
+                    out[totals.series_field(field, {"mode": mode})] = n
+            out[totals.series_field("lat_count", {"mode": mode})] = sum(lat)
+            out[totals.series_field("lat_sum_ms", {"mode": mode})] = lat_sum
         return {k: v for k, v in out.items() if v > 0}
 
     def flush(self, pipe: redis.client.Pipeline, ttl_s: float, interval_s: float = 0) -> None:
@@ -296,26 +244,21 @@ class Stats:
         if interval_s:
             self.interval_ms = int(interval_s * 1000)
         fields = self.snapshot()
-        totals = self.totals()
+        contribution = self.totals()
         args: list[str | int] = [
-            int(ttl_s * 1000), fields["updated_ms"], APPLIED_TTL_S * 1000, HISTORY_LEN,
-            2 * len(fields),
+            int(ttl_s * 1000), fields["updated_ms"], totals.APPLIED_TTL_S * 1000,
+            totals.HISTORY_LEN, 2 * len(fields),
         ]  # fmt: skip
         for pair in fields.items():
             args.extend(pair)
-        for pair in totals.items():
+        for pair in contribution.items():
             args.extend(pair)
-        flush_script(
+        totals.flush_script(
             keys=[self.key, keys.STATS_INDEX, self.applied_key, keys.STATS_TOTALS,
                   keys.STATS_HISTORY, keys.STATS_HISTORY_TICK],
             args=args,
             client=pipe,
         )  # fmt: skip
-
-
-# A Script needs a client only for its encoder: this one never connects. On a pipeline, redis-py
-# runs it as EVALSHA and loads it first when Redis lacks it (a restart, SCRIPT FLUSH).
-flush_script = redis.Redis().register_script(FLUSH)
 
 
 class Flusher(threading.Thread):
