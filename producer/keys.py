@@ -37,7 +37,7 @@ key                                type    written by                      read 
 
 A field of ``bus:stats:totals`` is ``<counter>|<label>=<value>|...``, the values URL-quoted:
 ``pushed|role=web|queue=default``, ``handled|role=worker|queue=jobs|delivery=at-least-once``,
-``lost|role=subscriber|channel=news``, ``lat_le_5|mode=prodcons`` (see producer/stats.py).
+``lost|role=subscriber|channel=news``, ``lat_le_5|mode=prodcons`` (see producer/totals.py).
 
 Roles in stats keys: ``worker``, ``subscriber``, ``web``, ``locust`` (the load generator's
 direct producer).
