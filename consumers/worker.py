@@ -35,11 +35,12 @@ import uuid
 import redis
 
 from consumers.daemon import Daemon
+from consumers.delayed import Mover, retry_how
 from consumers.handlers import Handler
-from consumers.lists import ACK, RELEASE, RETRY, Move, QueueOps, retry_later, started_move
+from consumers.lists import ACK, RELEASE, Move, QueueOps, started_move
 from producer import EnvelopeError, Settings, decode, keys, make_client
 from producer.envelope import now_ms
-from producer.stats import Flusher, Stats
+from producer.stats import Stats
 
 log = logging.getLogger(__name__)
 STARTED = "started"  # a claimed message in the handler's hands
@@ -80,8 +81,7 @@ class Worker(Daemon):
         self._token_held = False
         # Delayed messages: every mover_interval_s the due ones become pending (any worker's
         # mover may move any of them; one script each time, so never twice).
-        self._mover = Flusher(settings.mover_interval_s, self._move_due, name=f"mover-{queue}")
-        self._mover_failing = False
+        self._mover = Mover(self.admin_ops, settings.mover_interval_s)
 
     def run(self) -> None:
         """The daemon's loop, with the delayed messages' mover beside it."""
@@ -90,18 +90,6 @@ class Worker(Daemon):
             super().run()
         finally:
             self._mover.stop()
-
-    def _move_due(self) -> None:
-        try:
-            moved = self.admin_ops.move_due()
-        except redis.RedisError as exc:  # Redis away: said once, the reconnect loop logs more
-            if not self._mover_failing:
-                log.info("queue %s: delayed messages not moved (%s); will retry", self.queue, exc)
-            self._mover_failing = True
-            return
-        self._mover_failing = False
-        if moved:
-            log.debug("queue %s: %d delayed messages are due, now pending", self.queue, moved)
 
     def serve(self) -> None:
         """Settle what this process claimed, recover what else its list holds, then pop and
@@ -225,7 +213,7 @@ class Worker(Daemon):
                     summary.splitlines()[-1],
                 )
                 self.stats.incr("retried")
-                return raw, env.next_attempt().encode(), self._retry_how(env.attempt)
+                return raw, env.next_attempt().encode(), retry_how(self.settings, env.attempt)
             log.warning(
                 "queue %s: handler failed on %s attempt %d: %s; dead-lettering",
                 self.queue,
@@ -238,15 +226,6 @@ class Worker(Daemon):
             return self.ops.dead_move(raw, reason, consumer)
         self._handled += 1
         return (raw, b"", ACK) if self.at_least_once else None
-
-    def _retry_how(self, attempt: int) -> str:
-        """At once (the back of the line), or after the backoff for the ``attempt`` that failed:
-        ``BUS_RETRY_BACKOFF_S`` doubled per attempt, capped, through the delayed zset."""
-        base = self.settings.retry_backoff_s
-        if not base:
-            return RETRY
-        delay_s = min(base * 2 ** (attempt - 1), self.settings.retry_backoff_cap_s)
-        return retry_later(int(delay_s * 1000))
 
     def stop(self) -> None:
         """Stop after the message in hand; a pop blocked in Redis is released at once."""
