@@ -41,6 +41,7 @@ SIGTERM/SIGINT finish the message in hand and exit 0; a second signal exits at o
 Exit codes: 0 done, 1 unhealthy (--check) or refused, 69 Redis unreachable, 70 a consumer ended
 unexpectedly (see its log), 75 another live worker has this --name, 78 bad configuration.
 status (see status --help): 0 healthy, 1 unhealthy, 2 usage, 69 Redis unreachable.
+message: 0 the record was printed, 1 no record (or, with --wait, not handled or dead in time).
 examples:
   python -m consumers worker --queue default --handler myapp.jobs:handle
   python -m consumers worker --check --queue default
@@ -48,6 +49,7 @@ examples:
   python -m consumers reaper --once
   python -m consumers dead list --queue default
   python -m consumers status --watch 2
+  python -m consumers message 3f2a... --wait 30
 """
 
 
@@ -151,6 +153,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="at most N entries (list: default 100; requeue: default all)",
     )
     d.add_argument("--yes", action="store_true", help="purge: really delete")
+    m = command(
+        "message",
+        [common],
+        "Print a tracked message's record: its state (scheduled, pending, in-flight, retrying, "
+        "handled, dead), attempt, worker, progress, error and result.",
+    )
+    m.add_argument("id", help="the message id (the 'id' of POST /prodcons's answer)")
+    m.add_argument(
+        "--queue",
+        action="append",
+        dest="queues",
+        metavar="Q",
+        help="its queue (repeatable; default: look in every queue of BUS_QUEUES)",
+    )
+    m.add_argument("--json", action="store_true", help="print the record as JSON")
+    m.add_argument(
+        "--wait",
+        type=positive_seconds,
+        metavar="SECONDS",
+        help="poll until the message is handled or dead, at most SECONDS (exit 1 if not)",
+    )
     text = (
         "Print the whole bus (queues, workers, subscribers, channels, producers, latency) "
         "as tables, and exit 0 if healthy, 1 if not: a probe."
@@ -199,6 +222,8 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
     if args.command == "status":
         return status.run(settings, args.json, args.watch)
     try:
+        if args.command == "message":
+            return tools.show_message(settings, args.id, queues, args.json, args.wait)
         if args.command == "dead":
             if args.action == "list" and args.limit is None:
                 args.limit = 100

@@ -1,7 +1,10 @@
 """Message handlers: the defaults, and loading one by dotted path (``pkg.module:function``).
 
 A handler is any callable taking one :class:`producer.Envelope`; returning means success and
-raising means failure (the worker retries, then dead-letters; the subscriber dead-letters).
+raising means failure (the worker retries, then dead-letters; the subscriber dead-letters). A
+queue handler that takes a second positional parameter also receives a
+:class:`consumers.tracking.Context` (progress reports for tracked messages); what it returns is
+a tracked message's result.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from producer import Envelope
 
 log = logging.getLogger("consumers.handler")
 
-Handler = Callable[[Envelope], object]
+Handler = Callable[..., object]  # (Envelope) or, for a queue, (Envelope, Context)
 DEFAULT = "consumers.handlers:log_message"
 
 

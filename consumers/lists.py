@@ -16,7 +16,7 @@ import redis
 from consumers import lua
 from producer import keys
 from producer.deadletters import dead_entry
-from producer.envelope import EnvelopeError, decode
+from producer.envelope import Envelope, EnvelopeError, decode
 
 log = logging.getLogger(__name__)
 RECOVER_CHUNK = 500  # messages moved per script call (keeps one call short under a huge list)
@@ -44,6 +44,7 @@ class QueueOps:
         self.dropped = keys.dead_dropped(queue)
         self.consumers = keys.consumers(queue)
         self.delayed = keys.delayed(queue)
+        self.gate = keys.tracking(queue)
         self._claim = client.register_script(lua.CLAIM)
         self._move = client.register_script(lua.MOVE)
         self._settle_claim = client.register_script(lua.SETTLE_CLAIM)
@@ -53,11 +54,14 @@ class QueueOps:
         self._take_name = client.register_script(lua.TAKE_NAME)
         self._release_name = client.register_script(lua.RELEASE_NAME)
         self._move_due = client.register_script(lua.MOVE_DUE)
+        self._record = client.register_script(lua.RECORD)
+        self._progress = client.register_script(lua.PROGRESS)
 
     def claim(self, consumer: str, count: int) -> list[bytes]:
         """Move up to ``count`` of the oldest pending messages into ``consumer``'s processing
         list, without blocking; oldest first."""
-        return list(self._claim(keys=[self.pending, self._proc(consumer)], args=[count]))
+        claim_keys = [self.pending, self._proc(consumer), self.gate]
+        return list(self._claim(keys=claim_keys, args=[count]))
 
     def settle(self, consumer: str | None, moves: Sequence[Move]) -> tuple[int, int]:
         """Apply a batch's outcomes in one script: acks, retries, dead letters, and messages
@@ -71,9 +75,8 @@ class QueueOps:
         for move in moves:
             args.extend(move)
         source = self._proc(consumer) if consumer else self.pending  # P never reads it
-        moved, dropped = self._move(
-            keys=[source, self.pending, self.dead, self.dropped, self.delayed], args=args
-        )
+        move_keys = [source, self.pending, self.dead, self.dropped, self.delayed, self.gate]
+        moved, dropped = self._move(keys=move_keys, args=args)
         return int(moved), int(dropped)
 
     def settle_claim(self, consumer: str, moves: Sequence[Move],
@@ -83,14 +86,29 @@ class QueueOps:
         args: list[Any] = [self.dead_max, count]
         for move in moves:
             args.extend(move)
-        keys_ = [self._proc(consumer), self.pending, self.dead, self.dropped, self.delayed]
+        keys_ = [self._proc(consumer), self.pending, self.dead, self.dropped, self.delayed,
+                 self.gate]  # fmt: skip
         moved, dropped, *claimed = self._settle_claim(keys=keys_, args=args)
         return int(moved), int(dropped), claimed
 
-    def dead_move(self, raw: bytes, reason: str, consumer: str | None) -> Move:
-        """The move that dead-letters ``raw`` (from ``consumer``'s list, or from nowhere)."""
+    def dead_move(self, raw: bytes, reason: str, consumer: str | None,
+                  env: Envelope | None = None) -> Move:  # fmt: skip
+        """The move that dead-letters ``raw`` (from ``consumer``'s list, or from nowhere); with
+        the envelope of a tracked message, its record says ``dead`` and why."""
         entry = dead_entry(raw, reason, queue=self.queue, consumer=consumer)
-        return raw, entry, DEAD if consumer else DEAD_UNLISTED
+        return raw, entry, tracked_how(DEAD if consumer else DEAD_UNLISTED, env, reason)
+
+    def record(self, env: Envelope, state: str, *fields: str | int) -> bool:
+        """Write a tracked message's state and ``fields`` (name, value, ...) outside a move: the
+        in-flight of a message taken by a blocking pop, the at-most-once outcomes. False when
+        the queue keeps no records (its gate expired)."""
+        args = [env.id, state, *fields]
+        return bool(self._record(keys=[self.gate, keys.record(self.queue, env.id)], args=args))
+
+    def progress(self, env: Envelope, consumer: str, fraction: float, text: str) -> bool:
+        """Write a tracked message's progress while ``consumer`` holds it; False otherwise."""
+        args = [consumer, repr(fraction), text]
+        return bool(self._progress(keys=[self.gate, keys.record(self.queue, env.id)], args=args))
 
     def recover(self, consumer: str, bump: bool = True) -> tuple[int, int]:
         """Give back ``consumer``'s whole processing list at the consuming end (oldest next):
@@ -112,7 +130,8 @@ class QueueOps:
         script, until none is due. Returns how many moved."""
         moved = 0
         while True:
-            n = int(self._move_due(keys=[keys.delayed(self.queue), self.pending], args=[batch]))
+            due_keys = [self.delayed, self.pending, self.gate]
+            n = int(self._move_due(keys=due_keys, args=[batch]))
             moved += n
             if n < batch:
                 return moved
@@ -168,7 +187,7 @@ class QueueOps:
             for move in moves:
                 args.extend(move)
             reap_keys = [source, self.pending, self.dead, self.dropped, self.consumers,
-                         self.delayed]  # fmt: skip
+                         self.delayed, self.gate]  # fmt: skip
             moved, _ = self._reap(keys=reap_keys, args=args)
             if int(moved) < 0:
                 return None
@@ -188,6 +207,25 @@ class QueueOps:
         return self.client.lrange(key, 0, RECOVER_CHUNK - 1)  # type: ignore[return-value]
 
 
+def tracked_how(how: str, env: Envelope | None, note: str = "") -> str:
+    """``how``, carrying what the record of a tracked message needs (see lua.MOVE): its id,
+    the attempt, and a note (the error, the reason, why a result was not stored)."""
+    if env is None or not env.track or "\n" in env.id:
+        return how
+    return f"{how}\n{env.id}\n{env.attempt}\n{note}"
+
+
+def give_back_move(raw: bytes) -> Move:
+    """Give back unchanged a message never handed to the handler (a tracked one is pending)."""
+    if b'"track"' not in raw:
+        return raw, raw, RELEASE
+    try:
+        env = decode(raw)
+    except EnvelopeError:
+        return raw, raw, RELEASE
+    return raw, raw, tracked_how(RELEASE, env)
+
+
 def started_move(raw: bytes, queue: str, consumer: str) -> Move:
     """Give back a message whose handler started and did not finish: attempt + 1."""
     return _plan([raw], queue, consumer, bump=True)[0]
@@ -204,5 +242,9 @@ def _plan(raws: list[bytes], queue: str, consumer: str, bump: bool) -> list[Move
             entry = dead_entry(raw, f"undecodable: {exc.reason}", queue=queue, consumer=consumer)
             moves.append((raw, entry, DEAD))
             continue
-        moves.append((raw, env.next_attempt().encode() if bump else raw, RELEASE))
+        if bump:
+            note = f"worker {consumer} stopped before settling attempt {env.attempt}"
+            moves.append((raw, env.next_attempt().encode(), tracked_how(RELEASE, env, note)))
+        else:
+            moves.append((raw, raw, tracked_how(RELEASE, env)))
     return moves

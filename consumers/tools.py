@@ -1,4 +1,5 @@
-"""One-shot commands of ``python -m consumers``: worker --check, reaper, dead letters."""
+"""One-shot commands of ``python -m consumers``: worker --check, reaper, dead letters, and a
+tracked message's record."""
 
 from __future__ import annotations
 
@@ -7,7 +8,9 @@ import json
 import logging
 import sys
 import threading
+import time
 from datetime import UTC, datetime
+from typing import Any
 
 import redis
 
@@ -15,6 +18,7 @@ from consumers.lists import QueueOps
 from producer import Settings, make_client
 from producer import keys as bus_keys
 from producer.deadletters import DeadLetters
+from producer.tracking import check_id, find_record
 
 log = logging.getLogger("consumers")
 
@@ -89,6 +93,57 @@ def dead_letters(settings: Settings, args: argparse.Namespace) -> int:
         return EXIT_UNHEALTHY
     print(f"queue {args.queue}: purged {dead.purge()} dead letters")
     return EXIT_OK
+
+
+def show_message(settings: Settings, msg_id: str, queues: list[str], as_json: bool,
+                 wait_s: float | None) -> int:  # fmt: skip
+    """``message ID``: print a tracked message's record; exit 1 when there is none (or, with
+    ``wait_s``, when it is not handled or dead by then)."""
+    bad = check_id(msg_id)
+    if bad:
+        print(f"python -m consumers message: {bad}", file=sys.stderr)
+        return EXIT_UNHEALTHY
+    client = make_client(settings, "admin", "message")
+    deadline = time.monotonic() + (wait_s or 0)
+    while True:
+        record = find_record(client, queues, msg_id)
+        done = record is not None and record["final"]
+        if wait_s is None or done or time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
+    if record is None:
+        where = ", ".join(queues)
+        print(f"no record of message {msg_id!r} in queue(s) {where}: not tracked, unknown, "
+              "or expired (BUS_RESULT_TTL_S after its last change)", file=sys.stderr)  # fmt: skip
+        return EXIT_UNHEALTHY
+    if as_json:
+        print(json.dumps(record, ensure_ascii=False))
+    else:
+        for line in _record_lines(record):
+            print(line)
+    return EXIT_OK if wait_s is None or done else EXIT_UNHEALTHY
+
+
+def _record_lines(record: dict[str, Any]) -> list[str]:
+    """``field: value`` lines, the state first, times as UTC and their age."""
+    now = time.time() * 1000
+    order = ["id", "queue", "state", "attempt", "worker", "progress", "progress_text", "error",
+             "reason", "result", "result_error"]  # fmt: skip
+    lines = []
+    for key in order + sorted(k for k in record if k not in order):
+        value = record.get(key)
+        if value is None or key == "final":
+            continue
+        if key.endswith("_ms") and key != "expires_in_ms" and isinstance(value, int):
+            at = datetime.fromtimestamp(value / 1000, UTC).isoformat(timespec="milliseconds")
+            ago = (now - value) / 1000
+            text = f"{at} ({'in ' if ago < 0 else ''}{abs(ago):.1f}s{'' if ago < 0 else ' ago'})"
+        elif key == "result":
+            text = json.dumps(value, ensure_ascii=False)
+        else:
+            text = str(value)
+        lines.append(f"{key + ':':<15} {text}")
+    return lines
 
 
 def _readable(entry: dict[str, object]) -> dict[str, object]:

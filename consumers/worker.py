@@ -31,14 +31,16 @@ import threading
 import time
 import traceback
 import uuid
+from collections.abc import Callable
 
 import redis
 
 from consumers.daemon import Daemon
 from consumers.delayed import Mover, retry_how
 from consumers.handlers import Handler
-from consumers.lists import ACK, RELEASE, Move, QueueOps, started_move
-from producer import EnvelopeError, Settings, decode, keys, make_client
+from consumers.lists import ACK, Move, QueueOps, give_back_move, started_move, tracked_how
+from consumers.tracking import Context, encode_result, takes_context
+from producer import Envelope, EnvelopeError, Settings, decode, keys, make_client
 from producer.envelope import now_ms
 from producer.stats import Stats
 
@@ -62,6 +64,8 @@ class Worker(Daemon):
         super().__init__(settings, name, Stats("worker", f"{queue}:{name}", labels, scope))
         self.queue = queue
         self.handler = handler
+        self._with_context = takes_context(handler)  # handler(env, ctx) rather than handler(env)
+        self._popped: bytes | None = None  # taken by a blocking pop: no script marked it
         self.client = make_client(settings, "worker", name)
         self.ops = QueueOps(self.client, queue, settings.dead_max)
         self._pinned = False  # self.client holds one connection (see _pin)
@@ -158,6 +162,7 @@ class Worker(Daemon):
         else:
             popped = self.client.brpop([self.pending], block)
             raw = popped[1] if popped else None  # type: ignore[assignment]
+        self._popped = raw
         return [raw] if raw is not None else []
 
     def _handle(self, batch: list[bytes]) -> None:
@@ -187,7 +192,8 @@ class Worker(Daemon):
 
     def process(self, raw: bytes) -> Move | None:
         """Decode and run the handler; the move that settles the message: an ack, a retry, a
-        dead letter (at-most-once: None when handled, nothing to settle)."""
+        dead letter (at-most-once: None when handled, nothing to settle). A tracked message's
+        moves carry what its record needs (see :mod:`producer.tracking`)."""
         consumer = self.name if self.at_least_once else None
         try:
             env = decode(raw, default_mode="prodcons")
@@ -199,33 +205,66 @@ class Worker(Daemon):
             return self.ops.dead_move(raw, f"undecodable: {exc.reason}", consumer)
         if env.ts:  # 0: the producer did not say when it sent it
             self._latencies.append(now_ms() - env.ts)
+        if env.track and (raw is self._popped or not self.at_least_once):
+            # No claim script saw it: its in-flight is written here, before the handler runs.
+            self.ops.record(env, "in-flight", "worker", self.name, "attempt", env.attempt)
         try:
-            self.handler(env)
+            if self._with_context:
+                result = self.handler(env, Context(env, self.queue, self.name,
+                                                   self._progress_writer(env)))  # fmt: skip
+            else:
+                result = self.handler(env)
         except Exception as exc:  # the handler's failure is data, not a reason to stop
-            self.stats.incr("failed")
-            summary = _summary(exc)
-            if self.at_least_once and env.attempt < self.settings.max_attempts:
-                log.info(
-                    "queue %s: handler failed on %s attempt %d: %s; retrying",
-                    self.queue,
-                    env.id,
-                    env.attempt,
-                    summary.splitlines()[-1],
-                )
-                self.stats.incr("retried")
-                return raw, env.next_attempt().encode(), retry_how(self.settings, env.attempt)
-            log.warning(
-                "queue %s: handler failed on %s attempt %d: %s; dead-lettering",
+            return self._failed(raw, env, exc, consumer)
+        self._handled += 1
+        if not env.track:
+            return (raw, b"", ACK) if self.at_least_once else None
+        data, refused = encode_result(result, self.settings.result_max_bytes)
+        if refused:
+            log.warning("queue %s: message %s: %s", self.queue, env.id, refused)
+        if self.at_least_once:
+            return raw, data, tracked_how(ACK, env, refused)
+        fields: list[str | int] = ["attempt", env.attempt, "progress", 1]
+        if data:
+            fields += ["result", data.decode()]
+        if refused:
+            fields += ["result_error", refused]
+        self.ops.record(env, "handled", *fields)
+        return None
+
+    def _failed(self, raw: bytes, env: Envelope, exc: Exception, consumer: str | None) -> Move:
+        """The move for a message whose handler raised: a retry while attempts remain
+        (at-least-once), else a dead letter."""
+        self.stats.incr("failed")
+        summary = _summary(exc)
+        error = summary.splitlines()[-1]
+        if self.at_least_once and env.attempt < self.settings.max_attempts:
+            log.info(
+                "queue %s: handler failed on %s attempt %d: %s; retrying",
                 self.queue,
                 env.id,
                 env.attempt,
-                summary.splitlines()[-1],
+                error,
             )
-            self.stats.incr("dead_lettered")
-            reason = f"handler failed on attempt {env.attempt}: {summary}"
-            return self.ops.dead_move(raw, reason, consumer)
-        self._handled += 1
-        return (raw, b"", ACK) if self.at_least_once else None
+            self.stats.incr("retried")
+            how = tracked_how(retry_how(self.settings, env.attempt), env, error)
+            return raw, env.next_attempt().encode(), how
+        log.warning(
+            "queue %s: handler failed on %s attempt %d: %s; dead-lettering",
+            self.queue,
+            env.id,
+            env.attempt,
+            error,
+        )
+        self.stats.incr("dead_lettered")
+        reason = f"handler failed on attempt {env.attempt}: {summary}"
+        return self.ops.dead_move(raw, reason, consumer, env)
+
+    def _progress_writer(self, env: Envelope) -> Callable[[float, str], bool]:
+        def write(fraction: float, text: str) -> bool:
+            return self.ops.progress(env, self.name, fraction, text)
+
+        return write
 
     def stop(self) -> None:
         """Stop after the message in hand; a pop blocked in Redis is released at once."""
@@ -284,7 +323,7 @@ class Worker(Daemon):
         given_back: list[Move] = []
         for raw, state in self._claimed.items():
             if state is None:
-                given_back.append((raw, raw, RELEASE))
+                given_back.append(give_back_move(raw))
             elif state == STARTED:
                 given_back.append(started_move(raw, self.queue, self.name))
             else:

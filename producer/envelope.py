@@ -4,12 +4,13 @@ A public format (README "Wire format", and ``envelope.schema.json`` beside this 
 language may LPUSH or PUBLISH one. Required: ``v`` (1), ``id`` (a non-empty string) and
 ``payload`` (any JSON). Optional: ``src`` + ``seq`` (a producer id and its per-destination count
 from 1: with them a subscriber counts exactly what it missed), ``ts`` (ms since the epoch: the
-end-to-end latency), ``mode`` (default: where the message was read) and ``attempt`` (0 or
-absent: the first delivery). ``null`` for an optional field means absent. Unknown fields are
+end-to-end latency), ``mode`` (default: where the message was read), ``attempt`` (0 or
+absent: the first delivery) and ``track`` (``true``: the bus keeps a status record of it, see
+:mod:`producer.tracking`). ``null`` for an optional field means absent. Unknown fields are
 ignored, and not kept when a message is written again (retry, recovery, requeue).
 
 On the Python side an :class:`Envelope` always has every attribute: ``src`` ``""`` and ``seq``
-0 mean "not set", ``ts`` 0 means unknown, ``attempt`` is at least 1.
+0 mean "not set", ``ts`` 0 means unknown, ``attempt`` is at least 1, ``track`` is a bool.
 """
 
 from __future__ import annotations
@@ -66,6 +67,7 @@ class Envelope:
     payload: Any
     attempt: int = 1
     v: int = VERSION
+    track: bool = False
 
     def encode(self) -> bytes:
         """Compact JSON bytes, the form stored in Redis."""
@@ -85,9 +87,10 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def new(payload: Any, *, src: str, seq: int, mode: str) -> Envelope:
+def new(payload: Any, *, src: str, seq: int, mode: str, track: bool = False) -> Envelope:
     """A fresh envelope for ``payload``."""
-    return Envelope(id=uuid.uuid4().hex, src=src, seq=seq, ts=now_ms(), mode=mode, payload=payload)
+    return Envelope(id=uuid.uuid4().hex, src=src, seq=seq, ts=now_ms(), mode=mode,
+                    payload=payload, track=track)  # fmt: skip
 
 
 def encode(env: Envelope) -> bytes:
@@ -99,7 +102,10 @@ def encode(env: Envelope) -> bytes:
         obj["src"], obj["seq"] = env.src, env.seq
     if env.ts:
         obj["ts"] = env.ts
-    obj["mode"], obj["attempt"], obj["payload"] = env.mode, env.attempt, env.payload
+    obj["mode"], obj["attempt"] = env.mode, env.attempt
+    if env.track:
+        obj["track"] = True
+    obj["payload"] = env.payload
     try:
         out = orjson.dumps(obj)
     except TypeError:  # a key not a string, an integer past 64 bits, a lone surrogate...
@@ -137,7 +143,7 @@ def decode(raw: bytes | str, *, default_mode: str = "prodcons") -> Envelope:
         # consumer); anything else takes the field-by-field checks below, which name the fault.
         get = obj.get
         v, env_id, src, seq = get("v"), get("id"), get("src"), get("seq")
-        ts, mode, attempt = get("ts"), get("mode"), get("attempt")
+        ts, mode, attempt, track = get("ts"), get("mode"), get("attempt"), get("track")
         if (
             type(v) is int and v == VERSION
             and type(env_id) is str and env_id
@@ -145,9 +151,10 @@ def decode(raw: bytes | str, *, default_mode: str = "prodcons") -> Envelope:
             and type(ts) is int and ts >= 0
             and (mode == "prodcons" or mode == "pubsub")
             and type(attempt) is int and attempt >= 1
+            and (track is None or track is True or track is False)
             and "payload" in obj
         ):  # fmt: skip
-            return _make(env_id, src, seq, ts, mode, obj["payload"], attempt, v)
+            return _make(env_id, src, seq, ts, mode, obj["payload"], attempt, v, track is True)
     return _checked(obj, data, default_mode)
 
 
@@ -183,24 +190,28 @@ def _checked(obj: Any, data: bytes, default_mode: str) -> Envelope:
         mode = default_mode
     elif mode not in MODES:
         raise EnvelopeError(f"unknown mode {mode!r}: not one of {', '.join(MODES)}", data)
+    track = obj.get("track")
+    if track is not None and type(track) is not bool:
+        raise EnvelopeError("field 'track' not true or false", data)
     # 0 or absent attempt: a producer's "first delivery".
-    return _make(env_id, src or "", seq or 0, ts or 0, mode, obj["payload"], attempt or 1, v)
+    payload = obj["payload"]
+    return _make(env_id, src or "", seq or 0, ts or 0, mode, payload, attempt or 1, v, bool(track))
 
 
-_FIELDS = ("id", "src", "seq", "ts", "mode", "payload", "attempt", "v")
+_FIELDS = ("id", "src", "seq", "ts", "mode", "payload", "attempt", "v", "track")
 if Envelope.__slots__ != _FIELDS:  # _make below sets them in this order
     raise RuntimeError(f"Envelope's fields changed: {Envelope.__slots__}")
-_S0, _S1, _S2, _S3, _S4, _S5, _S6, _S7 = (getattr(Envelope, f).__set__ for f in _FIELDS)
+_S0, _S1, _S2, _S3, _S4, _S5, _S6, _S7, _S8 = (getattr(Envelope, f).__set__ for f in _FIELDS)
 _new = object.__new__
 
 
 def _make(env_id: str, src: str, seq: int, ts: int, mode: str, payload: Any, attempt: int,
-          v: int) -> Envelope:  # fmt: skip
+          v: int, track: bool) -> Envelope:  # fmt: skip
     """An Envelope of already-checked values, without the frozen class's slower __init__ (which
     sets each field through object.__setattr__): the hot path of every consumer."""
     env = _new(Envelope)
     _S0(env, env_id), _S1(env, src), _S2(env, seq), _S3(env, ts)
-    _S4(env, mode), _S5(env, payload), _S6(env, attempt), _S7(env, v)
+    _S4(env, mode), _S5(env, payload), _S6(env, attempt), _S7(env, v), _S8(env, track)
     return env
 
 

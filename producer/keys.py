@@ -18,6 +18,13 @@ key                                type    written by                      read 
                                            the cap trimmed (oldest first)
 ``bus:{q}:owner:<consumer>``       string  worker: its lease on its name   other workers of
                                            (a random token, expires)       the same name
+``bus:{q}:msg:<id>``               hash    a tracked message's record:     /api/messages/<id>,
+                                           producers create it, the        ``consumers message``
+                                           scripts that claim, settle,
+                                           move and reap update it (TTL)
+``bus:{q}:tracking``               string  producers of tracked messages:  those same scripts
+                                           the records' TTL (ms); exists
+                                           while any record may exist
 ``bus:ch:<channel>``               pubsub  producers PUBLISH               subscribers
 ``bus:ch:<channel>:dead``          list    subscriber: garbage or failed   /api/stats
                                            handler (capped: BUS_DEAD_MAX)
@@ -85,6 +92,17 @@ def dead(queue: str) -> str:
 def dead_dropped(queue: str) -> str:
     """How many of ``queue``'s dead letters the cap (``BUS_DEAD_MAX``) has trimmed."""
     return f"{PREFIX}:{{{queue}}}:dead:dropped"
+
+
+def record(queue: str, msg_id: str) -> str:
+    """The status record of ``queue``'s tracked message ``msg_id`` (producer/tracking.py)."""
+    return f"{PREFIX}:{{{queue}}}:msg:{msg_id}"
+
+
+def tracking(queue: str) -> str:
+    """Exists while ``queue`` may have records; holds their TTL in ms. The scripts that move
+    messages read it once per call: a queue without tracked messages costs them one GET."""
+    return f"{PREFIX}:{{{queue}}}:tracking"
 
 
 def owner(queue: str, consumer: str) -> str:

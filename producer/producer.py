@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 
-from producer import envelope, keys
+from producer import envelope, keys, tracking
 from producer.stats import Stats
 
 # KEYS[1] pending, KEYS[2] delayed; ARGV[1] the depth limit, then the messages in push order.
@@ -51,6 +51,7 @@ for i = 4, #ARGV do redis.call('ZADD', KEYS[2], due + (i - 4) / 1000, ARGV[i]) e
 return {1, redis.call('ZCARD', KEYS[2]), due}
 """
 SCHEDULE_SHA = hashlib.sha1(SCHEDULE.encode()).hexdigest()
+TRACKED_PUSH_SHA = hashlib.sha1(tracking.PUSH.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,10 @@ class Producer:
 
     With ``max_queue_depth`` (0: none) a push that would take a queue past that many pending
     messages pushes nothing and raises :class:`QueueFull`.
+
+    A tracked message (``track=True``, or every message of a queue in ``track_queues``, ``"*"``
+    for all) gets a status record (:mod:`producer.tracking`) created with it, which lives
+    ``result_ttl_s`` after its last change.
     """
 
     def __init__(
@@ -106,11 +111,17 @@ class Producer:
         src: str | None = None,
         stats: Stats | None = None,
         max_queue_depth: int = 0,
+        track_queues: Iterable[str] = (),
+        result_ttl_s: float = 86400.0,
     ) -> None:
         self.client = client
         self.src = src or new_src()
         self.stats = stats
         self.max_queue_depth = max_queue_depth
+        self.track_queues = frozenset(track_queues)
+        if not result_ttl_s > 0:
+            raise ValueError(f"result_ttl_s must be > 0, got {result_ttl_s!r}")
+        self.result_ttl_ms = max(1, int(result_ttl_s * 1000))
         self._seqs: dict[str, int] = {}  # destination -> next sequence number
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -122,12 +133,16 @@ class Producer:
         *,
         delay_s: float | None = None,
         not_before: float | None = None,
+        track: bool | None = None,
     ) -> Sent:
         """LPUSH one message onto ``queue``; the result is the queue depth after the push.
         Raises :class:`QueueFull` past ``max_queue_depth``. With ``delay_s`` (seconds from now,
         on Redis's clock) or ``not_before`` (Unix time, seconds) it waits in
-        ``bus:{q}:delayed`` until then (see :meth:`push_many`)."""
-        return self.push_many([payload], queue, delay_s=delay_s, not_before=not_before)[0]
+        ``bus:{q}:delayed`` until then; with ``track`` it has a status record (see
+        :meth:`push_many`)."""
+        return self.push_many(
+            [payload], queue, delay_s=delay_s, not_before=not_before, track=track
+        )[0]
 
     def publish(self, payload: Any, channel: str = "default") -> Sent:
         """PUBLISH one message on ``channel``; the result is how many subscribers received it."""
@@ -140,6 +155,7 @@ class Producer:
         *,
         delay_s: float | None = None,
         not_before: float | None = None,
+        track: bool | None = None,
     ) -> list[Sent]:
         """LPUSH several messages in one round trip (in order, so FIFO holds among them): all of
         them, or none and :class:`QueueFull` when they would take the queue past the limit.
@@ -147,19 +163,29 @@ class Producer:
         Delayed (``delay_s`` >= 0 or ``not_before``, not both): they go to ``bus:{q}:delayed``,
         due together, and a worker's mover makes them pending, in push order, within
         ``BUS_MOVER_INTERVAL_S`` of that time. Their results count the delayed messages; the
-        limit counts pending and delayed ones together."""
+        limit counts pending and delayed ones together.
+
+        Tracked (``track`` True, or None and ``queue`` in ``track_queues``): each message's
+        record (``bus:{q}:msg:<id>``, state ``pending`` or ``scheduled``) is created in the same
+        script as the push."""
         if delay_s is not None and not_before is not None:
             raise ValueError("give delay_s or not_before, not both")
         if delay_s is not None and not 0 <= delay_s < float("inf"):
             raise ValueError(f"delay_s must be a finite number >= 0, got {delay_s!r}")
+        if track is None:
+            track = queue in self.track_queues or "*" in self.track_queues
+        later = delay_s is not None or not_before is not None
+        due = -1 if not_before is None else int(not_before * 1000)
+        delay_ms = int((delay_s or 0) * 1000) if later else -1
         try:
             push: Callable[[str, list[bytes]], list[Any]]
-            if delay_s is None and not_before is None:
+            if track:
+                push = partial(self._push_tracked, queue, delay_ms, due)
+            elif not later:
                 push = partial(self._lpush, queue)
             else:
-                due = -1 if not_before is None else int(not_before * 1000)
-                push = partial(self._schedule, queue, int((delay_s or 0) * 1000), due)
-            sent = self._send(keys.pending(queue), payloads, "prodcons", push)
+                push = partial(self._schedule, queue, delay_ms, due)
+            sent = self._send(keys.pending(queue), payloads, "prodcons", push, track)
         except QueueFull as full:
             if self.stats:
                 self.stats.incr("refused_full", full.count, queue)
@@ -190,6 +216,23 @@ class Producer:
         if not done:
             raise QueueFull(queue, count, self.max_queue_depth, len(raws))
         return [(count - len(raws) + 1 + i, due) for i in range(len(raws))]
+
+    def _push_tracked(self, queue: str, delay_ms: int, due_ms: int, key: str,
+                      raws: list[bytes], ids: list[str]) -> list[Any]:  # fmt: skip
+        records = [keys.record(queue, i) for i in ids]
+        args = (3 + len(records), key, keys.delayed(queue), keys.tracking(queue), *records,
+                self.max_queue_depth, delay_ms, due_ms, self.result_ttl_ms, *raws)  # fmt: skip
+        try:
+            (reply,) = self._execute([("EVALSHA", TRACKED_PUSH_SHA, *args)])
+        except redis.exceptions.NoScriptError:
+            (reply,) = self._execute([("EVAL", tracking.PUSH, *args)])
+        done, count, due = (int(x) for x in reply)
+        if not done:
+            raise QueueFull(queue, count, self.max_queue_depth, len(raws))
+        first = count - len(raws) + 1
+        if delay_ms < 0 and due_ms < 0:  # pushed now: the depths
+            return [first + i for i in range(len(raws))]
+        return [(first + i, due) for i in range(len(raws))]
 
     def _lpush(self, queue: str, key: str, raws: list[bytes]) -> list[Any]:
         if self.max_queue_depth:
@@ -264,19 +307,20 @@ class Producer:
         dest: str,
         payloads: Iterable[Any],
         mode: str,
-        send: Callable[[str, list[bytes]], list[Any]],
+        send: Callable[..., list[Any]],
+        track: bool = False,
     ) -> list[Sent]:
         with self._lock_for(dest):
             first = self._seqs.get(dest, 1)
             envs = [
-                envelope.new(p, src=self.src, seq=first + i, mode=mode)
+                envelope.new(p, src=self.src, seq=first + i, mode=mode, track=track)
                 for i, p in enumerate(payloads)
             ]
             raws = [e.encode() for e in envs]  # a payload that is not JSON fails here
             if not raws:
                 return []
             try:
-                results = send(dest, raws)
+                results = send(dest, raws, [e.id for e in envs]) if track else send(dest, raws)
             except Unconfirmed:
                 # They may have run: never reuse these numbers. After any other error nothing
                 # ran, so they stay free and no subscriber counts a false gap.

@@ -55,6 +55,10 @@ class Settings:
     dead_max: int = 100_000  # dead letters kept per queue (the oldest go); 0: no cap
     max_payload_bytes: int = 65536
     max_queue_depth: int = 0  # producers refuse a message past this many pending; 0: no limit
+    # Tracked messages (producer/tracking.py).
+    track_queues: tuple[str, ...] = ()  # queues whose every message is tracked ("*": all)
+    result_ttl_s: float = 86400.0  # a record lives this long after its last change
+    result_max_bytes: int = 65536  # a handler's JSON result past this is not stored
     log_level: str = "INFO"
     web_bind: str = "127.0.0.1:8000"
     web_workers: int = 4
@@ -108,6 +112,7 @@ class Settings:
             "stats_ttl_s",
             "reaper_interval_s",
             "mover_interval_s",
+            "result_ttl_s",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -143,6 +148,13 @@ class Settings:
                 "BUS_RETRY_BACKOFF_S must be >= 0 (0: retry at once) and "
                 "BUS_RETRY_BACKOFF_CAP_S >= BUS_RETRY_BACKOFF_S"
             )
+        for name in self.track_queues:
+            if name != "*" and not NAME_RE.match(name):
+                raise SettingsError(
+                    f"BUS_TRACK_QUEUES: {name!r} is not a queue name (or * for every queue)"
+                )
+        if self.result_max_bytes < 1:
+            raise SettingsError("BUS_RESULT_MAX_BYTES must be >= 1")
         if self.max_queue_depth < 0:
             raise SettingsError("BUS_MAX_QUEUE_DEPTH must be >= 0 (0: no limit)")
 
@@ -160,6 +172,10 @@ class Settings:
             log.warning("ignoring unknown setting %s (typo?)", unknown)
         values.update(overrides)
         return cls(**values)
+
+    def tracks(self, queue: str) -> bool:
+        """Whether every message pushed to ``queue`` is tracked (``BUS_TRACK_QUEUES``)."""
+        return queue in self.track_queues or "*" in self.track_queues
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed (validated again)."""

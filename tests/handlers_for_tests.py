@@ -14,6 +14,7 @@ import json
 import os
 import time
 
+from consumers.tracking import Context
 from producer import Envelope
 
 
@@ -68,3 +69,22 @@ def exit_on_die(env: Envelope) -> None:
     _append(env, "handled")
     if env.payload == "die":
         raise SystemExit(3)
+
+
+def work(env: Envelope, ctx: Context) -> object:
+    """A job that reports progress: record the start, then for ``payload["steps"]`` steps
+    sleep ``payload["step_s"]`` and report (i + 1) / steps with the text "step i+1 of n"; raise
+    if ``payload["fail"]``; return ``payload["result"]``, or a string of
+    ``payload["result_bytes"]`` characters if given."""
+    _append(env, "start")
+    spec = env.payload if isinstance(env.payload, dict) else {}
+    steps = int(spec.get("steps", 0))
+    for i in range(steps):
+        time.sleep(float(spec.get("step_s", 0)))
+        ctx.report_progress((i + 1) / steps, f"step {i + 1} of {steps}")
+    if spec.get("fail"):
+        raise RuntimeError(f"refusing {env.id}")
+    _append(env, "handled")
+    if "result_bytes" in spec:
+        return "x" * int(spec["result_bytes"])
+    return spec.get("result")

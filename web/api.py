@@ -1,5 +1,5 @@
-"""The dashboard, ``/api/stats``, ``/api/history``, ``/metrics``, ``/api/queues/<q>/dead``,
-``/healthz`` and ``/readyz``."""
+"""The dashboard, ``/api/stats``, ``/api/history``, ``/metrics``, ``/api/messages/<id>``,
+``/api/queues/<q>/dead``, ``/healthz`` and ``/readyz``."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from flask.typing import ResponseReturnValue
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from producer.deadletters import DeadLetters
+from producer.tracking import check_id, find_record
 from web.bus import Bus, get_bus
 from web.errors import BadMessage, WriteUnconfirmed
 from web.metrics import render
@@ -57,6 +58,27 @@ def readyz() -> ResponseReturnValue:
         body = {"status": "unavailable", "redis": f"{type(exc).__name__}: {exc}"}
         return body, 503, {"Retry-After": "1"}
     return {"status": "ready", "redis": "ok"}
+
+
+@bp.get("/api/messages/<msg_id>")
+def message(msg_id: str) -> ResponseReturnValue:
+    """A tracked message's record (``?queue=`` names its queue; default: every configured
+    queue is looked in). 404 when there is none: never tracked, unknown, or expired."""
+    bad = check_id(msg_id)
+    if bad:
+        raise BadMessage(400, bad)
+    queue = request.args.get("queue")
+    bus = _known(queue) if queue is not None else get_bus()
+    queues = (queue,) if queue is not None else bus.settings.queues
+    record = find_record(bus.get_client(), queues, msg_id)
+    if record is None:
+        raise BadMessage(
+            404,
+            f"no record of message {msg_id!r}: it was not tracked, is unknown, or its record "
+            "expired (BUS_RESULT_TTL_S after its last change)",
+            queues=list(queues),
+        )
+    return record
 
 
 @bp.get("/api/queues/<queue>/dead")

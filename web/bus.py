@@ -40,8 +40,14 @@ class Bus:
             src = new_src()
             self.stats = Stats("web", src, {"name": f"web-{os.getpid()}"})
             self.client = make_client(self.settings, "producer", f"web-{os.getpid()}")
-            limit = self.settings.max_queue_depth
-            self.producer = Producer(self.client, src=src, stats=self.stats, max_queue_depth=limit)
+            self.producer = Producer(
+                self.client,
+                src=src,
+                stats=self.stats,
+                max_queue_depth=self.settings.max_queue_depth,
+                track_queues=self.settings.track_queues,
+                result_ttl_s=self.settings.result_ttl_s,
+            )
             self._flusher = Flusher(self.settings.stats_interval_s, self._flush, name="web-stats")
             self._flusher.start()
             self._pid = os.getpid()

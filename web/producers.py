@@ -4,7 +4,9 @@ POST with a JSON body ``{"payload": <any JSON>, "queue"|"channel": <optional nam
 202 with the message id, what Redis said (queue depth, or receivers: 0 means nobody heard it),
 and the envelope's ``src`` and ``seq``. ``/prodcons`` also takes ``"delay_s"`` (seconds from
 now) or ``"not_before"`` (Unix time, seconds): the message waits in ``bus:{q}:delayed`` until
-then, and the answer says ``"scheduled"`` (how many wait) and ``"due_ms"`` instead of the depth.
+then, and the answer says ``"scheduled"`` (how many wait) and ``"due_ms"`` instead of the depth;
+and ``"track": true``: the bus keeps a status record of the message (``GET /api/messages/<id>``),
+and the answer says ``"tracked": true``. Queues in ``BUS_TRACK_QUEUES`` track every message.
 A form POST (the index page without JavaScript) and a plain GET (any HTTP load tool, a link)
 send a message too and redirect (303) to ``/``, as the seed articles' endpoints did.
 """
@@ -31,6 +33,7 @@ FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 RESULT = {"queue": "depth", "channel": "receivers"}  # what Redis answered, by destination
 FAILED = "bus.fastpath.failed"  # environ key: the fast path's send raised this
 DELAY_FIELDS = ("delay_s", "not_before")
+PUSH_FIELDS = (*DELAY_FIELDS, "track")
 MAX_DELAY_S = 366 * 86400  # a delay past a year is a mistake, not a schedule
 
 
@@ -52,11 +55,15 @@ def pubsub_get() -> ResponseReturnValue:
 
 @bp.post("/prodcons")
 def prodcons_post() -> ResponseReturnValue:
-    """LPUSH one message; 202 ``{"id", "queue", "depth", "src", "seq"}``."""
+    """LPUSH one message; 202 ``{"id", "queue", "depth", "src", "seq"}`` (and ``"tracked":
+    true`` for a tracked one)."""
     bus = get_bus()
-    payload, queue, from_form, options = read_message("queue", bus.settings.queues, DELAY_FIELDS)
+    payload, queue, from_form, options = read_message("queue", bus.settings.queues, PUSH_FIELDS)
+    track = options.pop("track", None)
+    if track is not None and not isinstance(track, bool):
+        raise BadMessage(400, "'track' must be true or false")
     delay = check_delay(options)
-    push = bus.get_producer().push
+    push = partial(bus.get_producer().push, track=track)
     if delay:
         push = partial(push, delay_s=delay.get("delay_s"), not_before=delay.get("not_before"))
     sent = _send(push, payload, queue)
@@ -64,8 +71,11 @@ def prodcons_post() -> ResponseReturnValue:
         return redirect("/", 303)
     if delay:
         env = sent.envelope
-        return {"id": env.id, "queue": queue, "scheduled": sent.result, "due_ms": sent.due_ms,
-                "src": env.src, "seq": env.seq}, 202  # fmt: skip
+        body = {"id": env.id, "queue": queue, "scheduled": sent.result, "due_ms": sent.due_ms,
+                "src": env.src, "seq": env.seq}  # fmt: skip
+        if env.track:
+            body["tracked"] = True
+        return body, 202
     return accepted("queue", queue, sent), 202
 
 
@@ -86,8 +96,11 @@ def accepted(dest_field: str, name: str, sent: Sent) -> dict[str, Any]:
     ``receivers``), and the envelope's ``src`` and ``seq``: what a subscriber's gap count
     refers to."""
     env = sent.envelope
-    return {"id": env.id, dest_field: name, RESULT[dest_field]: sent.result, "src": env.src,
+    body = {"id": env.id, dest_field: name, RESULT[dest_field]: sent.result, "src": env.src,
             "seq": env.seq}  # fmt: skip
+    if env.track:
+        body["tracked"] = True
+    return body
 
 
 def _send(send: Callable[[Any, str], Sent], payload: Any, name: str) -> Sent:
