@@ -12,13 +12,15 @@ after its last change. It goes through these states:
                delivered again (after a backoff: ``due_ms``)
 ``handled``    acked; ``result`` is the handler's JSON return value (``result_error`` says why
                a result was not stored)
-``dead``       dead-lettered (``reason``)
+``dead``       dead-lettered (``reason``); requeued from the dead letters, it is ``pending``
+               again, attempt 1 (``requeued_ms``)
 
 Every state change is written by the very script that makes it: the push, the mover, the claim,
-the settle (ack, retry, dead letter, give back) and the reaper. So a record never says
-``handled`` for a message that was not acked, and a redelivery always shows. The one exception
-is a message a worker takes with a blocking pop (the queue was empty): its ``in-flight`` is
-written by the worker just before the handler runs.
+the settle (ack, retry, dead letter, give back), the reaper and the dead letters' requeue. So a
+record never says ``handled`` for a message that was not acked, and a redelivery always shows.
+Two exceptions, written by the worker itself: the ``in-flight`` of a message it took with a
+blocking pop (the queue was empty), just before the handler runs, and with ``--delivery
+at-most-once`` (no script claims or acks there) its ``in-flight`` and ``handled``.
 
 ``bus:{q}:tracking`` gates it all: it exists while any record of the queue may exist (every
 record write extends it), and holds the records' TTL in ms. A queue without it costs the
@@ -39,7 +41,7 @@ from producer import keys
 
 STATES = ("scheduled", "pending", "in-flight", "retrying", "handled", "dead")
 FINAL = ("handled", "dead")
-INTS = ("attempt", "due_ms", "created_ms", "updated_ms", "progress_ms")
+INTS = ("attempt", "due_ms", "created_ms", "updated_ms", "progress_ms", "requeued_ms")
 STAMPS = {state: state.replace("-", "_") + "_ms" for state in STATES}
 MAX_ID_CHARS = 256
 

@@ -19,6 +19,7 @@ import redis
 from consumers.lists import ACK, RETRY, QueueOps, tracked_how
 from consumers.tracking import encode_result
 from producer import Producer, Settings, decode, keys, make_client
+from producer.deadletters import DeadLetters
 from producer.tracking import read_record
 from tests.procs import Proc, wait_for
 from tests.queuekit import HEARTBEAT_TTL_S, REAPER_S, start_workers
@@ -78,6 +79,20 @@ def test_the_scripts_write_each_state(settings: Settings, r: redis.Redis) -> Non
     assert rec["result"] == {"ok": True} and rec["attempt"] == 2 and rec["progress"] == 1.0
     stamps = [rec[k] for k in ("created_ms", "in_flight_ms", "retrying_ms", "handled_ms")]
     assert stamps == sorted(stamps)
+
+
+def test_dead_then_requeued(settings: Settings, r: redis.Redis) -> None:
+    env = tracked_producer(settings).push(1, Q, track=True).envelope
+    ops = QueueOps(r, Q)
+    (raw,) = ops.claim("w1", 1)
+    assert ops.settle("w1", [ops.dead_move(raw, "handler failed on attempt 1: boom", "w1", env)])
+    rec = record(r, env.id)
+    assert rec is not None and rec["state"] == "dead" and rec["final"]
+    assert rec["reason"] == "handler failed on attempt 1: boom"
+    assert DeadLetters(r, Q).requeue() == (1, 0)
+    rec = record(r, env.id)
+    assert rec is not None and rec["state"] == "pending" and rec["attempt"] == 1
+    assert rec["requeued_ms"] >= rec["dead_ms"]
 
 
 def test_untracked_messages_leave_no_record(settings: Settings, r: redis.Redis) -> None:
