@@ -35,6 +35,7 @@ CHROMEDRIVER = "/usr/bin/chromedriver"
 ARTIFACTS = ROOT / "tests" / "artifacts"
 RECORD = "tests.handlers_for_tests:record"
 FAIL = "tests.handlers_for_tests:fail_always"
+WORK = "tests.handlers_for_tests:work"  # records like RECORD; reports progress, returns a result
 
 # The stack's settings: the quick ones of the fault tests (heartbeat every 0.5 s, TTL 3 s,
 # stats every 0.1 s), a reaper pass every 0.5 s, two queues and two attempts before the dead list.
@@ -54,6 +55,19 @@ const tr = document.querySelector(`#${table} tbody tr${match}`);
 if (!tr) return null;
 const heads = [...document.querySelectorAll(`#${table} thead th`)].map((th) => th.textContent);
 return Object.fromEntries(heads.map((h, i) => [h, tr.cells[i] ? tr.cells[i].textContent : ""]));
+"""
+
+TRACKED_JS = """
+const box = document.getElementById("tracked");
+const text = (id) => document.getElementById(id).textContent;
+return {hidden: box.hidden, id: box.dataset.id || "", queue: box.dataset.queue || "",
+        state: box.dataset.state || "", final: box.dataset.final === "true",
+        watching: box.dataset.watching === "true", shown_id: text("tracked-id"),
+        shown_state: text("tracked-state"), attempt: text("tracked-attempt"),
+        worker: text("tracked-worker"),
+        fraction: document.getElementById("tracked-progress").dataset.fraction,
+        percent: text("tracked-percent"), text: text("tracked-text"),
+        outcome: text("tracked-outcome")};
 """
 
 
@@ -206,6 +220,20 @@ class Browser:
 
     def click(self, element_id: str) -> None:
         self.driver.find_element(By.ID, element_id).click()
+
+    def type(self, selector: str, text: str) -> None:
+        """Replace what the input ``selector`` (CSS) holds by typing ``text``."""
+        field = self.driver.find_element(By.CSS_SELECTOR, selector)
+        field.clear()
+        field.send_keys(text)
+
+    def tracked(self) -> dict[str, Any]:
+        """The tracked message's area (``#tracked``): its data attributes (``state``,
+        ``final``, ``watching``), each field's text, and ``fraction``: the progress bar's
+        ``data-fraction`` as a float (None before the handler reports)."""
+        area = dict(self.driver.execute_script(TRACKED_JS))
+        area["fraction"] = float(area["fraction"]) if area["fraction"] else None
+        return area
 
     def send(self, button: str) -> str:
         """Click a send button; returns the new id ``#result`` then shows."""

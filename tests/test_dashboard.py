@@ -1,6 +1,7 @@
 """The dashboard in real headless chromium against a live stack: redis-server, gunicorn serving
-``web.wsgi:app``, a worker ``w1`` on queue ``default`` and a subscriber ``s1`` on channel
-``default``. Screenshots go to ``tests/artifacts/``.
+``web.wsgi:app``, a worker ``w1`` on queue ``default`` (handler ``tests.handlers_for_tests:work``:
+it records what it handles, reports progress and returns a result) and a subscriber ``s1`` on
+channel ``default``. Screenshots go to ``tests/artifacts/``.
 
 The stack runs the quick settings: heartbeat every 0.5 s with a 3 s TTL, two attempts before a
 message is dead-lettered, queues ``default`` and ``jobs``.
@@ -9,8 +10,10 @@ message is dead-lettered, queues ``default`` and ``jobs``.
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -18,6 +21,7 @@ from producer import decode, keys
 from tests.browserkit import (
     FAIL,
     HEARTBEAT_TTL_S,
+    WORK,
     Browser,
     Stack,
     chromium,
@@ -38,7 +42,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The live stack, once w1 is alive and s1 listens."""
     require_tools()
     with live_stack(tmp_path_factory.mktemp("dashboard")) as s:
-        s.start("worker", "w1", "--queue", "default")
+        s.start("worker", "w1", "--queue", "default", handler=WORK)
         s.start("subscriber", "s1")
 
         def ready() -> bool:
@@ -89,6 +93,72 @@ def test_each_send_button_changes_the_counts(stack: Stack, browser: Browser) -> 
     assert published in stack.daemon("s1").handled_ids()
     browser.screenshot("dashboard-busy")
     assert browser.console_errors() == []
+
+
+MESSAGE_POLLS_JS = """
+return performance.getEntriesByType("resource")
+  .filter((e) => e.name.includes(`/api/messages/${encodeURIComponent(arguments[0])}?`)).length;
+"""
+
+
+def test_the_send_button_tracks_its_message_until_it_is_handled(
+    stack: Stack, browser: Browser
+) -> None:
+    """The prodcons form sends with "track": true, then shows the message's record, polled
+    every 0.5 s: in flight on w1 with the handler's progress, then handled with its result;
+    then the polling stops."""
+    admin = stack.redis.client()
+    browser.open()
+    browser.driver.execute_script("performance.setResourceTimingBufferSize(100000)")
+    job = {"steps": 5, "step_s": 0.4, "result": {"pages": 5}}  # 2 s of work, a report each 0.4 s
+    browser.type('form[data-mode="prodcons"] input[name="payload"]', json.dumps(job))
+    sent = browser.send("send-prodcons")
+    shown = browser.tracked()
+    assert not shown["hidden"]
+    assert (shown["id"], shown["shown_id"]) == (sent, f"{sent} on default")
+
+    def mid_progress() -> dict[str, Any] | None:
+        area = browser.tracked()
+        fraction = area["fraction"]
+        running = area["state"] == "in-flight" and fraction is not None and 0 < fraction < 1
+        return area if running else None
+
+    mid = wait_for(mid_progress, 5, "the page to show the message in flight, part done")
+    print(f"\n[dashboard] tracked {sent} shown {mid['state']} at {mid['fraction']:.2f}: "
+          f"{mid['text']!r}")  # fmt: skip
+    assert (mid["shown_state"], mid["attempt"], mid["worker"]) == ("in-flight", "1", "w1")
+    assert re.fullmatch(r"step [1-4] of 5", mid["text"]), mid
+    assert mid["percent"] == f"{int(mid['fraction'] * 100)}%"
+    assert mid["watching"] and not mid["final"] and mid["id"] == sent
+    browser.screenshot("dashboard-tracked")
+
+    done = wait_for(
+        lambda: (area := browser.tracked())["state"] == "handled" and area,
+        10,
+        "the page to show the message handled",
+        every_s=0.1,
+    )
+    assert (done["id"], done["shown_id"]) == (sent, f"{sent} on default")
+    assert (done["shown_state"], done["attempt"], done["worker"]) == ("handled", "1", "w1")
+    assert (done["fraction"], done["percent"], done["text"]) == (1.0, "100%", "step 5 of 5")
+    assert re.fullmatch(r'handled in [0-9.]+ (ms|s), result \{"pages": ?5\}', done["outcome"]), done
+    assert done["final"] and not done["watching"]
+    browser.screenshot("dashboard-tracked-handled")
+
+    record = get_json(f"{stack.base}/api/messages/{sent}?queue=default")
+    assert record is not None
+    assert (record["id"], record["state"], record["final"]) == (sent, "handled", True)
+    assert (record["result"], record["progress"], record["worker"]) == ({"pages": 5}, 1.0, "w1")
+    assert admin.hget(keys.record("default", sent), "state") == b"handled"
+    assert sent in stack.daemon("w1").handled_ids()
+
+    polls = browser.driver.execute_script(MESSAGE_POLLS_JS, sent)
+    assert polls >= 3, f"{polls} requests for the record over 2 s of work"
+    time.sleep(1.5)  # three poll periods: no request once the record said final
+    assert browser.driver.execute_script(MESSAGE_POLLS_JS, sent) == polls
+    assert browser.tracked() == done
+    assert browser.console_errors() == []
+    admin.close()
 
 
 def test_a_worker_killed_with_kill_9_shows_dead_within_its_heartbeat_ttl(

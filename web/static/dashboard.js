@@ -1,6 +1,7 @@
 "use strict";
 // The dashboard: /api/stats once a second, /api/history every two (both cached by the server,
-// so viewers cost Redis nothing more), the dead letters only when a queue's count changes.
+// so viewers cost Redis nothing more), the dead letters only when a queue's count changes, and
+// the record of the message the prodcons form sent every half second until it is final.
 
 const SERIES = [
   ["pushed", "#1f77b4"], ["handled", "#2ca02c"], ["published", "#9467bd"],
@@ -18,6 +19,11 @@ function ago(ms) {
   if (ms < 1000) return `${ms} ms`;
   if (ms < 120000) return `${(ms / 1000).toFixed(1)} s`;
   return `${(ms / 60000).toFixed(1)} min`;
+}
+// A multi-line text (a traceback) as its first and last lines.
+function brief(text) {
+  const lines = text.split("\n").filter((l) => l.trim());
+  return lines.length > 1 ? `${lines[0]} … ${lines[lines.length - 1].trim()}` : (lines[0] || "");
 }
 function cell(value, cls) {
   const td = document.createElement("td");
@@ -132,8 +138,7 @@ async function loadDead(queue, count) {
   table.tBodies[0].append(...page.entries.map((e) => {
     const tr = document.createElement("tr");
     const when = e.at ? new Date(e.at).toLocaleTimeString() : "-";
-    const lines = (e.reason || "-").split("\n").filter((l) => l.trim());
-    const reason = cell(lines.length > 1 ? `${lines[0]} … ${lines[lines.length - 1].trim()}` : lines[0]);
+    const reason = cell(brief(e.reason || "-"));
     reason.title = e.reason || "";  // the whole reason (a traceback's end) on hover
     tr.append(cell(when), reason, cell(e.raw ?? e.raw_b64 ?? ""));
     return tr;
@@ -198,6 +203,123 @@ async function refreshChart() {
   catch (e) { $("legend").textContent = `history unavailable: ${e.message}`; }
 }
 
+// The message the prodcons form sent last: its record, polled until it is handled or dead.
+const TRACK_EVERY_MS = 500;
+const TRACK_MISSING_MS = 5000;  // a record absent this long: untracked, unknown or expired
+const TRACK_CAP_MS = 10 * 60 * 1000;  // stop watching a message that takes longer than this
+const RESULT_CHARS = 300;  // of the result's JSON shown (all of it on hover)
+const TRACK_CLASS = {handled: "ok", dead: "bad", retrying: "warn"};
+let tracking = null;  // {id, queue, started, missingSince, timer}
+let sends = 0;  // prodcons sends so far: only the newest one's message is tracked
+
+function untrack() {
+  if (tracking) clearTimeout(tracking.timer);
+  tracking = null;
+  const box = $("tracked");
+  box.hidden = true;
+  box.dataset.watching = "false";
+}
+
+function track(id, queue) {
+  untrack();
+  const t = {id, queue, started: Date.now(), missingSince: null, timer: null};
+  tracking = t;
+  const box = $("tracked");
+  Object.assign(box.dataset, {id, queue, watching: "true"});
+  $("tracked-id").textContent = `${id} on ${queue}`;
+  showRecord({state: "sent"});
+  box.hidden = false;
+  pollTracked(t);
+}
+
+function stopTracking(t, note) {
+  clearTimeout(t.timer);
+  $("tracked").dataset.watching = "false";
+  if (note) $("tracked-outcome").textContent = note;
+}
+
+function clip(text, n) { return text.length > n ? `${text.slice(0, n - 1)}…` : text; }
+
+function showRecord(rec) {
+  const box = $("tracked");
+  box.dataset.state = rec.state;
+  box.dataset.final = String(Boolean(rec.final));
+  const state = $("tracked-state");
+  state.textContent = rec.state;
+  state.className = `tracked-state ${TRACK_CLASS[rec.state] || ""}`;
+  $("tracked-attempt").textContent = rec.attempt ?? "-";
+  $("tracked-worker").textContent = rec.worker || "-";
+  // The handler's last report; a handled message is done whether or not it reported.
+  const reported = typeof rec.progress === "number";
+  const fraction = rec.state === "handled" ? 1 : (reported ? rec.progress : null);
+  const bar = $("tracked-progress");
+  if (fraction === null) {
+    // Not reported yet: a handler at work shows an indeterminate bar, a waiting message an empty one.
+    if (rec.state === "in-flight") bar.removeAttribute("value"); else bar.value = 0;
+    bar.dataset.fraction = "";
+    $("tracked-percent").textContent = "";
+  } else {
+    bar.value = fraction;
+    bar.dataset.fraction = String(fraction);
+    $("tracked-percent").textContent = `${Math.floor(fraction * 100)}%`;
+  }
+  $("tracked-text").textContent = rec.progress_text || "";
+  const outcome = $("tracked-outcome");
+  outcome.title = "";
+  if (rec.state === "handled") {
+    const took = rec.handled_ms && rec.created_ms ? ` in ${ago(rec.handled_ms - rec.created_ms)}` : "";
+    if (rec.result !== undefined) {
+      const json = JSON.stringify(rec.result);
+      outcome.textContent = `handled${took}, result ${clip(json, RESULT_CHARS)}`;
+      outcome.title = json;
+    } else {
+      outcome.textContent = `handled${took}` + (rec.result_error ? `, ${rec.result_error}` : ", no result");
+    }
+  } else if (rec.state === "dead") {
+    const why = rec.reason || rec.error || "no reason given";
+    outcome.textContent = `dead: ${clip(brief(why), RESULT_CHARS)}`;
+    outcome.title = why;  // the whole reason (a traceback's end) on hover
+  } else if (rec.error) {
+    outcome.textContent = `last error: ${clip(brief(rec.error), RESULT_CHARS)}`;
+    outcome.title = rec.error;
+  } else {
+    outcome.textContent = "";
+  }
+}
+
+async function pollTracked(t) {
+  if (tracking !== t) return;
+  const url = `/api/messages/${encodeURIComponent(t.id)}?queue=${encodeURIComponent(t.queue)}`;
+  let status = 0, body = null;
+  try {
+    const r = await fetch(url, {cache: "no-store"});
+    status = r.status;
+    body = await r.json();
+  } catch (e) {
+    body = {error: e.message};
+  }
+  if (tracking !== t) return;  // a newer send replaced it while this request was out
+  const now = Date.now();
+  if (status === 200) {
+    t.missingSince = null;
+    showRecord(body);
+    if (body.final) { stopTracking(t); return; }
+  } else if (status === 404) {
+    t.missingSince ??= now;
+    if (now - t.missingSince >= TRACK_MISSING_MS) {
+      stopTracking(t, "no record of this message: it was not tracked, or its record expired");
+      return;
+    }
+  } else {
+    $("tracked-outcome").textContent = `record unavailable: ${(body && body.error) || status}`;
+  }
+  if (now - t.started >= TRACK_CAP_MS) {
+    stopTracking(t, `stopped watching after ${ago(TRACK_CAP_MS)}: GET ${url} has its record`);
+    return;
+  }
+  t.timer = setTimeout(() => pollTracked(t), TRACK_EVERY_MS);
+}
+
 for (const form of document.querySelectorAll("form[data-mode]")) {
   form.addEventListener("submit", async (ev) => {
     ev.preventDefault();
@@ -205,9 +327,12 @@ for (const form of document.querySelectorAll("form[data-mode]")) {
     let payload = data.get("payload");
     try { payload = JSON.parse(payload); } catch (e) { /* not JSON: send it as text */ }
     const dest = form.dataset.mode === "prodcons" ? "queue" : "channel";
+    const message = {payload, [dest]: data.get(dest)};
+    const ticket = dest === "queue" ? ++sends : 0;
+    if (ticket) { message.track = true; untrack(); }
     try {
       const r = await fetch(form.action, {method: "POST", headers: {"content-type": "application/json"},
-                                          body: JSON.stringify({payload, [dest]: data.get(dest)})});
+                                          body: JSON.stringify(message)});
       const body = await r.json();
       $("result").textContent = r.ok
         ? `sent ${form.dataset.mode} id ${body.id} to ${body[dest]}` +
@@ -215,6 +340,7 @@ for (const form of document.querySelectorAll("form[data-mode]")) {
                             : ` (${body.receivers} receiver${body.receivers === 1 ? "" : "s"})`)
         : `${r.status}: ${body.error}`;
       $("result").dataset.id = r.ok ? body.id : "";
+      if (r.ok && body.tracked && ticket === sends) track(body.id, body.queue);
     } catch (e) {
       $("result").textContent = `send failed: ${e.message}`;
     }
