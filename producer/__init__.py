@@ -6,13 +6,14 @@ Imports neither Flask nor locust; ``consumers``, ``web`` and ``loadtest`` build 
 from producer.backoff import Backoff
 from producer.client import make_client
 from producer.envelope import Envelope, EnvelopeError, PayloadError, decode, encode
-from producer.producer import Producer, QueueFull, Sent, Unconfirmed
+from producer.producer import NotReplicated, Producer, QueueFull, Sent, Unconfirmed
 from producer.settings import Settings, SettingsError
 
 __all__ = [
     "Backoff",
     "Envelope",
     "EnvelopeError",
+    "NotReplicated",
     "PayloadError",
     "Producer",
     "QueueFull",

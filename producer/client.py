@@ -18,6 +18,11 @@ those suits every role, so nothing here is left to a default:
 
 RESP2 everywhere: in subscribed mode a PING is answered by a ``pong`` message that the
 subscriber's deadline watches for.
+
+Behind Sentinel (``BUS_SENTINELS``) every role's client finds the primary through the sentinels
+when it connects, with the same options: a connection to a primary that was demoted is closed
+by the sentinels' reconfiguration (or answers READONLY, which redis-py turns into a connection
+error), and the next connection goes to the new primary.
 """
 
 from __future__ import annotations
@@ -27,7 +32,9 @@ from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
+from redis.connection import parse_url
 from redis.retry import Retry
+from redis.sentinel import Sentinel
 
 from producer.settings import Settings
 
@@ -74,4 +81,20 @@ def client_options(settings: Settings, role: str, name: str | None = None) -> di
 
 def make_client(settings: Settings, role: str, name: str | None = None) -> redis.Redis:
     """A client for ``role`` (see the module docstring); ``name`` shows in CLIENT LIST."""
-    return redis.Redis.from_url(settings.redis_url, **client_options(settings, role, name))
+    opts = client_options(settings, role, name)
+    if not settings.sentinels:
+        return redis.Redis.from_url(settings.redis_url, **opts)
+    url = parse_url(settings.redis_url)
+    for field in ("username", "password", "db"):
+        if field in url:
+            opts[field] = url[field]
+    if url.get("connection_class") is redis.SSLConnection:
+        opts["ssl"] = True
+    sentinel_opts = {
+        "socket_connect_timeout": settings.connect_timeout_s,
+        "socket_timeout": settings.socket_timeout_s,
+        "retry": Retry(NoBackoff(), 0),
+        "protocol": 2,
+    }
+    sentinel = Sentinel(settings.sentinel_addresses(), sentinel_kwargs=sentinel_opts)
+    return sentinel.master_for(settings.sentinel_master, **opts)

@@ -70,6 +70,11 @@ class Unconfirmed(redis.ConnectionError):
     pushed or published. Counted as ``unconfirmed``; its sequence number is never reused."""
 
 
+class NotReplicated(Unconfirmed):
+    """The push ran on the primary but fewer than ``wait_replicas`` replicas confirmed it in
+    time (``BUS_WAIT_REPLICAS``): a failover now could lose it. Counted as ``unconfirmed``."""
+
+
 class QueueFull(Exception):
     """The queue holds ``limit`` messages, or the batch would take it past: nothing was pushed.
     Counted as ``refused_full``; the sequence numbers stay free."""
@@ -83,6 +88,11 @@ class QueueFull(Exception):
         self.depth = depth
         self.limit = limit
         self.count = count
+
+
+def _demoted(exc: BaseException) -> bool:
+    """redis-py's Sentinel connection turns a READONLY reply into a ConnectionError."""
+    return isinstance(exc.__context__, redis.ReadOnlyError)
 
 
 def new_src() -> str:
@@ -103,6 +113,9 @@ class Producer:
     A tracked message (``track=True``, or every message of a queue in ``track_queues``, ``"*"``
     for all) gets a status record (:mod:`producer.tracking`) created with it, which lives
     ``result_ttl_s`` after its last change.
+
+    With ``wait_replicas`` each push also WAITs (same round trip) until that many replicas have
+    it, at most ``wait_timeout_s``; fewer raises :class:`NotReplicated`.
     """
 
     def __init__(
@@ -113,6 +126,8 @@ class Producer:
         max_queue_depth: int = 0,
         track_queues: Iterable[str] = (),
         result_ttl_s: float = 86400.0,
+        wait_replicas: int = 0,
+        wait_timeout_s: float = 1.0,
     ) -> None:
         self.client = client
         self.src = src or new_src()
@@ -122,6 +137,8 @@ class Producer:
         if not result_ttl_s > 0:
             raise ValueError(f"result_ttl_s must be > 0, got {result_ttl_s!r}")
         self.result_ttl_ms = max(1, int(result_ttl_s * 1000))
+        self.wait_replicas = wait_replicas
+        self._wait_ms = max(1, int(wait_timeout_s * 1000))
         self._seqs: dict[str, int] = {}  # destination -> next sequence number
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -209,9 +226,9 @@ class Producer:
     ) -> list[Any]:
         args = (2, key, keys.delayed(queue), self.max_queue_depth, delay_ms, due_ms, *raws)
         try:
-            (reply,) = self._execute([("EVALSHA", SCHEDULE_SHA, *args)])
+            reply = self._write(("EVALSHA", SCHEDULE_SHA, *args))
         except redis.exceptions.NoScriptError:
-            (reply,) = self._execute([("EVAL", SCHEDULE, *args)])
+            reply = self._write(("EVAL", SCHEDULE, *args))
         done, count, due = (int(x) for x in reply)
         if not done:
             raise QueueFull(queue, count, self.max_queue_depth, len(raws))
@@ -223,9 +240,9 @@ class Producer:
         args = (3 + len(records), key, keys.delayed(queue), keys.tracking(queue), *records,
                 self.max_queue_depth, delay_ms, due_ms, self.result_ttl_ms, *raws)  # fmt: skip
         try:
-            (reply,) = self._execute([("EVALSHA", TRACKED_PUSH_SHA, *args)])
+            reply = self._write(("EVALSHA", TRACKED_PUSH_SHA, *args))
         except redis.exceptions.NoScriptError:
-            (reply,) = self._execute([("EVAL", tracking.PUSH, *args)])
+            reply = self._write(("EVAL", tracking.PUSH, *args))
         done, count, due = (int(x) for x in reply)
         if not done:
             raise QueueFull(queue, count, self.max_queue_depth, len(raws))
@@ -239,21 +256,35 @@ class Producer:
             depth = self._push_if_room(queue, key, raws)
         else:
             # One LPUSH with many values is atomic: never half-applied.
-            (depth,) = self._execute([("LPUSH", key, *raws)])
+            depth = self._write(("LPUSH", key, *raws))
         return [int(depth) - len(raws) + 1 + i for i in range(len(raws))]
 
     def _push_if_room(self, queue: str, key: str, raws: list[bytes]) -> int:
         args = (2, key, keys.delayed(queue), self.max_queue_depth, *raws)
         try:
-            (reply,) = self._execute([("EVALSHA", PUSH_IF_ROOM_SHA, *args)])
+            reply = self._write(("EVALSHA", PUSH_IF_ROOM_SHA, *args))
         except redis.exceptions.NoScriptError:
             # Not in the script cache (first use, a restart, SCRIPT FLUSH): refused, so it did
             # not run; the script itself goes once, and stays cached for the next calls.
-            (reply,) = self._execute([("EVAL", PUSH_IF_ROOM, *args)])
+            reply = self._write(("EVAL", PUSH_IF_ROOM, *args))
         pushed, depth = (int(x) for x in reply)
         if not pushed:
             raise QueueFull(queue, depth, self.max_queue_depth, len(raws))
         return depth
+
+    def _write(self, command: tuple[Any, ...]) -> Any:
+        """Run one push command; its reply. With ``wait_replicas``, WAIT for that many replicas
+        to have it, in the same round trip: fewer in ``wait_timeout_s`` raises
+        :class:`NotReplicated` (it ran on the primary, and a failover could still lose it)."""
+        if not self.wait_replicas:
+            return self._execute([command])[0]
+        reply, acked = self._execute([command, ("WAIT", self.wait_replicas, self._wait_ms)])
+        if int(acked) < self.wait_replicas:
+            raise NotReplicated(
+                f"{acked} of {self.wait_replicas} replicas confirmed the write within "
+                f"{self._wait_ms} ms: it is on the primary, and a failover may lose it"
+            )
+        return reply
 
     def _publish(self, channel: str, raws: list[bytes]) -> list[Any]:
         return [int(n) for n in self._execute([("PUBLISH", channel, raw) for raw in raws])]
@@ -281,8 +312,11 @@ class Producer:
                     if attempt == 1:
                         continue
                     raise
+                replies: list[Any] = []
                 try:
-                    return [conn.read_response() for _ in commands]
+                    for _ in commands:
+                        replies.append(conn.read_response())
+                    return replies
                 except redis.ResponseError:
                     if len(commands) > 1:
                         conn.disconnect()  # later replies of the batch are unread
@@ -291,6 +325,12 @@ class Producer:
                     conn.disconnect()
                     if isinstance(exc, redis.BusyLoadingError) and len(commands) == 1:
                         raise  # a reply, not a lost one: refused while Redis loads its data
+                    if not replies and _demoted(exc) and all(c[0] == "WAIT" for c in commands[1:]):
+                        # Behind Sentinel: the primary was demoted and refused the write
+                        # (READONLY), so it did not run: once more, to the new primary.
+                        if attempt == 1:
+                            continue
+                        raise
                     raise Unconfirmed(f"no reply after sending: {exc}") from exc
             except BaseException:
                 # Interrupted (KeyboardInterrupt, gevent's GreenletExit) with replies possibly

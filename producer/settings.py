@@ -29,6 +29,13 @@ class Settings:
     """Every knob of the bus, with units in the names. Defaults suit a laptop."""
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # Behind Sentinel: the sentinels (host:port) and the primary's name; the data nodes' user,
+    # password and db come from redis_url, whose host and port are then not used.
+    sentinels: tuple[str, ...] = ()
+    sentinel_master: str = "mymaster"
+    # Durability: producers wait for this many replicas to have each push (0: do not wait).
+    wait_replicas: int = 0
+    wait_timeout_s: float = 1.0
     queues: tuple[str, ...] = ("default",)
     channels: tuple[str, ...] = ("default",)
     delivery: str = "at-least-once"
@@ -68,9 +75,16 @@ class Settings:
             object.__setattr__(self, "worker_read_timeout_s", self.block_timeout_s + 2.0)
         self.validate()
 
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """``BUS_SENTINELS`` as (host, port) pairs."""
+        return [(a.rpartition(":")[0], int(a.rpartition(":")[2])) for a in self.sentinels]
+
     @property
     def redis_url_redacted(self) -> str:
-        """The Redis URL with any password replaced by ``***`` (safe to log)."""
+        """Where Redis is, with any password replaced by ``***`` (safe to log); behind
+        Sentinel, the sentinels and the primary's name."""
+        if self.sentinels:
+            return f"sentinel://{','.join(self.sentinels)}/{self.sentinel_master}"
         parts = urlsplit(self.redis_url)
         if parts.password is None:
             return self.redis_url
@@ -113,6 +127,7 @@ class Settings:
             "reaper_interval_s",
             "mover_interval_s",
             "result_ttl_s",
+            "wait_timeout_s",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -153,6 +168,14 @@ class Settings:
                 raise SettingsError(
                     f"BUS_TRACK_QUEUES: {name!r} is not a queue name (or * for every queue)"
                 )
+        for address in self.sentinels:
+            host, _, port = address.rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise SettingsError(f"BUS_SENTINELS: {address!r} is not host:port")
+        if not self.sentinel_master or not NAME_RE.match(self.sentinel_master):
+            raise SettingsError(f"BUS_SENTINEL_MASTER: {self.sentinel_master!r} is not a name")
+        if self.wait_replicas < 0:
+            raise SettingsError("BUS_WAIT_REPLICAS must be >= 0 (0: do not wait)")
         if self.result_max_bytes < 1:
             raise SettingsError("BUS_RESULT_MAX_BYTES must be >= 1")
         if self.max_queue_depth < 0:

@@ -47,6 +47,8 @@ class Bus:
                 max_queue_depth=self.settings.max_queue_depth,
                 track_queues=self.settings.track_queues,
                 result_ttl_s=self.settings.result_ttl_s,
+                wait_replicas=self.settings.wait_replicas,
+                wait_timeout_s=self.settings.wait_timeout_s,
             )
             self._flusher = Flusher(self.settings.stats_interval_s, self._flush, name="web-stats")
             self._flusher.start()

@@ -9,7 +9,7 @@ from flask import Flask, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
-from producer import PayloadError, QueueFull, Unconfirmed
+from producer import NotReplicated, PayloadError, QueueFull, Unconfirmed
 from web.bus import get_bus
 
 log = logging.getLogger(__name__)
@@ -81,6 +81,12 @@ def _redis_error(exc: redis.RedisError) -> ResponseReturnValue:
     outcome = "unknown" if isinstance(exc, Unconfirmed) else "rejected"
     if isinstance(exc, WriteUnconfirmed):
         message, retry_after = exc.public, 1
+    elif isinstance(exc, NotReplicated):
+        message, retry_after = (
+            "the message is on the Redis primary but fewer replicas than BUS_WAIT_REPLICAS "
+            "confirmed it in time: a failover may lose it (a retry may deliver it twice)",
+            1,
+        )
     elif isinstance(exc, Unconfirmed):
         message, retry_after = (
             "the connection to Redis broke after the message was sent: it may or may not have "
