@@ -1,5 +1,5 @@
-"""The bench's subscriber and memory sections, in smoke runs: the rows are well formed and the
-messages all arrived (the figures themselves are the bench's to judge, not a test's)."""
+"""The bench's subscriber, memory and tracking sections, in smoke runs: the rows are well formed
+and the messages all arrived (the figures themselves are the bench's to judge, not a test's)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from loadtest.bench import flood, memory, table
+from loadtest.bench import flood, memory, table, tracking
 from loadtest.bench.common import Scale
 
 
@@ -52,3 +52,51 @@ def test_memory_smoke_rows_are_well_formed() -> None:
         assert growth.target and growth.extra["samples"] >= 2
         assert growth.extra["messages"] == 20_000  # every message handled, none lost
     assert "| worker RSS growth |" in table.markdown(rows, table.meta())
+
+
+@pytest.mark.timeout(90)
+def test_tracking_smoke_rows_and_accounting() -> None:
+    """Every message of each drain handled, none left; the tracked ones' records say handled,
+    the untracked ones have none (the gate-open backlog holds one tracked message)."""
+    rows = tracking.run(Scale(smoke=True))
+    by_name = {r.name: r for r in rows}
+    drain_cost, push_cost, gate_cost = (f"{what} ({tracking.RATES})" for what in
+                                        (tracking.DRAIN_COST, tracking.PUSH_COST,
+                                         tracking.GATE_COST))  # fmt: skip
+    assert list(by_name) == [
+        tracking.BASELINE, tracking.GATE_OPEN, tracking.TRACKED,
+        tracking.PUSH_UNTRACKED, tracking.PUSH_TRACKED,
+        drain_cost, f"{tracking.DRAIN_COST}: {tracking.WORKER_CPU}",
+        f"{tracking.DRAIN_COST}: {tracking.REDIS_CPU}",
+        push_cost, f"{tracking.PUSH_COST}: {tracking.PRODUCER_CPU}",
+        f"{tracking.PUSH_COST}: {tracking.REDIS_CPU}",
+        gate_cost, f"{tracking.GATE_COST}: {tracking.WORKER_CPU}",
+        f"{tracking.GATE_COST}: {tracking.REDIS_CPU}",
+        tracking.MEMORY,
+    ]  # fmt: skip
+    assert all(r.section == tracking.SECTION for r in rows)
+    n = 1_000
+    for name, tracked, records in ((tracking.BASELINE, 0, {}),
+                                   (tracking.GATE_OPEN, 1, {"handled": 1}),
+                                   (tracking.TRACKED, n, {"handled": n})):  # fmt: skip
+        row = by_name[name]
+        assert row.unit == "msg/s" and row.value > 0
+        messages = n + (1 if name == tracking.GATE_OPEN else 0)
+        assert (row.extra["messages"], row.extra["tracked"]) == (messages, tracked)
+        assert row.extra["handled"] == [messages] and row.extra["left"] == [0]
+        assert row.extra["records"] == [records], row.extra
+    for name in (tracking.GATE_OPEN, tracking.TRACKED, tracking.PUSH_TRACKED):
+        assert by_name[name].ref and table.ratio(by_name[name], rows) is not None
+    for cost, of, ref in ((drain_cost, tracking.TRACKED, tracking.BASELINE),
+                          (push_cost, tracking.PUSH_TRACKED, tracking.PUSH_UNTRACKED),
+                          (gate_cost, tracking.GATE_OPEN, tracking.BASELINE)):  # fmt: skip
+        expected = 1e6 / by_name[of].value - 1e6 / by_name[ref].value
+        assert by_name[cost].value == pytest.approx(expected)
+    for row in rows[5:-1]:
+        assert row.unit == "µs" and not row.higher_is_better and row.ref is None
+    for kind in (tracking.BASELINE, tracking.GATE_OPEN, tracking.TRACKED):
+        assert by_name[kind].extra["worker_cpu_us_per_msg"] > 0
+        assert by_name[kind].extra["redis_cpu_us_per_msg"] > 0
+    memory = by_name[tracking.MEMORY]
+    assert memory.unit == "B" and memory.value > 0 and not memory.higher_is_better
+    assert f"| {tracking.TRACKED} |" in table.markdown(rows, table.meta())

@@ -15,6 +15,9 @@ from loadtest.bench.common import ROOT, Result, Scale
 SECTIONS = {
     "drain": ("loadtest.bench.drain", "one worker draining a backlog, both modes, batched and "
               "one at a time, beside the raw Redis limits and the naive loops"),
+    "tracking": ("loadtest.bench.tracking", "tracked messages beside untracked ones: one worker "
+                 "draining each, with and without the queue's gate, the push of each, the cost "
+                 "per message and the Redis memory of a record"),
     "latency": ("loadtest.bench.latency", "push to handler start at steady rates, both modes"),
     "http": ("loadtest.bench.http", "POST /prodcons and /pubsub under gunicorn (wrk) beside a "
              "naive one-LPUSH Flask endpoint and an endpoint that returns 'ok'"),
