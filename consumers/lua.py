@@ -71,7 +71,7 @@ CLAIM = _NOW_MS + _TRACK + _CLAIM + "return claim(KEYS[1], KEYS[2], tonumber(ARG
 # values are the list's oldest, in claim order (as a claim left them), they are its tail.
 _MOVE_TRIPLES = """
 local function split_how(how)
-  if not string.find(how, '\\n', 1, true) then return how end
+  if #how == 1 or not string.find(how, '\\n', 1, true) then return how end
   return string.match(how, '^([^\\n]*)\\n([^\\n]*)\\n([^\\n]*)\\n(.*)$')
 end
 

@@ -48,9 +48,6 @@ MAX_ID_CHARS = 256
 # The Lua side, shared by the producer's push and the worker's scripts (consumers/lua.py). A
 # record key is the gate's key with ``tracking`` replaced by ``msg:<id>``: the same hash slot.
 LUA = """
-local STAMP = {scheduled='scheduled_ms', pending='pending_ms', ['in-flight']='in_flight_ms',
-               retrying='retrying_ms', handled='handled_ms', dead='dead_ms'}
-
 local function rec_key(gate, id) return string.sub(gate, 1, -9) .. 'msg:' .. id end
 
 -- The records' TTL (ms) while the queue keeps records, else nil.
@@ -68,8 +65,9 @@ end
 -- Set id's state and fields (a flat list), stamp <state>_ms; the record lives ttl ms more.
 local function rec_write(gate, ttl, id, state, now, fields)
   local key = rec_key(gate, id)
+  local stamp = string.gsub(state, '-', '_') .. '_ms'  -- in-flight: in_flight_ms
   redis.call('HSET', key, 'id', id, 'queue', string.match(gate, '{(.*)}'), 'state', state,
-             'updated_ms', now, STAMP[state], now, unpack(fields))
+             'updated_ms', now, stamp, now, unpack(fields))
   redis.call('PEXPIRE', key, ttl)
   keep_gate(gate, ttl)
 end
@@ -77,6 +75,7 @@ end
 -- The id and attempt of a message whose envelope says "track": true (nil otherwise): for the
 -- raws a script finds itself (a claim, the mover). A plain search first, JSON only on a hit.
 local function tracked_raw(raw)
+  if not string.find(raw, '"track"', 1, true) then return nil end  -- plain: the cheap test
   if not string.find(raw, '"track"%s*:%s*true') then return nil end
   local ok, obj = pcall(cjson.decode, raw)
   if not ok or type(obj) ~= 'table' or obj['track'] ~= true then return nil end
