@@ -34,7 +34,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.connection import parse_url
 from redis.retry import Retry
-from redis.sentinel import Sentinel
+from redis.sentinel import Sentinel, SentinelManagedConnection, SentinelManagedSSLConnection
 
 from producer.settings import Settings
 
@@ -79,6 +79,34 @@ def client_options(settings: Settings, role: str, name: str | None = None) -> di
     return opts
 
 
+class _Follow:
+    """Reconnects ask the sentinels where the primary is. redis-py 8.1's SentinelManagedConnection
+    does so only in ``connect()``, but a connection that broke reconnects on its next command
+    through ``connect_check_health()``, to the address it had: a client holding one connection
+    (the worker's) would go back to the demoted primary forever, answered READONLY each time."""
+
+    connection_pool: Any
+    _sock: Any
+    host: str
+    port: int
+
+    def connect_check_health(self, check_health: bool = True,
+                             retry_socket_connect: bool = True) -> None:  # fmt: skip
+        if not self._sock and self.connection_pool.is_master:
+            self.host, self.port = self.connection_pool.get_master_address()
+        super().connect_check_health(  # type: ignore[misc]
+            check_health=check_health, retry_socket_connect=retry_socket_connect
+        )
+
+
+class FollowingConnection(_Follow, SentinelManagedConnection):
+    """A Sentinel-managed connection that follows the primary on every reconnect."""
+
+
+class FollowingSSLConnection(_Follow, SentinelManagedSSLConnection):
+    """The same over TLS."""
+
+
 def make_client(settings: Settings, role: str, name: str | None = None) -> redis.Redis:
     """A client for ``role`` (see the module docstring); ``name`` shows in CLIENT LIST."""
     opts = client_options(settings, role, name)
@@ -88,8 +116,8 @@ def make_client(settings: Settings, role: str, name: str | None = None) -> redis
     for field in ("username", "password", "db"):
         if field in url:
             opts[field] = url[field]
-    if url.get("connection_class") is redis.SSLConnection:
-        opts["ssl"] = True
+    tls = url.get("connection_class") is redis.SSLConnection
+    opts["connection_class"] = FollowingSSLConnection if tls else FollowingConnection
     sentinel_opts = {
         "socket_connect_timeout": settings.connect_timeout_s,
         "socket_timeout": settings.socket_timeout_s,

@@ -67,7 +67,10 @@ class Sent:
 
 class Unconfirmed(redis.ConnectionError):
     """The connection broke after the command was sent: the message may or may not have been
-    pushed or published. Counted as ``unconfirmed``; its sequence number is never reused."""
+    pushed or published. Counted as ``unconfirmed``; its sequence number is never reused.
+    ``envelopes``: the messages concerned (their ids tell a retry from a duplicate)."""
+
+    envelopes: tuple[envelope.Envelope, ...] = ()
 
 
 class NotReplicated(Unconfirmed):
@@ -361,9 +364,10 @@ class Producer:
                 return []
             try:
                 results = send(dest, raws, [e.id for e in envs]) if track else send(dest, raws)
-            except Unconfirmed:
+            except Unconfirmed as exc:
                 # They may have run: never reuse these numbers. After any other error nothing
                 # ran, so they stay free and no subscriber counts a false gap.
+                exc.envelopes = tuple(envs)
                 self._seqs[dest] = first + len(raws)
                 if self.stats:
                     self.stats.incr("unconfirmed", len(raws))
