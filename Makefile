@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: help bootstrap run test test-fast loadtest loadtest-quick bench lint fmt clean
+.PHONY: help bootstrap run run-sentinel test test-fast loadtest loadtest-quick bench lint fmt clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -16,6 +16,9 @@ bootstrap: ## create .venv, install the project, make sure redis-server exists
 
 run: bootstrap ## run redis, gunicorn, a worker and a subscriber in the foreground (ARGS="-c worker=3")
 	@bash scripts/run.sh $(ARGS)
+
+run-sentinel: bootstrap ## the same stack behind Sentinel: primary, replica, 3 sentinels (try a failover)
+	@bash scripts/run-sentinel.sh $(ARGS)
 
 test: bootstrap ## run every test, the slow fault tests included
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -2,13 +2,14 @@
 # The stack's redis-server for `make run` (AOF on, data in $RUN_DIR, default .run/). On SIGTERM
 # it waits (up to 4 s, inside honcho's 5 s) for the workers and subscribers to leave, so they
 # can put back anything unacknowledged and write their last stats before Redis goes away.
+# Extra arguments go to redis-server (make run-sentinel's replica: --replicaof 127.0.0.1 PORT).
 set -uo pipefail
 port=${RUN_REDIS_PORT:-6399}
 dir=${RUN_DIR:-$PWD/.run}
 mkdir -p "$dir"
 # Its own session: honcho signals our whole process group, and Redis must outlive the consumers.
 setsid redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" \
-    --appendonly yes --appendfsync everysec --save "" &
+    --appendonly yes --appendfsync everysec --save "" "$@" &
 pid=$!
 stop() {
     for _ in $(seq 40); do

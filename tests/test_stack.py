@@ -52,8 +52,8 @@ def alive(pid: int) -> bool:
     return stat is not None and stat[0] != "Z"
 
 
-def stack_pids(sessions: set[int], redis_port: int) -> set[int]:
-    """Live processes in any of ``sessions``, or a redis-server on ``redis_port``."""
+def stack_pids(sessions: set[int], *redis_ports: int) -> set[int]:
+    """Live processes in any of ``sessions``, or a redis-server on one of ``redis_ports``."""
     found = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -66,7 +66,8 @@ def stack_pids(sessions: set[int], redis_port: int) -> set[int]:
             cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:
             continue
-        if stat[1] in sessions or ("redis-server" in cmd and f":{redis_port}" in cmd):
+        ours = any(f":{port}" in cmd for port in redis_ports)
+        if stat[1] in sessions or ("redis-server" in cmd and ours):
             found.add(pid)
     return found
 

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# `make run-sentinel`: the stack behind Sentinel, in the foreground under honcho: a primary
+# (RUN_REDIS_PORT, default 6399) and its replica (the next port), three sentinels
+# (RUN_SENTINEL_PORT and the next two, default 26399), gunicorn, a worker and a subscriber, every
+# role finding the primary through the sentinels, pushes waiting for the replica (WAIT 1). Try
+# `redis-cli -p 26399 sentinel failover bus` and watch the dashboard. Ctrl-C stops everything.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export PYTHONUNBUFFERED=1
+export RUN_REDIS_PORT=${RUN_REDIS_PORT:-6399}
+export RUN_REPLICA_PORT=$((RUN_REDIS_PORT + 1))
+sentinel=${RUN_SENTINEL_PORT:-26399}
+export RUN_SENTINEL_1=$sentinel RUN_SENTINEL_2=$((sentinel + 1)) RUN_SENTINEL_3=$((sentinel + 2))
+mkdir -p "${RUN_DIR:=.run}"
+RUN_DIR=$(cd "$RUN_DIR" && pwd)
+export RUN_DIR
+export BUS_SENTINELS="127.0.0.1:${RUN_SENTINEL_1},127.0.0.1:${RUN_SENTINEL_2},127.0.0.1:${RUN_SENTINEL_3}"
+export BUS_SENTINEL_MASTER=bus
+export BUS_WAIT_REPLICAS=${BUS_WAIT_REPLICAS:-1}
+export BUS_REDIS_URL=${BUS_REDIS_URL:-redis://127.0.0.1/0}
+echo "run: primary 127.0.0.1:${RUN_REDIS_PORT}, replica :${RUN_REPLICA_PORT}, sentinels :${RUN_SENTINEL_1}-${RUN_SENTINEL_3} (data in ${RUN_DIR}/)"
+echo "run: dashboard at http://${BUS_WEB_BIND:-127.0.0.1:8000}/  (Ctrl-C stops everything)"
+exec .venv/bin/honcho -f Procfile.sentinel start "$@"
