@@ -59,8 +59,8 @@ class Generator:
             src = new_src()
             self._stats = Stats("locust", src, {"name": f"locust-{os.getpid()}"})
             client = make_client(settings, "producer", "locust")
-            self._producer = Producer(
-                client, src=src, stats=self._stats, max_queue_depth=settings.max_queue_depth
+            self._producer = Producer.from_settings(
+                settings, client=client, src=src, stats=self._stats
             )
             self._settings = settings
             Flusher(settings.stats_interval_s, self.flush_stats, "locust-stats").start()

@@ -14,6 +14,8 @@ from typing import Any
 import redis
 
 from producer import envelope, keys, tracking
+from producer.client import make_client
+from producer.settings import Settings
 from producer.stats import Stats
 
 # KEYS[1] pending, KEYS[2] delayed; ARGV[1] the depth limit, then the messages in push order.
@@ -145,6 +147,30 @@ class Producer:
         self._seqs: dict[str, int] = {}  # destination -> next sequence number
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
+
+    @classmethod
+    def from_settings(
+        cls,
+        settings: Settings,
+        *,
+        client: redis.Redis | None = None,
+        name: str | None = None,
+        src: str | None = None,
+        stats: Stats | None = None,
+    ) -> Producer:
+        """A producer configured by ``settings`` (``BUS_MAX_QUEUE_DEPTH``, ``BUS_TRACK_QUEUES``,
+        ``BUS_RESULT_TTL_S``, ``BUS_WAIT_REPLICAS``, ``BUS_WAIT_TIMEOUT_S``), on ``client`` or
+        a new producer-role client (``name`` shows in CLIENT LIST; Sentinel included)."""
+        return cls(
+            client if client is not None else make_client(settings, "producer", name),
+            src=src,
+            stats=stats,
+            max_queue_depth=settings.max_queue_depth,
+            track_queues=settings.track_queues,
+            result_ttl_s=settings.result_ttl_s,
+            wait_replicas=settings.wait_replicas,
+            wait_timeout_s=settings.wait_timeout_s,
+        )
 
     def push(
         self,

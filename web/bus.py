@@ -40,15 +40,8 @@ class Bus:
             src = new_src()
             self.stats = Stats("web", src, {"name": f"web-{os.getpid()}"})
             self.client = make_client(self.settings, "producer", f"web-{os.getpid()}")
-            self.producer = Producer(
-                self.client,
-                src=src,
-                stats=self.stats,
-                max_queue_depth=self.settings.max_queue_depth,
-                track_queues=self.settings.track_queues,
-                result_ttl_s=self.settings.result_ttl_s,
-                wait_replicas=self.settings.wait_replicas,
-                wait_timeout_s=self.settings.wait_timeout_s,
+            self.producer = Producer.from_settings(
+                self.settings, client=self.client, src=src, stats=self.stats
             )
             self._flusher = Flusher(self.settings.stats_interval_s, self._flush, name="web-stats")
             self._flusher.start()
