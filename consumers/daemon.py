@@ -16,6 +16,7 @@ from collections.abc import Callable
 import redis
 
 from producer import Backoff, Settings, make_client
+from producer.client import drop_connections
 from producer.envelope import now_ms
 from producer.stats import COUNTERS, Flusher, Stats
 
@@ -157,7 +158,7 @@ class Daemon:
             if what not in self._tick_failing:
                 log.info("%s %s: %s (%s); will retry", self.role, self.name, what, exc)
             self._tick_failing.add(what)
-            self.admin.connection_pool.disconnect()
+            drop_connections(self.admin)
         except Exception:  # a bug: loud, once a minute, and the other parts go on
             now = time.monotonic()
             if now - self._tick_error_at.get(what, -SUMMARY_INTERVAL_S) >= SUMMARY_INTERVAL_S:

@@ -22,6 +22,7 @@ from consumers.gaps import NOTHING, GapCounter, Verdict
 from consumers.handlers import Handler
 from consumers.resp import Reply, SubscribedSocket
 from producer import Envelope, EnvelopeError, Settings, decode, keys, make_client
+from producer.client import drop_connections, node_client
 from producer.deadletters import dead_entry
 from producer.envelope import now_ms
 from producer.stats import Stats
@@ -55,6 +56,7 @@ class Subscriber(Daemon):
         self.handler = handler
         self.client = make_client(settings, "subscriber", name)
         self.gaps = GapCounter()
+        self.node: redis.Redis | None = None  # the client of the server subscribed to
         self.conn: Any = None  # the subscribed redis-py connection, read by ``link``
         self.link: SubscribedSocket | None = None
         self._names: dict[bytes, str] = {}  # Redis channel -> bus name
@@ -67,8 +69,9 @@ class Subscriber(Daemon):
 
     def serve(self) -> None:
         """Subscribe, then read messages and watch the PONG deadline until stopped."""
-        pool = self.client.connection_pool
-        self.conn = pool.get_connection()
+        # On a cluster, the node of the first channel: a PUBLISH reaches every node.
+        self.node = node_client(self.client, (self.channels or self.patterns)[0])
+        self.conn = self.node.connection_pool.get_connection()
         self.link = link = SubscribedSocket(self.conn)
         if self.channels:
             link.send("SUBSCRIBE", *self.channels)
@@ -200,11 +203,11 @@ class Subscriber(Daemon):
         if self.link is not None:
             self.stats.set_state(deaf_since_ms=now_ms())
         self.link = None
-        if self.conn is not None:
+        if self.conn is not None and self.node is not None:
             self.conn.disconnect()
-            self.client.connection_pool.release(self.conn)
+            self.node.connection_pool.release(self.conn)
             self.conn = None
-        self.client.connection_pool.disconnect()
+        drop_connections(self.client)
 
     def _await_confirmations(self, link: SubscribedSocket) -> None:
         """Read the subscribe confirmations, so 'listening' means Redis registered us."""

@@ -41,6 +41,8 @@ from consumers.handlers import Handler
 from consumers.lists import ACK, Move, QueueOps, give_back_move, started_move, tracked_how
 from consumers.tracking import Context, encode_result, takes_context
 from producer import Envelope, EnvelopeError, Settings, decode, keys, make_client
+from producer.client import drop_connections, node_client
+from producer.cluster import ClusterClient
 from producer.envelope import now_ms
 from producer.stats import Stats
 
@@ -66,9 +68,10 @@ class Worker(Daemon):
         self.handler = handler
         self._with_context = takes_context(handler)  # handler(env, ctx) rather than handler(env)
         self._popped: bytes | None = None  # taken by a blocking pop: no script marked it
-        self.client = make_client(settings, "worker", name)
+        self.client = self._router = make_client(settings, "worker", name)
         self.ops = QueueOps(self.client, queue, settings.dead_max)
         self._pinned = False  # self.client holds one connection (see _pin)
+        self._on_cluster = isinstance(self._router, ClusterClient)
         self.admin_ops = QueueOps(self.admin, queue, settings.dead_max)
         self.pending = keys.pending(queue)
         self.processing = keys.processing(queue, name)
@@ -135,7 +138,9 @@ class Worker(Daemon):
         after any error) instead of a silent replacement. Made here, not in __init__, because
         it connects: a Redis that is down is the reconnect loop's business."""
         if not self._pinned:
-            pool = self.client.connection_pool
+            # On a cluster, the pool of the primary that holds the queue's slot, looked up
+            # again after each error (a failover moves it).
+            pool = node_client(self._router, self.pending).connection_pool
             self.client = redis.Redis(connection_pool=pool, single_connection_client=True)
             self.ops = QueueOps(self.client, self.queue, self.settings.dead_max)
             self._pinned = True
@@ -275,7 +280,13 @@ class Worker(Daemon):
         threading.Thread(target=self._unblock, name=f"unblock-{self.name}", daemon=True).start()
 
     def close_connections(self) -> None:
-        self.client.connection_pool.disconnect()
+        if self._pinned or not self._on_cluster:
+            self.client.connection_pool.disconnect()
+        if self._on_cluster:  # the next serve() asks the slot map where the queue is
+            drop_connections(self._router)
+            self.client = self._router
+            self.ops = QueueOps(self.client, self.queue, self.settings.dead_max)
+            self._pinned = False
 
     def after_tick(self) -> None:
         """The heartbeat (which renews the name's lease), then the reaper: requeue the
@@ -394,9 +405,10 @@ class Worker(Daemon):
         name = f"bus:worker:{self.name}"
         while True:
             with contextlib.suppress(redis.RedisError):  # the block timeout still bounds it
-                for c in self.admin.client_list(_type="normal"):
+                node = node_client(self.admin, self.pending)  # on a cluster: the queue's node
+                for c in node.client_list(_type="normal"):
                     if c.get("name") == name and c.get("cmd") in ("blmove", "brpop"):
-                        self.admin.client_unblock(int(c["id"]))
+                        node.client_unblock(int(c["id"]))
             if self.finished.wait(0.1):
                 return
 

@@ -36,6 +36,7 @@ from redis.connection import parse_url
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelManagedConnection, SentinelManagedSSLConnection
 
+from producer.cluster import ClusterClient
 from producer.settings import Settings
 
 ROLES = ("producer", "worker", "subscriber", "admin")
@@ -108,8 +109,15 @@ class FollowingSSLConnection(_Follow, SentinelManagedSSLConnection):
 
 
 def make_client(settings: Settings, role: str, name: str | None = None) -> redis.Redis:
-    """A client for ``role`` (see the module docstring); ``name`` shows in CLIENT LIST."""
+    """A client for ``role`` (see the module docstring); ``name`` shows in CLIENT LIST. On a
+    cluster (``BUS_CLUSTER_NODES``) a :class:`~producer.cluster.ClusterClient`."""
     opts = client_options(settings, role, name)
+    if settings.cluster_nodes:
+        url = parse_url(settings.redis_url)
+        opts.update({k: v for k, v in url.items() if k not in ("host", "port", "db", "path")})
+        if opts.pop("connection_class", None) is redis.SSLConnection:
+            opts["ssl"] = True
+        return ClusterClient(settings.cluster_addresses(), opts)
     if not settings.sentinels:
         return redis.Redis.from_url(settings.redis_url, **opts)
     url = parse_url(settings.redis_url)
@@ -126,3 +134,25 @@ def make_client(settings: Settings, role: str, name: str | None = None) -> redis
     }
     sentinel = Sentinel(settings.sentinel_addresses(), sentinel_kwargs=sentinel_opts)
     return sentinel.master_for(settings.sentinel_master, **opts)
+
+
+def node_client(client: redis.Redis, key: str | bytes) -> redis.Redis:
+    """The client of the one server that holds ``key``: ``client`` itself, or on a cluster
+    the client of the primary of ``key``'s slot (for work on one connection or one node)."""
+    return client.node_for(key) if isinstance(client, ClusterClient) else client
+
+
+def forget_routes(client: redis.Redis) -> None:
+    """After an error: on a cluster, read the slot map again before the next command."""
+    if isinstance(client, ClusterClient):
+        client.invalidate()
+
+
+def drop_connections(client: redis.Redis) -> None:
+    """After an error: close the client's pooled connections (every node's, on a cluster,
+    whose slot map is then read again before the next command)."""
+    if isinstance(client, ClusterClient):
+        client.invalidate()
+        client.disconnect()
+    else:
+        client.connection_pool.disconnect()

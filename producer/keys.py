@@ -2,6 +2,7 @@
 
 ``{q}`` is a Redis Cluster hash tag: every key a queue touches lives in one slot, so the
 BLMOVE and Lua scripts that span ``pending``, ``processing`` and ``dead`` work on a cluster too.
+The stats share the tag ``{stats}`` (the script that adds to the totals spans several of them).
 
 =================================  ======  ==============================  ====================
 key                                type    written by                      read by
@@ -28,21 +29,21 @@ key                                type    written by                      read 
 ``bus:ch:<channel>``               pubsub  producers PUBLISH               subscribers
 ``bus:ch:<channel>:dead``          list    subscriber: garbage or failed   /api/stats
                                            handler (capped: BUS_DEAD_MAX)
-``bus:stats:<role>:<id>``          hash    every daemon and web process,   /api/stats
+``bus:{stats}:<role>:<id>``        hash    every daemon and web process,   /api/stats
                                            every ``stats_interval_s``,
                                            expires after ``stats_ttl_s``
-``bus:stats:index``                zset    same writers: stats key -> ms   /api/stats (no SCAN)
-``bus:stats:totals``               hash    same writers, through one       /metrics, /api/stats
+``bus:{stats}:index``              zset    same writers: stats key -> ms   /api/stats (no SCAN)
+``bus:{stats}:totals``             hash    same writers, through one       /metrics, /api/stats
                                            script: bus-wide counters that
                                            never go down (see below)
-``bus:stats:applied:<role>:<id>:   hash    same: what that process already  the same script
-<run>``                                    added to the totals (1 day TTL)
-``bus:stats:history``              list    same script, at most once a     /api/history (the
+``bus:{stats}:applied:<role>:      hash    same: what that process already  the same script
+<id>:<run>``                       added to the totals (1 day TTL)
+``bus:{stats}:history``            list    same script, at most once a     /api/history (the
                                            second: JSON totals, 360 kept   dashboard's chart)
-``bus:stats:history:tick``         string  same: the once-a-second guard   the same script
+``bus:{stats}:history:tick``       string  same: the once-a-second guard   the same script
 =================================  ======  ==============================  ====================
 
-A field of ``bus:stats:totals`` is ``<counter>|<label>=<value>|...``, the values URL-quoted:
+A field of ``bus:{stats}:totals`` is ``<counter>|<label>=<value>|...``, the values URL-quoted:
 ``pushed|role=web|queue=default``, ``handled|role=worker|queue=jobs|delivery=at-least-once``,
 ``lost|role=subscriber|channel=news``, ``lat_le_5|mode=prodcons`` (see producer/totals.py).
 
@@ -53,10 +54,11 @@ direct producer).
 from __future__ import annotations
 
 PREFIX = "bus"
-STATS_INDEX = f"{PREFIX}:stats:index"
-STATS_TOTALS = f"{PREFIX}:stats:totals"
-STATS_HISTORY = f"{PREFIX}:stats:history"
-STATS_HISTORY_TICK = f"{PREFIX}:stats:history:tick"
+STATS = f"{PREFIX}:{{stats}}"  # one hash tag: on a cluster every stats key is on one node
+STATS_INDEX = f"{STATS}:index"
+STATS_TOTALS = f"{STATS}:totals"
+STATS_HISTORY = f"{STATS}:history"
+STATS_HISTORY_TICK = f"{STATS}:history:tick"
 
 
 def pending(queue: str) -> str:
@@ -128,9 +130,9 @@ def channel_dead(name: str) -> str:
 
 def stats(role: str, ident: str) -> str:
     """Stats hash of one process."""
-    return f"{PREFIX}:stats:{role}:{ident}"
+    return f"{STATS}:{role}:{ident}"
 
 
 def stats_applied(role: str, ident: str, run: str) -> str:
-    """What one run of a process has added to ``bus:stats:totals`` so far, per field."""
-    return f"{PREFIX}:stats:applied:{role}:{ident}:{run}"
+    """What one run of a process has added to ``bus:{stats}:totals`` so far, per field."""
+    return f"{STATS}:applied:{role}:{ident}:{run}"

@@ -12,9 +12,11 @@ from functools import partial
 from typing import Any
 
 import redis
+from redis.exceptions import MovedError
 
 from producer import envelope, keys, tracking
-from producer.client import make_client
+from producer.client import forget_routes, make_client, node_client
+from producer.cluster import command_key, is_stale_error
 from producer.settings import Settings
 from producer.stats import Stats
 
@@ -328,14 +330,18 @@ class Producer:
         write raises :class:`Unconfirmed`: the reply was lost, the command may have run, and
         resending it could deliver a message twice. An error reply to a single command (a
         refusal such as OOM, BUSY or LOADING) is raised as it is: that command did not run."""
-        pool = self.client.connection_pool
+        key = command_key(commands[0])
         for attempt in (1, 2):
+            # On a cluster, the pool of the primary that holds the key's slot, asked again on
+            # the second attempt (a failover moves it).
+            pool = node_client(self.client, key).connection_pool  # type: ignore[arg-type]
             conn = pool.get_connection()
             try:
                 try:
                     conn.send_packed_command(conn.pack_commands(commands))
                 except (redis.ConnectionError, redis.TimeoutError) as exc:
                     conn.disconnect()
+                    forget_routes(self.client)
                     if len(commands) > 1:  # the first ones may have been written whole
                         raise Unconfirmed(f"connection broke while sending: {exc}") from exc
                     if attempt == 1:
@@ -346,12 +352,20 @@ class Producer:
                     for _ in commands:
                         replies.append(conn.read_response())
                     return replies
-                except redis.ResponseError:
+                except redis.ResponseError as exc:
                     if len(commands) > 1:
                         conn.disconnect()  # later replies of the batch are unread
+                    if is_stale_error(exc):
+                        forget_routes(self.client)
+                    if (isinstance(exc, MovedError) and not replies and attempt == 1
+                            and all(c[0] == "WAIT" for c in commands[1:])):  # fmt: skip
+                        # On a cluster, the slot has moved (a failover): refused, so it did
+                        # not run; once more, to the slot's new primary.
+                        continue
                     raise
                 except (redis.ConnectionError, redis.TimeoutError) as exc:
                     conn.disconnect()
+                    forget_routes(self.client)
                     if isinstance(exc, redis.BusyLoadingError) and len(commands) == 1:
                         raise  # a reply, not a lost one: refused while Redis loads its data
                     if not replies and _demoted(exc) and all(c[0] == "WAIT" for c in commands[1:]):

@@ -33,6 +33,9 @@ class Settings:
     # password and db come from redis_url, whose host and port are then not used.
     sentinels: tuple[str, ...] = ()
     sentinel_master: str = "mymaster"
+    # A Redis Cluster: some of its nodes (host:port); the others are found from them. User,
+    # password and TLS come from redis_url, whose host, port and db are then not used.
+    cluster_nodes: tuple[str, ...] = ()
     # Durability: producers wait for this many replicas to have each push (0: do not wait).
     wait_replicas: int = 0
     wait_timeout_s: float = 1.0
@@ -77,7 +80,16 @@ class Settings:
 
     def sentinel_addresses(self) -> list[tuple[str, int]]:
         """``BUS_SENTINELS`` as (host, port) pairs."""
-        return [(a.rpartition(":")[0], int(a.rpartition(":")[2])) for a in self.sentinels]
+        return _addresses(self.sentinels)
+
+    def cluster_addresses(self) -> list[tuple[str, int]]:
+        """``BUS_CLUSTER_NODES`` as (host, port) pairs."""
+        return _addresses(self.cluster_nodes)
+
+    @property
+    def topology(self) -> str:
+        """``single``, ``sentinel`` or ``cluster``."""
+        return "cluster" if self.cluster_nodes else "sentinel" if self.sentinels else "single"
 
     @property
     def redis_url_redacted(self) -> str:
@@ -85,6 +97,8 @@ class Settings:
         Sentinel, the sentinels and the primary's name."""
         if self.sentinels:
             return f"sentinel://{','.join(self.sentinels)}/{self.sentinel_master}"
+        if self.cluster_nodes:
+            return f"cluster://{','.join(self.cluster_nodes)}"
         parts = urlsplit(self.redis_url)
         if parts.password is None:
             return self.redis_url
@@ -168,10 +182,22 @@ class Settings:
                 raise SettingsError(
                     f"BUS_TRACK_QUEUES: {name!r} is not a queue name (or * for every queue)"
                 )
-        for address in self.sentinels:
-            host, _, port = address.rpartition(":")
-            if not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise SettingsError(f"BUS_SENTINELS: {address!r} is not host:port")
+        for label, addresses in (("BUS_SENTINELS", self.sentinels),
+                                 ("BUS_CLUSTER_NODES", self.cluster_nodes)):  # fmt: skip
+            for address in addresses:
+                host, _, port = address.rpartition(":")
+                if not host or not port.isdigit() or not 0 < int(port) < 65536:
+                    raise SettingsError(f"{label}: {address!r} is not host:port")
+        if self.sentinels and self.cluster_nodes:
+            raise SettingsError(
+                "BUS_SENTINELS and BUS_CLUSTER_NODES are two topologies: set one of them"
+            )
+        if self.cluster_nodes and scheme == "unix":
+            raise SettingsError("BUS_CLUSTER_NODES: a cluster is reached over TCP, not unix://")
+        if self.cluster_nodes and urlsplit(self.redis_url).path.strip("/") not in ("", "0"):
+            raise SettingsError(
+                "BUS_REDIS_URL: a cluster has database 0 only; drop the /db from the URL"
+            )
         if not self.sentinel_master or not NAME_RE.match(self.sentinel_master):
             raise SettingsError(f"BUS_SENTINEL_MASTER: {self.sentinel_master!r} is not a name")
         if self.wait_replicas < 0:
@@ -205,6 +231,10 @@ class Settings:
         if "block_timeout_s" in changes and "worker_read_timeout_s" not in changes:
             changes["worker_read_timeout_s"] = 0.0
         return dataclasses.replace(self, **changes)
+
+
+def _addresses(entries: tuple[str, ...]) -> list[tuple[str, int]]:
+    return [(a.rpartition(":")[0], int(a.rpartition(":")[2])) for a in entries]
 
 
 def env_name(field_name: str) -> str:

@@ -1,8 +1,8 @@
 """The stats schema: what each process counts, and how it lands in Redis.
 
-Every daemon and web process owns one hash, ``bus:stats:<role>:<id>``, and overwrites it every
+Every daemon and web process owns one hash, ``bus:{stats}:<role>:<id>``, and overwrites it every
 ``stats_interval_s`` with absolute values (so a lost write is repaired by the next), with a TTL
-of ``stats_ttl_s`` so a dead process disappears by itself. ``bus:stats:index`` lists the live
+of ``stats_ttl_s`` so a dead process disappears by itself. ``bus:{stats}:index`` lists the live
 hashes, so readers never SCAN the keyspace.
 
 Hash fields: ``role``, ``id``, ``pid``, ``host``, ``started_ms``, ``updated_ms``,
@@ -12,12 +12,12 @@ of :data:`COUNTERS`, their rates over the last few seconds (``<counter>_per_s`` 
 :data:`RATES`), and latency buckets ``lat_le_<ms>`` (``lat_le_inf`` last) with ``lat_count``
 and ``lat_sum_ms``.
 
-The same write adds what the process counted since its last write to ``bus:stats:totals``:
+The same write adds what the process counted since its last write to ``bus:{stats}:totals``:
 bus-wide counters that outlive the processes and never go down (what Prometheus wants), one
 field per counter and labels (see :meth:`Stats.totals`). The write is idempotent: each run of
-a process keeps what it has already added in ``bus:stats:applied:<role>:<id>:<run>``, so a
+a process keeps what it has already added in ``bus:{stats}:applied:<role>:<id>:<run>``, so a
 write repeated after a lost reply adds nothing twice. At most once a second (Redis's clock),
-whichever process writes first also appends a sample of the totals to ``bus:stats:history``.
+whichever process writes first also appends a sample of the totals to ``bus:{stats}:history``.
 """
 
 from __future__ import annotations
@@ -210,7 +210,7 @@ class Stats:
         }
 
     def totals(self) -> dict[str, int]:
-        """This run's contribution to ``bus:stats:totals`` (absolute, nonzero only): every
+        """This run's contribution to ``bus:{stats}:totals`` (absolute, nonzero only): every
         counter under ``role`` and :attr:`scope`, the per-destination ones under their
         destination too, and the latency histogram under ``mode``."""
         with self._lock:

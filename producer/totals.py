@@ -1,10 +1,10 @@
-"""The bus-wide totals: ``bus:stats:totals`` and its history, written by every process's stats
+"""The bus-wide totals: ``bus:{stats}:totals`` and its history, written by every process's stats
 flush (one idempotent script, :data:`FLUSH`) and read by the overview, ``/api/history`` and
 ``/metrics``.
 
 A field of the totals is ``<counter>|<label>=<value>|...`` with URL-quoted values
 (:func:`series_field`); :func:`parse_totals` gives them back as dicts. At most once a second
-the flush also appends a sample of the :data:`HISTORY_SERIES` sums to ``bus:stats:history``.
+the flush also appends a sample of the :data:`HISTORY_SERIES` sums to ``bus:{stats}:history``.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import redis
 
 from producer import keys
 
-HISTORY_LEN = 360  # samples of bus:stats:history, one a second at most
+HISTORY_LEN = 360  # samples of bus:{stats}:history, one a second at most
 HISTORY_SERIES = ("pushed", "handled", "published", "published_zero", "received", "lost",
                   "dead_lettered")  # fmt: skip
 APPLIED_TTL_S = 86400
@@ -70,7 +70,7 @@ return 1
 
 
 def series_field(counter: str, labels: Mapping[str, str]) -> str:
-    """A field of ``bus:stats:totals``: ``counter|label=value|...``, values URL-quoted."""
+    """A field of ``bus:{stats}:totals``: ``counter|label=value|...``, values URL-quoted."""
     return "|".join((counter, *(f"{k}={quote(v, safe='')}" for k, v in labels.items())))
 
 
@@ -81,7 +81,7 @@ flush_script = redis.Redis().register_script(FLUSH)
 
 def read_history(client: redis.Redis) -> dict[str, Any]:
     """The bus-wide rates (messages per second) between consecutive samples of
-    ``bus:stats:history``, oldest first: ``{"series", "points": [{"t", <series>...}]}``.
+    ``bus:{stats}:history``, oldest first: ``{"series", "points": [{"t", <series>...}]}``.
     A point further than :data:`GAP_MS` from the one before starts a new line (``"gap"``)."""
     raw: list[bytes] = client.lrange(keys.STATS_HISTORY, 0, -1)  # type: ignore[assignment]
     samples = [parse_sample(x) for x in raw]
@@ -98,7 +98,7 @@ def read_history(client: redis.Redis) -> dict[str, Any]:
 
 
 def parse_totals(raw: Any) -> list[dict[str, Any]]:
-    """``bus:stats:totals`` as ``[{"counter", "labels", "value"}]``, sorted."""
+    """``bus:{stats}:totals`` as ``[{"counter", "labels", "value"}]``, sorted."""
     out = []
     for field, value in raw.items():
         counter, *pairs = field.decode().split("|")

@@ -1,6 +1,6 @@
 """Bus-wide counters, the rate history and ``GET /metrics``.
 
-The totals in ``bus:stats:totals`` never go down: a write repeated after a lost reply adds
+The totals in ``bus:{stats}:totals`` never go down: a write repeated after a lost reply adds
 nothing, a process that dies keeps what it counted, a restart under the same name adds from
 zero. ``/metrics`` (parsed by prometheus_client's own parser) says what ``/api/stats`` says,
 from any gunicorn worker.

@@ -311,7 +311,7 @@ def test_reading_the_stats_writes_nothing(make_app: MakeApp, tmp_path: Path) -> 
         assert c.get("/api/stats").status_code == 200
         own = app.extensions["bus"].get_stats().key
         wait_for(lambda: admin.zscore(keys.STATS_INDEX, own), 5, "the first stats write")
-        ghost = "bus:stats:web:ghost"
+        ghost = "bus:{stats}:web:ghost"
         admin.hset(ghost, mapping={"role": "web", "id": "ghost", "updated_ms": 1})
         admin.zadd(keys.STATS_INDEX, {ghost: now_ms() - 121_000})  # past the 120 s TTL
         before = write_calls(admin)
@@ -325,7 +325,7 @@ def test_reading_the_stats_writes_nothing(make_app: MakeApp, tmp_path: Path) -> 
         Stats("worker", "w1").flush(pipe, quiet.stats_ttl_s)
         pipe.execute()
         assert admin.zscore(keys.STATS_INDEX, ghost) is None  # a writer pruned it
-        assert admin.zscore(keys.STATS_INDEX, "bus:stats:worker:w1") is not None
+        assert admin.zscore(keys.STATS_INDEX, "bus:{stats}:worker:w1") is not None
     finally:
         server.kill()
 

@@ -86,7 +86,7 @@ def test_redis_cli_envelopes_are_handled_and_received_like_our_own(
     assert r.llen(keys.processing("default", "wire-w")) == 0
     (dead,) = [json.loads(x) for x in r.lrange(keys.dead("default"), 0, -1)]
     assert dead["reason"] == V2_REASON and dead["raw"] == v2
-    worker_stats = "bus:stats:worker:default:wire-w"
+    worker_stats = "bus:{stats}:worker:default:wire-w"
     wait_for(lambda: stats_of(r, worker_stats).get("handled") == "4", 5, "worker stats")
     assert stats_of(r, worker_stats)["lat_count"] == "2"  # only the two with a ts
 
@@ -110,7 +110,7 @@ def test_redis_cli_envelopes_are_handled_and_received_like_our_own(
     ]
     (dead,) = [json.loads(x) for x in r.lrange(keys.channel_dead("default"), 0, -1)]
     assert dead["reason"] == V2_REASON and dead["raw"] == v2
-    sub_stats = "bus:stats:subscriber:wire-s"
+    sub_stats = "bus:{stats}:subscriber:wire-s"
     wait_for(lambda: stats_of(r, sub_stats).get("handled") == "5", 5, "subscriber stats")
     got = stats_of(r, sub_stats)
     # The two src-less messages are no duplicate of each other, and newsroom 1, 2 has no gap.

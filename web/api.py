@@ -8,6 +8,8 @@ from flask import Blueprint, render_template, request
 from flask.typing import ResponseReturnValue
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from producer import keys
+from producer.client import node_client
 from producer.deadletters import DeadLetters
 from producer.tracking import check_id, find_record
 from web.bus import Bus, get_bus
@@ -93,7 +95,7 @@ def dead_list(queue: str) -> ResponseReturnValue:
 @bp.post("/api/queues/<queue>/dead/requeue")
 def dead_requeue(queue: str) -> ResponseReturnValue:
     """Push dead letters back onto the queue as first attempts (JSON ``{"count": n}`` optional)."""
-    client = WriteTracker(_known(queue).get_client())
+    client = WriteTracker(node_client(_known(queue).get_client(), keys.dead(queue)))
     body = request.get_json(silent=True) if request.content_length else {}
     count = body.get("count") if isinstance(body, dict) else None
     if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 1):

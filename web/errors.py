@@ -72,6 +72,17 @@ def _payload_error(exc: PayloadError) -> ResponseReturnValue:
     return _http_error(BadMessage(400, str(exc)))
 
 
+# Cluster refusals that pass once the cluster has settled (redis-py's names for -CLUSTERDOWN,
+# -TRYAGAIN, -MOVED and -ASK past our own redirects, -MASTERDOWN, -READONLY).
+_RECONFIGURING = (
+    redis.exceptions.ClusterDownError,
+    redis.exceptions.TryAgainError,
+    redis.exceptions.AskError,
+    redis.exceptions.MasterDownError,
+    redis.exceptions.ReadOnlyError,
+)
+
+
 def _redis_error(exc: redis.RedisError) -> ResponseReturnValue:
     # 503 and Retry-After only where a retry can succeed: Redis unreachable, slow, full, busy
     # with a script or loading its data. Any other refusal (a key of the wrong type, a missing
@@ -99,6 +110,12 @@ def _redis_error(exc: redis.RedisError) -> ResponseReturnValue:
         message, retry_after = "Redis is loading its data: the command was not accepted", 1
     elif isinstance(exc, redis.ResponseError) and str(exc).startswith("BUSY "):
         message, retry_after = "Redis is busy running a script: the command was not accepted", 1
+    elif isinstance(exc, _RECONFIGURING):
+        message, retry_after = (
+            "the Redis Cluster is reconfiguring (a failover, or a slot on the move): the "
+            "command was not accepted",
+            1,
+        )
     elif isinstance(exc, redis.ConnectionError | redis.TimeoutError):
         message, retry_after = (
             "Redis is unreachable or not answering: the message was not accepted",

@@ -1,7 +1,7 @@
 """``GET /metrics``: the whole bus in Prometheus's text format, from the same overview as
 ``/api/stats`` (so one scrape of any gunicorn worker sees every process, and both agree).
 
-Counters come from ``bus:stats:totals``: bus-wide sums that outlive the processes and never go
+Counters come from ``bus:{stats}:totals``: bus-wide sums that outlive the processes and never go
 down, so ``rate()`` is right across crashes and restarts. Gauges come from Redis itself (queue
 depths, heartbeats, subscriber counts). The table below is the whole list; the README repeats
 it, and ``deploy/`` holds a Prometheus scrape snippet and a Grafana dashboard that use it.
@@ -24,7 +24,7 @@ from prometheus_client.registry import Collector
 from producer.stats import LATENCY_BUCKETS_MS
 
 ANY = None  # every role
-# (counter in bus:stats:totals, roles it is taken from, metric (without _total), help, labels)
+# (counter in bus:{stats}:totals, roles it is taken from, metric (without _total), help, labels)
 COUNTERS: tuple[tuple[str, tuple[str, ...] | None, str, str, tuple[str, ...]], ...] = (
     ("pushed", ANY, "bus_messages_pushed", "Messages LPUSHed onto a queue", ("queue",)),
     ("scheduled", ANY, "bus_messages_scheduled", "Messages pushed with a delay", ("queue",)),

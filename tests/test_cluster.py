@@ -1,0 +1,139 @@
+"""On a Redis Cluster: every role, queues on three shards, and failovers counted exactly.
+
+Three primaries and three replicas (:mod:`tests.topology`); the daemons and gunicorn run as
+processes with ``BUS_CLUSTER_NODES`` naming two of the nodes (the others are found from them).
+Each queue's keys share the hash tag ``{q}``, so each queue lives on one shard; the queues of
+these tests are picked to live on three different shards.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from producer import Producer, keys, make_client
+from tests.clusterkit import (
+    URL,
+    Stream,
+    bus_env,
+    bus_settings,
+    depth,
+    queues_on_shards,
+    start_cluster,
+)
+from tests.procs import Proc, get_json, read_records, wait_for
+from tests.topology import RedisCluster
+from tests.webapp import start_gunicorn
+
+pytestmark = pytest.mark.slow
+RECORD = "tests.handlers_for_tests:record"
+# A primary's departure -> its queue handled again: a worker's blocked pop is answered
+# -UNBLOCKED or its link breaks, it backs off (at most BUS_BACKOFF_CAP_S) and reads the slot map
+# again. For a kill -9 the replicas first wait out the node timeout (1 s here) and the election.
+RESUME_BOUND_S = 10.0
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[RedisCluster]:
+    yield from start_cluster(tmp_path / "cluster")
+
+
+def test_every_role_on_three_shards(
+    cluster: RedisCluster, spawn: Callable[..., Proc], tmp_path: Path
+) -> None:
+    """Through gunicorn: pushes to queues on three shards, handled by at-least-once and
+    at-most-once workers, each exactly once; published messages received; a tracked message
+    reads handled; the stats and the status see every queue."""
+    queues = queues_on_shards(cluster, 3)
+    assert len({cluster.primary_for_key(keys.pending(q)).port for q in queues}) == 3
+    env = bus_env(cluster, queues)
+    for q, delivery in zip(queues, ("at-least-once", "at-least-once", "at-most-once"),
+                           strict=True):  # fmt: skip
+        spawn("worker", URL, "--queue", q, "--name", f"w-{q}", "--delivery", delivery,
+              "--handler", RECORD, **env)  # fmt: skip
+    spawn("subscriber", URL, "--name", "s1", "--channel", "default", "--handler", RECORD, **env)
+    web, base = start_gunicorn(URL, tmp_path / "gunicorn.log", **env)
+    try:
+        with cluster.primary_for_key(keys.channel("default")).admin() as node:
+            wait_for(lambda: node.pubsub_numsub(keys.channel("default"))[0][1] == 1, 15,
+                     "s1 subscribed")  # fmt: skip
+        pushed: dict[str, str] = {}
+        for i in range(60):
+            q = queues[i % 3]
+            resp = requests.post(base + "/prodcons", json={"queue": q, "payload": {"n": i}},
+                                 timeout=5)  # fmt: skip
+            assert resp.status_code == 202, resp.text
+            pushed[resp.json()["id"]] = q
+        published = set()
+        for i in range(20):
+            resp = requests.post(base + "/pubsub", json={"payload": i}, timeout=5)
+            assert resp.status_code == 202, resp.text
+            published.add(resp.json()["id"])
+        resp = requests.post(base + "/prodcons", timeout=5,
+                             json={"queue": queues[0], "payload": "t", "track": True})  # fmt: skip
+        tracked = resp.json()["id"]
+        records = tmp_path / "records.jsonl"
+        everything = set(pushed) | published | {tracked}
+        wait_for(lambda: {x["id"] for x in read_records(records)} >= everything, 20,
+                 "every message handled or received")  # fmt: skip
+        wait_for(lambda: (get_json(f"{base}/api/messages/{tracked}") or {}).get("state")
+                 == "handled", 10, "the tracked message's record to say handled")  # fmt: skip
+        seen = Counter(x["id"] for x in read_records(records))
+        assert all(seen[i] == 1 for i in everything), "a message was handled twice"
+        assert [depth(cluster, q) for q in queues] == [0, 0, 0]
+
+        def per_queue(field: str) -> list[int]:
+            return [get_json(base + "/api/stats")["queues"][q][field] for q in queues]
+
+        wait_for(lambda: per_queue("workers_alive") == [1, 1, 1], 10, "a worker on each queue")
+        wait_for(lambda: per_queue("pushed_total") == [21, 20, 20], 10, "the pushes counted")
+        assert get_json(base + "/api/stats")["channels"]["default"]["subscribers"] == 1
+    finally:
+        web.stop()
+
+
+def test_cluster_failover_mid_stream_loses_nothing(
+    cluster: RedisCluster, spawn: Callable[..., Proc], tmp_path: Path
+) -> None:
+    """CLUSTER FAILOVER (coordinated: the replica has every write first) of the shard of one
+    of three queues while a producer pushes to all three: every confirmed push is handled,
+    nothing is lost, duplicates are counted, and the queue is handled again within
+    RESUME_BOUND_S of the promotion."""
+    queues = queues_on_shards(cluster, 3)
+    env = bus_env(cluster, queues)
+    for q in queues:
+        spawn("worker", URL, "--queue", q, "--name", f"w-{q}", "--handler", RECORD, **env)
+    stream = Stream(Producer(make_client(bus_settings(cluster), "producer", "t")), queues)
+    records = tmp_path / "records.jsonl"
+    stream.thread.start()
+    wait_for(lambda: len(read_records(records)) >= 300, 20, "300 handled before the failover")
+    victim = cluster.primary_for_key(keys.pending(queues[0]))
+    started = time.monotonic()
+    timing = cluster.failover(cluster.replica_of(victim))
+    promoted_at = started + timing.promoted_s
+    time.sleep(3.0)
+    stream.stop.set()
+    stream.thread.join(10)
+    confirmed = stream.ids("confirmed")
+    wait_for(lambda: confirmed <= {x["id"] for x in read_records(records)}, 20,
+             "every confirmed push handled")  # fmt: skip
+    wait_for(lambda: [depth(cluster, q) for q in queues] == [0, 0, 0], 10, "queues drained")
+    seen = read_records(records)
+    handled = Counter(x["id"] for x in seen)
+    others = set(stream.outcomes) - confirmed
+    duplicates = sum(n - 1 for n in handled.values() if n > 1)
+    after = [x["t"] for x in seen if stream.queue_of.get(x["id"]) == queues[0]
+             and x["t"] > promoted_at]  # fmt: skip
+    resumed_s = min(after) - promoted_at
+    lost = len(others - set(handled))
+    print(f"\ncluster failover: {timing}; {queues[0]} handled again {resumed_s:.2f} s after "
+          f"the promotion; pushes {dict(Counter(stream.outcomes.values()))}, refused "
+          f"{dict(stream.refused)}; confirmed lost 0 of {len(confirmed)}; unconfirmed lost "
+          f"{lost} of {len(others)}; duplicates {duplicates}")  # fmt: skip
+    assert resumed_s <= RESUME_BOUND_S
+    assert lost == 0  # a coordinated failover loses no write, confirmed or not
