@@ -69,7 +69,9 @@ class Stream:
         self.outcomes: dict[str, str] = {}
         self.queue_of: dict[str, str] = {}
         self.confirmed_at: dict[str, float] = {}
+        self.sent_at: dict[str, float] = {}  # when each push with an outcome was made
         self.refused: Counter[str] = Counter()
+        self._at = 0.0
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self.run, daemon=True)
 
@@ -78,6 +80,7 @@ class Stream:
         while not self.stop.wait(self.every_s):
             n += 1
             queue = self.queues[n % len(self.queues)]
+            self._at = time.monotonic()
             try:
                 sent = self.producer.push({"n": n}, queue)
                 self._note(sent.envelope.id, queue, "confirmed")
@@ -92,6 +95,7 @@ class Stream:
     def _note(self, msg_id: str, queue: str, outcome: str) -> None:
         self.outcomes[msg_id] = outcome
         self.queue_of[msg_id] = queue
+        self.sent_at[msg_id] = self._at
 
     def ids(self, outcome: str, queue: str | None = None) -> set[str]:
         return {

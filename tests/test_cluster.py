@@ -137,3 +137,64 @@ def test_cluster_failover_mid_stream_loses_nothing(
           f"{lost} of {len(others)}; duplicates {duplicates}")  # fmt: skip
     assert resumed_s <= RESUME_BOUND_S
     assert lost == 0  # a coordinated failover loses no write, confirmed or not
+
+
+@pytest.mark.parametrize("wait_replicas", [1, 0], ids=["wait-1", "no-wait"])
+def test_primary_killed_mid_stream(
+    cluster: RedisCluster, spawn: Callable[..., Proc], tmp_path: Path, wait_replicas: int
+) -> None:
+    """kill -9 of the primary of one of three queues while a producer pushes to all three; the
+    replica takes over after the node timeout, and the killed node, restarted, rejoins as its
+    replica. The producer and the worker are on the new primary within RESUME_BOUND_S of the
+    kill. With WAIT 1 every confirmed push is handled (0 lost; until the restarted node has
+    caught up, the shard has no replica and pushes to it are not confirmed). Without it, a
+    loss can only be a push made in the last second before the kill (not yet replicated), and
+    every loss is counted."""
+    queues = queues_on_shards(cluster, 3)
+    env = bus_env(cluster, queues)
+    for q in queues:
+        spawn("worker", URL, "--queue", q, "--name", f"w-{q}", "--handler", RECORD, **env)
+    settings = bus_settings(cluster, wait_replicas=wait_replicas, wait_timeout_s=0.5)
+    stream = Stream(Producer.from_settings(settings, name="t"), queues)
+    records = tmp_path / "records.jsonl"
+    stream.thread.start()
+    wait_for(lambda: len(read_records(records)) >= 300, 20, "300 handled before the kill")
+    victim = cluster.primary_for_key(keys.pending(queues[0]))
+    heir = cluster.replica_of(victim)
+    killed_at = time.monotonic()
+    victim.kill()
+    wait_for(lambda: heir.role == "master", 15, "the replica to take over")
+    promoted_s = time.monotonic() - killed_at
+    victim.start()
+    cluster.wait_ok(20)
+    rejoined_s = time.monotonic() - killed_at
+    time.sleep(2.0)
+    stream.stop.set()
+    stream.thread.join(10)
+    confirmed = stream.ids("confirmed")
+    wait_for(lambda: confirmed - stream.ids("confirmed", queues[0])
+             <= {x["id"] for x in read_records(records)}, 20,
+             "every confirmed push to the other shards handled")  # fmt: skip
+    wait_for(lambda: [depth(cluster, q) for q in queues] == [0, 0, 0], 15, "queues drained")
+    seen = read_records(records)
+    handled = Counter(x["id"] for x in seen)
+    lost = stream.ids("confirmed", queues[0]) - set(handled)
+    late = {i for i in lost if stream.sent_at[i] > killed_at - 1.0}
+    # On the new primary: a push to the shard it answered, and the first such push handled.
+    landed = {i for i, o in stream.outcomes.items() if stream.queue_of[i] == queues[0]
+              and o != "unconfirmed" and stream.sent_at[i] > killed_at}  # fmt: skip
+    producer_s = min(stream.sent_at[i] for i in landed) - killed_at
+    worker_s = min(x["t"] for x in seen if x["id"] in landed) - killed_at
+    duplicates = sum(n - 1 for n in handled.values() if n > 1)
+    others = set(stream.outcomes) - confirmed
+    print(f"\ncluster kill -9 (WAIT {wait_replicas}): replica promoted {promoted_s:.2f} s after "
+          f"the kill, old primary back as replica {rejoined_s:.2f} s; producer on the new "
+          f"primary {producer_s:.2f} s, worker {worker_s:.2f} s; pushes "
+          f"{dict(Counter(stream.outcomes.values()))}, refused {dict(stream.refused)}; "
+          f"confirmed lost {len(lost)} (made in the last second before the kill: {len(late)}) "
+          f"of {len(stream.ids('confirmed', queues[0]))} on that shard; not confirmed lost "
+          f"{len(others - set(handled))} of {len(others)}; duplicates {duplicates}")  # fmt: skip
+    assert max(producer_s, worker_s) <= RESUME_BOUND_S
+    assert lost == late  # every loss was made just before the kill: not yet replicated
+    if wait_replicas:
+        assert not lost
