@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: help bootstrap run run-sentinel test test-fast loadtest loadtest-quick bench lint fmt clean
+.PHONY: help bootstrap run run-sentinel run-cluster test test-fast loadtest loadtest-quick bench lint fmt clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -19,6 +19,9 @@ run: bootstrap ## run redis, gunicorn, a worker and a subscriber in the foregrou
 
 run-sentinel: bootstrap ## the same stack behind Sentinel: primary, replica, 3 sentinels (try a failover)
 	@bash scripts/run-sentinel.sh $(ARGS)
+
+run-cluster: bootstrap ## the same stack on a Redis Cluster: 3 primaries, 3 replicas (try a failover)
+	@bash scripts/run-cluster.sh $(ARGS)
 
 test: bootstrap ## run every test, the slow fault tests included
 	$(PY) -m pytest $(PYTEST_ARGS)

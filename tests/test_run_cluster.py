@@ -1,0 +1,202 @@
+"""`make run-cluster`: the stack on a six-node Redis Cluster under honcho serves queues on two
+shards and pub/sub, follows a CLUSTER FAILOVER, stops every process on Ctrl-C, and on a second
+run comes back from the nodes' nodes.conf without creating the cluster again."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import requests
+
+from producer import keys
+from tests.procs import ROOT, get_json, wait_for
+from tests.redisproc import free_port
+from tests.test_run_sentinel import free_ports_in_a_row, handled
+from tests.test_stack import accepts, alive, logged_pids, stack_pids
+
+pytestmark = pytest.mark.slow
+
+NODES = 6
+QUEUES = ("default", "orders", "billing")  # run-cluster.sh's BUS_QUEUES: one on each shard
+
+
+def distinct_port_ranges() -> tuple[int, int, int]:
+    """First node port, first cluster bus port (six in a row each), web port: none shared."""
+    for _ in range(20):
+        nodes, bus, web = free_ports_in_a_row(NODES), free_ports_in_a_row(NODES), free_port()
+        node_range, bus_range = set(range(nodes, nodes + NODES)), set(range(bus, bus + NODES))
+        if node_range.isdisjoint(bus_range) and web not in node_range | bus_range:
+            return nodes, bus, web
+    raise AssertionError("no distinct port ranges found")
+
+
+class Stack:
+    """scripts/run-cluster.sh under honcho, its log in a file; stopped like Ctrl-C does."""
+
+    def __init__(self, env: dict[str, str], log_path: Path, node_ports: list[int]) -> None:
+        self.log_path = log_path
+        self.node_ports = node_ports
+        with open(log_path, "wb") as log:
+            self.honcho = subprocess.Popen(
+                ["bash", "scripts/run-cluster.sh"], cwd=ROOT, env=env, stdout=log,
+                stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        self.sessions = {self.honcho.pid}
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def ready(self, base: str) -> bool:
+        assert self.honcho.poll() is None, f"run-cluster.sh exited early:\n{self.log()}"
+        return get_json(base + "/readyz") is not None
+
+    def interrupt(self) -> None:
+        """SIGINT to honcho (what Ctrl-C delivers); every process of the stack must go."""
+        pids = logged_pids(self.log())
+        assert {"cluster", "web", "worker", "subscriber"} <= set(pids), pids
+        self.sessions.update(pids.values())  # each Procfile process leads a session of its own
+        os.kill(self.honcho.pid, signal.SIGINT)
+        self.honcho.wait(15)
+        wait_for(lambda: not any(alive(p) for p in pids.values()), 10, "no pid left")
+        wait_for(lambda: stack_pids(self.sessions, *self.node_ports) == set(), 5,
+                 "no process of the stack left")  # fmt: skip
+
+    def kill(self) -> None:
+        """SIGKILL honcho and whatever is left of every Procfile process's session."""
+        self.sessions.update(logged_pids(self.log()).values())
+        if self.honcho.poll() is None:
+            os.killpg(self.honcho.pid, signal.SIGKILL)
+            self.honcho.wait(5)
+        for pid in stack_pids(self.sessions, *self.node_ports):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def running(env: dict[str, str], log_path: Path, node_ports: list[int]) -> Iterator[Stack]:
+    stack = Stack(env, log_path, node_ports)
+    try:
+        yield stack
+    finally:
+        stack.kill()
+
+
+def admin(port: int) -> redis.Redis:
+    return redis.Redis(port=port, decode_responses=True, socket_timeout=2,
+                       socket_connect_timeout=1)  # fmt: skip
+
+
+def shard_of(port: int, queue: str) -> tuple[int, list[int]]:
+    """(primary port, replica ports) of the shard that holds ``queue``, as node ``port`` sees
+    it (CLUSTER SLOTS: a replica shows once that node has heard of it by gossip)."""
+    with admin(port) as c:
+        slot = int(c.execute_command("CLUSTER KEYSLOT", keys.pending(queue)))
+        ranges: list[Any] = c.execute_command("CLUSTER SLOTS")
+    for start, end, primary, *replicas in ranges:
+        if int(start) <= slot <= int(end):
+            return int(primary[1]), [int(r[1]) for r in replicas]
+    raise AssertionError(f"slot {slot} of {queue} is not served")
+
+
+def role(port: int) -> str | None:
+    try:
+        with admin(port) as c:
+            return str(c.execute_command("ROLE")[0])
+    except (redis.RedisError, OSError):
+        return None
+
+
+def push(base: str, queue: str, payload: object, within_s: float) -> str:
+    """POST a tracked message to ``queue`` until a 202 (a 503 is expected while a shard has no
+    primary, or its replica is not yet in sync for WAIT 1)."""
+    deadline = time.monotonic() + within_s
+    while True:
+        resp = requests.post(f"{base}/prodcons", timeout=5,
+                             json={"queue": queue, "payload": payload, "track": True})  # fmt: skip
+        if resp.status_code == 202:
+            return str(resp.json()["id"])
+        assert resp.status_code == 503, resp.text
+        assert time.monotonic() < deadline, f"no 202 within {within_s} s: {resp.text}"
+        time.sleep(0.2)
+
+
+def queue_stats(base: str, queue: str) -> dict[str, Any]:
+    return dict(((get_json(base + "/api/stats") or {}).get("queues") or {}).get(queue) or {})
+
+
+def drained(base: str, queue: str, handled_total: int) -> bool:
+    stats = queue_stats(base, queue)
+    return stats.get("depth") == 0 and stats.get("handled_total", 0) >= handled_total
+
+
+def test_run_cluster_serves_follows_a_failover_stops_and_restarts(tmp_path: Path) -> None:
+    first, bus, web = distinct_port_ranges()
+    node_ports = list(range(first, first + NODES))
+    base = f"http://127.0.0.1:{web}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BUS_")}
+    env.update(RUN_CLUSTER_PORT=str(first), RUN_CLUSTER_BUS_PORT=str(bus),
+               RUN_DIR=str(tmp_path / "run"), BUS_WEB_BIND=f"127.0.0.1:{web}",
+               BUS_BLOCK_TIMEOUT_S="1", BUS_BACKOFF_CAP_S="0.5")  # fmt: skip
+
+    with running(env, tmp_path / "run1.log", node_ports) as stack:
+        wait_for(lambda: stack.ready(base), 40, "/readyz", every_s=0.2)
+        wait_for(lambda: "cluster: ok on every node" in stack.log(), 30, "the cluster ok",
+                 every_s=0.2)  # fmt: skip
+        assert "cluster: creating the cluster" in stack.log()
+        for port in node_ports:
+            assert (tmp_path / "run" / "cluster" / f"node-{port}" / "nodes.conf").is_file()
+        shards = {q: shard_of(first, q) for q in QUEUES}
+        assert len({primary for primary, _ in shards.values()}) == 3, shards
+        one, two = QUEUES[:2]
+
+        ids = {q: push(base, q, {"to": q}, 20) for q in (one, two)}  # WAIT 1: replicas in sync
+        for q, msg_id in ids.items():
+            wait_for(partial(handled, base, msg_id), 20, f"handled on {q}", every_s=0.2)
+            wait_for(partial(drained, base, q, 1), 10, f"{q} drained, counted", every_s=0.2)
+
+        def subscribed() -> bool:
+            stats = get_json(base + "/api/stats") or {}
+            return bool(stats) and stats["channels"]["default"]["subscribers"] == 1
+
+        wait_for(subscribed, 20, "the subscriber to subscribe", every_s=0.2)
+        resp = requests.post(base + "/pubsub", json={"payload": "hi"}, timeout=5)
+        assert resp.status_code == 202 and resp.json()["receivers"] == 1, resp.text
+        wait_for(lambda: ((get_json(base + "/api/stats") or {}).get("totals", {})
+                          .get("subscriber", {}).get("handled", 0)) >= 1, 20,
+                 "the subscriber to count a handled message", every_s=0.2)  # fmt: skip
+
+        old = shards[one][0]
+        replica = wait_for(lambda: shard_of(first, one)[1], 20, f"a replica of {one}'s shard",
+                           every_s=0.2)[0]  # fmt: skip
+        with admin(replica) as c:
+            c.execute_command("CLUSTER FAILOVER")
+        wait_for(lambda: role(replica) == "master", 20, "the replica promoted", every_s=0.2)
+        wait_for(lambda: shard_of(first, one)[0] == replica, 20, "the slot map to follow",
+                 every_s=0.2)  # fmt: skip
+        after = push(base, one, "after the failover", 20)
+        wait_for(lambda: handled(base, after), 20, "handled after the failover", every_s=0.2)
+        wait_for(lambda: drained(base, one, 2), 10, f"{one} drained again", every_s=0.2)
+        wait_for(lambda: role(old) == "slave", 20, "the old primary to follow", every_s=0.2)
+        stack.interrupt()
+
+    with running(env, tmp_path / "run2.log", node_ports) as stack:
+        wait_for(lambda: stack.ready(base), 40, "/readyz after a restart", every_s=0.2)
+        wait_for(lambda: "cluster: ok on every node" in stack.log(), 30, "the cluster ok",
+                 every_s=0.2)  # fmt: skip
+        assert "came back from their nodes.conf" in stack.log()
+        assert "creating the cluster" not in stack.log()
+        assert shard_of(first, one)[0] == replica  # the roles of the failover were kept
+        again = push(base, one, "after a restart", 20)
+        wait_for(lambda: handled(base, again), 20, "handled after a restart", every_s=0.2)
+        stack.interrupt()
+    assert not any(accepts(p) for p in [*node_ports, web])
