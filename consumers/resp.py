@@ -37,6 +37,10 @@ class SubscribedSocket:
         self._rest = b""
         self._timeout_s: float | None = None
 
+    def fileno(self) -> int:
+        """The socket's descriptor (for select)."""
+        return self._sock.fileno()
+
     def send(self, *args: str | bytes) -> None:
         """Send one command (SUBSCRIBE, PSUBSCRIBE, PING)."""
         try:

@@ -12,7 +12,9 @@ Garbage and handler failures go to the channel's capped dead list.
 from __future__ import annotations
 
 import logging
+import select
 import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis
@@ -21,8 +23,8 @@ from consumers.daemon import Daemon, DeadLink
 from consumers.gaps import NOTHING, GapCounter, Verdict
 from consumers.handlers import Handler
 from consumers.resp import Reply, SubscribedSocket
-from producer import Envelope, EnvelopeError, Settings, decode, keys, make_client
-from producer.client import drop_connections, node_client
+from producer import Envelope, EnvelopeError, Settings, SettingsError, decode, keys, make_client
+from producer.client import drop_connections, forget_routes, node_client
 from producer.deadletters import dead_entry
 from producer.envelope import now_ms
 from producer.stats import Stats
@@ -30,8 +32,7 @@ from producer.stats import Stats
 log = logging.getLogger(__name__)
 POLL_S = 0.25  # how often the loop looks at the clock and the stop flag while idle
 MAX_NAMES = 1000  # Redis channel names remembered with their bus names
-_MESSAGES = (b"message", b"pmessage")
-_CONFIRMATIONS = (b"subscribe", b"psubscribe")
+_CONFIRMATIONS = (b"subscribe", b"psubscribe", b"ssubscribe")
 
 
 class Subscriber(Daemon):
@@ -56,9 +57,14 @@ class Subscriber(Daemon):
         self.handler = handler
         self.client = make_client(settings, "subscriber", name)
         self.gaps = GapCounter()
-        self.node: redis.Redis | None = None  # the client of the server subscribed to
-        self.conn: Any = None  # the subscribed redis-py connection, read by ``link``
-        self.link: SubscribedSocket | None = None
+        self.sharded = settings.sharded_pubsub
+        if self.sharded and patterns:
+            raise SettingsError(
+                "patterns need classic pub/sub: sharded pub/sub (BUS_PUBSUB_MODE=sharded, or "
+                "auto on a cluster) has none; set BUS_PUBSUB_MODE=classic to use them"
+            )
+        self.links: list[_Link] = []  # the subscribed connections (one per node if sharded)
+        self._moved: list[bytes] = []  # sharded channels Redis unsubscribed: their slot moved
         self._names: dict[bytes, str] = {}  # Redis channel -> bus name
         self._ages_ms: list[int] = []  # latencies of the messages of one read
         # Deaf until subscribed: since when, and how long a dead link may go unnoticed.
@@ -68,39 +74,91 @@ class Subscriber(Daemon):
         )
 
     def serve(self) -> None:
-        """Subscribe, then read messages and watch the PONG deadline until stopped."""
-        # On a cluster, the node of the first channel: a PUBLISH reaches every node.
-        self.node = node_client(self.client, (self.channels or self.patterns)[0])
-        self.conn = self.node.connection_pool.get_connection()
-        self.link = link = SubscribedSocket(self.conn)
-        if self.channels:
-            link.send("SUBSCRIBE", *self.channels)
-        if self.patterns:
-            link.send("PSUBSCRIBE", *self.patterns)
-        self._await_confirmations(link)
+        """Subscribe, then read messages and watch each link's PONG deadline until stopped."""
+        links = self._open_links()
+        self._await_confirmations(links)
         self.mark_connected()
         self.stats.set_state(deaf_since_ms=0)
-        log.info(
-            "subscriber %s: listening on %s", self.name, " ".join(self.channels + self.patterns)
-        )
-        heard_at = time.monotonic()
-        ping_at: float | None = None
+        names = " ".join(self.channels + self.patterns)
+        log.info("subscriber %s: listening on %s (%s)", self.name, names, _where(links))
+        for link in links:
+            link.heard_at = time.monotonic()
         interval = self.settings.health_check_interval_s
         deadline = self.settings.pong_deadline_s
+        single = links[0] if len(links) == 1 else None
         while not self.stopping.is_set():
-            replies = link.read(POLL_S)
+            if single is not None:
+                got = [(single, single.sock.read(POLL_S))]
+            else:  # one wait for all of them, then read those with bytes waiting
+                ready = set(select.select(links, [], [], POLL_S)[0])
+                got = [(link, link.sock.read(POLL_S)) for link in links if link in ready]
             now = time.monotonic()
-            if replies is not None:  # any byte, even of an unfinished reply: the link lives
-                heard_at, ping_at = now, None
-                if replies:
-                    self.on_replies(replies)
-            elif ping_at is not None and now - ping_at > deadline:
-                self.stats.incr("deadline_misses")
-                raise DeadLink(f"no PONG within {deadline:g}s of a PING")
-            elif ping_at is None and now - heard_at >= interval:
-                link.send("PING")
-                self.stats.incr("pings")
-                ping_at = now
+            for link, replies in got:
+                if replies is not None:  # any byte, even of an unfinished reply: it lives
+                    link.heard_at, link.ping_at = now, None
+                    if replies:
+                        self.on_replies(replies)
+            if self._moved:
+                links = self._follow_moved(links)
+                single = links[0] if len(links) == 1 else None
+            for link in links:
+                if link.ping_at is not None and now - link.ping_at > deadline:
+                    self.stats.incr("deadline_misses")
+                    raise DeadLink(f"no PONG from {link.address} within {deadline:g}s of a PING")
+                if link.ping_at is None and now - link.heard_at >= interval:
+                    link.sock.send("PING")
+                    self.stats.incr("pings")
+                    link.ping_at = now
+
+    def _follow_moved(self, links: list[_Link]) -> list[_Link]:
+        """Subscribe the channels whose slot left their node on the node that holds it now
+        (a link to it, new if need be); a link left without channels is closed. The other
+        links go on undisturbed. Its confirmation is read as any reply; a refusal (-MOVED,
+        while the slot map is out of date) ends serve() and the reconnect starts over."""
+        moved, self._moved = self._moved, []
+        forget_routes(self.client)
+        for raw in moved:
+            channel = raw.decode()
+            for link in links:
+                link.channels.discard(channel)
+            node = node_client(self.client, channel)
+            found = next((lk for lk in links if lk.node is node), None)
+            if found is None:
+                conn = node.connection_pool.get_connection()
+                found = _Link(node, conn, SubscribedSocket(conn), 0, time.monotonic())
+                links.append(found)
+            found.channels.add(channel)
+            found.sock.send("SSUBSCRIBE", channel)
+            self.stats.incr("reconnects")
+            log.warning("subscriber %s: %s left its node: subscribed again on %s",
+                        self.name, channel, found.address)  # fmt: skip
+        for link in [lk for lk in links if not lk.channels]:  # sharded: no patterns
+            link.conn.disconnect()
+            link.node.connection_pool.release(link.conn)
+            links.remove(link)
+        return links
+
+    def _open_links(self) -> list[_Link]:
+        """Connect and send the subscriptions: one link, or with sharded pub/sub on a cluster
+        one per node that holds some of the channels (each channel on its slot's node)."""
+        groups: dict[int, tuple[redis.Redis, list[str]]] = {}
+        if self.sharded:
+            for channel in self.channels:
+                node = node_client(self.client, channel)
+                groups.setdefault(id(node), (node, []))[1].append(channel)
+        else:  # on a cluster, any node: a PUBLISH reaches every node
+            node = node_client(self.client, (self.channels or self.patterns)[0])
+            groups[id(node)] = (node, self.channels)
+        for node, channels in groups.values():
+            conn = node.connection_pool.get_connection()
+            link = _Link(node, conn, SubscribedSocket(conn), len(channels), channels=set(channels))
+            self.links.append(link)  # closed by close_connections() whatever happens next
+            if channels:
+                link.sock.send("SSUBSCRIBE" if self.sharded else "SUBSCRIBE", *channels)
+        if self.patterns:
+            self.links[0].sock.send("PSUBSCRIBE", *self.patterns)
+            self.links[0].expected += len(self.patterns)
+        return self.links
 
     def on_replies(self, replies: list[Reply]) -> int:
         """Handle the messages among what one read brought, in order; return how many
@@ -114,12 +172,16 @@ class Subscriber(Daemon):
         try:
             for done, reply in enumerate(replies, 1):
                 kind = reply[0]
-                if kind == b"message":
+                if kind == b"message" or kind == b"smessage":
                     handled += self.on_message(reply[1], reply[2])
                 elif kind == b"pmessage":
                     handled += self.on_message(reply[2], reply[3])
                 elif kind in _CONFIRMATIONS:
                     confirmed += 1
+                elif kind == b"sunsubscribe":
+                    # Not asked for: the channel's slot left the node (a failover, a slot
+                    # migration). serve() subscribes it again where it is now.
+                    self._moved.append(reply[1])
                 elif isinstance(kind, redis.ResponseError):
                     raise kind
                 if self.stopping.is_set():
@@ -142,7 +204,7 @@ class Subscriber(Daemon):
         counts: dict[bytes, int] = {}
         for r in replies:
             kind = r[0]
-            if kind == b"message":
+            if kind == b"message" or kind == b"smessage":
                 counts[r[1]] = counts.get(r[1], 0) + 1
             elif kind == b"pmessage":
                 counts[r[2]] = counts.get(r[2], 0) + 1
@@ -200,26 +262,26 @@ class Subscriber(Daemon):
         return name
 
     def close_connections(self) -> None:
-        if self.link is not None:
+        if self.links:
             self.stats.set_state(deaf_since_ms=now_ms())
-        self.link = None
-        if self.conn is not None and self.node is not None:
-            self.conn.disconnect()
-            self.node.connection_pool.release(self.conn)
-            self.conn = None
+        for link in self.links:
+            link.conn.disconnect()
+            link.node.connection_pool.release(link.conn)
+        self.links = []
+        self._moved = []
         drop_connections(self.client)
 
-    def _await_confirmations(self, link: SubscribedSocket) -> None:
+    def _await_confirmations(self, links: list[_Link]) -> None:
         """Read the subscribe confirmations, so 'listening' means Redis registered us."""
-        expected = len(self.channels) + len(self.patterns)
-        confirmed = 0
         give_up = time.monotonic() + self.settings.pong_deadline_s
-        while confirmed < expected:
-            if time.monotonic() > give_up:
-                raise DeadLink("no subscribe confirmation in time")
-            replies = link.read(POLL_S)
-            if replies:
-                confirmed += self.on_replies(replies)
+        for link in links:
+            confirmed = 0
+            while confirmed < link.expected:
+                if time.monotonic() > give_up:
+                    raise DeadLink(f"no subscribe confirmation from {link.address} in time")
+                replies = link.sock.read(POLL_S)
+                if replies:
+                    confirmed += self.on_replies(replies)
 
     def _dead_letter(self, channel: str, raw: bytes, reason: str) -> None:
         entry = dead_entry(raw, reason, channel=channel, subscriber=self.name)
@@ -234,3 +296,27 @@ class Subscriber(Daemon):
             log.error(
                 "channel %s: could not dead-letter a message (%s): %r", channel, exc, raw[:200]
             )
+
+
+@dataclass(eq=False)
+class _Link:
+    """One subscribed connection: its node, what it waits for, and its PING/PONG clock."""
+
+    node: redis.Redis
+    conn: Any
+    sock: SubscribedSocket
+    expected: int  # subscribe confirmations to read
+    heard_at: float = 0.0
+    ping_at: float | None = None
+    channels: set[str] = field(default_factory=set)  # sharded: those subscribed on it
+
+    @property
+    def address(self) -> str:
+        return f"{getattr(self.conn, 'host', '?')}:{getattr(self.conn, 'port', '?')}"
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+
+def _where(links: list[_Link]) -> str:
+    return ", ".join(link.address for link in links)

@@ -74,6 +74,8 @@ def command_key(args: tuple[Any, ...]) -> str | bytes | None:
         return None
     if name == "MEMORY USAGE":
         return args[2]
+    if name == "PUBSUB SHARDNUMSUB":  # the subscribers of a sharded channel: on its node
+        return args[1] if len(args) == 2 else None
     if name in _ANY_NODE or name in _EVERY_PRIMARY or " " in name or len(args) < 2:
         return None
     if name in ("WAIT", "INFO", "DBSIZE", "KEYS", "FLUSHALL", "FLUSHDB", "RANDOMKEY",
@@ -180,10 +182,10 @@ class ClusterClient(redis.Redis):
             self.refreshes += 1
             gone = set(self._known()) - set(slots)
             self._slots = slots
-            for addr in gone:  # a demoted or departed primary: its connections go
-                node = self._nodes.get(addr)
+            for addr in gone:  # a demoted or departed primary: its idle connections go (one
+                node = self._nodes.get(addr)  # in use fails on its own, or ends its work)
                 if node is not None:
-                    node.connection_pool.disconnect()
+                    node.connection_pool.disconnect(inuse_connections=False)
 
     def _refresh_if_stale(self) -> None:
         if not self._stale:

@@ -64,7 +64,7 @@ def read_overview(client: redis.Redis, settings: Settings) -> dict[str, Any]:
         queue.update(_sums(counters, "queue", q, ("pushed", "scheduled", "refused_full")))
         queue.update(_sums(counters, "queue", q, ("handled", "failed", "retried",
                                                   "dead_lettered", "recovered")))  # fmt: skip
-    channels = _read_channels(client, channel_names)
+    channels = _read_channels(client, channel_names, settings.sharded_pubsub)
     for ch, channel in channels.items():
         channel.update(_sums(counters, "channel", ch, ("published", "published_zero", "received",
                                                       "lost", "duplicates")))  # fmt: skip
@@ -182,9 +182,17 @@ def _age_of(raw: bytes | None, now: int) -> int | None:
     return max(0, now - ts) if ts else None
 
 
-def _read_channels(client: redis.Redis, names: list[str]) -> dict[str, Any]:
+def _read_channels(client: redis.Redis, names: list[str], sharded: bool) -> dict[str, Any]:
     redis_names = [keys.channel(c) for c in names]
-    counts = dict(client.pubsub_numsub(*redis_names)) if redis_names else {}
+    counts: dict[Any, int] = {}
+    if sharded and redis_names:  # each channel's subscribers are on its slot's node
+        pipe = client.pipeline(transaction=False)
+        for name in redis_names:
+            pipe.pubsub_shardnumsub(name)
+        for reply in pipe.execute():
+            counts.update(reply)
+    elif redis_names:
+        counts = dict(client.pubsub_numsub(*redis_names))
     return {c: {"subscribers": int(counts.get(keys.channel(c).encode(), 0))} for c in names}
 
 

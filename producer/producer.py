@@ -123,6 +123,9 @@ class Producer:
 
     With ``wait_replicas`` each push also WAITs (same round trip) until that many replicas have
     it, at most ``wait_timeout_s``; fewer raises :class:`NotReplicated`.
+
+    ``sharded``: publish with SPUBLISH (sharded pub/sub, Redis 7: on a cluster the message
+    stays on its channel's shard), for subscribers that SSUBSCRIBE.
     """
 
     def __init__(
@@ -135,8 +138,10 @@ class Producer:
         result_ttl_s: float = 86400.0,
         wait_replicas: int = 0,
         wait_timeout_s: float = 1.0,
+        sharded: bool = False,
     ) -> None:
         self.client = client
+        self.sharded = sharded
         self.src = src or new_src()
         self.stats = stats
         self.max_queue_depth = max_queue_depth
@@ -161,7 +166,8 @@ class Producer:
         stats: Stats | None = None,
     ) -> Producer:
         """A producer configured by ``settings`` (``BUS_MAX_QUEUE_DEPTH``, ``BUS_TRACK_QUEUES``,
-        ``BUS_RESULT_TTL_S``, ``BUS_WAIT_REPLICAS``, ``BUS_WAIT_TIMEOUT_S``), on ``client`` or
+        ``BUS_RESULT_TTL_S``, ``BUS_WAIT_REPLICAS``, ``BUS_WAIT_TIMEOUT_S``,
+        ``BUS_PUBSUB_MODE``), on ``client`` or
         a new producer-role client (``name`` shows in CLIENT LIST; Sentinel included)."""
         return cls(
             client if client is not None else make_client(settings, "producer", name),
@@ -172,6 +178,7 @@ class Producer:
             result_ttl_s=settings.result_ttl_s,
             wait_replicas=settings.wait_replicas,
             wait_timeout_s=settings.wait_timeout_s,
+            sharded=settings.sharded_pubsub,
         )
 
     def push(
@@ -318,7 +325,8 @@ class Producer:
         return reply
 
     def _publish(self, channel: str, raws: list[bytes]) -> list[Any]:
-        return [int(n) for n in self._execute([("PUBLISH", channel, raw) for raw in raws])]
+        command = "SPUBLISH" if self.sharded else "PUBLISH"
+        return [int(n) for n in self._execute([(command, channel, raw) for raw in raws])]
 
     def _execute(self, commands: list[tuple[Any, ...]]) -> list[Any]:
         """Send ``commands`` in one write on one pooled connection and read their replies,
@@ -358,9 +366,11 @@ class Producer:
                     if is_stale_error(exc):
                         forget_routes(self.client)
                     if (isinstance(exc, MovedError) and not replies and attempt == 1
-                            and all(c[0] == "WAIT" for c in commands[1:])):  # fmt: skip
-                        # On a cluster, the slot has moved (a failover): refused, so it did
-                        # not run; once more, to the slot's new primary.
+                            and all(c[0] == "WAIT" or command_key(c) == key
+                                    for c in commands[1:])):  # fmt: skip
+                        # On a cluster, the slot has moved (a failover): the first command was
+                        # refused, and so were the others of its slot; none ran. Once more,
+                        # to the slot's new primary.
                         continue
                     raise
                 except (redis.ConnectionError, redis.TimeoutError) as exc:

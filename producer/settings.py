@@ -18,6 +18,7 @@ log = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 DELIVERY_MODES = ("at-least-once", "at-most-once")
+PUBSUB_MODES = ("auto", "classic", "sharded")
 
 
 class SettingsError(ValueError):
@@ -36,6 +37,9 @@ class Settings:
     # A Redis Cluster: some of its nodes (host:port); the others are found from them. User,
     # password and TLS come from redis_url, whose host, port and db are then not used.
     cluster_nodes: tuple[str, ...] = ()
+    # Pub/sub: classic (PUBLISH, SUBSCRIBE, patterns) or sharded (SPUBLISH, SSUBSCRIBE: a
+    # message stays on its channel's shard; no patterns). auto: sharded on a cluster.
+    pubsub_mode: str = "auto"
     # Durability: producers wait for this many replicas to have each push (0: do not wait).
     wait_replicas: int = 0
     wait_timeout_s: float = 1.0
@@ -87,6 +91,13 @@ class Settings:
         return _addresses(self.cluster_nodes)
 
     @property
+    def sharded_pubsub(self) -> bool:
+        """Whether channels use sharded pub/sub (``BUS_PUBSUB_MODE``)."""
+        return self.pubsub_mode == "sharded" or (
+            self.pubsub_mode == "auto" and bool(self.cluster_nodes)
+        )
+
+    @property
     def topology(self) -> str:
         """``single``, ``sentinel`` or ``cluster``."""
         return "cluster" if self.cluster_nodes else "sentinel" if self.sentinels else "single"
@@ -122,6 +133,10 @@ class Settings:
                     raise SettingsError(
                         f"{label}: {name!r} is not a valid name (letters, digits, _ . -; 1-64)"
                     )
+        if self.pubsub_mode not in PUBSUB_MODES:
+            raise SettingsError(
+                f"BUS_PUBSUB_MODE must be one of {PUBSUB_MODES}, got {self.pubsub_mode!r}"
+            )
         if self.delivery not in DELIVERY_MODES:
             raise SettingsError(
                 f"BUS_DELIVERY must be one of {DELIVERY_MODES}, got {self.delivery!r}"

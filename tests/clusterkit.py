@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -33,22 +33,41 @@ def start_cluster(workdir: Path) -> Iterator[RedisCluster]:
 
 def queues_on_shards(topo: RedisCluster, count: int, prefix: str = "q") -> list[str]:
     """``count`` queue names whose keys live on ``count`` different primaries."""
+    return names_on_shards(topo, count, prefix, keys.pending)
+
+
+def channels_on_shards(topo: RedisCluster, count: int, prefix: str = "ch") -> list[str]:
+    """``count`` channel names whose slots are on ``count`` different primaries."""
+    return names_on_shards(topo, count, prefix, keys.channel)
+
+
+def names_on_shards(topo: RedisCluster, count: int, prefix: str,
+                    key: Callable[[str], str]) -> list[str]:  # fmt: skip
     found: dict[int, str] = {}
     for i in range(1000):
         name = f"{prefix}{i}"
-        port = topo.primary_for_key(keys.pending(name)).port
+        port = topo.primary_for_key(key(name)).port
         found.setdefault(port, name)
         if len(found) == count:
             return list(found.values())
     raise AssertionError(f"no {count} shards found for queues")
 
 
-def bus_env(topo: RedisCluster, queues: Iterable[str] = ("default",)) -> dict[str, str]:
-    return {"BUS_CLUSTER_NODES": ",".join(topo.seeds[:2]), "BUS_QUEUES": ",".join(queues)}
+def bus_env(topo: RedisCluster, queues: Iterable[str] = ("default",),
+            channels: Iterable[str] = ("default",)) -> dict[str, str]:  # fmt: skip
+    return {"BUS_CLUSTER_NODES": ",".join(topo.seeds[:2]), "BUS_QUEUES": ",".join(queues),
+            "BUS_CHANNELS": ",".join(channels)}  # fmt: skip
 
 
 def bus_settings(topo: RedisCluster, **overrides: object) -> Settings:
     return quick_settings(URL, cluster_nodes=tuple(topo.seeds[:2]), **overrides)
+
+
+def shard_subscribers(topo: RedisCluster, channel: str) -> int:
+    """Sharded subscribers of ``channel`` on the primary that holds its slot."""
+    with topo.primary_for_key(keys.channel(channel)).admin() as c:
+        ((_, count),) = c.pubsub_shardnumsub(keys.channel(channel))
+        return int(count)
 
 
 def depth(topo: RedisCluster, queue: str) -> int:
@@ -58,13 +77,16 @@ def depth(topo: RedisCluster, queue: str) -> int:
 
 
 class Stream:
-    """Pushes ``{"n": i}`` round-robin to ``queues`` every ``every_s`` until stopped, noting
-    each push's outcome by id (confirmed, not-replicated, unconfirmed) and when it was
-    confirmed; a push refused before it was sent is only counted."""
+    """Pushes ``{"n": i}`` round-robin to ``queues`` (or publishes on them as channels, with
+    ``publish``) every ``every_s`` until stopped, noting each one's outcome by id (confirmed,
+    not-replicated, unconfirmed) and when it was confirmed; one refused before it was sent is
+    only counted."""
 
-    def __init__(self, producer: Producer, queues: list[str], every_s: float = 0.005) -> None:
+    def __init__(self, producer: Producer, queues: list[str], every_s: float = 0.005,
+                 publish: bool = False) -> None:  # fmt: skip
         self.producer = producer
         self.queues = queues
+        self.send = producer.publish if publish else producer.push
         self.every_s = every_s
         self.outcomes: dict[str, str] = {}
         self.queue_of: dict[str, str] = {}
@@ -82,7 +104,7 @@ class Stream:
             queue = self.queues[n % len(self.queues)]
             self._at = time.monotonic()
             try:
-                sent = self.producer.push({"n": n}, queue)
+                sent = self.send({"n": n}, queue)
                 self._note(sent.envelope.id, queue, "confirmed")
                 self.confirmed_at[sent.envelope.id] = time.monotonic()
             except NotReplicated as exc:

@@ -22,8 +22,10 @@ from tests.clusterkit import (
     Stream,
     bus_env,
     bus_settings,
+    channels_on_shards,
     depth,
     queues_on_shards,
+    shard_subscribers,
     start_cluster,
 )
 from tests.procs import Proc, get_json, read_records, wait_for
@@ -47,21 +49,23 @@ def test_every_role_on_three_shards(
     cluster: RedisCluster, spawn: Callable[..., Proc], tmp_path: Path
 ) -> None:
     """Through gunicorn: pushes to queues on three shards, handled by at-least-once and
-    at-most-once workers, each exactly once; published messages received; a tracked message
-    reads handled; the stats and the status see every queue."""
+    at-most-once workers, each exactly once; messages published on channels of three shards
+    (sharded pub/sub) received by one subscriber; a tracked message reads handled; the stats
+    see every queue and channel."""
     queues = queues_on_shards(cluster, 3)
+    channels = channels_on_shards(cluster, 3)
     assert len({cluster.primary_for_key(keys.pending(q)).port for q in queues}) == 3
-    env = bus_env(cluster, queues)
+    env = bus_env(cluster, queues, channels)
     for q, delivery in zip(queues, ("at-least-once", "at-least-once", "at-most-once"),
                            strict=True):  # fmt: skip
         spawn("worker", URL, "--queue", q, "--name", f"w-{q}", "--delivery", delivery,
               "--handler", RECORD, **env)  # fmt: skip
-    spawn("subscriber", URL, "--name", "s1", "--channel", "default", "--handler", RECORD, **env)
+    subscribed = [a for c in channels for a in ("--channel", c)]
+    spawn("subscriber", URL, "--name", "s1", *subscribed, "--handler", RECORD, **env)
     web, base = start_gunicorn(URL, tmp_path / "gunicorn.log", **env)
     try:
-        with cluster.primary_for_key(keys.channel("default")).admin() as node:
-            wait_for(lambda: node.pubsub_numsub(keys.channel("default"))[0][1] == 1, 15,
-                     "s1 subscribed")  # fmt: skip
+        wait_for(lambda: [shard_subscribers(cluster, c) for c in channels] == [1, 1, 1], 15,
+                 "s1 subscribed on each channel's shard")  # fmt: skip
         pushed: dict[str, str] = {}
         for i in range(60):
             q = queues[i % 3]
@@ -71,7 +75,8 @@ def test_every_role_on_three_shards(
             pushed[resp.json()["id"]] = q
         published = set()
         for i in range(20):
-            resp = requests.post(base + "/pubsub", json={"payload": i}, timeout=5)
+            body = {"channel": channels[i % 3], "payload": i}
+            resp = requests.post(base + "/pubsub", json=body, timeout=5)
             assert resp.status_code == 202, resp.text
             published.add(resp.json()["id"])
         resp = requests.post(base + "/prodcons", timeout=5,
@@ -92,7 +97,8 @@ def test_every_role_on_three_shards(
 
         wait_for(lambda: per_queue("workers_alive") == [1, 1, 1], 10, "a worker on each queue")
         wait_for(lambda: per_queue("pushed_total") == [21, 20, 20], 10, "the pushes counted")
-        assert get_json(base + "/api/stats")["channels"]["default"]["subscribers"] == 1
+        stats = get_json(base + "/api/stats")["channels"]
+        assert [stats[c]["subscribers"] for c in channels] == [1, 1, 1]
     finally:
         web.stop()
 
@@ -198,3 +204,53 @@ def test_primary_killed_mid_stream(
     assert lost == late  # every loss was made just before the kill: not yet replicated
     if wait_replicas:
         assert not lost
+
+
+def test_sharded_subscriber_follows_a_failover_and_counts_what_it_missed(
+    cluster: RedisCluster, spawn: Callable[..., Proc], tmp_path: Path
+) -> None:
+    """CLUSTER FAILOVER of the shard of one of three channels while a producer publishes on
+    all three (SPUBLISH): the subscriber's link to the demoted node is ended (its channel is
+    unsubscribed, or the link drops), it subscribes on the new primary within RESUME_BOUND_S,
+    the other two channels go on, and what it counts lost is exactly what it did not get."""
+    channels = channels_on_shards(cluster, 3)
+    env = bus_env(cluster, channels=channels)
+    subscribed = [a for c in channels for a in ("--channel", c)]
+    sub = spawn("subscriber", URL, "--name", "s1", *subscribed, "--handler", RECORD, **env)
+    wait_for(lambda: [shard_subscribers(cluster, c) for c in channels] == [1, 1, 1], 15,
+             "s1 subscribed on each channel's shard")  # fmt: skip
+    settings = bus_settings(cluster)
+    stream = Stream(Producer.from_settings(settings, name="t"), channels, publish=True)
+    records = tmp_path / "records.jsonl"
+    stream.thread.start()
+    wait_for(lambda: len(read_records(records)) >= 300, 20, "300 received before the failover")
+    victim = cluster.primary_for_key(keys.channel(channels[0]))
+    heir = cluster.replica_of(victim)
+    started = time.monotonic()
+    timing = cluster.failover(heir)
+    promoted_at = started + timing.promoted_s
+    wait_for(lambda: shard_subscribers(cluster, channels[0]) == 1, RESUME_BOUND_S,
+             "s1 subscribed on the new primary")  # fmt: skip
+    time.sleep(1.0)
+    stream.stop.set()
+    stream.thread.join(10)
+    sent = set(stream.outcomes)  # every sequence number the producer used
+    last = max(sent, key=lambda i: stream.sent_at[i])
+    wait_for(lambda: last in {x["id"] for x in read_records(records)}, 10, "the last message")
+    assert sub.stop() == 0, sub.log()
+    seen = read_records(records)
+    received = {x["id"] for x in seen}
+    missed = sent - received
+    admin = make_client(settings, "admin", "t")
+    stats = admin.hgetall(keys.stats("subscriber", "s1"))
+    counted = int(stats[b"lost"])
+    resumed_s = min(x["t"] for x in seen if stream.queue_of.get(x["id"]) == channels[0]
+                    and x["t"] > promoted_at) - promoted_at  # fmt: skip
+    per_channel = Counter(stream.queue_of[i] for i in missed)
+    print(f"\nsharded pub/sub, cluster failover: {timing}; {channels[0]} received again "
+          f"{resumed_s:.2f} s after the promotion; published {len(sent)} "
+          f"({dict(Counter(stream.outcomes.values()))}, refused {dict(stream.refused)}); "
+          f"missed {len(missed)} {dict(per_channel)}, counted lost {counted}")  # fmt: skip
+    assert counted == len(missed)
+    assert set(per_channel) <= {channels[0]}  # the other shards lost nothing
+    assert resumed_s <= RESUME_BOUND_S
