@@ -59,23 +59,29 @@ def slot_of(key: str | bytes) -> int:
     return key_slot(key.encode() if isinstance(key, str) else key)
 
 
+def _word(arg: Any) -> str:
+    return (arg.decode(errors="replace") if isinstance(arg, bytes) else str(arg)).upper()
+
+
 def command_key(args: tuple[Any, ...]) -> str | bytes | None:
     """The key that decides where ``args`` runs, or None for a command without one."""
-    name = str(args[0]).upper()
-    if name in ("SCRIPT", "CLIENT", "CLUSTER", "CONFIG", "MEMORY", "COMMAND", "FUNCTION"):
-        name = f"{name} {str(args[1]).upper()}" if len(args) > 1 else name
+    name = _word(args[0])
+    rest = 1  # where the command's arguments start, after its name
+    if name in ("SCRIPT", "CLIENT", "CLUSTER", "CONFIG", "MEMORY", "COMMAND", "FUNCTION",
+                "PUBSUB", "OBJECT") and len(args) > 1:  # fmt: skip
+        name, rest = f"{name} {_word(args[1])}", 2  # redis-py sends most as one word
     if name in _NUMKEYS_AT:
         at = _NUMKEYS_AT[name]
         return args[at + 1] if len(args) > at + 1 and int(args[at]) > 0 else None
     if name == "SCAN":  # routed by a hash tag in its MATCH pattern: the scan of one slot
         for i, arg in enumerate(args[:-1]):
-            if str(arg).upper() == "MATCH" and "{" in str(args[i + 1]):
+            if _word(arg) == "MATCH" and "{" in _word(args[i + 1]):
                 return args[i + 1]
         return None
-    if name == "MEMORY USAGE":
-        return args[2]
-    if name == "PUBSUB SHARDNUMSUB":  # the subscribers of a sharded channel: on its node
-        return args[1] if len(args) == 2 else None
+    if name in ("MEMORY USAGE", "OBJECT ENCODING", "OBJECT FREQ", "OBJECT IDLETIME",
+                "OBJECT REFCOUNT", "PUBSUB SHARDNUMSUB"):  # fmt: skip
+        # The key of one, the subscribers of a sharded channel (one): on its node.
+        return args[rest] if len(args) > rest else None
     if name in _ANY_NODE or name in _EVERY_PRIMARY or " " in name or len(args) < 2:
         return None
     if name in ("WAIT", "INFO", "DBSIZE", "KEYS", "FLUSHALL", "FLUSHDB", "RANDOMKEY",
@@ -319,6 +325,7 @@ class RoutedPipeline(Pipeline):
             return []
         replies: list[Any] = [None] * len(stack)
         pending = list(range(len(stack)))
+        refused: MovedError | None = None  # a transaction's, after its last redirect
         for _ in range(_REDIRECTS):
             groups: dict[int, tuple[redis.Redis, list[int]]] = {}
             for i in pending:
@@ -336,21 +343,40 @@ class RoutedPipeline(Pipeline):
                 pipe.scripts = set(scripts)
                 try:
                     results = pipe.execute(raise_on_error=False)
-                except (redis.ConnectionError, redis.TimeoutError):
-                    self._cluster.invalidate()
+                except MovedError as exc:  # a transaction refused whole (EXECABORT)
+                    self._cluster._moved(exc)
+                    refused = exc
+                    moved = list(indexes)  # none of it ran: all of it to the new node
+                    continue
+                except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as exc:
+                    if is_stale_error(exc):
+                        self._cluster.invalidate()
                     raise
                 for i, result in zip(indexes, results, strict=True):
+                    if isinstance(result, AskError) and not isinstance(result, MovedError):
+                        result = self._asking(result, stack[i])
                     replies[i] = result
                     if isinstance(result, MovedError):
                         self._cluster._moved(result)
                         moved.append(i)
                     elif isinstance(result, Exception) and is_stale_error(result):
                         self._cluster.invalidate()
-            if not moved or self._multi:
+            if not moved:
                 break
             pending = moved  # they did not run: to their new node
+        if moved and refused is not None:
+            raise refused
         if raise_on_error:
             for reply in replies:
                 if isinstance(reply, Exception):
                     raise reply
         return replies
+
+    def _asking(self, ask: AskError, command: tuple[tuple[Any, ...], dict[str, Any]]) -> Any:
+        """One command of the pipeline once more, on the node its migrating slot is going to,
+        after ASKING (-ASK: the key is not on the source any more); its reply or error."""
+        args, options = command
+        pipe = self._cluster._node(ask.node_addr).pipeline(transaction=False)
+        pipe.execute_command("ASKING")
+        pipe.execute_command(*args, **options)
+        return pipe.execute(raise_on_error=False)[1]

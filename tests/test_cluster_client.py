@@ -147,6 +147,30 @@ def test_a_command_on_a_migrating_slot_follows_ask_to_the_importing_node(
                 node.execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
 
 
+def test_scan_iter_with_a_queues_hash_tag_in_its_match_pattern_scans_that_queues_node(
+    cluster: RedisCluster, connect: Callable[..., ClusterClient]
+) -> None:
+    client = connect(cluster)
+    q, other = queues_on_shards(cluster, 2, prefix="scan")
+    for consumer in ("a", "b", "c"):
+        client.rpush(keys.processing(q, consumer), "m")
+        client.rpush(keys.processing(other, consumer), "m")
+    found = set(client.scan_iter(match=keys.processing_prefix(q) + "*", count=100))
+    assert found == {keys.processing(q, c).encode() for c in ("a", "b", "c")}
+
+
+def test_memory_usage_of_a_key_is_asked_of_its_node(
+    cluster: RedisCluster, connect: Callable[..., ClusterClient]
+) -> None:
+    client = connect(cluster)
+    (q,) = queues_on_shards(cluster, 1, prefix="memory")
+    client.rpush(keys.pending(q), "m")
+    with cluster.primary_for_key(keys.pending(q)).admin() as c:
+        expected = c.memory_usage(keys.pending(q))
+    assert isinstance(expected, int)
+    assert client.memory_usage(keys.pending(q)) == expected
+
+
 # -- pipelines and transactions -----------------------------------------------------------------
 
 
@@ -238,6 +262,37 @@ def test_a_transaction_on_one_queues_keys_runs_as_multi_exec_on_its_node(
         assert c.lrange(keys.pending(q), 0, -1) == ["m2"]
         assert c.lrange(keys.processing(q, "w1"), 0, -1) == ["m1"]
         assert c.get(keys.dead_dropped(q)) == "1"
+
+
+def test_a_pipeline_command_on_a_migrating_slot_follows_ask_to_the_importing_node(
+    cluster: RedisCluster, connect: Callable[..., ClusterClient]
+) -> None:
+    client = connect(cluster)
+    q, elsewhere = queues_on_shards(cluster, 2, prefix="askpipe")
+    source = cluster.primary_for_key(keys.pending(q))
+    target = cluster.primary_for_key(keys.pending(elsewhere))
+    slot = cluster.keyslot(keys.pending(q))
+    assert client.rpush(keys.pending(q), "old") == 1
+    with source.admin() as s, target.admin() as t:
+        t.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source.node_id)
+        s.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target.node_id)
+        try:
+            pipe = client.pipeline(transaction=False)
+            pipe.rpush(keys.pending(q), "old2")  # on the source: runs there
+            pipe.rpush(keys.dead(q), "new")  # not on the source: ASK
+            pipe.rpush(keys.pending(elsewhere), "m")
+            assert pipe.execute() == [2, 1, 1]
+            on_target = t.pipeline(transaction=False)
+            on_target.execute_command("ASKING")
+            on_target.lrange(keys.dead(q), 0, -1)
+            assert on_target.execute()[1] == ["new"]
+        finally:
+            on_target = t.pipeline(transaction=False)
+            on_target.execute_command("ASKING")
+            on_target.delete(keys.dead(q))
+            on_target.execute()
+            for node in (t, s):
+                node.execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
 
 
 # -- scripts ------------------------------------------------------------------------------------
@@ -399,6 +454,35 @@ def test_after_a_cluster_failover_the_same_client_follows_moved_to_the_new_prima
     with new.admin() as c:
         assert c.lrange(keys.pending(q), 0, -1) == ["before", "after", "piped", "scripted"]
     print(f"\n[cluster-client] CLUSTER FAILOVER {old.port} -> {new.port}: {timing}")
+
+
+def test_a_transaction_after_a_cluster_failover_runs_on_the_new_primary(
+    own_cluster: RedisCluster, connect: Callable[..., ClusterClient]
+) -> None:
+    """Queued on the old primary, a transaction is answered MOVED and EXECABORT: nothing ran.
+    The map is then out of date: at the latest the next transaction goes to the new primary."""
+    topo = own_cluster
+    (q,) = queues_on_shards(topo, 1, prefix="movedmulti")
+    client = connect(topo)
+    assert client.rpush(keys.pending(q), "before") == 1
+    old = topo.primary_for_key(keys.pending(q))
+    new = topo.replica_of(old)
+    topo.failover(new)
+
+    outcomes: list[str] = []
+    for _ in range(2):
+        pipe = client.pipeline(transaction=True)
+        pipe.rpush(keys.pending(q), "in-multi")
+        pipe.llen(keys.pending(q))
+        try:
+            outcomes.append(repr(pipe.execute()))
+            break
+        except redis.RedisError as exc:
+            outcomes.append(f"{type(exc).__name__}: {exc}")
+    assert outcomes[-1] == "[2, 2]", outcomes
+    assert client.refreshes == 2
+    with new.admin() as c:
+        assert c.lrange(keys.pending(q), 0, -1) == ["before", "in-multi"]
 
 
 def test_after_a_kill_9_of_a_primary_its_slots_work_again_once_the_replica_takes_over(
