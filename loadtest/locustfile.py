@@ -52,6 +52,7 @@ from locust.user.task import LOCUST_STATE_STOPPING, LOCUST_STATE_WAITING
 from loadtest import busfigures, busmonitor, records, shapes
 from loadtest.sending import Generator, baseline_outcome, bus_outcome, sent_line, short
 from producer import QueueFull, Unconfirmed, keys
+from producer.client import drop_connections
 
 log = logging.getLogger("loadtest.locustfile")
 summary = logging.getLogger("locust.stats_logger")  # where locust prints its own summary
@@ -305,7 +306,7 @@ class _Direct(GracefulStop, User):
             exc, fields = e, {"out": "rejected", "err": short(e)}
         except GreenletExit:
             # A connection abandoned mid-reply went back to the pool: drop the idle ones.
-            producer.client.connection_pool.disconnect(inuse_connections=False)
+            drop_connections(producer.client, inuse_connections=False)
             generator.record(**sent_line("bus", self.mode, "redis", dest, lid, t0,
                                          err="aborted"))  # fmt: skip
             raise

@@ -148,11 +148,12 @@ def forget_routes(client: redis.Redis) -> None:
         client.invalidate()
 
 
-def drop_connections(client: redis.Redis) -> None:
+def drop_connections(client: redis.Redis, inuse_connections: bool = True) -> None:
     """After an error: close the client's pooled connections (every node's, on a cluster,
-    whose slot map is then read again before the next command)."""
+    whose slot map is then read again before the next command); only the idle ones with
+    ``inuse_connections`` False."""
     if isinstance(client, ClusterClient):
         client.invalidate()
-        client.disconnect()
+        client.disconnect(inuse_connections)
     else:
-        client.connection_pool.disconnect()
+        client.connection_pool.disconnect(inuse_connections)

@@ -282,10 +282,10 @@ class ClusterClient(redis.Redis):
         """Subscriptions belong to a node: see :meth:`node_for`."""
         raise TypeError("on a cluster, subscribe on a node: node_for(channel).pubsub()")
 
-    def disconnect(self) -> None:
+    def disconnect(self, inuse_connections: bool = True) -> None:
         """Close every node's pooled connections (they reconnect on their next command)."""
         for node in list(self._nodes.values()):
-            node.connection_pool.disconnect()
+            node.connection_pool.disconnect(inuse_connections)
 
     def close(self) -> None:
         """Close every node's connections."""
