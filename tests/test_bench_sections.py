@@ -1,5 +1,6 @@
-"""The bench's subscriber, memory and tracking sections, in smoke runs: the rows are well formed
-and the messages all arrived (the figures themselves are the bench's to judge, not a test's)."""
+"""The bench's subscriber, memory, tracking and cluster sections, in smoke runs: the rows are
+well formed and the messages all arrived (the figures themselves are the bench's to judge, not a
+test's)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import shutil
 
 import pytest
 
-from loadtest.bench import flood, memory, table, tracking
+from loadtest.bench import cluster, flood, memory, table, tracking
 from loadtest.bench.common import Scale
 
 
@@ -100,3 +101,54 @@ def test_tracking_smoke_rows_and_accounting() -> None:
     memory = by_name[tracking.MEMORY]
     assert memory.unit == "B" and memory.value > 0 and not memory.higher_is_better
     assert f"| {tracking.TRACKED} |" in table.markdown(rows, table.meta())
+
+
+@pytest.mark.timeout(120)
+def test_cluster_smoke_rows_and_accounting() -> None:
+    """On one shard and on three: every queue's worker handled exactly what was pushed to it,
+    no node holds anything of a queue afterwards; the queues lie two on each of three shards."""
+    if shutil.which("redis-cli") is None:
+        pytest.fail("redis-cli is not installed: it comes with redis-server")
+    rows = cluster.run(Scale(smoke=True))
+    assert [r.name for r in rows] == [
+        cluster.PUSH_1, cluster.PUSH_3, cluster.DRAIN_1, cluster.DRAIN_3,
+        cluster.REDIS_1, cluster.REDIS_3, cluster.REDIS_3_BUSIEST,
+        cluster.WORKER_1, cluster.WORKER_3, cluster.PRODUCER_1, cluster.PRODUCER_3,
+    ]  # fmt: skip
+    by_name = {r.name: r for r in rows}
+    assert all(r.section == cluster.SECTION for r in rows)
+    n = 500
+    for name, shards in ((cluster.PUSH_1, 1), (cluster.PUSH_3, 3), (cluster.DRAIN_1, 1),
+                         (cluster.DRAIN_3, 3)):  # fmt: skip
+        row = by_name[name]
+        assert row.unit == "msg/s" and row.value > 0 and row.higher_is_better
+        assert row.extra["shards"] == shards and row.extra["messages_per_queue"] == n
+        queues = row.extra["queues"]
+        assert len(queues) == cluster.QUEUES and row.extra["messages"] == n * cluster.QUEUES
+        assert row.extra["handled"] == [dict.fromkeys(queues, n)], row.extra
+        assert row.extra["left"] == [{}], row.extra
+    for row in rows:
+        if row.ref is not None:
+            assert row.ref in by_name and table.ratio(row, rows) is not None, row
+    assert [r.name for r in rows if r.ref is None] == [
+        cluster.PUSH_1, cluster.DRAIN_1, cluster.REDIS_1, cluster.WORKER_1, cluster.PRODUCER_1,
+    ]  # fmt: skip
+    assert len(by_name[cluster.DRAIN_3].extra["redis_busy_cores"]) == 3
+    one = by_name[cluster.REDIS_1]
+    assert one.extra["messages_per_shard"] == [n * cluster.QUEUES]
+    for name in (cluster.REDIS_3, cluster.REDIS_3_BUSIEST):
+        row = by_name[name]
+        # Two queues on each of the three shards.
+        assert row.extra["messages_per_shard"] == [2 * n] * 3, row.extra
+        per_shard = row.extra["per_shard"]
+        assert len(per_shard) == 3 and all(v > 0 for v in per_shard)
+    assert by_name[cluster.REDIS_3].value == pytest.approx(
+        sum(by_name[cluster.REDIS_3].extra["per_shard"]) / 3, rel=1e-3
+    )
+    assert by_name[cluster.REDIS_3_BUSIEST].value == pytest.approx(
+        max(by_name[cluster.REDIS_3_BUSIEST].extra["per_shard"]), rel=1e-3
+    )
+    for row in rows[4:]:
+        assert not row.higher_is_better and row.value > 0
+        assert row.unit == (cluster.PER_1000 if row.name.startswith("Redis") else "µs")
+    assert f"| {cluster.DRAIN_3} |" in table.markdown(rows, table.meta())
