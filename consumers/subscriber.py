@@ -32,6 +32,7 @@ from producer.stats import Stats
 log = logging.getLogger(__name__)
 POLL_S = 0.25  # how often the loop looks at the clock and the stop flag while idle
 MAX_NAMES = 1000  # Redis channel names remembered with their bus names
+MOVED_WAIT_S = 2.0  # how long a moved channel waits for the slot map to name its new node
 _CONFIRMATIONS = (b"subscribe", b"psubscribe", b"ssubscribe")
 
 
@@ -113,15 +114,25 @@ class Subscriber(Daemon):
     def _follow_moved(self, links: list[_Link]) -> list[_Link]:
         """Subscribe the channels whose slot left their node on the node that holds it now
         (a link to it, new if need be); a link left without channels is closed. The other
-        links go on undisturbed. Its confirmation is read as any reply; a refusal (-MOVED,
-        while the slot map is out of date) ends serve() and the reconnect starts over."""
+        links go on undisturbed. Its confirmation is read as any reply; a refusal (-MOVED)
+        ends serve() and the reconnect starts over.
+
+        The node that unsubscribed the channel knows first; the node asked for the slot map
+        may still name it for a moment (the new configuration spreads by gossip): the map is
+        read again, for at most ``MOVED_WAIT_S``, until it names another node."""
         moved, self._moved = self._moved, []
         forget_routes(self.client)
         for raw in moved:
             channel = raw.decode()
+            left = {id(lk.node) for lk in links if channel in lk.channels}
             for link in links:
                 link.channels.discard(channel)
+            give_up = time.monotonic() + MOVED_WAIT_S
             node = node_client(self.client, channel)
+            while id(node) in left and time.monotonic() < give_up:
+                time.sleep(0.05)
+                forget_routes(self.client)
+                node = node_client(self.client, channel)
             found = next((lk for lk in links if lk.node is node), None)
             if found is None:
                 conn = node.connection_pool.get_connection()
