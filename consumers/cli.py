@@ -22,7 +22,7 @@ import redis
 from consumers import status, tools
 from consumers.daemon import Daemon
 from consumers.handlers import DEFAULT, HandlerError, load_handler
-from consumers.subscriber import Subscriber
+from consumers.subscriber import NO_SHARDED_PATTERNS, Subscriber
 from consumers.worker import NameTaken, Worker
 from producer import Settings, SettingsError
 from producer.logs import setup_logging
@@ -215,6 +215,8 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
         settings = Settings.from_env(os.environ if environ is None else environ, **overrides)
         setup_logging(args.log_level or settings.log_level)
         handler = load_handler(args.handler) if hasattr(args, "handler") else None
+        if args.command == "subscriber" and args.patterns and settings.sharded_pubsub:
+            raise SettingsError(NO_SHARDED_PATTERNS)
     except (SettingsError, HandlerError, ValueError) as exc:
         print(f"python -m consumers: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -32,6 +32,10 @@ from producer.stats import Stats
 log = logging.getLogger(__name__)
 POLL_S = 0.25  # how often the loop looks at the clock and the stop flag while idle
 MAX_NAMES = 1000  # Redis channel names remembered with their bus names
+NO_SHARDED_PATTERNS = (
+    "patterns need classic pub/sub: sharded pub/sub (BUS_PUBSUB_MODE=sharded, or auto on a "
+    "cluster) has none; set BUS_PUBSUB_MODE=classic to use them"
+)
 MOVED_WAIT_S = 2.0  # how long a moved channel waits for the slot map to name its new node
 _CONFIRMATIONS = (b"subscribe", b"psubscribe", b"ssubscribe")
 
@@ -60,10 +64,7 @@ class Subscriber(Daemon):
         self.gaps = GapCounter()
         self.sharded = settings.sharded_pubsub
         if self.sharded and patterns:
-            raise SettingsError(
-                "patterns need classic pub/sub: sharded pub/sub (BUS_PUBSUB_MODE=sharded, or "
-                "auto on a cluster) has none; set BUS_PUBSUB_MODE=classic to use them"
-            )
+            raise SettingsError(NO_SHARDED_PATTERNS)
         self.links: list[_Link] = []  # the subscribed connections (one per node if sharded)
         self._moved: list[bytes] = []  # sharded channels Redis unsubscribed: their slot moved
         self._names: dict[bytes, str] = {}  # Redis channel -> bus name

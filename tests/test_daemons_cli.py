@@ -49,7 +49,10 @@ def test_configuration_errors_exit_78_with_a_message() -> None:
     assert bad_env.returncode == 78 and "BUS_BLOCK_TIMEOUT_S" in bad_env.stderr
     bad_handler = run_cli("worker", "--handler", "no.such.module:fn")
     assert bad_handler.returncode == 78 and "no.such.module" in bad_handler.stderr
-    assert "Traceback" not in bad_env.stderr + bad_handler.stderr
+    sharded = {**os.environ, "BUS_PUBSUB_MODE": "sharded", "PYTHONPATH": str(ROOT)}
+    no_patterns = run_cli("subscriber", "--pattern", "orders.*", env=sharded)
+    assert no_patterns.returncode == 78 and "patterns need classic pub/sub" in no_patterns.stderr
+    assert "Traceback" not in bad_env.stderr + bad_handler.stderr + no_patterns.stderr
 
 
 def idle_stop_time(proc: Proc) -> float:

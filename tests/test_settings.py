@@ -44,6 +44,11 @@ def test_from_env_parses_types_and_lists() -> None:
         ({"BUS_HEARTBEAT_INTERVAL_S": "10", "BUS_HEARTBEAT_TTL_S": "15"}, "twice"),
         ({"BUS_MAX_ATTEMPTS": "0"}, "BUS_MAX_ATTEMPTS"),
         ({"BUS_PONG_DEADLINE_S": "-1"}, "BUS_PONG_DEADLINE_S"),
+        ({"BUS_CLUSTER_NODES": "127.0.0.1"}, "BUS_CLUSTER_NODES: '127.0.0.1' is not host:port"),
+        ({"BUS_CLUSTER_NODES": "h:7000", "BUS_SENTINELS": "h:26379"}, "set one of them"),
+        ({"BUS_CLUSTER_NODES": "h:7000", "BUS_REDIS_URL": "redis://h/3"}, "database 0 only"),
+        ({"BUS_CLUSTER_NODES": "h:7000", "BUS_REDIS_URL": "unix:///tmp/r.sock"}, "over TCP"),
+        ({"BUS_PUBSUB_MODE": "fanout"}, "BUS_PUBSUB_MODE"),
     ],
 )
 def test_invalid_settings_name_the_variable(env: dict[str, str], message: str) -> None:
@@ -75,3 +80,17 @@ def test_client_options_are_explicit_per_role() -> None:
         assert opts["socket_keepalive"] is True and opts["socket_connect_timeout"] > 0
     with pytest.raises(ValueError):
         client_options(s, "janitor")
+
+
+def test_topology_and_pubsub_mode_follow_the_settings() -> None:
+    """One server, Sentinel or a cluster; sharded pub/sub on a cluster unless told otherwise."""
+    single = Settings.from_env({})
+    cluster = Settings.from_env({"BUS_CLUSTER_NODES": "127.0.0.1:7000, 127.0.0.1:7001"})
+    sentinel = Settings.from_env({"BUS_SENTINELS": "127.0.0.1:26379"})
+    assert [s.topology for s in (single, sentinel, cluster)] == ["single", "sentinel", "cluster"]
+    assert cluster.cluster_addresses() == [("127.0.0.1", 7000), ("127.0.0.1", 7001)]
+    assert cluster.redis_url_redacted == "cluster://127.0.0.1:7000,127.0.0.1:7001"
+    assert (single.sharded_pubsub, sentinel.sharded_pubsub, cluster.sharded_pubsub) == (
+        False, False, True)  # fmt: skip
+    assert not cluster.replace(pubsub_mode="classic").sharded_pubsub
+    assert single.replace(pubsub_mode="sharded").sharded_pubsub
