@@ -23,16 +23,31 @@ Behind Sentinel (``BUS_SENTINELS``) every role's client finds the primary throug
 when it connects, with the same options: a connection to a primary that was demoted is closed
 by the sentinels' reconfiguration (or answers READONLY, which redis-py turns into a connection
 error), and the next connection goes to the new primary.
+
+TLS (a ``rediss://`` URL) applies to the data connections of every topology: the single server,
+the primaries found through the sentinels (the sentinels themselves are asked in plain text) and
+every cluster node. The ``BUS_TLS_*`` settings give the CA bundle, the client certificate and
+the host name check. A refused TLS session raises :class:`redis.ConnectionError` as soon as
+the server's answer shows it (a handshake that gets no answer at all, as ``rediss://`` to a
+plain-text port, raises :class:`redis.TimeoutError` after the role's socket timeout), its
+message naming the setting to check (:func:`tls_hint`): a server certificate
+that does not verify (``certificate verify failed``: ``BUS_TLS_CA_FILE``, or
+``BUS_TLS_CHECK_HOSTNAME`` for a name mismatch) or a server that ends the session after the
+handshake (no client certificate, or one it does not trust: ``BUS_TLS_CERT_FILE``). On a
+cluster the handshake errors carry redis-py's own message only (``certificate verify
+failed``...): its nodes' clients are made by :mod:`producer.cluster` with redis-py's TLS
+connection class.
 """
 
 from __future__ import annotations
 
 import socket
+import ssl
 from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
-from redis.connection import parse_url
+from redis.connection import SSLConnection, parse_url
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelManagedConnection, SentinelManagedSSLConnection
 
@@ -70,6 +85,7 @@ def client_options(settings: Settings, role: str, name: str | None = None) -> di
         "decode_responses": False,
         "client_name": f"bus:{role}:{name}" if name else f"bus:{role}",
     }
+    opts.update(tls_options(settings))
     if role == "worker":
         opts["socket_timeout"] = settings.worker_read_timeout_s
     elif role == "subscriber":
@@ -78,6 +94,81 @@ def client_options(settings: Settings, role: str, name: str | None = None) -> di
         opts["socket_timeout"] = settings.pong_deadline_s
         opts["retry"] = Retry(NoBackoff(), 0, supported_errors=())
     return opts
+
+
+def tls_options(settings: Settings) -> dict[str, Any]:
+    """The TLS keyword arguments of a data connection: none without a ``rediss://`` URL."""
+    if not settings.tls:
+        return {}
+    return {
+        "ssl_ca_certs": settings.tls_ca_file or None,
+        "ssl_certfile": settings.tls_cert_file or None,
+        "ssl_keyfile": settings.tls_key_file or None,
+        "ssl_cert_reqs": "required",
+        "ssl_check_hostname": settings.tls_check_hostname,
+        "redis_connect_func": _on_connect_explained,
+    }
+
+
+_VERIFY_NAME_MISMATCH = (62, 64)  # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
+
+
+def tls_hint(exc: BaseException, host: str, client_cert: bool) -> str | None:
+    """What to check when ``exc`` (an :class:`ssl.SSLError`) ended a TLS connection to
+    ``host``, naming the setting; None for another error. ``client_cert``: whether this client
+    presented a certificate."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        if exc.verify_code in _VERIFY_NAME_MISMATCH:
+            return (
+                f"the server's certificate does not name {host}: connect by a name or "
+                "address it has, or set BUS_TLS_CHECK_HOSTNAME=0"
+            )
+        return (
+            "check BUS_TLS_CA_FILE: no CA of it (of the system's trust store when it is "
+            "unset) signed the server's certificate"
+        )
+    if isinstance(exc, ssl.SSLError):
+        if client_cert:
+            return (
+                "the server ended the TLS session: it may not trust the client "
+                "certificate of BUS_TLS_CERT_FILE (check its tls-ca-cert-file)"
+            )
+        return (
+            "the server ended the TLS session: it may require a client certificate "
+            "(tls-auth-clients): set BUS_TLS_CERT_FILE and BUS_TLS_KEY_FILE"
+        )
+    return None
+
+
+def _on_connect_explained(connection: Any) -> None:
+    """redis-py's handshake after the TLS one (AUTH, CLIENT SETNAME...), whose errors say what to
+    check when the server ended the TLS session: with TLS 1.3 a server that refuses the client's
+    certificate (or its absence) says so after the handshake, and the client sees an SSL error,
+    often a bare EOF, on its first write or read."""
+    try:
+        connection.on_connect()
+    except redis.ConnectionError as exc:
+        cause = exc.__cause__ or exc.__context__
+        hint = tls_hint(cause, connection.host, bool(connection.certfile)) if cause else None
+        if hint is None or isinstance(exc, redis.AuthenticationError):
+            raise
+        raise redis.ConnectionError(f"{exc} ({hint})") from exc
+
+
+class _TlsHints:
+    """A TLS connection whose handshake errors say which setting to check (:func:`tls_hint`)."""
+
+    host: str
+    certfile: str | None
+
+    def _error_message(self, exception: BaseException) -> str:
+        message: str = super()._error_message(exception)  # type: ignore[misc]
+        hint = tls_hint(exception, self.host, bool(self.certfile))
+        return f"{message} ({hint})" if hint else message
+
+
+class TlsConnection(_TlsHints, SSLConnection):
+    """redis-py's TLS connection with the hints of :func:`tls_hint`."""
 
 
 class _Follow:
@@ -104,7 +195,7 @@ class FollowingConnection(_Follow, SentinelManagedConnection):
     """A Sentinel-managed connection that follows the primary on every reconnect."""
 
 
-class FollowingSSLConnection(_Follow, SentinelManagedSSLConnection):
+class FollowingSSLConnection(_Follow, _TlsHints, SentinelManagedSSLConnection):
     """The same over TLS."""
 
 
@@ -119,13 +210,14 @@ def make_client(settings: Settings, role: str, name: str | None = None) -> redis
             opts["ssl"] = True
         return ClusterClient(settings.cluster_addresses(), opts)
     if not settings.sentinels:
+        if settings.tls:
+            opts["connection_class"] = TlsConnection
         return redis.Redis.from_url(settings.redis_url, **opts)
     url = parse_url(settings.redis_url)
     for field in ("username", "password", "db"):
         if field in url:
             opts[field] = url[field]
-    tls = url.get("connection_class") is redis.SSLConnection
-    opts["connection_class"] = FollowingSSLConnection if tls else FollowingConnection
+    opts["connection_class"] = FollowingSSLConnection if settings.tls else FollowingConnection
     sentinel_opts = {
         "socket_connect_timeout": settings.connect_timeout_s,
         "socket_timeout": settings.socket_timeout_s,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +32,7 @@ class Settings:
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     # Behind Sentinel: the sentinels (host:port) and the primary's name; the data nodes' user,
-    # password and db come from redis_url, whose host and port are then not used.
+    # password, db and TLS come from redis_url, whose host and port are then not used.
     sentinels: tuple[str, ...] = ()
     sentinel_master: str = "mymaster"
     # A Redis Cluster: some of its nodes (host:port); the others are found from them. User,
@@ -40,6 +41,13 @@ class Settings:
     # Pub/sub: classic (PUBLISH, SUBSCRIBE, patterns) or sharded (SPUBLISH, SSUBSCRIBE: a
     # message stays on its channel's shard; no patterns). auto: sharded on a cluster.
     pubsub_mode: str = "auto"
+    # TLS (a rediss:// URL): the CA bundle that verifies the servers' certificates (empty: the
+    # system's trust store), this client's certificate and key for servers that require one
+    # (tls-auth-clients), and whether a certificate must name the host or IP address dialled.
+    tls_ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_check_hostname: bool = True
     # Durability: producers wait for this many replicas to have each push (0: do not wait).
     wait_replicas: int = 0
     wait_timeout_s: float = 1.0
@@ -111,12 +119,20 @@ class Settings:
         if self.cluster_nodes:
             return f"cluster://{','.join(self.cluster_nodes)}"
         parts = urlsplit(self.redis_url)
-        if parts.password is None:
+        if parts.password is None and "password=" not in parts.query.lower():
             return self.redis_url
-        user = parts.username or ""
-        host = parts.hostname or ""
-        netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
-        return urlunsplit(parts._replace(netloc=netloc))
+        if parts.query:  # redis-py also takes ?password=... in the query string
+            query = "&".join(
+                f"{key}=***" if key.lower() == "password" else f"{key}={value}"
+                for key, _, value in (item.partition("=") for item in parts.query.split("&"))
+            )
+            parts = parts._replace(query=query)
+        if parts.password is not None:
+            user = parts.username or ""
+            host = parts.hostname or ""
+            netloc = f"{user}:***@{host}" + (f":{parts.port}" if parts.port else "")
+            parts = parts._replace(netloc=netloc)
+        return urlunsplit(parts)
 
     def validate(self) -> None:
         """Raise :class:`SettingsError` naming the first inconsistent setting."""
@@ -221,6 +237,71 @@ class Settings:
             raise SettingsError("BUS_RESULT_MAX_BYTES must be >= 1")
         if self.max_queue_depth < 0:
             raise SettingsError("BUS_MAX_QUEUE_DEPTH must be >= 0 (0: no limit)")
+        self._validate_tls(scheme)
+
+    @property
+    def tls(self) -> bool:
+        """Whether the data connections use TLS (a ``rediss://`` URL)."""
+        return urlsplit(self.redis_url).scheme == "rediss"
+
+    def _validate_tls(self, scheme: str) -> None:
+        """The ``BUS_TLS_*`` files are read here, at startup, so that a missing, unreadable or
+        mismatched file is a configuration error naming its variable rather than a connection
+        error at every attempt. Encrypted keys are refused: OpenSSL would prompt for their
+        password on the terminal."""
+        files = {
+            name: getattr(self, name)
+            for name in ("tls_ca_file", "tls_cert_file", "tls_key_file")
+            if getattr(self, name)
+        }
+        if scheme != "rediss":
+            # TLS settings with a plain-text URL would connect without TLS, unnoticed.
+            changed = [env_name(name) for name in files]
+            if not self.tls_check_hostname:
+                changed.append("BUS_TLS_CHECK_HOSTNAME")
+            if changed:
+                raise SettingsError(
+                    f"{', '.join(changed)}: TLS settings need a rediss:// BUS_REDIS_URL "
+                    f"(it is {scheme}://)"
+                )
+            return
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise SettingsError(
+                "BUS_TLS_CERT_FILE and BUS_TLS_KEY_FILE go together: a client certificate "
+                "needs its private key"
+            )
+        for name, path in files.items():
+            try:
+                with open(path, "rb") as f:
+                    f.read(1)
+            except OSError as exc:
+                raise SettingsError(
+                    f"{env_name(name)}: cannot read {path!r}: {exc.strerror or exc}"
+                ) from None
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        if self.tls_ca_file:
+            try:
+                context.load_verify_locations(cafile=self.tls_ca_file)
+            except (ssl.SSLError, ValueError) as exc:
+                raise SettingsError(
+                    f"BUS_TLS_CA_FILE: {self.tls_ca_file!r} holds no usable PEM certificate ({exc})"
+                ) from None
+        if self.tls_cert_file:
+            try:
+                context.load_cert_chain(
+                    self.tls_cert_file, self.tls_key_file, password=_refuse_password
+                )
+            except _EncryptedKey:
+                raise SettingsError(
+                    f"BUS_TLS_KEY_FILE: {self.tls_key_file!r} is encrypted; give an "
+                    "unencrypted key (readable by this user only)"
+                ) from None
+            except ssl.SSLError as exc:
+                raise SettingsError(
+                    f"BUS_TLS_CERT_FILE, BUS_TLS_KEY_FILE: {self.tls_cert_file!r} and "
+                    f"{self.tls_key_file!r} are not a PEM certificate and its private key "
+                    f"({exc})"
+                ) from None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> Settings:
@@ -248,6 +329,14 @@ class Settings:
         return dataclasses.replace(self, **changes)
 
 
+class _EncryptedKey(Exception):
+    """Raised by :func:`_refuse_password`, which OpenSSL calls for an encrypted key only."""
+
+
+def _refuse_password() -> bytes:
+    raise _EncryptedKey
+
+
 def _addresses(entries: tuple[str, ...]) -> list[tuple[str, int]]:
     return [(a.rpartition(":")[0], int(a.rpartition(":")[2])) for a in entries]
 
@@ -257,6 +346,10 @@ def env_name(field_name: str) -> str:
     return "BUS_" + field_name.upper()
 
 
+_BOOLS = {"1": True, "true": True, "yes": True, "on": True,
+          "0": False, "false": False, "no": False, "off": False}  # fmt: skip
+
+
 def _parse(name: str, type_name: Any, raw: str) -> Any:
     kind = str(type_name)
     try:
@@ -264,8 +357,14 @@ def _parse(name: str, type_name: Any, raw: str) -> Any:
             return float(raw)
         if kind == "int":
             return int(raw)
+        if kind == "bool":
+            return _BOOLS[raw.lower()]
         if kind.startswith("tuple"):
             return tuple(part.strip() for part in raw.split(",") if part.strip())
     except ValueError:
         raise SettingsError(f"{env_name(name)}={raw!r} is not a valid {kind}") from None
+    except KeyError:
+        raise SettingsError(
+            f"{env_name(name)}={raw!r} is not 1/0, true/false, yes/no, on/off"
+        ) from None
     return raw

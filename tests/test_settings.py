@@ -49,6 +49,15 @@ def test_from_env_parses_types_and_lists() -> None:
         ({"BUS_CLUSTER_NODES": "h:7000", "BUS_REDIS_URL": "redis://h/3"}, "database 0 only"),
         ({"BUS_CLUSTER_NODES": "h:7000", "BUS_REDIS_URL": "unix:///tmp/r.sock"}, "over TCP"),
         ({"BUS_PUBSUB_MODE": "fanout"}, "BUS_PUBSUB_MODE"),
+        ({"BUS_TLS_CA_FILE": "/etc/hostname"}, "BUS_TLS_CA_FILE: TLS settings need a rediss://"),
+        ({"BUS_TLS_CHECK_HOSTNAME": "0"}, "BUS_TLS_CHECK_HOSTNAME: TLS settings need a rediss"),
+        ({"BUS_TLS_CHECK_HOSTNAME": "maybe"}, "BUS_TLS_CHECK_HOSTNAME='maybe' is not 1/0"),
+        ({"BUS_REDIS_URL": "rediss://h/0", "BUS_TLS_CERT_FILE": "/c.pem"}, "go together"),
+        ({"BUS_REDIS_URL": "rediss://h/0", "BUS_TLS_KEY_FILE": "/k.pem"}, "go together"),
+        (
+            {"BUS_REDIS_URL": "rediss://h/0", "BUS_TLS_CA_FILE": "/no/such/ca.pem"},
+            "BUS_TLS_CA_FILE: cannot read '/no/such/ca.pem': No such file",
+        ),
     ],
 )
 def test_invalid_settings_name_the_variable(env: dict[str, str], message: str) -> None:
@@ -94,3 +103,21 @@ def test_topology_and_pubsub_mode_follow_the_settings() -> None:
         False, False, True)  # fmt: skip
     assert not cluster.replace(pubsub_mode="classic").sharded_pubsub
     assert single.replace(pubsub_mode="sharded").sharded_pubsub
+
+
+def test_tls_settings() -> None:
+    """TLS is off by default; a rediss:// URL turns it on, checking host names unless
+    BUS_TLS_CHECK_HOSTNAME says otherwise; a password in the URL's query is redacted too."""
+    plain = Settings.from_env({})
+    assert not plain.tls and "ssl_ca_certs" not in client_options(plain, "admin")
+    tls = Settings.from_env({"BUS_REDIS_URL": "rediss://:secret@h:6380/0?password=secret"})
+    assert tls.tls and tls.tls_check_hostname and tls.tls_ca_file == ""
+    opts = client_options(tls, "worker")
+    assert (opts["ssl_check_hostname"], opts["ssl_cert_reqs"], opts["ssl_ca_certs"]) == (
+        True, "required", None)  # fmt: skip
+    assert "secret" not in tls.redis_url_redacted
+    assert tls.redis_url_redacted == "rediss://:***@h:6380/0?password=***"
+    for raw, value in (("0", False), ("off", False), ("False", False), ("yes", True)):
+        env = {"BUS_REDIS_URL": "rediss://h/0", "BUS_TLS_CHECK_HOSTNAME": raw}
+        assert Settings.from_env(env).tls_check_hostname is value
+        assert client_options(Settings.from_env(env), "admin")["ssl_check_hostname"] is value
