@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import json
+
 import redis
 from flask import Blueprint, render_template, request
 from flask.typing import ResponseReturnValue
@@ -15,6 +17,7 @@ from producer.tracking import check_id, find_record
 from web.bus import Bus, get_bus
 from web.errors import BadMessage, WriteUnconfirmed
 from web.metrics import render
+from web.openapi import describe
 from web.writes import WriteTracker
 
 bp = Blueprint("api", __name__)
@@ -43,6 +46,12 @@ def history() -> ResponseReturnValue:
 def metrics() -> ResponseReturnValue:
     """The whole bus in Prometheus's text format (the same snapshot as /api/stats)."""
     return render(get_bus().overview()), 200, {"Content-Type": CONTENT_TYPE_LATEST}
+
+
+@bp.get("/openapi.json")
+def openapi() -> ResponseReturnValue:
+    """The OpenAPI 3.1 description of every endpoint (:mod:`web.openapi`)."""
+    return describe(get_bus().settings)
 
 
 @bp.get("/healthz")
@@ -96,10 +105,7 @@ def dead_list(queue: str) -> ResponseReturnValue:
 def dead_requeue(queue: str) -> ResponseReturnValue:
     """Push dead letters back onto the queue as first attempts (JSON ``{"count": n}`` optional)."""
     client = WriteTracker(node_client(_known(queue).get_client(), keys.dead(queue)))
-    body = request.get_json(silent=True) if request.content_length else {}
-    count = body.get("count") if isinstance(body, dict) else None
-    if count is not None and (not isinstance(count, int) or isinstance(count, bool) or count < 1):
-        raise BadMessage(400, "'count' must be a positive integer")
+    count = _requeue_count()
     try:
         requeued, kept = DeadLetters(client, queue).requeue(count)
     except redis.RedisError as exc:
@@ -109,6 +115,28 @@ def dead_requeue(queue: str) -> ResponseReturnValue:
             raise WriteUnconfirmed("the requeue", exc) from exc
         raise
     return {"queue": queue, "requeued": requeued, "kept": kept}
+
+
+def _requeue_count() -> int | None:
+    """The optional ``{"count": n}`` of a requeue (None: all of them). A body that is not
+    that is refused: a typo must not requeue every dead letter."""
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        return None
+    try:
+        body = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        raise BadMessage(400, f"the body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict) or set(body) - {"count"}:
+        raise BadMessage(400, 'the body must be empty or {"count": <positive integer>}')
+    if "count" not in body:
+        return None
+    count = body["count"]
+    if isinstance(count, float) and count.is_integer():
+        count = int(count)  # 5.0 is the integer 5 in JSON
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        raise BadMessage(400, "'count' must be a positive integer")
+    return count
 
 
 def _dead_letters(queue: str) -> DeadLetters:

@@ -167,12 +167,18 @@ def check_delay(options: dict[str, Any]) -> dict[str, float]:
             raise BadMessage(400, f"'{field}' must be a number of seconds")
         if field == "delay_s" and not 0 <= value <= MAX_DELAY_S:
             raise BadMessage(400, f"'delay_s' must be between 0 and {MAX_DELAY_S} (a year)")
-        if field == "not_before" and not 0 <= value <= time.time() + MAX_DELAY_S:
+        if field == "not_before" and not 0 <= value <= latest_not_before():
             raise BadMessage(
                 400, "'not_before' must be a Unix time in seconds, at most a year from now"
             )
         return {field: float(value)}
     return {}
+
+
+def latest_not_before() -> int:
+    """The latest ``not_before`` accepted: a year from the start of the next hour (a bound that
+    moves once an hour, so /openapi.json can state it)."""
+    return (int(time.time()) // 3600 + 1) * 3600 + MAX_DELAY_S
 
 
 def _form_value(text: str) -> Any:

@@ -1,0 +1,400 @@
+"""The OpenAPI 3.1 description of every endpoint, served at ``/openapi.json``.
+
+Built from the settings (the queues and channels the web accepts are enums) and the clock (a
+``not_before`` is at most a year from now), so what it says valid the app accepts, and what
+it says invalid the app refuses with a 4xx. ``tests/test_openapi.py`` checks that it names
+every route of the app and nothing else, and runs schemathesis against the app under gunicorn.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from producer import Settings
+from producer.tracking import MAX_ID_CHARS
+from web.producers import MAX_DELAY_S, latest_not_before
+
+JSON = "application/json"
+FORM = "application/x-www-form-urlencoded"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {JSON: {"schema": schema}}}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return _json(_ref("Error"), description)
+
+
+def _retry_later(description: str) -> dict[str, Any]:
+    answer = _error(description)
+    answer["headers"] = {"Retry-After": {"schema": {"type": "string", "pattern": "^[0-9]+$"}}}
+    return answer
+
+
+SEE_OTHER = {
+    "description": "sent; back to the index page (a form, a plain GET)",
+    "headers": {"Location": {"schema": {"type": "string"}}},
+}
+UNAVAILABLE = _retry_later(
+    "Redis unreachable, slow, full, busy or loading, or the cluster reconfiguring: retry "
+    "after Retry-After; `outcome` says whether the message may have been accepted"
+)
+TOO_LARGE = _error("the body is larger than BUS_MAX_PAYLOAD_BYTES")
+
+
+def _message_body(dest: str, names: tuple[str, ...], extra: dict[str, Any]) -> dict[str, Any]:
+    props: dict[str, Any] = {
+        "payload": {"description": "any JSON value: the message's content"},
+        dest: {"type": "string", "enum": list(names), "default": names[0]},
+        **extra,
+    }
+    schema = {
+        "type": "object",
+        "properties": props,
+        "required": ["payload"],
+        "additionalProperties": False,
+    }
+    if "delay_s" in extra:  # one or the other
+        schema["if"] = {"required": ["delay_s"]}
+        schema["then"] = {"properties": {"not_before": False}}
+    return schema
+
+
+def _form_body(dest: str, names: tuple[str, ...]) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": {
+            "payload": {
+                "type": "string",
+                "description": "strict JSON is sent as that value, anything else as a string",
+            },
+            dest: {"enum": ["", *names], "description": f"empty: the first {dest}"},
+        },
+        "required": ["payload"],
+    }
+
+
+def _send(
+    dest: str, names: tuple[str, ...], extra: dict[str, Any], accepted: str, summary: str
+) -> dict[str, Any]:
+    return {
+        "summary": summary,
+        "requestBody": {
+            "required": True,
+            "content": {
+                JSON: {"schema": _message_body(dest, names, extra)},
+                FORM: {"schema": _form_body(dest, names)},
+            },
+        },
+        "responses": {
+            "202": _json(_ref(accepted), "accepted"),
+            "303": SEE_OTHER,
+            "400": _error("not JSON, not an object, a field missing, unknown or of the wrong type"),
+            "404": _error(f"a {dest} the web does not accept (the answer lists those it does)"),
+            "413": TOO_LARGE,
+            **(
+                {"429": _retry_later("the queue is at BUS_MAX_QUEUE_DEPTH")}
+                if dest == "queue"
+                else {}
+            ),
+            "503": UNAVAILABLE,
+        },
+    }
+
+
+def _seed_get(what: str) -> dict[str, Any]:
+    return {
+        "summary": f"{what} a random number, as the seed articles' endpoints did",
+        "responses": {"303": SEE_OTHER, "503": UNAVAILABLE},
+    }
+
+
+def _queue_param(queues: tuple[str, ...]) -> dict[str, Any]:
+    return {
+        "name": "queue",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "enum": list(queues)},
+    }
+
+
+def _int_query(name: str, low: int, high: int, default: int) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": low, "maximum": high, "default": default},
+    }
+
+
+SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "properties": {
+            "error": {"type": "string"},
+            "status": {"type": "integer"},
+            "outcome": {"enum": ["rejected", "unknown"], "description": "503: was it sent?"},
+        },
+        "required": ["error", "status"],
+    },
+    "Pushed": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+            "queue": {"type": "string"},
+            "depth": {"type": "integer", "minimum": 1},
+            "scheduled": {"type": "integer", "minimum": 1},
+            "due_ms": {"type": "integer"},
+            "src": {"type": "string"},
+            "seq": {"type": "integer", "minimum": 1},
+            "tracked": {"const": True},
+        },
+        "required": ["id", "queue", "src", "seq"],
+        "oneOf": [{"required": ["depth"]}, {"required": ["scheduled", "due_ms"]}],
+    },
+    "Published": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
+            "channel": {"type": "string"},
+            "receivers": {"type": "integer", "minimum": 0},
+            "src": {"type": "string"},
+            "seq": {"type": "integer", "minimum": 1},
+        },
+        "required": ["id", "channel", "receivers", "src", "seq"],
+    },
+    "Record": {
+        "type": "object",
+        "properties": {
+            "id": {"type": "string"},
+            "queue": {"type": "string"},
+            "state": {"enum": ["scheduled", "pending", "in-flight", "retrying", "handled", "dead"]},
+            "attempt": {"type": ["integer", "null"]},
+            "expires_in_ms": {"type": "integer"},
+        },
+        "required": ["state"],
+    },
+    "DeadLetters": {
+        "type": "object",
+        "properties": {
+            "queue": {"type": "string"},
+            "total": {"type": "integer", "minimum": 0},
+            "entries": {"type": "array", "items": {"type": "object"}},
+        },
+        "required": ["queue", "total", "entries"],
+    },
+    "Requeued": {
+        "type": "object",
+        "properties": {
+            "queue": {"type": "string"},
+            "requeued": {"type": "integer", "minimum": 0},
+            "kept": {"type": "integer", "minimum": 0},
+        },
+        "required": ["queue", "requeued", "kept"],
+    },
+    "Overview": {
+        "type": "object",
+        "description": "see the README, /api/stats",
+        "properties": {
+            "now_ms": {"type": "integer"},
+            "redis_ms": {"type": "integer"},
+            "queues": {"type": "object"},
+            "channels": {"type": "object"},
+            "workers": {"type": "array"},
+            "subscribers": {"type": "array"},
+            "producers": {"type": "array"},
+            "processes": {"type": "array"},
+        },
+        "required": [
+            "now_ms",
+            "redis_ms",
+            "queues",
+            "channels",
+            "workers",
+            "subscribers",
+            "producers",
+            "processes",
+        ],
+    },
+    "History": {
+        "type": "object",
+        "properties": {"series": {"type": "array"}, "points": {"type": "array"}},
+        "required": ["series", "points"],
+    },
+}
+
+
+def describe(settings: Settings) -> dict[str, Any]:
+    """The description of the app that ``settings`` configure, as JSON-ready data."""
+    latest = latest_not_before()
+    push_extra = {
+        "delay_s": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": MAX_DELAY_S,
+            "description": "seconds from now (Redis's clock)",
+        },
+        "not_before": {
+            "type": "number",
+            "minimum": 0,
+            "maximum": latest,
+            "description": "Unix time, seconds",
+        },
+        "track": {
+            "type": ["boolean", "null"],
+            "description": "keep a status record (null: as BUS_TRACK_QUEUES says)",
+        },
+    }
+    queue = _queue_param(settings.queues)
+    paths: dict[str, Any] = {
+        "/prodcons": {
+            "post": _send("queue", settings.queues, push_extra, "Pushed", "push one message"),
+            "get": _seed_get("push"),
+        },
+        "/pubsub": {
+            "post": _send("channel", settings.channels, {}, "Published", "publish one message"),
+            "get": _seed_get("publish"),
+        },
+        "/": {
+            "get": {
+                "summary": "the dashboard",
+                "responses": {
+                    "200": {
+                        "description": "the page",
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    }
+                },
+            }
+        },
+        "/api/stats": {
+            "get": {
+                "summary": "the bus at a glance",
+                "responses": {
+                    "200": _json(_ref("Overview"), "queues, channels, processes, totals"),
+                    "503": UNAVAILABLE,
+                },
+            }
+        },
+        "/api/history": {
+            "get": {
+                "summary": "bus-wide rates of the last minutes",
+                "responses": {"200": _json(_ref("History"), "samples"), "503": UNAVAILABLE},
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus text format",
+                "responses": {
+                    "200": {
+                        "description": "metrics",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    "503": UNAVAILABLE,
+                },
+            }
+        },
+        "/healthz": {
+            "get": {
+                "summary": "the process is up",
+                "responses": {"200": _json({"type": "object", "required": ["status"]}, "up")},
+            }
+        },
+        "/readyz": {
+            "get": {
+                "summary": "Redis answers PING",
+                "responses": {
+                    "200": _json({"type": "object", "required": ["status", "redis"]}, "ready"),
+                    "503": _retry_later("Redis does not answer"),
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "summary": "this description",
+                "responses": {"200": _json({"type": "object"}, "OpenAPI 3.1")},
+            }
+        },
+        "/api/messages/{msg_id}": {
+            "get": {
+                "summary": "a tracked message's record",
+                "parameters": [
+                    {
+                        "name": "msg_id",
+                        "in": "path",
+                        "required": True,
+                        "schema": {
+                            "type": "string",
+                            "minLength": 1,
+                            "maxLength": MAX_ID_CHARS,
+                            "pattern": "^[^\\u0000-\\u001f]+$",
+                        },
+                    },
+                    {**queue, "in": "query", "required": False},
+                ],
+                "responses": {
+                    "200": _json(_ref("Record"), "the record"),
+                    "400": _error("not a message id"),
+                    "404": _error(
+                        "no record (never tracked, unknown, expired), or an unknown queue"
+                    ),
+                    "503": UNAVAILABLE,
+                },
+            }
+        },
+        "/api/queues/{queue}/dead": {
+            "get": {
+                "summary": "a page of dead letters, newest first",
+                "parameters": [
+                    queue,
+                    _int_query("start", 0, 10**9, 0),
+                    _int_query("count", 1, 1000, 100),
+                ],
+                "responses": {
+                    "200": _json(_ref("DeadLetters"), "the page"),
+                    "400": _error("start or count out of range"),
+                    "404": _error("an unknown queue"),
+                    "503": UNAVAILABLE,
+                },
+            }
+        },
+        "/api/queues/{queue}/dead/requeue": {
+            "post": {
+                "summary": "push dead letters back as first attempts",
+                "parameters": [queue],
+                "requestBody": {
+                    "required": False,
+                    "content": {
+                        JSON: {
+                            "schema": {
+                                "type": "object",
+                                "properties": {"count": {"type": "integer", "minimum": 1}},
+                                "additionalProperties": False,
+                            }
+                        }
+                    },
+                },
+                "responses": {
+                    "200": _json(_ref("Requeued"), "done"),
+                    "400": _error("count is not a positive integer"),
+                    "404": _error("an unknown queue"),
+                    "413": TOO_LARGE,
+                    "503": UNAVAILABLE,
+                },
+            }
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "redis-bus",
+            "version": "1",
+            "description": "HTTP producers and the bus's JSON API (see the README).",
+        },
+        "paths": paths,
+        "components": {"schemas": SCHEMAS},
+    }
