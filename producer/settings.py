@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 DELIVERY_MODES = ("at-least-once", "at-most-once")
 PUBSUB_MODES = ("auto", "classic", "sharded")
+MIN_TOKEN_CHARS = 16  # a shorter API token is guessable
 
 
 class SettingsError(ValueError):
@@ -84,6 +85,16 @@ class Settings:
     log_level: str = "INFO"
     web_bind: str = "127.0.0.1:8000"
     web_workers: int = 4
+    # The web's sending and admin endpoints require "Authorization: Bearer <this>" (empty: none).
+    api_token: str = ""
+
+    def __repr__(self) -> str:
+        """Every setting, with the URL's password and the API token masked."""
+        shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        shown["redis_url"] = self.redis_url_redacted
+        if self.api_token:
+            shown["api_token"] = "***"
+        return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
 
     def __post_init__(self) -> None:
         if not self.worker_read_timeout_s:
@@ -235,6 +246,13 @@ class Settings:
             raise SettingsError("BUS_WAIT_REPLICAS must be >= 0 (0: do not wait)")
         if self.result_max_bytes < 1:
             raise SettingsError("BUS_RESULT_MAX_BYTES must be >= 1")
+        token = self.api_token
+        if token and (len(token) < MIN_TOKEN_CHARS or not token.isprintable()
+                      or any(c.isspace() for c in token)):  # fmt: skip
+            raise SettingsError(
+                f"BUS_API_TOKEN must be at least {MIN_TOKEN_CHARS} printable characters without "
+                "spaces (e.g. python -c 'import secrets; print(secrets.token_urlsafe(32))')"
+            )
         if self.max_queue_depth < 0:
             raise SettingsError("BUS_MAX_QUEUE_DEPTH must be >= 0 (0: no limit)")
         self._validate_tls(scheme)

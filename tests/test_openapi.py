@@ -19,6 +19,7 @@ from web import create_app
 from web.openapi import describe
 
 METHODS = {"GET", "POST", "PUT", "PATCH", "DELETE"}
+TOKEN = "fuzz-token-0123456789abcdef"
 # Every check but the two that need links between operations (none is described); examples,
 # boundaries (coverage) and random fuzzing; a fixed seed, so a finding can be replayed.
 ARGS = ("--checks", "all", "--exclude-checks", "use_after_free,ensure_resource_availability",
@@ -48,16 +49,20 @@ def test_the_description_names_every_route_and_nothing_else() -> None:
 
 
 @pytest.mark.slow
-def test_schemathesis_finds_every_answer_conforming(tmp_path: Path) -> None:
-    """Every operation, examples, boundaries and fuzzing; every check schemathesis has."""
+@pytest.mark.parametrize("token", ["", TOKEN], ids=["open", "token"])
+def test_schemathesis_finds_every_answer_conforming(tmp_path: Path, token: str) -> None:
+    """Every operation, examples, boundaries and fuzzing; every check schemathesis has. With
+    BUS_API_TOKEN set it sends the token, and also checks that the guarded operations refuse
+    a request without it (ignored_auth)."""
     cli = [str(ROOT / ".venv" / "bin" / "python"), str(ROOT / "tests" / "schemathesis_cli.py")]
+    auth = ("-H", f"Authorization: Bearer {token}") if token else ()
     server = RedisServer(tmp_path / "redis").start()
     try:
-        web, base = start_gunicorn(server.url, tmp_path / "gunicorn.log",
+        web, base = start_gunicorn(server.url, tmp_path / "gunicorn.log", BUS_API_TOKEN=token,
                                    BUS_QUEUES="default,jobs", BUS_WEB_WORKERS="2")  # fmt: skip
         try:
             done = subprocess.run(
-                [*cli, "run", f"{base}/openapi.json", *ARGS],
+                [*cli, "run", f"{base}/openapi.json", *ARGS, *auth],
                 capture_output=True,
                 text=True,
                 timeout=300,
@@ -69,6 +74,8 @@ def test_schemathesis_finds_every_answer_conforming(tmp_path: Path) -> None:
         (tmp_path / "schemathesis.txt").write_text(report)
         print(report[-3000:])
         assert done.returncode == 0, report[-6000:]
-        assert "Traceback" not in (tmp_path / "gunicorn.log").read_text()
+        log = (tmp_path / "gunicorn.log").read_text()
+        assert "Traceback" not in log
+        assert not token or token not in log + report.replace(f"Bearer {token}", "")
     finally:
         server.kill()

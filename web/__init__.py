@@ -8,6 +8,7 @@ from flask import Flask
 
 from producer import Settings
 from web import api, errors, producers
+from web.auth import secure_headers
 from web.bus import Bus
 from web.fastpath import FastPost
 from web.limits import ChunkedBodyLimit
@@ -23,6 +24,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     fast = FastPost(app, app.wsgi_app, bus)  # JSON POSTs to /prodcons and /pubsub
     app.wsgi_app = ChunkedBodyLimit(fast, settings.max_payload_bytes)  # type: ignore[method-assign]
     errors.register(app)
+    secure_headers(app)
     app.register_blueprint(producers.bp)
     app.register_blueprint(api.bp)
     return app

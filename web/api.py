@@ -14,6 +14,7 @@ from producer import keys
 from producer.client import node_client
 from producer.deadletters import DeadLetters
 from producer.tracking import check_id, find_record
+from web.auth import require_token
 from web.bus import Bus, get_bus
 from web.errors import BadMessage, WriteUnconfirmed
 from web.metrics import render
@@ -27,7 +28,8 @@ bp = Blueprint("api", __name__)
 def index() -> ResponseReturnValue:
     """The index page: send a message in each mode, watch the counts."""
     settings = get_bus().settings
-    return render_template("index.html", queues=settings.queues, channels=settings.channels)
+    return render_template("index.html", queues=settings.queues, channels=settings.channels,
+                           token_required=bool(settings.api_token))  # fmt: skip
 
 
 @bp.get("/api/stats")
@@ -104,7 +106,9 @@ def dead_list(queue: str) -> ResponseReturnValue:
 @bp.post("/api/queues/<queue>/dead/requeue")
 def dead_requeue(queue: str) -> ResponseReturnValue:
     """Push dead letters back onto the queue as first attempts (JSON ``{"count": n}`` optional)."""
-    client = WriteTracker(node_client(_known(queue).get_client(), keys.dead(queue)))
+    bus = _known(queue)
+    require_token(bus.settings.api_token)
+    client = WriteTracker(node_client(bus.get_client(), keys.dead(queue)))
     count = _requeue_count()
     try:
         requeued, kept = DeadLetters(client, queue).requeue(count)

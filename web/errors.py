@@ -48,6 +48,7 @@ def register(app: Flask) -> None:
 
 def _http_error(exc: HTTPException) -> ResponseReturnValue:
     headers = {"Allow": ", ".join(exc.valid_methods)} if getattr(exc, "valid_methods", None) else {}  # type: ignore[attr-defined]
+    headers.update(getattr(exc, "extra_headers", {}))
     return _refusal(exc, headers)
 
 

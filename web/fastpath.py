@@ -23,12 +23,15 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Flask
 
+from web.auth import bearer, same_token
 from web.bus import Bus
 from web.producers import FAILED, FORM_TYPES, accepted, check_body
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
+# What the app's after_request adds to every API answer (web.auth.secure_headers).
+SAFE_HEADERS = (("X-Content-Type-Options", "nosniff"), ("Cache-Control", "no-store"))
 # PATH_INFO -> (destination field, producer method)
 ROUTES = {"/prodcons": ("queue", "push"), "/pubsub": ("channel", "publish")}
 
@@ -47,6 +50,7 @@ class FastPost:
             ensure_ascii=provider.ensure_ascii, sort_keys=provider.sort_keys, separators=(",", ":")
         )
         self.allowed = {"queue": bus.settings.queues, "channel": bus.settings.channels}
+        self.token = bus.settings.api_token
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         route = ROUTES.get(environ.get("PATH_INFO", ""))
@@ -56,6 +60,9 @@ class FastPost:
             or "HTTP_TRANSFER_ENCODING" in environ
             or self.app.debug  # Flask indents its JSON then, or when told to
             or getattr(self.app.json, "compact", None) is False
+            or (
+                self.token and not same_token(bearer(environ.get("HTTP_AUTHORIZATION")), self.token)
+            )
         ):
             return self.wsgi_app(environ, start_response)
         try:
@@ -81,6 +88,11 @@ class FastPost:
             environ[FAILED] = exc
             return self.wsgi_app(environ, start_response)
         body = (self.encoder.encode(accepted(dest_field, name, sent)) + "\n").encode()
-        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                   *SAFE_HEADERS]  # fmt: skip
         start_response("202 ACCEPTED", headers)
         return [body]
+
+    def _authorized(self, environ: WSGIEnvironment) -> bool:
+        """Whether the request carries the API token (else Flask answers the 401)."""
+        return same_token(bearer(environ.get("HTTP_AUTHORIZATION")), self.token)

@@ -388,6 +388,9 @@ def describe(settings: Settings) -> dict[str, Any]:
             }
         },
     }
+    components: dict[str, Any] = {"schemas": SCHEMAS}
+    if settings.api_token:
+        _guard(paths, components)
     return {
         "openapi": "3.1.0",
         "info": {
@@ -396,5 +399,30 @@ def describe(settings: Settings) -> dict[str, Any]:
             "description": "HTTP producers and the bus's JSON API (see the README).",
         },
         "paths": paths,
-        "components": {"schemas": SCHEMAS},
+        "components": components,
     }
+
+
+def _guard(paths: dict[str, Any], components: dict[str, Any]) -> None:
+    """With BUS_API_TOKEN: what changes the bus needs the bearer token (401 without it), and
+    the seed-style GETs answer 403."""
+    components["securitySchemes"] = {"token": {"type": "http", "scheme": "bearer"}}
+    for path, method in GUARDED:
+        operation = paths[path][method]
+        operation["security"] = [{"token": []}]
+        operation["responses"]["401"] = _error("no API token, or another one")
+        form = operation["requestBody"]["content"].get(FORM)
+        if form:  # the page without JavaScript sends it as a field
+            form["schema"]["properties"]["token"] = {"type": "string"}
+    for path in ("/prodcons", "/pubsub"):
+        paths[path]["get"]["responses"] = {
+            "403": _error("sending with GET is off while BUS_API_TOKEN is set")
+        }
+
+
+# The operations that need the token when one is set (web.auth).
+GUARDED = (
+    ("/prodcons", "post"),
+    ("/pubsub", "post"),
+    ("/api/queues/{queue}/dead/requeue", "post"),
+)

@@ -25,6 +25,7 @@ from flask import Blueprint, redirect, request
 from flask.typing import ResponseReturnValue
 
 from producer import Sent
+from web.auth import require_token
 from web.bus import get_bus
 from web.errors import BadMessage
 
@@ -41,6 +42,7 @@ MAX_DELAY_S = 366 * 86400  # a delay past a year is a mistake, not a schedule
 def prodcons_get() -> ResponseReturnValue:
     """Push a random number onto the default queue and go back to the index page."""
     bus = get_bus()
+    _no_seed_get(bus.settings.api_token)
     bus.get_producer().push(random.randint(0, 1_000_000), bus.settings.queues[0])
     return redirect("/", 303)
 
@@ -49,6 +51,7 @@ def prodcons_get() -> ResponseReturnValue:
 def pubsub_get() -> ResponseReturnValue:
     """Publish a random number on the default channel and go back to the index page."""
     bus = get_bus()
+    _no_seed_get(bus.settings.api_token)
     bus.get_producer().publish(random.randint(0, 1_000_000), bus.settings.channels[0])
     return redirect("/", 303)
 
@@ -58,6 +61,7 @@ def prodcons_post() -> ResponseReturnValue:
     """LPUSH one message; 202 ``{"id", "queue", "depth", "src", "seq"}`` (and ``"tracked":
     true`` for a tracked one)."""
     bus = get_bus()
+    require_token(bus.settings.api_token, form_field=True)
     payload, queue, from_form, options = read_message("queue", bus.settings.queues, PUSH_FIELDS)
     track = options.pop("track", None)
     if track is not None and not isinstance(track, bool):
@@ -84,11 +88,21 @@ def pubsub_post() -> ResponseReturnValue:
     """PUBLISH one message; 202 ``{"id", "channel", "receivers", "src", "seq"}`` (receivers 0:
     nobody received it)."""
     bus = get_bus()
+    require_token(bus.settings.api_token, form_field=True)
     payload, channel, from_form, _ = read_message("channel", bus.settings.channels)
     sent = _send(bus.get_producer().publish, payload, channel)
     if from_form:
         return redirect("/", 303)
     return accepted("channel", channel, sent), 202
+
+
+def _no_seed_get(token: str) -> None:
+    if token:
+        raise BadMessage(
+            403,
+            "sending with GET is off while BUS_API_TOKEN is set (a link could send): POST with "
+            "the token",
+        )
 
 
 def accepted(dest_field: str, name: str, sent: Sent) -> dict[str, Any]:

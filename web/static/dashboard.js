@@ -94,6 +94,22 @@ function render(s) {
   }
 }
 
+// With BUS_API_TOKEN set, the page has a token field in each form: typing in one fills the
+// others, the tab keeps it (sessionStorage), and every POST carries it as a Bearer header.
+const TOKEN_KEY = "redis-bus-api-token";
+const tokenFields = [...document.querySelectorAll("input.api-token")];
+for (const field of tokenFields) {
+  field.value = sessionStorage.getItem(TOKEN_KEY) || "";
+  field.addEventListener("input", () => {
+    for (const other of tokenFields) if (other !== field) other.value = field.value;
+    sessionStorage.setItem(TOKEN_KEY, field.value);
+  });
+}
+function authorized(headers) {
+  const token = tokenFields.length ? tokenFields[0].value.trim() : "";
+  return token ? {...headers, authorization: `Bearer ${token}`} : headers;
+}
+
 async function getJSON(url, options) {
   const r = await fetch(url, {cache: "no-store", ...options});
   const body = await r.json();
@@ -149,7 +165,8 @@ async function loadDead(queue, count) {
 async function requeue(queue, button) {
   button.disabled = true;
   try {
-    const body = await getJSON(`/api/queues/${encodeURIComponent(queue)}/dead/requeue`, {method: "POST"});
+    const body = await getJSON(`/api/queues/${encodeURIComponent(queue)}/dead/requeue`,
+                               {method: "POST", headers: authorized({})});
     $("result").textContent = `requeued ${body.requeued} from ${queue}` + (body.kept ? `, kept ${body.kept} unreadable` : "");
   } catch (e) {
     $("result").textContent = `requeue failed: ${e.message}`;
@@ -331,7 +348,8 @@ for (const form of document.querySelectorAll("form[data-mode]")) {
     const ticket = dest === "queue" ? ++sends : 0;
     if (ticket) { message.track = true; untrack(); }
     try {
-      const r = await fetch(form.action, {method: "POST", headers: {"content-type": "application/json"},
+      const r = await fetch(form.action, {method: "POST",
+                                          headers: authorized({"content-type": "application/json"}),
                                           body: JSON.stringify(message)});
       const body = await r.json();
       $("result").textContent = r.ok
