@@ -138,11 +138,13 @@ class Stack:
 
 
 @contextlib.contextmanager
-def live_stack(workdir: Path) -> Iterator[Stack]:
-    """A stack of this test's own; every process is stopped on the way out, whatever happened."""
+def live_stack(workdir: Path, **web_env: str) -> Iterator[Stack]:
+    """A stack of this test's own (``web_env``: more settings for gunicorn); every process is
+    stopped on the way out, whatever happened."""
     server = RedisServer(workdir / "redis").start()
     try:
-        gunicorn, base = start_gunicorn(server.url, workdir / "gunicorn.log", **STACK_ENV)
+        env = {**STACK_ENV, **web_env}
+        gunicorn, base = start_gunicorn(server.url, workdir / "gunicorn.log", **env)
     except BaseException:
         server.stop()
         raise
