@@ -3,17 +3,28 @@
 # it waits (up to 4 s, inside honcho's 5 s) for the workers and subscribers to leave, so they
 # can put back anything unacknowledged and write their last stats before Redis goes away.
 # Extra arguments go to redis-server (make run-sentinel's replica: --replicaof 127.0.0.1 PORT).
+# With --aclfile DIR/users.acl (scripts/acl.sh), the wait logs in as bus-admin.
 set -uo pipefail
 port=${RUN_REDIS_PORT:-6399}
 dir=${RUN_DIR:-$PWD/.run}
 mkdir -p "$dir"
+cli=(redis-cli -p "$port")
+prev=""
+for arg in "$@"; do
+    if [ "$prev" = --aclfile ]; then
+        REDISCLI_AUTH=$("$(dirname "$0")/acl.sh" password admin "$(dirname "$arg")") || exit 1
+        export REDISCLI_AUTH
+        cli+=(--user bus-admin)
+    fi
+    prev=$arg
+done
 # Its own session: honcho signals our whole process group, and Redis must outlive the consumers.
 setsid redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" \
     --appendonly yes --appendfsync everysec --save "" "$@" &
 pid=$!
 stop() {
     for _ in $(seq 40); do
-        redis-cli -p "$port" client list 2>/dev/null | grep -qE 'name=bus:(worker|subscriber)' || break
+        "${cli[@]}" client list 2>/dev/null | grep -qE 'name=bus:(worker|subscriber)' || break
         sleep 0.1
     done
     kill -TERM "$pid" 2>/dev/null

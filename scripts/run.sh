@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # `make run`: the whole stack in the foreground under honcho. Ctrl-C stops every process.
 # Without BUS_REDIS_URL it starts its own redis-server (AOF on, data in RUN_DIR, default .run/,
-# relative to the checkout); with it, none.
+# relative to the checkout) with an ACL user per role (scripts/acl.sh: RUN_DIR/users.acl, the
+# passwords in RUN_DIR/passwords.env), each process logged in as its own; with it, none.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 export PYTHONUNBUFFERED=1
 if [ -z "${BUS_REDIS_URL:-}" ]; then
     export RUN_REDIS_PORT=${RUN_REDIS_PORT:-6399}
-    export BUS_REDIS_URL="redis://127.0.0.1:${RUN_REDIS_PORT}/0"
     mkdir -p "${RUN_DIR:=.run}"
     RUN_DIR=$(cd "$RUN_DIR" && pwd)
     export RUN_DIR
+    scripts/acl.sh generate "$RUN_DIR"
     procfile=Procfile
     echo "run: starting redis-server on 127.0.0.1:${RUN_REDIS_PORT} (AOF in ${RUN_DIR}/)"
+    echo "run: ACL users in ${RUN_DIR}/users.acl; a role's URL: scripts/acl.sh url tools ${RUN_DIR}"
 else
     procfile=Procfile.external
     echo "run: using the Redis at BUS_REDIS_URL; starting none"

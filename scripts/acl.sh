@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# The Redis ACL users of the bus, with passwords generated on this machine.
+#
+#   scripts/acl.sh generate DIR   write DIR/users.acl (for redis-server --aclfile) and
+#                                 DIR/passwords.env, both mode 600. Passwords already in
+#                                 DIR/passwords.env are kept; missing ones are generated.
+#   scripts/acl.sh url ROLE DIR   print the BUS_REDIS_URL of ROLE (web, worker, subscriber,
+#                                 tools, admin) on 127.0.0.1:${RUN_REDIS_PORT:-6399}
+#   scripts/acl.sh password ROLE DIR   print ROLE's password
+#
+# The rules come from deploy/redis/users.acl (ACL_TEMPLATE overrides it): comments are dropped,
+# indented lines continue the user above, and each user bus-<role> gets the SHA-256 of its
+# password (#<hex>), so the ACL file holds no password in clear. Lines marked "?7.2" are kept
+# when the Redis is 7.2 or later: REDIS_VERSION, default the local redis-server's version.
+# ACL_PATTERNS (space-separated, e.g. "orders.* news.*"): the subscribers' --pattern values;
+# PSUBSCRIBE is allowed only on patterns the ACL names literally.
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+TEMPLATE=${ACL_TEMPLATE:-$ROOT/deploy/redis/users.acl}
+ROLES="web worker subscriber tools admin"
+
+usage() { sed -n '2,13p' "$0" >&2; exit 2; }
+
+new_password() { od -An -tx1 -N24 /dev/urandom | tr -d ' \n'; }
+
+password() {  # ROLE DIR
+    local line
+    line=$(grep -E "^ACL_PASSWORD_${1^^}=" "$2/passwords.env" 2>/dev/null) || {
+        echo "acl.sh: no password for role '$1' in $2/passwords.env (run: $0 generate $2)" >&2
+        return 1
+    }
+    printf '%s\n' "${line#*=}"
+}
+
+generate() {  # DIR
+    local dir=$1 role pw hashes=""
+    mkdir -p "$dir"
+    umask 077
+    local env_tmp acl_tmp
+    env_tmp=$(mktemp "$dir/.passwords.XXXXXX")
+    acl_tmp=$(mktemp "$dir/.users.XXXXXX")
+    for role in $ROLES; do
+        pw=$(password "$role" "$dir" 2>/dev/null) || pw=$(new_password)
+        printf 'ACL_PASSWORD_%s=%s\n' "${role^^}" "$pw" >>"$env_tmp"
+        hashes+="bus-$role=$(printf '%s' "$pw" | sha256sum | cut -d' ' -f1) "
+    done
+    local version=${REDIS_VERSION:-$(redis-server --version | sed -n 's/.* v=\([0-9.]*\).*/\1/p')}
+    local newer=0 pattern patterns=""
+    if [ "$(printf '%s\n7.2\n' "$version" | sort -V | head -n1)" = 7.2 ]; then newer=1; fi
+    for pattern in ${ACL_PATTERNS:-}; do patterns+=" &bus:ch:$pattern"; done
+    awk -v hashes="$hashes" -v newer="$newer" -v patterns="$patterns" '
+        BEGIN { n = split(hashes, kv, " "); for (i = 1; i <= n; i++) { split(kv[i], p, "="); h[p[1]] = p[2] } }
+        { sub(/[ \t]*#( .*)?$/, "") }          # a comment: "#" then a space or the line end
+        /^[ \t]*$/ { next }
+        /^[ \t]+\?7\.2[ \t]/ { if (!newer) next; sub(/\?7\.2[ \t]+/, "") }
+        /^user / {
+            if (line != "") print line tail
+            line = $0; tail = ""
+            if ($2 in h) tail = " #" h[$2]          # after the rules: "reset" clears passwords
+            if ($2 == "bus-subscriber") tail = tail patterns
+            next
+        }
+        /^[ \t]/ { sub(/^[ \t]+/, ""); line = line " " $0; next }
+        { print "acl.sh: not a user line nor an indented rule: " $0 > "/dev/stderr"; exit 1 }
+        END { if (line != "") print line tail }
+    ' "$TEMPLATE" >"$acl_tmp"
+    chmod 600 "$env_tmp" "$acl_tmp"
+    mv "$env_tmp" "$dir/passwords.env"
+    mv "$acl_tmp" "$dir/users.acl"
+}
+
+[ $# -ge 1 ] || usage
+case $1 in
+    generate) [ $# -eq 2 ] || usage; generate "$2" ;;
+    password) [ $# -eq 3 ] || usage; password "$2" "$3" ;;
+    url)
+        [ $# -eq 3 ] || usage
+        pw=$(password "$2" "$3")
+        printf 'redis://bus-%s:%s@127.0.0.1:%s/0\n' "$2" "$pw" "${RUN_REDIS_PORT:-6399}"
+        ;;
+    *) usage ;;
+esac

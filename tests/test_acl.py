@@ -1,0 +1,144 @@
+"""The bus on a Redis with an ACL user per role (scripts/acl.sh, deploy/redis/users.acl): every
+role does its normal work under its own user without one refused command, and each is refused
+what it has no business doing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+import requests
+
+from producer import keys
+from tests.aclkit import AclRedis, generate
+from tests.conftest import QUICK_ENV
+from tests.procs import ROOT, Proc, get_json, project_env, wait_for
+from tests.webapp import start_gunicorn
+
+pytestmark = pytest.mark.slow
+
+PATTERN = "news.*"  # the subscriber's --pattern: PSUBSCRIBE needs it named in the ACL
+
+
+@pytest.fixture
+def acl_redis(tmp_path: Path) -> Iterator[AclRedis]:
+    """A redis-server whose users are the ones `make run` generates, default user off."""
+    acl_dir = tmp_path / "acl"
+    server = AclRedis(tmp_path / "redis", acl_dir, generate(acl_dir, PATTERN)).start()
+    yield server
+    server.kill()
+
+
+def tool(server: AclRedis, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m consumers ARGS`` as the bus-tools user."""
+    env = project_env(server.url_for("tools"), **QUICK_ENV)
+    return subprocess.run([sys.executable, "-m", "consumers", *args], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+
+
+def run_bus(server: AclRedis, spawn: Callable[..., Proc], tmp_path: Path) -> None:
+    """The whole bus, each process under its role's user: web (push, publish, dashboard reads,
+    a tracked message, a dead-letter requeue), a worker, a subscriber and the tools."""
+    admin = server.client()
+    gunicorn, base = start_gunicorn(server.url_for("web"), tmp_path / "gunicorn.log", **QUICK_ENV)
+    try:
+        handler = "tests.handlers_for_tests:work"
+        worker = spawn("worker", server.url_for("worker"), "--name", "w1", "--handler", handler,
+                       BUS_MAX_ATTEMPTS="1")  # fmt: skip
+        subscriber = spawn("subscriber", server.url_for("subscriber"), "--name", "s1",
+                           "--channel", "default", "--pattern", PATTERN)  # fmt: skip
+
+        def subscribed() -> bool:
+            assert worker.proc.poll() is None, worker.log()
+            assert subscriber.proc.poll() is None, subscriber.log()
+            stats = get_json(base + "/api/stats")
+            return bool(stats) and stats["channels"]["default"]["subscribers"] == 1
+
+        wait_for(subscribed, 20, "the subscriber to subscribe", every_s=0.1)
+
+        def post(path: str, body: object) -> dict:
+            resp = requests.post(base + path, json=body, timeout=5)
+            assert resp.status_code == 202, resp.text
+            return resp.json()
+
+        tracked = post("/prodcons", {"payload": {"result": "done"}, "track": True})
+        assert tracked["tracked"] is True
+        post("/prodcons", {"payload": {"fail": True}})
+        post("/prodcons", {"payload": {"result": "later"}, "delay_s": 0.3})
+        assert requests.get(base + "/prodcons", allow_redirects=False, timeout=5).status_code == 303
+        assert requests.get(base + "/pubsub", allow_redirects=False, timeout=5).status_code == 303
+        assert post("/pubsub", {"payload": "hi"})["receivers"] == 1
+        admin.publish(keys.channel("default"), b"not an envelope")  # the subscriber's dead list
+
+        def record() -> dict | None:
+            found = get_json(f"{base}/api/messages/{tracked['id']}")
+            return found if found and found.get("final") else None
+
+        assert wait_for(record, 20, "the tracked message's final record")["state"] == "handled"
+
+        def settled() -> dict | None:
+            stats = get_json(base + "/api/stats")
+            totals = (stats or {}).get("totals", {})
+            done = (totals.get("worker", {}).get("handled", 0) >= 3
+                    and totals.get("subscriber", {}).get("handled", 0) >= 2
+                    and stats["queues"]["default"]["dead"] == 1)  # fmt: skip
+            return stats if done else None
+
+        wait_for(settled, 20, "3 handled, 1 dead letter, 2 received", every_s=0.2)
+        wait_for(lambda: admin.llen(keys.channel_dead("default")) == 1, 10, "a pub/sub dead letter")
+        assert get_json(base + "/api/history") is not None
+        assert requests.get(base + "/metrics", timeout=5).status_code == 200
+        dead = get_json(base + "/api/queues/default/dead")
+        assert dead["total"] == 1, dead
+        resp = requests.post(base + "/api/queues/default/dead/requeue", json={"count": 1},
+                             timeout=5)  # fmt: skip
+        assert resp.status_code == 200 and resp.json()["requeued"] == 1, resp.text
+        wait_for(lambda: admin.llen(keys.dead("default")) == 1, 20, "the requeued one to die again")
+
+        for args in (("status",), ("status", "--json"), ("reaper", "--once"), ("worker", "--check"),
+                     ("dead", "list"), ("message", tracked["id"])):  # fmt: skip
+            done = tool(server, *args)
+            assert done.returncode == 0, (args, done.stdout, done.stderr)
+        assert "state:          handled" in tool(server, "message", tracked["id"]).stdout
+        for proc in (worker, subscriber):
+            assert proc.stop() == 0, proc.log()
+        for args in (("dead", "requeue"), ("dead", "purge", "--yes")):  # no worker to fail it again
+            done = tool(server, *args)
+            assert done.returncode == 0, (args, done.stdout, done.stderr)
+        assert admin.llen(keys.dead("default")) == 0 and admin.llen(keys.pending("default")) == 1
+    finally:
+        gunicorn.stop()
+    admin.close()
+
+
+def test_every_role_works_under_its_own_user_and_is_refused_the_rest(
+    acl_redis: AclRedis, spawn: Callable[..., Proc], tmp_path: Path
+) -> None:
+    """The normal run refuses nothing (ACL LOG empty); the refusals are each one ACL LOG entry."""
+    admin = acl_redis.client()
+    assert admin.acl_log() == []
+    with pytest.raises(redis.AuthenticationError):  # the default user is off
+        redis.Redis(port=acl_redis.port).ping()
+    run_bus(acl_redis, spawn, tmp_path)
+    assert admin.acl_log() == [], admin.acl_log()
+
+    web, worker = acl_redis.client_as("web"), acl_redis.client_as("worker")
+    subscriber, tools = acl_redis.client_as("subscriber"), acl_redis.client_as("tools")
+    refused = [
+        (web, ("FLUSHALL",)),
+        (web, ("LRANGE", keys.processing("default", "x"), 0, -1)),
+        (web, ("SET", "other:key", "1")),
+        (subscriber, ("LPUSH", keys.pending("default"), "x")),
+        (worker, ("FLUSHDB",)),
+        (worker, ("CONFIG", "SET", "maxmemory", "1")),
+        (tools, ("SET", "other:key", "1")),
+    ]
+    for client, command in refused:
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            client.execute_command(*command)
+    assert len(admin.acl_log()) == len(refused)
+    assert admin.dbsize() > 0 and admin.get("other:key") is None
