@@ -20,7 +20,7 @@ from types import FrameType
 import redis
 
 from consumers import status, tools
-from consumers.daemon import Daemon
+from consumers.daemon import CertificateRefused, Daemon
 from consumers.handlers import DEFAULT, HandlerError, load_handler
 from consumers.subscriber import NO_SHARDED_PATTERNS, Subscriber
 from consumers.worker import NameTaken, Worker
@@ -276,6 +276,9 @@ def run_daemons(
     if failed is not None and isinstance(failed.failure, NameTaken):
         print(f"python -m consumers: {failed.failure}", file=sys.stderr)
         return EXIT_TEMPFAIL
+    if failed is not None and isinstance(failed.failure, CertificateRefused):
+        print(f"python -m consumers: configuration error: {failed.failure}", file=sys.stderr)
+        return EXIT_CONFIG
     if failed is not None:
         what = getattr(failed, "queue", None) or "its channels"
         print(

@@ -9,6 +9,7 @@ Library classes install no signal handlers: the CLI maps SIGTERM/SIGINT to :meth
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +23,22 @@ from producer.stats import COUNTERS, Flusher, Stats
 
 log = logging.getLogger(__name__)
 SUMMARY_INTERVAL_S = 60.0
+
+
+class CertificateRefused(RuntimeError):
+    """TLS: the server's certificate did not verify on the first connection (BUS_TLS_*)."""
+
+
+def certificate_refused(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) says the server's certificate did not verify."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError) or "certificate verify failed" in str(
+            seen
+        ):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 class DeadLink(redis.ConnectionError):
@@ -102,6 +119,11 @@ class Daemon:
                 self.close_connections()
                 if self.stopping.is_set():
                     break
+                if not self.connected_once.is_set() and certificate_refused(exc):
+                    # Before the first connection, a certificate the CA did not sign (or that
+                    # names another host) is a configuration to fix, not an outage to wait out.
+                    # Once connected, a later refusal is retried: a certificate may be rotating.
+                    raise CertificateRefused(str(exc)) from exc
                 delay = self.backoff.next_delay_s()
                 broken = isinstance(exc, (redis.ConnectionError, redis.TimeoutError))
                 log.warning(
