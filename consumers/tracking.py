@@ -39,7 +39,7 @@ class Context:
     handler may report in a tight loop at the cost of one round trip per 0.1 s.
     """
 
-    __slots__ = ("_last_at", "_write", "envelope", "queue", "worker")
+    __slots__ = ("_last_at", "_write", "envelope", "queue", "reports", "worker")
 
     def __init__(self, envelope: Envelope, queue: str, worker: str,
                  write: Callable[[float, str], bool]) -> None:  # fmt: skip
@@ -48,6 +48,23 @@ class Context:
         self.worker = worker
         self._write = write
         self._last_at = -math.inf
+        self.reports: list[tuple[float, str]] = []  # kept by for_tests() contexts only
+
+    @classmethod
+    def for_tests(cls, envelope: Envelope, queue: str = "default",
+                  worker: str = "test") -> Context:  # fmt: skip
+        """A context that needs no Redis, to call a handler in a unit test: each progress
+        report that would be written is appended to :attr:`reports` as ``(fraction, text)``
+        (the same rules apply: only for a tracked envelope, at most one per 0.1 s)."""
+        reports: list[tuple[float, str]] = []
+
+        def keep(fraction: float, text: str) -> bool:
+            reports.append((fraction, text))
+            return True
+
+        ctx = cls(envelope, queue, worker, keep)
+        ctx.reports = reports
+        return ctx
 
     @property
     def attempt(self) -> int:

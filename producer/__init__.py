@@ -6,6 +6,7 @@ Imports neither Flask nor locust; ``consumers``, ``web`` and ``loadtest`` build 
 from producer.backoff import Backoff
 from producer.client import make_client
 from producer.envelope import Envelope, EnvelopeError, PayloadError, decode, encode
+from producer.envelope import new as new_envelope
 from producer.producer import NotReplicated, Producer, QueueFull, Sent, Unconfirmed
 from producer.settings import Settings, SettingsError
 
@@ -24,4 +25,5 @@ __all__ = [
     "decode",
     "encode",
     "make_client",
+    "new_envelope",
 ]

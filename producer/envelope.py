@@ -87,10 +87,12 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def new(payload: Any, *, src: str, seq: int, mode: str, track: bool = False) -> Envelope:
-    """A fresh envelope for ``payload``."""
+def new(payload: Any, *, src: str = "", seq: int = 0, mode: str = "prodcons",
+        track: bool = False, attempt: int = 1) -> Envelope:  # fmt: skip
+    """A fresh envelope for ``payload`` (a new id, stamped now): what a producer sends, and
+    what a handler's unit test can call it with (``producer.new_envelope``)."""
     return Envelope(id=uuid.uuid4().hex, src=src, seq=seq, ts=now_ms(), mode=mode,
-                    payload=payload, track=track)  # fmt: skip
+                    payload=payload, track=track, attempt=attempt)  # fmt: skip
 
 
 def encode(env: Envelope) -> bytes:

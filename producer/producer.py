@@ -6,7 +6,7 @@ import hashlib
 import os
 import threading
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
@@ -108,7 +108,15 @@ def new_src() -> str:
 
 
 class Producer:
-    """Sends messages on one client. Thread-safe; create one per process (not before a fork).
+    """Sends messages on one client. Thread-safe; one per process is enough (made before a
+    fork, its pool opens new connections in the child). ``Producer.from_env()`` builds one from
+    the ``BUS_*`` settings; ``close()`` (or ``with``) closes its connections.
+
+    A send raises :class:`Unconfirmed` when the reply was lost (the message may have been
+    sent), :class:`NotReplicated` when replicas did not confirm it, :class:`QueueFull` past
+    ``max_queue_depth``, ``redis.ConnectionError``/``TimeoutError`` when nothing was sent,
+    ``redis.ResponseError`` when Redis refused it, and :class:`~producer.PayloadError` for a
+    payload that is not strict JSON (see the README, Using it from Python).
 
     ``seq`` counts per destination (queue or channel), so a subscriber of one channel sees
     consecutive numbers and can count exactly what it missed. Sequence numbers are taken and
@@ -180,6 +188,26 @@ class Producer:
             wait_timeout_s=settings.wait_timeout_s,
             sharded=settings.sharded_pubsub,
         )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, *, name: str | None = None,
+                 **overrides: Any) -> Producer:  # fmt: skip
+        """A producer configured by the ``BUS_*`` environment variables (``environ``, default
+        ``os.environ``), with ``overrides`` (``Settings`` field names) winning over them:
+        ``Producer.from_env()``, or ``Producer.from_env(redis_url="redis://host:6379/0")``.
+        Raises :class:`~producer.SettingsError` for a bad setting. It connects on first use."""
+        settings = Settings.from_env(os.environ if environ is None else environ, **overrides)
+        return cls.from_settings(settings, name=name)
+
+    def close(self) -> None:
+        """Close the producer's connections (it reconnects if used again)."""
+        self.client.close()
+
+    def __enter__(self) -> Producer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def push(
         self,
