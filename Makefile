@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 ARGS ?=
 
-.PHONY: help bootstrap run run-sentinel run-cluster test test-fast loadtest loadtest-quick bench lint fmt clean
+.PHONY: help bootstrap run run-sentinel run-cluster example test test-fast loadtest loadtest-quick bench lint fmt clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -22,6 +22,9 @@ run-sentinel: bootstrap ## the same stack behind Sentinel: primary, replica, 3 s
 
 run-cluster: bootstrap ## the same stack on a Redis Cluster: 3 primaries, 3 replicas (try a failover)
 	@bash scripts/run-cluster.sh $(ARGS)
+
+example: bootstrap ## the examples/ thumbnail app (127.0.0.1:8001) and its worker, next to make run
+	@bash examples/run.sh $(ARGS)
 
 test: bootstrap ## run every test, the slow fault tests included
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -1,0 +1,1 @@
+"""A small application on the bus: a thumbnail renderer (see examples/README.md)."""
