@@ -79,6 +79,7 @@ local function settle_record(gate, ttl, code, id, attempt, note, raw, value, due
   local now = now_ms()
   local f = {'attempt', attempt}
   if code == 'A' then
+    redis.call('HDEL', rec_key(gate, id), 'error', 'due_ms')  -- an earlier attempt's
     table.insert(f, 'progress'); table.insert(f, '1')
     if value ~= '' then table.insert(f, 'result'); table.insert(f, value) end
     if note ~= '' then table.insert(f, 'result_error'); table.insert(f, note) end

@@ -253,5 +253,5 @@ def test_a_killed_workers_message_is_redelivered_and_the_record_follows(
     assert took_s <= HEARTBEAT_TTL_S + REAPER_S + 1.0
     done = wait_state(r, env.id, lambda x: x["final"], "handled by w2", 10)
     assert done["state"] == "handled" and done["attempt"] == 2 and done["worker"] == "w2"
-    assert done["error"] == "worker w1 stopped before settling attempt 1"
+    assert "error" not in done  # attempt 1's, cleared when attempt 2 was handled
     print(f"\ntracking: kill -9 of w1 to w2's in-flight {took_s:.2f} s")
