@@ -199,6 +199,12 @@ class Producer:
         settings = Settings.from_env(os.environ if environ is None else environ, **overrides)
         return cls.from_settings(settings, name=name)
 
+    def record(self, msg_id: str, queue: str = "default") -> dict[str, Any] | None:
+        """The status record of a tracked message ``msg_id`` on ``queue`` (see the README,
+        Tracked messages): ``state``, ``attempt``, ``progress``, ``result``...; None when there
+        is none (not tracked, unknown, or expired)."""
+        return tracking.read_record(self.client, queue, msg_id)
+
     def close(self) -> None:
         """Close the producer's connections (it reconnects if used again)."""
         self.client.close()
