@@ -1,7 +1,8 @@
 """Message handlers: the defaults, and loading one by dotted path (``pkg.module:function``).
 
 A handler is any callable taking one :class:`producer.Envelope`; returning means success and
-raising means failure (the worker retries, then dead-letters; the subscriber dead-letters). A
+raising means failure (the worker retries, then dead-letters; the subscriber dead-letters);
+raising :class:`Reject` dead-letters the message at once. A
 queue handler that takes a second positional parameter also receives a
 :class:`consumers.tracking.Context` (progress reports for tracked messages); what it returns is
 a tracked message's result.
@@ -23,6 +24,12 @@ DEFAULT = "consumers.handlers:log_message"
 
 class HandlerError(ValueError):
     """The ``--handler`` path does not name a callable."""
+
+
+class Reject(Exception):
+    """Raised by a handler for a message that can never succeed (a payload it cannot use):
+    the worker dead-letters it at once, with this reason, instead of retrying it up to
+    ``BUS_MAX_ATTEMPTS`` times. Any other exception is a failure worth retrying."""
 
 
 def log_message(env: Envelope) -> None:

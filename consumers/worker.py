@@ -37,7 +37,7 @@ import redis
 
 from consumers.daemon import Daemon
 from consumers.delayed import Mover, retry_how
-from consumers.handlers import Handler
+from consumers.handlers import Handler, Reject
 from consumers.lists import ACK, Move, QueueOps, give_back_move, started_move, tracked_how
 from consumers.tracking import Context, encode_result, takes_context
 from producer import Envelope, EnvelopeError, Settings, decode, keys, make_client
@@ -243,6 +243,11 @@ class Worker(Daemon):
         self.stats.incr("failed")
         summary = _summary(exc)
         error = summary.splitlines()[-1]
+        if isinstance(exc, Reject):
+            log.warning("queue %s: handler rejected %s: %s; dead-lettering", self.queue,
+                        env.id, exc)  # fmt: skip
+            self.stats.incr("dead_lettered")
+            return self.ops.dead_move(raw, f"rejected: {exc}"[:2000], consumer, env)
         if self.at_least_once and env.attempt < self.settings.max_attempts:
             log.info(
                 "queue %s: handler failed on %s attempt %d: %s; retrying",

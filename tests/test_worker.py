@@ -8,6 +8,7 @@ import time
 
 import redis
 
+from consumers.handlers import Reject
 from consumers.worker import Worker
 from producer import Envelope, Producer, Settings, decode, keys, make_client
 from producer.envelope import new
@@ -66,6 +67,31 @@ def test_failing_handler_retries_then_dead_letters_once(settings: Settings, r: r
     entry = json.loads(r.lindex(keys.dead("default"), 0))
     assert "attempt 3" in entry["reason"] and "ValueError: no thanks" in entry["reason"]
     assert decode(entry["raw"]).id == sent.id
+    assert r.llen(keys.pending("default")) == 0
+
+
+def test_a_rejected_message_is_dead_lettered_at_once(settings: Settings, r: redis.Redis) -> None:
+    """Reject: no retry; dead at attempt 1 with its reason (a tracked one's record says dead);
+    the messages around it are handled."""
+    settings = settings.replace(max_attempts=5)
+    attempts: list[tuple[object, int]] = []
+
+    def picky(env: Envelope) -> None:
+        attempts.append((env.payload, env.attempt))
+        if env.payload == "bad":
+            raise Reject("payload 'bad' can never be rendered")
+
+    producer = Producer(make_client(settings, "producer"))
+    sent = [producer.push(p, track=True).envelope for p in ("ok-1", "bad", "ok-2")]
+    with running(make_worker(settings, picky)):
+        wait_for(lambda: len(attempts) >= 3 and r.llen(keys.dead("default")) == 1, 10, "done")
+        time.sleep(0.3)
+    assert attempts == [("ok-1", 1), ("bad", 1), ("ok-2", 1)]
+    entry = json.loads(r.lindex(keys.dead("default"), 0))
+    assert entry["reason"] == "rejected: payload 'bad' can never be rendered"
+    assert decode(entry["raw"]).id == sent[1].id and decode(entry["raw"]).attempt == 1
+    record = Producer(make_client(settings, "producer")).record(sent[1].id)
+    assert record is not None and record["state"] == "dead"
     assert r.llen(keys.pending("default")) == 0
 
 
