@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from consumers.handlers import Reject
 from consumers.tracking import Context
 from producer import Envelope
 
@@ -33,9 +34,9 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # a file name: no "/", no "..", 
 DEFAULT_OUT = os.path.join("examples", "out")
 
 
-class BadJob(ValueError):
-    """A payload that is not a render job. Raising it fails the message: the worker retries it
-    (``BUS_MAX_ATTEMPTS`` deliveries in all) and then dead-letters it with this message."""
+class BadJob(Reject):
+    """A payload that is not a render job: it can never succeed, so the worker dead-letters it
+    at once with this message (a :class:`consumers.handlers.Reject`), without retrying it."""
 
 
 @dataclass(frozen=True)

@@ -136,12 +136,12 @@ def test_a_bad_payload_from_another_producer_ends_dead(
     app: Flask, worker: Path, settings: Settings
 ) -> None:
     """The app refuses a bad job with a 400, but any producer may push to the queue: the
-    handler refuses it too, and after BUS_MAX_ATTEMPTS (2 here) it is dead, reason given."""
+    handler rejects it too: dead at once (attempt 1), reason given."""
     sent = Producer.from_settings(settings).push({"name": "cat", "size": 4}, QUEUE, track=True)
     with app.test_client() as c:
         rec = poll(c, sent.envelope.id, [])
-    assert rec["state"] == "dead" and rec["attempt"] == 2
-    assert "BadJob: 'size' must be an integer from 8 to 512, got 4" in rec["reason"]
+    assert rec["state"] == "dead" and rec["attempt"] == 1
+    assert rec["reason"] == "rejected: 'size' must be an integer from 8 to 512, got 4"
     assert not worker.exists() or not any(worker.iterdir())
 
 
