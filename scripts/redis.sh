@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The stack's redis-server for `make run` (AOF on, data in $RUN_DIR, default .run/). On SIGTERM
-# it waits (up to 4 s, inside honcho's 5 s) for the workers and subscribers to leave, so they
+# it waits (up to 3.5 s, inside honcho's 5 s) for the workers and subscribers to leave, so they
 # can put back anything unacknowledged and write their last stats before Redis goes away.
 # Extra arguments go to redis-server (make run-sentinel's replica: --replicaof 127.0.0.1 PORT).
 # With --aclfile DIR/users.acl (scripts/acl.sh), the wait logs in as bus-admin.
@@ -22,9 +22,14 @@ done
 setsid redis-server --port "$port" --bind 127.0.0.1 --dir "$dir" \
     --appendonly yes --appendfsync everysec --save "" "$@" &
 pid=$!
+now_ms() { echo $(( $(date +%s%N) / 1000000 )); }
 stop() {
-    for _ in $(seq 40); do
-        "${cli[@]}" client list 2>/dev/null | grep -qE 'name=bus:(worker|subscriber)' || break
+    # Bounded by the clock, not a count: on a loaded machine a slow redis-cli must not push the
+    # SIGTERM past honcho's SIGKILL (which would leave this redis-server running, unsignalled).
+    local until=$(( $(now_ms) + 3500 ))
+    while [ "$(now_ms)" -lt "$until" ]; do
+        timeout 0.5 "${cli[@]}" client list 2>/dev/null |
+            grep -qE 'name=bus:(worker|subscriber)' || break
         sleep 0.1
     done
     kill -TERM "$pid" 2>/dev/null
