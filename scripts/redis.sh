@@ -32,7 +32,15 @@ stop() {
             grep -qE 'name=bus:(worker|subscriber)' || break
         sleep 0.1
     done
-    kill -TERM "$pid" 2>/dev/null
+    # Redis 7.0 refuses a SIGTERM that lands while it writes its initial AOF (a replica just
+    # after its full sync: "Writing initial AOF, can't exit") and does not try again: repeat
+    # it while the rewrite ends, then ask for a shutdown that ignores such errors.
+    for _ in 1 2 3 4 5; do
+        kill -TERM "$pid" 2>/dev/null || return
+        sleep 0.2
+        kill -0 "$pid" 2>/dev/null || return
+    done
+    timeout 0.5 "${cli[@]}" shutdown force >/dev/null 2>&1
 }
 trap stop TERM INT
 wait "$pid"; wait "$pid"
