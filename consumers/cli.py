@@ -73,8 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     daemon.add_argument(
         "--handler",
         default=DEFAULT,
-        help="callable 'pkg.module:function' "
-        f"receiving each Envelope; raising means failure (default: {DEFAULT})",
+        help="callable 'pkg.module:function' receiving each Envelope (a queue handler may take "
+        "a second parameter, a consumers.tracking.Context); raising means failure (retried, "
+        "then dead-lettered), raising consumers.handlers.Reject dead-letters at once "
+        f"(default: {DEFAULT})",
     )
     queues = argparse.ArgumentParser(add_help=False)
     queues.add_argument(
