@@ -4,20 +4,25 @@ outcome of each push (for the exact accounting of a failover)."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
-from producer import NotReplicated, Producer, Settings, Unconfirmed, keys
+from producer import NotReplicated, Producer, Settings, Unconfirmed, keys, make_client
+from producer.cluster import ClusterClient
 from tests.conftest import quick_settings
-from tests.topology import RedisCluster, redis_cli_binary
+from tests.topology import ClusterServer, RedisCluster, redis_cli_binary
 
 URL = "redis://127.0.0.1:1/0"  # on a cluster only the credentials of the URL are used
+# A script: appends ARGV[1] to the list KEYS[1] and returns its length.
+PUSH_LEN = "redis.call('RPUSH', KEYS[1], ARGV[1]); return redis.call('LLEN', KEYS[1])"
 
 
 def start_cluster(workdir: Path) -> Iterator[RedisCluster]:
@@ -68,6 +73,74 @@ def shard_subscribers(topo: RedisCluster, channel: str) -> int:
     with topo.primary_for_key(keys.channel(channel)).admin() as c:
         ((_, count),) = c.pubsub_shardnumsub(keys.channel(channel))
         return int(count)
+
+
+def cluster_clients(name: str) -> Iterator[Callable[..., ClusterClient]]:
+    """The body of a ``connect`` fixture: ``connect(topo)`` is an admin-role client named
+    ``name`` as ``make_client`` builds it from the bus's settings for ``topo``;
+    ``connect(seeds=(...))`` the same with BUS_CLUSTER_NODES ``seeds``. Every one is closed at
+    teardown."""
+    made: list[ClusterClient] = []
+
+    def make(topo: RedisCluster | None = None, seeds: tuple[str, ...] = ()) -> ClusterClient:
+        if topo is not None:
+            settings = bus_settings(topo)
+        else:
+            settings = quick_settings(URL, cluster_nodes=seeds)
+        client = make_client(settings, "admin", name)
+        assert isinstance(client, ClusterClient)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        client.close()
+
+
+def stored(node: ClusterServer, queue: str) -> list[str]:
+    """``queue``'s pending list as ``node`` itself holds it (read there, not through a client
+    under test)."""
+    with node.admin() as c:
+        return list(c.lrange(keys.pending(queue), 0, -1))
+
+
+def keys_in_slot(node: ClusterServer, slot: int) -> int:
+    with node.admin() as c:
+        return int(c.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot))
+
+
+def port_of(client: redis.Redis) -> int:
+    """The port of a plain client (a node's, from ``node_client``)."""
+    return int(client.connection_pool.connection_kwargs["port"])
+
+
+@contextlib.contextmanager
+def slot_migrating(
+    topo: RedisCluster, queue: str, toward: str
+) -> Iterator[tuple[redis.Redis, redis.Redis]]:
+    """``queue``'s slot MIGRATING from its primary to the primary of ``toward`` (IMPORTING
+    there): admin clients of (source, target). On the way out the target forgets ``queue``'s
+    dead list (the key these tests send there) and the slot is STABLE again on both."""
+    source = topo.primary_for_key(keys.pending(queue))
+    target = topo.primary_for_key(keys.pending(toward))
+    slot = topo.keyslot(keys.pending(queue))
+    with source.admin() as s, target.admin() as t:
+        t.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source.node_id)
+        s.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target.node_id)
+        try:
+            yield s, t
+        finally:
+            asking(t, "DEL", keys.dead(queue))
+            for node in (t, s):
+                node.execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
+
+
+def asking(node: redis.Redis, *command: Any) -> Any:
+    """``command`` on ``node`` right after ASKING (a key of a slot it is importing)."""
+    pipe = node.pipeline(transaction=False)
+    pipe.execute_command("ASKING")
+    pipe.execute_command(*command)
+    return pipe.execute()[1]
 
 
 def depth(topo: RedisCluster, queue: str) -> int:

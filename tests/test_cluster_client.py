@@ -18,13 +18,22 @@ import pytest
 import redis
 from redis.exceptions import AskError, ClusterCrossSlotError, ClusterDownError, ResponseError
 
-from producer import keys, make_client
+from producer import keys
 from producer.client import node_client
 from producer.cluster import ClusterClient
-from tests.clusterkit import URL, bus_settings, queues_on_shards, start_cluster
-from tests.conftest import quick_settings
+from tests.clusterkit import (
+    PUSH_LEN,
+    asking,
+    cluster_clients,
+    keys_in_slot,
+    port_of,
+    queues_on_shards,
+    slot_migrating,
+    start_cluster,
+    stored,
+)
 from tests.redisproc import free_port
-from tests.topology import ClusterServer, RedisCluster
+from tests.topology import RedisCluster
 
 pytestmark = pytest.mark.slow
 
@@ -33,8 +42,6 @@ pytestmark = pytest.mark.slow
 # primaries vote; the client reads the slot map again at most every 0.1 s (REFRESH_MIN_S).
 KILL_RECOVERY_BOUND_S = 10.0
 
-# Appends ARGV[1] to the list KEYS[1] and returns its length.
-PUSH_LEN = "redis.call('RPUSH', KEYS[1], ARGV[1]); return redis.call('LLEN', KEYS[1])"
 CLIENT_NAME = "cluster-client-test"
 
 
@@ -52,34 +59,7 @@ def own_cluster(tmp_path: Path) -> Iterator[RedisCluster]:
 
 @pytest.fixture
 def connect() -> Iterator[Callable[..., ClusterClient]]:
-    """``connect(topo)``: an admin-role client as ``make_client`` builds it from the bus's
-    settings for ``topo``; ``connect(seeds=(...))``: the same with BUS_CLUSTER_NODES ``seeds``.
-    Every one is closed at teardown."""
-    made: list[ClusterClient] = []
-
-    def make(topo: RedisCluster | None = None, seeds: tuple[str, ...] = ()) -> ClusterClient:
-        if topo is not None:
-            settings = bus_settings(topo)
-        else:
-            settings = quick_settings(URL, cluster_nodes=seeds)
-        client = make_client(settings, "admin", CLIENT_NAME)
-        assert isinstance(client, ClusterClient)
-        made.append(client)
-        return client
-
-    yield make
-    for client in made:
-        client.close()
-
-
-def keys_in_slot(node: ClusterServer, slot: int) -> int:
-    with node.admin() as c:
-        return int(c.execute_command("CLUSTER", "COUNTKEYSINSLOT", slot))
-
-
-def port_of(client: redis.Redis) -> int:
-    """The port of a plain client (a node's, from ``node_client``)."""
-    return int(client.connection_pool.connection_kwargs["port"])
+    yield from cluster_clients(CLIENT_NAME)
 
 
 # -- routing ------------------------------------------------------------------------------------
@@ -120,31 +100,15 @@ def test_a_command_on_a_migrating_slot_follows_ask_to_the_importing_node(
     others: those go once to the target, after ASKING; the slot map is not read again."""
     client = connect(cluster)
     q, elsewhere = queues_on_shards(cluster, 2, prefix="ask")
-    source = cluster.primary_for_key(keys.pending(q))
-    target = cluster.primary_for_key(keys.pending(elsewhere))
-    slot = cluster.keyslot(keys.pending(q))
     assert client.rpush(keys.pending(q), "old") == 1
-    with source.admin() as s, target.admin() as t:
-        t.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source.node_id)
-        s.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target.node_id)
-        try:
-            assert client.rpush(keys.pending(q), "old2") == 2  # on the source: runs there
-            assert client.rpush(keys.dead(q), "new") == 1  # not on the source: ASK
-            assert s.lrange(keys.pending(q), 0, -1) == ["old", "old2"]
-            with pytest.raises(AskError):  # the source has no such key: it sends us on
-                s.lrange(keys.dead(q), 0, -1)
-            on_target = t.pipeline(transaction=False)
-            on_target.execute_command("ASKING")
-            on_target.lrange(keys.dead(q), 0, -1)
-            assert on_target.execute()[1] == ["new"]
-            assert client.refreshes == 1
-        finally:
-            on_target = t.pipeline(transaction=False)
-            on_target.execute_command("ASKING")
-            on_target.delete(keys.dead(q))
-            on_target.execute()
-            for node in (t, s):
-                node.execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
+    with slot_migrating(cluster, q, elsewhere) as (s, t):
+        assert client.rpush(keys.pending(q), "old2") == 2  # on the source: runs there
+        assert client.rpush(keys.dead(q), "new") == 1  # not on the source: ASK
+        assert s.lrange(keys.pending(q), 0, -1) == ["old", "old2"]
+        with pytest.raises(AskError):  # the source has no such key: it sends us on
+            s.lrange(keys.dead(q), 0, -1)
+        assert asking(t, "LRANGE", keys.dead(q), 0, -1) == ["new"]
+        assert client.refreshes == 1
 
 
 def test_scan_iter_with_a_queues_hash_tag_in_its_match_pattern_scans_that_queues_node(
@@ -269,30 +233,14 @@ def test_a_pipeline_command_on_a_migrating_slot_follows_ask_to_the_importing_nod
 ) -> None:
     client = connect(cluster)
     q, elsewhere = queues_on_shards(cluster, 2, prefix="askpipe")
-    source = cluster.primary_for_key(keys.pending(q))
-    target = cluster.primary_for_key(keys.pending(elsewhere))
-    slot = cluster.keyslot(keys.pending(q))
     assert client.rpush(keys.pending(q), "old") == 1
-    with source.admin() as s, target.admin() as t:
-        t.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source.node_id)
-        s.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target.node_id)
-        try:
-            pipe = client.pipeline(transaction=False)
-            pipe.rpush(keys.pending(q), "old2")  # on the source: runs there
-            pipe.rpush(keys.dead(q), "new")  # not on the source: ASK
-            pipe.rpush(keys.pending(elsewhere), "m")
-            assert pipe.execute() == [2, 1, 1]
-            on_target = t.pipeline(transaction=False)
-            on_target.execute_command("ASKING")
-            on_target.lrange(keys.dead(q), 0, -1)
-            assert on_target.execute()[1] == ["new"]
-        finally:
-            on_target = t.pipeline(transaction=False)
-            on_target.execute_command("ASKING")
-            on_target.delete(keys.dead(q))
-            on_target.execute()
-            for node in (t, s):
-                node.execute_command("CLUSTER", "SETSLOT", slot, "STABLE")
+    with slot_migrating(cluster, q, elsewhere) as (_, t):
+        pipe = client.pipeline(transaction=False)
+        pipe.rpush(keys.pending(q), "old2")  # on the source: runs there
+        pipe.rpush(keys.dead(q), "new")  # not on the source: ASK
+        pipe.rpush(keys.pending(elsewhere), "m")
+        assert pipe.execute() == [2, 1, 1]
+        assert asking(t, "LRANGE", keys.dead(q), 0, -1) == ["new"]
 
 
 # -- scripts ------------------------------------------------------------------------------------
@@ -451,8 +399,7 @@ def test_after_a_cluster_failover_the_same_client_follows_moved_to_the_new_prima
     assert script(keys=[keys.pending(q)], args=["scripted"]) == 4
     assert scripted.refreshes == 2
 
-    with new.admin() as c:
-        assert c.lrange(keys.pending(q), 0, -1) == ["before", "after", "piped", "scripted"]
+    assert stored(new, q) == ["before", "after", "piped", "scripted"]
     print(f"\n[cluster-client] CLUSTER FAILOVER {old.port} -> {new.port}: {timing}")
 
 
@@ -481,8 +428,7 @@ def test_a_transaction_after_a_cluster_failover_runs_on_the_new_primary(
             outcomes.append(f"{type(exc).__name__}: {exc}")
     assert outcomes[-1] == "[2, 2]", outcomes
     assert client.refreshes == 2
-    with new.admin() as c:
-        assert c.lrange(keys.pending(q), 0, -1) == ["before", "in-multi"]
+    assert stored(new, q) == ["before", "in-multi"]
 
 
 def test_after_a_kill_9_of_a_primary_its_slots_work_again_once_the_replica_takes_over(
@@ -519,8 +465,7 @@ def test_after_a_kill_9_of_a_primary_its_slots_work_again_once_the_replica_takes
     assert port_of(node_client(client, keys.pending(q))) == heir.port
     assert client.refreshes == refreshes + 1  # the map changed once: to the promoted replica
     assert client.lrange(keys.pending(q), 0, -1) == [b"before", b"after"]
-    with heir.admin() as c:
-        assert c.lrange(keys.pending(q), 0, -1) == ["before", "after"]
+    assert stored(heir, q) == ["before", "after"]
     print(f"\n[cluster-client] kill -9 of primary {victim.port}: its slots served again "
           f"through the same client {recovered_s:.2f} s after the kill (bound "
           f"{KILL_RECOVERY_BOUND_S:.0f} s); errors meanwhile {errors}")  # fmt: skip
@@ -538,8 +483,7 @@ def test_a_dead_seed_is_skipped_for_the_next_one(
     assert client.rpush(keys.pending(q), "m") == 1
     assert client.lrange(keys.pending(q), 0, -1) == [b"m"]
     assert client.refreshes == 1
-    with cluster.primary_for_key(keys.pending(q)).admin() as c:
-        assert c.lrange(keys.pending(q), 0, -1) == ["m"]
+    assert stored(cluster.primary_for_key(keys.pending(q)), q) == ["m"]
 
 
 def test_with_only_dead_seeds_the_first_command_names_the_addresses_tried(
