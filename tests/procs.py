@@ -86,10 +86,14 @@ def daemon_cmd(kind: str, *args: str, module: str = "consumers") -> list[str]:
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
-    """The JSON lines written by tests.handlers_for_tests."""
+    """The complete JSON lines written by tests.handlers_for_tests so far.
+
+    A handler may be writing while the test reads, and Linux lets a read see part of a write: a
+    last line without its newline is not written yet, so it is left for the next read."""
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    complete = path.read_text().rpartition("\n")[0]
+    return [json.loads(line) for line in complete.splitlines() if line.strip()]
 
 
 def get_json(url: str) -> Any:
