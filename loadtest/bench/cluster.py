@@ -49,7 +49,6 @@ any queue afterwards (pending, set aside, processing or dead).
 from __future__ import annotations
 
 import contextlib
-import shutil
 import subprocess
 import threading
 import time
@@ -57,8 +56,6 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import redis
 
 from loadtest.bench.common import (
     PYTHON,
@@ -72,6 +69,7 @@ from loadtest.bench.common import (
     wait_for,
 )
 from loadtest.bench.tracking import cpu_s
+from loadtest.cluster import SLOTS, create, wait_agreed
 from producer import Producer, Settings, keys, make_client
 from producer.cluster import ClusterClient, slot_of
 
@@ -79,7 +77,6 @@ SECTION = "cluster"
 QUEUES = 6  # two per shard on three shards
 PUSH_BATCH = 100
 WORKER_BATCH = 100
-SLOTS = 16384
 NODE_TIMEOUT_MS = 15_000  # long: a node slowed by the load must not be marked failing
 URL = "redis://127.0.0.1/0"  # on a cluster only the URL's credentials count (there are none)
 
@@ -111,17 +108,6 @@ def _node() -> RedisServer:
     raise AssertionError("unreachable")
 
 
-def _info(client: redis.Redis) -> dict[str, str]:
-    text = client.execute_command("CLUSTER", "INFO").decode()
-    return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
-
-
-def _slot_map(client: redis.Redis) -> list[tuple[int, int, int]]:
-    """CLUSTER SLOTS as sorted (first slot, last slot, port of the primary)."""
-    return sorted((int(e[0]), int(e[1]), int(e[2][1]))
-                  for e in client.execute_command("CLUSTER", "SLOTS"))  # fmt: skip
-
-
 class Cluster:
     """A Redis Cluster of ``shards`` primaries and no replica on loopback; waits, bounded,
     until every node says ``cluster_state:ok``, knows every other and sees the same slot map."""
@@ -129,7 +115,6 @@ class Cluster:
     def __init__(self, shards: int) -> None:
         self.shards = shards
         self.nodes: list[RedisServer] = []
-        self._maps: list[list[tuple[int, int, int]]] = []  # each node's, as last read
         self.slot_map: list[tuple[int, int, int]] = []
         try:
             for _ in range(shards):
@@ -141,17 +126,8 @@ class Cluster:
                 finally:
                     client.close()
             else:
-                cli = shutil.which("redis-cli")
-                if not cli:
-                    raise RuntimeError("redis-cli is not installed (it comes with redis-server)")
-                done = subprocess.run([cli, "--cluster", "create", *self.addresses,
-                                       "--cluster-replicas", "0", "--cluster-yes"],
-                                      capture_output=True, text=True, timeout=60)  # fmt: skip
-                if done.returncode != 0:
-                    raise RuntimeError(f"redis-cli --cluster create failed:\n{done.stdout}"
-                                       f"{done.stderr}")  # fmt: skip
-            wait_for(self._agreed, f"the {shards}-shard cluster", timeout_s=30, every_s=0.05)
-            self.slot_map = self._maps[0]
+                create(self.addresses, replicas=0)
+            self.slot_map = wait_agreed([node.port for node in self.nodes], timeout_s=30)
         except BaseException:
             self.close()
             raise
@@ -159,21 +135,6 @@ class Cluster:
     @property
     def addresses(self) -> list[str]:
         return [f"127.0.0.1:{node.port}" for node in self.nodes]
-
-    def _agreed(self) -> bool:
-        maps = self._maps = []
-        for node in self.nodes:
-            client = node.client()
-            try:
-                info = _info(client)
-                if (info.get("cluster_state") != "ok"
-                        or int(info.get("cluster_slots_ok", 0)) != SLOTS
-                        or int(info.get("cluster_known_nodes", 0)) != self.shards):  # fmt: skip
-                    return False
-                maps.append(_slot_map(client))
-            finally:
-                client.close()
-        return all(m == maps[0] for m in maps)
 
     def owner(self, slot: int) -> int:
         """The index in :attr:`nodes` of the primary that holds ``slot`` (slots never move
