@@ -47,8 +47,11 @@ class Observed:
     faults: list[Window] = field(default_factory=list)
 
 
-def row_key(line: dict[str, Any], amo_queues: Iterable[str]) -> tuple[str, str, str]:
-    """(system, mode, dest) of a "sent" line."""
+def row_key(
+    line: dict[str, Any], amo_queues: Iterable[str], pooled: tuple[str, ...] = ()
+) -> tuple[str, str, str]:
+    """(system, mode, dest) of a "sent" line; the queues in ``pooled`` share one row, whose
+    dest names them all (comma-separated)."""
     system: str
     if line["sys"] == "baseline":  # the naive app has one list and one channel
         return "baseline", line["mode"], BASELINE_DEST[line["mode"]]
@@ -58,15 +61,20 @@ def row_key(line: dict[str, Any], amo_queues: Iterable[str]) -> tuple[str, str, 
         system = "redis-bus at-most-once"
     else:
         system = "redis-bus"
+    if line["mode"] == "prodcons" and line["dest"] in pooled:
+        return system, "prodcons", ",".join(pooled)
     return system, line["mode"], line["dest"]
 
 
-def account(obs: Observed, amo_queues: tuple[str, ...] = ()) -> tuple[list[dict[str, Any]], dict]:
-    """The rows of the summary and the per-bin series of one scenario."""
+def account(
+    obs: Observed, amo_queues: tuple[str, ...] = (), pooled: tuple[str, ...] = ()
+) -> tuple[list[dict[str, Any]], dict]:
+    """The rows of the summary and the per-bin series of one scenario (the queues in
+    ``pooled``, a scenario's several queues, are accounted as one row a system)."""
     rows_sent: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     owner: dict[str, tuple[str, str, str]] = {}
     for line in obs.sent:
-        key = row_key(line, amo_queues)
+        key = row_key(line, amo_queues, pooled)
         rows_sent[key].append(line)
         owner[line["lid"]] = key
     rows, series = [], {}
@@ -242,7 +250,8 @@ def _outcomes(sent: list[dict[str, Any]]) -> tuple[set[str], set[str], set[str]]
 def _consumers_of(consumers: list[Consumer], system: str, mode: str, dest: str) -> list[Consumer]:
     if system == "baseline":  # one list and one channel, whatever name the producer gave
         return [c for c in consumers if c.sys == "baseline" and c.mode == mode]
-    return [c for c in consumers if c.sys == "bus" and c.mode == mode and c.dest == dest]
+    dests = dest.split(",")
+    return [c for c in consumers if c.sys == "bus" and c.mode == mode and c.dest in dests]
 
 
 def _exits(obs: Observed, consumers: list[Consumer]) -> list[dict[str, Any]]:

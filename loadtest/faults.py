@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loadtest import cluster
 from loadtest.scenarios import SLOW_LIMIT, Fault
 from loadtest.stack import Consumer, Stack
+from producer import keys
 
 IDLE_TIMEOUT_S = 2
 DEFAULT_BUFFER_LIMIT = "pubsub 32mb 8mb 60"  # Redis's default
@@ -69,6 +71,10 @@ def apply(stack: Stack, fault: Fault, hold_s: float = 0.0) -> Window:
         return Window(fault.kind, f"{hold_s:g} s without a message", start, time.time())
     if fault.kind == "worker-crash":
         return _crash_workers(stack, start)
+    if fault.kind == "cluster-failover":  # the shard that holds queue ``arg``
+        detail = cluster.failover(stack.node_ports, keys.pending(fault.arg))
+        label = f"CLUSTER FAILOVER of {fault.arg}'s shard"
+        return Window(fault.kind, label, start, time.time(), detail)
     raise ValueError(f"unknown fault {fault.kind!r}")
 
 

@@ -121,6 +121,11 @@ def _fault_note(w: faults.Window) -> str:
         return "killed " + ", ".join(fates)
     if "killed" in d:
         return f"{d['killed']} connections closed"
+    if "promoted_s" in d:
+        return (
+            f"the replica on port {d['new_primary']} was promoted {d['promoted_s']:.2f} s after "
+            f"the command; every node agreed after {d['agreed_s']:.2f} s"
+        )
     return ""
 
 

@@ -63,7 +63,7 @@ def run_scenario(
     planned = scn.duration_s(quick)
     progress = Progress(scn.name, planned_s=planned)
     procs = Procs()
-    stack = Stack(procs, work, out / "logs" / scn.name, bus_env(scn))
+    stack = Stack(procs, work, out / "logs" / scn.name, bus_env(scn), shards=scn.cluster_shards)
     started = time.time()
     own_ledger = work / "records" / "runner.jsonl"
     try:
@@ -98,7 +98,9 @@ def run_scenario(
         # The consumers first, while Redis is up: workers put back what they hold and every
         # daemon writes its last counters. The webs only need to go; they shut down while the
         # next scenario starts (the traffic is over and drained).
-        procs.stop_many([p for p in procs.all if p.name not in ("redis", "web", "baseline-web")])
+        procs.stop_many(
+            [p for p in procs.all if not p.is_redis and p.name not in ("web", "baseline-web")]
+        )
         leftovers, dead, stats = gather.read_redis(stack)
         stack.stop_redis()
     finally:
@@ -121,7 +123,8 @@ def run_scenario(
         exits=exits,
         faults=[w for w in windows if w.kind not in scn.setup],
     )
-    rows, series = accounting.account(obs, (AMO_QUEUE,) if scn.at_most_once_queue else ())
+    amo = (AMO_QUEUE,) if scn.at_most_once_queue else ()
+    rows, series = accounting.account(obs, amo, scn.queues if len(scn.queues) > 1 else ())
     for w in windows:  # what became of the messages killed workers had in their hands
         if "in_hand" in w.detail:
             w.detail["in_hand_deliveries"] = {
@@ -135,6 +138,8 @@ def run_scenario(
         "description": scn.description,
         "modes": list(scn.modes),
         "shape": scn.shape,
+        "baseline": scn.baseline,
+        "cluster_shards": scn.cluster_shards,
         "traffic_s": round(traffic_end - t0, 2),
         "elapsed_s": round(time.time() - started, 2),
         "faults": fault_list,
@@ -188,7 +193,7 @@ def _traffic(
 
 def bus_env(scn: Scenario) -> dict[str, str]:
     """redis-bus's settings for ``scn``."""
-    queues = "default" + (f",{AMO_QUEUE}" if scn.at_most_once_queue else "")
+    queues = ",".join(scn.queues) + (f",{AMO_QUEUE}" if scn.at_most_once_queue else "")
     return {**SETTINGS, "BUS_QUEUES": queues, "BUS_CHANNELS": "default"}
 
 
@@ -201,7 +206,8 @@ def locust_cmd(scn: Scenario, quick: bool, stack: Stack, out: Path) -> list[str]
     run = ["--headless", "--only-summary", "-u", users, "-r", users]
     run += ["-t", f"{planned:g}s", "--stop-timeout", str(STOP_TIMEOUT_S)]
     targets = ["--host", stack.bus_url, "--baseline-host", stack.baseline_url]
-    targets += ["--redis-url", stack.redis_url, "--queue", "default", "--channel", "default"]
+    targets += ["--redis-url", stack.redis_url, "--queue", ",".join(scn.queues)]
+    targets += ["--channel", "default"]
     if scn.at_most_once_queue:
         targets += ["--queue", AMO_QUEUE]
     load = ["--rate", f"{scn.rate:g}", "--payload-bytes", str(scn.payload_bytes)]
@@ -224,24 +230,29 @@ def locust_env(stack: Stack, ledger: Path) -> dict[str, str]:
 
 def _start(stack: Stack, scn: Scenario) -> None:
     stack.start_redis()
-    stack.start_webs()
+    stack.start_webs(with_baseline=scn.baseline)
     work = Work(scn.handler_sleep_s)
     if "prodcons" in scn.modes:
-        for i in (1, 2):
-            stack.start_bus_worker(f"bus-w{i}", "default", "at-least-once", work)
-            if scn.at_most_once_queue:
-                stack.start_bus_worker(f"bus-amo-w{i}", AMO_QUEUE, "at-most-once", work)
+        if len(scn.queues) > 1:  # one worker a queue
+            for queue in scn.queues:
+                stack.start_bus_worker(f"bus-w-{queue}", queue, "at-least-once", work)
+        else:
+            for i in (1, 2):
+                stack.start_bus_worker(f"bus-w{i}", scn.queues[0], "at-least-once", work)
+                if scn.at_most_once_queue:
+                    stack.start_bus_worker(f"bus-amo-w{i}", AMO_QUEUE, "at-most-once", work)
         # As many naive workers as redis-bus has, for the same total load (the baseline has
         # one list, whatever queue the producer names).
         naive = 4 if scn.at_most_once_queue else 2
-        for i in range(1, naive + 1):
+        for i in range(1, naive + 1 if scn.baseline else 1):
             stack.start_baseline(f"baseline-w{i}", "prodcons", work)
     if "pubsub" in scn.modes:
         slow = Work(scn.slow_subscriber_sleep_s, windowed=True)
         for i in (1, 2):
             sub_work = slow if i == 2 and slow.sleep_s else work
             stack.start_bus_subscriber(f"bus-s{i}", sub_work)
-            stack.start_baseline(f"baseline-s{i}", "pubsub", sub_work)
+            if scn.baseline:
+                stack.start_baseline(f"baseline-s{i}", "pubsub", sub_work)
     stack.wait_ready()
 
 

@@ -51,6 +51,9 @@ class Scenario:
     slow_subscriber_sleep_s: float = 0.0  # > 0: the second subscriber of each system is slow
     # during the window of the "slow-subscriber" fault
     at_most_once_queue: bool = False
+    queues: tuple[str, ...] = ("default",)  # more than one: one redis-bus worker each
+    cluster_shards: int = 0  # > 0: a Redis Cluster of that many primaries, a replica each
+    baseline: bool = True  # the naive app and consumers run beside redis-bus
 
     def duration_s(self, quick: bool) -> float:
         """Traffic seconds in this suite."""
@@ -173,6 +176,25 @@ SCENARIOS: tuple[Scenario, ...] = (
         faults=(Fault("worker-crash", 0.35),),
         handler_sleep_s=0.01,
         at_most_once_queue=True,
+    ),
+    Scenario(
+        "cluster-failover",
+        "Redis Cluster: a shard fails over mid-stream",
+        "Three primaries with a replica each. List mode on three queues, one per shard "
+        "(`orders`, `default`, `billing`), and sharded pub/sub on one channel. Mid-stream "
+        "`CLUSTER FAILOVER` promotes the replica of the shard that holds `billing` and the "
+        "channel. The naive baseline does not run here: a plain redis-py client would get "
+        "`MOVED` for every key on another shard.",
+        BOTH,
+        traffic_s=30,
+        quick_traffic_s=8,
+        users=("BusProdcons", "BusPubsub", "RedisPush"),
+        users_per_class=6,
+        rate=20,
+        faults=(Fault("cluster-failover", 0.4, arg="billing"),),
+        queues=("orders", "default", "billing"),
+        cluster_shards=3,
+        baseline=False,
     ),
     Scenario(
         "slow-subscriber",

@@ -22,11 +22,14 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from loadtest import baseline, records
+from loadtest import baseline, cluster, records
 from producer import keys
+from producer.cluster import ClusterClient
 
 ROOT = Path(__file__).resolve().parent.parent
 READY_S = 15.0  # bound on every start-up wait
+CLUSTER_READY_S = 30.0  # bound on a new cluster's nodes agreeing
+NODE_TIMEOUT_MS = 15_000  # long: a node slowed by the load must not be marked failing
 
 
 class StackError(RuntimeError):
@@ -62,6 +65,7 @@ class Proc:
     stopping: bool = False  # the runner (or a fault) ended it on purpose
     stop_signal: int = signal.SIGTERM
     exited_at: float | None = None  # wall clock when first seen exited
+    is_redis: bool = False  # a redis-server: stopped after everything else
 
     def alive(self) -> bool:
         if self.popen.poll() is None:
@@ -130,8 +134,8 @@ class Procs:
     def stop_all(self, timeout_s: float = 8.0) -> None:
         """Stop everything still running: all but Redis at once, then Redis (started first)."""
         running = [p for p in self.all if p.popen.poll() is None]
-        self.stop_many([p for p in running if p.name != "redis"], timeout_s)
-        self.stop_many([p for p in running if p.name == "redis"], timeout_s)
+        self.stop_many([p for p in running if not p.is_redis], timeout_s)
+        self.stop_many([p for p in running if p.is_redis], timeout_s)
 
 
 @dataclass
@@ -167,8 +171,10 @@ class Stack:
     redis_port: int = field(default_factory=free_port)
     bus_port: int = field(default_factory=free_port)
     baseline_port: int = field(default_factory=free_port)
+    shards: int = 0  # > 0: a Redis Cluster of that many primaries, one replica each
     consumers: list[Consumer] = field(default_factory=list)
-    redis_proc: Proc | None = None
+    redis_procs: list[Proc] = field(default_factory=list)
+    node_ports: list[int] = field(default_factory=list)  # the cluster's nodes
     _admin: redis.Redis | None = None
 
     @property
@@ -185,15 +191,20 @@ class Stack:
 
     def admin(self) -> redis.Redis:
         """The runner's own client (faults, drain, accounting): short deadlines, no retries;
-        a connection closed by a restart is replaced when it leaves the pool."""
+        a connection closed by a restart is replaced when it leaves the pool. On a cluster it
+        sends each command to the primary of its key's slot."""
         if self._admin is None:
-            self._admin = redis.Redis(
-                port=self.redis_port,
-                socket_timeout=5,
-                socket_connect_timeout=2,
-                protocol=2,
-                retry=Retry(NoBackoff(), 0),
-            )
+            opts = {
+                "socket_timeout": 5,
+                "socket_connect_timeout": 2,
+                "protocol": 2,
+                "retry": Retry(NoBackoff(), 0),
+            }
+            if self.shards:
+                seeds = [("127.0.0.1", port) for port in self.node_ports]
+                self._admin = ClusterClient(seeds, opts)
+            else:
+                self._admin = redis.Redis(port=self.redis_port, **opts)  # type: ignore[arg-type]
         return self._admin
 
     def env(self, **extra: str) -> dict[str, str]:
@@ -204,6 +215,8 @@ class Stack:
             if not k.startswith("BUS_") and k not in (records.ENV_FILE, records.ENV_WHO)
         }
         env.update(self.bus_env, BUS_REDIS_URL=self.redis_url, PYTHONUNBUFFERED="1")
+        if self.shards:
+            env["BUS_CLUSTER_NODES"] = ",".join(f"127.0.0.1:{p}" for p in self.node_ports)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         env.update(extra)
         return env
@@ -211,13 +224,33 @@ class Stack:
     # Redis -------------------------------------------------------------------------------
 
     def start_redis(self) -> None:
-        """redis-server with AOF (everysec: a graceful stop fsyncs it), on our port and dir."""
-        data = self.work / "redis"
+        """redis-server with AOF (everysec: a graceful stop fsyncs it), on our port and dir;
+        or, for a cluster, its nodes, created as a cluster and waited on until they agree."""
+        if self.shards:
+            self._start_cluster()
+            return
+        self._start_node("redis", self.redis_port)
+        wait_until(lambda: self.admin().ping(), "redis-server")
+
+    def _start_cluster(self) -> None:
+        self.node_ports = [self.redis_port] + [free_port() for _ in range(2 * self.shards - 1)]
+        for i, port in enumerate(self.node_ports):
+            cluster_opts = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+            cluster_opts += ["--cluster-port", str(free_port())]
+            cluster_opts += ["--cluster-node-timeout", str(NODE_TIMEOUT_MS)]
+            self._start_node(f"redis-{i + 1}", port, *cluster_opts)
+        for port in self.node_ports:
+            wait_until(lambda port=port: _pings(port), f"redis-server on {port}")  # type: ignore[misc]
+        cluster.create([f"127.0.0.1:{p}" for p in self.node_ports], replicas=1)
+        cluster.wait_agreed(self.node_ports, CLUSTER_READY_S)
+
+    def _start_node(self, name: str, port: int, *options: str) -> None:
+        data = self.work / name
         data.mkdir(parents=True, exist_ok=True)
         cmd = [
             "redis-server",
             "--port",
-            str(self.redis_port),
+            str(port),
             "--bind",
             "127.0.0.1",
             "--dir",
@@ -229,27 +262,33 @@ class Stack:
             "--appendfsync",
             "everysec",
             "--logfile",
-            str(self.logs / "redis.log"),
+            str(self.logs / f"{name}.log"),
+            *options,
         ]
-        self.redis_proc = self.procs.start("redis", cmd, self.env(), self.logs / "redis.out")
-        wait_until(lambda: self.admin().ping(), "redis-server")
+        proc = self.procs.start(name, cmd, self.env(), self.logs / f"{name}.out")
+        proc.is_redis = True
+        self.redis_procs.append(proc)
 
     def stop_redis(self) -> None:
-        assert self.redis_proc
-        self.procs.stop(self.redis_proc, timeout_s=10)
+        """Stop every redis-server of the stack (and forget them: a restart starts new ones)."""
+        self.procs.stop_many(self.redis_procs, timeout_s=10)
+        self.redis_procs = []
 
     def signal_redis(self, sig: int) -> None:
-        assert self.redis_proc
-        os.kill(self.redis_proc.popen.pid, sig)
+        for proc in self.redis_procs:
+            os.kill(proc.popen.pid, sig)
 
     # The rest ----------------------------------------------------------------------------
 
-    def start_webs(self) -> None:
+    def start_webs(self, with_baseline: bool = True) -> None:
         """redis-bus's web and the baseline app, both under gunicorn with the production config.
         They are stopped with SIGQUIT (no graceful second): by then the traffic is drained."""
         gunicorn = [sys.executable, "-m", "gunicorn", "-c", "web/gunicorn.conf.py"]
         bus_env = self.env(BUS_WEB_BIND=f"127.0.0.1:{self.bus_port}")
         web = self.procs.start("web", [*gunicorn, "web.wsgi:app"], bus_env, self.logs / "web.log")
+        web.stop_signal = signal.SIGQUIT
+        if not with_baseline:
+            return
         naive_env = self.env(
             BUS_WEB_BIND=f"127.0.0.1:{self.baseline_port}", **{baseline.ENV_URL: self.redis_url}
         )
@@ -257,7 +296,7 @@ class Stack:
         naive = self.procs.start(
             "baseline-web", [*gunicorn, *naive_app], naive_env, self.logs / "baseline-web.log"
         )
-        web.stop_signal = naive.stop_signal = signal.SIGQUIT
+        naive.stop_signal = signal.SIGQUIT
 
     def start_bus_worker(self, who: str, queue: str, delivery: str, work: Work) -> None:
         """``python -m consumers worker`` with the load-test handler."""
@@ -296,7 +335,8 @@ class Stack:
         """Both webs answer, every worker is registered or blocked, every subscriber counted."""
         r = self.admin()
         wait_until(lambda: _http_status(f"{self.bus_url}/healthz") == 200, "redis-bus's web")
-        wait_until(lambda: _http_status(f"{self.baseline_url}/nope") == 404, "the baseline web")
+        if any(p.name == "baseline-web" for p in self.procs.all):
+            wait_until(lambda: _http_status(f"{self.baseline_url}/nope") == 404, "the baseline web")
         for c in self.consumers:
             if not c.proc.alive():
                 raise StackError(f"{c.who} exited at start: {c.proc.last_error()}")
@@ -304,10 +344,14 @@ class Stack:
         for c in bus_workers:
             wait_until(lambda c=c: r.zscore(keys.consumers(c.dest), c.who) is not None, c.who)  # type: ignore[misc]
         naive = sum(1 for c in self.consumers if c.sys == "baseline" and c.mode == "prodcons")
-        wait_until(lambda: _blocked(r, "blpop") >= naive, "the baseline workers")
+        if naive:
+            wait_until(lambda: _blocked(r, "blpop") >= naive, "the baseline workers")
         for channel, sys_ in ((keys.channel("default"), "bus"), (baseline.CHANNEL, "baseline")):
             n = sum(1 for c in self.consumers if c.sys == sys_ and c.mode == "pubsub")
-            wait_until(lambda ch=channel, n=n: _numsub(r, ch) >= n, f"{sys_} subscribers")  # type: ignore[misc]
+            if n:
+                sharded = bool(self.shards) and sys_ == "bus"
+                wait_until(lambda ch=channel, n=n, sh=sharded: _numsub(r, ch, sh) >= n,  # type: ignore[misc]
+                           f"{sys_} subscribers")  # fmt: skip
 
 
 def _bus(who: str, args: list[str]) -> list[str]:
@@ -321,6 +365,11 @@ def _bus(who: str, args: list[str]) -> list[str]:
         "--handler",
         "loadtest.handlers:record",
     ]
+
+
+def _pings(port: int) -> bool:
+    with cluster.node(port) as client:
+        return bool(client.ping())
 
 
 def _http_status(url: str) -> int:
@@ -337,5 +386,9 @@ def _blocked(r: redis.Redis, command: str) -> int:
     return sum(1 for c in r.client_list() if c.get("cmd") == command)
 
 
-def _numsub(r: redis.Redis, channel: str) -> int:
+def _numsub(r: redis.Redis, channel: str, sharded: bool = False) -> int:
+    """Subscribers of ``channel`` (of the sharded channel, with ``sharded``)."""
+    if sharded:
+        reply = r.execute_command("PUBSUB", "SHARDNUMSUB", channel)
+        return int(dict(zip(reply[::2], reply[1::2], strict=True)).get(channel.encode(), 0))
     return int(dict(r.pubsub_numsub(channel)).get(channel.encode(), 0))

@@ -1,5 +1,6 @@
 """The load-test runner, end to end: the quick suite keeps redis-bus's word under every fault,
-the faults really bite, the baseline is accounted for, and Ctrl-C leaves nothing running.
+the faults really bite (a cluster shard's failover included), the baseline is accounted for,
+and Ctrl-C leaves nothing running.
 
 These run ``python -m loadtest`` exactly as a user would (real redis-server, gunicorn, daemons
 and locust, all started by the runner) and read the ``summary.json`` it writes.
@@ -30,6 +31,7 @@ QUICK = [
     "restart",
     "blackhole",
     "worker-crash",
+    "cluster-failover",
     "slow-subscriber",
 ]
 
@@ -137,6 +139,31 @@ def test_the_faults_bite(quick_run: tuple[dict[str, Any], Path, str]) -> None:
     assert slow["missed"] > 0 and slow["counted_lost"] == slow["missed"], slow
 
 
+def test_a_cluster_shard_fails_over_under_load(
+    quick_run: tuple[dict[str, Any], Path, str],
+) -> None:
+    """On a 3-shard cluster the replica of billing's shard took over mid-stream; the worker of
+    that queue and both subscribers (the channel lives on that shard) followed it, and the
+    list mode, through the web and straight from the Producer, lost nothing."""
+    scn = scenario(quick_run[0], "cluster-failover")
+    assert scn["cluster_shards"] == 3 and not scn["baseline"]
+    (fault,) = scn["faults"]
+    detail = fault["detail"]
+    assert detail["new_primary"] != detail["old_primary"], detail
+    assert 0 < detail["promoted_s"] <= detail["agreed_s"], detail
+    assert 0 < fault["start_s"] < scn["traffic_s"], fault
+    for system in ("redis-bus", "redis-bus direct"):
+        (row,) = rows(quick_run[0], "cluster-failover", system, "prodcons")
+        assert row["dest"] == "orders,default,billing" and row["consumers"] == 3, row
+        assert row["accepted"] > 0 and row["delivered"] == row["accepted"], row
+        assert row["lost"] == row["stranded"] == row["duplicated"] == 0, row
+    (prodcons,) = rows(quick_run[0], "cluster-failover", "redis-bus", "prodcons")
+    assert prodcons["reconnects"] >= 1, prodcons  # billing's worker, its pop UNBLOCKED
+    (pubsub,) = rows(quick_run[0], "cluster-failover", "redis-bus", "pubsub")
+    assert pubsub["reconnects"] >= 2, pubsub  # each subscriber followed the channel
+    assert all(p["counted_lost"] == p["missed"] for p in pubsub["per_consumer"]), pubsub
+
+
 def test_the_baseline_ran_and_is_accounted_for(
     quick_run: tuple[dict[str, Any], Path, str],
 ) -> None:
@@ -145,6 +172,9 @@ def test_the_baseline_ran_and_is_accounted_for(
     summary = quick_run[0]
     for name in QUICK:
         base = [r for r in scenario(summary, name)["rows"] if r["system"] == "baseline"]
+        if not scenario(summary, name)["baseline"]:  # the cluster: the naive app cannot run
+            assert base == [], name
+            continue
         assert {r["mode"] for r in base} == set(scenario(summary, name)["modes"]), name
         for row in base:
             assert row["sent"] > 0 and row["complete"], (name, row)
