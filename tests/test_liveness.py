@@ -138,6 +138,22 @@ def test_a_second_worker_with_the_same_name_is_refused(
     assert [x["pid"] for x in read_records(tmp_path / "records.jsonl")] == [first.pid]
 
 
+def test_a_name_held_by_another_is_never_reported_free(r: redis.Redis) -> None:
+    """While another process holds a name's lease, taking it reports time left, even in the
+    lease's last millisecond (PTTL 0) or for a lease without a TTL (PTTL -1): a 0 would read as
+    taken, and the worker would then find the name not its own."""
+    ops = QueueOps(r, "default")
+    assert ops.take_name("w", "theirs", 3.0) == 0.0
+    assert 0 < ops.take_name("w", "mine", 3.0) <= 3.0
+    r.persist(keys.owner("default", "w"))  # no TTL: PTTL -1
+    assert ops.take_name("w", "mine", 3.0) > 0
+    r.pexpire(keys.owner("default", "w"), 30)  # then ask in a loop through its last ms
+    deadline = time.monotonic() + 5
+    while (left := ops.take_name("w", "mine", 3.0)) > 0 and time.monotonic() < deadline:
+        pass
+    assert left == 0 and r.get(keys.owner("default", "w")) == b"mine"  # taken once free
+
+
 @pytest.mark.slow
 def test_a_worker_restarted_under_its_name_takes_its_messages_back(
     settings: Settings, spawn: Callable[..., Proc], tmp_path: Path
