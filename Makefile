@@ -35,7 +35,7 @@ test-fast: bootstrap ## run the tests not marked slow
 loadtest: bootstrap ## every load-test scenario, redis-bus beside the naive baseline (~6 min)
 	$(PY) -m loadtest run all $(ARGS)
 
-loadtest-quick: bootstrap ## the quick load-test suite: every fault, a few seconds each (~75 s)
+loadtest-quick: bootstrap ## the quick load-test suite: every fault, a few seconds each (~90 s)
 	$(PY) -m loadtest run all --quick $(ARGS)
 
 bench: bootstrap ## redis-bus beside raw Redis, the naive loops and RQ/Dramatiq/Celery (~10 min; ARGS="--smoke" or "--only drain,latency")

@@ -37,7 +37,7 @@ EPILOG = """\
 scenarios (`python -m loadtest list` describes them):
   {names}
 examples:
-  python -m loadtest run all --quick      # every fault, a few seconds each (~75 s)
+  python -m loadtest run all --quick      # every fault, a few seconds each (~90 s)
   python -m loadtest run all              # the full suite (~6 minutes)
   python -m loadtest run blackhole
   python -m loadtest report loadtest/reports/<timestamp>
