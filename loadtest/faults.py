@@ -14,7 +14,7 @@ from typing import Any
 
 from loadtest import cluster
 from loadtest.scenarios import SLOW_LIMIT, Fault
-from loadtest.stack import Consumer, Stack
+from loadtest.stack import Consumer, Stack, StackError
 from producer import keys
 
 IDLE_TIMEOUT_S = 2
@@ -72,7 +72,10 @@ def apply(stack: Stack, fault: Fault, hold_s: float = 0.0) -> Window:
     if fault.kind == "worker-crash":
         return _crash_workers(stack, start)
     if fault.kind == "cluster-failover":  # the shard that holds queue ``arg``
-        detail = cluster.failover(stack.node_ports, keys.pending(fault.arg))
+        try:
+            detail = cluster.failover(stack.node_ports, keys.pending(fault.arg))
+        except cluster.ClusterError as exc:
+            raise StackError(str(exc)) from exc
         label = f"CLUSTER FAILOVER of {fault.arg}'s shard"
         return Window(fault.kind, label, start, time.time(), detail)
     raise ValueError(f"unknown fault {fault.kind!r}")

@@ -241,8 +241,11 @@ class Stack:
             self._start_node(f"redis-{i + 1}", port, *cluster_opts)
         for port in self.node_ports:
             wait_until(lambda port=port: _pings(port), f"redis-server on {port}")  # type: ignore[misc]
-        cluster.create([f"127.0.0.1:{p}" for p in self.node_ports], replicas=1)
-        cluster.wait_agreed(self.node_ports, CLUSTER_READY_S)
+        try:
+            cluster.create([f"127.0.0.1:{p}" for p in self.node_ports], replicas=1)
+            cluster.wait_agreed(self.node_ports, CLUSTER_READY_S)
+        except cluster.ClusterError as exc:
+            raise StackError(str(exc)) from exc
 
     def _start_node(self, name: str, port: int, *options: str) -> None:
         data = self.work / name
