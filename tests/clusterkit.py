@@ -17,8 +17,9 @@ import redis
 
 from producer import NotReplicated, Producer, Settings, Unconfirmed, keys, make_client
 from producer.cluster import ClusterClient
+from tests.cluster_topology import ClusterServer, RedisCluster
 from tests.conftest import quick_settings
-from tests.topology import ClusterServer, RedisCluster, redis_cli_binary
+from tests.topology import redis_cli_binary
 
 URL = "redis://127.0.0.1:1/0"  # on a cluster only the credentials of the URL are used
 # A script: appends ARGV[1] to the list KEYS[1] and returns its length.

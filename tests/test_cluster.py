@@ -1,7 +1,7 @@
 """On a Redis Cluster: every role, queues on three shards, and failovers counted exactly.
 
-Three primaries and three replicas (:mod:`tests.topology`); the daemons and gunicorn run as
-processes with ``BUS_CLUSTER_NODES`` naming two of the nodes (the others are found from them).
+Three primaries and three replicas (:mod:`tests.cluster_topology`); the daemons and gunicorn run
+as processes with ``BUS_CLUSTER_NODES`` naming two of the nodes (the others are found from them).
 Each queue's keys share the hash tag ``{q}``, so each queue lives on one shard; the queues of
 these tests are picked to live on three different shards.
 """
@@ -17,6 +17,7 @@ import pytest
 import requests
 
 from producer import Producer, keys, make_client
+from tests.cluster_topology import RedisCluster
 from tests.clusterkit import (
     URL,
     Stream,
@@ -29,7 +30,6 @@ from tests.clusterkit import (
     start_cluster,
 )
 from tests.procs import Proc, get_json, read_records, wait_for
-from tests.topology import RedisCluster
 from tests.webapp import start_gunicorn
 
 pytestmark = pytest.mark.slow

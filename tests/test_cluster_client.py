@@ -1,7 +1,7 @@
 """The cluster client (producer/cluster.py) against a real Redis Cluster.
 
-Three primaries and three replicas (:mod:`tests.topology`, node timeout 1 s). The tests that
-leave the topology as they found it share one cluster per module; those that fail over or
+Three primaries and three replicas (:mod:`tests.cluster_topology`, node timeout 1 s). The tests
+that leave the topology as they found it share one cluster per module; those that fail over or
 kill a primary start their own. Each test names its queues with its own prefix, so the keys
 of one test never meet those of another on the shared cluster. What the client wrote is read
 back on the node itself (``node.admin()``), not through the client under test.
@@ -21,6 +21,7 @@ from redis.exceptions import AskError, ClusterCrossSlotError, ClusterDownError, 
 from producer import keys
 from producer.client import node_client
 from producer.cluster import ClusterClient
+from tests.cluster_topology import RedisCluster
 from tests.clusterkit import (
     PUSH_LEN,
     asking,
@@ -33,7 +34,6 @@ from tests.clusterkit import (
     stored,
 )
 from tests.redisproc import free_port
-from tests.topology import RedisCluster
 
 pytestmark = pytest.mark.slow
 

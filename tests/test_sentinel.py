@@ -1,8 +1,8 @@
 """Behind Sentinel: every role finds the primary through the sentinels and follows a failover.
 
-One primary, one replica, three sentinels (:mod:`tests.topology`). A worker and a subscriber
-run as processes with ``BUS_SENTINELS``; a producer thread pushes (and publishes) through the
-sentinels while ``SENTINEL FAILOVER`` moves the primary. Accounting is exact: with
+One primary, one replica, three sentinels (:mod:`tests.sentinel_topology`). A worker and a
+subscriber run as processes with ``BUS_SENTINELS``; a producer thread pushes (and publishes)
+through the sentinels while ``SENTINEL FAILOVER`` moves the primary. Accounting is exact: with
 ``BUS_WAIT_REPLICAS=1`` every push the producer saw confirmed is handled (0 lost), every push
 it saw fail is counted by kind, and duplicates (acks the old primary took with it) are counted.
 """
@@ -21,7 +21,7 @@ import redis
 from producer import NotReplicated, Producer, Settings, Unconfirmed, keys, make_client
 from tests.conftest import quick_settings
 from tests.procs import Proc, read_records, wait_for
-from tests.topology import RedisSentinel
+from tests.sentinel_topology import RedisSentinel
 
 Q = "default"
 # Promotion -> every role on the new primary. Redis 7.0's sentinels reconfigure the old primary

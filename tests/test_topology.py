@@ -1,7 +1,8 @@
-"""The Redis Cluster and Sentinel set-ups of :mod:`tests.topology`: each starts whole, redis-py's
-cluster and sentinel clients write and read through it, a failover (coordinated, and after a
-kill -9) leaves the client working after a bounded retry, and a killed, paused or restarted node
-rejoins. Each ``[topology]`` line prints what a step took."""
+"""The Redis Cluster and Sentinel set-ups of :mod:`tests.cluster_topology` and
+:mod:`tests.sentinel_topology`: each starts whole, redis-py's cluster and sentinel clients write
+and read through it, a failover (coordinated, and after a kill -9) leaves the client working
+after a bounded retry, and a killed, paused or restarted node rejoins. Each ``[topology]`` line
+prints what a step took."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from redis.cluster import ClusterNode
 from redis.cluster import RedisCluster as ClusterClient
 from redis.sentinel import Sentinel
 
-from tests.topology import HOST, ClusterServer, RedisCluster, RedisSentinel, Timer, wait_until
+from tests.cluster_topology import ClusterServer, RedisCluster
+from tests.sentinel_topology import RedisSentinel
+from tests.topology import HOST, Timer, wait_until
 
 pytestmark = pytest.mark.slow
 
