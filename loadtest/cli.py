@@ -24,8 +24,8 @@ from types import FrameType
 from typing import Any
 
 from loadtest import checks, scenarios
+from loadtest.procs import ROOT, StackError
 from loadtest.runner import SETTINGS, Progress, run_scenario, wait_stopped
-from loadtest.stack import ROOT, StackError
 
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1  # a guarantee of redis-bus did not hold: see the report's checks

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from loadtest import cluster
+from loadtest.procs import StackError
 from loadtest.scenarios import SLOW_LIMIT, Fault
-from loadtest.stack import Consumer, Stack, StackError
+from loadtest.stack import Consumer, Stack
 from producer import keys
 
 IDLE_TIMEOUT_S = 2

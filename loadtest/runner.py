@@ -18,8 +18,9 @@ from typing import Any
 import redis
 
 from loadtest import accounting, faults, gather, records, streams
+from loadtest.procs import Proc, Procs, StackError
 from loadtest.scenarios import AMO_QUEUE, Fault, Scenario
-from loadtest.stack import Proc, Procs, Stack, StackError, Work
+from loadtest.stack import Stack, Work
 
 SETTINGS = {  # redis-bus's deadlines in the load test: short, so faults resolve in seconds
     "BUS_BLOCK_TIMEOUT_S": "1",

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from loadtest import records
+from loadtest.procs import wait_until
 from loadtest.scenarios import Scenario
-from loadtest.stack import Stack, wait_until
+from loadtest.stack import Stack
 
 MAX_REQUESTS = 400  # requests at most to reach every web process
 
