@@ -48,37 +48,32 @@ any queue afterwards (pending, set aside, processing or dead).
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from loadtest.bench.common import (
     PYTHON,
-    RedisServer,
     Result,
     Scale,
     clean_env,
-    free_port,
     spawn,
     stop,
     wait_for,
 )
+from loadtest.bench.shards import URL, Cluster, cluster, spread
 from loadtest.bench.tracking import cpu_s
-from loadtest.cluster import SLOTS, create, wait_agreed
-from producer import Producer, Settings, keys, make_client
+from producer import Producer, keys, make_client
 from producer.cluster import ClusterClient, slot_of
 
 SECTION = "cluster"
 QUEUES = 6  # two per shard on three shards
 PUSH_BATCH = 100
 WORKER_BATCH = 100
-NODE_TIMEOUT_MS = 15_000  # long: a node slowed by the load must not be marked failing
-URL = "redis://127.0.0.1/0"  # on a cluster only the URL's credentials count (there are none)
 
 PUSH_1, PUSH_3 = (f"push_many, {s}, batches of {PUSH_BATCH}" for s in ("1 shard", "3 shards"))
 DRAIN_1, DRAIN_3 = (f"drain, {s}" for s in ("1 shard", "3 shards"))
@@ -88,100 +83,6 @@ REDIS_3_BUSIEST = "Redis CPU per 1000 msg of its queues, 3 shards, busiest shard
 WORKER_1, WORKER_3 = (f"worker CPU per message, {s}" for s in ("1 shard", "3 shards"))
 PRODUCER_1, PRODUCER_3 = (f"producer CPU per message, {s}" for s in ("1 shard", "3 shards"))
 PER_1000 = "ms/1000 msg"
-
-
-# -- the clusters --------------------------------------------------------------------------------
-
-
-def _node() -> RedisServer:
-    """A cluster-enabled redis-server on free loopback ports (its own and its cluster bus's),
-    nodes.conf in its own directory."""
-    for attempt in range(3):
-        bus_port = free_port()
-        try:
-            return RedisServer("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                               "--cluster-port", str(bus_port),
-                               "--cluster-node-timeout", str(NODE_TIMEOUT_MS))  # fmt: skip
-        except RuntimeError:  # exited at once: its two free ports were the same one
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
-
-
-class Cluster:
-    """A Redis Cluster of ``shards`` primaries and no replica on loopback; waits, bounded,
-    until every node says ``cluster_state:ok``, knows every other and sees the same slot map."""
-
-    def __init__(self, shards: int) -> None:
-        self.shards = shards
-        self.nodes: list[RedisServer] = []
-        self.slot_map: list[tuple[int, int, int]] = []
-        try:
-            for _ in range(shards):
-                self.nodes.append(_node())
-            if shards == 1:
-                client = self.nodes[0].client()
-                try:
-                    client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, SLOTS - 1)
-                finally:
-                    client.close()
-            else:
-                create(self.addresses, replicas=0)
-            self.slot_map = wait_agreed([node.port for node in self.nodes], timeout_s=30)
-        except BaseException:
-            self.close()
-            raise
-
-    @property
-    def addresses(self) -> list[str]:
-        return [f"127.0.0.1:{node.port}" for node in self.nodes]
-
-    def owner(self, slot: int) -> int:
-        """The index in :attr:`nodes` of the primary that holds ``slot`` (slots never move
-        here: the map read once the cluster was ok)."""
-        ports = [node.port for node in self.nodes]
-        for first, last, port in self.slot_map:
-            if first <= slot <= last:
-                return ports.index(port)
-        raise LookupError(f"slot {slot} is not served")
-
-    def settings(self, queues: Sequence[str]) -> Settings:
-        return Settings(redis_url=URL, cluster_nodes=tuple(self.addresses), queues=tuple(queues))
-
-    def flushall(self) -> None:
-        for node in self.nodes:
-            client = node.client()
-            try:
-                client.flushall()
-            finally:
-                client.close()
-
-    def close(self) -> None:
-        for node in self.nodes:
-            node.close()
-
-
-@contextlib.contextmanager
-def cluster(shards: int) -> Iterator[Cluster]:
-    made = Cluster(shards)
-    try:
-        yield made
-    finally:
-        made.close()
-
-
-def spread(three: Cluster, count: int = QUEUES) -> list[str]:
-    """``count`` queue names whose keys lie evenly on ``three``'s shards, shard by shard."""
-    per_shard = count // three.shards
-    found: list[list[str]] = [[] for _ in three.nodes]
-    for i in range(10_000):
-        name = f"c{i}"
-        mine = found[three.owner(slot_of(keys.pending(name)))]
-        if len(mine) < per_shard:
-            mine.append(name)
-        if all(len(names) == per_shard for names in found):
-            return [name for names in found for name in names]
-    raise RuntimeError(f"no {per_shard} queue names found on each shard")
 
 
 # -- one round -----------------------------------------------------------------------------------
@@ -400,7 +301,7 @@ def run(scale: Scale) -> list[Result]:
     n = scale.n(40_000, 500)
     rounds: dict[int, list[Round]] = {1: [], 3: []}
     with cluster(1) as one, cluster(3) as three:
-        queues = spread(three)
+        queues = spread(three, QUEUES)
         for c in (one, three):  # untimed: scripts loaded, servers warm
             drain(c, queues, 100, f"warmup-{c.shards}")
         for turn in range(scale.n(3, 1)):
