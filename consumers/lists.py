@@ -13,7 +13,7 @@ from typing import Any
 
 import redis
 
-from consumers import lua
+from consumers import lua, lua_names
 from producer import keys
 from producer.deadletters import dead_entry
 from producer.envelope import Envelope, EnvelopeError, decode
@@ -49,10 +49,10 @@ class QueueOps:
         self._move = client.register_script(lua.MOVE)
         self._settle_claim = client.register_script(lua.SETTLE_CLAIM)
         self._reap = client.register_script(lua.REAP)
-        self._heartbeat = client.register_script(lua.HEARTBEAT)
-        self._stale = client.register_script(lua.STALE)
-        self._take_name = client.register_script(lua.TAKE_NAME)
-        self._release_name = client.register_script(lua.RELEASE_NAME)
+        self._heartbeat = client.register_script(lua_names.HEARTBEAT)
+        self._stale = client.register_script(lua_names.STALE)
+        self._take_name = client.register_script(lua_names.TAKE_NAME)
+        self._release_name = client.register_script(lua_names.RELEASE_NAME)
         self._move_due = client.register_script(lua.MOVE_DUE)
         self._record = client.register_script(lua.RECORD)
         self._progress = client.register_script(lua.PROGRESS)

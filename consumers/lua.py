@@ -43,14 +43,14 @@ end
 
 # Liveness runs on Redis's clock, never a host's: a worker whose clock is off by a minute must
 # be neither reaped while alive nor kept while dead.
-_NOW_MS = """
+NOW_MS = """
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 """
 
-CLAIM = _NOW_MS + _TRACK + _CLAIM + "return claim(KEYS[1], KEYS[2], tonumber(ARGV[1]), KEYS[3])\n"
+CLAIM = NOW_MS + _TRACK + _CLAIM + "return claim(KEYS[1], KEYS[2], tonumber(ARGV[1]), KEYS[3])\n"
 
 # Shared body. KEYS[1] from (a processing list), [2] pending, [3] dead, [4] the dead letters'
 # drop counter; triples from ARGV[first]: raw, value to push, how:
@@ -167,7 +167,7 @@ end
 
 # KEYS as above, [5] delayed, [6] the gate; ARGV[1] dead_max, then triples.
 MOVE = (
-    _NOW_MS
+    NOW_MS
     + _TRACK
     + _MOVE_TRIPLES
     + "return move_triples(2, tonumber(ARGV[1]), KEYS[5], KEYS[6])\n"
@@ -177,7 +177,7 @@ MOVE = (
 # ARGV[1] dead_max, ARGV[2] how many to claim next, then triples. Settle a batch, then claim the
 # next one: one round trip per batch. Returns {moved, dropped, claimed oldest first...}.
 SETTLE_CLAIM = (
-    _NOW_MS
+    NOW_MS
     + _TRACK
     + _MOVE_TRIPLES
     + _CLAIM
@@ -190,51 +190,12 @@ return out
 """
 )
 
-# KEYS[1] the consumers zset, [2] the consumer's lease; ARGV[1] consumer, ARGV[2] this process's
-# token, ARGV[3] the lease's ttl (ms). While this process holds the name's lease (or nobody
-# does), renew it and stamp the heartbeat now; returns 1. Another process holds it: nothing
-# is written, returns 0.
-HEARTBEAT = (
-    _NOW_MS
-    + """
-local owner = redis.call('GET', KEYS[2])
-if owner and owner ~= ARGV[2] then return 0 end
-redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
-redis.call('ZADD', KEYS[1], now_ms(), ARGV[1])
-return 1
-"""
-)
-
-# KEYS[1] the consumer's lease; ARGV[1] this process's token, ARGV[2] the ttl (ms). Take the
-# name if nobody holds it: returns 0 (taken, or already ours); else the lease's remaining ms,
-# at least 1: PTTL says 0 in the lease's last millisecond (and -1 for a key without a TTL),
-# and 0 would read as "taken".
-TAKE_NAME = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 0 end
-if redis.call('GET', KEYS[1]) == ARGV[1] then return 0 end
-return math.max(redis.call('PTTL', KEYS[1]), 1)
-"""
-
-# KEYS[1] the consumer's lease; ARGV[1] this process's token. Let the name go (if still ours).
-RELEASE_NAME = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-# KEYS[1] the consumers zset; ARGV[1] ttl (ms). Consumers silent for at least the ttl.
-STALE = (
-    _NOW_MS
-    + """
-return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms() - tonumber(ARGV[1]))
-"""
-)
-
 # KEYS[1..4] as for MOVE (a processing list, pending, dead, the drop counter), [5] the consumers
 # zset, [6] delayed, [7] the gate; ARGV[1] consumer, ARGV[2] ttl (ms), ARGV[3] dead_max, then
 # triples. Only if the consumer is still silent for the ttl (it did not come back meanwhile):
 # move, and once its list is empty, unregister it. Returns {-1, 0} when it is alive.
 REAP = (
-    _NOW_MS
+    NOW_MS
     + _TRACK
     + _MOVE_TRIPLES
     + """
@@ -251,7 +212,7 @@ return result
 # due is popped first), in one step: two movers can never both move one message. A tracked one
 # that was scheduled is now pending (a retry stays retrying). Returns how many moved.
 MOVE_DUE = (
-    _NOW_MS
+    NOW_MS
     + _TRACK
     + """
 local now = now_ms()
@@ -278,7 +239,7 @@ return #due
 # The worker's own writes: in-flight for a message it took with a blocking pop (no script
 # claimed it), and the at-most-once outcomes (no script settles them). Returns 1 if written.
 RECORD = (
-    _NOW_MS
+    NOW_MS
     + _TRACK
     + """
 local ttl = gate_ttl(KEYS[1])
@@ -296,7 +257,7 @@ return 1
 # KEYS[1] the gate, [2] the record; ARGV[1] the worker, [2] the fraction done, [3] a short text.
 # Only while the record says the message is in this worker's hands. Returns 1 if written.
 PROGRESS = (
-    _NOW_MS
+    NOW_MS
     + _TRACK
     + """
 local ttl = gate_ttl(KEYS[1])
