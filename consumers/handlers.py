@@ -1,6 +1,7 @@
 """Message handlers: the defaults, and loading one by dotted path (``pkg.module:function``).
 
-A handler is any callable taking one :class:`producer.Envelope`; returning means success and
+A handler is any plain callable (not an ``async def``: :func:`check_handler` refuses it) taking
+one :class:`producer.Envelope`; returning means success and
 raising means failure (the worker retries, then dead-letters; the subscriber dead-letters);
 raising :class:`Reject` dead-letters the message at once. A
 queue handler that takes a second positional parameter also receives a
@@ -11,6 +12,7 @@ a tracked message's result.
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
 from collections.abc import Callable
 
@@ -68,4 +70,18 @@ def load_handler(path: str) -> Handler:
     target = getattr(module, attr, None)
     if not callable(target):
         raise HandlerError(f"{module_name!r} has no callable named {attr!r}")
+    check_handler(target, path)
     return target
+
+
+def check_handler(handler: Handler, name: str = "") -> None:
+    """Refuse a handler this worker could only call without running it: an ``async def``
+    (its call returns a coroutine that nothing here would await)."""
+    call = getattr(handler, "__call__", None)  # noqa: B004 -- an instance's async __call__
+    checks = (inspect.iscoroutinefunction, inspect.isasyncgenfunction)
+    if any(check(handler) or check(call) for check in checks):
+        raise HandlerError(
+            f"handler {name or getattr(handler, '__qualname__', repr(handler))!r} is an "
+            "async def: the worker and the subscriber call plain functions, so it would never "
+            "run; wrap it (def handler(env): return asyncio.run(your_handler(env)))"
+        )

@@ -33,12 +33,16 @@ def retry_later(delay_ms: int) -> str:
 
 
 class QueueOps:
-    """The moves of one queue, on one client; ``dead_max`` caps the dead letters (0: no cap)."""
+    """The moves of one queue, on one client; ``dead_max`` caps the dead letters (0: no cap);
+    ``max_attempts`` dead-letters a message whose worker stopped holding it on its last
+    attempt (0: no limit): a message that kills its worker must not come back forever."""
 
-    def __init__(self, client: redis.Redis, queue: str, dead_max: int = 0) -> None:
+    def __init__(self, client: redis.Redis, queue: str, dead_max: int = 0,
+                 max_attempts: int = 0) -> None:  # fmt: skip
         self.client = client
         self.queue = queue
         self.dead_max = dead_max
+        self.max_attempts = max_attempts
         self.pending = keys.pending(queue)
         self.dead = keys.dead(queue)
         self.dropped = keys.dead_dropped(queue)
@@ -117,12 +121,12 @@ class QueueOps:
         source = self._proc(consumer)
         requeued = dead = 0
         while raws := self._read_list(source):
-            moves = _plan(raws, self.queue, consumer, bump)
+            moves = _plan(raws, self.queue, consumer, bump, self.max_attempts)
             moved, _ = self.settle(consumer, moves)
             if moved == 0:
                 break  # someone else moved them meanwhile
-            dead += sum(1 for m in moves if m[2] == DEAD)
-            requeued += moved - sum(1 for m in moves if m[2] == DEAD)
+            dead += sum(1 for m in moves if m[2][0] == DEAD)
+            requeued += moved - sum(1 for m in moves if m[2][0] == DEAD)
         return requeued, dead
 
     def move_due(self, batch: int = 1000) -> int:
@@ -165,11 +169,14 @@ class QueueOps:
                 )
         return names
 
-    def reap(self, ttl_s: float) -> dict[str, tuple[int, int]]:
+    def reap(self, ttl_s: float, spare: str | None = None) -> dict[str, tuple[int, int]]:
         """Recover the processing lists of consumers whose heartbeat is older than ``ttl_s`` and
-        unregister them. Returns {consumer: (requeued, dead-lettered)} for each one reaped."""
+        unregister them, never ``spare`` (the calling worker: alive, whatever its heartbeat
+        says). Returns {consumer: (requeued, dead-lettered)} for each one reaped."""
         reaped = {}
         for name in self.stale(ttl_s):
+            if name == spare:
+                continue
             result = self.reap_consumer(name, ttl_s)
             if result is not None:
                 reaped[name] = result
@@ -182,7 +189,7 @@ class QueueOps:
         source = self._proc(name)
         requeued = dead = 0
         while True:
-            moves = _plan(self._read_list(source), self.queue, name, bump=True)
+            moves = _plan(self._read_list(source), self.queue, name, True, self.max_attempts)
             args: list[Any] = [name, int(ttl_s * 1000), self.dead_max]
             for move in moves:
                 args.extend(move)
@@ -191,8 +198,8 @@ class QueueOps:
             moved, _ = self._reap(keys=reap_keys, args=args)
             if int(moved) < 0:
                 return None
-            dead += sum(1 for m in moves if m[2] == DEAD)
-            requeued += int(moved) - sum(1 for m in moves if m[2] == DEAD)
+            dead += sum(1 for m in moves if m[2][0] == DEAD)
+            requeued += int(moved) - sum(1 for m in moves if m[2][0] == DEAD)
             if not moves or int(moved) == 0:
                 return requeued, dead
 
@@ -226,14 +233,17 @@ def give_back_move(raw: bytes) -> Move:
     return raw, raw, tracked_how(RELEASE, env)
 
 
-def started_move(raw: bytes, queue: str, consumer: str) -> Move:
-    """Give back a message whose handler started and did not finish: attempt + 1."""
-    return _plan([raw], queue, consumer, bump=True)[0]
+def started_move(raw: bytes, queue: str, consumer: str, max_attempts: int = 0) -> Move:
+    """Give back a message whose handler started and did not finish: attempt + 1 (dead when
+    that was its last attempt)."""
+    return _plan([raw], queue, consumer, True, max_attempts)[0]
 
 
-def _plan(raws: list[bytes], queue: str, consumer: str, bump: bool) -> list[Move]:
+def _plan(raws: list[bytes], queue: str, consumer: str, bump: bool,
+          max_attempts: int = 0) -> list[Move]:  # fmt: skip
     """Moves that give back a processing list: newest first, so RPUSH leaves the oldest at the
-    consuming end; with attempt + 1 if ``bump``; garbage to dead."""
+    consuming end; with attempt + 1 if ``bump``, or dead-lettered if that attempt was its last
+    of ``max_attempts`` (0: no limit); garbage to dead."""
     moves = []
     for raw in raws:  # LRANGE order: newest (head side) first
         try:
@@ -244,6 +254,12 @@ def _plan(raws: list[bytes], queue: str, consumer: str, bump: bool) -> list[Move
             continue
         if bump:
             note = f"worker {consumer} stopped before settling attempt {env.attempt}"
+            if max_attempts and env.attempt >= max_attempts:
+                reason = (f"{note} (it crashed, was killed or lost Redis while the handler "
+                          f"ran), its last of BUS_MAX_ATTEMPTS={max_attempts}")  # fmt: skip
+                entry = dead_entry(raw, reason, queue=queue, consumer=consumer)
+                moves.append((raw, entry, tracked_how(DEAD, env, reason)))
+                continue
             moves.append((raw, env.next_attempt().encode(), tracked_how(RELEASE, env, note)))
         else:
             moves.append((raw, raw, tracked_how(RELEASE, env)))

@@ -12,17 +12,32 @@ from producer.tracking import LUA as _TRACK
 
 # claim(pending, processing, n, gate): up to n of the oldest pending messages move to the
 # processing list, where LMOVE RIGHT LEFT one by one would leave them, in a few commands whatever
-# their number; the tracked ones are in-flight. Returns them oldest first. CLAIM: KEYS[1]
+# their number; the tracked ones are in-flight. A redelivered one (its envelope's first
+# "attempt" above 1) ends a batch, or makes one alone. Returns them oldest first. CLAIM: KEYS[1]
 # pending, KEYS[2] processing, KEYS[3] the gate; ARGV[1] n.
 _CLAIM = """
+local function redelivered(raw)
+  local attempt = string.match(raw, '"attempt"%s*:%s*(%d+)')
+  return attempt ~= nil and tonumber(attempt) > 1
+end
+
 local function claim(pending, processing, n, gate)
   if n <= 0 then return {} end
   local got = redis.call('LRANGE', pending, -n, -1)  -- newest ... oldest
-  local k = #got
-  if k == 0 then return got end
+  if #got == 0 then return got end
+  -- A redelivered message (attempt > 1) is claimed alone, and a batch stops before one: if
+  -- it kills its worker again, only its own attempt is counted for it, never its batch's.
+  local k = 0
+  for j = #got, 1, -1 do
+    if redelivered(got[j]) then
+      if k == 0 then k = 1 end
+      break
+    end
+    k = k + 1
+  end
   redis.call('LTRIM', pending, 0, -k - 1)
   local oldest_first = {}
-  for j = 1, k do oldest_first[j] = got[k - j + 1] end
+  for j = 1, k do oldest_first[j] = got[#got - j + 1] end
   for i = 1, k, 1000 do  -- unpack() is bounded by Lua's stack
     redis.call('LPUSH', processing, unpack(oldest_first, i, math.min(i + 999, k)))
   end

@@ -8,9 +8,12 @@ from consumers.lua import NOW_MS
 # KEYS[1] the consumers zset, [2] the consumer's lease; ARGV[1] consumer, ARGV[2] this process's
 # token, ARGV[3] the lease's ttl (ms). While this process holds the name's lease (or nobody
 # does), renew it and stamp the heartbeat now; returns 1. Another process holds it: nothing
-# is written, returns 0.
+# is written, returns 0. It may run while Redis is out of memory (allow-oom): it only
+# overwrites what exists, and a live worker whose heartbeat Redis refused would look dead to
+# the other workers' reapers, which would requeue the messages it is handling.
 HEARTBEAT = (
-    NOW_MS
+    "#!lua flags=allow-oom\n"
+    + NOW_MS
     + """
 local owner = redis.call('GET', KEYS[2])
 if owner and owner ~= ARGV[2] then return 0 end

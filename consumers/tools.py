@@ -53,7 +53,7 @@ def run_reaper(settings: Settings, queues: list[str], once: bool, stopping: thre
     """Requeue the in-flight messages of workers whose heartbeat expired; once or every
     ``reaper_interval_s`` until ``stopping`` is set."""
     client = make_client(settings, "admin", "reaper")
-    ops = [QueueOps(client, q) for q in queues]
+    ops = [QueueOps(client, q, settings.dead_max, settings.max_attempts) for q in queues]
     while True:
         try:
             for op in ops:

@@ -26,6 +26,7 @@ in hand, gives the rest of a batch back unchanged, and releases a blocked pop at
 from __future__ import annotations
 
 import contextlib
+import inspect
 import logging
 import threading
 import time
@@ -37,7 +38,7 @@ import redis
 
 from consumers.daemon import Daemon
 from consumers.delayed import Mover, retry_how
-from consumers.handlers import Handler, Reject
+from consumers.handlers import Handler, Reject, check_handler
 from consumers.lists import ACK, Move, QueueOps, give_back_move, started_move, tracked_how
 from consumers.tracking import Context, encode_result, takes_context
 from producer import Envelope, EnvelopeError, Settings, decode, keys, make_client
@@ -65,21 +66,25 @@ class Worker(Daemon):
         scope = {"queue": queue, "delivery": settings.delivery}
         super().__init__(settings, name, Stats("worker", f"{queue}:{name}", labels, scope))
         self.queue = queue
+        check_handler(handler)
         self.handler = handler
         self._with_context = takes_context(handler)  # handler(env, ctx) rather than handler(env)
         self._popped: bytes | None = None  # taken by a blocking pop: no script marked it
         self.client = self._router = make_client(settings, "worker", name)
-        self.ops = QueueOps(self.client, queue, settings.dead_max)
+        self.ops = self._ops(self.client)
         self._pinned = False  # self.client holds one connection (see _pin)
         self._on_cluster = isinstance(self._router, ClusterClient)
-        self.admin_ops = QueueOps(self.admin, queue, settings.dead_max)
+        self.admin_ops = self._ops(self.admin)
         self.pending = keys.pending(queue)
         self.processing = keys.processing(queue, name)
         self.at_least_once = settings.delivery == "at-least-once"
         self._beat_at = self._reap_at = 0.0
         # What became of each message this process claimed and has not settled yet, in claim
-        # order: None not handed to the handler, STARTED in its hands, else the settling move.
-        self._claimed: dict[bytes, Move | str | None] = {}
+        # order: [raw, None] not handed to the handler, [raw, STARTED] in its hands, else
+        # [raw, the settling move]. By place, not by bytes: two identical envelopes are two
+        # messages.
+        self._claimed: list[list[bytes | Move | str | None]] = []
+        self._fatal: BaseException | None = None  # a handler's SystemExit & co, re-raised
         self._unlisted: list[Move] = []  # at-most-once dead letters not written yet
         self._handled = 0  # this batch's handled count and latencies, not in the stats yet
         self._latencies: list[int] = []
@@ -142,8 +147,11 @@ class Worker(Daemon):
             # again after each error (a failover moves it).
             pool = node_client(self._router, self.pending).connection_pool
             self.client = redis.Redis(connection_pool=pool, single_connection_client=True)
-            self.ops = QueueOps(self.client, self.queue, self.settings.dead_max)
+            self.ops = self._ops(self.client)
             self._pinned = True
+
+    def _ops(self, client: redis.Redis) -> QueueOps:
+        return QueueOps(client, self.queue, self.settings.dead_max, self.settings.max_attempts)
 
     def _take(self, size: int) -> list[bytes]:
         """Up to ``size`` of the oldest messages at once, without blocking."""
@@ -151,7 +159,7 @@ class Worker(Daemon):
             return []
         if self.at_least_once:
             batch = self.ops.claim(self.name, size)
-            self._claimed.update(dict.fromkeys(batch))
+            self._claimed.extend([raw, None] for raw in batch)
             return batch
         return self.client.rpop(self.pending, size) or []  # type: ignore[return-value]
 
@@ -163,7 +171,7 @@ class Worker(Daemon):
             # redis-py types the timeout as int; Redis takes seconds as a float.
             raw = self.client.blmove(self.pending, self.processing, block, "RIGHT", "LEFT")  # type: ignore[arg-type,assignment]
             if raw is not None:
-                self._claimed[raw] = None
+                self._claimed.append([raw, None])
         else:
             popped = self.client.brpop([self.pending], block)
             raw = popped[1] if popped else None  # type: ignore[assignment]
@@ -173,7 +181,8 @@ class Worker(Daemon):
     def _handle(self, batch: list[bytes]) -> None:
         """Handle a batch in order (its settling is the caller's); on stop, what was not
         handed to the handler goes back unchanged."""
-        at_least_once, claimed, stopping = self.at_least_once, self._claimed, self.stopping
+        at_least_once, stopping = self.at_least_once, self.stopping
+        entries = self._claimed[len(self._claimed) - len(batch) :] if at_least_once else []
         try:
             for i, raw in enumerate(batch):
                 if i and stopping.is_set():
@@ -181,12 +190,18 @@ class Worker(Daemon):
                         self.client.rpush(self.pending, *reversed(batch[i:]))
                     break
                 if at_least_once:
-                    claimed[raw] = STARTED
-                    claimed[raw] = self.process(raw)
+                    entry = entries[i]
+                    entry[1] = STARTED
+                    entry[1] = self.process(raw)
                 else:
                     move = self.process(raw)
                     if move is not None:
                         self._unlisted.append(move)
+                if self._fatal is not None:  # settled as a failure; the process ends
+                    fatal, self._fatal = self._fatal, None
+                    if not at_least_once and batch[i + 1 :]:  # popped, in no list: back
+                        self.client.rpush(self.pending, *reversed(batch[i + 1 :]))
+                    raise fatal
         finally:  # the batch's counts, in one go
             if self._handled:
                 self.stats.incr("handled", self._handled)
@@ -219,7 +234,17 @@ class Worker(Daemon):
                                                    self._progress_writer(env)))  # fmt: skip
             else:
                 result = self.handler(env)
+            if inspect.isawaitable(result):  # it never ran: nothing here awaits it
+                _discard(result)
+                what = f"{type(result).__name__} {result!r}"
+                raise Reject(f"the handler returned {what}, which this worker cannot await "
+                             "(its handlers are plain functions)")  # fmt: skip
         except Exception as exc:  # the handler's failure is data, not a reason to stop
+            return self._failed(raw, env, exc, consumer)
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt...: the process ends,
+            self._fatal = exc  # after this message is settled as a failed attempt
+            log.error("queue %s: handler raised %s on %s attempt %d; the worker will exit",
+                      self.queue, type(exc).__name__, env.id, env.attempt)  # fmt: skip
             return self._failed(raw, env, exc, consumer)
         self._handled += 1
         if not env.track:
@@ -237,7 +262,8 @@ class Worker(Daemon):
         self.ops.record(env, "handled", *fields)
         return None
 
-    def _failed(self, raw: bytes, env: Envelope, exc: Exception, consumer: str | None) -> Move:
+    def _failed(self, raw: bytes, env: Envelope, exc: BaseException,
+                consumer: str | None) -> Move:  # fmt: skip
         """The move for a message whose handler raised: a retry while attempts remain
         (at-least-once), else a dead letter."""
         self.stats.incr("failed")
@@ -290,7 +316,7 @@ class Worker(Daemon):
         if self._on_cluster:  # the next serve() asks the slot map where the queue is
             drop_connections(self._router)
             self.client = self._router
-            self.ops = QueueOps(self.client, self.queue, self.settings.dead_max)
+            self.ops = self._ops(self.client)
             self._pinned = False
 
     def after_tick(self) -> None:
@@ -308,9 +334,12 @@ class Worker(Daemon):
         if now - self._reap_at < self.settings.reaper_interval_s:
             return
         self._reap_at = now
-        for name, (requeued, dead) in self.admin_ops.reap(self.settings.heartbeat_ttl_s).items():
+        # Never itself: its own heartbeat may be late (Redis refused it, the host stalled),
+        # but it is handling its messages.
+        reaped = self.admin_ops.reap(self.settings.heartbeat_ttl_s, spare=self.name)
+        for name, (requeued, dead) in reaped.items():
             log.warning(
-                "queue %s: reaped dead worker %s: requeued %d in-flight (%d garbage)",
+                "queue %s: reaped dead worker %s: requeued %d in-flight (%d dead-lettered)",
                 self.queue,
                 name,
                 requeued,
@@ -337,11 +366,13 @@ class Worker(Daemon):
         claim up to that many more in the same script and return them (at-least-once)."""
         moves: list[Move] = list(self._unlisted)
         given_back: list[Move] = []
-        for raw, state in self._claimed.items():
+        for raw, state in self._claimed:
+            assert isinstance(raw, bytes)
             if state is None:
                 given_back.append(give_back_move(raw))
             elif state == STARTED:
-                given_back.append(started_move(raw, self.queue, self.name))
+                max_attempts = self.settings.max_attempts
+                given_back.append(started_move(raw, self.queue, self.name, max_attempts))
             else:
                 moves.append(state)  # type: ignore[arg-type]
         given_back.reverse()  # RPUSH newest first: the oldest ends at the consuming end
@@ -354,9 +385,8 @@ class Worker(Daemon):
             _, dropped = ops.settle(consumer, moves + given_back)
         if dropped:
             self.stats.incr("dead_dropped", dropped)
-        self._claimed.clear()
+        self._claimed = [[raw, None] for raw in claimed]
         self._unlisted.clear()
-        self._claimed.update(dict.fromkeys(claimed))
         return claimed
 
     def _recover(self, ops: QueueOps) -> None:
@@ -372,7 +402,7 @@ class Worker(Daemon):
             self.stats.incr("recovered", requeued)
             self.stats.incr("dead_lettered", dead)
             log.warning(
-                "queue %s: requeued %d in-flight messages from %s (%d garbage)",
+                "queue %s: requeued %d in-flight messages from %s (%d dead-lettered)",
                 self.queue,
                 requeued,
                 self.processing,
@@ -427,6 +457,14 @@ class NameTaken(RuntimeError):
             "is alive); two would take each other's messages in flight: start this one with "
             "another --name"
         )
+
+
+def _discard(awaitable: object) -> None:
+    """Close a coroutine nobody will await (no "never awaited" warning; its finally runs)."""
+    close = getattr(awaitable, "close", None)
+    if callable(close):
+        with contextlib.suppress(Exception):
+            close()
 
 
 def _summary(exc: BaseException) -> str:

@@ -15,7 +15,7 @@ import os
 import time
 
 from consumers.tracking import Context
-from producer import Envelope
+from producer import Envelope, new_envelope
 
 
 def _append(env: Envelope, event: str) -> None:
@@ -69,6 +69,40 @@ def exit_on_die(env: Envelope) -> None:
     _append(env, "handled")
     if env.payload == "die":
         raise SystemExit(3)
+
+
+class Poison(BaseException):
+    """Neither an Exception nor an exit: what a bug past ``except Exception`` may raise."""
+
+
+def poison(env: Envelope) -> object:
+    """Record the start; a payload ``{"poison": how}`` then misbehaves: ``exit`` kills the
+    process (``os._exit(1)``), ``systemexit`` raises SystemExit, ``keyboard``
+    KeyboardInterrupt, ``base`` a bare BaseException, ``coroutine`` returns a coroutine;
+    anything else is recorded as handled."""
+    _append(env, "start")
+    how = env.payload.get("poison") if isinstance(env.payload, dict) else None
+    if how == "exit":
+        os._exit(1)
+    if how == "systemexit":
+        raise SystemExit(3)
+    if how == "keyboard":
+        raise KeyboardInterrupt
+    if how == "base":
+        raise Poison("a bare BaseException")
+    if how == "coroutine":
+        return _never_awaited()
+    _append(env, "handled")
+    return None
+
+
+async def _never_awaited() -> None:
+    _append(new_envelope("ran", mode="prodcons"), "awaited")
+
+
+async def async_record(env: Envelope) -> None:
+    """An ``async def`` handler: refused when the worker starts."""
+    _append(env, "handled")
 
 
 def work(env: Envelope, ctx: Context) -> object:
