@@ -13,7 +13,8 @@ import redis
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
-from producer import Settings, decode, keys
+from producer import Settings, decode, keys, new_envelope
+from producer.deadletters import dead_entry
 from producer.envelope import now_ms
 from producer.stats import Stats
 from tests.conftest import quick_settings
@@ -121,6 +122,40 @@ def test_bad_bodies_are_json_errors(
     assert resp.status_code == code
     assert "error" in assert_json(resp)
     assert r.llen(PENDING) == 0
+
+
+JSON = "application/json"
+HUGE = "9" * 400  # an integer past any float (float() of it raises OverflowError)
+
+
+@pytest.mark.parametrize("field", ["delay_s", "not_before"])
+@pytest.mark.parametrize("sign", ["", "-"])
+def test_a_delay_of_400_digits_is_400_naming_the_field(
+    client: FlaskClient, r: redis.Redis, field: str, sign: str
+) -> None:
+    """An integer too large for a float is out of range: 400 JSON naming the field (it was a
+    500, OverflowError); nothing pushed or scheduled."""
+    data = f'{{"payload": 1, "{field}": {sign}{HUGE}}}'
+    resp = client.post("/prodcons", data=data, content_type=JSON)
+    assert resp.status_code == 400, resp.get_data(as_text=True)
+    assert f"'{field}' must be" in assert_json(resp)["error"]
+    assert r.llen(PENDING) == 0 and r.zcard(keys.delayed("default")) == 0
+
+
+def test_the_other_numbers_of_400_digits(client: FlaskClient, r: redis.Redis) -> None:
+    """The requeue's count is "at most n": 400 digits requeue every dead letter. The dead
+    list's start and count, 400 or 5,000 digits: 400 JSON naming the argument and its range."""
+    for i in range(3):
+        raw = new_envelope({"dead": i}, src="t", seq=i + 1).encode()
+        r.lpush(keys.dead("default"), dead_entry(raw, "test", queue="default"))
+    data = f'{{"count": {HUGE}}}'
+    resp = client.post("/api/queues/default/dead/requeue", data=data, content_type=JSON)
+    assert resp.status_code == 200 and assert_json(resp)["requeued"] == 3
+    for arg in ("start", "count"):
+        for digits in (HUGE, "9" * 5000):
+            resp = client.get(f"/api/queues/default/dead?{arg}={digits}")
+            error = assert_json(resp)["error"]
+            assert resp.status_code == 400 and f"'{arg}' must be" in error and "between" in error
 
 
 def test_body_over_the_limit_is_413(make_app: MakeApp, settings: Settings, r: redis.Redis) -> None:

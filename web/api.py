@@ -160,8 +160,8 @@ def _int_arg(name: str, default: int, low: int, high: int) -> int:
         return default
     try:
         value = int(raw)
-    except ValueError:
-        raise BadMessage(400, f"'{name}' must be an integer") from None
+    except ValueError:  # not an integer, or one past int_max_str_digits: out of range anyway
+        raise BadMessage(400, f"'{name}' must be an integer between {low} and {high}") from None
     if not low <= value <= high:
         raise BadMessage(400, f"'{name}' must be between {low} and {high}")
     return value

@@ -14,7 +14,6 @@ send a message too and redirect (303) to ``/``, as the seed articles' endpoints 
 from __future__ import annotations
 
 import json
-import math
 import random
 import time
 from collections.abc import Callable
@@ -173,11 +172,9 @@ def check_delay(options: dict[str, Any]) -> dict[str, float]:
     if len(options) > 1:
         raise BadMessage(400, "give 'delay_s' or 'not_before', not both")
     for field, value in options.items():
-        if (
-            not isinstance(value, int | float)
-            or isinstance(value, bool)
-            or not math.isfinite(value)
-        ):
+        # Compared as they are (value != value: NaN): an integer of 400 digits is simply out
+        # of range, where float() or math.isfinite() of it would raise OverflowError.
+        if not isinstance(value, int | float) or isinstance(value, bool) or value != value:
             raise BadMessage(400, f"'{field}' must be a number of seconds")
         if field == "delay_s" and not 0 <= value <= MAX_DELAY_S:
             raise BadMessage(400, f"'delay_s' must be between 0 and {MAX_DELAY_S} (a year)")
