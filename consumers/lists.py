@@ -20,6 +20,7 @@ from producer.envelope import Envelope, EnvelopeError, decode
 
 log = logging.getLogger(__name__)
 RECOVER_CHUNK = 500  # messages moved per script call (keeps one call short under a huge list)
+ORPHAN_PASSES = 12  # a reaper looks for unregistered workers' lists every 12th pass (60 s)
 
 # A move: (the raw message as it is in the processing list, what to push, how). See lua.MOVE.
 # An ack pushes nothing: its second value is empty.
@@ -169,18 +170,40 @@ class QueueOps:
                 )
         return names
 
-    def reap(self, ttl_s: float, spare: str | None = None) -> dict[str, tuple[int, int]]:
+    def reap(self, ttl_s: float, spare: str | None = None,
+             orphans: bool = False) -> dict[str, tuple[int, int]]:  # fmt: skip
         """Recover the processing lists of consumers whose heartbeat is older than ``ttl_s`` and
         unregister them, never ``spare`` (the calling worker: alive, whatever its heartbeat
-        says). Returns {consumer: (requeued, dead-lettered)} for each one reaped."""
+        says); with ``orphans``, also the lists of consumers that are not registered at all
+        (:meth:`orphans`). Returns {consumer: (requeued, dead-lettered)} for each one reaped."""
         reaped = {}
-        for name in self.stale(ttl_s):
+        names = self.stale(ttl_s)
+        if orphans:
+            names += self.orphans()
+        for name in names:
             if name == spare:
                 continue
             result = self.reap_consumer(name, ttl_s)
             if result is not None:
                 reaped[name] = result
         return reaped
+
+    def orphans(self) -> list[str]:
+        """Consumers with a processing list and no entry in the registry: a registry lost (a
+        FLUSH, an AOF that did not load whole) or a worker's exit that could not finish. Found
+        with SCAN, which walks the whole keyspace: call it seldom (the reap script then checks
+        that no process holds the name)."""
+        prefix = keys.processing_prefix(self.queue)
+        registered = set(self.client.zrange(self.consumers, 0, -1))
+        found = []
+        for key in self.client.scan_iter(match=prefix + "*", count=1000, _type="list"):
+            name = key[len(prefix) :]
+            if name not in registered:
+                try:
+                    found.append(name.decode())
+                except UnicodeDecodeError:  # not a name a worker of this bus could have used
+                    log.warning("queue %s: ignoring a processing list %r", self.queue, key)
+        return found
 
     def reap_consumer(self, name: str, ttl_s: float) -> tuple[int, int] | None:
         """Reap one consumer, checked silent again inside each script; None if it is alive
@@ -194,7 +217,7 @@ class QueueOps:
             for move in moves:
                 args.extend(move)
             reap_keys = [source, self.pending, self.dead, self.dropped, self.consumers,
-                         self.delayed, self.gate]  # fmt: skip
+                         self.delayed, self.gate, self._owner(name)]  # fmt: skip
             moved, _ = self._reap(keys=reap_keys, args=args)
             if int(moved) < 0:
                 return None

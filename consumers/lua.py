@@ -206,9 +206,11 @@ return out
 )
 
 # KEYS[1..4] as for MOVE (a processing list, pending, dead, the drop counter), [5] the consumers
-# zset, [6] delayed, [7] the gate; ARGV[1] consumer, ARGV[2] ttl (ms), ARGV[3] dead_max, then
-# triples. Only if the consumer is still silent for the ttl (it did not come back meanwhile):
-# move, and once its list is empty, unregister it. Returns {-1, 0} when it is alive.
+# zset, [6] delayed, [7] the gate, [8] the consumer's lease; ARGV[1] consumer, ARGV[2] ttl (ms),
+# ARGV[3] dead_max, then triples. Only if the consumer is still silent for the ttl (it did not
+# come back meanwhile) and no process holds its name (a list whose consumer is not registered
+# at all may belong to a live worker whose registry entry was lost): move, and once its list
+# is empty, unregister it. Returns {-1, 0} when it is alive.
 REAP = (
     NOW_MS
     + _TRACK
@@ -216,6 +218,7 @@ REAP = (
     + """
 local beat = redis.call('ZSCORE', KEYS[5], ARGV[1])
 if beat and tonumber(beat) > now_ms() - tonumber(ARGV[2]) then return {-1, 0} end
+if redis.call('EXISTS', KEYS[8]) == 1 then return {-1, 0} end
 local result = move_triples(4, tonumber(ARGV[3]), KEYS[6], KEYS[7])
 if redis.call('LLEN', KEYS[1]) == 0 then redis.call('ZREM', KEYS[5], ARGV[1]) end
 return result

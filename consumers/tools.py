@@ -14,7 +14,7 @@ from typing import Any
 
 import redis
 
-from consumers.lists import QueueOps
+from consumers.lists import ORPHAN_PASSES, QueueOps
 from producer import Settings, make_client
 from producer import keys as bus_keys
 from producer.deadletters import DeadLetters
@@ -54,10 +54,13 @@ def run_reaper(settings: Settings, queues: list[str], once: bool, stopping: thre
     ``reaper_interval_s`` until ``stopping`` is set."""
     client = make_client(settings, "admin", "reaper")
     ops = [QueueOps(client, q, settings.dead_max, settings.max_attempts) for q in queues]
+    passes = 0
     while True:
         try:
             for op in ops:
-                reaped = op.reap(settings.heartbeat_ttl_s)
+                # Lists of unregistered workers too, on the first pass and every 12th after
+                orphans = passes % ORPHAN_PASSES == 0
+                reaped = op.reap(settings.heartbeat_ttl_s, orphans=orphans)
                 for name, (requeued, dead) in reaped.items():
                     print(
                         f"queue {op.queue}: reaped {name}: requeued {requeued}, "
@@ -70,6 +73,7 @@ def run_reaper(settings: Settings, queues: list[str], once: bool, stopping: thre
             if once:
                 raise
             log.warning("reaper: %s; trying again in %gs", exc, settings.reaper_interval_s)
+        passes += 1
         if once or stopping.wait(settings.reaper_interval_s):
             return EXIT_OK
 

@@ -39,7 +39,15 @@ import redis
 from consumers.daemon import Daemon
 from consumers.delayed import Mover, retry_how
 from consumers.handlers import Handler, Reject, check_handler
-from consumers.lists import ACK, Move, QueueOps, give_back_move, started_move, tracked_how
+from consumers.lists import (
+    ACK,
+    ORPHAN_PASSES,
+    Move,
+    QueueOps,
+    give_back_move,
+    started_move,
+    tracked_how,
+)
 from consumers.tracking import Context, encode_result, takes_context
 from producer import Envelope, EnvelopeError, Settings, decode, keys, make_client
 from producer.client import drop_connections, node_client
@@ -79,6 +87,7 @@ class Worker(Daemon):
         self.processing = keys.processing(queue, name)
         self.at_least_once = settings.delivery == "at-least-once"
         self._beat_at = self._reap_at = 0.0
+        self._reap_passes = 0
         # What became of each message this process claimed and has not settled yet, in claim
         # order: [raw, None] not handed to the handler, [raw, STARTED] in its hands, else
         # [raw, the settling move]. By place, not by bytes: two identical envelopes are two
@@ -335,8 +344,12 @@ class Worker(Daemon):
             return
         self._reap_at = now
         # Never itself: its own heartbeat may be late (Redis refused it, the host stalled),
-        # but it is handling its messages.
-        reaped = self.admin_ops.reap(self.settings.heartbeat_ttl_s, spare=self.name)
+        # but it is handling its messages. Lists of unregistered workers: on the first pass
+        # and every ORPHAN_PASSES passes after it (a SCAN of the whole keyspace).
+        orphans = self._reap_passes % ORPHAN_PASSES == 0
+        self._reap_passes += 1
+        ttl = self.settings.heartbeat_ttl_s
+        reaped = self.admin_ops.reap(ttl, spare=self.name, orphans=orphans)
         for name, (requeued, dead) in reaped.items():
             log.warning(
                 "queue %s: reaped dead worker %s: requeued %d in-flight (%d dead-lettered)",

@@ -142,3 +142,23 @@ def test_every_role_works_under_its_own_user_and_is_refused_the_rest(
             client.execute_command(*command)
     assert len(admin.acl_log()) == len(refused)
     assert admin.dbsize() > 0 and admin.get("other:key") is None
+
+
+def test_the_reaper_reaps_under_the_tools_user(acl_redis: AclRedis) -> None:
+    """``reaper --once`` as bus-tools gives back a dead worker's list (expired heartbeat) and an
+    unregistered worker's list (SCAN), and spares one whose lease is held, refusing nothing."""
+    admin = acl_redis.client()
+    q = "default"
+    for name, n in (("stale", 2), ("unregistered", 3), ("leased", 1)):
+        admin.lpush(keys.processing(q, name), *[f'{{"v":1,"id":"{name}{i}","payload":{i}}}'
+                                                for i in range(n)])  # fmt: skip
+    admin.zadd(keys.consumers(q), {"stale": 1})  # a heartbeat in 1970
+    admin.set(keys.owner(q, "leased"), "a live worker", px=60_000)
+    done = tool(acl_redis, "reaper", "--once")
+    assert done.returncode == 0, done.stderr
+    assert (
+        "reaped stale: requeued 2" in done.stdout
+        and "reaped unregistered: requeued 3" in done.stdout
+    )
+    assert admin.llen(keys.pending(q)) == 5 and admin.llen(keys.processing(q, "leased")) == 1
+    assert admin.acl_log() == []

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from consumers.lists import QueueOps
 from producer import decode, keys
 from tests.conftest import QUICK_ENV
 from tests.ledger import Ledger, account, assert_at_least_once, resume_after
@@ -166,3 +167,45 @@ def test_garbage_is_dead_lettered_with_raw_bytes(
     assert worker_stat(r, "w1", "reconnects") == 0
     assert worker_stat(r, "w1", "dead_lettered") == len(junk)
     assert recovery <= NO_RECONNECT_BOUND_S, f"resume {recovery:.2f}s > {NO_RECONNECT_BOUND_S}s"
+
+
+def test_a_processing_list_whose_worker_is_unregistered_is_reaped(
+    fresh_redis: RedisServer, spawn: Callable[..., Proc], tmp_path: Path
+) -> None:
+    """A processing list whose worker is in no registry and holds no lease (a registry lost to a
+    FLUSH, an AOF that did not load whole) is found by a worker's reaper on its first pass and
+    given back, attempt + 1; a live worker whose registry entry was lost keeps its message (its
+    lease says it lives)."""
+    r = fresh_redis.client()
+    path = tmp_path / "records.jsonl"
+    ledger = Ledger(fresh_redis)
+    stranded = ledger.push_many(5)
+    assert len(QueueOps(r, Q).claim("gone", 5)) == 5  # claimed by a worker nobody knows of
+    live = start_workers(spawn, r, fresh_redis.url, "live", handler=SLOW)
+    in_hand = ledger.push(sleep_s=3)
+    wait_started(path, in_hand)
+    r.delete(CONSUMERS)  # "live" is handling it, and no longer registered
+    start_workers(spawn, r, fresh_redis.url, "reaper", handler=SLOW,
+                  BUS_REAPER_INTERVAL_S=str(REAPER_S))  # fmt: skip
+    records = wait_drained(r, path, ledger, 2)
+    handled = [x for x in records if x["event"] == "handled"]
+    assert sorted(x["id"] for x in handled) == sorted([*stranded, in_hand])
+    assert {x["attempt"] for x in handled if x["id"] in stranded} == {2}
+    assert [x["pid"] for x in handled if x["id"] == in_hand] == [live["live"].pid]
+    assert r.exists(keys.processing(Q, "gone")) == 0
+    assert r.llen(DEAD) == 0
+
+
+def test_the_reaper_command_reaps_an_unregistered_workers_list(
+    fresh_redis: RedisServer,
+) -> None:
+    """``python -m consumers reaper --once`` gives back a list whose worker is unregistered."""
+    r = fresh_redis.client()
+    Ledger(fresh_redis).push_many(3)
+    QueueOps(r, Q).claim("gone", 3)
+    env = project_env(fresh_redis.url, **QUICK_ENV)
+    done = subprocess.run(daemon_cmd("reaper", "--once"), capture_output=True, text=True,
+                          timeout=30, cwd=ROOT, env=env)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "reaped gone: requeued 3, dead-lettered 0" in done.stdout, done.stdout
+    assert r.llen(PENDING) == 3 and r.exists(keys.processing(Q, "gone")) == 0
