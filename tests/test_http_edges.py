@@ -13,6 +13,7 @@ import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
@@ -23,7 +24,7 @@ from producer import Settings, decode, keys
 from producer.deadletters import dead_entry
 from producer.envelope import new
 from tests.conftest import quick_settings
-from tests.procs import wait_for
+from tests.procs import get_json, wait_for
 from tests.redisproc import RedisServer, free_port, redis_binary
 from tests.webapp import MakeApp, apps, assert_json, post_json, start_gunicorn
 
@@ -114,6 +115,120 @@ def test_a_chunked_body_up_to_the_limit_is_accepted(web: tuple[str, redis.Redis]
     assert code == 413, answer
     stored = [decode(raw).payload for raw in reversed(admin.lrange(PENDING, 0, -1))]
     assert stored == [json.loads(small)["payload"], json.loads(body_of(LIMIT))["payload"]]
+
+
+# A body that ends before its Content-Length (or its last chunk): 400 JSON, nothing sent.
+
+REQUEUE = "/api/queues/default/dead/requeue"
+DEAD = keys.dead("default")
+CUT = b'{"payload": 1}     '  # 19 bytes, valid JSON: taken for the whole body, it would send
+
+
+def send_raw(hostport: str, path: str, framing: str, body: bytes, close: str) -> bytes:
+    """POST ``path`` over a raw socket: the headers with ``framing`` (a Content-Length or a
+    Transfer-Encoding header), then ``body`` as is; then half-close and read the answer
+    (``close`` "half"), or close at once ("full": no answer can arrive, b"")."""
+    host, port = hostport.split(":")
+    head = f"POST {path} HTTP/1.1\r\nHost: {hostport}\r\nContent-Type: application/json\r\n"
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(f"{head}{framing}\r\n\r\n".encode() + body)
+        if close == "full":
+            return b""
+        s.shutdown(socket.SHUT_WR)
+        answer = b""
+        while data := s.recv(65536):
+            answer += data
+    return answer
+
+
+def chunk(data: bytes) -> bytes:
+    """``data`` as one chunk of a chunked body."""
+    return f"{len(data):x}\r\n".encode() + data + b"\r\n"
+
+
+def parse_answer(raw: bytes) -> tuple[int, dict]:
+    """(status, JSON body) of a raw HTTP/1.1 answer, which must be JSON."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    assert headers.get("content-type") == "application/json", raw[:300]
+    return int(status_line.split()[1]), json.loads(body)
+
+
+def rejected(hostport: str) -> int:
+    """How many requests the web processes refused with a 4xx, bus-wide (/api/stats)."""
+    stats = get_json(f"http://{hostport}/api/stats")
+    assert stats is not None
+    return int(stats["totals"].get("web", {}).get("rejected", 0))
+
+
+@pytest.fixture
+def watched(web: tuple[str, redis.Redis]) -> Iterator[tuple[str, redis.Redis, Any]]:
+    """The gunicorn above, its queue emptied, 3 dead letters, and a subscriber of the default
+    channel: (host:port, an admin client, the subscriber)."""
+    hostport, admin = web
+    admin.delete(PENDING, DEAD)
+    fill_dead(admin, 3)
+    sub = admin.pubsub()
+    sub.subscribe("bus:ch:default")
+    assert sub.get_message(timeout=5)["type"] == "subscribe"
+    try:
+        yield hostport, admin, sub
+    finally:
+        sub.close()
+
+
+def sent(admin: redis.Redis, sub: Any) -> tuple[int, int, int]:
+    """(messages pending, published, requeued) since the fixture set up."""
+    published = 0
+    while sub.get_message(timeout=0.2) is not None:
+        published += 1
+    return admin.llen(PENDING), published, 3 - admin.llen(DEAD)
+
+
+LENGTH_30 = "Content-Length: 30"
+CHUNKED = "Transfer-Encoding: chunked"
+
+
+@pytest.mark.parametrize("close", ["half", "full"])
+@pytest.mark.parametrize(
+    ("path", "framing", "cut", "whole"),
+    [
+        ("/prodcons", LENGTH_30, CUT, CUT.ljust(30)),
+        ("/pubsub", LENGTH_30, CUT, CUT.ljust(30)),
+        (REQUEUE, LENGTH_30, b'{"count": 1}', b'{"count": 1}'.ljust(30)),
+        # Taken for an empty body, it would requeue every dead letter.
+        (REQUEUE, LENGTH_30, b"", b"".ljust(30)),
+        ("/prodcons", CHUNKED, chunk(CUT), chunk(CUT) + b"0\r\n\r\n"),  # no last chunk
+    ],
+    ids=["prodcons", "pubsub", "requeue-count", "requeue-empty", "prodcons-chunked"],
+)
+def test_a_body_cut_short_is_400_and_sends_nothing(
+    watched: tuple[str, redis.Redis, Any],
+    path: str,
+    framing: str,
+    cut: bytes,
+    whole: bytes,
+    close: str,
+) -> None:
+    """The client sends 19 of the 30 bytes it announced (or a chunked body without its last
+    chunk), then half-closes (it can still read: 400 JSON saying so) or closes: nothing is
+    pushed, published or requeued. The body sent whole is accepted (the check sees a send)."""
+    hostport, admin, sub = watched
+    before = rejected(hostport)
+    answer = send_raw(hostport, path, framing, cut, close)
+    if close == "half":
+        status, error = parse_answer(answer)
+        assert status == 400 and error["status"] == 400, error
+        assert "nothing was sent" in error["error"], error
+        if framing == LENGTH_30:
+            assert f"after {len(cut)} of the 30 bytes" in error["error"], error
+    # Refused, not merely slow: the web counted the refusal.
+    wait_for(lambda: rejected(hostport) > before, 10, "the web to count the refusal")
+    assert sent(admin, sub) == (0, 0, 0)
+    status, _ = parse_answer(send_raw(hostport, path, framing, whole, "half"))
+    assert status in (200, 202)
+    assert sent(admin, sub) != (0, 0, 0)
 
 
 # Redis refusals: 503 only when a retry can succeed.

@@ -3,6 +3,7 @@ the well-formed JSON POSTs, and never sends a message twice when its send fails.
 
 from __future__ import annotations
 
+import io
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -76,6 +77,28 @@ def test_the_fast_path_answers_as_flask_does(
     got = answer(fast, path, data, content_type)
     r.flushdb()  # the same queue depth for both
     assert got == answer(slow, path, data, content_type)
+
+
+@pytest.mark.parametrize("path", ["/prodcons", "/pubsub"])
+def test_a_body_cut_short_is_refused_by_both_paths(
+    apps: tuple[Flask, Flask], r: redis.Redis, path: str
+) -> None:
+    """19 of the 30 bytes announced, from a server that ends the stream itself (gunicorn sets
+    wsgi.input_terminated, so Werkzeug does not check the length): valid JSON, but not the
+    whole body. The fast path and Flask alike answer 400 JSON and send nothing."""
+    for app in apps:
+        resp = app.test_client().post(
+            path,
+            input_stream=io.BytesIO(b'{"payload": 1}     '),
+            content_type="application/json",
+            environ_overrides={"CONTENT_LENGTH": "30", "wsgi.input_terminated": True},
+        )
+        assert resp.status_code == 400, resp.get_data(as_text=True)
+        assert resp.mimetype == "application/json"
+        assert "after 19 of the 30 bytes" in resp.get_json()["error"]
+        stats = app.extensions["bus"].get_stats()
+        assert (stats.get("pushed"), stats.get("published"), stats.get("rejected")) == (0, 0, 1)
+    assert r.llen(PENDING) == 0
 
 
 def test_the_fast_path_takes_only_well_formed_json_posts(

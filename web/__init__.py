@@ -11,7 +11,7 @@ from web import api, errors, producers
 from web.auth import secure_headers
 from web.bus import Bus
 from web.fastpath import FastPost
-from web.limits import ChunkedBodyLimit
+from web.limits import BodyReader, refuse_unread
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -22,8 +22,9 @@ def create_app(settings: Settings | None = None) -> Flask:
     app.json.sort_keys = False  # type: ignore[attr-defined]
     bus = app.extensions["bus"] = Bus(settings)
     fast = FastPost(app, app.wsgi_app, bus)  # JSON POSTs to /prodcons and /pubsub
-    app.wsgi_app = ChunkedBodyLimit(fast, settings.max_payload_bytes)  # type: ignore[method-assign]
+    app.wsgi_app = BodyReader(fast, settings.max_payload_bytes)  # type: ignore[method-assign]
     errors.register(app)
+    refuse_unread(app)
     secure_headers(app)
     app.register_blueprint(producers.bp)
     app.register_blueprint(api.bp)

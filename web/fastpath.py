@@ -8,7 +8,8 @@ matters for throughput, a well-formed JSON POST that Redis accepts, with the sam
 (:func:`web.producers.check_body`), the same producer and the same 202 body, bytes and headers.
 
 Everything else goes to Flask as before, with the body it already read: other methods and
-paths, forms, a body that is chunked, missing, too long or not valid JSON, a refused message
+paths, forms, a body that is chunked, missing, cut short, too long or not valid JSON (or holds
+an integer past Python's digits limit), a refused message
 (the 4xx comes from Flask's handlers), and a send that failed: then the view raises the very
 error (:data:`web.producers.FAILED`) and the error handlers answer it, so nothing is sent twice
 and every error answer is Flask's.
@@ -72,10 +73,10 @@ class FastPost:
         mimetype = environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
         if not 0 < length <= self.max_bytes or mimetype in FORM_TYPES:
             return self.wsgi_app(environ, start_response)
+        # web.limits.BodyReader, ahead of this, has read the body whole: a body cut short
+        # reaches here as an empty one, which Flask refuses.
         raw = environ["wsgi.input"].read(length)
         environ["wsgi.input"] = io.BytesIO(raw)  # Flask reads it again if it answers
-        if len(raw) != length:  # cut short: Flask answers as it always did
-            return self.wsgi_app(environ, start_response)
         dest_field, method = route
         allowed = self.allowed[dest_field]
         try:

@@ -1,4 +1,9 @@
-"""The body size limit, whatever the framing: a chunked body is measured like any other."""
+"""Request bodies, read in one place before the app sees them: whole, or refused.
+
+A body is measured against the size limit whatever its framing, and one that ends before its
+``Content-Length`` (the client closed or half-closed its connection early) is refused: never
+parsed, so a cut body that still happens to be valid JSON cannot send a message.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +11,25 @@ import io
 from collections.abc import Iterable
 from typing import IO, TYPE_CHECKING
 
+from flask import Flask, request
+
+from web.errors import BadMessage
+
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
+UNREAD = "bus.body.unread"  # environ key: why the body could not be read whole
 
-class ChunkedBodyLimit:
-    """WSGI middleware: reads a chunked body (no Content-Length) up to one byte past
-    ``max_bytes`` and hands it on with a Content-Length, so Flask answers 413 past the limit.
 
-    Werkzeug limits such a stream to ``MAX_CONTENT_LENGTH`` by stopping at the limit: a longer
-    body is cut short without an error, and a cut body that still parses would be accepted.
+class BodyReader:
+    """WSGI middleware: reads the request body whole, up to one byte past ``max_bytes``, and
+    hands it on as a stream of exactly its ``Content-Length``; Flask answers 413 past the limit.
+
+    Werkzeug trusts a server that sets ``wsgi.input_terminated`` (gunicorn does) to end the
+    stream at the body's end, so it reads such a stream as it comes: a body cut short by the
+    client would be taken as the whole body, and a chunked one longer than
+    ``MAX_CONTENT_LENGTH`` would be cut at the limit without an error. Here a body that is not
+    all there is refused instead (:func:`refuse_unread`, 400).
     """
 
     def __init__(self, app: WSGIApplication, max_bytes: int) -> None:
@@ -24,24 +38,63 @@ class ChunkedBodyLimit:
 
     def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
+        declared = _content_length(environ)
         # Only a server that ends the stream at the last chunk (gunicorn, Werkzeug's) can be
         # read to its end; elsewhere Werkzeug gives the app an empty body, as it always did.
         if chunked and environ.get("wsgi.input_terminated"):
-            body = _read_at_most(environ["wsgi.input"], self.max_bytes + 1)
-            environ["wsgi.input"] = io.BytesIO(body)
-            environ["CONTENT_LENGTH"] = str(len(body))
+            body, error = _read_at_most(environ["wsgi.input"], self.max_bytes + 1)
             del environ["HTTP_TRANSFER_ENCODING"]  # Werkzeug ignores the length of a chunked one
             environ.pop("wsgi.input_terminated")
+        elif declared is not None and 0 < declared <= self.max_bytes:  # past it: 413 unread
+            body, error = _read_at_most(environ["wsgi.input"], declared)
+            if not error and len(body) < declared:
+                error = (
+                    f"the body ended after {len(body)} of the {declared} bytes its "
+                    "Content-Length announced (the connection was closed early)"
+                )
+        else:
+            return self.app(environ, start_response)
+        if error:
+            environ[UNREAD] = f"{error}: nothing was sent"
+            body = b""
+        environ["wsgi.input"] = io.BytesIO(body)
+        environ["CONTENT_LENGTH"] = str(len(body))
         return self.app(environ, start_response)
 
 
-def _read_at_most(stream: IO[bytes], limit: int) -> bytes:
+def refuse_unread(app: Flask) -> None:
+    """Answer 400 (JSON) to any request whose body :class:`BodyReader` could not read whole,
+    before its view runs (or a 405 is answered)."""
+
+    @app.before_request
+    def _refuse() -> None:
+        unread = request.environ.get(UNREAD)
+        if unread:
+            raise BadMessage(400, unread)
+
+
+def _content_length(environ: WSGIEnvironment) -> int | None:
+    try:
+        return int(environ.get("CONTENT_LENGTH") or "")
+    except ValueError:
+        return None
+
+
+def _read_at_most(stream: IO[bytes], limit: int) -> tuple[bytes, str]:
+    """Up to ``limit`` bytes of ``stream`` (fewer if it ends first), and why reading failed
+    ("" if it did not)."""
     parts: list[bytes] = []
     left = limit
-    while left > 0:
-        data = stream.read(min(left, 65536))
-        if not data:
-            break
-        parts.append(data)
-        left -= len(data)
-    return b"".join(parts)
+    try:
+        while left > 0:
+            data = stream.read(min(left, 65536))
+            if not data:
+                break
+            parts.append(data)
+            left -= len(data)
+    # The server's own errors, which the app cannot name without importing the server:
+    # gunicorn raises NoMoreData (an OSError) for a connection closed mid-body, and a
+    # ParseException for broken chunk framing.
+    except Exception as exc:
+        return b"", f"the body could not be read whole ({type(exc).__name__}: {exc})"
+    return b"".join(parts), ""

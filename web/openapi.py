@@ -45,6 +45,7 @@ UNAVAILABLE = _retry_later(
     "after Retry-After; `outcome` says whether the message may have been accepted"
 )
 TOO_LARGE = _error("the body is larger than BUS_MAX_PAYLOAD_BYTES")
+CUT_SHORT = "a body cut short (fewer bytes than its Content-Length, or no last chunk): nothing sent"
 
 
 def _message_body(dest: str, names: tuple[str, ...], extra: dict[str, Any]) -> dict[str, Any]:
@@ -94,7 +95,10 @@ def _send(
         "responses": {
             "202": _json(_ref(accepted), "accepted"),
             "303": SEE_OTHER,
-            "400": _error("not JSON, not an object, a field missing, unknown or of the wrong type"),
+            "400": _error(
+                "not JSON, not an object, a field missing, unknown or of the wrong type, or "
+                + CUT_SHORT
+            ),
             "404": _error(f"a {dest} the web does not accept (the answer lists those it does)"),
             "413": TOO_LARGE,
             **(
@@ -380,7 +384,9 @@ def describe(settings: Settings) -> dict[str, Any]:
                 },
                 "responses": {
                     "200": _json(_ref("Requeued"), "done"),
-                    "400": _error("count is not a positive integer"),
+                    "400": _error(
+                        'the body is not empty or {"count": <positive integer>}, or ' + CUT_SHORT
+                    ),
                     "404": _error("an unknown queue"),
                     "413": TOO_LARGE,
                     "503": UNAVAILABLE,
