@@ -17,6 +17,14 @@ from producer.tracking import LUA as _TRACK
 # pending, KEYS[2] processing, KEYS[3] the gate; ARGV[1] n.
 _CLAIM = """
 local function redelivered(raw)
+  local at = string.find(raw, '"attempt":', 1, true)  -- plain: the cheap test
+  if at then
+    local c = string.byte(raw, at + 10)
+    if c == 49 then  -- "1": the first attempt, unless more digits follow
+      local d = string.byte(raw, at + 11)
+      if d == 44 or d == 125 then return false end  -- "," or "}"
+    end
+  end
   local attempt = string.match(raw, '"attempt"%s*:%s*(%d+)')
   return attempt ~= nil and tonumber(attempt) > 1
 end

@@ -93,3 +93,26 @@ def test_settle_and_claim_in_one_script(r: redis.Redis) -> None:
     moved, _, claimed = ops.settle_claim("w", [(raw, b"", ACK) for raw in claimed], 0)
     assert (moved, claimed) == (3, [])
     assert r.lrange(PENDING, 0, -1) == [b"m6"] and not r.exists(PROC)
+
+
+def test_a_redelivered_message_ends_a_batch_or_is_claimed_alone(r: redis.Redis) -> None:
+    """A message whose envelope says ``"attempt"`` above 1 (however it is spaced, with more
+    than one digit) stops a claim before it, and is then claimed alone; ``"attempt":1``, 0, a
+    missing field or garbage are first deliveries and batch as usual."""
+    first = [
+        b'{"v":1,"id":"a","attempt":1,"payload":{"attempt":7}}',
+        b'{"v":1,"id":"b"}',
+        b'{"v":1,"id":"c","attempt": 1}',
+        b'{"v":1,"id":"d","attempt":0}',
+        b"garbage",
+    ]
+    again = [b'{"v":1,"id":"e","attempt":2}', b'{"v":1,"id":"f", "attempt" : 10}',
+             b'{"v":1,"id":"g","attempt":11,"payload":1}']  # fmt: skip
+    r.lpush(PENDING, *first[:2], again[0], *first[2:], *again[1:])  # oldest first
+    ops = QueueOps(r, Q)
+    assert ops.claim("w", 100) == first[:2]
+    assert ops.claim("w", 100) == [again[0]]
+    assert ops.claim("w", 100) == first[2:]
+    assert ops.claim("w", 100) == [again[1]]
+    assert ops.claim("w", 100) == [again[2]]
+    assert ops.claim("w", 100) == []
