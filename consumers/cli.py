@@ -20,7 +20,7 @@ from types import FrameType
 import redis
 
 from consumers import status, tools
-from consumers.daemon import CertificateRefused, Daemon
+from consumers.daemon import ConfigurationRefused, Daemon, configuration_refused
 from consumers.handlers import DEFAULT, HandlerError, load_handler
 from consumers.subscriber import NO_SHARDED_PATTERNS, Subscriber
 from consumers.worker import NameTaken, Worker
@@ -30,7 +30,8 @@ from producer.logs import setup_logging
 EXIT_OK = 0
 EXIT_SOFTWARE = 70  # sysexits EX_SOFTWARE: a consumer thread ended unexpectedly
 EXIT_TEMPFAIL = 75  # sysexits EX_TEMPFAIL: another live worker holds this --name
-EXIT_CONFIG = 78  # sysexits EX_CONFIG: a bad BUS_* setting or --handler
+EXIT_CONFIG = 78  # sysexits EX_CONFIG: a bad BUS_* setting, --handler or --name, or what Redis
+# refused on a daemon's first connection (a login, a user's rights, a certificate)
 EXIT_FORCED = 130  # a second signal: stopped without finishing the message in hand
 
 log = logging.getLogger("consumers")
@@ -39,7 +40,8 @@ EPILOG = """\
 Every BUS_* variable of the README applies (BUS_REDIS_URL, BUS_BLOCK_TIMEOUT_S, ...).
 SIGTERM/SIGINT finish the message in hand and exit 0; a second signal exits at once (130).
 Exit codes: 0 done, 1 unhealthy (--check) or refused, 69 Redis unreachable, 70 a consumer ended
-unexpectedly (see its log), 75 another live worker has this --name, 78 bad configuration.
+unexpectedly (see its log), 75 another live worker has this --name, 78 bad configuration (also
+a login, user or certificate Redis refuses on a worker's or subscriber's first connection).
 status (see status --help): 0 healthy, 1 unhealthy, 2 usage, 69 Redis unreachable.
 message: 0 the record was printed, 1 no record (or, with --wait, not handled or dead in time).
 examples:
@@ -67,8 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     daemon = argparse.ArgumentParser(add_help=False, parents=[common])
     daemon.add_argument(
         "--name",
-        help="consumer name in Redis and stats (default: <host>-<pid>); "
-        "a worker's in-flight list is named after it",
+        help="consumer name in Redis and stats (default: <host>-<pid>), printable ASCII "
+        "without spaces (Redis's rule for client names); a worker's in-flight list is named "
+        "after it",
     )
     daemon.add_argument(
         "--handler",
@@ -198,6 +201,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_name(name: str) -> str:
+    """``name`` if Redis takes it in a client name (``bus:<role>:<name>``: CLIENT SETNAME
+    refuses spaces, control characters and anything outside printable ASCII); else a
+    :class:`SettingsError` naming ``--name``."""
+    if not name:
+        raise SettingsError("--name is empty: leave it out for the default <host>-<pid>")
+    bad = sorted({c for c in name if not "!" <= c <= "~"})
+    if bad:
+        shown = ", ".join(repr(c) for c in bad[:5])
+        raise SettingsError(
+            f"--name {name!r}: Redis refuses client names with spaces, control characters or "
+            f"anything outside printable ASCII ({shown})"
+        )
+    return name
+
+
 def positive_seconds(text: str) -> float:
     """An argparse type: a number of seconds greater than 0."""
     try:
@@ -217,6 +236,8 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
         settings = Settings.from_env(os.environ if environ is None else environ, **overrides)
         setup_logging(args.log_level or settings.log_level)
         handler = load_handler(args.handler) if hasattr(args, "handler") else None
+        if getattr(args, "name", None) is not None:
+            check_name(args.name)
         if args.command == "subscriber" and args.patterns and settings.sharded_pubsub:
             raise SettingsError(NO_SHARDED_PATTERNS)
     except (SettingsError, HandlerError, ValueError) as exc:
@@ -239,7 +260,9 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
         if args.command == "worker" and args.check:
             return tools.check_workers(settings, queues)
     except redis.RedisError as exc:
-        print(f"python -m consumers: Redis unavailable: {exc}", file=sys.stderr)
+        refused = configuration_refused(exc, settings, f"python -m consumers {args.command}")
+        detail = refused or status.describe_error(exc, settings)
+        print(f"python -m consumers: Redis unavailable: {detail}", file=sys.stderr)
         return tools.EXIT_UNAVAILABLE
     assert handler is not None
     return run_daemons(args, settings, queues, handler)
@@ -275,10 +298,12 @@ def run_daemons(
         failed = failed or next((d for d in daemons if d.failure is not None), None)
         if failed is not None:
             stop_all()  # one consumer is gone: the others must not go on half the process
+    # Also when every thread had ended before the loop first looked (a refusal at once).
+    failed = failed or next((d for d in daemons if d.failure is not None), None)
     if failed is not None and isinstance(failed.failure, NameTaken):
         print(f"python -m consumers: {failed.failure}", file=sys.stderr)
         return EXIT_TEMPFAIL
-    if failed is not None and isinstance(failed.failure, CertificateRefused):
+    if failed is not None and isinstance(failed.failure, ConfigurationRefused):
         print(f"python -m consumers: configuration error: {failed.failure}", file=sys.stderr)
         return EXIT_CONFIG
     if failed is not None:

@@ -4,6 +4,13 @@ A daemon never blocks forever and never dies of a Redis error. ``serve()`` runs 
 :meth:`Daemon.stop` is called or the connection breaks; a broken connection is logged with the
 next delay, counted in ``reconnects``, backed off (capped full jitter) and served again.
 Library classes install no signal handlers: the CLI maps SIGTERM/SIGINT to :meth:`stop`.
+
+One exception: before the first connection succeeded, a refusal that says the configuration
+is wrong (a certificate the CA did not sign, a login Redis refuses, a user not allowed what
+connecting needs, a client name Redis refuses) ends :meth:`Daemon.run` with
+:class:`ConfigurationRefused` naming the setting (the CLI exits 78): retrying cannot fix it.
+Once connected, the same refusals are retried like an outage: a certificate or a password may
+be being rotated.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
+from urllib.parse import unquote, urlsplit
 
 import redis
 
@@ -25,7 +33,12 @@ log = logging.getLogger(__name__)
 SUMMARY_INTERVAL_S = 60.0
 
 
-class CertificateRefused(RuntimeError):
+class ConfigurationRefused(RuntimeError):
+    """Redis refused this configuration on the first connection: a setting to fix (the
+    message names it), not an outage to wait out."""
+
+
+class CertificateRefused(ConfigurationRefused):
     """TLS: the server's certificate did not verify on the first connection (BUS_TLS_*)."""
 
 
@@ -39,6 +52,64 @@ def certificate_refused(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+# What redis-py's errors say (it drops Redis's error code) when Redis refuses a login: a wrong
+# password, an unknown or disabled user (WRONGPASS), no password where one is required
+# (NOAUTH), a password where none is configured. Matched in the text too: a cluster client
+# reports its nodes' errors in one ConnectionError.
+_LOGIN_REFUSED = (
+    "invalid username-password pair",
+    "Authentication required",
+    "called without any password configured",
+    "Client sent AUTH, but no password is set",
+    "invalid password",
+)
+_NAME_REFUSED = "Client names cannot contain"
+_NO_PERMISSION = "has no permissions to run"
+
+
+def configuration_refused(
+    exc: BaseException, settings: Settings, role: str, name: str | None = None
+) -> str | None:
+    """If ``exc`` (or what it wraps) says Redis refused the configuration rather than failed to
+    answer: one line naming the setting to fix (never the password), for a ``role`` (a worker,
+    a tool) of ``name`` (a daemon's ``--name``). None otherwise."""
+    where = settings.redis_url_redacted
+    seen: BaseException | None = exc
+    while seen is not None:
+        detail = _masked(" ".join(str(seen).split()), settings)
+        if isinstance(seen, redis.AuthenticationError) or any(s in detail for s in _LOGIN_REFUSED):
+            return (
+                f"Redis at {where} refused the login of {_user(settings)}: {detail} (check "
+                "the user and password in BUS_REDIS_URL)"
+            )
+        if isinstance(seen, redis.exceptions.NoPermissionError) or _NO_PERMISSION in detail:
+            return (
+                f"Redis at {where} does not allow {_user(settings)} what {role} needs: "
+                f"{detail} (check the user in BUS_REDIS_URL and its ACL rules; "
+                "deploy/redis/users.acl gives each role what it needs)"
+            )
+        if _NAME_REFUSED in detail and name is not None:
+            return (
+                f"Redis at {where} refused the client name of --name {name!r}: {detail} "
+                "(--name takes printable ASCII without spaces)"
+            )
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _user(settings: Settings) -> str:
+    user = urlsplit(settings.redis_url).username
+    return f"user {unquote(user)!r}" if user else "the default user"
+
+
+def _masked(text: str, settings: Settings) -> str:
+    """``text`` with BUS_REDIS_URL's password masked, should an error ever quote it."""
+    password = urlsplit(settings.redis_url).password
+    for secret in {password, unquote(password)} if password else ():
+        text = text.replace(secret, "***")
+    return text
 
 
 class DeadLink(redis.ConnectionError):
@@ -100,7 +171,7 @@ class Daemon:
                 self.name,
                 type(exc).__name__,
                 exc,
-                exc_info=not isinstance(exc, SystemExit),
+                exc_info=not isinstance(exc, SystemExit | ConfigurationRefused),
             )
         finally:
             self.close_connections()
@@ -119,11 +190,17 @@ class Daemon:
                 self.close_connections()
                 if self.stopping.is_set():
                     break
-                if not self.connected_once.is_set() and certificate_refused(exc):
+                first = not self.connected_once.is_set()
+                if first and certificate_refused(exc):
                     # Before the first connection, a certificate the CA did not sign (or that
                     # names another host) is a configuration to fix, not an outage to wait out.
                     # Once connected, a later refusal is retried: a certificate may be rotating.
                     raise CertificateRefused(str(exc)) from exc
+                refused = configuration_refused(exc, self.settings, f"a {self.role}", self.name)
+                if first and refused:
+                    # The same for a login, a user's rights or a client name Redis refuses.
+                    # Once connected, retried: a password may be being rotated.
+                    raise ConfigurationRefused(refused) from exc
                 delay = self.backoff.next_delay_s()
                 broken = isinstance(exc, (redis.ConnectionError, redis.TimeoutError))
                 log.warning(
@@ -132,7 +209,7 @@ class Daemon:
                     self.name,
                     "Redis connection lost" if broken else "Redis answered an error",
                     type(exc).__name__,
-                    exc,
+                    refused or exc,
                     self.backoff.failures,
                     delay,
                 )
