@@ -11,6 +11,9 @@ connecting needs, a client name Redis refuses) ends :meth:`Daemon.run` with
 :class:`ConfigurationRefused` naming the setting (the CLI exits 78): retrying cannot fix it.
 Once connected, the same refusals are retried like an outage: a certificate or a password may
 be being rotated.
+
+Messages whose accounting fields the envelope decoder ignored (a foreign producer's ``"seq":
+0``...) are counted in ``fields_ignored`` and logged, at WARNING at most once a minute.
 """
 
 from __future__ import annotations
@@ -24,9 +27,9 @@ from urllib.parse import unquote, urlsplit
 
 import redis
 
-from producer import Backoff, Settings, make_client
+from producer import Backoff, Envelope, Settings, make_client
 from producer.client import drop_connections
-from producer.envelope import now_ms
+from producer.envelope import now_ms, report_ignored_fields_to
 from producer.stats import COUNTERS, Flusher, Stats
 
 log = logging.getLogger(__name__)
@@ -135,6 +138,8 @@ class Daemon:
         self.connected_once = threading.Event()
         self.finished = threading.Event()  # set once run() has returned
         self.failure: BaseException | None = None  # what ended run() other than stop()
+        self._ignored_warned_at = -SUMMARY_INTERVAL_S  # last WARNING about ignored fields
+        self._ignored_unwarned = 0  # messages with ignored fields since that WARNING
 
     def serve(self) -> None:
         """Connect and consume until :attr:`stopping` is set; raise on a broken connection."""
@@ -161,6 +166,7 @@ class Daemon:
         else that ends it (a bug, a handler raising SystemExit) is kept in :attr:`failure`
         for the caller, which must not let the process live on without this consumer."""
         self._flusher.start()
+        previous_sink = report_ignored_fields_to(self.fields_ignored)  # this thread's decodes
         try:
             self._loop()
         except BaseException as exc:  # recorded and reported, never swallowed
@@ -174,6 +180,7 @@ class Daemon:
                 exc_info=not isinstance(exc, SystemExit | ConfigurationRefused),
             )
         finally:
+            report_ignored_fields_to(previous_sink)
             self.close_connections()
             self._flusher.stop()  # no heartbeat can land after on_exit withdraws it
             self.stats.set_state(stopped_ms=now_ms())
@@ -220,6 +227,28 @@ class Daemon:
             step()
         except Exception:  # the exit goes on: the reaper repairs what this could not
             log.exception("%s %s: %s failed on exit", self.role, self.name, step.__name__)
+
+    def fields_ignored(self, env: Envelope, notes: tuple[str, ...]) -> None:
+        """A message this daemon's thread decoded with accounting fields ignored (see
+        :func:`producer.envelope.decode`): it is handled all the same; counted, and logged at
+        WARNING at most once a minute (DEBUG otherwise), so a producer that always sends them
+        cannot flood the log."""
+        self.stats.incr("fields_ignored")
+        where = f" queue {queue}" if (queue := getattr(self, "queue", None)) else ""
+        now = time.monotonic()
+        if now - self._ignored_warned_at < SUMMARY_INTERVAL_S:
+            self._ignored_unwarned += 1
+            log.debug("%s %s:%s message %s: ignored %s", self.role, self.name, where, env.id,
+                      "; ".join(notes))  # fmt: skip
+            return
+        since = f"; {self._ignored_unwarned} more since the last such warning" if (
+            self._ignored_unwarned) else ""  # fmt: skip
+        log.warning(
+            "%s %s:%s message %s: ignored %s: handled, left out of the accounting (counted "
+            "in fields_ignored; at most one such warning a minute%s)",
+            self.role, self.name, where, env.id, "; ".join(notes), since,
+        )  # fmt: skip
+        self._ignored_warned_at, self._ignored_unwarned = now, 0
 
     def mark_connected(self) -> None:
         """Called by serve() once subscribed/ready: resets backoff and counts a reconnect."""

@@ -11,13 +11,25 @@ ignored, and not kept when a message is written again (retry, recovery, requeue)
 
 On the Python side an :class:`Envelope` always has every attribute: ``src`` ``""`` and ``seq``
 0 mean "not set", ``ts`` 0 means unknown, ``attempt`` is at least 1, ``track`` is a bool.
+
+What cannot be handled as meant raises :class:`EnvelopeError` (the consumer dead-letters it):
+not UTF-8 JSON, not an object, ``v`` not 1, ``id`` or ``payload`` missing, a ``mode`` or
+``track`` it cannot read. The accounting fields (``src``, ``seq``, ``ts``, ``attempt``) only
+feed the bus's own counts: one out of range or of the wrong type (a foreign producer's
+``"seq": 0``, ``"ts": "abc"``, a ``src`` without ``seq``) is ignored, as if absent, and the
+message is valid work. :func:`decode_noting` says which were ignored; :func:`decode` tells the
+sink the decoding thread installed with :func:`report_ignored_fields_to` (a daemon counts them
+and logs), or logs at DEBUG.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -25,6 +37,7 @@ import orjson
 
 VERSION = 1
 MODES = ("prodcons", "pubsub")
+log = logging.getLogger(__name__)
 # orjson does the work; the standard library's json is the reference it is checked against and
 # the fallback for what orjson would do differently (see encode() and _loads()).
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False)
@@ -130,9 +143,11 @@ def _loads(data: bytes) -> Any:
 
 
 def decode(raw: bytes | str, *, default_mode: str = "prodcons") -> Envelope:
-    """Parse ``raw``; raise :class:`EnvelopeError` (carrying ``raw``) if it is not an envelope.
+    """Parse ``raw``; raise :class:`EnvelopeError` (carrying ``raw``) if it cannot be handled.
 
-    ``default_mode`` is the mode of an envelope that names none: where it was read from."""
+    ``default_mode`` is the mode of an envelope that names none: where it was read from.
+    Accounting fields out of range or of the wrong type are ignored (see the module's
+    docstring) and reported to this thread's sink (:func:`report_ignored_fields_to`)."""
     data = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else raw
     if type(data) is not bytes:
         data = bytes(data)
@@ -157,11 +172,54 @@ def decode(raw: bytes | str, *, default_mode: str = "prodcons") -> Envelope:
             and "payload" in obj
         ):  # fmt: skip
             return _make(env_id, src, seq, ts, mode, obj["payload"], attempt, v, track is True)
+    env, notes = _checked(obj, data, default_mode)
+    if notes:
+        _report(env, notes)
+    return env
+
+
+def decode_noting(
+    raw: bytes | str, *, default_mode: str = "prodcons"
+) -> tuple[Envelope, tuple[str, ...]]:
+    """As :func:`decode`, with what it ignored: one note per field (``"seq 0 (not an integer
+    >= 1)"``), none for an envelope taken as it is. Reported to no sink."""
+    data = raw.encode("utf-8", "surrogateescape") if isinstance(raw, str) else bytes(raw)
+    try:
+        obj = _loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise EnvelopeError(f"not JSON: {exc}", data) from None
     return _checked(obj, data, default_mode)
 
 
-def _checked(obj: Any, data: bytes, default_mode: str) -> Envelope:
-    """Every field checked one by one: the envelope, or an error naming what is wrong."""
+IgnoredSink = Callable[[Envelope, tuple[str, ...]], None]
+
+
+class _Sinks(threading.local):
+    sink: IgnoredSink | None = None
+
+
+_sinks = _Sinks()
+
+
+def report_ignored_fields_to(sink: IgnoredSink | None) -> IgnoredSink | None:
+    """From now on, :func:`decode` in the calling thread tells ``sink`` (the envelope and its
+    notes) when it ignored accounting fields; None: logged at DEBUG. Returns the previous sink.
+    A daemon installs one in the thread that consumes (:class:`consumers.daemon.Daemon`)."""
+    previous, _sinks.sink = _sinks.sink, sink
+    return previous
+
+
+def _report(env: Envelope, notes: tuple[str, ...]) -> None:
+    sink = _sinks.sink
+    if sink is None:
+        log.debug("message %s: ignored %s", env.id, "; ".join(notes))
+    else:
+        sink(env, notes)
+
+
+def _checked(obj: Any, data: bytes, default_mode: str) -> tuple[Envelope, tuple[str, ...]]:
+    """Every field checked one by one: the envelope and the notes on the accounting fields it
+    ignored, or an error naming what cannot be handled."""
     if type(obj) is not dict:
         raise EnvelopeError(f"not a JSON object but {type(obj).__name__}", data)
     # The version first: a later version may change any other field, and its producer should
@@ -178,15 +236,6 @@ def _checked(obj: Any, data: bytes, default_mode: str) -> Envelope:
         raise EnvelopeError("field 'id' missing or not a non-empty string", data)
     if "payload" not in obj:
         raise EnvelopeError("field 'payload' missing", data)
-    src = obj.get("src")
-    if src is not None and (type(src) is not str or not src):
-        raise EnvelopeError("field 'src' not a non-empty string", data)
-    seq = _optional_int(obj, "seq", 1, data)
-    if (src is None) != (seq is None):
-        # Half of the pair cannot be accounted for; refusing says so, ignoring it would not.
-        raise EnvelopeError("fields 'src' and 'seq' go together: set both or neither", data)
-    ts = _optional_int(obj, "ts", 0, data)
-    attempt = _optional_int(obj, "attempt", 0, data)
     mode = obj.get("mode")
     if mode is None:
         mode = default_mode
@@ -195,9 +244,24 @@ def _checked(obj: Any, data: bytes, default_mode: str) -> Envelope:
     track = obj.get("track")
     if track is not None and type(track) is not bool:
         raise EnvelopeError("field 'track' not true or false", data)
-    # 0 or absent attempt: a producer's "first delivery".
-    payload = obj["payload"]
-    return _make(env_id, src or "", seq or 0, ts or 0, mode, payload, attempt or 1, v, bool(track))
+    # The accounting fields: what is out of range or of the wrong type is ignored, noted.
+    notes: list[str] = []
+    src: Any = obj.get("src")
+    bad_src = src is not None and (type(src) is not str or not src)
+    if bad_src:  # and its seq goes with it, without a note of its own
+        notes.append(f"src {_shown(src)} (not a non-empty string)")
+    seq = _accounting_int(obj, "seq", 1, notes)
+    if bad_src or seq is False:
+        src = seq = None
+    elif (src is None) != (seq is None):  # half of the pair cannot be accounted for
+        notes.append(f"src {_shown(src)} without seq" if seq is None else
+                     f"seq {_shown(seq)} without src")  # fmt: skip
+        src = seq = None
+    ts = _accounting_int(obj, "ts", 0, notes)
+    attempt = _accounting_int(obj, "attempt", 0, notes)  # 0 or absent: the first delivery
+    env = _make(env_id, src or "", seq or 0, ts or 0, mode, obj["payload"], attempt or 1, v,
+                bool(track))  # fmt: skip
+    return env, tuple(notes)
 
 
 _FIELDS = ("id", "src", "seq", "ts", "mode", "payload", "attempt", "v", "track")
@@ -217,11 +281,19 @@ def _make(env_id: str, src: str, seq: int, ts: int, mode: str, payload: Any, att
     return env
 
 
-def _optional_int(obj: dict[str, Any], name: str, minimum: int, data: bytes) -> int | None:
-    """``obj[name]`` if set (not absent, not null); an integer >= ``minimum`` or garbage."""
+def _accounting_int(obj: dict[str, Any], name: str, minimum: int, notes: list[str]) -> Any:
+    """``obj[name]`` if set (not absent, not null) and an integer >= ``minimum``; None if not
+    set; False, with a note, if set to anything else (ignored)."""
     value = obj.get(name)
     if value is None:
         return None
     if type(value) is not int or value < minimum:  # `type is`, so True is not an int here
-        raise EnvelopeError(f"field {name!r} not an integer >= {minimum}", data)
+        notes.append(f"{name} {_shown(value)} (not an integer >= {minimum})")
+        return False
     return value
+
+
+def _shown(value: Any) -> str:
+    """A field's value for a note, bounded (a foreign producer may write anything there)."""
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 40 else text[:37] + "..."

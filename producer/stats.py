@@ -50,6 +50,7 @@ COUNTERS = (
     "failed",  # handler raised
     "retried",  # worker: requeued for another attempt
     "dead_lettered",  # garbage or attempts exhausted
+    "fields_ignored",  # consumers: handled with accounting fields ignored (seq 0, ts "abc"...)
     "dead_dropped",  # worker: old dead letters trimmed by the cap (BUS_DEAD_MAX)
     "recovered",  # worker: own in-flight messages requeued after a restart or reconnect
     "received",  # subscriber: messages read from the channel

@@ -6,6 +6,7 @@ import functools
 import json
 import logging
 import shlex
+import threading
 import tomllib
 from importlib import resources
 
@@ -13,7 +14,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from producer import EnvelopeError, PayloadError, decode, encode
-from producer.envelope import new
+from producer.envelope import decode_noting, new, report_ignored_fields_to
 from tests.procs import ROOT
 
 
@@ -57,8 +58,8 @@ GOOD = {"v": 1, "id": "a" * 32, "src": "p", "seq": 1, "ts": 1, "mode": "prodcons
         b'"a string"',
         json.dumps({**GOOD, "v": 2}).encode(),
         json.dumps({**GOOD, "mode": "carrier-pigeon"}).encode(),
-        json.dumps({**GOOD, "seq": "1"}).encode(),
-        json.dumps({**GOOD, "attempt": True}).encode(),
+        json.dumps({**GOOD, "track": "yes"}).encode(),
+        json.dumps({**GOOD, "id": ""}).encode(),
         json.dumps({k: v for k, v in GOOD.items() if k != "payload"}).encode(),
         json.dumps({k: v for k, v in GOOD.items() if k != "id"}).encode(),
         b"[" * 100_000,
@@ -134,7 +135,8 @@ def test_version_is_checked_first_and_named() -> None:
         assert info.value.reason == "unsupported envelope version 2; this consumer reads version 1"
 
 
-# (document, a fragment of the decoder's reason): every one is also invalid under the schema.
+# (document, a fragment of the decoder's reason): what cannot be handled. Every one is also
+# invalid under the schema.
 INVALID: list[tuple[object, str]] = [
     ([1, 2], "not a JSON object"),
     ("a string", "not a JSON object"),
@@ -148,33 +150,87 @@ INVALID: list[tuple[object, str]] = [
     ({**GOOD, "id": ""}, "'id'"),
     ({**GOOD, "id": 42}, "'id'"),
     ({k: v for k, v in GOOD.items() if k != "payload"}, "'payload'"),
-    ({**GOOD, "src": ""}, "'src'"),
-    ({**GOOD, "src": 7}, "'src'"),
-    ({**GOOD, "seq": 0}, "'seq'"),
-    ({**GOOD, "seq": -1}, "'seq'"),
-    ({**GOOD, "seq": "1"}, "'seq'"),
-    ({**GOOD, "seq": True}, "'seq'"),
-    ({**GOOD, "seq": 1.5}, "'seq'"),
-    ({k: v for k, v in GOOD.items() if k != "seq"}, "'src' and 'seq'"),
-    ({k: v for k, v in GOOD.items() if k != "src"}, "'src' and 'seq'"),
-    ({**GOOD, "seq": None}, "'src' and 'seq'"),
-    ({**GOOD, "ts": -1}, "'ts'"),
-    ({**GOOD, "ts": "2026-01-01T00:00:00Z"}, "'ts'"),
-    ({**GOOD, "ts": False}, "'ts'"),
     ({**GOOD, "mode": "carrier-pigeon"}, "mode"),
     ({**GOOD, "mode": 1}, "mode"),
-    ({**GOOD, "attempt": -1}, "'attempt'"),
-    ({**GOOD, "attempt": True}, "'attempt'"),
-    ({**GOOD, "attempt": 2.5}, "'attempt'"),
+    ({**GOOD, "track": "yes"}, "'track'"),
+    ({**GOOD, "track": 1}, "'track'"),
 ]
 
 
 @pytest.mark.parametrize(("obj", "reason"), INVALID)
 def test_invalid_envelopes_are_refused_with_a_reason(obj: object, reason: str) -> None:
-    """Types and ranges stay strict where a guarantee depends on them; the reason says which."""
+    """What a consumer cannot handle as meant is refused; the reason says which field."""
     with pytest.raises(EnvelopeError) as info:
         decode(raw_of(obj))
     assert reason in info.value.reason
+
+
+def without(*names: str) -> dict[str, object]:
+    return {k: v for k, v in GOOD.items() if k not in names}
+
+
+# (document, the fields the decoder ignores, in its notes' order): the optional accounting
+# fields out of range or of the wrong type. Valid work all the same: decoded, with the ignored
+# fields as if absent (src "" and seq 0, ts 0, attempt 1). Every one is invalid under the
+# schema, which says what a producer should send.
+IGNORED: list[tuple[dict[str, object], tuple[str, ...]]] = [
+    ({**GOOD, "seq": 0}, ("seq",)),
+    ({**GOOD, "seq": -5}, ("seq",)),
+    ({**GOOD, "seq": "1"}, ("seq",)),
+    ({**GOOD, "seq": True}, ("seq",)),
+    ({**GOOD, "seq": 1.5}, ("seq",)),
+    ({**GOOD, "src": ""}, ("src",)),
+    ({**GOOD, "src": 7}, ("src",)),
+    ({**GOOD, "src": 7, "seq": 0}, ("src", "seq")),
+    (without("seq"), ("src",)),
+    ({**GOOD, "seq": None}, ("src",)),
+    (without("src"), ("seq",)),
+    ({**GOOD, "ts": -1}, ("ts",)),
+    ({**GOOD, "ts": "abc"}, ("ts",)),
+    ({**GOOD, "ts": "2026-01-01T00:00:00Z"}, ("ts",)),
+    ({**GOOD, "ts": False}, ("ts",)),
+    ({**GOOD, "attempt": -1}, ("attempt",)),
+    ({**GOOD, "attempt": True}, ("attempt",)),
+    ({**GOOD, "attempt": 2.5}, ("attempt",)),
+    ({**GOOD, "seq": 0, "ts": -1, "attempt": -1}, ("seq", "ts", "attempt")),
+]
+
+
+@pytest.mark.parametrize(("obj", "fields"), IGNORED)
+def test_out_of_range_accounting_fields_are_ignored_not_refused(
+    obj: dict[str, object], fields: tuple[str, ...]
+) -> None:
+    """A foreign producer's seq 0 (or -5, or "abc" for a ts...) does not make its work
+    garbage: the envelope decodes with the field as if absent, and the notes say which."""
+    env, notes = decode_noting(raw_of(obj))
+    assert [n.split()[0] for n in notes] == list(fields), notes
+    assert (env.id, env.payload, env.mode) == (GOOD["id"], GOOD["payload"], GOOD["mode"])
+    pair_ignored = {"src", "seq"} & set(fields)
+    assert (env.src, env.seq) == (("", 0) if pair_ignored else (GOOD["src"], GOOD["seq"]))
+    assert env.ts == (0 if "ts" in fields else GOOD["ts"])
+    assert env.attempt == 1
+    assert decode(raw_of(obj)) == env
+    again, again_notes = decode_noting(env.next_attempt().encode())  # a retry writes it clean
+    assert again_notes == () and again.attempt == 2
+
+
+def test_ignored_fields_are_reported_to_the_sink_of_the_decoding_thread() -> None:
+    """decode() tells the sink its thread installed (a daemon counts and logs there); another
+    thread's decodes, and clean envelopes, are not reported to it."""
+    seen: list[tuple[str, tuple[str, ...]]] = []
+    odd = raw_of({**GOOD, "seq": 0})
+    previous = report_ignored_fields_to(lambda env, notes: seen.append((env.id, notes)))
+    try:
+        decode(raw_of(GOOD))
+        decode(odd)
+        other = threading.Thread(target=decode, args=(odd,))
+        other.start()
+        other.join()
+    finally:
+        report_ignored_fields_to(previous)
+    assert seen == [(GOOD["id"], ("seq 0 (not an integer >= 1)",))]
+    decode(odd)  # no sink any more: logged at DEBUG only
+    assert len(seen) == 1
 
 
 def test_encode_leaves_out_what_is_not_set() -> None:
@@ -215,6 +271,7 @@ def test_schema_accepts_what_the_project_encodes() -> None:
         new(None, src="4242-9f3a0c1b2d", seq=1, mode="prodcons").next_attempt(),
         decode(raw_of(MINIMAL), default_mode="pubsub").next_attempt(),
         decode(raw_of({**MINIMAL, "attempt": 0, "extra": 1})),
+        decode(raw_of({**GOOD, "seq": 0, "ts": -5, "attempt": -1})).next_attempt(),
     ]
     for env in envs:
         assert schema_errors(json.loads(env.encode())) == [], env
@@ -252,34 +309,45 @@ def test_schema_refuses_what_the_decoder_refuses(obj: object, reason: str) -> No
     assert schema_errors(obj), f"the schema accepts what the decoder refuses ({reason})"
 
 
+@pytest.mark.parametrize(("obj", "fields"), IGNORED)
+def test_schema_refuses_what_the_decoder_ignores(
+    obj: dict[str, object], fields: tuple[str, ...]
+) -> None:
+    """The schema says what to send: a field the decoder would ignore is invalid there."""
+    assert schema_errors(obj), f"the schema accepts what the decoder ignores ({fields})"
+
+
 POOL: list[object] = ["absent", None, 0, 1, 2, -1, True, 1.5, "", "x", "pubsub", [], {}]
 
 
 @pytest.mark.parametrize("base", [GOOD, MINIMAL], ids=["full", "minimal"])
 def test_schema_and_decoder_agree_field_by_field(base: dict[str, object]) -> None:
-    """Each field set to each of a pool of values (or left out): both accept or both refuse."""
+    """Each field set to each of a pool of values (or left out): the schema accepts exactly
+    what the decoder takes as it is (nothing refused, nothing ignored); what the decoder only
+    ignores is an accounting field."""
     disagree = []
-    for name in ("v", "id", "payload", "src", "seq", "ts", "mode", "attempt"):
+    for name in ("v", "id", "payload", "src", "seq", "ts", "mode", "attempt", "track"):
         for value in POOL:
             obj = {k: v for k, v in base.items() if k != name}
             if value != "absent":
                 obj[name] = value
             try:
-                decode(raw_of(obj))
-                decoded = True
+                notes = decode_noting(raw_of(obj))[1]
+                clean = not notes
+                assert {n.split()[0] for n in notes} <= {"src", "seq", "ts", "attempt"}
             except EnvelopeError:
-                decoded = False
-            if decoded != (not schema_errors(obj)):
-                disagree.append((name, value, decoded))
+                clean = False
+            if clean != (not schema_errors(obj)):
+                disagree.append((name, value, clean))
     assert disagree == []
 
 
 def test_the_one_known_disagreement_integral_floats() -> None:
-    """JSON Schema counts 1.0 as an integer; the decoder does not (documented in both)."""
+    """JSON Schema counts 1.0 as an integer; the decoder does not, and ignores it as any
+    accounting field of the wrong type (documented in both)."""
     obj = {**GOOD, "seq": 1.0}
     assert schema_errors(obj) == []
-    with pytest.raises(EnvelopeError):
-        decode(raw_of(obj))
+    assert decode_noting(raw_of(obj))[1] == ("seq 1.0 (not an integer >= 1)",)
 
 
 def test_the_default_handler_logs_no_age_for_an_envelope_without_ts(
