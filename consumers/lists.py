@@ -61,12 +61,29 @@ class QueueOps:
         self._move_due = client.register_script(lua.MOVE_DUE)
         self._record = client.register_script(lua.RECORD)
         self._progress = client.register_script(lua.PROGRESS)
+        self._take = client.register_script(lua.TAKE)
+        self._give_back = client.register_script(lua.GIVE_BACK)
 
     def claim(self, consumer: str, count: int) -> list[bytes]:
         """Move up to ``count`` of the oldest pending messages into ``consumer``'s processing
         list, without blocking; oldest first."""
         claim_keys = [self.pending, self._proc(consumer), self.gate]
         return list(self._claim(keys=claim_keys, args=[count]))
+
+    def take(self, count: int) -> list[bytes]:
+        """At-most-once: pop up to ``count`` of the oldest pending messages, counted as taken
+        (producer/counts.py); oldest first."""
+        return list(self._take(keys=[self.pending], args=[count]))
+
+    def taken(self, count: int) -> None:
+        """At-most-once: count messages a blocking pop took (it cannot count them itself)."""
+        self.client.hincrby(keys.counts(self.queue), "taken", count)
+
+    def give_back(self, raws: Sequence[bytes]) -> None:
+        """At-most-once: put back ``raws`` (taken, never handed to the handler; oldest first)
+        at the consuming end, uncounted."""
+        if raws:
+            self._give_back(keys=[self.pending], args=list(raws))
 
     def settle(self, consumer: str | None, moves: Sequence[Move]) -> tuple[int, int]:
         """Apply a batch's outcomes in one script: acks, retries, dead letters, and messages

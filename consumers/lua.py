@@ -8,6 +8,7 @@ The same scripts write the records of tracked messages (:mod:`producer.tracking`
 the queue's gate key ``bus:{q}:tracking`` as its last key, and a queue without one costs a GET.
 """
 
+from producer.counts import LUA as _COUNT
 from producer.tracking import LUA as _TRACK
 
 # claim(pending, processing, n, gate): up to n of the oldest pending messages move to the
@@ -145,6 +146,7 @@ local function ack_tail(first)
     end
   end
   redis.call('LTRIM', KEYS[1], 0, -k - 1)
+  count(KEYS[2], 'acked', k)
   return true
 end
 
@@ -153,7 +155,7 @@ local function move_triples(first, dead_max, delayed, gate)
     settle_records(first, gate)
     return {math.floor((#ARGV - first + 1) / 3), 0}
   end
-  local moved, to_dead = 0, 0
+  local moved, to_dead, acked, listed_dead = 0, 0, 0, 0
   local ttl = false  -- the records' TTL, read at the first tracked move
   for i = first, #ARGV, 3 do
     local code, id, attempt, note = split_how(ARGV[i + 2])
@@ -167,6 +169,9 @@ local function move_triples(first, dead_max, delayed, gate)
       elseif code == 'D' or code == 'P' then
         redis.call('LPUSH', KEYS[3], ARGV[i + 1])
         to_dead = to_dead + 1
+        if code == 'D' then listed_dead = listed_dead + 1 end
+      elseif code == 'A' then
+        acked = acked + 1
       end
       moved = moved + 1
       if id then
@@ -175,6 +180,8 @@ local function move_triples(first, dead_max, delayed, gate)
       end
     end
   end
+  count(KEYS[2], 'acked', acked)
+  count(KEYS[2], 'dead', listed_dead)  -- P's were counted as taken when popped
   local dropped = 0
   if to_dead > 0 and dead_max > 0 then
     local n = redis.call('LLEN', KEYS[3])
@@ -192,6 +199,7 @@ end
 MOVE = (
     NOW_MS
     + _TRACK
+    + _COUNT
     + _MOVE_TRIPLES
     + "return move_triples(2, tonumber(ARGV[1]), KEYS[5], KEYS[6])\n"
 )
@@ -202,6 +210,7 @@ MOVE = (
 SETTLE_CLAIM = (
     NOW_MS
     + _TRACK
+    + _COUNT
     + _MOVE_TRIPLES
     + _CLAIM
     + """
@@ -222,6 +231,7 @@ return out
 REAP = (
     NOW_MS
     + _TRACK
+    + _COUNT
     + _MOVE_TRIPLES
     + """
 local beat = redis.call('ZSCORE', KEYS[5], ARGV[1])
@@ -230,6 +240,27 @@ if redis.call('EXISTS', KEYS[8]) == 1 then return {-1, 0} end
 local result = move_triples(4, tonumber(ARGV[3]), KEYS[6], KEYS[7])
 if redis.call('LLEN', KEYS[1]) == 0 then redis.call('ZREM', KEYS[5], ARGV[1]) end
 return result
+"""
+)
+
+# At-most-once. TAKE: KEYS[1] pending; ARGV[1] n: up to n of the oldest, popped and counted as
+# taken (producer/counts.py), oldest first. GIVE_BACK: KEYS[1] pending; ARGV the messages taken
+# and not handled, oldest first: back at the consuming end, uncounted.
+TAKE = (
+    _COUNT
+    + """
+local got = redis.call('RPOP', KEYS[1], ARGV[1])
+if not got then return {} end
+count(KEYS[1], 'taken', #got)
+return got
+"""
+)
+GIVE_BACK = (
+    _COUNT
+    + """
+for i = #ARGV, 1, -1 do redis.call('RPUSH', KEYS[1], ARGV[i]) end
+count(KEYS[1], 'taken', -#ARGV)
+return #ARGV
 """
 )
 

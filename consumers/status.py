@@ -155,10 +155,11 @@ def _rates(o: dict[str, Any]) -> str:
 
 def _queues(o: dict[str, Any]) -> str:
     heads = ["queue", ">depth", ">scheduled", ">in flight", ">dead", ">oldest", ">handled",
-             ">handled/s", ">workers alive"]  # fmt: skip
+             ">handled/s", ">workers alive", ">unaccounted"]  # fmt: skip
     rows = [[q, _n(v["depth"]), _n(v.get("scheduled")), _n(v["in_flight"]), _n(v["dead"]),
              _ms(v["oldest_age_ms"]),
-             _n(v.get("handled_total")), _rate(v["handled_per_s"]), _n(v["workers_alive"])]
+             _n(v.get("handled_total")), _rate(v["handled_per_s"]), _n(v["workers_alive"]),
+             _n(v["balance"]["unaccounted"]) if "balance" in v else "-"]
             for q, v in o["queues"].items()]  # fmt: skip
     return table("QUEUES", heads, rows)
 

@@ -170,7 +170,7 @@ class Worker(Daemon):
             batch = self.ops.claim(self.name, size)
             self._claimed.extend([raw, None] for raw in batch)
             return batch
-        return self.client.rpop(self.pending, size) or []  # type: ignore[return-value]
+        return self.ops.take(size)
 
     def _blocking_pop(self) -> list[bytes]:
         """One message, waiting up to ``block_timeout_s`` for it."""
@@ -184,6 +184,8 @@ class Worker(Daemon):
         else:
             popped = self.client.brpop([self.pending], block)
             raw = popped[1] if popped else None  # type: ignore[assignment]
+            if raw is not None:  # a crash before this count shows as one unaccounted
+                self.ops.taken(1)
         self._popped = raw
         return [raw] if raw is not None else []
 
@@ -196,7 +198,7 @@ class Worker(Daemon):
             for i, raw in enumerate(batch):
                 if i and stopping.is_set():
                     if not at_least_once:  # claimed ones are given back when settling
-                        self.client.rpush(self.pending, *reversed(batch[i:]))
+                        self.ops.give_back(batch[i:])
                     break
                 if at_least_once:
                     entry = entries[i]
@@ -208,8 +210,8 @@ class Worker(Daemon):
                         self._unlisted.append(move)
                 if self._fatal is not None:  # settled as a failure; the process ends
                     fatal, self._fatal = self._fatal, None
-                    if not at_least_once and batch[i + 1 :]:  # popped, in no list: back
-                        self.client.rpush(self.pending, *reversed(batch[i + 1 :]))
+                    if not at_least_once:  # popped, in no list: back
+                        self.ops.give_back(batch[i + 1 :])
                     raise fatal
         finally:  # the batch's counts, in one go
             if self._handled:

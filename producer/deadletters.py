@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 
-from producer import keys, tracking
+from producer import counts, keys, tracking
 from producer.envelope import decode, now_ms
 
 # KEYS[1] dead, KEYS[2] pending, KEYS[3] the tracking gate; ARGV pairs: the dead entry, the
@@ -23,6 +23,7 @@ from producer.envelope import decode, now_ms
 # each is found at once. A tracked message's record is pending again, attempt 1.
 REQUEUE = (
     tracking.LUA
+    + counts.LUA
     + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -41,6 +42,7 @@ for i = 1, #ARGV, 2 do
     end
   end
 end
+count(KEYS[2], 'requeued', moved)
 return moved
 """
 )

@@ -26,6 +26,9 @@ key                                type    written by                      read 
 ``bus:{q}:tracking``               string  producers of tracked messages:  those same scripts
                                            the records' TTL (ms); exists
                                            while any record may exist
+``bus:{q}:counts``                 hash    the scripts that push, ack,     /api/stats, status,
+                                           dead-letter, requeue and take   /metrics: the queue's
+                                           (at-most-once) its messages     balance (counts.py)
 ``bus:ch:<channel>``               pubsub  producers PUBLISH               subscribers
 ``bus:ch:<channel>:dead``          list    subscriber: garbage or failed   /api/stats
                                            handler (capped: BUS_DEAD_MAX)
@@ -105,6 +108,12 @@ def tracking(queue: str) -> str:
     """Exists while ``queue`` may have records; holds their TTL in ms. The scripts that move
     messages read it once per call: a queue without tracked messages costs them one GET."""
     return f"{PREFIX}:{{{queue}}}:tracking"
+
+
+def counts(queue: str) -> str:
+    """What entered and left ``queue``'s lists, counted by the scripts that move its messages
+    (producer/counts.py): ``pushed``, ``requeued``, ``acked``, ``dead``, ``taken``."""
+    return f"{PREFIX}:{{{queue}}}:counts"
 
 
 def owner(queue: str, consumer: str) -> str:

@@ -13,6 +13,7 @@ from typing import Any
 import redis
 
 from producer import keys
+from producer.counts import read_balance
 from producer.envelope import EnvelopeError, decode, now_ms
 from producer.liveness import producer_rows, subscriber_rows, worker_rows
 from producer.settings import Settings
@@ -168,6 +169,7 @@ def _read_queues(
         for c in queues[q]["consumers"]:
             c["in_flight"] = next(lengths)
             queues[q]["in_flight"] += c["in_flight"]
+        queues[q]["balance"] = read_balance(client, q)  # one step: the lists as counted
     return queues
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import redis
 from redis.exceptions import MovedError
 
-from producer import envelope, keys, tracking
+from producer import counts, envelope, keys, tracking
 from producer.client import forget_routes, make_client, node_client
 from producer.cluster import command_key, is_stale_error
 from producer.settings import Settings
@@ -24,15 +24,19 @@ from producer.stats import Stats
 # The check and the push are one step, so concurrent producers can never take the queue past
 # the limit together; delayed messages count. Returns {1, pending after} when all were pushed,
 # {0, pending + delayed} when none was (no room for all).
-PUSH_IF_ROOM = """
+PUSH_IF_ROOM = (
+    counts.LUA
+    + """
 local depth = redis.call('LLEN', KEYS[1])
 local waiting = depth + redis.call('ZCARD', KEYS[2])
 if waiting + #ARGV - 1 > tonumber(ARGV[1]) then return {0, waiting} end
 for i = 2, #ARGV, 1000 do  -- unpack() is bounded by Lua's stack
   depth = redis.call('LPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
 end
+count(KEYS[1], 'pushed', #ARGV - 1)
 return {1, depth}
 """
+)
 PUSH_IF_ROOM_SHA = hashlib.sha1(PUSH_IF_ROOM.encode()).hexdigest()
 
 # KEYS[1] pending, KEYS[2] delayed; ARGV[1] the depth limit (0: none), ARGV[2] the delay (ms)
@@ -40,7 +44,9 @@ PUSH_IF_ROOM_SHA = hashlib.sha1(PUSH_IF_ROOM.encode()).hexdigest()
 # order. They are due at one time on Redis's clock; each later one a thousandth of a ms later,
 # so the mover makes them pending in push order. The limit counts pending and delayed together.
 # Returns {1, delayed after, due} when all were scheduled, {0, depth, due} when none was.
-SCHEDULE = """
+SCHEDULE = (
+    counts.LUA
+    + """
 local t = redis.call('TIME')
 local due = tonumber(ARGV[3])
 if due < 0 then
@@ -52,10 +58,13 @@ if limit > 0 then
   if depth + #ARGV - 3 > limit then return {0, depth, due} end
 end
 for i = 4, #ARGV do redis.call('ZADD', KEYS[2], due + (i - 4) / 1000, ARGV[i]) end
+count(KEYS[1], 'pushed', #ARGV - 3)
 return {1, redis.call('ZCARD', KEYS[2]), due}
 """
+)
 SCHEDULE_SHA = hashlib.sha1(SCHEDULE.encode()).hexdigest()
 TRACKED_PUSH_SHA = hashlib.sha1(tracking.PUSH.encode()).hexdigest()
+PUSH_SHA = hashlib.sha1(counts.PUSH.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -327,8 +336,12 @@ class Producer:
         if self.max_queue_depth:
             depth = self._push_if_room(queue, key, raws)
         else:
-            # One LPUSH with many values is atomic: never half-applied.
-            depth = self._write(("LPUSH", key, *raws))
+            # One script: the push and its count (producer/counts.py), never half-applied.
+            args = (1, key, *raws)
+            try:
+                depth = self._write(("EVALSHA", PUSH_SHA, *args))
+            except redis.exceptions.NoScriptError:
+                depth = self._write(("EVAL", counts.PUSH, *args))
         return [int(depth) - len(raws) + 1 + i for i in range(len(raws))]
 
     def _push_if_room(self, queue: str, key: str, raws: list[bytes]) -> int:

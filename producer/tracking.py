@@ -38,6 +38,7 @@ from typing import Any
 import redis
 
 from producer import keys
+from producer.counts import LUA as COUNT_LUA
 
 STATES = ("scheduled", "pending", "in-flight", "retrying", "handled", "dead")
 FINAL = ("handled", "dead")
@@ -94,6 +95,7 @@ end
 # Returns {1, depth or scheduled count after, due} or {0, pending + delayed, due} (no room).
 PUSH = (
     LUA
+    + COUNT_LUA
     + """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -119,6 +121,7 @@ for i = 1, n do
     rec_write(KEYS[3], ttl, id, 'pending', now, {'attempt', 1, 'created_ms', now})
   end
 end
+count(KEYS[1], 'pushed', n)
 if later then return {1, redis.call('ZCARD', KEYS[2]), due} end
 return {1, depth, due}
 """

@@ -21,6 +21,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from producer.counts import FIELDS as COUNTED
 from producer.stats import LATENCY_BUCKETS_MS
 
 ANY = None  # every role
@@ -148,6 +149,24 @@ def _gauges(overview: dict[str, Any]) -> Iterator[Metric]:
         for q, v in queues.items():
             family.add_metric([q], v[key])
         yield family
+    unaccounted = GaugeMetricFamily(
+        "bus_queue_unaccounted",
+        "Messages counted into the queue's lists minus those counted out minus those in them "
+        "(0: every message accounted for; see producer/counts.py)",
+        labels=("queue",),
+    )
+    moved = CounterMetricFamily(
+        "bus_queue_moves",
+        "Messages counted in (pushed, requeued) and out (acked, dead, taken) of the queue's "
+        "lists by the scripts that move them",
+        labels=("queue", "what"),
+    )
+    for q, v in queues.items():
+        unaccounted.add_metric([q], v["balance"]["unaccounted"])
+        for what in COUNTED:
+            moved.add_metric([q, what], v["balance"][what])
+    yield unaccounted
+    yield moved
     oldest = GaugeMetricFamily(
         "bus_queue_oldest_age_seconds",
         "Age of the oldest waiting message (absent when the queue is empty)",

@@ -55,7 +55,8 @@ function render(s) {
     cells: [q, fmt(v.depth), v.scheduled ? `${fmt(v.scheduled)} (next in ${ago(Math.max(0, v.next_due_in_ms))})` : "0",
             fmt(v.in_flight), [fmt(v.dead), v.dead ? "bad" : ""], rate(v.handled_per_s),
             ago(v.oldest_age_ms), fmt(v.pushed_total), fmt(v.handled_total),
-            [fmt(v.workers_alive), v.workers_alive ? "ok" : "bad"]],
+            [fmt(v.workers_alive), v.workers_alive ? "ok" : "bad"],
+            [fmt(v.balance.unaccounted), v.balance.unaccounted ? "bad" : "ok"]],
   })), "no queue");
   fill("workers", s.workers.map((w) => ({
     attrs: {name: w.name, queue: w.queue, state: w.state},
