@@ -133,6 +133,9 @@ class Daemon:
         self.backoff = Backoff(settings.backoff_base_s, settings.backoff_cap_s)
         self._flusher = Flusher(settings.stats_interval_s, self._tick, name=f"{self.role}-stats")
         self._tick_failing: set[str] = set()  # parts failing for Redis, logged once
+        # Redis answered the last serve() with an error (out of memory, say): the link is fine,
+        # so reconnecting is no progress; the backoff keeps growing until a command works.
+        self._refused = False
         self._tick_error_at: dict[str, float] = {}  # parts failing for a bug: last logged
         self._summary_at = time.monotonic()
         self.connected_once = threading.Event()
@@ -210,6 +213,7 @@ class Daemon:
                     raise ConfigurationRefused(refused) from exc
                 delay = self.backoff.next_delay_s()
                 broken = isinstance(exc, (redis.ConnectionError, redis.TimeoutError))
+                self._refused = not broken
                 log.warning(
                     "%s %s: %s (%s: %s); reconnect attempt %d in %.2fs",
                     self.role,
@@ -251,7 +255,12 @@ class Daemon:
         self._ignored_warned_at, self._ignored_unwarned = now, 0
 
     def mark_connected(self) -> None:
-        """Called by serve() once subscribed/ready: resets backoff and counts a reconnect."""
+        """Called by serve() once subscribed/ready: resets backoff and counts a reconnect
+        (after a lost link; after an error answer, :meth:`mark_serving` resets it once a
+        command goes through)."""
+        if self._refused:
+            self.connected_once.set()
+            return
         if self.connected_once.is_set():
             self.stats.incr("reconnects")
             log.warning(
@@ -262,6 +271,14 @@ class Daemon:
             )
         self.connected_once.set()
         self.backoff.reset()
+
+    def mark_serving(self) -> None:
+        """Called by serve() after a command went through: Redis no longer refuses them."""
+        if self._refused:
+            self._refused = False
+            log.warning("%s %s: Redis accepts commands again after %d refusals", self.role,
+                        self.name, self.backoff.failures)  # fmt: skip
+            self.backoff.reset()
 
     def _tick(self) -> None:
         """The periodic work, in independent parts: a failure of one (writing the stats, say)

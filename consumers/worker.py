@@ -127,6 +127,7 @@ class Worker(Daemon):
             more = len(batch) == self.settings.batch_size  # a full batch: a backlog exists
             if not batch:
                 batch = self._blocking_pop()
+                self.mark_serving()
                 more = True  # the first of a new backlog, perhaps
                 if not batch:
                     if self.at_least_once and self.client.llen(self.processing):
@@ -140,6 +141,7 @@ class Worker(Daemon):
             size = 0 if self.stopping.is_set() else self.settings.batch_size
             if self.at_least_once:
                 batch = self._settle(self.ops, claim=size)
+                self.mark_serving()
             else:
                 self._settle(self.ops)
                 batch = self._take(size) if more else []

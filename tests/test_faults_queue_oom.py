@@ -8,6 +8,7 @@ Real worker processes on a Redis of the test's own; every message accounted for 
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -56,3 +57,9 @@ def test_out_of_memory_a_live_worker_is_reaped_by_nobody(
     assert oom_refused, "Redis never refused a write: the test did not run out of memory"
     assert starts == handled_in_oom == Counter(dict.fromkeys(ids, 1)), starts
     assert "reaped" not in logs and "requeued" not in logs, logs[-3000:]
+    # Idle w2's pop was refused all along: it backed off more each time (no busy loop of
+    # "reconnects": its link was fine), and said when Redis took commands again.
+    attempts = [int(n) for n in re.findall(r"OutOfMemoryError.*reconnect attempt (\d+)", w2.log())]
+    assert attempts and max(attempts) >= 4, w2.log()[-2000:]
+    wait_for(lambda: "accepts commands again" in w2.log(), 5, "w2 to serve again")
+    assert "reconnected" not in w2.log()
