@@ -231,6 +231,41 @@ def test_a_body_cut_short_is_400_and_sends_nothing(
     assert sent(admin, sub) != (0, 0, 0)
 
 
+# A path with "//" is no route: 404 JSON, never a redirect (with an HTML body) to follow.
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/api//queues/default/dead/requeue", b""),
+        ("POST", "//prodcons", b'{"payload": 1}'),
+        ("GET", "/api//stats", b""),
+        ("GET", "//healthz", b""),
+    ],
+)
+def test_a_path_with_a_double_slash_is_404_json(
+    web: tuple[str, redis.Redis], method: str, path: str, body: bytes
+) -> None:
+    """Werkzeug answered a "//" inside a path with a 308 and an HTML page (a client following
+    it would requeue), and served a leading "//" as "/" (it pushed). Now 404 JSON, no
+    Location, and nothing sent."""
+    hostport, admin = web
+    admin.delete(PENDING, DEAD)
+    fill_dead(admin, 3)
+    conn = http.client.HTTPConnection(hostport, timeout=10)
+    try:
+        conn.request(method, path, body=body, headers={"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        data = resp.read()
+        assert resp.status == 404, (resp.status, data[:300])
+        assert resp.getheader("Content-Type") == "application/json", data[:300]
+        assert resp.getheader("Location") is None
+        assert json.loads(data)["status"] == 404
+    finally:
+        conn.close()
+    assert admin.llen(PENDING) == 0 and admin.llen(DEAD) == 3
+
+
 # Redis refusals: 503 only when a retry can succeed.
 
 

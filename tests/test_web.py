@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -156,6 +157,48 @@ def test_the_other_numbers_of_400_digits(client: FlaskClient, r: redis.Redis) ->
             resp = client.get(f"/api/queues/default/dead?{arg}={digits}")
             error = assert_json(resp)["error"]
             assert resp.status_code == 400 and f"'{arg}' must be" in error and "between" in error
+
+
+LIMIT_DIGITS = sys.get_int_max_str_digits()  # 4300 unless PYTHONINTMAXSTRDIGITS says otherwise
+
+
+@pytest.mark.parametrize(
+    ("url", "body"),
+    [
+        ("/prodcons", '{"payload": {"n": %s}}'),
+        ("/pubsub", '{"payload": [%s]}'),
+        ("/prodcons", '{"payload": 1, "delay_s": %s}'),
+        ("/api/queues/default/dead/requeue", '{"count": %s}'),
+    ],
+    ids=["prodcons", "pubsub", "delay_s", "requeue"],
+)
+def test_an_integer_past_the_digits_limit_is_400_naming_the_limit(
+    client: FlaskClient, r: redis.Redis, url: str, body: str
+) -> None:
+    """Valid JSON holding an integer of more digits than Python parses (int_max_str_digits):
+    400 JSON that says so and names the limit, not "not valid JSON"; nothing sent."""
+    resp = client.post(url, data=body % ("9" * 5000), content_type=JSON)
+    assert resp.status_code == 400, resp.get_data(as_text=True)
+    error = assert_json(resp)["error"]
+    assert f"at most {LIMIT_DIGITS} digits" in error and "int_max_str_digits" in error, error
+    assert "not valid JSON" not in error
+    assert r.llen(PENDING) == 0 and r.zcard(keys.delayed("default")) == 0
+
+
+def test_an_integer_of_the_digits_limit_passes_through_exactly(
+    client: FlaskClient, r: redis.Redis
+) -> None:
+    """An integer of exactly the limit's digits is carried exactly and decodes as it was sent
+    (producer.decode: what a worker reads); one more digit in a form field is refused, not
+    sent as a string."""
+    number = int("7" * LIMIT_DIGITS)
+    data = f'{{"payload": [{number}, -{number}]}}'
+    resp = client.post("/prodcons", data=data, content_type=JSON)
+    assert resp.status_code == 202, resp.get_data(as_text=True)
+    assert decode(r.lindex(PENDING, 0)).payload == [number, -number]
+    resp = client.post("/prodcons", data={"payload": "7" * (LIMIT_DIGITS + 1)})
+    assert resp.status_code == 400 and "int_max_str_digits" in assert_json(resp)["error"]
+    assert r.llen(PENDING) == 1
 
 
 def test_body_over_the_limit_is_413(make_app: MakeApp, settings: Settings, r: redis.Redis) -> None:

@@ -68,6 +68,7 @@ def answer(app: Flask, path: str, data: bytes, content_type: str | None) -> tupl
         ("/prodcons", b"", "application/json"),
         ("/prodcons", b"payload=5&queue=jobs", "application/x-www-form-urlencoded"),
         ("/prodcons/", b'{"payload": 1}', "application/json"),
+        ("/prodcons", b'{"payload": ' + b"9" * 5000 + b"}", "application/json"),
     ],
 )
 def test_the_fast_path_answers_as_flask_does(

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import json
-
 import redis
 from flask import Blueprint, render_template, request
 from flask.typing import ResponseReturnValue
@@ -17,6 +15,7 @@ from producer.tracking import check_id, find_record
 from web.auth import require_token
 from web.bus import Bus, get_bus
 from web.errors import BadMessage, WriteUnconfirmed
+from web.limits import load_json
 from web.metrics import render
 from web.openapi import describe
 from web.writes import WriteTracker
@@ -127,10 +126,7 @@ def _requeue_count() -> int | None:
     raw = request.get_data(cache=True)
     if not raw.strip():
         return None
-    try:
-        body = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise BadMessage(400, f"the body is not valid JSON: {exc}") from None
+    body = load_json(raw)
     if not isinstance(body, dict) or set(body) - {"count"}:
         raise BadMessage(400, 'the body must be empty or {"count": <positive integer>}')
     if "count" not in body:

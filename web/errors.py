@@ -7,7 +7,7 @@ import logging
 import redis
 from flask import Flask, jsonify, request
 from flask.typing import ResponseReturnValue
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, NotFound
 
 from producer import NotReplicated, PayloadError, QueueFull, Unconfirmed
 from web.bus import get_bus
@@ -38,12 +38,22 @@ class WriteUnconfirmed(Unconfirmed):
 
 
 def register(app: Flask) -> None:
-    """Install the JSON error handlers on ``app``."""
+    """Install the JSON error handlers on ``app``; a path with "//" is no route (404)."""
+    # Werkzeug would answer a path with "//" inside with a 308 and an HTML page (to the path
+    # with the slashes merged; a client following it would requeue or push), and serve one
+    # that starts with "//" as if it had one slash. Neither is a route: both are 404 JSON.
+    app.url_map.merge_slashes = False
+    app.before_request(_no_empty_segment)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(QueueFull, _queue_full)
     app.register_error_handler(redis.RedisError, _redis_error)
     app.register_error_handler(PayloadError, _payload_error)
     app.register_error_handler(Exception, _internal_error)
+
+
+def _no_empty_segment() -> None:
+    if "//" in request.environ.get("PATH_INFO", ""):  # request.path drops leading slashes
+        raise NotFound("no route has '//' in its path: write each '/' once")
 
 
 def _http_error(exc: HTTPException) -> ResponseReturnValue:

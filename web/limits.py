@@ -2,14 +2,17 @@
 
 A body is measured against the size limit whatever its framing, and one that ends before its
 ``Content-Length`` (the client closed or half-closed its connection early) is refused: never
-parsed, so a cut body that still happens to be valid JSON cannot send a message.
+parsed, so a cut body that still happens to be valid JSON cannot send a message. The JSON in a
+body is parsed by :func:`load_json`, which names Python's limit on an integer's digits.
 """
 
 from __future__ import annotations
 
 import io
+import json
+import sys
 from collections.abc import Iterable
-from typing import IO, TYPE_CHECKING
+from typing import IO, TYPE_CHECKING, Any
 
 from flask import Flask, request
 
@@ -71,6 +74,26 @@ def refuse_unread(app: Flask) -> None:
         unread = request.environ.get(UNREAD)
         if unread:
             raise BadMessage(400, unread)
+
+
+def load_json(raw: bytes) -> Any:
+    """The JSON value of a request body, or :class:`BadMessage` (400) saying why not."""
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise BadMessage(400, f"the body is not valid JSON: {exc}") from None
+    except ValueError:  # the only other one json raises: an integer past int_max_str_digits
+        raise BadMessage(400, too_many_digits()) from None
+
+
+def too_many_digits() -> str:
+    """Why an integer was refused: Python's limit on the digits of an integer it parses."""
+    limit = sys.get_int_max_str_digits()
+    return (
+        f"the body holds an integer of more than {limit} digits: the bus carries integers of "
+        f"at most {limit} digits (Python's int_max_str_digits, which bounds the CPU time a "
+        "number costs to parse); send a longer number as a string"
+    )
 
 
 def _content_length(environ: WSGIEnvironment) -> int | None:

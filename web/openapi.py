@@ -8,6 +8,7 @@ every route of the app and nothing else, and runs schemathesis against the app u
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from producer import Settings
@@ -48,9 +49,19 @@ TOO_LARGE = _error("the body is larger than BUS_MAX_PAYLOAD_BYTES")
 CUT_SHORT = "a body cut short (fewer bytes than its Content-Length, or no last chunk): nothing sent"
 
 
+def _digits(text: str) -> str:
+    """``text`` with ``{}`` set to the limit on an integer's digits (Python's
+    int_max_str_digits, see web.limits.load_json); "" when there is no limit."""
+    limit = sys.get_int_max_str_digits()
+    return text.format(limit) if limit else ""
+
+
 def _message_body(dest: str, names: tuple[str, ...], extra: dict[str, Any]) -> dict[str, Any]:
     props: dict[str, Any] = {
-        "payload": {"description": "any JSON value: the message's content"},
+        "payload": {
+            "description": "any JSON value: the message's content"
+            + _digits(" (integers of at most {} digits)")
+        },
         dest: {"type": "string", "enum": list(names), "default": names[0]},
         **extra,
     }
@@ -96,8 +107,9 @@ def _send(
             "202": _json(_ref(accepted), "accepted"),
             "303": SEE_OTHER,
             "400": _error(
-                "not JSON, not an object, a field missing, unknown or of the wrong type, or "
-                + CUT_SHORT
+                "not JSON, not an object, a field missing, unknown or of the wrong type, "
+                + _digits("an integer of more than {} digits, ")
+                + f"or {CUT_SHORT}"
             ),
             "404": _error(f"a {dest} the web does not accept (the answer lists those it does)"),
             "413": TOO_LARGE,

@@ -27,6 +27,7 @@ from producer import Sent
 from web.auth import require_token
 from web.bus import get_bus
 from web.errors import BadMessage
+from web.limits import load_json, too_many_digits
 
 bp = Blueprint("producers", __name__)
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -137,10 +138,7 @@ def read_message(
             body[dest_field] = request.form[dest_field]
         from_form = True
     else:
-        try:
-            body = json.loads(raw)
-        except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError
-            raise BadMessage(400, f"the body is not valid JSON: {exc}") from None
+        body = load_json(raw)
         from_form = False
     payload, name = check_body(body, dest_field, allowed, extras)
     return payload, name, from_form, {k: body[k] for k in extras if k in body}
@@ -196,9 +194,15 @@ def _form_value(text: str) -> Any:
     """A form field holding strict JSON is sent as that JSON value; anything else as a string."""
     try:
         return json.loads(text, parse_constant=_refuse)
-    except (ValueError, RecursionError):
+    except (json.JSONDecodeError, NotStrict, RecursionError):
         return text
+    except ValueError:  # an integer past int_max_str_digits: JSON, but not one the bus carries
+        raise BadMessage(400, too_many_digits()) from None
+
+
+class NotStrict(ValueError):
+    """NaN, Infinity or -Infinity: Python's parser takes them, strict JSON has no such value."""
 
 
 def _refuse(name: str) -> Any:
-    raise ValueError(f"{name} is not strict JSON")
+    raise NotStrict(f"{name} is not strict JSON")
