@@ -10,8 +10,11 @@
 #
 # The rules come from deploy/redis/users.acl (ACL_TEMPLATE overrides it): comments are dropped,
 # indented lines continue the user above, and each user bus-<role> gets the SHA-256 of its
-# password (#<hex>), so the ACL file holds no password in clear. Lines marked "?7.2" are kept
-# when the Redis is 7.2 or later: REDIS_VERSION, default the local redis-server's version.
+# password (#<hex>), so the ACL file holds no password in clear. The default user, as whom
+# Redis replays the AOF (see the template), gets the SHA-256 of a random password made up at
+# each generation and written nowhere, so nobody can log in as it; a template without it is
+# refused (Redis would make it "on nopass" with every right). Lines marked "?7.2" are kept when
+# the Redis is 7.2 or later: REDIS_VERSION, default the local redis-server's version.
 # ACL_PATTERNS (space-separated, e.g. "orders.* news.*"): the subscribers' --pattern values;
 # PSUBSCRIBE is allowed only on patterns the ACL names literally.
 set -euo pipefail
@@ -19,7 +22,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TEMPLATE=${ACL_TEMPLATE:-$ROOT/deploy/redis/users.acl}
 ROLES="web worker subscriber tools admin"
 
-usage() { sed -n '2,13p' "$0" >&2; exit 2; }
+usage() { sed -n '2,16p' "$0" >&2; exit 2; }
 
 new_password() { od -An -tx1 -N24 /dev/urandom | tr -d ' \n'; }
 
@@ -36,14 +39,16 @@ generate() {  # DIR
     local dir=$1 role pw hashes=""
     mkdir -p "$dir"
     umask 077
-    local env_tmp acl_tmp
-    env_tmp=$(mktemp "$dir/.passwords.XXXXXX")
+    env_tmp=$(mktemp "$dir/.passwords.XXXXXX")  # not local: the EXIT trap reads them
     acl_tmp=$(mktemp "$dir/.users.XXXXXX")
+    trap 'rm -f "$env_tmp" "$acl_tmp"' EXIT  # nothing half-made left behind on an error
     for role in $ROLES; do
         pw=$(password "$role" "$dir" 2>/dev/null) || pw=$(new_password)
         printf 'ACL_PASSWORD_%s=%s\n' "${role^^}" "$pw" >>"$env_tmp"
         hashes+="bus-$role=$(printf '%s' "$pw" | sha256sum | cut -d' ' -f1) "
     done
+    # A password nobody is given: only its hash leaves this pipe.
+    hashes+="default=$(new_password | sha256sum | cut -d' ' -f1)"
     local version=${REDIS_VERSION:-$(redis-server --version | sed -n 's/.* v=\([0-9.]*\).*/\1/p')}
     local newer=0 pattern patterns=""
     if [ "$(printf '%s\n7.2\n' "$version" | sort -V | head -n1)" = 7.2 ]; then newer=1; fi
@@ -56,17 +61,24 @@ generate() {  # DIR
         /^user / {
             if (line != "") print line tail
             line = $0; tail = ""
+            if ($2 == "default") has_default = 1
             if ($2 in h) tail = " #" h[$2]          # after the rules: "reset" clears passwords
             if ($2 == "bus-subscriber") tail = tail patterns
             next
         }
         /^[ \t]/ { sub(/^[ \t]+/, ""); line = line " " $0; next }
         { print "acl.sh: not a user line nor an indented rule: " $0 > "/dev/stderr"; exit 1 }
-        END { if (line != "") print line tail }
+        END {
+            if (line != "") print line tail
+            if (!has_default) {
+                print "acl.sh: the template has no \"user default\"" > "/dev/stderr"; exit 1
+            }
+        }
     ' "$TEMPLATE" >"$acl_tmp"
     chmod 600 "$env_tmp" "$acl_tmp"
     mv "$env_tmp" "$dir/passwords.env"
     mv "$acl_tmp" "$dir/users.acl"
+    trap - EXIT
 }
 
 [ $# -ge 1 ] || usage

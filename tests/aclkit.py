@@ -33,8 +33,17 @@ def generate(out_dir: Path, patterns: str = "", template: Path | None = None) ->
 class AclRedis(RedisServer):
     """A redis-server started with ``--aclfile``; :meth:`client` logs in as bus-admin."""
 
-    def __init__(self, workdir: Path, acl_dir: Path, passwords: dict[str, str]) -> None:
-        super().__init__(workdir, "--aclfile", str(acl_dir / "users.acl"))
+    def __init__(
+        self,
+        workdir: Path,
+        acl_dir: Path,
+        passwords: dict[str, str],
+        *args: str,
+        appendonly: bool = False,
+    ) -> None:
+        """``args``: more redis-server arguments (they override :class:`RedisServer`'s)."""
+        super().__init__(workdir, "--aclfile", str(acl_dir / "users.acl"), *args,
+                         appendonly=appendonly)  # fmt: skip
         self.passwords = passwords
 
     def url_for(self, role: str) -> str:

@@ -4,6 +4,8 @@ what it has no business doing."""
 
 from __future__ import annotations
 
+import hashlib
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -26,7 +28,8 @@ PATTERN = "news.*"  # the subscriber's --pattern: PSUBSCRIBE needs it named in t
 
 @pytest.fixture
 def acl_redis(tmp_path: Path) -> Iterator[AclRedis]:
-    """A redis-server whose users are the ones `make run` generates, default user off."""
+    """A redis-server whose users are the ones `make run` generates (the default user's
+    password known to nobody)."""
     acl_dir = tmp_path / "acl"
     server = AclRedis(tmp_path / "redis", acl_dir, generate(acl_dir, PATTERN)).start()
     yield server
@@ -121,8 +124,8 @@ def test_every_role_works_under_its_own_user_and_is_refused_the_rest(
     """The normal run refuses nothing (ACL LOG empty); the refusals are each one ACL LOG entry."""
     admin = acl_redis.client()
     assert admin.acl_log() == []
-    with pytest.raises(redis.AuthenticationError):  # the default user is off
-        redis.Redis(port=acl_redis.port).ping()
+    with pytest.raises(redis.AuthenticationError):  # NOAUTH: nobody is the default user
+        acl_redis.client(username=None, password=None).ping()
     run_bus(acl_redis, spawn, tmp_path)
     assert admin.acl_log() == [], admin.acl_log()
 
@@ -142,6 +145,55 @@ def test_every_role_works_under_its_own_user_and_is_refused_the_rest(
             client.execute_command(*command)
     assert len(admin.acl_log()) == len(refused)
     assert admin.dbsize() > 0 and admin.get("other:key") is None
+
+
+def default_line(acl_dir: Path) -> str:
+    """The generated file's ``user default`` line."""
+    lines = (acl_dir / "users.acl").read_text().splitlines()
+    (line,) = [x for x in lines if x.startswith("user default ")]
+    return line
+
+
+def test_the_default_user_cannot_be_used(acl_redis: AclRedis, tmp_path: Path) -> None:
+    """The default user is on with every right (Redis 7.0 replays the AOF as it, and would
+    refuse its MULTI/EXEC blocks otherwise: tests/test_restart_acl.py), yet nobody can be it: a
+    connection without AUTH gets NOAUTH, AUTH default with any password (empty, another role's,
+    the hash itself) fails, and its password is in no file: the file holds its SHA-256 only, a
+    new one at each generation."""
+    acl_dir = tmp_path / "acl"
+    line = default_line(acl_dir)
+    found = re.fullmatch(r"user default reset on ~\* &\* \+@all #([0-9a-f]{64})", line)
+    assert found, line
+    digest = found[1]
+    admin = acl_redis.client()
+    user = admin.acl_getuser("default")
+    assert "on" in user["flags"] and "nopass" not in user["flags"], user
+    assert user["passwords"] == [digest], user
+
+    plain = acl_redis.client(username=None, password=None)  # no AUTH, and no retries
+    for command in (("PING",), ("GET", "x"), ("SET", "x", "1"), ("ACL", "WHOAMI")):
+        with pytest.raises(redis.AuthenticationError, match="Authentication required"):  # NOAUTH
+            plain.execute_command(*command)
+    guesses = ["", "default", "nopass", digest, *acl_redis.passwords.values()]
+    for guess in guesses:
+        for auth in (("AUTH", "default", guess), ("AUTH", guess)):  # AUTH <pw>: the default user
+            if not guess and len(auth) == 2:
+                continue  # AUTH "" is a syntax error, not a login
+            with pytest.raises(redis.AuthenticationError, match="invalid username-password"):
+                plain.execute_command(*auth)
+    with pytest.raises(redis.AuthenticationError):
+        acl_redis.client(username="default", password=digest).ping()
+    plain.close()
+    assert admin.exists("x") == 0
+
+    stored = (acl_dir / "passwords.env").read_text()
+    assert "DEFAULT" not in stored.upper().replace("ACL_PASSWORD_", "")
+    hashes = {hashlib.sha256(pw.encode()).hexdigest() for pw in acl_redis.passwords.values()}
+    assert digest not in hashes, "the default user shares a role's password"
+    passwords = generate(acl_dir, PATTERN)  # as each `make run` does: the roles' are kept
+    assert passwords == acl_redis.passwords
+    again = default_line(acl_dir)
+    assert again != line and again.startswith("user default reset on ~* &* +@all #"), again
 
 
 def test_the_reaper_reaps_under_the_tools_user(acl_redis: AclRedis) -> None:
