@@ -63,6 +63,7 @@ class QueueOps:
         self._progress = client.register_script(lua.PROGRESS)
         self._take = client.register_script(lua.TAKE)
         self._give_back = client.register_script(lua.GIVE_BACK)
+        self._taken = client.register_script(lua.TAKEN)
 
     def claim(self, consumer: str, count: int) -> list[bytes]:
         """Move up to ``count`` of the oldest pending messages into ``consumer``'s processing
@@ -77,39 +78,44 @@ class QueueOps:
 
     def taken(self, count: int) -> None:
         """At-most-once: count messages a blocking pop took (it cannot count them itself)."""
-        self.client.hincrby(keys.counts(self.queue), "taken", count)
+        self._taken(keys=[keys.counts(self.queue)], args=[count])
 
     def give_back(self, raws: Sequence[bytes]) -> None:
         """At-most-once: put back ``raws`` (taken, never handed to the handler; oldest first)
         at the consuming end, uncounted."""
         if raws:
-            self._give_back(keys=[self.pending], args=list(raws))
+            self._give_back(keys=[self.pending, keys.counts(self.queue)], args=list(raws))
 
-    def settle(self, consumer: str | None, moves: Sequence[Move]) -> tuple[int, int]:
+    def settle(self, consumer: str | None, moves: Sequence[Move],
+               token: str = "") -> tuple[int, int]:  # fmt: skip
         """Apply a batch's outcomes in one script: acks, retries, dead letters, and messages
         given back unchanged. Each move happens only if its message is still in the list (so
         settling twice, after a lost reply, does nothing more). ``consumer`` None: at-most-once,
-        whose messages are in no list (only ``DEAD_UNLISTED`` then). Returns (moved, dropped:
-        dead letters the cap trimmed)."""
+        whose messages are in no list (only ``DEAD_UNLISTED`` then). ``token``: new for each
+        batch of a worker, the same when the batch is settled again after a lost reply; then,
+        if the first call ran, nothing moves (see lua.MOVE). Returns (moved, dropped: dead
+        letters the cap trimmed)."""
         if not moves:
             return 0, 0
-        args: list[Any] = [self.dead_max]
+        args: list[Any] = [self.dead_max, token]
         for move in moves:
             args.extend(move)
         source = self._proc(consumer) if consumer else self.pending  # P never reads it
-        move_keys = [source, self.pending, self.dead, self.dropped, self.delayed, self.gate]
+        marker = keys.settled(self.queue, consumer) if consumer else self.pending  # '' token
+        move_keys = [source, self.pending, self.dead, self.dropped, self.delayed, self.gate,
+                     marker]  # fmt: skip
         moved, dropped = self._move(keys=move_keys, args=args)
         return int(moved), int(dropped)
 
-    def settle_claim(self, consumer: str, moves: Sequence[Move],
-                     count: int) -> tuple[int, int, list[bytes]]:  # fmt: skip
+    def settle_claim(self, consumer: str, moves: Sequence[Move], count: int,
+                     token: str = "") -> tuple[int, int, list[bytes]]:  # fmt: skip
         """:meth:`settle` ``consumer``'s batch, then :meth:`claim` up to ``count`` more, in one
         script (one round trip per batch). Returns (moved, dropped, claimed oldest first)."""
-        args: list[Any] = [self.dead_max, count]
+        args: list[Any] = [self.dead_max, count, token]
         for move in moves:
             args.extend(move)
         keys_ = [self._proc(consumer), self.pending, self.dead, self.dropped, self.delayed,
-                 self.gate]  # fmt: skip
+                 self.gate, keys.settled(self.queue, consumer)]  # fmt: skip
         moved, dropped, *claimed = self._settle_claim(keys=keys_, args=args)
         return int(moved), int(dropped), claimed
 
@@ -138,8 +144,10 @@ class QueueOps:
         goes to ``dead``. Returns (requeued, dead-lettered)."""
         source = self._proc(consumer)
         requeued = dead = 0
+        alone = None  # the list held one message: the one its handler had, if any
         while raws := self._read_list(source):
-            moves = _plan(raws, self.queue, consumer, bump, self.max_attempts)
+            alone = len(raws) == 1 if alone is None else False
+            moves = _plan(raws, self.queue, consumer, bump, self.max_attempts, alone)
             moved, _ = self.settle(consumer, moves)
             if moved == 0:
                 break  # someone else moved them meanwhile
@@ -228,8 +236,11 @@ class QueueOps:
         messages count an attempt: which ones its handler had started is not known."""
         source = self._proc(name)
         requeued = dead = 0
+        alone = None  # the list held one message: the one its handler had, if any
         while True:
-            moves = _plan(self._read_list(source), self.queue, name, True, self.max_attempts)
+            raws = self._read_list(source)
+            alone = len(raws) == 1 if alone is None else False
+            moves = _plan(raws, self.queue, name, True, self.max_attempts, alone)
             args: list[Any] = [name, int(ttl_s * 1000), self.dead_max]
             for move in moves:
                 args.extend(move)
@@ -276,14 +287,17 @@ def give_back_move(raw: bytes) -> Move:
 def started_move(raw: bytes, queue: str, consumer: str, max_attempts: int = 0) -> Move:
     """Give back a message whose handler started and did not finish: attempt + 1 (dead when
     that was its last attempt)."""
-    return _plan([raw], queue, consumer, True, max_attempts)[0]
+    return _plan([raw], queue, consumer, True, max_attempts, alone=True)[0]
 
 
 def _plan(raws: list[bytes], queue: str, consumer: str, bump: bool,
-          max_attempts: int = 0) -> list[Move]:  # fmt: skip
+          max_attempts: int = 0, alone: bool = False) -> list[Move]:  # fmt: skip
     """Moves that give back a processing list: newest first, so RPUSH leaves the oldest at the
-    consuming end; with attempt + 1 if ``bump``, or dead-lettered if that attempt was its last
-    of ``max_attempts`` (0: no limit); garbage to dead."""
+    consuming end; with attempt + 1 if ``bump``; garbage to dead. Dead-lettered instead, when
+    that attempt was its last of ``max_attempts`` (0: no limit) and it was surely the one its
+    worker was handling: ``alone`` in the list, or redelivered (claimed alone, see lua.CLAIM).
+    A first attempt in a batch goes back with attempt + 1 even then: which message of the batch
+    its worker was handling is not known, and the others must not pay for it."""
     moves = []
     for raw in raws:  # LRANGE order: newest (head side) first
         try:
@@ -294,7 +308,7 @@ def _plan(raws: list[bytes], queue: str, consumer: str, bump: bool,
             continue
         if bump:
             note = f"worker {consumer} stopped before settling attempt {env.attempt}"
-            if max_attempts and env.attempt >= max_attempts:
+            if max_attempts and env.attempt >= max_attempts and (alone or env.attempt > 1):
                 reason = (f"{note} (it crashed, was killed or lost Redis while the handler "
                           f"ran), its last of BUS_MAX_ATTEMPTS={max_attempts}")  # fmt: skip
                 entry = dead_entry(raw, reason, queue=queue, consumer=consumer)

@@ -81,7 +81,8 @@ CLAIM = NOW_MS + _TRACK + _CLAIM + "return claim(KEYS[1], KEYS[2], tonumber(ARGV
 #   A  remove only (the ack)
 #   R  RPUSH pending: the consuming end, popped next (a message given back)
 #   L  LPUSH pending: the back of the line (a retry)
-#   Z<ms>  ZADD delayed, due <ms> from now on Redis's clock (a retry after a backoff)
+#   Z<ms>  ZADD delayed, due <ms> from now on Redis's clock (a retry after a backoff; LPUSH
+#          pending if the same bytes are delayed already: a zset cannot hold them twice)
 #   D  LPUSH dead (garbage, attempts exhausted)
 #   P  LPUSH dead without removing (at-most-once: the message is in no list any more)
 # Every move but P happens only if the removal found the value. Past dead_max entries (0: no
@@ -165,7 +166,12 @@ local function move_triples(first, dead_max, delayed, gate)
       elseif code == 'L' then redis.call('LPUSH', KEYS[2], ARGV[i + 1])
       elseif string.byte(code, 1) == 90 then  -- Z<ms>
         due = now_ms() + tonumber(string.sub(code, 2))
-        redis.call('ZADD', delayed, due, ARGV[i + 1])
+        if redis.call('ZADD', delayed, 'NX', due, ARGV[i + 1]) == 0 then
+          -- the same bytes wait there already (identical envelopes): a zset holds them
+          -- once, so this one is retried at once instead
+          redis.call('LPUSH', KEYS[2], ARGV[i + 1])
+          due = nil
+        end
       elseif code == 'D' or code == 'P' then
         redis.call('LPUSH', KEYS[3], ARGV[i + 1])
         to_dead = to_dead + 1
@@ -195,26 +201,55 @@ local function move_triples(first, dead_max, delayed, gate)
 end
 """
 
-# KEYS as above, [5] delayed, [6] the gate; ARGV[1] dead_max, then triples.
+# A worker's settle carries a token, new for each batch: after a lost reply the worker settles
+# the same batch again with the same token, and the script then moves nothing if the first call
+# ran (``bus:{q}:settled:<consumer>`` holds the token of the last settle that moved something).
+# Moving "only if the value is still in the list" is not enough: an identical envelope claimed
+# by the lost call would be taken for the one acked. Written after the moves, never first: the
+# moves' first write is one Redis allows out of memory, and a SET is not.
+_REPLAY = """
+local function replayed(marker, token)
+  return token ~= '' and redis.call('GET', marker) == token
+end
+
+local function mark_settled(marker, token, moved)
+  if token ~= '' and moved > 0 then redis.call('SET', marker, token, 'PX', 86400000) end
+end
+"""
+
+# KEYS as above, [5] delayed, [6] the gate, [7] the settle marker; ARGV[1] dead_max, ARGV[2] the
+# settle token ('' none), then triples.
 MOVE = (
     NOW_MS
     + _TRACK
     + _COUNT
     + _MOVE_TRIPLES
-    + "return move_triples(2, tonumber(ARGV[1]), KEYS[5], KEYS[6])\n"
+    + _REPLAY
+    + """
+if replayed(KEYS[7], ARGV[2]) then return {0, 0} end
+local settled = move_triples(3, tonumber(ARGV[1]), KEYS[5], KEYS[6])
+mark_settled(KEYS[7], ARGV[2], settled[1])
+return settled
+"""
 )
 
-# KEYS[1] processing, [2] pending, [3] dead, [4] the drop counter, [5] delayed, [6] the gate;
-# ARGV[1] dead_max, ARGV[2] how many to claim next, then triples. Settle a batch, then claim the
-# next one: one round trip per batch. Returns {moved, dropped, claimed oldest first...}.
+# KEYS[1] processing, [2] pending, [3] dead, [4] the drop counter, [5] delayed, [6] the gate,
+# [7] the settle marker; ARGV[1] dead_max, ARGV[2] how many to claim next, ARGV[3] the settle
+# token, then triples. Settle a batch, then claim the next one: one round trip per batch.
+# Returns {moved, dropped, claimed oldest first...}.
 SETTLE_CLAIM = (
     NOW_MS
     + _TRACK
     + _COUNT
     + _MOVE_TRIPLES
+    + _REPLAY
     + _CLAIM
     + """
-local settled = move_triples(3, tonumber(ARGV[1]), KEYS[5], KEYS[6])
+local settled = {0, 0}
+if not replayed(KEYS[7], ARGV[3]) then
+  settled = move_triples(4, tonumber(ARGV[1]), KEYS[5], KEYS[6])
+  mark_settled(KEYS[7], ARGV[3], settled[1])
+end
 local out = claim(KEYS[2], KEYS[1], tonumber(ARGV[2]), KEYS[6])
 table.insert(out, 1, settled[2])
 table.insert(out, 1, settled[1])
@@ -244,8 +279,11 @@ return result
 )
 
 # At-most-once. TAKE: KEYS[1] pending; ARGV[1] n: up to n of the oldest, popped and counted as
-# taken (producer/counts.py), oldest first. GIVE_BACK: KEYS[1] pending; ARGV the messages taken
-# and not handled, oldest first: back at the consuming end, uncounted.
+# taken (producer/counts.py), oldest first. TAKEN: KEYS[1] counts; ARGV[1] n: count n taken by
+# a blocking pop. GIVE_BACK: KEYS[1] pending, [2] counts; ARGV the messages taken and not
+# handled, oldest first: back at the consuming end, uncounted. TAKEN and GIVE_BACK may run out
+# of memory (allow-oom): a count, and messages that were in the list a moment ago, must not be
+# refused while the messages are in this worker's hands only.
 TAKE = (
     _COUNT
     + """
@@ -255,14 +293,14 @@ count(KEYS[1], 'taken', #got)
 return got
 """
 )
-GIVE_BACK = (
-    _COUNT
-    + """
+TAKEN = """#!lua flags=allow-oom
+return redis.call('HINCRBY', KEYS[1], 'taken', ARGV[1])
+"""
+GIVE_BACK = """#!lua flags=allow-oom
 for i = #ARGV, 1, -1 do redis.call('RPUSH', KEYS[1], ARGV[i]) end
-count(KEYS[1], 'taken', -#ARGV)
+redis.call('HINCRBY', KEYS[2], 'taken', -#ARGV)
 return #ARGV
 """
-)
 
 # KEYS[1] delayed, [2] pending, [3] the gate; ARGV[1] at most how many. The messages due by
 # Redis's clock, oldest due first, leave the zset and are LPUSHed in that order (so the oldest

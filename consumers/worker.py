@@ -94,6 +94,9 @@ class Worker(Daemon):
         # messages.
         self._claimed: list[list[bytes | Move | str | None]] = []
         self._fatal: BaseException | None = None  # a handler's SystemExit & co, re-raised
+        self._entry: list[bytes | Move | str | None] | None = None  # the one in process()
+        self._uncounted = 0  # at-most-once: taken by a blocking pop, whose count failed
+        self._settles = 0  # batches settled: with the token, each settle's own token
         self._unlisted: list[Move] = []  # at-most-once dead letters not written yet
         self._handled = 0  # this batch's handled count and latencies, not in the stats yet
         self._latencies: list[int] = []
@@ -187,9 +190,20 @@ class Worker(Daemon):
             popped = self.client.brpop([self.pending], block)
             raw = popped[1] if popped else None  # type: ignore[assignment]
             if raw is not None:  # a crash before this count shows as one unaccounted
-                self.ops.taken(1)
+                self._count_taken(1)
         self._popped = raw
         return [raw] if raw is not None else []
+
+    def _count_taken(self, n: int) -> None:
+        """Count ``n`` messages a blocking pop took (at-most-once). A refusal must not cost the
+        message now in hand: what could not be counted is counted with the next ones."""
+        try:
+            self.ops.taken(n + self._uncounted)
+            self._uncounted = 0
+        except redis.RedisError as exc:
+            self._uncounted += n
+            log.warning("queue %s: %d taken messages not counted yet (%s)", self.queue,
+                        self._uncounted, exc)  # fmt: skip
 
     def _handle(self, batch: list[bytes]) -> None:
         """Handle a batch in order (its settling is the caller's); on stop, what was not
@@ -203,9 +217,9 @@ class Worker(Daemon):
                         self.ops.give_back(batch[i:])
                     break
                 if at_least_once:
-                    entry = entries[i]
-                    entry[1] = STARTED
+                    entry = self._entry = entries[i]  # process() marks it STARTED
                     entry[1] = self.process(raw)
+                    self._entry = None
                 else:
                     move = self.process(raw)
                     if move is not None:
@@ -241,6 +255,8 @@ class Worker(Daemon):
         if env.track and (raw is self._popped or not self.at_least_once):
             # No claim script saw it: its in-flight is written here, before the handler runs.
             self.ops.record(env, "in-flight", "worker", self.name, "attempt", env.attempt)
+        if self._entry is not None:  # from here on its handler may have seen it
+            self._entry[1] = STARTED
         try:
             if self._with_context:
                 result = self.handler(env, Context(env, self.queue, self.name,
@@ -340,7 +356,9 @@ class Worker(Daemon):
             self._beat_at = now
             if not self.admin_ops.heartbeat(self.name, self._token, self.settings.heartbeat_ttl_s):
                 # Redis lost our lease (an outage past its ttl) and another process took the
-                # name: two would now share one processing list. Stop; a supervisor restarts.
+                # name: two would now share one processing list. Stop, touching nothing of
+                # that list and registry entry on the way out: they are the other's now.
+                self._token_held = False
                 self.failure = NameTaken(self.queue, self.name)
                 log.critical("queue %s: %s", self.queue, self.failure)
                 self.stop()
@@ -370,6 +388,7 @@ class Worker(Daemon):
             if self._token_held:
                 self._recover(self.admin_ops)
                 self.admin.zrem(keys.consumers(self.queue), self.name)
+                self.admin.delete(keys.settled(self.queue, self.name))  # all is settled
                 self.admin_ops.release_name(self.name, self._token)
         except redis.RedisError as exc:
             log.warning(
@@ -395,11 +414,15 @@ class Worker(Daemon):
         given_back.reverse()  # RPUSH newest first: the oldest ends at the consuming end
         claimed: list[bytes] = []
         dropped = 0
+        # The same token until this batch is settled: a repeat after a lost reply is a no-op
+        # if the lost call ran (see lua.MOVE).
+        token = f"{self._token}:{self._settles}" if self.at_least_once else ""
         if claim > 0:
-            _, dropped, claimed = ops.settle_claim(self.name, moves + given_back, claim)
+            _, dropped, claimed = ops.settle_claim(self.name, moves + given_back, claim, token)
         elif moves or given_back:
             consumer = self.name if self.at_least_once else None
-            _, dropped = ops.settle(consumer, moves + given_back)
+            _, dropped = ops.settle(consumer, moves + given_back, token)
+        self._settles += 1
         if dropped:
             self.stats.incr("dead_dropped", dropped)
         self._claimed = [[raw, None] for raw in claimed]
@@ -411,8 +434,8 @@ class Worker(Daemon):
         the first run what a previous process of this name left (attempt + 1: its handler may
         have seen them), later only ghost pops (never handled: unchanged)."""
         self._settle(ops)
-        if not self.at_least_once:
-            return
+        if not self.at_least_once and self._recovered_once:
+            return  # an at-most-once worker's list is empty: only its first run finds one
         requeued, dead = ops.recover(self.name, bump=not self._recovered_once)
         self._recovered_once = True
         if requeued or dead:
@@ -430,6 +453,7 @@ class Worker(Daemon):
         if not self._token_held:
             self._take_name()
         if not self.ops.heartbeat(self.name, self._token, self.settings.heartbeat_ttl_s):
+            self._token_held = False  # the list and the registry entry are the other's now
             raise NameTaken(self.queue, self.name)
 
     def _take_name(self) -> None:

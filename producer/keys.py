@@ -19,6 +19,8 @@ key                                type    written by                      read 
                                            the cap trimmed (oldest first)
 ``bus:{q}:owner:<consumer>``       string  worker: its lease on its name   other workers of
                                            (a random token, expires)       the same name
+``bus:{q}:settled:<consumer>``     string  worker: its last settled        the same worker,
+                                           batch's token (1 day TTL)       after a lost reply
 ``bus:{q}:msg:<id>``               hash    a tracked message's record:     /api/messages/<id>,
                                            producers create it, the        ``consumers message``
                                            scripts that claim, settle,
@@ -114,6 +116,12 @@ def counts(queue: str) -> str:
     """What entered and left ``queue``'s lists, counted by the scripts that move its messages
     (producer/counts.py): ``pushed``, ``requeued``, ``acked``, ``dead``, ``taken``."""
     return f"{PREFIX}:{{{queue}}}:counts"
+
+
+def settled(queue: str, consumer: str) -> str:
+    """The token of the last batch ``consumer`` settled (a day's TTL): a settle repeated after
+    a lost reply moves nothing twice, even among identical envelopes."""
+    return f"{PREFIX}:{{{queue}}}:settled:{consumer}"
 
 
 def owner(queue: str, consumer: str) -> str:
