@@ -148,6 +148,7 @@ class Worker(Daemon):
             else:
                 self._settle(self.ops)
                 batch = self._take(size) if more else []
+                self.mark_serving()
 
     def _pin(self) -> None:
         """Give the hot loop a client that holds one connection instead of taking it from the
