@@ -4,9 +4,10 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+RUN_DIR ?= .run
 ARGS ?=
 
-.PHONY: help bootstrap run run-sentinel run-cluster example test test-fast loadtest loadtest-quick bench lint fmt clean
+.PHONY: help bootstrap run run-sentinel run-cluster example status redis-cli test test-fast loadtest loadtest-quick bench lint fmt clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -25,6 +26,15 @@ run-cluster: bootstrap ## the same stack on a Redis Cluster: 3 primaries, 3 repl
 
 example: bootstrap ## the examples/ thumbnail app (127.0.0.1:8001) and its worker, next to make run
 	@bash examples/run.sh $(ARGS)
+
+# make run's Redis as a role: RUN_DIR/env/<role>.env, written by make run (scripts/acl.sh env).
+load_role = f=$(RUN_DIR)/env/$(1).env; [ -r "$$f" ] || { echo "make: no $$f: start the stack with 'make run' first" >&2; exit 1; }; set -a; . "$$f"; set +a
+
+status: ## the whole bus as tables (python -m consumers status ARGS="--json"), as bus-tools on make run's Redis (else BUS_REDIS_URL)
+	@if [ -r $(RUN_DIR)/env/tools.env ] || [ -z "$${BUS_REDIS_URL:-}" ]; then $(call load_role,tools); fi; exec $(PY) -m consumers status $(ARGS)
+
+redis-cli: ## redis-cli on make run's Redis as bus-admin (ARGS="llen bus:{default}:pending")
+	@$(call load_role,admin); port=$${BUS_REDIS_URL##*:}; exec redis-cli -p "$${port%%/*}" --user bus-admin $(ARGS)
 
 test: bootstrap ## run every test, the slow fault tests included
 	$(PY) -m pytest $(PYTEST_ARGS)

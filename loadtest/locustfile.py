@@ -1,7 +1,9 @@
 """Locust users for redis-bus, its naive baseline, and Redis itself.
 
-Against ``make run`` (web on 127.0.0.1:8000, Redis on 127.0.0.1:6399)::
+Against ``make run`` (web on 127.0.0.1:8000, Redis on 127.0.0.1:6399, a user per role: the
+direct users need a login, ``--redis-url`` or ``$BUS_REDIS_URL``, e.g. make run's admin)::
 
+    set -a; . .run/env/admin.env; set +a
     .venv/bin/locust -f loadtest/locustfile.py --host http://127.0.0.1:8000        # web UI
     .venv/bin/locust -f loadtest/locustfile.py --host http://127.0.0.1:8000 \\
         --headless -u 50 -r 10 -t 30s [BusProdcons BusPubsub ...] [--tags seed]

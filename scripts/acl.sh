@@ -4,10 +4,14 @@
 #   scripts/acl.sh generate DIR   write DIR/users.acl (for redis-server --aclfile) and
 #                                 DIR/passwords.env, both mode 600. Passwords already in
 #                                 DIR/passwords.env are kept; missing ones are generated.
+#   scripts/acl.sh env DIR        write DIR/env/<role>.env for each role (mode 600): its
+#                                 BUS_REDIS_URL and REDISCLI_AUTH, for a shell to load with
+#                                 set -a; . DIR/env/<role>.env; set +a
 #   scripts/acl.sh url ROLE DIR   print the BUS_REDIS_URL of ROLE (web, worker, subscriber,
 #                                 tools, admin) on 127.0.0.1:${RUN_REDIS_PORT:-6399}
 #   scripts/acl.sh password ROLE DIR   print ROLE's password
 #
+# url and password are for $(...) and pipes: on a terminal they print the password as ***.
 # The rules come from deploy/redis/users.acl (ACL_TEMPLATE overrides it): comments are dropped,
 # indented lines continue the user above, and each user bus-<role> gets the SHA-256 of its
 # password (#<hex>), so the ACL file holds no password in clear. The default user, as whom
@@ -22,7 +26,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TEMPLATE=${ACL_TEMPLATE:-$ROOT/deploy/redis/users.acl}
 ROLES="web worker subscriber tools admin"
 
-usage() { sed -n '2,16p' "$0" >&2; exit 2; }
+usage() { sed -n '2,21p' "$0" >&2; exit 2; }
 
 new_password() { od -An -tx1 -N24 /dev/urandom | tr -d ' \n'; }
 
@@ -81,14 +85,51 @@ generate() {  # DIR
     trap - EXIT
 }
 
+url() {  # ROLE PASSWORD
+    printf 'redis://bus-%s:%s@127.0.0.1:%s/0\n' "$1" "$2" "${RUN_REDIS_PORT:-6399}"
+}
+
+env_files() {  # DIR: DIR/env/<role>.env, written whole (a reader never sees half a file)
+    local dir=$1 role pw tmp
+    umask 077
+    mkdir -p "$dir/env"
+    chmod 700 "$dir/env"
+    for role in $ROLES; do
+        pw=$(password "$role" "$dir")
+        tmp=$(mktemp "$dir/env/.$role.XXXXXX")
+        {
+            printf '# make run'"'"'s Redis as bus-%s (scripts/acl.sh env). Load it into a shell with\n' "$role"
+            printf '#   set -a; . %s; set +a\n' "$dir/env/$role.env"
+            printf 'BUS_REDIS_URL=%s\n' "$(url "$role" "$pw")"
+            printf 'REDISCLI_AUTH=%s\n' "$pw"
+        } >"$tmp"
+        chmod 600 "$tmp"
+        mv "$tmp" "$dir/env/$role.env"
+    done
+}
+
+secret() {  # TEXT SECRET: TEXT on stdout, with SECRET masked when stdout is a terminal
+    if [ -t 1 ]; then
+        printf '%s\n' "${1//"$2"/***}"
+        echo "acl.sh: password shown as *** on a terminal; use \$($0 ...) or DIR/env/<role>.env" >&2
+    else
+        printf '%s\n' "$1"
+    fi
+}
+
 [ $# -ge 1 ] || usage
 case $1 in
     generate) [ $# -eq 2 ] || usage; generate "$2" ;;
-    password) [ $# -eq 3 ] || usage; password "$2" "$3" ;;
+    env) [ $# -eq 2 ] || usage; env_files "$2" ;;
+    password)
+        [ $# -eq 3 ] || usage
+        pw=$(password "$2" "$3")
+        secret "$pw" "$pw"
+        ;;
     url)
         [ $# -eq 3 ] || usage
         pw=$(password "$2" "$3")
-        printf 'redis://bus-%s:%s@127.0.0.1:%s/0\n' "$2" "$pw" "${RUN_REDIS_PORT:-6399}"
+        secret "$(url "$2" "$pw")" "$pw"
         ;;
     *) usage ;;
 esac

@@ -40,9 +40,16 @@ def redis_cli(port: int, *args: str) -> str:
 
 
 def readme_commands() -> list[list[str]]:
-    """The README's ``redis-cli ...`` lines, as a shell would split them (without redis-cli)."""
+    """The README's ``redis-cli ...`` lines, as a shell would split them (without redis-cli and
+    its connection options: the README's ``-p 6399 --user bus-web`` are make run's)."""
     lines = [x for x in readme_wire_section().splitlines() if x.startswith("redis-cli ")]
-    return [shlex.split(x)[1:] for x in lines]
+    commands = []
+    for line in lines:
+        words = shlex.split(line)[1:]
+        while words[0] in ("-p", "--user"):
+            words = words[2:]
+        commands.append(words)
+    return commands
 
 
 def stats_of(r: redis.Redis, key: str) -> dict[str, str]:

@@ -1,0 +1,399 @@
+"""The README's shell commands for `make run`'s stack, run as written against that stack.
+
+`scripts/run.sh` (what `make run` runs) starts the stack in a scratch copy of the checkout (a
+directory of symlinks to the checkout's files, with its own `.run/`), so the README's relative
+paths (`.run/env/tools.env`, `.venv/bin/...`, `make status`) work there as they do in a checkout.
+Each step below is a command the README shows, copied here verbatim: the test first checks that
+the README holds it (in a ```sh block, or in the prose for the few shown inline), so a change to
+the README's commands breaks this test until the step is updated. Each step runs in `bash` from
+that directory, after the `set -a; . .run/env/<role>.env; set +a` line its README block shows,
+with a time limit, and must exit 0 and do what the README says. Only the ports differ from the
+text: the stack's free ports stand in for 8000 (web) and 6399 (Redis), and locust's `-t` is cut
+to a few seconds. README commands of this kind (`python -m consumers`, `redis-cli`, locust,
+`make status`/`redis-cli`) that do not run here are listed in SKIPPED with the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pty
+import re
+import signal
+import stat
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from subprocess import Popen
+
+import pytest
+import requests
+
+from tests.procs import ROOT, get_json, wait_for
+from tests.redisproc import free_port
+from tests.test_stack import logged_pids, stack_pids
+
+pytestmark = pytest.mark.slow
+
+README = (ROOT / "README.md").read_text()
+WEB, WORKER, SUBSCRIBER, TOOLS, ADMIN = (
+    f"set -a; . .run/env/{role}.env; set +a"
+    for role in ("web", "worker", "subscriber", "tools", "admin")
+)
+LOCUST_BLOCK = ".venv/bin/locust -f loadtest/locustfile.py --host http://127.0.0.1:8000 --headless"
+# The README's commands this test runs, verbatim (continuation lines apart).
+POST = "curl -s -XPOST localhost:8000/prodcons -H 'content-type: application/json' -d '{\"payload\": 1}'"  # noqa: E501
+PUBLISH = "curl -s -XPOST localhost:8000/pubsub -H 'content-type: application/json' -d '{\"payload\": {\"hi\": 2}}'"  # noqa: E501
+SEED = "curl -si localhost:8000/prodcons | head -1"
+STATS = "curl -s localhost:8000/api/stats"
+TRACKED = (
+    "curl -s localhost:8000/prodcons -H 'Content-Type: application/json' \\",
+    '-d \'{"payload": {"pages": 40}, "track": true}\'',
+)
+WIRE = (
+    'redis-cli -p 6399 --user bus-web LPUSH \'bus:{default}:pending\' \'{"v":1,"id":"order-42","payload":{"order":42}}\'',  # noqa: E501
+    'redis-cli -p 6399 --user bus-web PUBLISH bus:ch:default \'{"v":1,"id":"news-1","src":"newsroom","seq":1,"payload":"hi"}\'',  # noqa: E501
+)
+CUSTOM = "python -m consumers worker --queue default --handler myapp.jobs:send_mail"
+HELP = ".venv/bin/python -m consumers worker --help"
+DAEMONS = (
+    (WORKER, ".venv/bin/python -m consumers worker --delivery at-most-once", "workers"),
+    (
+        SUBSCRIBER,
+        ".venv/bin/python -m consumers subscriber --channel default --pattern 'orders.*'",
+        "subscribers",
+    ),
+)
+TOOL_LINES = (
+    ".venv/bin/python -m consumers worker --check",
+    ".venv/bin/python -m consumers status",
+    ".venv/bin/python -m consumers reaper --once",
+    ".venv/bin/python -m consumers dead list --queue default",
+    ".venv/bin/python -m consumers dead requeue --queue default",
+    ".venv/bin/python -m consumers dead purge --queue default --yes",
+    ".venv/bin/python -m consumers message <id>",
+    ".venv/bin/python -m consumers message <id> --wait 60 --json",
+)
+STATUS = (
+    "make status",
+    'make status ARGS="--json" | jq .queues',
+    TOOLS,
+    ".venv/bin/python -m consumers status --watch 2",
+)
+REDIS_CLI = 'make redis-cli ARGS="llen bus:{default}:pending"'
+LOCUST_ALL = LOCUST_BLOCK + " -u 50 -r 10 -t 30s"
+LOCUST_PICK = (LOCUST_BLOCK + " \\", "-u 20 -r 20 -t 30s BusProdcons RedisPush")
+COVERED = {*WIRE, HELP, *(d[1] for d in DAEMONS), *TOOL_LINES, *STATUS, LOCUST_ALL, *LOCUST_PICK}
+
+# README lines of the kinds this test covers that it does not run, and why.
+SKIPPED = {
+    ".venv/bin/python -m consumers worker --queue default --handler myapp.jobs:handle":
+        "myapp.jobs:handle is the reader's own handler (send_mail, from the README, runs below)",
+    ".venv/bin/locust -f loadtest/locustfile.py --host http://127.0.0.1:8000":
+        "locust's interactive web UI on the fixed port 8089",
+    ".venv/bin/locust -f loadtest/locustfile.py,loadtest/shapes/bursts.py --host "
+    "http://127.0.0.1:8000 \\": "a 60 s shape; the same users run in the steps",
+    ".venv/bin/locust -f loadtest/locustfile.py,loadtest/shapes --class-picker \\":
+        "interactive: a shape is chosen in the web UI",
+}  # fmt: skip
+
+
+def sh_blocks(text: str) -> list[list[str]]:
+    """The lines of every ```sh block of the README."""
+    return [b.splitlines() for b in re.findall(r"^```sh\n(.*?)^```", text, re.S | re.M)]
+
+
+def command_of(line: str) -> str:
+    """A README line without its trailing comment (two spaces or more, then '#')."""
+    return re.split(r"\s{2,}#", line)[0].strip()
+
+
+def in_block(env_line: str | None, *lines: str) -> bool:
+    """True if one ```sh block holds ``lines`` (as commands, in order, adjacent) after
+    ``env_line`` (when given)."""
+    for block in sh_blocks(README):
+        cmds = [command_of(line) for line in block]
+        for i in range(len(cmds) - len(lines) + 1):
+            if cmds[i : i + len(lines)] == list(lines) and (
+                env_line is None or env_line in cmds[:i]
+            ):
+                return True
+    return False
+
+
+@dataclass
+class Stack:
+    home: Path  # the scratch checkout, cwd of every command
+    env: dict[str, str]
+    web_port: int
+    redis_port: int
+    log_path: Path
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
+
+    def as_here(self, command: str) -> str:
+        """``command`` with this stack's ports for the README's 8000 and 6399."""
+        command = command.replace("127.0.0.1:8000", f"127.0.0.1:{self.web_port}")
+        command = command.replace("localhost:8000", f"localhost:{self.web_port}")
+        return command.replace("-p 6399 ", f"-p {self.redis_port} ")
+
+    def script(self, env_line: str | None, *lines: str) -> str:
+        assert in_block(env_line, *lines) or all(f"`{ln}`" in README for ln in lines), lines
+        body = "\n".join(self.as_here(line) for line in lines)
+        return f"set -euo pipefail\n{env_line}\n{body}\n" if env_line else body + "\n"
+
+    def run(self, env_line: str | None, *lines: str, timeout: float = 60) -> str:
+        """Run README ``lines`` after ``env_line``; they must exit 0. Their stdout."""
+        done = subprocess.run(
+            ["bash", "-c", self.script(env_line, *lines)], cwd=self.home, env=self.env,
+            capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
+        assert done.returncode == 0, (lines, done.returncode, done.stdout[-3000:], done.stderr)
+        return done.stdout
+
+    def start(self, env_line: str | None, line: str, log: Path) -> Popen:
+        """Start a README daemon command in the background (its own process group)."""
+        with open(log, "wb") as out:
+            return subprocess.Popen(
+                ["bash", "-c", self.script(env_line, line).replace(line, "exec " + line)],
+                cwd=self.home, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+
+    def stats(self) -> dict:
+        return get_json(self.base + "/api/stats") or {}
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def stop(proc: Popen, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
+    return proc.wait(timeout)
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    """`make run`'s scripts/run.sh in a scratch checkout, on free ports."""
+    home = tmp_path / "checkout"
+    home.mkdir()
+    for entry in ROOT.iterdir():
+        if entry.name not in (".run", ".git"):
+            (home / entry.name).symlink_to(entry)
+    redis_port, web_port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BUS_", "REDISCLI_"))}
+    env.pop("RUN_DIR", None)
+    env.update(
+        PATH=f"{home / '.venv' / 'bin'}:{env['PATH']}",  # `python` as in an activated venv
+        PYTHONUNBUFFERED="1",
+        RUN_REDIS_PORT=str(redis_port),
+        BUS_WEB_BIND=f"127.0.0.1:{web_port}",
+        ACL_PATTERNS="orders.*",  # as the README says to start it for the --pattern subscriber
+    )
+    log_path = tmp_path / "run.log"
+    with open(log_path, "wb") as log:
+        honcho = subprocess.Popen(
+            ["bash", "scripts/run.sh"], cwd=home, env={**env, "BUS_BLOCK_TIMEOUT_S": "1"},
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+    run_env = {k: v for k, v in env.items() if k != "BUS_WEB_BIND"}
+    st = Stack(home, run_env, web_port, redis_port, log_path)
+    sessions = {honcho.pid}
+    try:
+
+        def ready() -> bool:
+            assert honcho.poll() is None, f"run.sh exited early:\n{st.log()}"
+            stats = st.stats()
+            return bool(stats) and stats["channels"]["default"]["subscribers"] >= 1
+
+        wait_for(ready, 60, "the stack to answer with its subscriber", every_s=0.2)
+        sessions.update(logged_pids(st.log()).values())
+        yield st
+    finally:
+        sessions.update(logged_pids(st.log()).values())
+        if honcho.poll() is None:
+            os.kill(honcho.pid, signal.SIGINT)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                honcho.wait(15)
+        if honcho.poll() is None:
+            os.killpg(honcho.pid, signal.SIGKILL)
+            honcho.wait(5)
+        for pid in stack_pids(sessions, redis_port):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def test_readme_lists_only_what_this_test_runs_or_skips() -> None:
+    """Every README command of the covered kinds is run by the test below or in SKIPPED."""
+    covered = (".venv/bin/python -m consumers", ".venv/bin/locust", "redis-cli", "make status",
+               "make redis-cli")  # fmt: skip
+    for block in sh_blocks(README):
+        for i, line in enumerate(block):
+            cmd = command_of(line)
+            if cmd.startswith(covered) and cmd not in SKIPPED:
+                if cmd == LOCUST_PICK[0]:  # the --tags seed run starts the same way
+                    cmd = command_of(block[i + 1])
+                    if cmd == "-u 10 -r 10 -t 20s --tags seed":
+                        continue  # the same users as the runs below, chosen by tag
+                assert cmd in COVERED, f"README command neither run nor skipped here: {cmd}"
+
+
+def test_readme_commands_work_against_make_run(stack: Stack, tmp_path: Path) -> None:
+    """Each README command for `make run`'s stack exits 0 there and does what it says."""
+    st = stack
+    started = time.monotonic()
+
+    # "Two commands": the web over HTTP.
+    assert json.loads(st.run(None, POST))["queue"] == "default"
+    assert json.loads(st.run(None, PUBLISH))["receivers"] >= 1
+    assert "303" in st.run(None, SEED)
+    assert "queues" in json.loads(st.run(None, STATS))
+
+    # "Wire format": redis-cli as bus-web; the stack's worker and subscriber get the messages.
+    depth, receivers = (int(x) for x in st.run(WEB, *WIRE).split())
+    assert depth >= 1 and receivers >= 1
+    wait_for(lambda: re.search(r"worker\.1 .*id=order-42", st.log()), 20, "worker: order-42")
+    wait_for(lambda: re.search(r"subscriber\.1 .*id=news-1", st.log()), 20, "subscriber: news-1")
+
+    # "Using it from Python": the web's login, then the README's first Python block as written.
+    send = re.search(r"\*\*Send\.\*\*.*?```python\n(.*?)```", README, re.S)
+    assert send and in_block(None, WEB), "the README's Send block and its login"
+    (tmp_path / "send.py").write_text(send[1])
+    done = subprocess.run(
+        ["bash", "-c", f"set -euo pipefail\n{WEB}\npython {tmp_path / 'send.py'}"],
+        cwd=st.home, env=st.env, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 0 and re.match(r"\S+ \d+\n", done.stdout), done
+
+    # A custom worker, as bus-worker, with the README's own handler module (myapp/jobs.py).
+    handlers = re.search(r"```python\n(import time\n\nfrom consumers.handlers import Reject.*?)```",
+                         README, re.S)  # fmt: skip
+    assert handlers, "the README's handler block"
+    (st.home / "myapp").mkdir()
+    (st.home / "myapp" / "jobs.py").write_text(handlers[1])
+    assert f"`{WORKER}`, then\n`{CUSTOM}`" in README
+    log = tmp_path / "custom.log"
+    proc = st.start(WORKER, CUSTOM, log)
+    try:
+
+        def custom_up() -> bool:
+            assert proc.poll() is None, log.read_text()
+            workers = st.stats().get("workers", [])
+            return any(w["alive"] and w["pid"] == proc.pid for w in workers)
+
+        wait_for(custom_up, 30, "the custom worker's heartbeat", every_s=0.2)
+
+        def mailed() -> bool:  # two workers share the queue: send until send_mail gets one
+            requests.post(st.base + "/prodcons", json={"payload": {"to": "ada@example.com"}},
+                          timeout=5)  # fmt: skip
+            return "mail to ada@example.com (attempt 1)" in log.read_text()
+
+        wait_for(mailed, 20, "send_mail to handle a message", every_s=0.3)
+    finally:
+        assert stop(proc) == 0, log.read_text()
+    assert "NOPERM" not in log.read_text()
+
+    # "Running consumers": daemons as bus-worker and bus-subscriber.
+    assert "usage" in st.run(WORKER, HELP).lower()
+    for env_line, line, rows in DAEMONS:
+        log = tmp_path / f"{rows}.log"
+        proc = st.start(env_line, line, log)
+        try:
+            state = "alive" if rows == "workers" else "listening"
+
+            def up(
+                rows: str = rows, state: str = state, proc: Popen = proc, log: Path = log
+            ) -> bool:
+                assert proc.poll() is None, log.read_text()
+                pid = proc.pid
+                return any(r["pid"] == pid and r["state"] == state for r in st.stats()[rows])
+
+            wait_for(up, 30, f"{line} to be up", every_s=0.2)
+        finally:
+            assert stop(proc) == 0, log.read_text()
+
+    # Tools, as bus-tools; the README's tracked message for `message <id>`.
+    tracked = json.loads(st.run(None, *TRACKED))["id"]
+    assert in_block(TOOLS, *TOOL_LINES)
+    outputs = {}
+    for line in TOOL_LINES:
+        done = subprocess.run(
+            ["bash", "-c", f"set -euo pipefail\n{TOOLS}\n{line.replace('<id>', tracked)}\n"],
+            cwd=st.home, env=st.env, capture_output=True, text=True, timeout=90,
+        )  # fmt: skip
+        assert done.returncode == 0, (line, done.returncode, done.stdout, done.stderr)
+        outputs[line] = done.stdout
+    status = outputs[".venv/bin/python -m consumers status"]
+    assert f"127.0.0.1:{st.redis_port}" in status and "default" in status, status
+    assert json.loads(outputs[TOOL_LINES[-1]])["state"] == "handled"
+
+    # `consumers status`: make status, its JSON through jq, --watch until Ctrl-C.
+    out = st.run(None, STATUS[0])
+    assert f"127.0.0.1:{st.redis_port}" in out and "default" in out, out
+    assert "default" in json.loads(st.run(None, STATUS[1]))
+    assert in_block(None, *STATUS)
+    log = tmp_path / "watch.log"
+    proc = st.start(TOOLS, STATUS[3], log)
+    wait_for(lambda: "default" in log.read_text(), 20, "a first view")
+    time.sleep(2.5)  # and a redraw
+    assert stop(proc, signal.SIGINT) == 0, log.read_text()
+
+    # make redis-cli, as bus-admin (the example of make help).
+    assert REDIS_CLI.removeprefix("make redis-cli ") in (ROOT / "Makefile").read_text()
+    assert "`make redis-cli`" in README
+    assert re.fullmatch(r"\d+\n", st.run(None, REDIS_CLI))
+
+    # Locust against make run, its direct users as bus-admin; a few seconds instead of 30.
+    for lines, short in ((LOCUST_ALL,), "-t 5s"), (LOCUST_PICK, "-t 4s"):
+        assert in_block(ADMIN, *lines), lines
+        script = st.script(ADMIN, *lines).replace("-t 30s", short)
+        done = subprocess.run(
+            ["bash", "-c", script], cwd=st.home, env=st.env, stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT, text=True, timeout=90,
+        )  # fmt: skip
+        out = done.stdout
+        assert done.returncode == 0, out[-4000:]
+        assert re.search(r"LPUSH\s+bus:\{default\}:pending\s+[1-9]\d*\s+0\(", out), out[-4000:]
+        assert "AuthenticationError" not in out and "NOPERM" not in out, out[-4000:]
+    assert not re.search(r"PUBLISH\s+bus:ch:default\s+[1-9]", out)  # picked: no RedisPublish
+
+    assert "NOPERM" not in st.log() and "NoPermission" not in st.log()
+    print(f"README commands ran in {time.monotonic() - started:.1f} s")
+
+
+def test_acl_sh_shows_no_password_on_a_terminal(tmp_path: Path) -> None:
+    """scripts/acl.sh url/password print the password only to a pipe ($(...)), *** to a
+    terminal; its env files are mode 600 in a mode 700 directory and load into a shell."""
+    acl = str(ROOT / "scripts" / "acl.sh")
+    subprocess.run(["bash", acl, "generate", str(tmp_path)], check=True, timeout=30)
+    subprocess.run(["bash", acl, "env", str(tmp_path)], check=True, timeout=30,
+                   env={**os.environ, "RUN_REDIS_PORT": "6555"})  # fmt: skip
+    password = subprocess.run(
+        ["bash", acl, "password", "tools", str(tmp_path)], capture_output=True, text=True,
+        check=True, timeout=30,
+    ).stdout.strip()  # fmt: skip
+    assert re.fullmatch(r"[0-9a-f]{48}", password)
+    for args in (["url", "tools"], ["password", "tools"]):
+        primary, replica = pty.openpty()
+        done = subprocess.run(["bash", acl, *args, str(tmp_path)], stdout=replica,
+                              stderr=subprocess.PIPE, timeout=30)  # fmt: skip
+        os.close(replica)
+        shown = os.read(primary, 4096).decode()
+        os.close(primary)
+        assert done.returncode == 0 and "***" in shown and password not in shown, shown
+        assert password not in done.stderr.decode()
+    env_dir = tmp_path / "env"
+    assert stat.S_IMODE(env_dir.stat().st_mode) == 0o700
+    for role in ("web", "worker", "subscriber", "tools", "admin"):
+        assert stat.S_IMODE((env_dir / f"{role}.env").stat().st_mode) == 0o600
+    loaded = subprocess.run(
+        ["bash", "-c", f"set -a; . {env_dir}/tools.env; set +a; echo $BUS_REDIS_URL"],
+        capture_output=True, text=True, check=True, timeout=30,
+    ).stdout.strip()  # fmt: skip
+    assert loaded == f"redis://bus-tools:{password}@127.0.0.1:6555/0"
