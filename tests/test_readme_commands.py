@@ -202,7 +202,10 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
             ["bash", "scripts/run.sh"], cwd=home, env={**env, "BUS_BLOCK_TIMEOUT_S": "1"},
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
-    run_env = {k: v for k, v in env.items() if k != "BUS_WEB_BIND"}
+    # The commands get none of the stack's own settings: what they need is in .run/env/.
+    run_env = {
+        k: v for k, v in env.items() if k not in ("BUS_WEB_BIND", "RUN_REDIS_PORT", "ACL_PATTERNS")
+    }
     st = Stack(home, run_env, web_port, redis_port, log_path)
     sessions = {honcho.pid}
     try:
