@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from loadtest.bench import cluster, flood, memory, table, tracking
+from loadtest.bench import balance, cluster, flood, memory, table, tracking
 from loadtest.bench.common import Scale
 
 
@@ -152,3 +152,14 @@ def test_cluster_smoke_rows_and_accounting() -> None:
         assert not row.higher_is_better and row.value > 0
         assert row.unit == (cluster.PER_1000 if row.name.startswith("Redis") else "µs")
     assert f"| {cluster.DRAIN_3} |" in table.markdown(rows, table.meta())
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_balance_smoke_rows_compare_each_counted_path_with_its_bare_one() -> None:
+    rows = balance.run(Scale(smoke=True))
+    assert len(rows) == 10 and all(r.section == balance.SECTION for r in rows)
+    bare, counted = rows[0::2], rows[1::2]
+    assert all(c.ref == b.name and b.ref is None for b, c in zip(bare, counted, strict=True))
+    assert all(r.value > 0 and table.ratio(r, rows) is not None for r in counted)
+    assert {r.unit for r in rows} == {"msg/s", "µs"}

@@ -1,0 +1,124 @@
+"""What the balance of a queue costs (producer/counts.py): every push is a script that LPUSHes
+and counts, instead of a bare LPUSH; every settle counts its acks.
+
+Rows, each on the same private redis-server, in interleaved rounds (best of 3):
+
+- push, one message a call: ``LPUSH`` beside the counting push script (``EVALSHA``);
+- push, 100 messages a call: the same, batched;
+- Redis's own time per call of each (``INFO commandstats``), the cost a shared Redis pays;
+- one worker draining a backlog: the claim and settle scripts of today (they count) beside the
+  same scripts with the counting taken out, driven from this process (no handler, no stats).
+"""
+
+from __future__ import annotations
+
+import time
+
+import redis
+
+from consumers import lua
+from loadtest.bench.common import RedisServer, Result, Scale, redis_server
+from producer import counts, envelope, keys
+
+SECTION = "balance"
+QUEUE = "bench"
+ROUNDS = 3
+
+
+def _raws(n: int) -> list[bytes]:
+    return [envelope.new(i, src="bench", seq=i + 1).encode() for i in range(n)]
+
+
+def _push_rate(client: redis.Redis, raws: list[bytes], batch: int, counted: bool) -> float:
+    pending = keys.pending(QUEUE)
+    client.delete(pending, keys.counts(QUEUE))
+    sha = client.script_load(counts.PUSH)
+    start = time.perf_counter()
+    for i in range(0, len(raws), batch):
+        chunk = raws[i : i + batch]
+        if counted:
+            client.evalsha(sha, 1, pending, *chunk)
+        else:
+            client.lpush(pending, *chunk)
+    return len(raws) / (time.perf_counter() - start)
+
+
+def _usec_per_call(client: redis.Redis, raws: list[bytes], batch: int, counted: bool) -> float:
+    client.config_resetstat()
+    _push_rate(client, raws, batch, counted)
+    stat = client.info("commandstats")["cmdstat_evalsha" if counted else "cmdstat_lpush"]
+    return float(stat["usec_per_call"])
+
+
+_UNCOUNTED = "local function count(pending, field, n) end\n"
+
+
+def _drain_rate(client: redis.Redis, raws: list[bytes], counted: bool) -> float:
+    """Claim 100, ack them in the settle script that claims the next 100: the worker's loop
+    without its handler, decoding and stats."""
+    pending, proc = keys.pending(QUEUE), keys.processing(QUEUE, "w")
+    client.delete(pending, proc, keys.counts(QUEUE))
+    for i in range(0, len(raws), 10_000):
+        client.lpush(pending, *raws[i : i + 10_000])
+    source = lua.SETTLE_CLAIM if counted else lua.SETTLE_CLAIM.replace(counts.LUA, _UNCOUNTED)
+    script = client.register_script(source)
+    q_keys = [proc, pending, keys.dead(QUEUE), keys.dead_dropped(QUEUE), keys.delayed(QUEUE),
+              keys.tracking(QUEUE), keys.settled(QUEUE, "w")]  # fmt: skip
+    start = time.perf_counter()
+    batch: list[bytes] = []
+    seq = 0
+    while True:
+        args: list[bytes | str | int] = [0, 100, f"t:{seq}"]
+        for raw in batch:
+            args += [raw, b"", "A"]
+        _, _, *batch = script(keys=q_keys, args=args)
+        seq += 1
+        if not batch:
+            break
+    return len(raws) / (time.perf_counter() - start)
+
+
+def run(scale: Scale) -> list[Result]:
+    n_one, n_many = scale.n(20_000, 500), scale.n(200_000, 5_000)
+    one, many = _raws(n_one), _raws(n_many)
+    best: dict[str, float] = {}
+    low: dict[str, float] = {}
+
+    def keep(name: str, value: float, higher: bool = True) -> None:
+        if higher:
+            best[name] = max(best.get(name, 0.0), value)
+        else:
+            low[name] = min(low.get(name, float("inf")), value)
+
+    server: RedisServer
+    with redis_server() as server:
+        client = server.client()
+        for _ in range(ROUNDS):
+            for counted in (False, True):
+                tag = "counted" if counted else "bare"
+                keep(f"push 1 {tag}", _push_rate(client, one, 1, counted))
+                keep(f"push 100 {tag}", _push_rate(client, many, 100, counted))
+                keep(f"us 1 {tag}", _usec_per_call(client, one, 1, counted), higher=False)
+                keep(f"us 100 {tag}", _usec_per_call(client, many, 100, counted), higher=False)
+                keep(f"drain {tag}", _drain_rate(client, many, counted))
+        client.close()
+    push1, push100 = "push, 1 a call: LPUSH", "push, 100 a call: LPUSH"
+    us1, us100 = "Redis time per push call of 1: LPUSH", "Redis time per push call of 100: LPUSH"
+    drain = "claim 100 + settle, scripts without the counts"
+    return [
+        Result(SECTION, push1, best["push 1 bare"], "msg/s"),
+        Result(SECTION, "push, 1 a call: the counting script", best["push 1 counted"], "msg/s",
+               ref=push1),
+        Result(SECTION, push100, best["push 100 bare"], "msg/s"),
+        Result(SECTION, "push, 100 a call: the counting script", best["push 100 counted"],
+               "msg/s", ref=push100),
+        Result(SECTION, us1, low["us 1 bare"], "µs", higher_is_better=False),
+        Result(SECTION, "Redis time per push call of 1: the counting script",
+               low["us 1 counted"], "µs", ref=us1, higher_is_better=False),
+        Result(SECTION, us100, low["us 100 bare"], "µs", higher_is_better=False),
+        Result(SECTION, "Redis time per push call of 100: the counting script",
+               low["us 100 counted"], "µs", ref=us100, higher_is_better=False),
+        Result(SECTION, drain, best["drain bare"], "msg/s", extra={"n": n_many}),
+        Result(SECTION, "claim 100 + settle, the scripts as they are (counting)",
+               best["drain counted"], "msg/s", ref=drain, extra={"n": n_many}),
+    ]  # fmt: skip
