@@ -29,6 +29,7 @@ import redis
 
 from producer import Backoff, Envelope, Settings, make_client
 from producer.client import drop_connections
+from producer.cluster import is_stale_error
 from producer.envelope import now_ms, report_ignored_fields_to
 from producer.stats import COUNTERS, Flusher, Stats
 
@@ -213,7 +214,10 @@ class Daemon:
                     raise ConfigurationRefused(refused) from exc
                 delay = self.backoff.next_delay_s()
                 broken = isinstance(exc, (redis.ConnectionError, redis.TimeoutError))
-                self._refused = not broken
+                # A refusal (out of memory, say) leaves the link as it was; an answer that the
+                # server changed role or the slot moved (READONLY, UNBLOCKED, MOVED) means a
+                # reconnect, to another node.
+                self._refused = not broken and not is_stale_error(exc)
                 log.warning(
                     "%s %s: %s (%s: %s); reconnect attempt %d in %.2fs",
                     self.role,
