@@ -158,7 +158,7 @@ def test_cluster_smoke_rows_and_accounting() -> None:
 @pytest.mark.timeout(120)
 def test_balance_smoke_rows_compare_each_counted_path_with_its_bare_one() -> None:
     rows = balance.run(Scale(smoke=True))
-    assert len(rows) == 10 and all(r.section == balance.SECTION for r in rows)
+    assert len(rows) == 8 and all(r.section == balance.SECTION for r in rows)
     bare, counted = rows[0::2], rows[1::2]
     assert all(c.ref == b.name and b.ref is None for b, c in zip(bare, counted, strict=True))
     assert all(r.value > 0 and table.ratio(r, rows) is not None for r in counted)

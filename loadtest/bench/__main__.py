@@ -19,8 +19,7 @@ SECTIONS = {
                  "draining each, with and without the queue's gate, the push of each, the cost "
                  "per message and the Redis memory of a record"),
     "balance": ("loadtest.bench.balance", "what counting every message for the balance of a "
-                "queue costs: the push script beside a bare LPUSH, the settle scripts with and "
-                "without their counts"),
+                "queue costs: the push script beside a bare LPUSH"),
     "cluster": ("loadtest.bench.cluster", "a Redis Cluster of 1 shard beside one of 3: six "
                 "queues pushed and drained by one worker each, the rates and the CPU per shard"),
     "latency": ("loadtest.bench.latency", "push to handler start at steady rates, both modes"),

@@ -1,13 +1,12 @@
 """What the balance of a queue costs (producer/counts.py): every push is a script that LPUSHes
-and counts, instead of a bare LPUSH; every settle counts its acks.
+and counts, instead of a bare LPUSH. (A worker's settle adds one HINCRBY per batch of 100 to a
+script that already runs: the drain section's figures include it.)
 
 Rows, each on the same private redis-server, in interleaved rounds (best of 3):
 
 - push, one message a call: ``LPUSH`` beside the counting push script (``EVALSHA``);
 - push, 100 messages a call: the same, batched;
-- Redis's own time per call of each (``INFO commandstats``), the cost a shared Redis pays;
-- one worker draining a backlog: the claim and settle scripts of today (they count) beside the
-  same scripts with the counting taken out, driven from this process (no handler, no stats).
+- Redis's own time per call of each (``INFO commandstats``), the cost a shared Redis pays.
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ import time
 
 import redis
 
-from consumers import lua
 from loadtest.bench.common import RedisServer, Result, Scale, redis_server
 from producer import counts, envelope, keys
 
@@ -50,34 +48,6 @@ def _usec_per_call(client: redis.Redis, raws: list[bytes], batch: int, counted: 
     return float(stat["usec_per_call"])
 
 
-_UNCOUNTED = "local function count(pending, field, n) end\n"
-
-
-def _drain_rate(client: redis.Redis, raws: list[bytes], counted: bool) -> float:
-    """Claim 100, ack them in the settle script that claims the next 100: the worker's loop
-    without its handler, decoding and stats."""
-    pending, proc = keys.pending(QUEUE), keys.processing(QUEUE, "w")
-    client.delete(pending, proc, keys.counts(QUEUE))
-    for i in range(0, len(raws), 10_000):
-        client.lpush(pending, *raws[i : i + 10_000])
-    source = lua.SETTLE_CLAIM if counted else lua.SETTLE_CLAIM.replace(counts.LUA, _UNCOUNTED)
-    script = client.register_script(source)
-    q_keys = [proc, pending, keys.dead(QUEUE), keys.dead_dropped(QUEUE), keys.delayed(QUEUE),
-              keys.tracking(QUEUE), keys.settled(QUEUE, "w")]  # fmt: skip
-    start = time.perf_counter()
-    batch: list[bytes] = []
-    seq = 0
-    while True:
-        args: list[bytes | str | int] = [0, 100, f"t:{seq}"]
-        for raw in batch:
-            args += [raw, b"", "A"]
-        _, _, *batch = script(keys=q_keys, args=args)
-        seq += 1
-        if not batch:
-            break
-    return len(raws) / (time.perf_counter() - start)
-
-
 def run(scale: Scale) -> list[Result]:
     n_one, n_many = scale.n(20_000, 500), scale.n(200_000, 5_000)
     one, many = _raws(n_one), _raws(n_many)
@@ -100,11 +70,9 @@ def run(scale: Scale) -> list[Result]:
                 keep(f"push 100 {tag}", _push_rate(client, many, 100, counted))
                 keep(f"us 1 {tag}", _usec_per_call(client, one, 1, counted), higher=False)
                 keep(f"us 100 {tag}", _usec_per_call(client, many, 100, counted), higher=False)
-                keep(f"drain {tag}", _drain_rate(client, many, counted))
         client.close()
     push1, push100 = "push, 1 a call: LPUSH", "push, 100 a call: LPUSH"
     us1, us100 = "Redis time per push call of 1: LPUSH", "Redis time per push call of 100: LPUSH"
-    drain = "claim 100 + settle, scripts without the counts"
     return [
         Result(SECTION, push1, best["push 1 bare"], "msg/s"),
         Result(SECTION, "push, 1 a call: the counting script", best["push 1 counted"], "msg/s",
@@ -118,7 +86,4 @@ def run(scale: Scale) -> list[Result]:
         Result(SECTION, us100, low["us 100 bare"], "µs", higher_is_better=False),
         Result(SECTION, "Redis time per push call of 100: the counting script",
                low["us 100 counted"], "µs", ref=us100, higher_is_better=False),
-        Result(SECTION, drain, best["drain bare"], "msg/s", extra={"n": n_many}),
-        Result(SECTION, "claim 100 + settle, the scripts as they are (counting)",
-               best["drain counted"], "msg/s", ref=drain, extra={"n": n_many}),
     ]  # fmt: skip
