@@ -4,6 +4,13 @@
 # (RUN_SENTINEL_PORT and the next two, default 26399), gunicorn, a worker and a subscriber, every
 # role finding the primary through the sentinels, pushes waiting for the replica (WAIT 1). Try
 # `redis-cli -p 26399 sentinel failover bus` and watch the dashboard. Ctrl-C stops everything.
+#
+# ACL as in `make run` (scripts/acl.sh: RUN_DIR/users.acl, RUN_DIR/passwords.env): both servers
+# load the same file, each process logs in as its role's user, and RUN_DIR/env/<role>.env holds
+# its BUS_REDIS_URL and REDISCLI_AUTH plus BUS_SENTINELS and BUS_SENTINEL_MASTER, so a shell
+# that loads one follows a failover. The replica (and the old primary after a failover) logs
+# in to its primary as bus-replica, the sentinels to the servers as bus-sentinel
+# (scripts/acl-servers.sh); the sentinels themselves have no ACL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,7 +25,11 @@ export RUN_DIR
 export BUS_SENTINELS="127.0.0.1:${RUN_SENTINEL_1},127.0.0.1:${RUN_SENTINEL_2},127.0.0.1:${RUN_SENTINEL_3}"
 export BUS_SENTINEL_MASTER=bus
 export BUS_WAIT_REPLICAS=${BUS_WAIT_REPLICAS:-1}
-export BUS_REDIS_URL=${BUS_REDIS_URL:-redis://127.0.0.1/0}
+scripts/acl.sh generate "$RUN_DIR"
+scripts/acl-servers.sh users "$RUN_DIR"
+scripts/acl.sh env "$RUN_DIR"
+scripts/acl-servers.sh env "$RUN_DIR" "BUS_SENTINELS=$BUS_SENTINELS" "BUS_SENTINEL_MASTER=$BUS_SENTINEL_MASTER"
 echo "run: primary 127.0.0.1:${RUN_REDIS_PORT}, replica :${RUN_REPLICA_PORT}, sentinels :${RUN_SENTINEL_1}-${RUN_SENTINEL_3} (data in ${RUN_DIR}/)"
+echo "run: ACL users in ${RUN_DIR}/users.acl; each role's variables in ${RUN_DIR}/env/<role>.env"
 echo "run: dashboard at http://${BUS_WEB_BIND:-127.0.0.1:8000}/  (Ctrl-C stops everything)"
 exec .venv/bin/honcho -f Procfile.sentinel start "$@"

@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
 # One sentinel of `make run-sentinel`, on port $1, watching the primary on $RUN_REDIS_PORT as
-# "bus" (quorum 2 of 3). Its configuration is written afresh on each start (the sentinels
-# rewrite it as they learn), in $RUN_DIR/sentinel-$1/.
+# "bus" (quorum 2 of 3), logged in to the servers as bus-sentinel ($RUN_DIR/sentinel-auth.conf,
+# from scripts/acl-servers.sh). The sentinel itself has no ACL: anyone on 127.0.0.1 may ask it
+# (and order a failover). Its configuration is written afresh on each start (the sentinels
+# rewrite it as they learn), mode 600 (it holds bus-sentinel's password), in
+# $RUN_DIR/sentinel-$1/.
 set -euo pipefail
 port=$1
 primary=${RUN_REDIS_PORT:-6399}
-dir=${RUN_DIR:-$PWD/.run}/sentinel-$port
+run_dir=${RUN_DIR:-$PWD/.run}
+dir=$run_dir/sentinel-$port
+umask 077
 mkdir -p "$dir"
-cat > "$dir/sentinel.conf" <<CONF
+{
+    cat <<CONF
 port $port
 bind 127.0.0.1
 dir $dir
@@ -16,4 +22,6 @@ sentinel down-after-milliseconds bus 2000
 sentinel failover-timeout bus 10000
 sentinel parallel-syncs bus 1
 CONF
+    cat "$run_dir/sentinel-auth.conf"
+} >"$dir/sentinel.conf"
 exec redis-server "$dir/sentinel.conf" --sentinel

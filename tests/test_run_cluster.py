@@ -1,6 +1,7 @@
 """`make run-cluster`: the stack on a six-node Redis Cluster under honcho serves queues on two
 shards and pub/sub, follows a CLUSTER FAILOVER, stops every process on Ctrl-C, and on a second
-run comes back from the nodes' nodes.conf without creating the cluster again."""
+run comes back from the nodes' nodes.conf without creating the cluster again; every process
+logs in as its own ACL user (the replicas' links included), and no node refuses anything."""
 
 from __future__ import annotations
 
@@ -21,7 +22,17 @@ import requests
 from producer import keys
 from tests.procs import ROOT, get_json, wait_for
 from tests.redisproc import free_port
-from tests.test_run_sentinel import free_ports_in_a_row, handled
+from tests.test_run_sentinel import (
+    as_admin,
+    check_files,
+    free_ports_in_a_row,
+    handled,
+    nobody_is_default,
+    refusals,
+    servers_refused_the_rest,
+    status_as_tools,
+    users_of_clients,
+)
 from tests.test_stack import accepts, alive, logged_pids, stack_pids
 
 pytestmark = pytest.mark.slow
@@ -91,15 +102,10 @@ def running(env: dict[str, str], log_path: Path, node_ports: list[int]) -> Itera
         stack.kill()
 
 
-def admin(port: int) -> redis.Redis:
-    return redis.Redis(port=port, decode_responses=True, socket_timeout=2,
-                       socket_connect_timeout=1)  # fmt: skip
-
-
-def shard_of(port: int, queue: str) -> tuple[int, list[int]]:
+def shard_of(port: int, queue: str, run_dir: Path) -> tuple[int, list[int]]:
     """(primary port, replica ports) of the shard that holds ``queue``, as node ``port`` sees
     it (CLUSTER SLOTS: a replica shows once that node has heard of it by gossip)."""
-    with admin(port) as c:
+    with as_admin(port, run_dir) as c:
         slot = int(c.execute_command("CLUSTER KEYSLOT", keys.pending(queue)))
         ranges: list[Any] = c.execute_command("CLUSTER SLOTS")
     for start, end, primary, *replicas in ranges:
@@ -108,9 +114,9 @@ def shard_of(port: int, queue: str) -> tuple[int, list[int]]:
     raise AssertionError(f"slot {slot} of {queue} is not served")
 
 
-def role(port: int) -> str | None:
+def role(port: int, run_dir: Path) -> str | None:
     try:
-        with admin(port) as c:
+        with as_admin(port, run_dir) as c:
             return str(c.execute_command("ROLE")[0])
     except (redis.RedisError, OSError):
         return None
@@ -139,13 +145,46 @@ def drained(base: str, queue: str, handled_total: int) -> bool:
     return stats.get("depth") == 0 and stats.get("handled_total", 0) >= handled_total
 
 
+def linked(port: int, run_dir: Path) -> bool:
+    """True for a primary, or a replica whose link to its primary is up."""
+    with as_admin(port, run_dir) as c:
+        info = c.info("replication")
+    return info["role"] == "master" or info.get("master_link_status") == "up"
+
+
+def check_acl(node_ports: list[int], run_dir: Path) -> None:
+    """After a failover: every replica (the old primary included)
+    replicates as bus-replica, the web, the worker and the subscriber are on the primaries as
+    their own users, no node refused anything, nobody can be the default user, and the env
+    files let a shell follow the cluster (status as bus-tools)."""
+    wait_for(lambda: all(linked(p, run_dir) for p in node_ports), 20,
+             "every replica linked to its primary", every_s=0.5)  # fmt: skip
+    primaries = {p for p in node_ports if role(p, run_dir) == "master"}
+    assert len(primaries) == 3, primaries
+    seen: set[str] = set()
+    for port in primaries:
+        users = users_of_clients(port, run_dir)
+        assert "bus-replica" in users, (port, users)  # its replica's link
+        seen |= users
+    assert seen >= {"bus-web", "bus-worker", "bus-subscriber", "bus-replica"}, seen
+    for port in sorted(set(node_ports) - primaries):
+        users_of_clients(port, run_dir)  # whoever is there, as their own user
+    wait_for(lambda: status_as_tools(run_dir).returncode == 0, 30,
+             "status as bus-tools to exit 0", every_s=1)  # fmt: skip
+    for port in node_ports:
+        assert refusals(port, run_dir) == [], (port, refusals(port, run_dir))
+        nobody_is_default(port)
+    check_files(run_dir, "passwords.env", "users.acl", "replication.conf")
+    servers_refused_the_rest(node_ports[0], run_dir, "bus-replica")
+
+
 def test_run_cluster_serves_follows_a_failover_stops_and_restarts(tmp_path: Path) -> None:
     first, bus, web = distinct_port_ranges()
     node_ports = list(range(first, first + NODES))
-    base = f"http://127.0.0.1:{web}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BUS_")}
+    base, run_dir = f"http://127.0.0.1:{web}", tmp_path / "run"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BUS_", "REDISCLI_"))}
     env.update(RUN_CLUSTER_PORT=str(first), RUN_CLUSTER_BUS_PORT=str(bus),
-               RUN_DIR=str(tmp_path / "run"), BUS_WEB_BIND=f"127.0.0.1:{web}",
+               RUN_DIR=str(run_dir), BUS_WEB_BIND=f"127.0.0.1:{web}",
                BUS_BLOCK_TIMEOUT_S="1", BUS_BACKOFF_CAP_S="0.5")  # fmt: skip
 
     with running(env, tmp_path / "run1.log", node_ports) as stack:
@@ -155,7 +194,7 @@ def test_run_cluster_serves_follows_a_failover_stops_and_restarts(tmp_path: Path
         assert "cluster: creating the cluster" in stack.log()
         for port in node_ports:
             assert (tmp_path / "run" / "cluster" / f"node-{port}" / "nodes.conf").is_file()
-        shards = {q: shard_of(first, q) for q in QUEUES}
+        shards = {q: shard_of(first, q, run_dir) for q in QUEUES}
         assert len({primary for primary, _ in shards.values()}) == 3, shards
         one, two = QUEUES[:2]
 
@@ -176,17 +215,20 @@ def test_run_cluster_serves_follows_a_failover_stops_and_restarts(tmp_path: Path
                  "the subscriber to count a handled message", every_s=0.2)  # fmt: skip
 
         old = shards[one][0]
-        replica = wait_for(lambda: shard_of(first, one)[1], 20, f"a replica of {one}'s shard",
-                           every_s=0.2)[0]  # fmt: skip
-        with admin(replica) as c:
+        replica = wait_for(lambda: shard_of(first, one, run_dir)[1], 20,
+                           f"a replica of {one}'s shard", every_s=0.2)[0]  # fmt: skip
+        with as_admin(replica, run_dir) as c:
             c.execute_command("CLUSTER FAILOVER")
-        wait_for(lambda: role(replica) == "master", 20, "the replica promoted", every_s=0.2)
-        wait_for(lambda: shard_of(first, one)[0] == replica, 20, "the slot map to follow",
+        wait_for(lambda: role(replica, run_dir) == "master", 20, "the replica promoted",
+                 every_s=0.2)  # fmt: skip
+        wait_for(lambda: shard_of(first, one, run_dir)[0] == replica, 20, "the slot map to follow",
                  every_s=0.2)  # fmt: skip
         after = push(base, one, "after the failover", 20)
         wait_for(lambda: handled(base, after), 20, "handled after the failover", every_s=0.2)
         wait_for(lambda: drained(base, one, 2), 10, f"{one} drained again", every_s=0.2)
-        wait_for(lambda: role(old) == "slave", 20, "the old primary to follow", every_s=0.2)
+        wait_for(lambda: role(old, run_dir) == "slave", 20, "the old primary to follow",
+                 every_s=0.2)  # fmt: skip
+        check_acl(node_ports, run_dir)
         stack.interrupt()
 
     with running(env, tmp_path / "run2.log", node_ports) as stack:
@@ -195,8 +237,13 @@ def test_run_cluster_serves_follows_a_failover_stops_and_restarts(tmp_path: Path
                  every_s=0.2)  # fmt: skip
         assert "came back from their nodes.conf" in stack.log()
         assert "creating the cluster" not in stack.log()
-        assert shard_of(first, one)[0] == replica  # the roles of the failover were kept
+        assert shard_of(first, one, run_dir)[0] == replica  # the failover's roles were kept
         again = push(base, one, "after a restart", 20)
         wait_for(lambda: handled(base, again), 20, "handled after a restart", every_s=0.2)
+        wait_for(lambda: all(linked(p, run_dir) for p in node_ports), 20,
+                 "every replica linked to its primary after a restart", every_s=0.5)  # fmt: skip
+        for port in node_ports:
+            users_of_clients(port, run_dir)  # each connection as its role's user
+            assert refusals(port, run_dir) == [], (port, refusals(port, run_dir))
         stack.interrupt()
     assert not any(accepts(p) for p in [*node_ports, web])
