@@ -42,7 +42,7 @@ test: bootstrap ## run every test, the slow fault tests included
 test-fast: bootstrap ## run the tests not marked slow
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
 
-loadtest: bootstrap ## every load-test scenario, redis-bus beside the naive baseline (~6 min)
+loadtest: bootstrap ## every load-test scenario beside the naive baseline, the 30-min soak too (~37 min)
 	$(PY) -m loadtest run all $(ARGS)
 
 loadtest-quick: bootstrap ## the quick load-test suite: every fault, a few seconds each (~90 s)

@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -38,8 +39,9 @@ scenarios (`python -m loadtest list` describes them):
   {names}
 examples:
   python -m loadtest run all --quick      # every fault, a few seconds each (~90 s)
-  python -m loadtest run all              # the full suite (~6 minutes)
+  python -m loadtest run all              # the full suite (~37 minutes, the soak's 30 included)
   python -m loadtest run blackhole
+  python -m loadtest run soak --quick     # the soak for 3 minutes (--duration 600: 10)
   python -m loadtest report loadtest/reports/<timestamp>
 Exit codes: 0 every check passed, 1 a check failed, 2 usage, 3 the stack failed, 130 interrupted.
 """
@@ -60,7 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--quick",
         action="store_true",
-        help="shorter traffic; 'all' leaves out the steady and idle-long scenarios",
+        help="shorter traffic; 'all' leaves out the steady, idle-long and soak scenarios",
+    )
+    run.add_argument(
+        "--duration",
+        type=_seconds,
+        metavar="S",
+        help="seconds of traffic of each scenario run, instead of its own (a short soak)",
     )
     run.add_argument(
         "--out",
@@ -86,6 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "list":
         for s in scenarios.SCENARIOS:
             quick = f", quick {s.quick_traffic_s:g}s" if s.quick_traffic_s else ", not in quick"
+            if s.quick_traffic_s and not s.in_quick_suite:
+                quick += " when named (not in the quick suite)"
             print(f"{s.name:<16} {s.title} ({s.traffic_s:g}s{quick})\n  {s.description}\n")
         return EXIT_OK
     if args.command == "report":
@@ -101,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
+    if args.duration:
+        selected = [replace(s, traffic_s=args.duration, quick_traffic_s=None) for s in selected]
     if shutil.which("redis-server") is None:
         print(
             "python -m loadtest: redis-server is not installed (`make bootstrap` installs it)",
@@ -230,6 +242,13 @@ def _rel(path: Path) -> str:
         return str(path.relative_to(Path.cwd()))
     except ValueError:
         return str(path)
+
+
+def _seconds(text: str) -> float:
+    value = float(text)
+    if not 5 <= value < 86_400 * 7:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"between 5 seconds and a week, got {text}")
+    return value
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

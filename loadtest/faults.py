@@ -51,11 +51,11 @@ def apply(stack: Stack, fault: Fault, hold_s: float = 0.0) -> Window:
             flag.unlink(missing_ok=True)
             r.config_set("client-output-buffer-limit", DEFAULT_BUFFER_LIMIT)
         return Window(fault.kind, "slow subscribers, buffer limit", start, time.time())
-    if fault.kind == "client-kill":
-        killed = r.client_kill_filter(_type=fault.arg, skipme=True)
-        return Window(
-            fault.kind, f"CLIENT KILL TYPE {fault.arg}", start, start, {"killed": int(killed)}
-        )
+    if fault.kind == "client-kill":  # arg: a client type, or several ("normal,pubsub")
+        types = fault.arg.split(",")
+        killed = sum(int(r.client_kill_filter(_type=t, skipme=True)) for t in types)
+        label = f"CLIENT KILL TYPE {' + '.join(types)}"
+        return Window(fault.kind, label, start, start, {"killed": killed})
     if fault.kind == "restart":
         stack.stop_redis()
         stack.start_redis()

@@ -32,6 +32,9 @@ COLORS = {
 SPARE_COLORS = ("#8c564b", "#e377c2", "#17becf", "#7f7f7f")
 PERCENTILES = ("p50", "p95", "p99")
 FAULT_GREY, FAULT_ALPHA = "0.55", 0.25
+LEGEND_COLUMNS, WRAPPED_COLUMNS = 5, 3  # a timeline's legend entries on one row, or per row
+MAX_LABELLED_FAULTS = 6  # more faults than this are drawn as lines coloured by kind
+FAULT_COLORS = ("#d62728", "#7f7f7f", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 LABEL_BOX = {"boxstyle": "round,pad=0.2", "fc": "white", "ec": "0.6", "alpha": 0.85}
 Row = dict[str, Any]
 
@@ -56,7 +59,7 @@ def timeline(path: Path, scenario: dict[str, Any], series: dict[str, Any], bin_s
     modes = list(dict.fromkeys([*scenario["modes"], *(r["mode"] for r in series["rows"].values())]))
     t = np.asarray(series["t"], float) + bin_s / 2  # a bin's count belongs to its middle
     x_end = max(float(t[-1] + bin_s / 2) if len(t) else 0.0, scenario["traffic_s"], 1.0)
-    fig = _figure(11.0, 1.6 + 3.2 * len(modes))
+    fig = new_figure(11.0, 1.6 + 3.2 * len(modes))
     axes = fig.subplots(len(modes), 1, sharex=True, squeeze=False)[:, 0]
     systems: list[str] = []
     for ax, mode in zip(axes, modes, strict=True):
@@ -78,7 +81,7 @@ def timeline(path: Path, scenario: dict[str, Any], series: dict[str, Any], bin_s
         systems += [r["system"] for r in rows if r["system"] not in systems]
         ax.set_ylim(0, peak * 1.35)  # headroom for the fault labels
         ax.set_xlim(0, x_end)
-        _shade_faults(ax, scenario["faults"], x_end)
+        shade_faults(ax, scenario["faults"], x_end)
         _mark_exits(ax, [r for r in scenario["rows"] if r["mode"] == mode])
         ax.axvline(scenario["traffic_s"], color="0.35", ls=":", lw=1.2)
         late = scenario["traffic_s"] > 0.9 * x_end  # no room on the right: the label goes left
@@ -91,7 +94,7 @@ def timeline(path: Path, scenario: dict[str, Any], series: dict[str, Any], bin_s
     axes[-1].set_xlabel("seconds since traffic start")
     fig.suptitle(f"{scenario['name']}: {scenario['title']}", fontsize=12, fontweight="bold")
     _legend(fig, _system_handles(systems), _style_handles(scenario["faults"]))
-    _save(fig, path)
+    save(fig, path)
 
 
 def _mark_exits(ax: Axes, rows: list[Row]) -> None:
@@ -122,7 +125,7 @@ def outcomes(path: Path, scenarios: list[dict[str, Any]]) -> bool:
         centers.append(pos + (len(members) - 1) / 2)
         rows += members
         pos += len(members) + 0.8  # a gap between scenarios
-    fig = _figure(14.0, 1.8 + 0.3 * len(rows) + 0.25 * len(groups))
+    fig = new_figure(14.0, 1.8 + 0.3 * len(rows) + 0.25 * len(groups))
     axes = fig.subplots(1, 4, sharey=True)
     panels: list[tuple[str, Callable[[Row], float], bool]] = [
         ("delivered, % of expected\n(higher is better)", _delivered_pct, False),
@@ -159,7 +162,7 @@ def outcomes(path: Path, scenarios: list[dict[str, Any]]) -> bool:
     fig.suptitle("Outcomes per scenario: redis-bus against the baseline", fontweight="bold")
     systems = list(dict.fromkeys(r["system"] for r in _ordered(rows)))
     _legend(fig, _system_handles(systems))
-    _save(fig, path)
+    save(fig, path)
     return True
 
 
@@ -174,7 +177,7 @@ def latency(path: Path, scenarios: list[dict[str, Any]]) -> bool:
     groups.sort(key=lambda g: g[1])  # the panels of one mode side by side (a stable sort)
     if not groups:
         return False
-    fig = _figure(max(7.0, 4.0 * len(groups)), 8.0)
+    fig = new_figure(max(7.0, 4.0 * len(groups)), 8.0)
     axes = fig.subplots(2, len(groups), squeeze=False)
     for k, (key, kind) in enumerate((("http_ms", "HTTP"), ("e2e_ms", "end-to-end"))):
         values = [r[key][p] for *_, rows in groups for r in rows if r[key] for p in PERCENTILES]
@@ -194,7 +197,7 @@ def latency(path: Path, scenarios: list[dict[str, Any]]) -> bool:
     fig.suptitle("Latency without faults (lower is better)", fontweight="bold")
     systems = list(dict.fromkeys(r["system"] for *_, rows in groups for r in rows))
     _legend(fig, _system_handles(systems))
-    _save(fig, path)
+    save(fig, path)
     return True
 
 
@@ -216,7 +219,14 @@ def _latency_bars(ax: Axes, rows: list[Row], key: str) -> None:
     ax.set_xlim(-0.5, len(PERCENTILES) - 0.5)  # also where a "no data" stands in for a bar
 
 
-def _shade_faults(ax: Axes, faults: list[dict[str, Any]], x_end: float) -> None:
+def shade_faults(ax: Axes, faults: list[dict[str, Any]], x_end: float) -> None:
+    """Each fault as a labelled window or line; past :data:`MAX_LABELLED_FAULTS` (a soak's
+    fault a minute) a thin line each, coloured by kind (the legend names the kinds)."""
+    if len(faults) > MAX_LABELLED_FAULTS:
+        colors = fault_colors(faults)
+        for f in faults:
+            ax.axvline(max(f["start_s"], 0.0), color=colors[_kind(f)], lw=0.9, alpha=0.8)
+        return
     for i, f in enumerate(faults):
         start, end = max(f["start_s"], 0.0), f["end_s"]  # set up before traffic: label it at 0
         if end < 0 or start > x_end:
@@ -239,12 +249,15 @@ def _panel_title(mode: str, rows: list[Row]) -> str:
 
 
 def _legend(fig: Figure, top: list[Artist], bottom: Sequence[Artist] = ()) -> None:
-    # one row of systems over one row of line styles; matplotlib fills a legend column by column
-    ncol = max(len(top), len(bottom))
+    # one row of systems over one row of line styles, or over rows of WRAPPED_COLUMNS when
+    # they are more than LEGEND_COLUMNS (a soak's faults); matplotlib fills column by column
+    wide = len(bottom) <= LEGEND_COLUMNS
+    ncol = max(len(top), len(bottom) if wide else WRAPPED_COLUMNS)
     if bottom:
         blank = Patch(visible=False, label=" ")
-        cells = [*top, *[blank] * (ncol - len(top))], [*bottom, *[blank] * (ncol - len(bottom))]
-        handles = [h for pair in zip(*cells, strict=True) for h in pair]
+        rows = [top, *(bottom[i : i + ncol] for i in range(0, len(bottom), ncol))]
+        grid = [[*r, *[blank] * (ncol - len(r))] for r in rows]
+        handles = [r[c] for c in range(ncol) for r in grid]
     else:
         handles = top
     fig.legend(handles=handles, loc="outside lower center", ncol=ncol, fontsize=9, frameon=False)
@@ -261,10 +274,33 @@ def _style_handles(faults: list[dict[str, Any]]) -> list[Artist]:
                label="delivered/s (dashed; pub/sub ÷ subscribers)"),
         Line2D([], [], color="0.3", ls="none", marker="x", mew=1.5, label="failed sends/s"),
     ]  # fmt: skip
+    if len(faults) > MAX_LABELLED_FAULTS:
+        return handles + fault_handles(faults)
     if any(f["end_s"] > f["start_s"] for f in faults):
         handles.append(Patch(label="fault window", color=FAULT_GREY, alpha=FAULT_ALPHA))
     if any(f["end_s"] <= f["start_s"] for f in faults):
         handles.append(Line2D([], [], color="0.25", lw=1.6, label="instant fault"))
+    return handles
+
+
+def _kind(fault: dict[str, Any]) -> str:
+    return str(fault.get("kind") or fault["label"])
+
+
+def fault_colors(faults: list[dict[str, Any]]) -> dict[str, str]:
+    """A colour per kind of fault, in the order they first happen."""
+    kinds = dict.fromkeys(_kind(f) for f in faults)
+    return {k: FAULT_COLORS[i % len(FAULT_COLORS)] for i, k in enumerate(kinds)}
+
+
+def fault_handles(faults: list[dict[str, Any]]) -> list[Artist]:
+    """Legend entries for the faults drawn as lines coloured by kind: label and count."""
+    colors = fault_colors(faults)
+    handles: list[Artist] = []
+    for kind, color in colors.items():
+        these = [f for f in faults if _kind(f) == kind]
+        label = f"{these[0]['label']} (x{len(these)})"
+        handles.append(Line2D([], [], color=color, lw=1.5, label=label))
     return handles
 
 
@@ -285,11 +321,13 @@ def _ordered(rows: Any) -> list[Row]:
     return sorted(rows, key=lambda r: order.index(r["system"]) if r["system"] in order else 99)
 
 
-def _figure(width_in: float, height_in: float) -> Figure:
+def new_figure(width_in: float, height_in: float) -> Figure:
+    """An Agg figure of that size (no pyplot)."""
     fig = Figure(figsize=(width_in, height_in), dpi=DPI, layout="constrained")
     FigureCanvasAgg(fig)
     return fig
 
 
-def _save(fig: Figure, path: Path) -> None:
+def save(fig: Figure, path: Path) -> None:
+    """Write ``fig`` as a PNG."""
     fig.savefig(path, dpi=DPI, facecolor="white")

@@ -19,7 +19,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from loadtest import fmt, plots
+from loadtest import fmt, memreport, plots
 
 REPORT, LATENCY_PNG, OUTCOMES_PNG = "report.md", "latency.png", "outcomes.png"
 Row = dict[str, Any]
@@ -61,6 +61,9 @@ EXIT_SPEC = _spec(str="who error", num_or_null="at_s", int="code")
 SERIES_SPEC = _spec(num="bin_s", dict="scenarios")
 SERIES_SCENARIO_SPEC = _spec(list="t", dict="rows")
 SERIES_ROW_SPEC = _spec(str="system mode", int="consumers", list="accepted failed delivered")
+MEMORY_SPEC = _spec(num="every_s fit_from_s", int="samples", list="processes", dict="redis")
+PROCESS_SPEC = _spec(str="name role", int="samples")
+SERIES_MEMORY_SPEC = _spec(list="t redis_used_memory redis_rss", dict="rss_kib")
 
 
 def write_report(run_dir: Path) -> Path:
@@ -77,6 +80,12 @@ def write_report(run_dir: Path) -> Path:
                                     series["scenarios"][sc["name"]], series["bin_s"])
             for sc in scenarios if sc["name"] in series["scenarios"]
         }  # fmt: skip
+        memories = {
+            sc["name"]: pool.submit(memreport.plot, run_dir / _memory_png(sc), sc,
+                                    series["scenarios"][sc["name"]]["memory"])
+            for sc in scenarios
+            if "memory" in sc and "memory" in series["scenarios"].get(sc["name"], {})
+        }  # fmt: skip
         outcomes = pool.submit(plots.outcomes, run_dir / OUTCOMES_PNG, scenarios)
         latency = pool.submit(plots.latency, run_dir / LATENCY_PNG, calm)
         for sc in scenarios:
@@ -84,6 +93,10 @@ def write_report(run_dir: Path) -> Path:
             if drawn:
                 timelines[sc["name"]].result()
             parts.append(_scenario(run_dir, sc, f"timeline-{sc['name']}.png" if drawn else None))
+            if "memory" in sc:
+                memory = memories.get(sc["name"])
+                png = _memory_png(sc) if memory is not None and memory.result() else None
+                parts.append(memreport.section(sc, png))
         compared, timed = outcomes.result(), latency.result()
     for name, drawn in ((OUTCOMES_PNG, compared), (LATENCY_PNG, timed)):
         if not drawn:  # a plot of an earlier report of this directory would mislead
@@ -92,6 +105,10 @@ def write_report(run_dir: Path) -> Path:
     path = run_dir / REPORT
     path.write_text("\n\n".join(parts) + "\n", encoding="utf-8")
     return path
+
+
+def _memory_png(sc: dict[str, Any]) -> str:
+    return f"memory-{sc['name']}.png"
 
 
 def summary_table(summary: dict[str, Any]) -> str:
@@ -120,6 +137,10 @@ def load_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         _expect(sc, SCENARIO_SPEC, where)
         for j, fault in enumerate(sc["faults"]):
             _expect(fault, FAULT_SPEC, f"{where}.faults[{j}]")
+        if "memory" in sc:
+            _expect(sc["memory"], MEMORY_SPEC, f"{where}.memory")
+            for j, proc in enumerate(sc["memory"]["processes"]):
+                _expect(proc, PROCESS_SPEC, f"{where}.memory.processes[{j}]")
         for j, r in enumerate(sc["rows"]):
             _expect(r, ROW_SPEC, f"{where}.rows[{j}]")
             for key in ("http_ms", "e2e_ms"):
@@ -130,6 +151,8 @@ def load_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     _expect(series, SERIES_SPEC, "series.json")
     for name, sc in series["scenarios"].items():
         _expect(sc, SERIES_SCENARIO_SPEC, f"series.json scenarios.{name}")
+        if "memory" in sc:
+            _expect(sc["memory"], SERIES_MEMORY_SPEC, f"series.json scenarios.{name}.memory")
         for key, r in sc["rows"].items():
             _expect(r, SERIES_ROW_SPEC, f"series.json scenarios.{name}.rows.{key}")
     return summary, series

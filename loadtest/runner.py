@@ -17,7 +17,7 @@ from typing import Any
 
 import redis
 
-from loadtest import accounting, faults, gather, records, streams
+from loadtest import accounting, faults, gather, memwatch, records, streams
 from loadtest.procs import Proc, Procs, StackError
 from loadtest.scenarios import AMO_QUEUE, Fault, Scenario
 from loadtest.stack import Stack, Work
@@ -64,9 +64,12 @@ def run_scenario(
     planned = scn.duration_s(quick)
     progress = Progress(scn.name, planned_s=planned)
     procs = Procs()
-    stack = Stack(procs, work, out / "logs" / scn.name, bus_env(scn), shards=scn.cluster_shards)
+    stack = Stack(procs, work, out / "logs" / scn.name, bus_env(scn), shards=scn.cluster_shards,
+                  redis_options=redis_options(scn))  # fmt: skip
     started = time.time()
     own_ledger = work / "records" / "runner.jsonl"
+    watch: memwatch.MemWatch | None = None
+    memory: memwatch.Samples | None = None
     try:
         _start(stack, scn)
         tails = {c.who: records.Tail(c.ledger) for c in stack.consumers}
@@ -82,7 +85,11 @@ def run_scenario(
         t0 = _wait_start(sent, locust.popen, stack.logs / "locust.log")
         for w in windows:
             w.start = w.end = t0
+        if scn.memory_every_s:
+            watch = memwatch.MemWatch(stack, memwatch.every_s(scn.memory_every_s, planned), t0)
         _traffic(scn, stack, locust, t0, planned, sent, tails, windows, progress, show)
+        if watch is not None:
+            memory = watch.finish()
         traffic_end = max((s["t1"] for s in sent.lines if s["k"] == "sent"), default=t0)
         # Drain, then close the pub/sub streams (a subscriber still busy with a backlog could
         # lose the closing message too), then let the closing messages arrive.
@@ -105,6 +112,8 @@ def run_scenario(
         leftovers, dead, stats = gather.read_redis(stack)
         stack.stop_redis()
     finally:
+        if watch is not None:
+            watch.stopping.set()
         # Whatever is still running is stopped in a thread that the interpreter waits for
         # before it exits, so nothing outlives the runner, even on Ctrl-C.
         threading.Thread(target=procs.stop_all, name=f"{STOPPER}{scn.name}").start()
@@ -150,7 +159,13 @@ def run_scenario(
     }
     bins = len(next(iter(series.values()))["accepted"]) if series else 0
     times = [round(i * accounting.BIN_S, 2) for i in range(bins)]
-    return entry, {"faults": fault_list, "t": times, "rows": series}
+    scenario_series: dict[str, Any] = {"faults": fault_list, "t": times, "rows": series}
+    if scn.redis_timeout_s:
+        entry["redis_timeout_s"] = scn.redis_timeout_s
+    if memory is not None:
+        entry["memory"] = memory.summary(memwatch.fit_from_s(planned))
+        scenario_series["memory"] = memory.series()
+    return entry, scenario_series
 
 
 def wait_stopped() -> None:
@@ -174,7 +189,7 @@ def _traffic(
 ) -> None:
     """While locust runs: start each fault on time (in a thread), show progress; bounded."""
     progress.phase = "traffic"
-    pending = sorted(scn.faults, key=lambda f: f.at)
+    pending = sorted(scn.faults_for(planned), key=lambda f: f.at)
     threads: list[threading.Thread] = []
     hard_stop = t0 + planned + STOP_TIMEOUT_S + 30
     while locust.popen.poll() is None:
@@ -198,6 +213,11 @@ def bus_env(scn: Scenario) -> dict[str, str]:
     return {**SETTINGS, "BUS_QUEUES": queues, "BUS_CHANNELS": "default"}
 
 
+def redis_options(scn: Scenario) -> tuple[str, ...]:
+    """redis-server options of ``scn`` (kept across restarts: a CONFIG SET would not be)."""
+    return ("--timeout", str(scn.redis_timeout_s)) if scn.redis_timeout_s else ()
+
+
 def locust_cmd(scn: Scenario, quick: bool, stack: Stack, out: Path) -> list[str]:
     """locust, headless, with this scenario's users, shape, rate and report files."""
     users = str(scn.users_per_class * len(scn.users))
@@ -215,7 +235,7 @@ def locust_cmd(scn: Scenario, quick: bool, stack: Stack, out: Path) -> list[str]
     load += ["--bus-stats-interval", "0"]  # the runner accounts by id itself: locust quits at once
     report = ["--csv", str(out / "locust" / scn.name)]
     report += ["--html", str(out / "locust" / f"{scn.name}.html")]
-    shape = list(scn.shape_args)
+    shape = list(scn.shape_args_for(planned))
     if scn.shape == "step":  # four steps, whatever the suite's duration
         shape += ["--step-users", str(int(users) // 4), "--step-s", f"{planned / 4:g}"]
     cmd = [sys.executable, "-m", "locust", "-f", files, *run, *targets, *load, *report]

@@ -60,6 +60,7 @@ class Stack:
     bus_port: int = field(default_factory=free_port)
     baseline_port: int = field(default_factory=free_port)
     shards: int = 0  # > 0: a Redis Cluster of that many primaries, one replica each
+    redis_options: tuple[str, ...] = ()  # more redis-server options (every start, restarts too)
     consumers: list[Consumer] = field(default_factory=list)
     redis_procs: list[Proc] = field(default_factory=list)
     node_ports: list[int] = field(default_factory=list)  # the cluster's nodes
@@ -154,6 +155,7 @@ class Stack:
             "everysec",
             "--logfile",
             str(self.logs / f"{name}.log"),
+            *self.redis_options,
             *options,
         ]
         proc = self.procs.start(name, cmd, self.env(), self.logs / f"{name}.out")

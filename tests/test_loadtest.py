@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from loadtest import runner, scenarios
 from tests.procs import ROOT, wait_for
 
 pytestmark = pytest.mark.slow
@@ -180,6 +181,68 @@ def test_the_baseline_ran_and_is_accounted_for(
             assert row["sent"] > 0 and row["complete"], (name, row)
             classified = row["delivered"] + row["lost"] + row["stranded"] + row["dead_lettered"]
             assert classified == row["expected"], (name, row)
+
+
+def test_the_soak_stays_out_of_the_quick_suite() -> None:
+    """The soak runs in the full suite only (its quick form when named); a fault a minute in
+    turn, each 40% into a burst; shortened, it keeps one fault of each kind."""
+    assert "soak" not in [s.name for s in scenarios.select("all", quick=True)]
+    assert scenarios.select("all", quick=False)[-1].name == "soak"
+    soak = scenarios.BY_NAME["soak"]
+    assert soak.duration_s(quick=False) == 1800 and soak.duration_s(quick=True) == 180
+    full = soak.faults_for(1800)
+    assert len(full) == 30 and [f.kind for f in full[:4]] == [
+        "client-kill",
+        "restart",
+        "blackhole",
+        "client-kill",
+    ]
+    assert [round(f.at * 1800) for f in full[:3]] == [10, 70, 130]
+    assert soak.shape_args_for(1800) == ("--burst", "25", "--idle", "5")
+    short = soak.faults_for(20)
+    assert [f.kind for f in short] == ["client-kill", "restart", "blackhole"]
+    burst, idle = soak.rotation.cycle_s(20)  # type: ignore[union-attr]
+    assert idle > scenarios.SOAK_TIMEOUT_S and burst > 0
+    blackhole = next(f for f in full if f.kind == "blackhole")
+    assert blackhole.hold(1800) == scenarios.SOAK_FREEZE_S < float(runner.SETTINGS[
+        "BUS_SOCKET_TIMEOUT_S"])  # fmt: skip
+
+
+def test_a_short_soak_accounts_and_reports_every_process_memory(tmp_path: Path) -> None:
+    """The soak shortened to 20 s (one fault of each kind, idle gaps past Redis's 2 s
+    timeout): every check passes, the faults bite, and the report has every process's RSS in
+    a table and a plot, with a growth per minute."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "loadtest", "run", "soak", "--duration", "20", "--out",
+         str(tmp_path)],
+        cwd=ROOT, capture_output=True, text=True, timeout=150,
+    )  # fmt: skip
+    text = proc.stdout + proc.stderr
+    assert proc.returncode == 0, text[-3000:]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    (scn,) = summary["scenarios"]
+    assert scn["name"] == "soak" and scn["redis_timeout_s"] == 2
+    assert [f["kind"] for f in scn["faults"]] == ["client-kill", "restart", "blackhole"]
+    for mode in ("prodcons", "pubsub"):
+        (row,) = rows(summary, "soak", "redis-bus", mode)
+        assert row["accepted"] > 0 and row["complete"] and row["reconnects"] > 0, row
+        assert row["lost"] == row["duplicated"] == 0 or mode == "pubsub", row
+    memory = scn["memory"]
+    procs = {p["name"]: p for p in memory["processes"]}
+    expected = {"web", "web/1", "web/4", "bus-w1", "bus-w2", "bus-s1", "bus-s2", "baseline-web",
+                "baseline-web/1", "baseline-w1", "baseline-s2", "locust"}  # fmt: skip
+    assert expected <= set(procs), sorted(procs)
+    assert procs["bus-w1"]["role"] == "redis-bus worker", procs["bus-w1"]
+    for p in procs.values():
+        assert p["samples"] >= 10 and p["growth_kib_per_min"] is not None, p
+        assert 10 < p["start_mib"] < 500, p
+    assert memory["redis"]["used_memory"]["samples"] >= 10, memory["redis"]
+    report = (tmp_path / "report.md").read_text()
+    assert "### Memory" in report and "| `bus-w1` | redis-bus worker |" in report
+    assert "![Memory of every process over the run of soak](memory-soak.png)" in report
+    assert (tmp_path / "memory-soak.png").stat().st_size > 20_000
+    series = json.loads((tmp_path / "series.json").read_text())["scenarios"]["soak"]["memory"]
+    assert len(series["t"]) == memory["samples"] == len(series["rss_kib"]["bus-w1"])
 
 
 def test_ctrl_c_mid_scenario_leaves_nothing_running(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from matplotlib import image
 
-from loadtest import plots, report
+from loadtest import memwatch, plots, report
 from loadtest.fmt import DASH
 from tests.procs import ROOT
 
@@ -338,3 +338,92 @@ def _edit(run_dir: Path, change) -> None:  # type: ignore[no-untyped-def]
     summary = json.loads(path.read_text())
     change(summary)
     path.write_text(json.dumps(summary))
+
+
+# The soak's memory section -------------------------------------------------------------------
+
+
+def test_growth_per_minute_is_a_least_squares_slope_after_the_warm_up() -> None:
+    """A line of 2 KiB a second fits to 120 KiB a minute whatever the noise around it; a level
+    second half reads near zero; missing samples are skipped; too few points: no figure."""
+    t = [5.0 * i for i in range(73)]  # 6 minutes, every 5 s
+    noise = [(-1) ** i * 40 for i in range(73)]
+    rising = [30_000 + 2 * ti + n for ti, n in zip(t, noise, strict=True)]  # KiB
+    rising[10] = None  # type: ignore[call-overload]  # a sample Redis did not answer
+    fig = memwatch.figures(t, rising, memwatch.fit_from_s(360), memwatch.KIB)  # type: ignore[arg-type]
+    assert fig["samples"] == 72
+    assert fig["growth_kib_per_min"] == pytest.approx(120, abs=2)
+    assert fig["late_growth_kib_per_min"] == pytest.approx(120, abs=8)
+    assert fig["start_mib"] == pytest.approx(30_040 / 1024, abs=0.01)
+    assert fig["warm_mib"] == pytest.approx((30_000 + 120 + 40) / 1024, abs=0.01)  # at 60 s
+    levelled = [30_000 + min(ti, 180) * 2 for ti in t]  # grows 3 minutes, then flat
+    fig = memwatch.figures(t, levelled, 60, memwatch.KIB)  # type: ignore[arg-type]
+    assert fig["growth_kib_per_min"] > 20 and fig["late_growth_kib_per_min"] == 0
+    assert memwatch.slope_per_min([(0, 1), (1, 2)]) is None
+    assert memwatch.figures([1.0, 2.0], [None, None], 0, 1) == {"samples": 0}
+    assert memwatch.every_s(5, 1800) == 5 and memwatch.every_s(5, 24) == 0.8
+    assert memwatch.fit_from_s(1800) == 60 and memwatch.fit_from_s(30) == 10
+
+
+def soak_run(run_dir: Path) -> dict[str, Any]:
+    """A run of the soak alone, with its memory samples: two processes and Redis."""
+    faults = [
+        {"kind": "client-kill", "label": "CLIENT KILL TYPE normal + pubsub", "start_s": 10 + 60 * k,
+         "end_s": 10 + 60 * k} if k % 3 == 0 else
+        {"kind": "restart", "label": "Redis restarted", "start_s": 10 + 60 * k,
+         "end_s": 11 + 60 * k} if k % 3 == 1 else
+        {"kind": "blackhole", "label": "SIGSTOP 0.5s", "start_s": 10 + 60 * k,
+         "end_s": 10.5 + 60 * k}
+        for k in range(10)
+    ]  # fmt: skip
+    sc = scenario("soak", "Soak", faults, [row("redis-bus", "prodcons")])
+    t = [5.0 * i for i in range(121)]
+    rss = {"bus-w1": [35_000 + int(ti / 60 * 80) for ti in t], "web/1": [40_000 for _ in t]}
+    used = [2_000_000 if i % 12 else None for i in range(len(t))]
+    samples = memwatch.Samples(5.0, t, rss, {"bus-w1": 4242, "web/1": 4343},  # type: ignore[arg-type]
+                               {"bus-w1": "redis-bus worker", "web/1": "redis-bus web worker"},
+                               used, list(used))  # type: ignore[arg-type]  # fmt: skip
+    sc["memory"], sc["redis_timeout_s"] = samples.summary(60.0), 2
+    summary = {**make_summary(), "scenarios": [sc], "checks": []}
+    make_run(run_dir, summary)
+    series = json.loads((run_dir / "series.json").read_text())
+    series["scenarios"]["soak"]["memory"] = samples.series()
+    (run_dir / "series.json").write_text(json.dumps(series))
+    return summary
+
+
+def test_a_soak_report_has_the_memory_table_and_plot(tmp_path: Path) -> None:
+    """Every process's RSS at start, after the warm-up, at the end, its growth per minute (the
+    worker's 80 KiB a minute found again), Redis's memory, and the plot of the samples."""
+    soak_run(tmp_path)
+    md = report.write_report(tmp_path).read_text(encoding="utf-8")
+    section = md[md.index("### Memory") :]
+    assert "Sampled every 5.00 s (121 samples)" in section
+    assert "from 60.0 s on" in section and "Redis's `timeout` was 2 s." in section
+    lines = {line.split(" | ")[0]: line for line in section.splitlines() if line.startswith("| `")}
+    assert lines["| `bus-w1`"] == (
+        "| `bus-w1` | redis-bus worker | 4242 | 34.18 | 34.26 | 34.96 | 34.96 | +80.0 | +80.0 |"
+    )
+    assert lines["| `web/1`"].endswith("| 39.06 | 39.06 | 39.06 | 39.06 | +0.0 | +0.0 |")
+    assert f"| `Redis used_memory` | INFO memory | {DASH} | 1.91 |" in section
+    assert "![Memory of every process over the run of soak](memory-soak.png)" in section
+    data = (tmp_path / "memory-soak.png").read_bytes()
+    assert data[:8] == PNG_MAGIC and len(data) > 20_000
+    # thirty faults are not thirty labels on the timeline: lines by kind, named in the legend
+    assert (tmp_path / "timeline-soak.png").stat().st_size > 20_000
+    handles = plots.fault_handles(json.loads((tmp_path / "summary.json").read_text())
+                                  ["scenarios"][0]["faults"])  # fmt: skip
+    assert [h.get_label() for h in handles] == [
+        "CLIENT KILL TYPE normal + pubsub (x4)",
+        "Redis restarted (x3)",
+        "SIGSTOP 0.5s (x3)",
+    ]
+
+
+def test_a_malformed_memory_section_is_named(tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    soak_run(tmp_path)
+    _edit(tmp_path, lambda s: s["scenarios"][0]["memory"]["processes"][0].pop("role"))
+    assert report.main([str(tmp_path)]) == 2
+    assert "summary.json scenarios[0].memory.processes[0]: 'role' is missing" in (
+        capsys.readouterr().err
+    )
