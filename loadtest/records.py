@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -45,6 +46,8 @@ ENV_WHO = "LOADTEST_WHO"  # the consumer's name in its lines
 ENV_START = "LOADTEST_RECORD_START"  # "1": also write a "start" line per message
 ENV_SLEEP = "LOADTEST_HANDLER_SLEEP_S"  # seconds of simulated work per message
 ENV_SLOW_FLAG = "LOADTEST_SLOW_FLAG"  # if set, the work is done only while this file exists
+
+SLOW_RCVBUF = 64 * 1024  # a slow consumer's TCP receive buffer (see small_receive_buffers)
 
 SYSTEMS = ("bus", "baseline")
 # accepted: the producer said the message is in (2xx). rejected: it said surely not (4xx, or a 503
@@ -163,3 +166,24 @@ class Tail:
         new = [json.loads(line) for line in whole.splitlines() if line]
         self.lines.extend(new)
         return new
+
+
+def small_receive_buffers() -> None:
+    """Give every TCP connection this process opens from now on a fixed receive buffer of
+    :data:`SLOW_RCVBUF`, set before it connects (which turns the kernel's autotuning off). The
+    slow consumers of the slow-subscriber fault run so: autotuning grows a receive buffer up to
+    ``net.ipv4.tcp_rmem``'s maximum (32 MB on some hosts), and a reader that slow would take
+    longer to fill the kernel's buffers, and reach Redis's output-buffer limit, than the fault
+    lasts; whether it was cut off then depended on the host, not on the consumer."""
+    original = socket.socket.connect
+
+    def connect(self: socket.socket, address: Any) -> None:
+        if self.family in (socket.AF_INET, socket.AF_INET6) and self.type == socket.SOCK_STREAM:
+            self.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SLOW_RCVBUF)
+        original(self, address)
+
+    socket.socket.connect = connect  # type: ignore[method-assign,assignment]
+
+
+if os.environ.get(ENV_SLOW_FLAG):  # imported by the slow consumer's handler, before it connects
+    small_receive_buffers()
