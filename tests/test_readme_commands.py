@@ -189,6 +189,8 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     redis_port, web_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BUS_", "REDISCLI_"))}
     env.pop("RUN_DIR", None)
+    for var in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS"):  # a user's shell, not `make test`'s: a make
+        env.pop(var, None)  # inside make would print "Entering directory" into `make status | jq`
     env.update(
         PATH=f"{home / '.venv' / 'bin'}:{env['PATH']}",  # `python` as in an activated venv
         PYTHONUNBUFFERED="1",
