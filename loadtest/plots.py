@@ -33,6 +33,7 @@ SPARE_COLORS = ("#8c564b", "#e377c2", "#17becf", "#7f7f7f")
 PERCENTILES = ("p50", "p95", "p99")
 FAULT_GREY, FAULT_ALPHA = "0.55", 0.25
 LEGEND_COLUMNS, WRAPPED_COLUMNS = 5, 3  # a timeline's legend entries on one row, or per row
+LONG_RUN_S, LONG_BIN_S = 300.0, 5.0  # a timeline longer than this is drawn in coarser bins
 MAX_LABELLED_FAULTS = 6  # more faults than this are drawn as lines coloured by kind
 FAULT_COLORS = ("#d62728", "#7f7f7f", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 LABEL_BOX = {"boxstyle": "round,pad=0.2", "fc": "white", "ec": "0.6", "alpha": 0.85}
@@ -55,7 +56,12 @@ def rates(row: Row, bin_s: float) -> dict[str, np.ndarray]:
 
 
 def timeline(path: Path, scenario: dict[str, Any], series: dict[str, Any], bin_s: float) -> None:
-    """One panel per mode: accepted/s, delivered/s and failed sends/s per system, faults shaded."""
+    """One panel per mode: accepted/s, delivered/s and failed sends/s per system, faults shaded.
+    A long run (a soak) is drawn in bins of :data:`LONG_BIN_S`: half-second rates over half an
+    hour would fill the panel solid."""
+    coarse = coarser(series, bin_s)
+    if coarse is not series:
+        series, bin_s = coarse, LONG_BIN_S
     modes = list(dict.fromkeys([*scenario["modes"], *(r["mode"] for r in series["rows"].values())]))
     t = np.asarray(series["t"], float) + bin_s / 2  # a bin's count belongs to its middle
     x_end = max(float(t[-1] + bin_s / 2) if len(t) else 0.0, scenario["traffic_s"], 1.0)
@@ -95,6 +101,24 @@ def timeline(path: Path, scenario: dict[str, Any], series: dict[str, Any], bin_s
     fig.suptitle(f"{scenario['name']}: {scenario['title']}", fontsize=12, fontweight="bold")
     _legend(fig, _system_handles(systems), _style_handles(scenario["faults"]))
     save(fig, path)
+
+
+def coarser(series: dict[str, Any], bin_s: float) -> dict[str, Any]:
+    """``series`` summed into bins of :data:`LONG_BIN_S` when it spans more than
+    :data:`LONG_RUN_S`; else ``series`` itself."""
+    k = round(LONG_BIN_S / bin_s)
+    if len(series["t"]) * bin_s <= LONG_RUN_S or k <= 1:
+        return series
+    n = len(series["t"]) // k * k  # whole coarse bins only
+
+    def summed(values: list[int]) -> list[int]:
+        return np.asarray(values[:n], int).reshape(-1, k).sum(axis=1).tolist()
+
+    rows = {
+        key: {**r, **{f: summed(r[f]) for f in ("accepted", "failed", "delivered")}}
+        for key, r in series["rows"].items()
+    }
+    return {**series, "t": series["t"][:n:k], "rows": rows}
 
 
 def _mark_exits(ax: Axes, rows: list[Row]) -> None:

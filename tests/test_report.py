@@ -427,3 +427,17 @@ def test_a_malformed_memory_section_is_named(tmp_path: Path, capsys) -> None:  #
     assert "summary.json scenarios[0].memory.processes[0]: 'role' is missing" in (
         capsys.readouterr().err
     )
+
+
+def test_a_long_timeline_is_drawn_in_coarser_bins() -> None:
+    """Half-second rates over a soak's half hour would fill the panel solid: past 5 minutes
+    the counts are summed into 5 s bins (whole bins only); a short run is left as it is."""
+    row_ = {"system": "redis-bus", "mode": "prodcons", "consumers": 2, "accepted": [10] * 1401,
+            "failed": [0] * 1400 + [7], "delivered": [10] * 1401}  # fmt: skip
+    long = {"faults": [], "t": [i * BIN_S for i in range(1401)], "rows": {"a": row_}}
+    coarse = plots.coarser(long, BIN_S)
+    assert coarse["t"][:3] == [0.0, 5.0, 10.0] and len(coarse["t"]) == 140
+    assert coarse["rows"]["a"]["accepted"] == [100] * 140
+    assert sum(coarse["rows"]["a"]["failed"]) == 0  # the last, partial bin is left out
+    short = {**long, "t": long["t"][:600]}
+    assert plots.coarser(short, BIN_S) is short
