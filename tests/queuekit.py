@@ -10,6 +10,8 @@ per test with the numbers (:func:`report`).
 
 from __future__ import annotations
 
+import contextlib
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,9 +20,11 @@ from typing import Any
 import redis
 
 from producer import keys
+from producer.counts import read_balance
 from tests.conftest import QUICK_ENV
 from tests.ledger import Account, Ledger, Records, handled_ids
 from tests.procs import Proc, read_records, wait_for
+from tests.redisproc import RedisServer
 
 Q = "default"
 PENDING = keys.pending(Q)
@@ -168,3 +172,32 @@ def report(
         f"duplicates {acc.n_duplicates}, dead-lettered {dead}, "
         f"push raised {len(ledger.raised)} (late {len(acc.late)}){more}"
     )
+
+
+class BalanceWatch:
+    """Reads the queue's balance every 5 ms in a thread; keeps every sample off 0."""
+
+    def __init__(self, server: RedisServer) -> None:
+        self.server = server
+        self.off: list[dict[str, int]] = []
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="balance-watch", daemon=True)
+
+    def _run(self) -> None:
+        client = self.server.client(socket_timeout=1)
+        while not self._stop.is_set():
+            with contextlib.suppress(redis.RedisError):  # Redis restarting: no sample
+                balance = read_balance(client, Q)
+                self.samples += 1
+                if balance["unaccounted"]:
+                    self.off.append(balance)
+            time.sleep(0.005)
+
+    def __enter__(self) -> BalanceWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
