@@ -25,7 +25,7 @@ from consumers.handlers import DEFAULT, HandlerError, load_handler
 from consumers.subscriber import NO_SHARDED_PATTERNS, Subscriber
 from consumers.worker import NameTaken, Worker
 from producer import Settings, SettingsError
-from producer.logs import setup_logging
+from producer.observe.logs import setup_logging
 
 EXIT_OK = 0
 EXIT_SOFTWARE = 70  # sysexits EX_SOFTWARE: a consumer thread ended unexpectedly

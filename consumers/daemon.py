@@ -28,10 +28,10 @@ from urllib.parse import unquote, urlsplit
 import redis
 
 from producer import Backoff, Envelope, Settings, make_client
-from producer.client import drop_connections
-from producer.cluster import is_stale_error
-from producer.envelope import now_ms, report_ignored_fields_to
-from producer.stats import COUNTERS, Flusher, Stats
+from producer.connection.client import drop_connections
+from producer.connection.cluster import is_stale_error
+from producer.observe.stats import COUNTERS, Flusher, Stats
+from producer.store.envelope import now_ms, report_ignored_fields_to
 
 log = logging.getLogger(__name__)
 SUMMARY_INTERVAL_S = 60.0
@@ -238,7 +238,7 @@ class Daemon:
 
     def fields_ignored(self, env: Envelope, notes: tuple[str, ...]) -> None:
         """A message this daemon's thread decoded with accounting fields ignored (see
-        :func:`producer.envelope.decode`): it is handled all the same; counted, and logged at
+        :func:`producer.store.envelope.decode`): it is handled all the same; counted, and logged at
         WARNING at most once a minute (DEBUG otherwise), so a producer that always sends them
         cannot flood the log."""
         self.stats.incr("fields_ignored")

@@ -15,7 +15,7 @@ import redis
 
 from consumers.lists import RETRY, QueueOps, retry_later
 from producer import Settings
-from producer.stats import Flusher
+from producer.observe.stats import Flusher
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Each move is a single Lua script (:mod:`consumers.lua`), so a message is always in exactly one
 of ``pending``, a ``processing`` list or ``dead``, whoever moves it and whenever a process dies.
-What producers, the web and operators do with dead letters is in :mod:`producer.deadletters`.
+What producers, the web and operators do with dead letters is in :mod:`producer.store.deadletters`.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import redis
 
 from consumers import lua, lua_names
 from producer import keys
-from producer.deadletters import dead_entry
-from producer.envelope import Envelope, EnvelopeError, decode
+from producer.store.deadletters import dead_entry
+from producer.store.envelope import Envelope, EnvelopeError, decode
 
 log = logging.getLogger(__name__)
 RECOVER_CHUNK = 500  # messages moved per script call (keeps one call short under a huge list)
@@ -73,7 +73,7 @@ class QueueOps:
 
     def take(self, count: int) -> list[bytes]:
         """At-most-once: pop up to ``count`` of the oldest pending messages, counted as taken
-        (producer/counts.py); oldest first."""
+        (producer/store/counts.py); oldest first."""
         return list(self._take(keys=[self.pending], args=[count]))
 
     def taken(self, count: int) -> None:

@@ -4,12 +4,12 @@ A move removes a value from where it is and pushes it where it goes only if the 
 it, all inside one script: two actors (a worker recovering its list, a reaper, an operator
 requeuing dead letters) can never both move one message, and no message is ever in neither list.
 
-The same scripts write the records of tracked messages (:mod:`producer.tracking`): each takes
+The same scripts write the records of tracked messages (:mod:`producer.store.tracking`): each takes
 the queue's gate key ``bus:{q}:tracking`` as its last key, and a queue without one costs a GET.
 """
 
-from producer.counts import LUA as _COUNT
-from producer.tracking import LUA as _TRACK
+from producer.store.counts import LUA as _COUNT
+from producer.store.tracking import LUA as _TRACK
 
 # claim(pending, processing, n, gate): up to n of the oldest pending messages move to the
 # processing list, where LMOVE RIGHT LEFT one by one would leave them, in a few commands whatever
@@ -284,7 +284,7 @@ return result
 )
 
 # At-most-once. TAKE: KEYS[1] pending; ARGV[1] n: up to n of the oldest, popped and counted as
-# taken (producer/counts.py), oldest first. TAKEN: KEYS[1] counts; ARGV[1] n: count n taken by
+# taken (producer/store/counts.py), oldest first. TAKEN: KEYS[1] counts; ARGV[1] n: count n taken by
 # a blocking pop. GIVE_BACK: KEYS[1] pending, [2] counts; ARGV the messages taken and not
 # handled, oldest first: back at the consuming end, uncounted. TAKEN and GIVE_BACK may run out
 # of memory (allow-oom): a count, and messages that were in the list a moment ago, must not be

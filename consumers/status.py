@@ -1,6 +1,6 @@
 """``python -m consumers status``: the whole bus in a few plain-text tables, and a health probe.
 
-The data is :func:`producer.overview.read_overview`, the one behind ``/api/stats`` and the
+The data is :func:`producer.observe.overview.read_overview`, the one behind ``/api/stats`` and the
 dashboard, so every view judges liveness the same way. ``--json`` prints that overview as is.
 
 Exit status:
@@ -29,8 +29,8 @@ import redis
 
 from consumers.tools import EXIT_UNAVAILABLE
 from producer import Settings, make_client
-from producer.overview import read_overview
-from producer.stats import LATENCY_BUCKETS_MS
+from producer.observe.overview import read_overview
+from producer.observe.stats import LATENCY_BUCKETS_MS
 
 EXIT_OK = 0
 EXIT_UNHEALTHY = 1

@@ -1,6 +1,6 @@
 """The pub/sub subscriber: listens on channels and patterns, and notices when it is deaf.
 
-It reads its connection in bulk (:mod:`consumers.resp`: every whole reply one ``recv``
+It reads its connection in bulk (:mod:`producer.connection.resp`: every whole reply one ``recv``
 brought, rather than redis-py's ``get_message``, one reply per call). After
 ``health_check_interval_s`` without traffic it sends a PING and expects the PONG (or any
 message) within ``pong_deadline_s``. A miss drops the link; the reconnect loop
@@ -22,12 +22,12 @@ import redis
 from consumers.daemon import Daemon, DeadLink
 from consumers.gaps import NOTHING, GapCounter, Verdict
 from consumers.handlers import Handler
-from consumers.resp import Reply, SubscribedSocket
 from producer import Envelope, EnvelopeError, Settings, SettingsError, decode, keys, make_client
-from producer.client import drop_connections, forget_routes, node_client
-from producer.deadletters import dead_entry
-from producer.envelope import now_ms
-from producer.stats import Stats
+from producer.connection.client import drop_connections, forget_routes, node_client
+from producer.connection.resp import Reply, SubscribedSocket
+from producer.observe.stats import Stats
+from producer.store.deadletters import dead_entry
+from producer.store.envelope import now_ms
 
 log = logging.getLogger(__name__)
 POLL_S = 0.25  # how often the loop looks at the clock and the stop flag while idle

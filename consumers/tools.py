@@ -17,8 +17,8 @@ import redis
 from consumers.lists import ORPHAN_PASSES, QueueOps
 from producer import Settings, make_client
 from producer import keys as bus_keys
-from producer.deadletters import DeadLetters
-from producer.tracking import check_id, find_record
+from producer.store.deadletters import DeadLetters
+from producer.store.tracking import check_id, find_record
 
 log = logging.getLogger("consumers")
 

@@ -1,4 +1,4 @@
-"""The worker's side of tracked messages (:mod:`producer.tracking`): what a handler receives
+"""The worker's side of tracked messages (:mod:`producer.store.tracking`): what a handler receives
 to report progress, and the result it returns, checked before it goes into the record.
 
 A handler that takes a second positional parameter receives a :class:`Context`; the plain
@@ -23,7 +23,7 @@ from typing import Any
 import redis
 
 from producer import Envelope
-from producer.envelope import _ENCODER
+from producer.store.envelope import _ENCODER
 
 log = logging.getLogger(__name__)
 PROGRESS_TEXT_MAX = 200  # characters of a progress text kept (longer ones are cut)

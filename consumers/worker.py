@@ -50,10 +50,10 @@ from consumers.lists import (
 )
 from consumers.tracking import Context, encode_result, takes_context
 from producer import Envelope, EnvelopeError, Settings, decode, keys, make_client
-from producer.client import drop_connections, node_client
-from producer.cluster import ClusterClient
-from producer.envelope import now_ms
-from producer.stats import Stats
+from producer.connection.client import drop_connections, node_client
+from producer.connection.cluster import ClusterClient
+from producer.observe.stats import Stats
+from producer.store.envelope import now_ms
 
 log = logging.getLogger(__name__)
 STARTED = "started"  # a claimed message in the handler's hands
@@ -241,7 +241,7 @@ class Worker(Daemon):
     def process(self, raw: bytes) -> Move | None:
         """Decode and run the handler; the move that settles the message: an ack, a retry, a
         dead letter (at-most-once: None when handled, nothing to settle). A tracked message's
-        moves carry what its record needs (see :mod:`producer.tracking`)."""
+        moves carry what its record needs (see :mod:`producer.store.tracking`)."""
         consumer = self.name if self.at_least_once else None
         try:
             env = decode(raw, default_mode="prodcons")

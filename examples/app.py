@@ -27,7 +27,7 @@ from flask.typing import ResponseReturnValue
 
 from examples.handlers import BadJob, parse_job
 from producer import NotReplicated, Producer, QueueFull, Settings, Unconfirmed
-from producer.tracking import check_id, read_record
+from producer.store.tracking import check_id, read_record
 
 QUEUE = "renders"
 MAX_BODY_BYTES = 4096

@@ -17,8 +17,8 @@ import urllib.request
 from collections.abc import Mapping
 from typing import Any
 
-from producer.overview import percentiles as histogram_percentiles
-from producer.stats import COUNTERS, LAT_FIELDS
+from producer.observe.overview import percentiles as histogram_percentiles
+from producer.observe.stats import COUNTERS, LAT_FIELDS
 
 FIELDS = (*COUNTERS, *LAT_FIELDS)
 # (key, label) per mode, in display order; "depth" and "in_flight" are levels, not deltas.

@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 
-from producer.cluster import slot_of
+from producer.connection.cluster import slot_of
 
 SLOTS = 16384
 FAILOVER_WAIT_S = 15.0  # bound on a coordinated failover: promoted, and every node agrees

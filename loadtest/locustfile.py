@@ -54,7 +54,7 @@ from locust.user.task import LOCUST_STATE_STOPPING, LOCUST_STATE_WAITING
 from loadtest import busfigures, busmonitor, records, shapes
 from loadtest.sending import Generator, baseline_outcome, bus_outcome, sent_line, short
 from producer import QueueFull, Unconfirmed, keys
-from producer.client import drop_connections
+from producer.connection.client import drop_connections
 
 log = logging.getLogger("loadtest.locustfile")
 summary = logging.getLogger("locust.stats_logger")  # where locust prints its own summary

@@ -17,8 +17,8 @@ import redis
 
 from loadtest import records
 from producer import Producer, Settings, make_client
+from producer.observe.stats import Flusher, Stats
 from producer.producer import new_src
-from producer.stats import Flusher, Stats
 
 log = logging.getLogger(__name__)
 

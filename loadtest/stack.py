@@ -20,7 +20,7 @@ from redis.retry import Retry
 from loadtest import baseline, cluster, records
 from loadtest.procs import ROOT, Proc, Procs, StackError, free_port, wait_until
 from producer import keys
-from producer.cluster import ClusterClient
+from producer.connection.cluster import ClusterClient
 
 CLUSTER_READY_S = 30.0  # bound on a new cluster's nodes agreeing
 NODE_TIMEOUT_MS = 15_000  # long: a node slowed by the load must not be marked failing

@@ -1,14 +1,27 @@
-"""redis-bus shared kernel: settings, key schema, envelope, clients, backoff, producer, stats.
+"""redis-bus's kernel: what every process of the bus shares, and the public Python API.
 
-Imports neither Flask nor locust; ``consumers``, ``web`` and ``loadtest`` build on it.
+Layers, each importing only those below it:
+
+``producer.connection``  redis-py clients per role (TLS, Sentinel, Cluster), reconnect backoff,
+                         the subscriber's bulk reader: the only code that knows redis-py's
+                         internals
+``producer.store``       the key schema, the envelope, every Lua script and what runs them
+                         (message records, a queue's balance, dead letters)
+``producer.observe``     counters, totals and their history, the bus overview, liveness
+``producer.producer``    :class:`Producer`: push and publish
+
+:mod:`producer.settings` (the ``BUS_*`` settings) and :mod:`producer.errors` (every error of
+the bus, under :class:`BusError`) sit beside them. Imports neither Flask nor locust;
+``consumers``, ``web`` and ``loadtest`` build on it.
 """
 
-from producer.backoff import Backoff
-from producer.client import make_client
-from producer.envelope import Envelope, EnvelopeError, PayloadError, decode, encode
-from producer.envelope import new as new_envelope
+from producer.connection.backoff import Backoff
+from producer.connection.client import make_client
 from producer.producer import NotReplicated, Producer, QueueFull, Sent, Unconfirmed
 from producer.settings import Settings, SettingsError
+from producer.store import keys
+from producer.store.envelope import Envelope, EnvelopeError, PayloadError, decode, encode
+from producer.store.envelope import new as new_envelope
 
 __all__ = [
     "Backoff",
@@ -24,6 +37,7 @@ __all__ = [
     "Unconfirmed",
     "decode",
     "encode",
+    "keys",
     "make_client",
     "new_envelope",
 ]

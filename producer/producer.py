@@ -14,11 +14,11 @@ from typing import Any
 import redis
 from redis.exceptions import MovedError
 
-from producer import counts, envelope, keys, tracking
-from producer.client import forget_routes, make_client, node_client
-from producer.cluster import command_key, is_stale_error
+from producer.connection.client import forget_routes, make_client, node_client
+from producer.connection.cluster import command_key, is_stale_error
+from producer.observe.stats import Stats
 from producer.settings import Settings
-from producer.stats import Stats
+from producer.store import counts, envelope, keys, tracking
 
 # KEYS[1] pending, KEYS[2] delayed; ARGV[1] the depth limit, then the messages in push order.
 # The check and the push are one step, so concurrent producers can never take the queue past
@@ -135,7 +135,7 @@ class Producer:
     messages pushes nothing and raises :class:`QueueFull`.
 
     A tracked message (``track=True``, or every message of a queue in ``track_queues``, ``"*"``
-    for all) gets a status record (:mod:`producer.tracking`) created with it, which lives
+    for all) gets a status record (:mod:`producer.store.tracking`) created with it, which lives
     ``result_ttl_s`` after its last change.
 
     With ``wait_replicas`` each push also WAITs (same round trip) until that many replicas have
@@ -336,7 +336,7 @@ class Producer:
         if self.max_queue_depth:
             depth = self._push_if_room(queue, key, raws)
         else:
-            # One script: the push and its count (producer/counts.py), never half-applied.
+            # One script: the push and its count (producer/store/counts.py), never half-applied.
             args = (1, key, *raws)
             try:
                 depth = self._write(("EVALSHA", PUSH_SHA, *args))

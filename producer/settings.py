@@ -78,7 +78,7 @@ class Settings:
     dead_max: int = 100_000  # dead letters kept per queue (the oldest go); 0: no cap
     max_payload_bytes: int = 65536
     max_queue_depth: int = 0  # producers refuse a message past this many pending; 0: no limit
-    # Tracked messages (producer/tracking.py).
+    # Tracked messages (producer/store/tracking.py).
     track_queues: tuple[str, ...] = ()  # queues whose every message is tracked ("*": all)
     result_ttl_s: float = 86400.0  # a record lives this long after its last change
     result_max_bytes: int = 65536  # a handler's JSON result past this is not stored

@@ -16,7 +16,7 @@ import pytest
 import redis
 
 from producer import NotReplicated, Producer, Settings, Unconfirmed, keys, make_client
-from producer.cluster import ClusterClient
+from producer.connection.cluster import ClusterClient
 from tests.cluster_topology import ClusterServer, RedisCluster
 from tests.conftest import quick_settings
 from tests.topology import redis_cli_binary

@@ -24,7 +24,7 @@ from typing import Any
 import redis
 
 from producer import Producer, make_client
-from producer.envelope import new as new_envelope
+from producer.store.envelope import new as new_envelope
 from tests.conftest import quick_settings
 from tests.redisproc import RedisServer
 

@@ -20,7 +20,7 @@ from typing import Any
 import redis
 
 from producer import keys
-from producer.counts import read_balance
+from producer.store.counts import read_balance
 from tests.conftest import QUICK_ENV
 from tests.ledger import Account, Ledger, Records, handled_ids
 from tests.procs import Proc, read_records, wait_for

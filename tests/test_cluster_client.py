@@ -1,4 +1,4 @@
-"""The cluster client (producer/cluster.py) against a real Redis Cluster.
+"""The cluster client (producer/connection/cluster.py) against a real Redis Cluster.
 
 Three primaries and three replicas (:mod:`tests.cluster_topology`, node timeout 1 s). The tests
 that leave the topology as they found it share one cluster per module; those that fail over or
@@ -19,8 +19,8 @@ import redis
 from redis.exceptions import AskError, ClusterCrossSlotError, ClusterDownError, ResponseError
 
 from producer import keys
-from producer.client import node_client
-from producer.cluster import ClusterClient
+from producer.connection.client import node_client
+from producer.connection.cluster import ClusterClient
 from tests.cluster_topology import RedisCluster
 from tests.clusterkit import (
     PUSH_LEN,

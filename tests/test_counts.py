@@ -1,4 +1,4 @@
-"""The conservation check (producer/counts.py): whatever the bus's own producers, workers,
+"""The conservation check (producer/store/counts.py): whatever the bus's own producers, workers,
 reaper and dead-letter requeue do, ``pushed + requeued = acked + dead + taken + what the lists
 hold``; a message that leaves the lists behind the bus's back, or one that enters them without
 its count, shows as ``unaccounted``."""
@@ -16,8 +16,8 @@ import requests
 from consumers.lists import QueueOps
 from consumers.worker import Worker
 from producer import Producer, keys, make_client
-from producer.counts import read_balance
-from producer.deadletters import DeadLetters
+from producer.store.counts import read_balance
+from producer.store.deadletters import DeadLetters
 from tests.conftest import quick_settings
 from tests.inproc import running
 from tests.procs import Proc, get_json, wait_for

@@ -9,8 +9,8 @@ import redis
 
 from consumers.worker import Worker
 from producer import Envelope, Producer, Settings, decode, keys, make_client
-from producer.deadletters import DeadLetters, dead_entry
-from producer.envelope import new
+from producer.store.deadletters import DeadLetters, dead_entry
+from producer.store.envelope import new
 from tests.inproc import running
 from tests.procs import wait_for
 

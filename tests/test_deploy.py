@@ -24,10 +24,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from consumers.subscriber import Subscriber
 from consumers.worker import Worker
 from producer import Envelope, Producer, Settings, keys, make_client
-from producer.envelope import encode, new
-from producer.overview import read_overview
+from producer.observe.overview import read_overview
+from producer.observe.stats import Stats
 from producer.producer import QueueFull
-from producer.stats import Stats
+from producer.store.envelope import encode, new
 from tests.inproc import running
 from tests.procs import wait_for
 from web.metrics import render

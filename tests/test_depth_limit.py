@@ -24,7 +24,7 @@ from producer import (
     keys,
     make_client,
 )
-from producer.stats import Stats
+from producer.observe.stats import Stats
 from tests.inproc import running
 from tests.procs import get_json, wait_for
 from tests.redisproc import RedisServer

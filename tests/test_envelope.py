@@ -14,7 +14,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from producer import EnvelopeError, PayloadError, decode, encode
-from producer.envelope import decode_noting, new, report_ignored_fields_to
+from producer.store.envelope import decode_noting, new, report_ignored_fields_to
 from tests.procs import ROOT
 
 
@@ -79,7 +79,8 @@ def test_good_dict_decodes() -> None:
     assert decode(json.dumps(GOOD).encode()).payload is None
 
 
-# The wire format's rules, one test each (README "Wire format", producer/envelope.schema.json).
+# The wire format's rules, one test each (README "Wire format",
+# producer/store/envelope.schema.json).
 
 MINIMAL = {"v": 1, "id": "order-42", "payload": {"order": 42}}
 
@@ -247,7 +248,7 @@ def test_encode_leaves_out_what_is_not_set() -> None:
 
 @functools.cache
 def load_schema() -> dict[str, object]:
-    schema = json.loads((resources.files("producer") / "envelope.schema.json").read_text())
+    schema = json.loads((resources.files("producer.store") / "envelope.schema.json").read_text())
     Draft202012Validator.check_schema(schema)
     return schema
 
@@ -261,7 +262,7 @@ def test_schema_is_valid_and_shipped_in_the_package() -> None:
     load_schema()
     with open(ROOT / "pyproject.toml", "rb") as f:
         package_data = tomllib.load(f)["tool"]["setuptools"]["package-data"]
-    assert "envelope.schema.json" in package_data["producer"]
+    assert "store/envelope.schema.json" in package_data["producer"]
 
 
 def test_schema_accepts_what_the_project_encodes() -> None:

@@ -26,7 +26,7 @@ import redis
 
 from consumers import lua
 from producer import Producer, keys, make_client
-from producer.counts import read_balance
+from producer.store.counts import read_balance
 from tests.conftest import quick_settings
 from tests.ledger import Ledger, account, assert_at_least_once
 from tests.procs import Proc, read_records, wait_for

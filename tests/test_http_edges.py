@@ -21,8 +21,8 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from producer import Settings, decode, keys
-from producer.deadletters import dead_entry
-from producer.envelope import new
+from producer.store.deadletters import dead_entry
+from producer.store.envelope import new
 from tests.conftest import quick_settings
 from tests.procs import get_json, wait_for
 from tests.redisproc import RedisServer, free_port, redis_binary

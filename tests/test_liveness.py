@@ -15,7 +15,7 @@ import redis
 from consumers.lists import QueueOps
 from consumers.worker import Worker
 from producer import Producer, Settings, keys, make_client
-from producer.stats import Flusher
+from producer.observe.stats import Flusher
 from tests.inproc import running
 from tests.procs import Proc, read_records, wait_for
 from web import create_app

@@ -22,8 +22,8 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 
 from producer import keys
-from producer.stats import Stats
-from producer.totals import parse_totals, read_history, sum_counters
+from producer.observe.stats import Stats
+from producer.observe.totals import parse_totals, read_history, sum_counters
 from tests.conftest import QUICK_ENV
 from tests.procs import Proc, get_json, wait_for
 from tests.redisproc import RedisServer

@@ -8,7 +8,7 @@ import pytest
 import redis
 
 from producer import NotReplicated, Producer, Settings, SettingsError, keys, make_client
-from producer.stats import Stats
+from producer.observe.stats import Stats
 
 Q = "default"
 

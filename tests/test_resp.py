@@ -8,7 +8,7 @@ import pytest
 import redis
 from redis.exceptions import InvalidResponse
 
-from consumers.resp import split_replies
+from producer.connection.resp import split_replies
 
 FRAMES = [
     b"*3\r\n$9\r\nsubscribe\r\n$12\r\nbus:ch:flood\r\n:1\r\n",

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from producer import Settings, SettingsError
-from producer.client import client_options
+from producer.connection.client import client_options
 
 
 def test_defaults_are_consistent() -> None:

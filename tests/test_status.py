@@ -20,7 +20,7 @@ import redis
 
 from consumers.status import problems, render, table
 from producer import Producer, Settings, keys, make_client
-from producer.overview import read_overview
+from producer.observe.overview import read_overview
 from tests.conftest import QUICK_ENV
 from tests.procs import ROOT, Proc, project_env, wait_for
 from tests.queuekit import start_workers

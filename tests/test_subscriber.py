@@ -9,7 +9,7 @@ import redis
 from consumers.gaps import GapCounter, Verdict
 from consumers.subscriber import Subscriber
 from producer import Envelope, Producer, Settings, keys, make_client
-from producer.envelope import now_ms
+from producer.store.envelope import now_ms
 from tests.inproc import running
 from tests.procs import wait_for
 

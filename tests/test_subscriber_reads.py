@@ -8,7 +8,8 @@ import time
 import redis
 
 from consumers.subscriber import Subscriber
-from producer import Envelope, Settings, envelope, keys
+from producer import Envelope, Settings, keys
+from producer.store import envelope
 from tests.inproc import running
 from tests.procs import wait_for
 

@@ -14,7 +14,7 @@ import pytest
 import redis
 
 from producer import Producer, Settings, SettingsError, keys, make_client
-from producer.client import FollowingSSLConnection
+from producer.connection.client import FollowingSSLConnection
 from tests.conftest import quick_settings
 from tests.procs import Proc, read_records, wait_for
 from tests.redisproc import free_port, redis_binary

@@ -13,8 +13,8 @@ import redis
 from consumers.lists import QueueOps
 from consumers.worker import Worker
 from producer import Envelope, Producer, Settings, decode, keys, make_client
-from producer.deadletters import dead_entry
-from producer.envelope import now_ms
+from producer.store.deadletters import dead_entry
+from producer.store.envelope import now_ms
 from tests.inproc import running
 from tests.procs import ROOT, wait_for
 from web import create_app

@@ -15,9 +15,9 @@ from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
 from producer import Settings, decode, keys, new_envelope
-from producer.deadletters import dead_entry
-from producer.envelope import now_ms
-from producer.stats import Stats
+from producer.observe.stats import Stats
+from producer.store.deadletters import dead_entry
+from producer.store.envelope import now_ms
 from tests.conftest import quick_settings
 from tests.procs import wait_for
 from tests.proxies import ReplyDroppingProxy

@@ -16,7 +16,7 @@ import redis
 
 from consumers.worker import Worker
 from producer import Envelope, Producer, Settings, keys, make_client
-from producer.envelope import now_ms
+from producer.store.envelope import now_ms
 from tests.inproc import running
 from tests.procs import Proc, read_records, wait_for
 from tests.redisproc import RedisServer

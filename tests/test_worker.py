@@ -11,7 +11,7 @@ import redis
 from consumers.handlers import Reject
 from consumers.worker import Worker
 from producer import Envelope, Producer, Settings, decode, keys, make_client
-from producer.envelope import new
+from producer.store.envelope import new
 from tests.inproc import running
 from tests.procs import wait_for
 

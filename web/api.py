@@ -9,9 +9,9 @@ from flask.typing import ResponseReturnValue
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from producer import keys
-from producer.client import node_client
-from producer.deadletters import DeadLetters
-from producer.tracking import check_id, find_record
+from producer.connection.client import node_client
+from producer.store.deadletters import DeadLetters
+from producer.store.tracking import check_id, find_record
 from web.auth import require_token
 from web.bus import Bus, get_bus
 from web.errors import BadMessage, WriteUnconfirmed

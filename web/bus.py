@@ -11,10 +11,10 @@ import redis
 from flask import current_app
 
 from producer import Producer, Settings, make_client
-from producer.overview import read_overview
+from producer.observe.overview import read_overview
+from producer.observe.stats import Flusher, Stats
+from producer.observe.totals import read_history
 from producer.producer import new_src
-from producer.stats import Flusher, Stats
-from producer.totals import read_history
 
 OVERVIEW_CACHE_S = 0.5  # many viewers of /api/stats cost Redis one read per half second
 HISTORY_CACHE_S = 1.0  # the history gains a sample a second at most

@@ -21,8 +21,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from producer.counts import FIELDS as COUNTED
-from producer.stats import LATENCY_BUCKETS_MS
+from producer.observe.stats import LATENCY_BUCKETS_MS
+from producer.store.counts import FIELDS as COUNTED
 
 ANY = None  # every role
 # (counter in bus:{stats}:totals, roles it is taken from, metric (without _total), help, labels)
@@ -69,7 +69,8 @@ COUNTERS: tuple[tuple[str, tuple[str, ...] | None, str, str, tuple[str, ...]], .
 
 
 def render(overview: dict[str, Any]) -> bytes:
-    """The exposition text of ``overview`` (as :func:`producer.overview.read_overview` gives)."""
+    """The exposition text of ``overview`` (as
+    :func:`producer.observe.overview.read_overview` gives)."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Snapshot(overview))
     return generate_latest(registry)
@@ -152,7 +153,7 @@ def _gauges(overview: dict[str, Any]) -> Iterator[Metric]:
     unaccounted = GaugeMetricFamily(
         "bus_queue_unaccounted",
         "Messages counted into the queue's lists minus those counted out minus those in them "
-        "(0: every message accounted for; see producer/counts.py)",
+        "(0: every message accounted for; see producer/store/counts.py)",
         labels=("queue",),
     )
     moved = CounterMetricFamily(

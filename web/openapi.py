@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 from producer import Settings
-from producer.tracking import MAX_ID_CHARS
+from producer.store.tracking import MAX_ID_CHARS
 from web.producers import MAX_DELAY_S, latest_not_before
 
 JSON = "application/json"

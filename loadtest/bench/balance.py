@@ -1,4 +1,4 @@
-"""What the balance of a queue costs (producer/counts.py): every push is a script that LPUSHes
+"""What the balance of a queue costs (producer/store/counts.py): every push is a script that LPUSHes
 and counts, instead of a bare LPUSH. (A worker's settle adds one HINCRBY per batch of 100 to a
 script that already runs: the drain section's figures include it.)
 
@@ -16,7 +16,7 @@ import time
 import redis
 
 from loadtest.bench.common import RedisServer, Result, Scale, redis_server
-from producer import counts, envelope, keys
+from producer.store import counts, envelope, keys
 
 SECTION = "balance"
 QUEUE = "bench"

@@ -8,7 +8,7 @@ plus ``cluster-enabled``), no replicas (this measures throughput, not failover):
 - 1 shard: one node holding all 16384 slots (``CLUSTER ADDSLOTSRANGE 0 16383``);
 - 3 shards: three primaries joined by ``redis-cli --cluster create --cluster-replicas 0``.
 
-The bus reaches both as users do, through ``BUS_CLUSTER_NODES`` (:mod:`producer.cluster`
+The bus reaches both as users do, through ``BUS_CLUSTER_NODES`` (:mod:`producer.connection.cluster`
 routes each command to the primary of its key's slot). :data:`QUEUES` queues are named by
 their slot so that on three shards they lie two on each (every key of a queue carries the hash
 tag ``{q}``: one queue lives on one shard); the same names go to the one shard. The stats of
@@ -68,7 +68,7 @@ from loadtest.bench.common import (
 from loadtest.bench.shards import URL, Cluster, cluster, spread
 from loadtest.bench.tracking import cpu_s
 from producer import Producer, keys, make_client
-from producer.cluster import ClusterClient, slot_of
+from producer.connection.cluster import ClusterClient, slot_of
 
 SECTION = "cluster"
 QUEUES = 6  # two per shard on three shards

@@ -33,7 +33,7 @@ from loadtest.bench.common import (
     stop,
     wait_for,
 )
-from producer import envelope, keys
+from producer.store import envelope, keys
 
 SECTION = "drain"
 QUEUE = "bench"

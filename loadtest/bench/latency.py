@@ -29,7 +29,7 @@ from loadtest.bench.common import (
     stop,
     wait_for,
 )
-from producer import envelope, keys
+from producer.store import envelope, keys
 
 SECTION = "latency"
 QUEUE = "bench"

@@ -15,7 +15,7 @@ import redis
 from redis._parsers import _HiredisParser, _RESP2Parser
 
 from loadtest.bench.common import Result, Scale, redis_server
-from producer import envelope, keys
+from producer.store import envelope, keys
 
 SECTION = "libraries"
 

@@ -72,7 +72,7 @@ from loadtest.bench.common import (
     stop,
     wait_for,
 )
-from producer import envelope, keys
+from producer.store import envelope, keys
 
 SECTION = "peers"
 OURS = "redis-bus worker (at-least-once, batch 100)"

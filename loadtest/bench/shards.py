@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 from loadtest.bench.common import RedisServer, free_port
 from loadtest.cluster import SLOTS, create, wait_agreed
 from producer import Settings, keys
-from producer.cluster import slot_of
+from producer.connection.cluster import slot_of
 
 NODE_TIMEOUT_MS = 15_000  # long: a node slowed by the load must not be marked failing
 URL = "redis://127.0.0.1/0"  # on a cluster only the URL's credentials count (there are none)

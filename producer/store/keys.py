@@ -50,7 +50,7 @@ key                                type    written by                      read 
 
 A field of ``bus:{stats}:totals`` is ``<counter>|<label>=<value>|...``, the values URL-quoted:
 ``pushed|role=web|queue=default``, ``handled|role=worker|queue=jobs|delivery=at-least-once``,
-``lost|role=subscriber|channel=news``, ``lat_le_5|mode=prodcons`` (see producer/totals.py).
+``lost|role=subscriber|channel=news``, ``lat_le_5|mode=prodcons`` (see producer/observe/totals.py).
 
 Roles in stats keys: ``worker``, ``subscriber``, ``web``, ``locust`` (the load generator's
 direct producer).
@@ -102,7 +102,7 @@ def dead_dropped(queue: str) -> str:
 
 
 def record(queue: str, msg_id: str) -> str:
-    """The status record of ``queue``'s tracked message ``msg_id`` (producer/tracking.py)."""
+    """The status record of ``queue``'s tracked message ``msg_id`` (producer/store/tracking.py)."""
     return f"{PREFIX}:{{{queue}}}:msg:{msg_id}"
 
 
@@ -114,7 +114,7 @@ def tracking(queue: str) -> str:
 
 def counts(queue: str) -> str:
     """What entered and left ``queue``'s lists, counted by the scripts that move its messages
-    (producer/counts.py): ``pushed``, ``requeued``, ``acked``, ``dead``, ``taken``."""
+    (producer/store/counts.py): ``pushed``, ``requeued``, ``acked``, ``dead``, ``taken``."""
     return f"{PREFIX}:{{{queue}}}:counts"
 
 

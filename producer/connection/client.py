@@ -35,7 +35,7 @@ that does not verify (``certificate verify failed``: ``BUS_TLS_CA_FILE``, or
 ``BUS_TLS_CHECK_HOSTNAME`` for a name mismatch) or a server that ends the session after the
 handshake (no client certificate, or one it does not trust: ``BUS_TLS_CERT_FILE``). On a
 cluster the handshake errors carry redis-py's own message only (``certificate verify
-failed``...): its nodes' clients are made by :mod:`producer.cluster` with redis-py's TLS
+failed``...): its nodes' clients are made by :mod:`producer.connection.cluster` with redis-py's TLS
 connection class.
 """
 
@@ -51,7 +51,7 @@ from redis.connection import SSLConnection, parse_url
 from redis.retry import Retry
 from redis.sentinel import Sentinel, SentinelManagedConnection, SentinelManagedSSLConnection
 
-from producer.cluster import ClusterClient
+from producer.connection.cluster import ClusterClient
 from producer.settings import Settings
 
 ROLES = ("producer", "worker", "subscriber", "admin")
@@ -201,7 +201,7 @@ class FollowingSSLConnection(_Follow, _TlsHints, SentinelManagedSSLConnection):
 
 def make_client(settings: Settings, role: str, name: str | None = None) -> redis.Redis:
     """A client for ``role`` (see the module docstring); ``name`` shows in CLIENT LIST. On a
-    cluster (``BUS_CLUSTER_NODES``) a :class:`~producer.cluster.ClusterClient`."""
+    cluster (``BUS_CLUSTER_NODES``) a :class:`~producer.connection.cluster.ClusterClient`."""
     opts = client_options(settings, role, name)
     if settings.cluster_nodes:
         url = parse_url(settings.redis_url)

@@ -15,8 +15,8 @@ from typing import Any
 
 import redis
 
-from producer import counts, keys, tracking
-from producer.envelope import decode, now_ms
+from producer.store import counts, keys, tracking
+from producer.store.envelope import decode, now_ms
 
 # KEYS[1] dead, KEYS[2] pending, KEYS[3] the tracking gate; ARGV pairs: the dead entry, the
 # raw message to LPUSH back. LREM from the tail: the entries a chunk requeues are the oldest, so

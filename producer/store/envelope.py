@@ -6,7 +6,7 @@ language may LPUSH or PUBLISH one. Required: ``v`` (1), ``id`` (a non-empty stri
 from 1: with them a subscriber counts exactly what it missed), ``ts`` (ms since the epoch: the
 end-to-end latency), ``mode`` (default: where the message was read), ``attempt`` (0 or
 absent: the first delivery) and ``track`` (``true``: the bus keeps a status record of it, see
-:mod:`producer.tracking`). ``null`` for an optional field means absent. Unknown fields are
+:mod:`producer.store.tracking`). ``null`` for an optional field means absent. Unknown fields are
 ignored, and not kept when a message is written again (retry, recovery, requeue).
 
 On the Python side an :class:`Envelope` always has every attribute: ``src`` ``""`` and ``seq``

@@ -37,8 +37,8 @@ from typing import Any
 
 import redis
 
-from producer import keys
-from producer.counts import LUA as COUNT_LUA
+from producer.store import keys
+from producer.store.counts import LUA as COUNT_LUA
 
 STATES = ("scheduled", "pending", "in-flight", "retrying", "handled", "dead")
 FINAL = ("handled", "dead")

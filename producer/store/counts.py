@@ -35,7 +35,7 @@ from typing import Any
 
 import redis
 
-from producer import keys
+from producer.store import keys
 
 FIELDS = ("pushed", "requeued", "acked", "dead", "taken")
 

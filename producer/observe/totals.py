@@ -17,7 +17,7 @@ from urllib.parse import quote, unquote
 
 import redis
 
-from producer import keys
+from producer.store import keys
 
 HISTORY_LEN = 360  # samples of bus:{stats}:history, one a second at most
 HISTORY_SERIES = ("pushed", "handled", "published", "published_zero", "received", "lost",

@@ -3,10 +3,10 @@
 Every key of a queue carries the hash tag ``{q}`` and every key of the stats ``{stats}``, so
 each command, script and pipeline of the bus touches one slot (one node) at a time. This client
 sends each command to the primary that holds its key's slot, on a plain ``redis.Redis`` per
-node made with the role's options (:mod:`producer.client`): the same deadlines, no retries, the
-same error semantics as on a single server. Code that needs one node (the worker's pinned
-connection, the producer's careful resend, WAIT after a push, CLIENT LIST) asks
-:meth:`ClusterClient.node_for` a key and works on that node's client.
+node made with the role's options (:mod:`producer.connection.client`): the same deadlines, no
+retries, the same error semantics as on a single server. Code that needs one node (the
+worker's pinned connection, the producer's careful resend, WAIT after a push, CLIENT LIST)
+asks :meth:`ClusterClient.node_for` a key and works on that node's client.
 
 What differs from one server, and how it is handled here:
 
@@ -41,7 +41,7 @@ from redis.exceptions import AskError, MovedError
 
 Address = tuple[str, int]
 
-STATS_TAG = "{stats}"  # the hash tag of every stats key (producer/keys.py)
+STATS_TAG = "{stats}"  # the hash tag of every stats key (producer/store/keys.py)
 REFRESH_MIN_S = 0.1  # a stale map is read again at most this often
 _REDIRECTS = 3  # MOVED/ASK followed per command before giving up
 

@@ -34,8 +34,9 @@ from collections.abc import Callable, Mapping
 
 import redis
 
-from producer import keys, totals
-from producer.envelope import now_ms
+from producer.observe import totals
+from producer.store import keys
+from producer.store.envelope import now_ms
 
 COUNTERS = (
     "pushed",  # producers: LPUSH accepted

@@ -2,7 +2,7 @@
 
 This is the data behind ``GET /api/stats``, the dashboard, ``GET /metrics`` and
 ``python -m consumers status``; the README gives its schema. It only reads.
-Who is alive, deaf or dead is judged in :mod:`producer.liveness`.
+Who is alive, deaf or dead is judged in :mod:`producer.observe.liveness`.
 """
 
 from __future__ import annotations
@@ -12,19 +12,19 @@ from typing import Any
 
 import redis
 
-from producer import keys
-from producer.counts import read_balance
-from producer.envelope import EnvelopeError, decode, now_ms
-from producer.liveness import producer_rows, subscriber_rows, worker_rows
-from producer.settings import Settings
-from producer.stats import COUNTERS, LAT_FIELDS, LATENCY_BUCKETS_MS, RATES
-from producer.totals import (
+from producer.observe.liveness import producer_rows, subscriber_rows, worker_rows
+from producer.observe.stats import COUNTERS, LAT_FIELDS, LATENCY_BUCKETS_MS, RATES
+from producer.observe.totals import (
     RATE_WINDOW_MS,
     parse_sample,
     parse_totals,
     recent_rates,
     sum_counters,
 )
+from producer.settings import Settings
+from producer.store import keys
+from producer.store.counts import read_balance
+from producer.store.envelope import EnvelopeError, decode, now_ms
 
 _INT_FIELDS = frozenset(
     (*COUNTERS, *LAT_FIELDS, "lat_count", "lat_sum_ms", "pid", "started_ms", "updated_ms",
