@@ -20,19 +20,23 @@ from types import FrameType
 import redis
 
 from consumers import status, tools
-from consumers.daemon import ConfigurationRefused, Daemon, configuration_refused
-from consumers.handlers import DEFAULT, HandlerError, load_handler
+from consumers.daemon import Daemon, configuration_refused
+from consumers.handlers import DEFAULT, load_handler
 from consumers.subscriber import NO_SHARDED_PATTERNS, Subscriber
-from consumers.worker import NameTaken, Worker
+from consumers.worker import Worker
 from producer import Settings, SettingsError
+from producer.errors import (
+    EXIT_CONFIG,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_SOFTWARE,
+    EXIT_TEMPFAIL,
+    EXIT_UNAVAILABLE,
+    ConfigurationRefused,
+    HandlerError,
+    NameTaken,
+)
 from producer.observe.logs import setup_logging
-
-EXIT_OK = 0
-EXIT_SOFTWARE = 70  # sysexits EX_SOFTWARE: a consumer thread ended unexpectedly
-EXIT_TEMPFAIL = 75  # sysexits EX_TEMPFAIL: another live worker holds this --name
-EXIT_CONFIG = 78  # sysexits EX_CONFIG: a bad BUS_* setting, --handler or --name, or what Redis
-# refused on a daemon's first connection (a login, a user's rights, a certificate)
-EXIT_FORCED = 130  # a second signal: stopped without finishing the message in hand
 
 log = logging.getLogger("consumers")
 FORMAT = argparse.RawDescriptionHelpFormatter
@@ -263,7 +267,7 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
         refused = configuration_refused(exc, settings, f"python -m consumers {args.command}")
         detail = refused or status.describe_error(exc, settings)
         print(f"python -m consumers: Redis unavailable: {detail}", file=sys.stderr)
-        return tools.EXIT_UNAVAILABLE
+        return EXIT_UNAVAILABLE
     assert handler is not None
     return run_daemons(args, settings, queues, handler)
 
@@ -327,7 +331,7 @@ def install_signal_handlers(stop: Callable[[], None]) -> None:
         received.append(signum)
         if len(received) > 1:
             os.write(2, b"second signal: exiting without finishing the message in hand\n")
-            os._exit(EXIT_FORCED)
+            os._exit(EXIT_INTERRUPTED)
         log.info(
             "%s: finishing the message in hand, then exiting (again to force)",
             signal.Signals(signum).name,

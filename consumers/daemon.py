@@ -30,20 +30,12 @@ import redis
 from producer import Backoff, Envelope, Settings, make_client
 from producer.connection.client import drop_connections
 from producer.connection.cluster import is_stale_error
+from producer.errors import CertificateRefused, ConfigurationRefused
 from producer.observe.stats import COUNTERS, Flusher, Stats
 from producer.store.envelope import now_ms, report_ignored_fields_to
 
 log = logging.getLogger(__name__)
 SUMMARY_INTERVAL_S = 60.0
-
-
-class ConfigurationRefused(RuntimeError):
-    """Redis refused this configuration on the first connection: a setting to fix (the
-    message names it), not an outage to wait out."""
-
-
-class CertificateRefused(ConfigurationRefused):
-    """TLS: the server's certificate did not verify on the first connection (BUS_TLS_*)."""
 
 
 def certificate_refused(exc: BaseException) -> bool:
@@ -114,10 +106,6 @@ def _masked(text: str, settings: Settings) -> str:
     for secret in {password, unquote(password)} if password else ():
         text = text.replace(secret, "***")
     return text
-
-
-class DeadLink(redis.ConnectionError):
-    """The link looks alive to the socket but Redis stopped answering (e.g. no PONG in time)."""
 
 
 class Daemon:

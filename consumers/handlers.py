@@ -17,21 +17,15 @@ import logging
 from collections.abc import Callable
 
 from producer import Envelope
+from producer.errors import HandlerError
+from producer.errors import (
+    Reject as Reject,  # a handler's own: from consumers.handlers import Reject
+)
 
 log = logging.getLogger("consumers.handler")
 
 Handler = Callable[..., object]  # (Envelope) or, for a queue, (Envelope, Context)
 DEFAULT = "consumers.handlers:log_message"
-
-
-class HandlerError(ValueError):
-    """The ``--handler`` path does not name a callable."""
-
-
-class Reject(Exception):
-    """Raised by a handler for a message that can never succeed (a payload it cannot use):
-    the worker dead-letters it at once, with this reason, instead of retrying it up to
-    ``BUS_MAX_ATTEMPTS`` times. Any other exception is a failure worth retrying."""
 
 
 def log_message(env: Envelope) -> None:

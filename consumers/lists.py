@@ -1,6 +1,6 @@
 """The worker's moves on one queue: claim, settle a batch, recover, reap, heartbeats.
 
-Each move is a single Lua script (:mod:`consumers.lua`), so a message is always in exactly one
+Each move is a single Lua script (``producer/store/lua/``), so a message is always in exactly one
 of ``pending``, a ``processing`` list or ``dead``, whoever moves it and whenever a process dies.
 What producers, the web and operators do with dead letters is in :mod:`producer.store.deadletters`.
 """
@@ -13,8 +13,8 @@ from typing import Any
 
 import redis
 
-from consumers import lua, lua_names
 from producer import keys
+from producer.store import scripts
 from producer.store.deadletters import dead_entry
 from producer.store.envelope import Envelope, EnvelopeError, decode
 
@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 RECOVER_CHUNK = 500  # messages moved per script call (keeps one call short under a huge list)
 ORPHAN_PASSES = 12  # a reaper looks for unregistered workers' lists every 12th pass (60 s)
 
-# A move: (the raw message as it is in the processing list, what to push, how). See lua.MOVE.
+# A move: (the raw message as it is in the processing list, what to push, how); see
+# producer/store/lua/lib/moves.lua.
 # An ack pushes nothing: its second value is empty.
 Move = tuple[bytes, bytes, str]
 ACK, RELEASE, RETRY, DEAD, DEAD_UNLISTED = "A", "R", "L", "D", "P"
@@ -50,41 +51,27 @@ class QueueOps:
         self.consumers = keys.consumers(queue)
         self.delayed = keys.delayed(queue)
         self.gate = keys.tracking(queue)
-        self._claim = client.register_script(lua.CLAIM)
-        self._move = client.register_script(lua.MOVE)
-        self._settle_claim = client.register_script(lua.SETTLE_CLAIM)
-        self._reap = client.register_script(lua.REAP)
-        self._heartbeat = client.register_script(lua_names.HEARTBEAT)
-        self._stale = client.register_script(lua_names.STALE)
-        self._take_name = client.register_script(lua_names.TAKE_NAME)
-        self._release_name = client.register_script(lua_names.RELEASE_NAME)
-        self._move_due = client.register_script(lua.MOVE_DUE)
-        self._record = client.register_script(lua.RECORD)
-        self._progress = client.register_script(lua.PROGRESS)
-        self._take = client.register_script(lua.TAKE)
-        self._give_back = client.register_script(lua.GIVE_BACK)
-        self._taken = client.register_script(lua.TAKEN)
 
     def claim(self, consumer: str, count: int) -> list[bytes]:
         """Move up to ``count`` of the oldest pending messages into ``consumer``'s processing
         list, without blocking; oldest first."""
         claim_keys = [self.pending, self._proc(consumer), self.gate]
-        return list(self._claim(keys=claim_keys, args=[count]))
+        return list(scripts.CLAIM(self.client, claim_keys, [count]))
 
     def take(self, count: int) -> list[bytes]:
         """At-most-once: pop up to ``count`` of the oldest pending messages, counted as taken
         (producer/store/counts.py); oldest first."""
-        return list(self._take(keys=[self.pending], args=[count]))
+        return list(scripts.TAKE(self.client, [self.pending], [count]))
 
     def taken(self, count: int) -> None:
         """At-most-once: count messages a blocking pop took (it cannot count them itself)."""
-        self._taken(keys=[keys.counts(self.queue)], args=[count])
+        scripts.TAKEN(self.client, [keys.counts(self.queue)], [count])
 
     def give_back(self, raws: Sequence[bytes]) -> None:
         """At-most-once: put back ``raws`` (taken, never handed to the handler; oldest first)
         at the consuming end, uncounted."""
         if raws:
-            self._give_back(keys=[self.pending, keys.counts(self.queue)], args=list(raws))
+            scripts.GIVE_BACK(self.client, [self.pending, keys.counts(self.queue)], list(raws))
 
     def settle(self, consumer: str | None, moves: Sequence[Move],
                token: str = "") -> tuple[int, int]:  # fmt: skip
@@ -93,8 +80,8 @@ class QueueOps:
         settling twice, after a lost reply, does nothing more). ``consumer`` None: at-most-once,
         whose messages are in no list (only ``DEAD_UNLISTED`` then). ``token``: new for each
         batch of a worker, the same when the batch is settled again after a lost reply; then,
-        if the first call ran, nothing moves (see lua.MOVE). Returns (moved, dropped: dead
-        letters the cap trimmed)."""
+        if the first call ran, nothing moves (see producer/store/lua/lib/replay.lua). Returns
+        (moved, dropped: dead letters the cap trimmed)."""
         if not moves:
             return 0, 0
         args: list[Any] = [self.dead_max, token]
@@ -104,7 +91,7 @@ class QueueOps:
         marker = keys.settled(self.queue, consumer) if consumer else self.pending  # '' token
         move_keys = [source, self.pending, self.dead, self.dropped, self.delayed, self.gate,
                      marker]  # fmt: skip
-        moved, dropped = self._move(keys=move_keys, args=args)
+        moved, dropped = scripts.SETTLE(self.client, move_keys, args)
         return int(moved), int(dropped)
 
     def settle_claim(self, consumer: str, moves: Sequence[Move], count: int,
@@ -116,7 +103,7 @@ class QueueOps:
             args.extend(move)
         keys_ = [self._proc(consumer), self.pending, self.dead, self.dropped, self.delayed,
                  self.gate, keys.settled(self.queue, consumer)]  # fmt: skip
-        moved, dropped, *claimed = self._settle_claim(keys=keys_, args=args)
+        moved, dropped, *claimed = scripts.SETTLE_CLAIM(self.client, keys_, args)
         return int(moved), int(dropped), claimed
 
     def dead_move(self, raw: bytes, reason: str, consumer: str | None,
@@ -131,12 +118,14 @@ class QueueOps:
         in-flight of a message taken by a blocking pop, the at-most-once outcomes. False when
         the queue keeps no records (its gate expired)."""
         args = [env.id, state, *fields]
-        return bool(self._record(keys=[self.gate, keys.record(self.queue, env.id)], args=args))
+        return bool(scripts.RECORD(self.client, [self.gate, keys.record(self.queue, env.id)], args))
 
     def progress(self, env: Envelope, consumer: str, fraction: float, text: str) -> bool:
         """Write a tracked message's progress while ``consumer`` holds it; False otherwise."""
         args = [consumer, repr(fraction), text]
-        return bool(self._progress(keys=[self.gate, keys.record(self.queue, env.id)], args=args))
+        return bool(
+            scripts.PROGRESS(self.client, [self.gate, keys.record(self.queue, env.id)], args)
+        )
 
     def recover(self, consumer: str, bump: bool = True) -> tuple[int, int]:
         """Give back ``consumer``'s whole processing list at the consuming end (oldest next):
@@ -161,7 +150,7 @@ class QueueOps:
         moved = 0
         while True:
             due_keys = [self.delayed, self.pending, self.gate]
-            n = int(self._move_due(keys=due_keys, args=[batch]))
+            n = int(scripts.MOVE_DUE(self.client, due_keys, [batch]))
             moved += n
             if n < batch:
                 return moved
@@ -170,21 +159,21 @@ class QueueOps:
         """Renew ``consumer``'s lease held with ``token`` and stamp its heartbeat with Redis's
         time; False (nothing written) when another process holds the name."""
         args: list[str | int] = [consumer, token, int(ttl_s * 1000)]
-        return bool(self._heartbeat(keys=[self.consumers, self._owner(consumer)], args=args))
+        return bool(scripts.HEARTBEAT(self.client, [self.consumers, self._owner(consumer)], args))
 
     def take_name(self, consumer: str, token: str, ttl_s: float) -> float:
         """Take ``consumer``'s lease for ``token`` if nobody holds it: 0.0; else the seconds
         the other holder's lease has left (it renews them while it lives)."""
-        left = self._take_name(keys=[self._owner(consumer)], args=[token, int(ttl_s * 1000)])
+        left = scripts.TAKE_NAME(self.client, [self._owner(consumer)], [token, int(ttl_s * 1000)])
         return int(left) / 1000
 
     def release_name(self, consumer: str, token: str) -> None:
         """Let ``consumer``'s lease go if ``token`` still holds it."""
-        self._release_name(keys=[self._owner(consumer)], args=[token])
+        scripts.RELEASE_NAME(self.client, [self._owner(consumer)], [token])
 
     def stale(self, ttl_s: float) -> list[str]:
         """Consumers whose heartbeat is at least ``ttl_s`` old, by Redis's clock."""
-        found: list[bytes] = self._stale(keys=[self.consumers], args=[int(ttl_s * 1000)])
+        found: list[bytes] = scripts.STALE(self.client, [self.consumers], [int(ttl_s * 1000)])
         names = []
         for member in found:
             try:
@@ -246,7 +235,7 @@ class QueueOps:
                 args.extend(move)
             reap_keys = [source, self.pending, self.dead, self.dropped, self.consumers,
                          self.delayed, self.gate, self._owner(name)]  # fmt: skip
-            moved, _ = self._reap(keys=reap_keys, args=args)
+            moved, _ = scripts.REAP(self.client, reap_keys, args)
             if int(moved) < 0:
                 return None
             dead += sum(1 for m in moves if m[2][0] == DEAD)
@@ -266,8 +255,9 @@ class QueueOps:
 
 
 def tracked_how(how: str, env: Envelope | None, note: str = "") -> str:
-    """``how``, carrying what the record of a tracked message needs (see lua.MOVE): its id,
-    the attempt, and a note (the error, the reason, why a result was not stored)."""
+    """``how``, carrying what the record of a tracked message needs (see
+    producer/store/lua/lib/moves.lua): its id, the attempt, and a note (the error, the reason,
+    why a result was not stored)."""
     if env is None or not env.track or "\n" in env.id:
         return how
     return f"{how}\n{env.id}\n{env.attempt}\n{note}"
@@ -295,7 +285,8 @@ def _plan(raws: list[bytes], queue: str, consumer: str, bump: bool,
     """Moves that give back a processing list: newest first, so RPUSH leaves the oldest at the
     consuming end; with attempt + 1 if ``bump``; garbage to dead. Dead-lettered instead, when
     that attempt was its last of ``max_attempts`` (0: no limit) and it was surely the one its
-    worker was handling: ``alone`` in the list, or redelivered (claimed alone, see lua.CLAIM).
+    worker was handling: ``alone`` in the list, or redelivered (claimed alone, see
+    producer/store/lua/lib/claim.lua).
     A first attempt in a batch goes back with attempt + 1 even then: which message of the batch
     its worker was handling is not known, and the others must not pay for it."""
     moves = []

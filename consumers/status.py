@@ -27,15 +27,11 @@ from typing import Any
 
 import redis
 
-from consumers.tools import EXIT_UNAVAILABLE
 from producer import Settings, make_client
+from producer.errors import EXIT_OK, EXIT_UNAVAILABLE, EXIT_UNHEALTHY
 from producer.observe.overview import read_overview
 from producer.observe.stats import LATENCY_BUCKETS_MS
 
-EXIT_OK = 0
-EXIT_UNHEALTHY = 1
-EXIT_USAGE = 2  # argparse's own
-EXIT_UNREACHABLE = EXIT_UNAVAILABLE  # 69, as for the other tools
 CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear screen
 MAX_CELL = 20  # longer names are cut so that the tables fit in about 120 columns
 
@@ -85,7 +81,7 @@ def show(client: redis.Redis, settings: Settings, as_json: bool, one_line: bool 
         overview = read_overview(client, settings)
     except redis.RedisError as exc:
         print(f"python -m consumers status: {describe_error(exc, settings)}", file=sys.stderr)
-        return EXIT_UNREACHABLE
+        return EXIT_UNAVAILABLE
     if as_json:
         print(json.dumps(overview, indent=None if one_line else 2), flush=True)
     else:

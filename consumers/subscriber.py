@@ -19,12 +19,13 @@ from typing import Any
 
 import redis
 
-from consumers.daemon import Daemon, DeadLink
+from consumers.daemon import Daemon
 from consumers.gaps import NOTHING, GapCounter, Verdict
 from consumers.handlers import Handler
 from producer import Envelope, EnvelopeError, Settings, SettingsError, decode, keys, make_client
 from producer.connection.client import drop_connections, forget_routes, node_client
 from producer.connection.resp import Reply, SubscribedSocket
+from producer.errors import DeadLink
 from producer.observe.stats import Stats
 from producer.store.deadletters import dead_entry
 from producer.store.envelope import now_ms

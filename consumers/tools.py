@@ -17,14 +17,11 @@ import redis
 from consumers.lists import ORPHAN_PASSES, QueueOps
 from producer import Settings, make_client
 from producer import keys as bus_keys
+from producer.errors import EXIT_OK, EXIT_UNHEALTHY
 from producer.store.deadletters import DeadLetters
 from producer.store.tracking import check_id, find_record
 
 log = logging.getLogger("consumers")
-
-EXIT_OK = 0
-EXIT_UNHEALTHY = 1  # worker --check: no live worker; dead purge without --yes
-EXIT_UNAVAILABLE = 69  # sysexits EX_UNAVAILABLE: Redis could not be reached
 
 
 def check_workers(settings: Settings, queues: list[str]) -> int:

@@ -38,7 +38,7 @@ import redis
 
 from consumers.daemon import Daemon
 from consumers.delayed import Mover, retry_how
-from consumers.handlers import Handler, Reject, check_handler
+from consumers.handlers import Handler, check_handler
 from consumers.lists import (
     ACK,
     ORPHAN_PASSES,
@@ -52,6 +52,7 @@ from consumers.tracking import Context, encode_result, takes_context
 from producer import Envelope, EnvelopeError, Settings, decode, keys, make_client
 from producer.connection.client import drop_connections, node_client
 from producer.connection.cluster import ClusterClient
+from producer.errors import NameTaken, Reject
 from producer.observe.stats import Stats
 from producer.store.envelope import now_ms
 
@@ -416,7 +417,7 @@ class Worker(Daemon):
         claimed: list[bytes] = []
         dropped = 0
         # The same token until this batch is settled: a repeat after a lost reply is a no-op
-        # if the lost call ran (see lua.MOVE).
+        # if the lost call ran (see producer/store/lua/lib/replay.lua).
         token = f"{self._token}:{self._settles}" if self.at_least_once else ""
         if claim > 0:
             _, dropped, claimed = ops.settle_claim(self.name, moves + given_back, claim, token)
@@ -488,17 +489,6 @@ class Worker(Daemon):
                         node.client_unblock(int(c["id"]))
             if self.finished.wait(0.1):
                 return
-
-
-class NameTaken(RuntimeError):
-    """Another live process consumes this queue under this worker's name."""
-
-    def __init__(self, queue: str, name: str) -> None:
-        super().__init__(
-            f"another worker named {name!r} is consuming queue {queue!r} (its lease on the name "
-            "is alive); two would take each other's messages in flight: start this one with "
-            "another --name"
-        )
 
 
 def _discard(awaitable: object) -> None:

@@ -17,14 +17,24 @@ the bus, under :class:`BusError`) sit beside them. Imports neither Flask nor loc
 
 from producer.connection.backoff import Backoff
 from producer.connection.client import make_client
-from producer.producer import NotReplicated, Producer, QueueFull, Sent, Unconfirmed
-from producer.settings import Settings, SettingsError
+from producer.errors import (
+    BusError,
+    EnvelopeError,
+    NotReplicated,
+    PayloadError,
+    QueueFull,
+    SettingsError,
+    Unconfirmed,
+)
+from producer.producer import Producer, Sent
+from producer.settings import Settings
 from producer.store import keys
-from producer.store.envelope import Envelope, EnvelopeError, PayloadError, decode, encode
+from producer.store.envelope import Envelope, decode, encode
 from producer.store.envelope import new as new_envelope
 
 __all__ = [
     "Backoff",
+    "BusError",
     "Envelope",
     "EnvelopeError",
     "NotReplicated",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import threading
 import uuid
@@ -16,55 +15,10 @@ from redis.exceptions import MovedError
 
 from producer.connection.client import forget_routes, make_client, node_client
 from producer.connection.cluster import command_key, is_stale_error
+from producer.errors import NotReplicated, QueueFull, Unconfirmed
 from producer.observe.stats import Stats
 from producer.settings import Settings
-from producer.store import counts, envelope, keys, tracking
-
-# KEYS[1] pending, KEYS[2] delayed; ARGV[1] the depth limit, then the messages in push order.
-# The check and the push are one step, so concurrent producers can never take the queue past
-# the limit together; delayed messages count. Returns {1, pending after} when all were pushed,
-# {0, pending + delayed} when none was (no room for all).
-PUSH_IF_ROOM = (
-    counts.LUA
-    + """
-local depth = redis.call('LLEN', KEYS[1])
-local waiting = depth + redis.call('ZCARD', KEYS[2])
-if waiting + #ARGV - 1 > tonumber(ARGV[1]) then return {0, waiting} end
-for i = 2, #ARGV, 1000 do  -- unpack() is bounded by Lua's stack
-  depth = redis.call('LPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
-end
-count(KEYS[1], 'pushed', #ARGV - 1)
-return {1, depth}
-"""
-)
-PUSH_IF_ROOM_SHA = hashlib.sha1(PUSH_IF_ROOM.encode()).hexdigest()
-
-# KEYS[1] pending, KEYS[2] delayed; ARGV[1] the depth limit (0: none), ARGV[2] the delay (ms)
-# or ARGV[3] the due time (ms since the epoch; -1: use the delay), then the messages in push
-# order. They are due at one time on Redis's clock; each later one a thousandth of a ms later,
-# so the mover makes them pending in push order. The limit counts pending and delayed together.
-# Returns {1, delayed after, due} when all were scheduled, {0, depth, due} when none was.
-SCHEDULE = (
-    counts.LUA
-    + """
-local t = redis.call('TIME')
-local due = tonumber(ARGV[3])
-if due < 0 then
-  due = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[2])
-end
-local limit = tonumber(ARGV[1])
-if limit > 0 then
-  local depth = redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2])
-  if depth + #ARGV - 3 > limit then return {0, depth, due} end
-end
-for i = 4, #ARGV do redis.call('ZADD', KEYS[2], due + (i - 4) / 1000, ARGV[i]) end
-count(KEYS[1], 'pushed', #ARGV - 3)
-return {1, redis.call('ZCARD', KEYS[2]), due}
-"""
-)
-SCHEDULE_SHA = hashlib.sha1(SCHEDULE.encode()).hexdigest()
-TRACKED_PUSH_SHA = hashlib.sha1(tracking.PUSH.encode()).hexdigest()
-PUSH_SHA = hashlib.sha1(counts.PUSH.encode()).hexdigest()
+from producer.store import envelope, keys, scripts, tracking
 
 
 @dataclass(frozen=True)
@@ -76,34 +30,6 @@ class Sent:
     envelope: envelope.Envelope
     result: int
     due_ms: int | None = None
-
-
-class Unconfirmed(redis.ConnectionError):
-    """The connection broke after the command was sent: the message may or may not have been
-    pushed or published. Counted as ``unconfirmed``; its sequence number is never reused.
-    ``envelopes``: the messages concerned (their ids tell a retry from a duplicate)."""
-
-    envelopes: tuple[envelope.Envelope, ...] = ()
-
-
-class NotReplicated(Unconfirmed):
-    """The push ran on the primary but fewer than ``wait_replicas`` replicas confirmed it in
-    time (``BUS_WAIT_REPLICAS``): a failover now could lose it. Counted as ``unconfirmed``."""
-
-
-class QueueFull(Exception):
-    """The queue holds ``limit`` messages, or the batch would take it past: nothing was pushed.
-    Counted as ``refused_full``; the sequence numbers stay free."""
-
-    def __init__(self, queue: str, depth: int, limit: int, count: int) -> None:
-        super().__init__(
-            f"queue {queue!r} is full ({depth} of {limit} messages waiting): "
-            f"{'the message was' if count == 1 else f'the {count} messages were'} not pushed"
-        )
-        self.queue = queue
-        self.depth = depth
-        self.limit = limit
-        self.count = count
 
 
 def _demoted(exc: BaseException) -> bool:
@@ -305,11 +231,8 @@ class Producer:
     def _schedule(
         self, queue: str, delay_ms: int, due_ms: int, key: str, raws: list[bytes]
     ) -> list[Any]:
-        args = (2, key, keys.delayed(queue), self.max_queue_depth, delay_ms, due_ms, *raws)
-        try:
-            reply = self._write(("EVALSHA", SCHEDULE_SHA, *args))
-        except redis.exceptions.NoScriptError:
-            reply = self._write(("EVAL", SCHEDULE, *args))
+        args = (self.max_queue_depth, delay_ms, due_ms, *raws)
+        reply = scripts.SCHEDULE.run(self._write, (key, keys.delayed(queue)), args)
         done, count, due = (int(x) for x in reply)
         if not done:
             raise QueueFull(queue, count, self.max_queue_depth, len(raws))
@@ -318,12 +241,9 @@ class Producer:
     def _push_tracked(self, queue: str, delay_ms: int, due_ms: int, key: str,
                       raws: list[bytes], ids: list[str]) -> list[Any]:  # fmt: skip
         records = [keys.record(queue, i) for i in ids]
-        args = (3 + len(records), key, keys.delayed(queue), keys.tracking(queue), *records,
-                self.max_queue_depth, delay_ms, due_ms, self.result_ttl_ms, *raws)  # fmt: skip
-        try:
-            reply = self._write(("EVALSHA", TRACKED_PUSH_SHA, *args))
-        except redis.exceptions.NoScriptError:
-            reply = self._write(("EVAL", tracking.PUSH, *args))
+        push_keys = (key, keys.delayed(queue), keys.tracking(queue), *records)
+        args = (self.max_queue_depth, delay_ms, due_ms, self.result_ttl_ms, *raws)
+        reply = scripts.PUSH_TRACKED.run(self._write, push_keys, args)
         done, count, due = (int(x) for x in reply)
         if not done:
             raise QueueFull(queue, count, self.max_queue_depth, len(raws))
@@ -337,21 +257,12 @@ class Producer:
             depth = self._push_if_room(queue, key, raws)
         else:
             # One script: the push and its count (producer/store/counts.py), never half-applied.
-            args = (1, key, *raws)
-            try:
-                depth = self._write(("EVALSHA", PUSH_SHA, *args))
-            except redis.exceptions.NoScriptError:
-                depth = self._write(("EVAL", counts.PUSH, *args))
+            depth = scripts.PUSH.run(self._write, (key,), raws)
         return [int(depth) - len(raws) + 1 + i for i in range(len(raws))]
 
     def _push_if_room(self, queue: str, key: str, raws: list[bytes]) -> int:
-        args = (2, key, keys.delayed(queue), self.max_queue_depth, *raws)
-        try:
-            reply = self._write(("EVALSHA", PUSH_IF_ROOM_SHA, *args))
-        except redis.exceptions.NoScriptError:
-            # Not in the script cache (first use, a restart, SCRIPT FLUSH): refused, so it did
-            # not run; the script itself goes once, and stays cached for the next calls.
-            reply = self._write(("EVAL", PUSH_IF_ROOM, *args))
+        args = (self.max_queue_depth, *raws)
+        reply = scripts.PUSH_IF_ROOM.run(self._write, (key, keys.delayed(queue)), args)
         pushed, depth = (int(x) for x in reply)
         if not pushed:
             raise QueueFull(queue, depth, self.max_queue_depth, len(raws))

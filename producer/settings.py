@@ -15,16 +15,14 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from producer.errors import SettingsError
+
 log = logging.getLogger(__name__)
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 DELIVERY_MODES = ("at-least-once", "at-most-once")
 PUBSUB_MODES = ("auto", "classic", "sharded")
 MIN_TOKEN_CHARS = 16  # a shorter API token is guessable
-
-
-class SettingsError(ValueError):
-    """A ``BUS_*`` variable is missing, malformed or inconsistent with another."""
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@ from typing import Any
 import pytest
 import redis
 
-from consumers import lua
 from producer import Producer, keys, make_client
+from producer.store import scripts
 from producer.store.counts import read_balance
 from tests.conftest import quick_settings
 from tests.ledger import Ledger, account, assert_at_least_once
@@ -127,10 +127,10 @@ def test_a_settle_replayed_after_a_lost_reply_does_not_ack_an_identical_envelope
     the reconnect must not take copy 2 for copy 1 (the settle's token says it ran): both
     copies are handled."""
     r = fresh_redis.client()
-    r.script_load(lua.SETTLE_CLAIM)  # so the reply the proxy drops is the script's own
+    r.script_load(scripts.SETTLE_CLAIM.script)  # so the reply the proxy drops is the script's own
     raw = json.dumps({"v": 1, "id": "same-bytes", "payload": {"sleep_s": 0.5}}).encode()
     path = tmp_path / "records.jsonl"
-    with proxy(fresh_redis, lua.SETTLE_CLAIM, "drop-reply") as px:
+    with proxy(fresh_redis, scripts.SETTLE_CLAIM.script, "drop-reply") as px:
         spawn("worker", px.url, "--name", "w", "--handler", SLOW)
         wait_blocked(r, "w")
         push_counted(r, raw)
@@ -181,7 +181,7 @@ def test_a_link_cut_before_the_handler_runs_counts_no_attempt(
     popped, before its handler runs: after the reconnect it goes back unchanged (no attempt
     counted) and is handled once, as attempt 1, even with BUS_MAX_ATTEMPTS=1."""
     r = fresh_redis.client()
-    with proxy(fresh_redis, lua.RECORD, "cut") as px:
+    with proxy(fresh_redis, scripts.RECORD.script, "cut") as px:
         spawn("worker", px.url, "--name", "w", "--handler", RECORD, BUS_MAX_ATTEMPTS="1")
         wait_blocked(r, "w")
         producer = Producer(make_client(quick_settings(fresh_redis.url), "producer"))

@@ -35,7 +35,7 @@ from collections.abc import Callable, Mapping
 import redis
 
 from producer.observe import totals
-from producer.store import keys
+from producer.store import keys, scripts
 from producer.store.envelope import now_ms
 
 COUNTERS = (
@@ -255,12 +255,9 @@ class Stats:
             args.extend(pair)
         for pair in contribution.items():
             args.extend(pair)
-        totals.flush_script(
-            keys=[self.key, keys.STATS_INDEX, self.applied_key, keys.STATS_TOTALS,
-                  keys.STATS_HISTORY, keys.STATS_HISTORY_TICK],
-            args=args,
-            client=pipe,
-        )  # fmt: skip
+        flush_keys = [self.key, keys.STATS_INDEX, self.applied_key, keys.STATS_TOTALS,
+                      keys.STATS_HISTORY, keys.STATS_HISTORY_TICK]  # fmt: skip
+        scripts.FLUSH_STATS(pipe, flush_keys, args)
 
 
 class Flusher(threading.Thread):

@@ -1,6 +1,6 @@
 """The bus-wide totals: ``bus:{stats}:totals`` and its history, written by every process's stats
-flush (one idempotent script, :data:`FLUSH`) and read by the overview, ``/api/history`` and
-``/metrics``.
+flush (one idempotent script, ``producer/store/lua/flush_stats.lua``) and read by the overview,
+``/api/history`` and ``/metrics``.
 
 A field of the totals is ``<counter>|<label>=<value>|...`` with URL-quoted values
 (:func:`series_field`); :func:`parse_totals` gives them back as dicts. At most once a second
@@ -27,56 +27,9 @@ RATE_WINDOW_MS = 5000  # /api/stats "rates": over the history's last five second
 GAP_MS = 3000  # history samples further apart than this: the chart breaks its line
 
 
-# KEYS: the stats hash, the index, the applied hash, the totals, the history, its tick.
-# ARGV: TTL ms, updated ms, applied TTL ms, history length, 2n, n hash field/value pairs,
-# then the totals' field/value pairs (this run's absolute values).
-FLUSH = """
-local ttl, updated = tonumber(ARGV[1]), tonumber(ARGV[2])
-local n = tonumber(ARGV[5])
-for i = 6, 5 + n, 200 do
-  redis.call('HSET', KEYS[1], unpack(ARGV, i, math.min(i + 199, 5 + n)))
-end
-redis.call('PEXPIRE', KEYS[1], ttl)
-redis.call('ZADD', KEYS[2], updated, KEYS[1])
-redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. (updated - ttl))
-for i = 6 + n, #ARGV, 2 do
-  local field, value = ARGV[i], tonumber(ARGV[i + 1])
-  local old = tonumber(redis.call('HGET', KEYS[3], field) or '0')
-  if value > old then
-    redis.call('HINCRBY', KEYS[4], field, value - old)
-    redis.call('HSET', KEYS[3], field, value)
-  end
-end
-if #ARGV > 5 + n then redis.call('PEXPIRE', KEYS[3], ARGV[3]) end
-if redis.call('SET', KEYS[6], '1', 'PX', 1000, 'NX') then
-  local now = redis.call('TIME')
-  local sample = {t = tonumber(now[1]) * 1000 + math.floor(tonumber(now[2]) / 1000)}
-  local series = {@SERIES@}
-  for _, name in ipairs(series) do sample[name] = 0 end
-  local all = redis.call('HGETALL', KEYS[4])
-  for i = 1, #all, 2 do
-    local f = all[i]
-    local counter = string.match(f, '^([^|]+)')
-    if sample[counter] and counter ~= 't' and
-       (counter ~= 'handled' or string.find(f, '|role=worker', 1, true)) then
-      sample[counter] = sample[counter] + tonumber(all[i + 1])
-    end
-  end
-  redis.call('RPUSH', KEYS[5], cjson.encode(sample))
-  redis.call('LTRIM', KEYS[5], -tonumber(ARGV[4]), -1)
-end
-return 1
-""".replace("@SERIES@", ", ".join(f"'{name}'" for name in HISTORY_SERIES))
-
-
 def series_field(counter: str, labels: Mapping[str, str]) -> str:
     """A field of ``bus:{stats}:totals``: ``counter|label=value|...``, values URL-quoted."""
     return "|".join((counter, *(f"{k}={quote(v, safe='')}" for k, v in labels.items())))
-
-
-# A Script needs a client only for its encoder: this one never connects. On a pipeline, redis-py
-# runs it as EVALSHA and loads it first when Redis lacks it (a restart, SCRIPT FLUSH).
-flush_script = redis.Redis().register_script(FLUSH)
 
 
 def read_history(client: redis.Redis) -> dict[str, Any]:

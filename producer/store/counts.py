@@ -35,51 +35,9 @@ from typing import Any
 
 import redis
 
-from producer.store import keys
+from producer.store import keys, scripts
 
-FIELDS = ("pushed", "requeued", "acked", "dead", "taken")
-
-# count(pending, field, n): add n to one counter of the queue whose pending list is given (the
-# counts key is derived from it: the same slot). For the scripts that move messages.
-LUA = """
-local function count(pending, field, n)
-  if n ~= 0 then redis.call('HINCRBY', string.sub(pending, 1, -8) .. 'counts', field, n) end
-end
-"""
-
-# KEYS[1] pending; ARGV the messages in push order. LPUSH them and count them, in one step.
-# Returns the queue's depth after the push.
-PUSH = (
-    LUA
-    + """
-local depth
-for i = 1, #ARGV, 1000 do  -- unpack() is bounded by Lua's stack
-  depth = redis.call('LPUSH', KEYS[1], unpack(ARGV, i, math.min(i + 999, #ARGV)))
-end
-count(KEYS[1], 'pushed', #ARGV)
-return depth
-"""
-)
-
-# KEYS[1] counts, [2] pending, [3] delayed, [4] the consumers zset. The counters and what the
-# lists hold, read in one step (the registered workers' processing lists are derived from the
-# consumers zset: the same slot). Returns {field, value, ...}.
-BALANCE = """
-local out = {}
-local c = redis.call('HMGET', KEYS[1], 'pushed', 'requeued', 'acked', 'dead', 'taken')
-local names = {'pushed', 'requeued', 'acked', 'dead', 'taken'}
-for i = 1, 5 do out[#out + 1] = names[i]; out[#out + 1] = tonumber(c[i] or 0) end
-local prefix = string.sub(KEYS[2], 1, -8) .. 'processing:'
-local processing = 0
-for _, name in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
-  processing = processing + redis.call('LLEN', prefix .. name)
-end
-for _, kv in ipairs({{'pending', redis.call('LLEN', KEYS[2])}, {'processing', processing},
-                     {'delayed', redis.call('ZCARD', KEYS[3])}}) do
-  out[#out + 1] = kv[1]; out[#out + 1] = kv[2]
-end
-return out
-"""
+FIELDS = ("pushed", "requeued", "acked", "dead", "taken")  # lua/lib/count.lua, lua/balance.lua
 
 
 def read_balance(client: redis.Redis, queue: str) -> dict[str, int]:
@@ -87,7 +45,7 @@ def read_balance(client: redis.Redis, queue: str) -> dict[str, int]:
     what came in minus what went out minus what is there (0 when every message is accounted
     for)."""
     q_keys = [keys.counts(queue), keys.pending(queue), keys.delayed(queue), keys.consumers(queue)]
-    reply: list[Any] = client.eval(BALANCE, len(q_keys), *q_keys)
+    reply: list[Any] = scripts.BALANCE(client, q_keys)
     out = {_text(reply[i]): int(reply[i + 1]) for i in range(0, len(reply), 2)}
     came = out["pushed"] + out["requeued"]
     went = out["acked"] + out["dead"] + out["taken"]

@@ -15,38 +15,8 @@ from typing import Any
 
 import redis
 
-from producer.store import counts, keys, tracking
+from producer.store import keys, scripts
 from producer.store.envelope import decode, now_ms
-
-# KEYS[1] dead, KEYS[2] pending, KEYS[3] the tracking gate; ARGV pairs: the dead entry, the
-# raw message to LPUSH back. LREM from the tail: the entries a chunk requeues are the oldest, so
-# each is found at once. A tracked message's record is pending again, attempt 1.
-REQUEUE = (
-    tracking.LUA
-    + counts.LUA
-    + """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local ttl = false
-local moved = 0
-for i = 1, #ARGV, 2 do
-  if redis.call('LREM', KEYS[1], -1, ARGV[i]) == 1 then
-    redis.call('LPUSH', KEYS[2], ARGV[i + 1])
-    moved = moved + 1
-    local id = tracked_raw(ARGV[i + 1])
-    if id then
-      if ttl == false then ttl = gate_ttl(KEYS[3]) end
-      if ttl then
-        rec_write(KEYS[3], ttl, id, 'pending', now, {'attempt', 1, 'requeued_ms', now})
-      end
-    end
-  end
-end
-count(KEYS[2], 'requeued', moved)
-return moved
-"""
-)
-
 
 REQUEUE_CHUNK = 500  # entries per script: a short call however long the dead list is
 
@@ -60,7 +30,6 @@ class DeadLetters:
         self.dead = keys.dead(queue)
         self.pending = keys.pending(queue)
         self.gate = keys.tracking(queue)
-        self._requeue = client.register_script(REQUEUE)
 
     def total(self) -> int:
         """How many dead letters the queue holds."""
@@ -99,7 +68,7 @@ class DeadLetters:
                     continue
                 pairs.extend([entry, replace(env, attempt=1).encode()])
             requeue_keys = [self.dead, self.pending, self.gate]
-            moved = int(self._requeue(keys=requeue_keys, args=pairs)) if pairs else 0
+            moved = int(scripts.REQUEUE(self.client, requeue_keys, pairs)) if pairs else 0
             requeued += moved
             kept += invalid
             if moved < len(pairs) // 2:

@@ -35,6 +35,8 @@ from typing import Any
 
 import orjson
 
+from producer.errors import EnvelopeError, PayloadError
+
 VERSION = 1
 MODES = ("prodcons", "pubsub")
 log = logging.getLogger(__name__)
@@ -53,19 +55,6 @@ _DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
 # "0" and anything else to " " (one C pass), then a substring search: far cheaper than a regex.
 _DIGITS_TO_ZERO = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))
 _TWENTY_DIGITS = b"0" * 20
-
-
-class EnvelopeError(ValueError):
-    """Bytes that are not a valid envelope; ``raw`` keeps them for the dead-letter list."""
-
-    def __init__(self, reason: str, raw: bytes) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.raw = raw
-
-
-class PayloadError(ValueError):
-    """A payload strict UTF-8 JSON cannot carry (NaN, Infinity, a lone surrogate, an object)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,94 +38,12 @@ from typing import Any
 import redis
 
 from producer.store import keys
-from producer.store.counts import LUA as COUNT_LUA
 
 STATES = ("scheduled", "pending", "in-flight", "retrying", "handled", "dead")
 FINAL = ("handled", "dead")
 INTS = ("attempt", "due_ms", "created_ms", "updated_ms", "progress_ms", "requeued_ms")
 STAMPS = {state: state.replace("-", "_") + "_ms" for state in STATES}
 MAX_ID_CHARS = 256
-
-# The Lua side, shared by the producer's push and the worker's scripts (consumers/lua.py). A
-# record key is the gate's key with ``tracking`` replaced by ``msg:<id>``: the same hash slot.
-LUA = """
-local function rec_key(gate, id) return string.sub(gate, 1, -9) .. 'msg:' .. id end
-
--- The records' TTL (ms) while the queue keeps records, else nil.
-local function gate_ttl(gate)
-  local v = redis.call('GET', gate)
-  if v then return tonumber(v) end
-  return nil
-end
-
--- The gate outlives every record.
-local function keep_gate(gate, ttl)
-  if redis.call('PTTL', gate) < ttl then redis.call('SET', gate, ttl, 'PX', ttl) end
-end
-
--- Set id's state and fields (a flat list), stamp <state>_ms; the record lives ttl ms more.
-local function rec_write(gate, ttl, id, state, now, fields)
-  local key = rec_key(gate, id)
-  local stamp = string.gsub(state, '-', '_') .. '_ms'  -- in-flight: in_flight_ms
-  redis.call('HSET', key, 'id', id, 'queue', string.match(gate, '{(.*)}'), 'state', state,
-             'updated_ms', now, stamp, now, unpack(fields))
-  redis.call('PEXPIRE', key, ttl)
-  keep_gate(gate, ttl)
-end
-
--- The id and attempt of a message whose envelope says "track": true (nil otherwise): for the
--- raws a script finds itself (a claim, the mover). A plain search first, JSON only on a hit.
-local function tracked_raw(raw)
-  if not string.find(raw, '"track"', 1, true) then return nil end  -- plain: the cheap test
-  if not string.find(raw, '"track"%s*:%s*true') then return nil end
-  local ok, obj = pcall(cjson.decode, raw)
-  if not ok or type(obj) ~= 'table' or obj['track'] ~= true then return nil end
-  local id = obj['id']
-  if type(id) ~= 'string' or id == '' or string.find(id, '\\n', 1, true) then return nil end
-  local attempt = obj['attempt']
-  if type(attempt) ~= 'number' or attempt < 1 then attempt = 1 end
-  return id, attempt
-end
-"""
-
-# KEYS[1] pending, [2] delayed, [3] the gate, [4..] the messages' records; ARGV[1] the depth
-# limit (0: none), [2] the delay (ms; -1: not delayed), [3] the due time (ms since the epoch;
-# -1: from the delay), [4] the records' TTL (ms), then the messages in push order. Like
-# PUSH_IF_ROOM and SCHEDULE (producer/producer.py), and each record is created in the same step.
-# Returns {1, depth or scheduled count after, due} or {0, pending + delayed, due} (no room).
-PUSH = (
-    LUA
-    + COUNT_LUA
-    + """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local n = #KEYS - 3
-local delay, due = tonumber(ARGV[2]), tonumber(ARGV[3])
-local later = delay >= 0 or due >= 0
-if due < 0 then due = now + math.max(delay, 0) end
-local limit = tonumber(ARGV[1])
-if limit > 0 then
-  local waiting = redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2])
-  if waiting + n > limit then return {0, waiting, due} end
-end
-local ttl = tonumber(ARGV[4])
-local depth = 0
-local prefix = #rec_key(KEYS[3], '')
-for i = 1, n do
-  local raw, id = ARGV[4 + i], string.sub(KEYS[3 + i], prefix + 1)
-  if later then
-    redis.call('ZADD', KEYS[2], due + (i - 1) / 1000, raw)
-    rec_write(KEYS[3], ttl, id, 'scheduled', now, {'attempt', 1, 'created_ms', now, 'due_ms', due})
-  else
-    depth = redis.call('LPUSH', KEYS[1], raw)
-    rec_write(KEYS[3], ttl, id, 'pending', now, {'attempt', 1, 'created_ms', now})
-  end
-end
-count(KEYS[1], 'pushed', n)
-if later then return {1, redis.call('ZCARD', KEYS[2]), due} end
-return {1, depth, due}
-"""
-)
 
 
 def check_id(msg_id: str) -> str | None:

@@ -1,0 +1,53 @@
+-- claim(pending, processing, n, gate): up to n of the oldest pending messages move to the
+-- processing list, where LMOVE RIGHT LEFT one by one would leave them, in a few commands
+-- whatever their number; the tracked ones are in-flight. A redelivered one (its envelope's first
+-- "attempt" above 1) ends a batch, or makes one alone. Returns them oldest first.
+--#include lib/now.lua
+--#include lib/records.lua
+
+local function redelivered(raw)
+  local at = string.find(raw, '"attempt":', 1, true)  -- plain: the cheap test
+  if at then
+    local c = string.byte(raw, at + 10)
+    if c == 49 then  -- "1": the first attempt, unless more digits follow
+      local d = string.byte(raw, at + 11)
+      if d == 44 or d == 125 then return false end  -- "," or "}"
+    end
+  end
+  local attempt = string.match(raw, '"attempt"%s*:%s*(%d+)')
+  return attempt ~= nil and tonumber(attempt) > 1
+end
+
+local function claim(pending, processing, n, gate)
+  if n <= 0 then return {} end
+  local got = redis.call('LRANGE', pending, -n, -1)  -- newest ... oldest
+  if #got == 0 then return got end
+  -- A redelivered message (attempt > 1) is claimed alone, and a batch stops before one: if
+  -- it kills its worker again, only its own attempt is counted for it, never its batch's.
+  local k = 0
+  for j = #got, 1, -1 do
+    if redelivered(got[j]) then
+      if k == 0 then k = 1 end
+      break
+    end
+    k = k + 1
+  end
+  redis.call('LTRIM', pending, 0, -k - 1)
+  local oldest_first = {}
+  for j = 1, k do oldest_first[j] = got[#got - j + 1] end
+  for i = 1, k, 1000 do  -- unpack() is bounded by Lua's stack
+    redis.call('LPUSH', processing, unpack(oldest_first, i, math.min(i + 999, k)))
+  end
+  local ttl = gate_ttl(gate)
+  if ttl then
+    local worker, now = string.match(processing, ':processing:(.*)$'), now_ms()
+    for j = 1, k do
+      local id, attempt = tracked_raw(oldest_first[j])
+      if id then
+        redis.call('HDEL', rec_key(gate, id), 'progress', 'progress_text', 'progress_ms')
+        rec_write(gate, ttl, id, 'in-flight', now, {'worker', worker, 'attempt', attempt})
+      end
+    end
+  end
+  return oldest_first
+end

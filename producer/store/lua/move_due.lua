@@ -1,0 +1,29 @@
+-- move_due: the delayed messages due by Redis's clock, oldest due first, leave the zset and
+-- are LPUSHed in that order (so the oldest due is popped first), in one step: two movers can never
+-- both move one message. A tracked one that was scheduled is now pending (a retry stays
+-- retrying). Returns how many moved.
+--
+-- KEYS[1]  bus:{q}:delayed
+-- KEYS[2]  bus:{q}:pending
+-- KEYS[3]  bus:{q}:tracking (the records' gate)
+-- ARGV[1]  at most how many
+--#include lib/now.lua
+--#include lib/records.lua
+
+local now = now_ms()
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+for i = 1, #due, 1000 do  -- unpack() is bounded by Lua's stack
+  local last = math.min(i + 999, #due)
+  redis.call('ZREM', KEYS[1], unpack(due, i, last))
+  redis.call('LPUSH', KEYS[2], unpack(due, i, last))
+end
+local ttl = #due > 0 and gate_ttl(KEYS[3])
+if ttl then
+  for i = 1, #due do
+    local id = tracked_raw(due[i])
+    if id and redis.call('HGET', rec_key(KEYS[3], id), 'state') == 'scheduled' then
+      rec_write(KEYS[3], ttl, id, 'pending', now, {})
+    end
+  end
+end
+return #due

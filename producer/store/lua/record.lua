@@ -1,0 +1,21 @@
+-- record: a worker's own write of a tracked message's state, outside a move: in-flight for a
+-- message it took with a blocking pop (no script claimed it), and the at-most-once outcomes (no
+-- script settles them). Returns 1 if written (0: the queue keeps no records).
+--
+-- KEYS[1]  bus:{q}:tracking (the records' gate)
+-- KEYS[2]  bus:{q}:msg:<id> (the record)
+-- ARGV[1]  the id
+-- ARGV[2]  the state
+-- ARGV[3..] field, value pairs
+--#include lib/now.lua
+--#include lib/records.lua
+
+local ttl = gate_ttl(KEYS[1])
+if not ttl then return 0 end
+local fields = {}
+for i = 3, #ARGV do fields[i - 2] = ARGV[i] end
+if ARGV[2] == 'in-flight' then
+  redis.call('HDEL', KEYS[2], 'progress', 'progress_text', 'progress_ms')
+end
+rec_write(KEYS[1], ttl, ARGV[1], ARGV[2], now_ms(), fields)
+return 1
