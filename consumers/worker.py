@@ -50,7 +50,7 @@ from consumers.lists import (
 )
 from consumers.tracking import Context, encode_result, takes_context
 from producer import Envelope, EnvelopeError, Settings, decode, keys, make_client
-from producer.connection.client import drop_connections, node_client
+from producer.connection.client import drop_connections, node_client, pinned_client
 from producer.connection.cluster import ClusterClient
 from producer.errors import NameTaken, Reject
 from producer.observe.stats import Stats
@@ -161,8 +161,7 @@ class Worker(Daemon):
         if not self._pinned:
             # On a cluster, the pool of the primary that holds the queue's slot, looked up
             # again after each error (a failover moves it).
-            pool = node_client(self._router, self.pending).connection_pool
-            self.client = redis.Redis(connection_pool=pool, single_connection_client=True)
+            self.client = pinned_client(self._router, self.pending)
             self.ops = self._ops(self.client)
             self._pinned = True
 

@@ -11,10 +11,9 @@ from functools import partial
 from typing import Any
 
 import redis
-from redis.exceptions import MovedError
 
-from producer.connection.client import forget_routes, make_client, node_client
-from producer.connection.cluster import command_key, is_stale_error
+from producer.connection.client import make_client
+from producer.connection.send import send_commands
 from producer.errors import NotReplicated, QueueFull, Unconfirmed
 from producer.observe.stats import Stats
 from producer.settings import Settings
@@ -30,11 +29,6 @@ class Sent:
     envelope: envelope.Envelope
     result: int
     due_ms: int | None = None
-
-
-def _demoted(exc: BaseException) -> bool:
-    """redis-py's Sentinel connection turns a READONLY reply into a ConnectionError."""
-    return isinstance(exc.__context__, redis.ReadOnlyError)
 
 
 def new_src() -> str:
@@ -273,8 +267,10 @@ class Producer:
         to have it, in the same round trip: fewer in ``wait_timeout_s`` raises
         :class:`NotReplicated` (it ran on the primary, and a failover could still lose it)."""
         if not self.wait_replicas:
-            return self._execute([command])[0]
-        reply, acked = self._execute([command, ("WAIT", self.wait_replicas, self._wait_ms)])
+            return send_commands(self.client, [command])[0]
+        reply, acked = send_commands(
+            self.client, [command, ("WAIT", self.wait_replicas, self._wait_ms)]
+        )
         if int(acked) < self.wait_replicas:
             raise NotReplicated(
                 f"{acked} of {self.wait_replicas} replicas confirmed the write within "
@@ -284,74 +280,9 @@ class Producer:
 
     def _publish(self, channel: str, raws: list[bytes]) -> list[Any]:
         command = "SPUBLISH" if self.sharded else "PUBLISH"
-        return [int(n) for n in self._execute([(command, channel, raw) for raw in raws])]
-
-    def _execute(self, commands: list[tuple[Any, ...]]) -> list[Any]:
-        """Send ``commands`` in one write on one pooled connection and read their replies,
-        telling apart what surely did not run from what may have run.
-
-        Taking a connection from the pool replaces one the server had closed (idle timeout,
-        kill, restart) before anything is sent. If one command could not be written whole,
-        Redis never ran it: it is sent once more on a fresh connection. A failure after the
-        write raises :class:`Unconfirmed`: the reply was lost, the command may have run, and
-        resending it could deliver a message twice. An error reply to a single command (a
-        refusal such as OOM, BUSY or LOADING) is raised as it is: that command did not run."""
-        key = command_key(commands[0])
-        for attempt in (1, 2):
-            # On a cluster, the pool of the primary that holds the key's slot, asked again on
-            # the second attempt (a failover moves it).
-            pool = node_client(self.client, key).connection_pool  # type: ignore[arg-type]
-            conn = pool.get_connection()
-            try:
-                try:
-                    conn.send_packed_command(conn.pack_commands(commands))
-                except (redis.ConnectionError, redis.TimeoutError) as exc:
-                    conn.disconnect()
-                    forget_routes(self.client)
-                    if len(commands) > 1:  # the first ones may have been written whole
-                        raise Unconfirmed(f"connection broke while sending: {exc}") from exc
-                    if attempt == 1:
-                        continue
-                    raise
-                replies: list[Any] = []
-                try:
-                    for _ in commands:
-                        replies.append(conn.read_response())
-                    return replies
-                except redis.ResponseError as exc:
-                    if len(commands) > 1:
-                        conn.disconnect()  # later replies of the batch are unread
-                    if is_stale_error(exc):
-                        forget_routes(self.client)
-                    if (isinstance(exc, MovedError) and not replies and attempt == 1
-                            and all(c[0] == "WAIT" or command_key(c) == key
-                                    for c in commands[1:])):  # fmt: skip
-                        # On a cluster, the slot has moved (a failover): the first command was
-                        # refused, and so were the others of its slot; none ran. Once more,
-                        # to the slot's new primary.
-                        continue
-                    raise
-                except (redis.ConnectionError, redis.TimeoutError) as exc:
-                    conn.disconnect()
-                    forget_routes(self.client)
-                    if isinstance(exc, redis.BusyLoadingError) and len(commands) == 1:
-                        raise  # a reply, not a lost one: refused while Redis loads its data
-                    if not replies and _demoted(exc) and all(c[0] == "WAIT" for c in commands[1:]):
-                        # Behind Sentinel: the primary was demoted and refused the write
-                        # (READONLY), so it did not run: once more, to the new primary.
-                        if attempt == 1:
-                            continue
-                        raise
-                    raise Unconfirmed(f"no reply after sending: {exc}") from exc
-            except BaseException:
-                # Interrupted (KeyboardInterrupt, gevent's GreenletExit) with replies possibly
-                # unread: the connection must not go back to the pool as it is, or the next
-                # command would read this one's reply as its own.
-                conn.disconnect()
-                raise
-            finally:
-                pool.release(conn)
-        raise AssertionError("unreachable")
+        return [
+            int(n) for n in send_commands(self.client, [(command, channel, raw) for raw in raws])
+        ]
 
     def _send(
         self,

@@ -234,6 +234,16 @@ def node_client(client: redis.Redis, key: str | bytes) -> redis.Redis:
     return client.node_for(key) if isinstance(client, ClusterClient) else client
 
 
+def pinned_client(client: redis.Redis, key: str | bytes) -> redis.Redis:
+    """A client of the server that holds ``key`` that keeps one connection of that server's
+    pool for every command, instead of taking one from the pool for each: the pool checks
+    every connection it hands out with a poll() first, which costs as much CPU as a short
+    command. A link broken while idle then shows as an error on the next command, not as a
+    silent replacement. It connects on first use."""
+    pool = node_client(client, key).connection_pool
+    return redis.Redis(connection_pool=pool, single_connection_client=True)
+
+
 def forget_routes(client: redis.Redis) -> None:
     """After an error: on a cluster, read the slot map again before the next command."""
     if isinstance(client, ClusterClient):
