@@ -26,7 +26,7 @@ from tests.redisproc import RedisServer
 RUN_HERE = {"python.md": 4, "tracked.md": 1}
 
 
-INCLUDE = re.compile(r'--8<-- "([^"]+)"\n')  # a block that is a file of the checkout, included
+INCLUDE = re.compile(r"--8<--\n(\S+)\n--8<--\n")  # a block that includes a file of the checkout
 
 
 def snippets(page: str) -> list[str]:
