@@ -149,3 +149,18 @@ def test_a_fault_in_the_sources_fails_the_build(tmp_path: Path, fault: str, said
     done = build(src, tmp_path / "site")
     assert done.returncode != 0
     assert said in done.stderr, done.stderr[-3000:]
+
+
+def test_the_readme_fits_a_screen_and_links_to_pages_that_exist() -> None:
+    """Under 200 lines; each of its links into docs/ names a page of the site (and its heading)."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    assert len(readme.splitlines()) < 200
+    links = re.findall(r"\]\((docs/[^)#]+)(?:#([^)]+))?\)", readme)
+    assert len({target for target, _ in links}) >= 15
+    nav = (ROOT / "mkdocs.yml").read_text(encoding="utf-8")
+    for target, anchor in links:
+        assert (ROOT / target).is_file() and target.removeprefix("docs/") in nav, target
+        if anchor:
+            headings = re.findall(r"^#+ (.+)$", (ROOT / target).read_text(encoding="utf-8"), re.M)
+            slugs = {re.sub(r"[^\w\- ]", "", h).strip().lower().replace(" ", "-") for h in headings}
+            assert anchor in slugs, (target, anchor)
