@@ -46,7 +46,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def page(site: Path, name: str) -> str:
     """A built page's text, tags removed and entities unescaped."""
-    text = (site / name / "index.html").read_text(encoding="utf-8")
+    text = (site / f"{name}.html").read_text(encoding="utf-8")
     return html.unescape(re.sub(r"<[^>]+>", "", text))
 
 
@@ -73,13 +73,13 @@ def test_the_http_page_has_every_operation(site: Path) -> None:
     for path, item in described["paths"].items():
         for method in item:
             assert f"{method.upper()} {path}" in text, (method, path)
-    built = (site / "http-api" / "index.html").read_text(encoding="utf-8")
+    built = (site / "http-api.html").read_text(encoding="utf-8")
     for schema in described["components"]["schemas"]:
         assert f'id="schema-{schema.lower()}"' in built, schema
 
 
 def test_the_python_page_documents_exactly_the_public_api(site: Path) -> None:
-    built = (site / "python-api" / "index.html").read_text(encoding="utf-8")
+    built = (site / "python-api.html").read_text(encoding="utf-8")
     documented = set(re.findall(r'<h\d id="producer\.(\w+)"', built))
     assert documented == set(producer.__all__)
     for name in ("handlers.Reject", "tracking.Context", "cli.main"):
