@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 RUN_DIR ?= .run
 ARGS ?=
 
-.PHONY: help bootstrap run run-sentinel run-cluster example status redis-cli test test-fast loadtest loadtest-quick bench lint fmt clean
+.PHONY: help bootstrap run run-sentinel run-cluster example status redis-cli test test-fast loadtest loadtest-quick bench lint docs fmt clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -57,10 +57,13 @@ lint: bootstrap ## ruff (lint and format check), mypy, import-direction contract
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
 
+docs: bootstrap ## build the docs site into site/ (mkdocs --strict: a broken link or reference fails)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 fmt: bootstrap ## apply ruff's formatting and safe fixes
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
 clean: ## remove .venv, .run (the stack's Redis data) and caches
-	rm -rf $(VENV) .run .pytest_cache .mypy_cache .ruff_cache tests/artifacts
+	rm -rf $(VENV) .run site .pytest_cache .mypy_cache .ruff_cache tests/artifacts
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -79,7 +79,7 @@ def test_good_dict_decodes() -> None:
     assert decode(json.dumps(GOOD).encode()).payload is None
 
 
-# The wire format's rules, one test each (README "Wire format",
+# The wire format's rules, one test each (docs/wire-format.md,
 # producer/store/envelope.schema.json).
 
 MINIMAL = {"v": 1, "id": "order-42", "payload": {"order": 42}}
@@ -278,14 +278,14 @@ def test_schema_accepts_what_the_project_encodes() -> None:
         assert schema_errors(json.loads(env.encode())) == [], env
 
 
-def readme_wire_section() -> str:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
-    return text.split("\n## Wire format\n", 1)[1].split("\n## ", 1)[0]
+def wire_format_page() -> str:
+    """The docs' Wire format page (docs/wire-format.md)."""
+    return (ROOT / "docs" / "wire-format.md").read_text(encoding="utf-8")
 
 
-def readme_examples() -> list[object]:
-    """The JSON example and the envelopes of the redis-cli lines in the README's Wire format."""
-    section = readme_wire_section()
+def documented_examples() -> list[object]:
+    """The JSON example and the envelopes of the redis-cli lines of the Wire format page."""
+    section = wire_format_page()
     examples: list[object] = [
         json.loads(block.split("```", 1)[0]) for block in section.split("```json\n")[1:]
     ]
@@ -295,9 +295,9 @@ def readme_examples() -> list[object]:
     return examples
 
 
-def test_readme_examples_are_valid_for_both() -> None:
+def test_documented_examples_are_valid_for_both() -> None:
     """The documented examples (a complete envelope, the redis-cli lines) pass both checks."""
-    examples = readme_examples()
+    examples = documented_examples()
     assert len(examples) == 3
     for obj in examples:
         assert schema_errors(obj) == [], obj

@@ -1,16 +1,17 @@
-"""The README's shell commands for `make run`'s stack, run as written against that stack.
+"""The shell commands the README and the docs pages show, run as written against the stack
+they name.
 
 `scripts/run.sh` (what `make run` runs) starts the stack in a scratch copy of the checkout (a
-directory of symlinks to the checkout's files, with its own `.run/`), so the README's relative
+directory of symlinks to the checkout's files, with its own `.run/`), so the documents' relative
 paths (`.run/env/tools.env`, `.venv/bin/...`, `make status`) work there as they do in a checkout.
-Each step below is a command the README shows, copied here verbatim: the test first checks that
-the README holds it (in a ```sh block, or in the prose for the few shown inline), so a change to
-the README's commands breaks this test until the step is updated. Each step runs in `bash` from
-that directory, after the `set -a; . .run/env/<role>.env; set +a` line its README block shows,
-with a time limit, and must exit 0 and do what the README says. Only the ports differ from the
+Each step below is a command a document shows, copied here verbatim: the test first checks that
+a document holds it (in a ```sh block, or in the prose for the few shown inline), so a change to
+the documents' commands breaks this test until the step is updated. Each step runs in `bash`
+from that directory, after the `set -a; . .run/env/<role>.env; set +a` line its block shows,
+with a time limit, and must exit 0 and do what the text says. Only the ports differ from the
 text: the stack's free ports stand in for 8000 (web) and 6399 (Redis), and locust's `-t` is cut
-to a few seconds. README commands of this kind (`python -m consumers`, `redis-cli`, locust,
-`make status`/`redis-cli`) that do not run here are listed in SKIPPED with the reason.
+to a few seconds. Every command of every ```sh block (tests/doctext.py reads them) is run here,
+or named in ELSEWHERE with the test that runs it, or in SKIPPED with the reason it is not run.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import json
 import os
 import pty
 import re
+import shutil
 import signal
 import stat
 import subprocess
@@ -32,19 +34,18 @@ from subprocess import Popen
 import pytest
 import requests
 
+from tests.doctext import DOCUMENTS, all_text, commands, sh_blocks, shown_commands, text_of
 from tests.procs import ROOT, get_json, wait_for
 from tests.redisproc import free_port
-from tests.test_stack import logged_pids, stack_pids
+from tests.test_stack import kill_stack, logged_pids, start_run_sh
 
 pytestmark = pytest.mark.slow
-
-README = (ROOT / "README.md").read_text()
 WEB, WORKER, SUBSCRIBER, TOOLS, ADMIN = (
     f"set -a; . .run/env/{role}.env; set +a"
     for role in ("web", "worker", "subscriber", "tools", "admin")
 )
 LOCUST_BLOCK = ".venv/bin/locust -f loadtest/locustfile.py --host http://127.0.0.1:8000 --headless"
-# The README's commands this test runs, verbatim (continuation lines apart).
+# The documents' commands this test runs, verbatim (continuation lines apart).
 POST = "curl -s -XPOST localhost:8000/prodcons -H 'content-type: application/json' -d '{\"payload\": 1}'"  # noqa: E501
 PUBLISH = "curl -s -XPOST localhost:8000/pubsub -H 'content-type: application/json' -d '{\"payload\": {\"hi\": 2}}'"  # noqa: E501
 SEED = "curl -si localhost:8000/prodcons | head -1"
@@ -53,6 +54,7 @@ TRACKED = (
     "curl -s localhost:8000/prodcons -H 'Content-Type: application/json' \\",
     '-d \'{"payload": {"pages": 40}, "track": true}\'',
 )
+RECORD = "curl -s 'localhost:8000/api/messages/5c0f...?queue=default'"  # 5c0f...: TRACKED's id
 WIRE = (
     'redis-cli -p 6399 --user bus-web LPUSH \'bus:{default}:pending\' \'{"v":1,"id":"order-42","payload":{"order":42}}\'',  # noqa: E501
     'redis-cli -p 6399 --user bus-web PUBLISH bus:ch:default \'{"v":1,"id":"news-1","src":"newsroom","seq":1,"payload":"hi"}\'',  # noqa: E501
@@ -86,41 +88,55 @@ STATUS = (
 REDIS_CLI = 'make redis-cli ARGS="llen bus:{default}:pending"'
 LOCUST_ALL = LOCUST_BLOCK + " -u 50 -r 10 -t 30s"
 LOCUST_PICK = (LOCUST_BLOCK + " \\", "-u 20 -r 20 -t 30s BusProdcons RedisPush")
-COVERED = {*WIRE, HELP, *(d[1] for d in DAEMONS), *TOOL_LINES, *STATUS, LOCUST_ALL, *LOCUST_PICK}
+LOADTEST_LIST = ".venv/bin/python -m loadtest list"
+LOADTEST_REPORT = ".venv/bin/python -m loadtest report loadtest/reports/<timestamp>"
+COVERED = {
+    *commands([WEB, WORKER, SUBSCRIBER, TOOLS, ADMIN]), POST, PUBLISH, SEED, STATS,
+    *commands(list(TRACKED)), RECORD, *WIRE, HELP, *(d[1] for d in DAEMONS), *TOOL_LINES,
+    *STATUS, LOCUST_ALL, *commands(list(LOCUST_PICK)), LOADTEST_LIST, LOADTEST_REPORT,
+}  # fmt: skip
 
-# README lines of the kinds this test covers that it does not run, and why.
+# Commands the documents show that another test runs (as written, or as named), and which.
+ELSEWHERE = {
+    "make run": "tests/test_stack.py and the stack fixture below run scripts/run.sh, what "
+        "`make run` runs after its bootstrap, on free ports",
+    ".venv/bin/python -m loadtest run blackhole [--quick]":
+        "tests/test_loadtest.py runs `python -m loadtest run blackhole --quick`",
+    ".venv/bin/python -m loadtest run soak --duration 600":
+        "tests/test_loadtest.py runs `python -m loadtest run soak --duration 20`",
+    "make loadtest-quick": "tests/test_loadtest.py runs `python -m loadtest run all --quick`, "
+        "the command of make loadtest-quick",
+}  # fmt: skip
+
+# Commands the documents show that no test runs, and why.
 SKIPPED = {
+    "make test": "the test suite itself",
+    "make loadtest": "every scenario and the 30-min soak (~37 min); make loadtest-quick runs "
+        "every scenario but the soak, tests/test_loadtest.py the soak for 20 s",
     ".venv/bin/python -m consumers worker --queue default --handler myapp.jobs:handle":
-        "myapp.jobs:handle is the reader's own handler (send_mail, from the README, runs below)",
+        "myapp.jobs:handle is the reader's own handler (send_mail, from the docs, runs below)",
     ".venv/bin/locust -f loadtest/locustfile.py --host http://127.0.0.1:8000":
         "locust's interactive web UI on the fixed port 8089",
+    ".venv/bin/locust -f loadtest/locustfile.py --host http://127.0.0.1:8000 --headless "
+    "-u 10 -r 10 -t 20s --tags seed": "the same users as the runs below, chosen by tag",
     ".venv/bin/locust -f loadtest/locustfile.py,loadtest/shapes/bursts.py --host "
-    "http://127.0.0.1:8000 \\": "a 60 s shape; the same users run in the steps",
-    ".venv/bin/locust -f loadtest/locustfile.py,loadtest/shapes --class-picker \\":
-        "interactive: a shape is chosen in the web UI",
+    "http://127.0.0.1:8000 --headless -u 20 -r 20 -t 60s --burst 3 --idle 5 --stop-timeout 5":
+        "a 60 s shape; the same users run in the steps",
+    ".venv/bin/locust -f loadtest/locustfile.py,loadtest/shapes --class-picker "
+    "--host http://127.0.0.1:8000": "interactive: a shape is chosen in the web UI",
 }  # fmt: skip
 
 
-def sh_blocks(text: str) -> list[list[str]]:
-    """The lines of every ```sh block of the README."""
-    return [b.splitlines() for b in re.findall(r"^```sh\n(.*?)^```", text, re.S | re.M)]
-
-
-def command_of(line: str) -> str:
-    """A README line without its trailing comment (two spaces or more, then '#')."""
-    return re.split(r"\s{2,}#", line)[0].strip()
-
-
 def in_block(env_line: str | None, *lines: str) -> bool:
-    """True if one ```sh block holds ``lines`` (as commands, in order, adjacent) after
-    ``env_line`` (when given)."""
-    for block in sh_blocks(README):
-        cmds = [command_of(line) for line in block]
-        for i in range(len(cmds) - len(lines) + 1):
-            if cmds[i : i + len(lines)] == list(lines) and (
-                env_line is None or env_line in cmds[:i]
-            ):
-                return True
+    """True if one ```sh block of a document holds ``lines`` (as commands, in order, adjacent)
+    after ``env_line`` (when given)."""
+    for path in DOCUMENTS:
+        for cmds in sh_blocks(path.read_text(encoding="utf-8")):
+            for i in range(len(cmds) - len(lines) + 1):
+                if cmds[i : i + len(lines)] == list(lines) and (
+                    env_line is None or env_line in cmds[:i]
+                ):
+                    return True
     return False
 
 
@@ -137,18 +153,19 @@ class Stack:
         return f"http://127.0.0.1:{self.web_port}"
 
     def as_here(self, command: str) -> str:
-        """``command`` with this stack's ports for the README's 8000 and 6399."""
+        """``command`` with this stack's ports for the documents' 8000 and 6399."""
         command = command.replace("127.0.0.1:8000", f"127.0.0.1:{self.web_port}")
         command = command.replace("localhost:8000", f"localhost:{self.web_port}")
         return command.replace("-p 6399 ", f"-p {self.redis_port} ")
 
     def script(self, env_line: str | None, *lines: str) -> str:
-        assert in_block(env_line, *lines) or all(f"`{ln}`" in README for ln in lines), lines
+        shown = all_text()
+        assert in_block(env_line, *lines) or all(f"`{ln}`" in shown for ln in lines), lines
         body = "\n".join(self.as_here(line) for line in lines)
         return f"set -euo pipefail\n{env_line}\n{body}\n" if env_line else body + "\n"
 
     def run(self, env_line: str | None, *lines: str, timeout: float = 60) -> str:
-        """Run README ``lines`` after ``env_line``; they must exit 0. Their stdout."""
+        """Run a document's ``lines`` after ``env_line``; they must exit 0. Their stdout."""
         done = subprocess.run(
             ["bash", "-c", self.script(env_line, *lines)], cwd=self.home, env=self.env,
             capture_output=True, text=True, timeout=timeout,
@@ -157,7 +174,7 @@ class Stack:
         return done.stdout
 
     def start(self, env_line: str | None, line: str, log: Path) -> Popen:
-        """Start a README daemon command in the background (its own process group)."""
+        """Start a document's daemon command in the background (its own process group)."""
         with open(log, "wb") as out:
             return subprocess.Popen(
                 ["bash", "-c", self.script(env_line, line).replace(line, "exec " + line)],
@@ -196,14 +213,10 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
         PYTHONUNBUFFERED="1",
         RUN_REDIS_PORT=str(redis_port),
         BUS_WEB_BIND=f"127.0.0.1:{web_port}",
-        ACL_PATTERNS="orders.*",  # as the README says to start it for the --pattern subscriber
+        ACL_PATTERNS="orders.*",  # as the docs say to start it for the --pattern subscriber
     )
     log_path = tmp_path / "run.log"
-    with open(log_path, "wb") as log:
-        honcho = subprocess.Popen(
-            ["bash", "scripts/run.sh"], cwd=home, env={**env, "BUS_BLOCK_TIMEOUT_S": "1"},
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+    honcho = start_run_sh(home, {**env, "BUS_BLOCK_TIMEOUT_S": "1"}, log_path)
     # The commands get none of the stack's own settings: what they need is in .run/env/.
     run_env = {
         k: v for k, v in env.items() if k not in ("BUS_WEB_BIND", "RUN_REDIS_PORT", "ACL_PATTERNS")
@@ -226,31 +239,26 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
             os.kill(honcho.pid, signal.SIGINT)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 honcho.wait(15)
-        if honcho.poll() is None:
-            os.killpg(honcho.pid, signal.SIGKILL)
-            honcho.wait(5)
-        for pid in stack_pids(sessions, redis_port):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        kill_stack(honcho, sessions, redis_port)
 
 
-def test_readme_lists_only_what_this_test_runs_or_skips() -> None:
-    """Every README command of the covered kinds is run by the test below or in SKIPPED."""
-    covered = (".venv/bin/python -m consumers", ".venv/bin/locust", "redis-cli", "make status",
-               "make redis-cli")  # fmt: skip
-    for block in sh_blocks(README):
-        for i, line in enumerate(block):
-            cmd = command_of(line)
-            if cmd.startswith(covered) and cmd not in SKIPPED:
-                if cmd == LOCUST_PICK[0]:  # the --tags seed run starts the same way
-                    cmd = command_of(block[i + 1])
-                    if cmd == "-u 10 -r 10 -t 20s --tags seed":
-                        continue  # the same users as the runs below, chosen by tag
-                assert cmd in COVERED, f"README command neither run nor skipped here: {cmd}"
+def test_every_command_shown_is_run_or_accounted_for() -> None:
+    """Each command of every ```sh block of the README and docs/*.md is run by a test here, run
+    by the test ELSEWHERE names, or in SKIPPED with the reason; and every entry of those lists
+    is still shown somewhere (a command the documents dropped leaves no stale entry)."""
+    shown = shown_commands()
+    accounted = COVERED | set(ELSEWHERE) | set(SKIPPED)
+    for command, paths in shown.items():
+        where = ", ".join(p.relative_to(ROOT).as_posix() for p in paths)
+        assert command in accounted, f"{where} shows a command no test runs or skips: {command}"
+    inline = all_text()
+    for command in accounted:
+        assert command in shown or f"`{command}`" in inline, f"no document shows {command}"
+    assert set(ELSEWHERE).isdisjoint(SKIPPED) and COVERED.isdisjoint(SKIPPED)
 
 
-def test_readme_commands_work_against_make_run(stack: Stack, tmp_path: Path) -> None:
-    """Each README command for `make run`'s stack exits 0 there and does what it says."""
+def test_documented_commands_work_against_make_run(stack: Stack, tmp_path: Path) -> None:
+    """Each documented command for `make run`'s stack exits 0 there and does what it says."""
     st = stack
     started = time.monotonic()
 
@@ -266,9 +274,10 @@ def test_readme_commands_work_against_make_run(stack: Stack, tmp_path: Path) -> 
     wait_for(lambda: re.search(r"worker\.1 .*id=order-42", st.log()), 20, "worker: order-42")
     wait_for(lambda: re.search(r"subscriber\.1 .*id=news-1", st.log()), 20, "subscriber: news-1")
 
-    # "Using it from Python": the web's login, then the README's first Python block as written.
-    send = re.search(r"\*\*Send\.\*\*.*?```python\n(.*?)```", README, re.S)
-    assert send and in_block(None, WEB), "the README's Send block and its login"
+    # "Using it from Python": the web's login, then the page's first Python block as written.
+    python_page = text_of("python.md")
+    send = re.search(r"\*\*Send\.\*\*.*?```python\n(.*?)```", python_page, re.S)
+    assert send and in_block(None, WEB), "the Send block of python.md and its login"
     (tmp_path / "send.py").write_text(send[1])
     done = subprocess.run(
         ["bash", "-c", f"set -euo pipefail\n{WEB}\npython {tmp_path / 'send.py'}"],
@@ -276,13 +285,13 @@ def test_readme_commands_work_against_make_run(stack: Stack, tmp_path: Path) -> 
     )  # fmt: skip
     assert done.returncode == 0 and re.match(r"\S+ \d+\n", done.stdout), done
 
-    # A custom worker, as bus-worker, with the README's own handler module (myapp/jobs.py).
+    # A custom worker, as bus-worker, with the page's own handler module (myapp/jobs.py).
     handlers = re.search(r"```python\n(import time\n\nfrom consumers.handlers import Reject.*?)```",
-                         README, re.S)  # fmt: skip
-    assert handlers, "the README's handler block"
+                         python_page, re.S)  # fmt: skip
+    assert handlers, "the handler block of python.md"
     (st.home / "myapp").mkdir()
     (st.home / "myapp" / "jobs.py").write_text(handlers[1])
-    assert f"`{WORKER}`, then\n`{CUSTOM}`" in README
+    assert f"`{WORKER}`, then\n`{CUSTOM}`" in python_page
     log = tmp_path / "custom.log"
     proc = st.start(WORKER, CUSTOM, log)
     try:
@@ -323,8 +332,14 @@ def test_readme_commands_work_against_make_run(stack: Stack, tmp_path: Path) -> 
         finally:
             assert stop(proc) == 0, log.read_text()
 
-    # Tools, as bus-tools; the README's tracked message for `message <id>`.
+    # Tools, as bus-tools; the tracked message of tracked.md for `message <id>` and its record.
     tracked = json.loads(st.run(None, *TRACKED))["id"]
+    assert in_block(None, RECORD)
+    record = subprocess.run(
+        ["bash", "-c", st.as_here(RECORD).replace("5c0f...", tracked)], cwd=st.home, env=st.env,
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert record.returncode == 0 and json.loads(record.stdout)["id"] == tracked, record
     assert in_block(TOOLS, *TOOL_LINES)
     outputs = {}
     for line in TOOL_LINES:
@@ -351,7 +366,7 @@ def test_readme_commands_work_against_make_run(stack: Stack, tmp_path: Path) -> 
 
     # make redis-cli, as bus-admin (the example of make help).
     assert REDIS_CLI.removeprefix("make redis-cli ") in (ROOT / "Makefile").read_text()
-    assert "`make redis-cli`" in README
+    assert "`make redis-cli`" in text_of("README.md")
     assert re.fullmatch(r"\d+\n", st.run(None, REDIS_CLI))
 
     # Locust against make run, its direct users as bus-admin; a few seconds instead of 30.
@@ -369,7 +384,24 @@ def test_readme_commands_work_against_make_run(stack: Stack, tmp_path: Path) -> 
     assert not re.search(r"PUBLISH\s+bus:ch:default\s+[1-9]", out)  # picked: no RedisPublish
 
     assert "NOPERM" not in st.log() and "NoPermission" not in st.log()
-    print(f"README commands ran in {time.monotonic() - started:.1f} s")
+    print(f"the documented commands ran in {time.monotonic() - started:.1f} s")
+
+
+def test_loadtest_list_and_report_as_shown(tmp_path: Path) -> None:
+    """`loadtest list` names every scenario; `loadtest report <dir>` redraws a run's report (a
+    copy of the saved sample stands in for loadtest/reports/<timestamp>)."""
+    assert in_block(None, LOADTEST_LIST) and in_block(None, LOADTEST_REPORT)
+    done = subprocess.run(["bash", "-c", LOADTEST_LIST], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0 and "blackhole" in done.stdout and "soak" in done.stdout, done
+    run_dir = tmp_path / "20261123-204600"
+    shutil.copytree(ROOT / "docs" / "reports" / "sample", run_dir)
+    (run_dir / "report.md").unlink()
+    command = LOADTEST_REPORT.replace("loadtest/reports/<timestamp>", str(run_dir))
+    done = subprocess.run(["bash", "-c", command], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 0, done
+    assert (run_dir / "report.md").read_text().startswith("# redis-bus load test, 2026-11-23")
 
 
 def test_acl_sh_shows_no_password_on_a_terminal(tmp_path: Path) -> None:

@@ -1,6 +1,12 @@
-"""The README's "Using it from Python" section, run as written: its Python snippets, in order,
-in one namespace, against a real redis-server named by ``BUS_REDIS_URL`` (as a newcomer pastes
-them into a shell after ``export BUS_REDIS_URL=...``). What they print and push is checked."""
+"""The Python the README and the docs pages show, run as written.
+
+Every ```python block of the documents (tests/doctext.py reads them) is run by a test here:
+"Using it from Python" (docs/python.md) in order, in one namespace, against a real
+redis-server named by ``BUS_REDIS_URL`` (as a newcomer pastes them into a shell after
+``export BUS_REDIS_URL=...``); the handler of "Tracked messages" with the kernel's test
+context. What they print, push and report is checked. The example application's files, which
+docs/example.md includes, are run by tests/test_example.py.
+"""
 
 from __future__ import annotations
 
@@ -11,36 +17,50 @@ import re
 import pytest
 import redis
 
-from producer import keys
-from tests.procs import ROOT
+from consumers.tracking import Context
+from producer import keys, new_envelope
+from tests.doctext import DOCUMENTS, fenced, text_of
 from tests.redisproc import RedisServer
 
-SECTION = "## Using it from Python"
+# The pages whose Python blocks the tests below run, and how many each shows.
+RUN_HERE = {"python.md": 4, "tracked.md": 1}
 
 
-def snippets() -> list[str]:
-    """The section's fenced Python blocks, in order."""
-    text = (ROOT / "README.md").read_text()
-    start = text.index(SECTION)
-    end = text.index("\n## ", start + len(SECTION))
-    return re.findall(r"```python\n(.*?)```", text[start:end], flags=re.DOTALL)
+INCLUDE = re.compile(r"--8<--\n(\S+)\n--8<--\n")  # a block that includes a file of the checkout
 
 
-def test_the_section_has_its_snippets() -> None:
-    blocks = snippets()
-    assert len(blocks) == 4
+def snippets(page: str) -> list[str]:
+    """The page's fenced Python blocks written in it (not included from a file), in order."""
+    return [b for b in fenced(text_of(page), "python") if not INCLUDE.fullmatch(b)]
+
+
+def test_every_python_block_shown_is_run() -> None:
+    """No document shows Python that no test runs: the pages of RUN_HERE hold the blocks written
+    in a page, and every included block is a file of examples/ (tests/test_example.py)."""
+    written, included = {}, []
+    for path in DOCUMENTS:
+        blocks = fenced(path.read_text(encoding="utf-8"), "python")
+        included += [m[1] for b in blocks if (m := INCLUDE.fullmatch(b))]
+        if n := sum(not INCLUDE.fullmatch(b) for b in blocks):
+            written[path.name] = n
+    assert written == RUN_HERE
+    assert included == ["examples/handlers.py", "examples/app.py"]
+
+
+def test_the_python_page_has_its_snippets() -> None:
+    blocks = snippets("python.md")
     assert "Producer.from_env()" in blocks[0] and "new_envelope" in blocks[3]
 
 
-def test_the_snippets_run_as_written(
+def test_the_python_page_runs_as_written(
     redis_server: RedisServer, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("BUS_REDIS_URL", redis_server.url)
-    namespace: dict[str, object] = {"__name__": "readme"}
+    namespace: dict[str, object] = {"__name__": "docs"}
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        for block in snippets():
-            exec(compile(block, "README.md", "exec"), namespace)
+        for block in snippets("python.md"):
+            exec(compile(block, "docs/python.md", "exec"), namespace)
     printed = out.getvalue().splitlines()
     first_id, depth = printed[0].split()
     assert re.fullmatch(r"[0-9a-f]{32}", first_id) and depth == "1"
@@ -49,3 +69,17 @@ def test_the_snippets_run_as_written(
     assert printed[4] == "mail to ada@example.com (attempt 1)"
     assert r.llen(keys.pending("default")) == 5  # 1 + 2 + the tracked 4 and 5
     assert r.zcard(keys.delayed("default")) == 1
+
+
+def test_the_tracked_page_handler_reports_progress_and_returns_its_result() -> None:
+    """The handler of "Tracked messages", with ``draw`` (the reader's own work) doing nothing."""
+    (block,) = snippets("tracked.md")
+    drawn: list[int] = []
+    namespace: dict[str, object] = {"__name__": "docs", "draw": drawn.append}
+    exec(compile(block, "docs/tracked.md", "exec"), namespace)
+    env = new_envelope({"pages": 4}, track=True)
+    ctx = Context.for_tests(env)
+    assert namespace["render"](env, ctx) == {"pages": 4}  # type: ignore[operator]
+    assert drawn == [0, 1, 2, 3]
+    assert ctx.reports == [(0.25, "page 1 of 4"), (0.5, "page 2 of 4"), (0.75, "page 3 of 4"),
+                           (1.0, "page 4 of 4")]  # fmt: skip

@@ -82,6 +82,27 @@ def logged_pids(log: str) -> dict[str, int]:
     return pids
 
 
+def start_run_sh(cwd: Path, env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    """`make run`'s scripts/run.sh from ``cwd``, in a session of its own (run.sh execs honcho,
+    so the pid is honcho's), its output in ``log_path``."""
+    with open(log_path, "wb") as log:
+        return subprocess.Popen(
+            ["bash", "scripts/run.sh"], cwd=cwd, env=env, stdout=log,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+
+
+def kill_stack(honcho: subprocess.Popen, sessions: set[int], *redis_ports: int) -> None:
+    """SIGKILL what a run.sh stack left: honcho's session if it still runs, then any process of
+    ``sessions`` or a redis-server on one of ``redis_ports``."""
+    if honcho.poll() is None:
+        os.killpg(honcho.pid, signal.SIGKILL)
+        honcho.wait(5)
+    for pid in stack_pids(sessions, *redis_ports):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def test_make_run_serves_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     """scripts/run.sh: both modes deliver end to end; SIGINT to honcho leaves no process behind."""
     redis_port, web_port = free_port(), free_port()
@@ -95,11 +116,7 @@ def test_make_run_serves_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
     )
     log_path = tmp_path / "run.log"
     sessions: set[int] = set()
-    with open(log_path, "wb") as log:
-        honcho = subprocess.Popen(
-            ["bash", "scripts/run.sh"], cwd=ROOT, env=env, stdout=log,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )  # fmt: skip
+    honcho = start_run_sh(ROOT, env, log_path)
     sessions.add(honcho.pid)
     try:
 
@@ -147,12 +164,7 @@ def test_make_run_serves_and_ctrl_c_stops_everything(tmp_path: Path) -> None:
         assert "worker.1 stopped (rc=0)" in log_text, log_text
         assert "subscriber.1 stopped (rc=0)" in log_text, log_text
     finally:
-        if honcho.poll() is None:
-            os.killpg(honcho.pid, signal.SIGKILL)
-            honcho.wait(5)
-        for pid in stack_pids(sessions, redis_port):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        kill_stack(honcho, sessions, redis_port)
 
 
 @pytest.fixture
