@@ -41,7 +41,7 @@ from producer.observe.logs import setup_logging
 log = logging.getLogger("consumers")
 FORMAT = argparse.RawDescriptionHelpFormatter
 EPILOG = """\
-Every BUS_* variable of the README applies (BUS_REDIS_URL, BUS_BLOCK_TIMEOUT_S, ...).
+Every BUS_* variable of docs/configuration.md applies (BUS_REDIS_URL, BUS_BLOCK_TIMEOUT_S, ...).
 SIGTERM/SIGINT finish the message in hand and exit 0; a second signal exits at once (130).
 Exit codes: 0 done, 1 unhealthy (--check) or refused, 69 Redis unreachable, 70 a consumer ended
 unexpectedly (see its log), 75 another live worker has this --name, 78 bad configuration (also

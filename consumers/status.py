@@ -36,7 +36,7 @@ CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear screen
 MAX_CELL = 20  # longer names are cut so that the tables fit in about 120 columns
 
 EPILOG = """\
-Every BUS_* variable of the README applies (BUS_REDIS_URL, BUS_QUEUES, BUS_HEARTBEAT_TTL_S...).
+Every BUS_* variable of docs/configuration.md applies (BUS_REDIS_URL, BUS_QUEUES, ...).
 Exit codes:
   0  healthy
   1  unhealthy: a queue of BUS_QUEUES has no live worker (no heartbeat younger than

@@ -1,7 +1,7 @@
 """Turn a load-test run directory (``summary.json``, ``series.json``) into ``report.md`` and plots.
 
 ``python -m loadtest.report DIR`` regenerates the report of a run. The runner calls
-:func:`write_report` after a run and prints :func:`summary_table`; the README embeds the table.
+:func:`write_report` after a run and prints :func:`summary_table`; docs/load-tests.md includes it.
 Every link in the report is relative: a run directory gets moved and committed as a sample.
 """
 

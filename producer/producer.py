@@ -45,7 +45,7 @@ class Producer:
     sent), :class:`NotReplicated` when replicas did not confirm it, :class:`QueueFull` past
     ``max_queue_depth``, ``redis.ConnectionError``/``TimeoutError`` when nothing was sent,
     ``redis.ResponseError`` when Redis refused it, and :class:`~producer.PayloadError` for a
-    payload that is not strict JSON (see the README, Using it from Python).
+    payload that is not strict JSON (see docs/python.md).
 
     ``seq`` counts per destination (queue or channel), so a subscriber of one channel sees
     consecutive numbers and can count exactly what it missed. Sequence numbers are taken and
@@ -129,8 +129,8 @@ class Producer:
         return cls.from_settings(settings, name=name)
 
     def record(self, msg_id: str, queue: str = "default") -> dict[str, Any] | None:
-        """The status record of a tracked message ``msg_id`` on ``queue`` (see the README,
-        Tracked messages): ``state``, ``attempt``, ``progress``, ``result``...; None when there
+        """The status record of a tracked message ``msg_id`` on ``queue`` (see docs/tracked.md):
+        ``state``, ``attempt``, ``progress``, ``result``...; None when there
         is none (not tracked, unknown, or expired)."""
         return tracking.read_record(self.client, queue, msg_id)
 

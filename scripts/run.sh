@@ -3,7 +3,7 @@
 # Without BUS_REDIS_URL it starts its own redis-server (AOF on, data in RUN_DIR, default .run/,
 # relative to the checkout) with an ACL user per role (scripts/acl.sh: RUN_DIR/users.acl, the
 # passwords in RUN_DIR/passwords.env), each process logged in as its own, and writes each role's
-# BUS_REDIS_URL into RUN_DIR/env/<role>.env (mode 600) for the README's commands; with it, none.
+# BUS_REDIS_URL into RUN_DIR/env/<role>.env (mode 600) for the commands the README and docs/ show; with it, none.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -1,7 +1,7 @@
 """Read the whole bus in a few round trips: queues, workers, subscribers, producers, counters.
 
 This is the data behind ``GET /api/stats``, the dashboard, ``GET /metrics`` and
-``python -m consumers status``; the README gives its schema. It only reads.
+``python -m consumers status``; docs/watching.md gives its schema. It only reads.
 Who is alive, deaf or dead is judged in :mod:`producer.observe.liveness`.
 """
 

@@ -1,6 +1,6 @@
 """The envelope every message travels in: compact UTF-8 JSON, never pickle.
 
-A public format (README "Wire format", and ``envelope.schema.json`` beside this module): any
+A public format (docs/wire-format.md, and ``envelope.schema.json`` beside this module): any
 language may LPUSH or PUBLISH one. Required: ``v`` (1), ``id`` (a non-empty string) and
 ``payload`` (any JSON). Optional: ``src`` + ``seq`` (a producer id and its per-destination count
 from 1: with them a subscriber counts exactly what it missed), ``ts`` (ms since the epoch: the
