@@ -15,7 +15,6 @@ import logging
 import select
 import time
 from dataclasses import dataclass, field
-from typing import Any
 
 import redis
 
@@ -137,8 +136,7 @@ class Subscriber(Daemon):
                 node = node_client(self.client, channel)
             found = next((lk for lk in links if lk.node is node), None)
             if found is None:
-                conn = node.connection_pool.get_connection()
-                found = _Link(node, conn, SubscribedSocket(conn), 0, time.monotonic())
+                found = _Link(node, SubscribedSocket.open(node), 0, time.monotonic())
                 links.append(found)
             found.channels.add(channel)
             found.sock.send("SSUBSCRIBE", channel)
@@ -146,8 +144,7 @@ class Subscriber(Daemon):
             log.warning("subscriber %s: %s left its node: subscribed again on %s",
                         self.name, channel, found.address)  # fmt: skip
         for link in [lk for lk in links if not lk.channels]:  # sharded: no patterns
-            link.conn.disconnect()
-            link.node.connection_pool.release(link.conn)
+            link.sock.close()
             links.remove(link)
         return links
 
@@ -163,8 +160,7 @@ class Subscriber(Daemon):
             node = node_client(self.client, (self.channels or self.patterns)[0])
             groups[id(node)] = (node, self.channels)
         for node, channels in groups.values():
-            conn = node.connection_pool.get_connection()
-            link = _Link(node, conn, SubscribedSocket(conn), len(channels), channels=set(channels))
+            link = _Link(node, SubscribedSocket.open(node), len(channels), channels=set(channels))
             self.links.append(link)  # closed by close_connections() whatever happens next
             if channels:
                 link.sock.send("SSUBSCRIBE" if self.sharded else "SUBSCRIBE", *channels)
@@ -278,8 +274,7 @@ class Subscriber(Daemon):
         if self.links:
             self.stats.set_state(deaf_since_ms=now_ms())
         for link in self.links:
-            link.conn.disconnect()
-            link.node.connection_pool.release(link.conn)
+            link.sock.close()
         self.links = []
         self._moved = []
         drop_connections(self.client)
@@ -316,7 +311,6 @@ class _Link:
     """One subscribed connection: its node, what it waits for, and its PING/PONG clock."""
 
     node: redis.Redis
-    conn: Any
     sock: SubscribedSocket
     expected: int  # subscribe confirmations to read
     heard_at: float = 0.0
@@ -325,7 +319,7 @@ class _Link:
 
     @property
     def address(self) -> str:
-        return f"{getattr(self.conn, 'host', '?')}:{getattr(self.conn, 'port', '?')}"
+        return self.sock.address
 
     def fileno(self) -> int:
         return self.sock.fileno()

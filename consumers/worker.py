@@ -342,7 +342,7 @@ class Worker(Daemon):
 
     def close_connections(self) -> None:
         if self._pinned or not self._on_cluster:
-            self.client.connection_pool.disconnect()
+            drop_connections(self.client)
         if self._on_cluster:  # the next serve() asks the slot map where the queue is
             drop_connections(self._router)
             self.client = self._router

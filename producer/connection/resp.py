@@ -28,14 +28,40 @@ class SubscribedSocket:
     """The socket of one redis-py connection, written with packed commands and read in bulk.
     Socket errors raise :class:`redis.ConnectionError`."""
 
-    def __init__(self, conn: redis.connection.AbstractConnection) -> None:
+    def __init__(self, conn: redis.connection.Connection,
+                 pool: redis.ConnectionPool | None = None) -> None:  # fmt: skip
         sock = getattr(conn, "_sock", None)
         if sock is None:
             raise redis.ConnectionError("the connection is not open")
         self._conn = conn
+        self._pool = pool
         self._sock: socket.socket = sock
         self._rest = b""
         self._timeout_s: float | None = None
+
+    @classmethod
+    def open(cls, node: redis.Redis) -> SubscribedSocket:
+        """A connection of ``node``'s pool, connected as the role's options say (AUTH, TLS,
+        CLIENT SETNAME, RESP2), taken over; :meth:`close` gives it back."""
+        pool = node.connection_pool
+        conn = pool.get_connection()
+        try:
+            return cls(conn, pool)
+        except BaseException:
+            conn.disconnect()
+            pool.release(conn)
+            raise
+
+    def close(self) -> None:
+        """Close the connection and give it back to its pool (which opens a new one next)."""
+        self._conn.disconnect()
+        if self._pool is not None:
+            self._pool.release(self._conn)
+
+    @property
+    def address(self) -> str:
+        """host:port of the server it is connected to."""
+        return f"{getattr(self._conn, 'host', '?')}:{getattr(self._conn, 'port', '?')}"
 
     def fileno(self) -> int:
         """The socket's descriptor (for select)."""
