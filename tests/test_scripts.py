@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 import redis
 
+from producer.connection.scripting import Script
 from producer.observe import totals
 from producer.store import scripts
-from producer.store.scripts import LUA_DIR, Script
+from producer.store.scripts import LUA_DIR
 from tests.procs import ROOT
 
 KEY = "bus:{t}:pending"
