@@ -35,66 +35,22 @@ from collections.abc import Iterable
 from typing import Any
 
 import redis
-from redis.client import Pipeline
-from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS
 from redis.exceptions import AskError, MovedError
 
-Address = tuple[str, int]
+from producer.connection.pipeline import RoutedPipeline
+from producer.connection.routing import (
+    ANY_NODE,
+    EVERY_PRIMARY,
+    REDIRECTS,
+    STATS_TAG,
+    Address,
+    command_key,
+    is_stale_error,
+    slot_of,
+)
 
-STATS_TAG = "{stats}"  # the hash tag of every stats key (producer/store/keys.py)
 REFRESH_MIN_S = 0.1  # a stale map is read again at most this often
-_REDIRECTS = 3  # MOVED/ASK followed per command before giving up
-
-# Commands whose first key is not their first argument.
-_NUMKEYS_AT = {"EVAL": 2, "EVALSHA": 2, "EVAL_RO": 2, "EVALSHA_RO": 2, "FCALL": 2,
-               "FCALL_RO": 2, "LMPOP": 1, "ZMPOP": 1, "BLMPOP": 2, "BZMPOP": 2}  # fmt: skip
-_ANY_NODE = frozenset(("PING", "TIME", "ECHO"))
-_EVERY_PRIMARY = frozenset(("SCRIPT LOAD", "SCRIPT EXISTS", "SCRIPT FLUSH"))
-# Errors after which the slot map may be out of date.
-_STALE_PREFIXES = ("CLUSTERDOWN", "TRYAGAIN", "UNBLOCKED", "READONLY", "MASTERDOWN")
-
-
-def slot_of(key: str | bytes) -> int:
-    """The hash slot of ``key`` (its ``{tag}`` when it has one)."""
-    return key_slot(key.encode() if isinstance(key, str) else key)
-
-
-def _word(arg: Any) -> str:
-    return (arg.decode(errors="replace") if isinstance(arg, bytes) else str(arg)).upper()
-
-
-def command_key(args: tuple[Any, ...]) -> str | bytes | None:
-    """The key that decides where ``args`` runs, or None for a command without one."""
-    name = _word(args[0])
-    rest = 1  # where the command's arguments start, after its name
-    if name in ("SCRIPT", "CLIENT", "CLUSTER", "CONFIG", "MEMORY", "COMMAND", "FUNCTION",
-                "PUBSUB", "OBJECT") and len(args) > 1:  # fmt: skip
-        name, rest = f"{name} {_word(args[1])}", 2  # redis-py sends most as one word
-    if name in _NUMKEYS_AT:
-        at = _NUMKEYS_AT[name]
-        return args[at + 1] if len(args) > at + 1 and int(args[at]) > 0 else None
-    if name == "SCAN":  # routed by a hash tag in its MATCH pattern: the scan of one slot
-        for i, arg in enumerate(args[:-1]):
-            if _word(arg) == "MATCH" and "{" in _word(args[i + 1]):
-                return args[i + 1]
-        return None
-    if name in ("MEMORY USAGE", "OBJECT ENCODING", "OBJECT FREQ", "OBJECT IDLETIME",
-                "OBJECT REFCOUNT", "PUBSUB SHARDNUMSUB"):  # fmt: skip
-        # The key of one, the subscribers of a sharded channel (one): on its node.
-        return args[rest] if len(args) > rest else None
-    if name in _ANY_NODE or name in _EVERY_PRIMARY or " " in name or len(args) < 2:
-        return None
-    if name in ("WAIT", "INFO", "DBSIZE", "KEYS", "FLUSHALL", "FLUSHDB", "RANDOMKEY",
-                "MULTI", "EXEC", "DISCARD", "UNWATCH", "SAVE", "BGSAVE", "LASTSAVE"):  # fmt: skip
-        return None
-    return args[1]
-
-
-def is_stale_error(exc: BaseException) -> bool:
-    """Whether ``exc`` says the slot map may have changed (see the module docstring)."""
-    if isinstance(exc, (redis.ConnectionError, redis.TimeoutError, MovedError)):
-        return True
-    return isinstance(exc, redis.ResponseError) and str(exc).startswith(_STALE_PREFIXES)
 
 
 class ClusterClient(redis.Redis):
@@ -232,21 +188,21 @@ class ClusterClient(redis.Redis):
                 for channel, count in node.execute_command(*args, **options):
                     total[channel] = total.get(channel, 0) + int(count)
             return list(total.items())
-        if name in _EVERY_PRIMARY:
+        if name in EVERY_PRIMARY:
             replies = [n.execute_command(*args, **options) for n in self.primaries()]
             if name == "SCRIPT EXISTS":
                 return [all(found) for found in zip(*replies, strict=True)]
             return replies[0]
         key = command_key(args)
         if key is None:
-            if name in _ANY_NODE:
+            if name in ANY_NODE:
                 return self._run(self.node_for(STATS_TAG), args, options)
             raise TypeError(
                 f"{name} has no key to route it by on a cluster: send it to one node, "
                 "through node_for(key)"
             )
         node = self.node_for(key)
-        for _ in range(_REDIRECTS):
+        for _ in range(REDIRECTS):
             try:
                 return self._run(node, args, options)
             except AskError as ask:
@@ -298,85 +254,3 @@ class ClusterClient(redis.Redis):
 
     def __del__(self) -> None:
         pass  # the nodes' clients close their own pools
-
-
-class RoutedPipeline(Pipeline):
-    """A pipeline on a cluster: commands are queued as in any pipeline, then sent as one
-    pipeline per node (in the order their nodes first appear) and the replies put back in
-    the order of the commands. A transaction may touch one node only."""
-
-    def __init__(self, cluster: ClusterClient, transaction: bool) -> None:
-        super().__init__(None, {}, transaction, None)  # type: ignore[arg-type]
-        self._cluster = cluster
-        self._multi = transaction
-
-    def reset(self) -> None:  # type: ignore[override]
-        """Forget the queued commands."""
-        self.command_stack = []
-        self.scripts = set()
-        self.watching = False
-        self.explicit_transaction = False
-
-    def execute(self, raise_on_error: bool = True) -> list[Any]:
-        """Send the queued commands, by node; their replies in order."""
-        stack, scripts = self.command_stack, self.scripts
-        self.reset()
-        if not stack:
-            return []
-        replies: list[Any] = [None] * len(stack)
-        pending = list(range(len(stack)))
-        refused: MovedError | None = None  # a transaction's, after its last redirect
-        for _ in range(_REDIRECTS):
-            groups: dict[int, tuple[redis.Redis, list[int]]] = {}
-            for i in pending:
-                key = command_key(stack[i][0])
-                node = self._cluster.node_for(STATS_TAG if key is None else key)
-                groups.setdefault(id(node), (node, []))[1].append(i)
-            if self._multi and len(groups) > 1:
-                raise redis.exceptions.ClusterCrossSlotError(
-                    "a transaction on a cluster must stay on one node"
-                )
-            moved: list[int] = []
-            for node, indexes in groups.values():
-                pipe = node.pipeline(self._multi)
-                pipe.command_stack = [stack[i] for i in indexes]
-                pipe.scripts = set(scripts)
-                try:
-                    results = pipe.execute(raise_on_error=False)
-                except MovedError as exc:  # a transaction refused whole (EXECABORT)
-                    self._cluster._moved(exc)
-                    refused = exc
-                    moved = list(indexes)  # none of it ran: all of it to the new node
-                    continue
-                except (redis.ConnectionError, redis.TimeoutError, redis.ResponseError) as exc:
-                    if is_stale_error(exc):
-                        self._cluster.invalidate()
-                    raise
-                for i, result in zip(indexes, results, strict=True):
-                    if isinstance(result, AskError) and not isinstance(result, MovedError):
-                        result = self._asking(result, stack[i])
-                    replies[i] = result
-                    if isinstance(result, MovedError):
-                        self._cluster._moved(result)
-                        moved.append(i)
-                    elif isinstance(result, Exception) and is_stale_error(result):
-                        self._cluster.invalidate()
-            if not moved:
-                break
-            pending = moved  # they did not run: to their new node
-        if moved and refused is not None:
-            raise refused
-        if raise_on_error:
-            for reply in replies:
-                if isinstance(reply, Exception):
-                    raise reply
-        return replies
-
-    def _asking(self, ask: AskError, command: tuple[tuple[Any, ...], dict[str, Any]]) -> Any:
-        """One command of the pipeline once more, on the node its migrating slot is going to,
-        after ASKING (-ASK: the key is not on the source any more); its reply or error."""
-        args, options = command
-        pipe = self._cluster._node(ask.node_addr).pipeline(transaction=False)
-        pipe.execute_command("ASKING")
-        pipe.execute_command(*args, **options)
-        return pipe.execute(raise_on_error=False)[1]
