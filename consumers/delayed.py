@@ -13,7 +13,8 @@ import logging
 
 import redis
 
-from consumers.lists import RETRY, QueueOps, retry_later
+from consumers.lists import QueueOps
+from consumers.moves import RETRY, retry_later
 from producer import Settings
 from producer.observe.stats import Flusher
 

@@ -39,15 +39,8 @@ import redis
 from consumers.daemon import Daemon
 from consumers.delayed import Mover, retry_how
 from consumers.handlers import Handler, check_handler
-from consumers.lists import (
-    ACK,
-    ORPHAN_PASSES,
-    Move,
-    QueueOps,
-    give_back_move,
-    started_move,
-    tracked_how,
-)
+from consumers.lists import ORPHAN_PASSES, QueueOps
+from consumers.moves import ACK, Move, give_back_move, started_move, tracked_how
 from consumers.tracking import Context, encode_result, takes_context
 from producer import Envelope, EnvelopeError, Settings, decode, keys, make_client
 from producer.connection.client import drop_connections, node_client, pinned_client

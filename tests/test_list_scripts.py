@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import redis
 
-from consumers.lists import ACK, RELEASE, RETRY, QueueOps
+from consumers.lists import QueueOps
+from consumers.moves import ACK, RELEASE, RETRY
 from producer import keys
 
 Q = "default"

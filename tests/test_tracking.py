@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 import redis
 
-from consumers.lists import ACK, RETRY, QueueOps, tracked_how
+from consumers.lists import QueueOps
+from consumers.moves import ACK, RETRY, tracked_how
 from consumers.tracking import encode_result
 from producer import Producer, Settings, decode, keys, make_client
 from producer.store.deadletters import DeadLetters
