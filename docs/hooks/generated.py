@@ -3,8 +3,8 @@
 A page asks for one with a comment on a line of its own:
 
 - ``<!-- generated: settings -->``: the configuration reference, every field of
-  ``producer.Settings`` (its variable, type and default) with its meaning from ``settings.yml``
-  beside this file;
+  ``producer.Settings`` (its variable, type, default and meaning: ``setting(default,
+  meaning)``);
 - ``<!-- generated: openapi -->``: the HTTP reference, from the app's ``/openapi.json`` (asked of
   ``web.create_app`` through Flask's test client: no Redis needed);
 - ``<!-- report: <path under docs/>#<heading> -->``: one section of a saved, dated report, its
@@ -22,7 +22,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import yaml
 from mkdocs.exceptions import PluginError
 
 DOCS = Path(__file__).resolve().parent.parent
@@ -70,14 +69,12 @@ def settings_table() -> str:
     from producer import Settings
     from producer.settings import env_name
 
-    meanings: dict[str, str] = yaml.safe_load((DOCS / "hooks" / "settings.yml").read_text())
     fields = dataclasses.fields(Settings)
     names = [env_name(f.name) for f in fields]
-    missing = [n for n in names if n not in meanings]
-    unknown = sorted(set(meanings) - set(names))
-    if missing or unknown:
+    missing = [n for f, n in zip(fields, names, strict=True) if not f.metadata.get("meaning")]
+    if missing:
         raise PluginError(
-            f"docs/hooks/settings.yml: no meaning for {missing}; no Settings field for {unknown}"
+            f"producer/settings: no meaning for {missing} (setting(default, meaning))"
         )
     rows = [
         "| variable | `Settings` field | type | default | meaning |",
@@ -87,9 +84,14 @@ def settings_table() -> str:
         kind = str(f.type).replace("tuple[str, ...]", "comma list")
         rows.append(
             f"| `{name}` | `{f.name}` | {kind} | {settings_default(f.default)} "
-            f"| {markdown_cell(meanings[name])} |"
+            f"| {markdown_cell(_linked(f.metadata['meaning']))} |"
         )
     return "\n".join(rows) + "\n"
+
+
+def _linked(text: str) -> str:
+    """``docs/<page>.md`` in a meaning, as a link to that page."""
+    return re.sub(r"docs/([\w-]+)\.md", lambda m: f"[{m.group(1)}]({m.group(1)}.md)", text)
 
 
 def openapi_document() -> dict[str, Any]:

@@ -10,7 +10,7 @@ import dataclasses
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from producer.errors import SettingsError as SettingsError  # the error its checks raise
@@ -18,68 +18,210 @@ from producer.settings.checks import check
 from producer.settings.env import env_name, parse_value
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def setting(default: T, meaning: str) -> T:
+    """A field of :class:`Settings`: its default, and what it means (the configuration page of
+    the docs is made from these: docs/configuration.md)."""
+    return dataclasses.field(default=default, metadata={"meaning": meaning})
 
 
 @dataclass(frozen=True)
 class Settings:
-    """Every knob of the bus, with units in the names. Defaults suit a laptop."""
+    """Every knob of the bus, with units in the names. Defaults suit a laptop. Each field is
+    the variable ``BUS_<FIELD>``; ``dataclasses.fields(Settings)[i].metadata["meaning"]`` says
+    what it does."""
 
-    redis_url: str = "redis://127.0.0.1:6379/0"
-    # Behind Sentinel: the sentinels (host:port) and the primary's name; the data nodes' user,
-    # password, db and TLS come from redis_url, whose host and port are then not used.
-    sentinels: tuple[str, ...] = ()
-    sentinel_master: str = "mymaster"
-    # A Redis Cluster: some of its nodes (host:port); the others are found from them. User,
-    # password and TLS come from redis_url, whose host, port and db are then not used.
-    cluster_nodes: tuple[str, ...] = ()
-    # Pub/sub: classic (PUBLISH, SUBSCRIBE, patterns) or sharded (SPUBLISH, SSUBSCRIBE: a
-    # message stays on its channel's shard; no patterns). auto: sharded on a cluster.
-    pubsub_mode: str = "auto"
-    # TLS (a rediss:// URL): the CA bundle that verifies the servers' certificates (empty: the
-    # system's trust store), this client's certificate and key for servers that require one
-    # (tls-auth-clients), and whether a certificate must name the host or IP address dialled.
-    tls_ca_file: str = ""
-    tls_cert_file: str = ""
-    tls_key_file: str = ""
-    tls_check_hostname: bool = True
-    # Durability: producers wait for this many replicas to have each push (0: do not wait).
-    wait_replicas: int = 0
-    wait_timeout_s: float = 1.0
-    queues: tuple[str, ...] = ("default",)
-    channels: tuple[str, ...] = ("default",)
-    delivery: str = "at-least-once"
-    # Network deadlines.
-    connect_timeout_s: float = 2.0
-    socket_timeout_s: float = 1.0  # short commands (producers, stats, heartbeats)
-    block_timeout_s: float = 5.0  # how long one blocking pop waits on the server
-    worker_read_timeout_s: float = 0.0  # 0 means block_timeout_s + 2
-    health_check_interval_s: float = 5.0
-    pong_deadline_s: float = 3.0
-    backoff_base_s: float = 0.1
-    backoff_cap_s: float = 5.0
-    # Liveness and accounting.
-    heartbeat_interval_s: float = 2.0
-    heartbeat_ttl_s: float = 15.0
-    stats_interval_s: float = 0.5
-    stats_ttl_s: float = 120.0
-    reaper_interval_s: float = 5.0
-    mover_interval_s: float = 0.5  # workers make due delayed messages pending this often
-    max_attempts: int = 5
-    retry_backoff_s: float = 0.0  # a failed message is retried after this, doubling per attempt
-    retry_backoff_cap_s: float = 300.0  # ... up to this; 0 backoff: retried at once
-    batch_size: int = 100
-    dead_max: int = 100_000  # dead letters kept per queue (the oldest go); 0: no cap
-    max_payload_bytes: int = 65536
-    max_queue_depth: int = 0  # producers refuse a message past this many pending; 0: no limit
-    # Tracked messages (producer/store/tracking.py).
-    track_queues: tuple[str, ...] = ()  # queues whose every message is tracked ("*": all)
-    result_ttl_s: float = 86400.0  # a record lives this long after its last change
-    result_max_bytes: int = 65536  # a handler's JSON result past this is not stored
-    log_level: str = "INFO"
-    web_bind: str = "127.0.0.1:8000"
-    web_workers: int = 4
-    # The web's sending and admin endpoints require "Authorization: Bearer <this>" (empty: none).
-    api_token: str = ""
+    redis_url: str = setting(
+        "redis://127.0.0.1:6379/0",
+        "Redis to use; `rediss://` for TLS, `redis://user:password@host` for ACLs (`make run` "
+        "sets it to its own Redis on port 6399 unless you set it)",
+    )
+    sentinels: tuple[str, ...] = setting(
+        (),
+        "comma list of `host:port` sentinels: every role finds the primary named "
+        "`BUS_SENTINEL_MASTER` through them and follows a failover; `BUS_REDIS_URL` then gives "
+        "only the user, password and db",
+    )
+    sentinel_master: str = setting(
+        "mymaster",
+        "the primary's name in the sentinels' configuration",
+    )
+    cluster_nodes: tuple[str, ...] = setting(
+        (),
+        "comma list of `host:port` nodes of a Redis Cluster: every role routes each queue to its "
+        "shard (see docs/cluster.md); `BUS_REDIS_URL` then gives only the user, password and TLS;"
+        " not with `BUS_SENTINELS`",
+    )
+    pubsub_mode: str = setting(
+        "auto",
+        "`classic` (`PUBLISH`, `SUBSCRIBE`, patterns), `sharded` (`SPUBLISH`, `SSUBSCRIBE`: Redis"
+        " 7; no patterns) or `auto`: sharded on a cluster, classic otherwise",
+    )
+    tls_ca_file: str = setting(
+        "",
+        "with a `rediss://` URL: the PEM CA bundle that verifies the Redis servers' certificates "
+        "(none: the system's trust store)",
+    )
+    tls_cert_file: str = setting(
+        "",
+        "this client's certificate (PEM), for servers with `tls-auth-clients yes`; set both it "
+        "and `BUS_TLS_KEY_FILE` or neither",
+    )
+    tls_key_file: str = setting(
+        "",
+        "this client's unencrypted key (PEM), for servers with `tls-auth-clients yes`; set both "
+        "it and `BUS_TLS_CERT_FILE` or neither",
+    )
+    tls_check_hostname: bool = setting(
+        True,
+        "the server's certificate must name the host or IP address of the URL (`0`: only the CA "
+        "is checked)",
+    )
+    wait_replicas: int = setting(
+        0,
+        "producers `WAIT` (in the same round trip) until this many replicas have each push; fewer"
+        ' within `BUS_WAIT_TIMEOUT_S` answers 503 `"outcome": "unknown"` (the `Producer` raises '
+        "`NotReplicated`). 0: no wait, and a failover can lose the pushes the replicas had not "
+        "received yet",
+    )
+    wait_timeout_s: float = setting(
+        1.0,
+        "how long a push waits for `BUS_WAIT_REPLICAS`",
+    )
+    queues: tuple[str, ...] = setting(
+        ("default",),
+        "comma list: the queues the web accepts (others answer 404)",
+    )
+    channels: tuple[str, ...] = setting(
+        ("default",),
+        "comma list: the channels the web accepts (others answer 404)",
+    )
+    delivery: str = setting(
+        "at-least-once",
+        "worker delivery mode, or `at-most-once` (also `--delivery`)",
+    )
+    connect_timeout_s: float = setting(
+        2.0,
+        "TCP connect deadline, every role",
+    )
+    socket_timeout_s: float = setting(
+        1.0,
+        "read deadline of short commands (producers, stats, heartbeats)",
+    )
+    block_timeout_s: float = setting(
+        5.0,
+        "how long one blocking pop waits on the server",
+    )
+    worker_read_timeout_s: float = setting(
+        0.0,
+        "worker's socket read deadline; must exceed the block timeout (0: the block timeout + 2)",
+    )
+    health_check_interval_s: float = setting(
+        5.0,
+        "subscriber: PING after this much silence",
+    )
+    pong_deadline_s: float = setting(
+        3.0,
+        "subscriber: no PONG by then means the link is dead",
+    )
+    backoff_base_s: float = setting(
+        0.1,
+        "reconnect backoff: first ceiling (full jitter)",
+    )
+    backoff_cap_s: float = setting(
+        5.0,
+        "reconnect backoff: largest ceiling",
+    )
+    heartbeat_interval_s: float = setting(
+        2.0,
+        "worker heartbeat into `bus:{q}:consumers`",
+    )
+    heartbeat_ttl_s: float = setting(
+        15.0,
+        "a worker silent this long is shown dead; must exceed 2 intervals",
+    )
+    stats_interval_s: float = setting(
+        0.5,
+        "how often each process writes its stats hash",
+    )
+    stats_ttl_s: float = setting(
+        120.0,
+        "stats of a process that stopped writing expire after this",
+    )
+    reaper_interval_s: float = setting(
+        5.0,
+        "how often each worker looks for expired workers to reap",
+    )
+    mover_interval_s: float = setting(
+        0.5,
+        "how often each worker makes due delayed messages pending (the lateness bound)",
+    )
+    max_attempts: int = setting(
+        5,
+        "deliveries of a failing message before it is dead-lettered",
+    )
+    retry_backoff_s: float = setting(
+        0.0,
+        "a failed message is retried this long after the failure, doubled per attempt (0: at "
+        "once, at the back of the line)",
+    )
+    retry_backoff_cap_s: float = setting(
+        300.0,
+        "the longest retry backoff",
+    )
+    batch_size: int = setting(
+        100,
+        "most messages a worker claims at once under a backlog (at-most-once: the most a crash "
+        "can lose)",
+    )
+    dead_max: int = setting(
+        100_000,
+        "dead letters kept per queue (and per channel); past it the oldest are trimmed and "
+        "counted in `bus:{q}:dead:dropped`; 0: no cap",
+    )
+    max_payload_bytes: int = setting(
+        65536,
+        "largest request body the web accepts (413 above)",
+    )
+    max_queue_depth: int = setting(
+        0,
+        "producers refuse a message that would take a queue past this many pending messages (the "
+        "web: 429; `Producer`: `QueueFull`), checked and pushed in one step; 0: no limit",
+    )
+    track_queues: tuple[str, ...] = setting(
+        (),
+        "comma list of queues whose every message is tracked (`*`: all); otherwise a message is "
+        'tracked when sent with `"track": true`',
+    )
+    result_ttl_s: float = setting(
+        86400.0,
+        "a tracked message's record expires this long after its last change",
+    )
+    result_max_bytes: int = setting(
+        65536,
+        "the largest handler result (as JSON) a record stores; a larger one is not stored and "
+        "`result_error` says why",
+    )
+    log_level: str = setting(
+        "INFO",
+        "daemons' log level (also `--log-level`)",
+    )
+    web_bind: str = setting(
+        "127.0.0.1:8000",
+        "gunicorn bind address",
+    )
+    web_workers: int = setting(
+        4,
+        "gunicorn worker processes (sync workers; see docs/performance.md)",
+    )
+    api_token: str = setting(
+        "",
+        "the token `POST /prodcons`, `POST /pubsub` and the dead letters' requeue require as "
+        "`Authorization: Bearer <token>` (at least 16 characters); the seed-style `GET`s are then"
+        " off. Without it, keep the web on loopback (see docs/security.md)",
+    )
 
     def __repr__(self) -> str:
         """Every setting, with the URL's password and the API token masked."""
