@@ -25,6 +25,18 @@ What differs from one server, and how it is handled here:
 - Commands without a key that are about one node (``CLIENT``, ``WAIT``, ``INFO``, ``CONFIG``,
   ``SCAN`` without a hash tag in its pattern...) raise :class:`TypeError`: they go through
   :meth:`ClusterClient.node_for`. ``PING`` and ``TIME`` go to the node of the stats.
+
+Why not redis-py's own ``redis.cluster.RedisCluster``: a push whose reply is lost must not be
+sent again (the message would be delivered twice), and it cannot be told so. Measured with
+redis-py 8.2.0 and Redis 7.0.15 on loopback, through a proxy that runs one push and drops its
+reply: ``RedisCluster`` with its defaults resends it and reports success, leaving two copies,
+for a command, a script, a pipeline and a transaction. With ``retry=Retry(NoBackoff(), 0)``
+single commands, scripts and transactions raise, but a non-transactional pipeline still resends
+the failed command one by one and reports success (two copies); no parameter turns that off.
+This client raises ``ConnectionError`` in every case and leaves one copy. It also costs less
+client CPU: 22-27 µs against 32-34 µs per LPUSH, and 0.60 ms against 1.03 ms per pipeline of
+100 (1.7x); and its pipelines load a script again after ``SCRIPT FLUSH``, where redis-py's
+cluster pipeline raises ``NoScriptError``.
 """
 
 from __future__ import annotations
