@@ -9,7 +9,8 @@ from collections.abc import Callable
 import pytest
 import redis
 
-from consumers.lists import ACK, QueueOps, tracked_how
+from consumers.lists import QueueOps
+from consumers.moves import ACK, tracked_how
 from producer import Producer, Settings, decode, keys, make_client
 from tests.procs import Proc, wait_for
 from tests.queuekit import AT_MOST_ONCE, start_workers
