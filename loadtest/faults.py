@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from loadtest import cluster
+from loadtest.harness import slots
 from loadtest.procs import StackError
 from loadtest.scenarios import SLOW_LIMIT, Fault
 from loadtest.stack import Consumer, Stack
@@ -74,8 +74,8 @@ def apply(stack: Stack, fault: Fault, hold_s: float = 0.0) -> Window:
         return _crash_workers(stack, start)
     if fault.kind == "cluster-failover":  # the shard that holds queue ``arg``
         try:
-            detail = cluster.failover(stack.node_ports, keys.pending(fault.arg))
-        except cluster.ClusterError as exc:
+            detail = slots.failover(stack.node_ports, keys.pending(fault.arg))
+        except slots.ClusterError as exc:
             raise StackError(str(exc)) from exc
         label = f"CLUSTER FAILOVER of {fault.arg}'s shard"
         return Window(fault.kind, label, start, time.time(), detail)

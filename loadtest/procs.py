@@ -1,6 +1,6 @@
 """The runner's processes: each started in a session of its own (so a Ctrl-C reaches only the
 runner, which stops them in order), logged to a file, and tracked by pid until it is gone; and
-the bounded waits and free ports the stack starts them with.
+the bound on the waits the stack starts them with.
 """
 
 from __future__ import annotations
@@ -8,7 +8,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Callable
@@ -16,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
+
+from loadtest.harness.waits import wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 READY_S = 15.0  # bound on every start-up wait
@@ -25,23 +26,10 @@ class StackError(RuntimeError):
     """A process did not start or did not become ready in time."""
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def wait_until(predicate: Callable[[], object], what: str, timeout_s: float = READY_S) -> None:
-    """Poll ``predicate`` until truthy; raise :class:`StackError` naming ``what``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        with contextlib.suppress(redis.RedisError, OSError):
-            if predicate():
-                return
-        if time.monotonic() > deadline:
-            raise StackError(f"timed out after {timeout_s:g}s waiting for {what}")
-        time.sleep(0.05)
+    """Wait, bounded, until ``predicate`` holds (a Redis or socket error counts as "not yet");
+    raise :class:`StackError` naming ``what``."""
+    wait_for(predicate, timeout_s, what, ignore=(redis.RedisError, OSError), error=StackError)
 
 
 @dataclass

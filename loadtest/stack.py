@@ -17,8 +17,11 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from loadtest import baseline, cluster, records
-from loadtest.procs import ROOT, Proc, Procs, StackError, free_port, wait_until
+from loadtest import baseline, records
+from loadtest.harness import slots
+from loadtest.harness.ports import free_port
+from loadtest.harness.server import server_command
+from loadtest.procs import ROOT, Proc, Procs, StackError, wait_until
 from producer import keys
 from producer.cluster import ClusterClient
 
@@ -131,33 +134,18 @@ class Stack:
         for port in self.node_ports:
             wait_until(lambda port=port: _pings(port), f"redis-server on {port}")  # type: ignore[misc]
         try:
-            cluster.create([f"127.0.0.1:{p}" for p in self.node_ports], replicas=1)
-            cluster.wait_agreed(self.node_ports, CLUSTER_READY_S)
-        except cluster.ClusterError as exc:
+            slots.create([f"127.0.0.1:{p}" for p in self.node_ports], replicas=1)
+            slots.wait_agreed(self.node_ports, CLUSTER_READY_S)
+        except slots.ClusterError as exc:
             raise StackError(str(exc)) from exc
 
     def _start_node(self, name: str, port: int, *options: str) -> None:
         data = self.work / name
         data.mkdir(parents=True, exist_ok=True)
-        cmd = [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--dir",
-            str(data),
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "everysec",
-            "--logfile",
-            str(self.logs / f"{name}.log"),
-            *self.redis_options,
-            *options,
-        ]
+        options = (*self.redis_options, *options)
+        log = str(self.logs / f"{name}.log")
+        cmd = server_command(port, data, *options, appendonly=True, appendfsync="everysec",
+                             logfile=log)  # fmt: skip
         proc = self.procs.start(name, cmd, self.env(), self.logs / f"{name}.out")
         proc.is_redis = True
         self.redis_procs.append(proc)
@@ -261,7 +249,7 @@ def _bus(who: str, args: list[str]) -> list[str]:
 
 
 def _pings(port: int) -> bool:
-    with cluster.node(port) as client:
+    with slots.node(port) as client:
         return bool(client.ping())
 
 

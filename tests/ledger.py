@@ -23,10 +23,10 @@ from typing import Any
 
 import redis
 
+from loadtest.harness.server import RedisServer
 from producer import Producer, make_client
 from producer.envelope import new as new_envelope
 from tests.conftest import quick_settings
-from tests.redisproc import RedisServer
 
 Records = list[dict[str, Any]]
 

@@ -7,28 +7,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import requests
 
+from loadtest.harness.waits import wait_for as wait_for  # the README's tests import it from here
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def wait_for(
-    predicate: Callable[[], Any], timeout_s: float, what: str, every_s: float = 0.05
-) -> Any:
-    """Poll ``predicate`` until truthy; fail naming ``what`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(every_s)
 
 
 def project_env(redis_url: str, **extra: str) -> dict[str, str]:

@@ -19,12 +19,13 @@ from typing import Any
 
 import redis
 
+from loadtest.harness.server import RedisServer
+from loadtest.harness.waits import wait_for
 from producer import keys
 from producer.counts import read_balance
 from tests.conftest import QUICK_ENV
 from tests.ledger import Account, Ledger, Records, handled_ids
-from tests.procs import Proc, read_records, wait_for
-from tests.redisproc import RedisServer
+from tests.procs import Proc, read_records
 
 Q = "default"
 PENDING = keys.pending(Q)

@@ -24,10 +24,12 @@ from consumers import daemon as daemons
 from consumers.daemon import Daemon
 from consumers.subscriber import Subscriber
 from consumers.worker import Worker
+from loadtest.harness.ports import free_port
+from loadtest.harness.server import RedisServer
+from loadtest.harness.waits import wait_for
 from producer import Producer, Settings, keys, make_client
 from tests.conftest import quick_settings
-from tests.procs import ROOT, Proc, project_env, read_records, wait_for
-from tests.redisproc import RedisServer, free_port
+from tests.procs import ROOT, Proc, project_env, read_records
 
 pytestmark = pytest.mark.slow
 

@@ -12,9 +12,10 @@ from collections.abc import Callable
 import pytest
 import redis
 
+from loadtest.harness.server import RedisServer
+from loadtest.harness.waits import wait_for
 from producer import Producer, Settings, keys, make_client
-from tests.procs import ROOT, Proc, read_records, wait_for
-from tests.redisproc import RedisServer
+from tests.procs import ROOT, Proc, read_records
 
 pytestmark = pytest.mark.slow
 

@@ -19,11 +19,12 @@ from typing import Any
 import pytest
 import redis
 
+from loadtest.harness.server import RedisServer
+from loadtest.harness.waits import wait_for
 from producer import keys
 from tests.ledger import Ledger
-from tests.procs import Proc, read_records, wait_for
+from tests.procs import Proc, read_records
 from tests.queuekit import AT_MOST_ONCE, DEAD, PENDING, PROCESSING_GLOB
-from tests.redisproc import RedisServer
 
 pytestmark = pytest.mark.slow
 

@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 
 from loadtest import runner, scenarios
-from tests.procs import ROOT, wait_for
+from loadtest.harness.waits import wait_for
+from tests.procs import ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -21,10 +21,12 @@ import requests
 
 from loadtest import records
 from loadtest.busfigures import Deltas
+from loadtest.harness.ports import free_port
+from loadtest.harness.server import RedisServer, redis_binary
+from loadtest.harness.waits import wait_for
 from loadtest.sending import baseline_outcome, bus_outcome
 from tests.conftest import QUICK_ENV
-from tests.procs import Proc, daemon_cmd, get_json, project_env, wait_for
-from tests.redisproc import RedisServer, free_port, redis_binary
+from tests.procs import Proc, daemon_cmd, get_json, project_env
 
 
 def proc(role: str, ident: str, started_ms: int, **counts: int) -> dict[str, Any]:

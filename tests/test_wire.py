@@ -15,11 +15,12 @@ import pytest
 import redis
 
 from consumers.worker import Worker
+from loadtest.harness.server import RedisServer
+from loadtest.harness.waits import wait_for
 from producer import Envelope, Producer, Settings, keys, make_client
 from producer.envelope import now_ms
 from tests.inproc import running
-from tests.procs import Proc, read_records, wait_for
-from tests.redisproc import RedisServer
+from tests.procs import Proc, read_records
 from tests.test_envelope import readme_wire_section
 
 HANDLER = "tests.handlers_for_tests:record"

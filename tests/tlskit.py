@@ -10,7 +10,7 @@ from pathlib import Path
 
 import redis
 
-from tests.redisproc import RedisServer
+from loadtest.harness.server import RedisServer
 
 PASSWORD = "secret"  # the servers' requirepass: tests check it never shows in logs or errors
 

@@ -56,17 +56,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loadtest.bench.common import (
-    PYTHON,
-    Result,
-    Scale,
-    clean_env,
-    spawn,
-    stop,
-    wait_for,
-)
+from loadtest.bench.common import POLL_S, PYTHON, Result, Scale, clean_env, spawn, stop
 from loadtest.bench.shards import URL, Cluster, cluster, spread
 from loadtest.bench.tracking import cpu_s
+from loadtest.harness.waits import wait_for
 from producer import Producer, keys, make_client
 from producer.cluster import ClusterClient, slot_of
 
@@ -147,7 +140,7 @@ def sleeps(pid: int) -> int:
 
 def _redis_now(c: Cluster) -> list[tuple[float, int]]:
     """Each redis-server's CPU time and sleeps so far."""
-    return [(cpu_s(node.proc.pid), sleeps(node.proc.pid)) for node in c.nodes]
+    return [(cpu_s(node.pid), sleeps(node.pid)) for node in c.nodes]
 
 
 def _phase(c: Cluster, wall_s: float, client_s: float, before: list[tuple[float, int]]) -> Phase:
@@ -229,8 +222,12 @@ def drain(c: Cluster, queues: Sequence[str], n: int, tag: str) -> Round:
 
     try:
         pushed, drained = _push_and_drain(c, admin, queues, n, tag, names, counts)
-        wait_for(lambda: all(admin.zscore(keys.consumers(q), names[q]) is None for q in queues),
-                 "the workers to stop", timeout_s=10, every_s=0.05)  # fmt: skip
+        wait_for(
+            lambda: all(admin.zscore(keys.consumers(q), names[q]) is None for q in queues),
+            10,
+            "the workers to stop",
+            0.05,
+        )
         handled = dict(zip(queues, counts("handled"), strict=True))
         troubles = {f: sum(counts(f)) for f in ("failed", "retried", "recovered", "dead_lettered")}
     finally:
@@ -276,7 +273,7 @@ def _push_and_drain(c: Cluster, admin: ClusterClient, queues: Sequence[str], n: 
                     raise RuntimeError(f"{tag}: the worker of {queue} exited ({proc.returncode})")
             return all(admin.zscore(keys.consumers(q), names[q]) is not None for q in queues)
 
-        wait_for(registered, "the workers to start", timeout_s=60, every_s=0.05)
+        wait_for(registered, 60, "the workers to start", 0.05)
         worker_before = sum(cpu_s(p.pid) for p in workers.values())
         redis_before = _redis_now(c)
         renames = admin.pipeline(transaction=False)  # one pipeline per node
@@ -284,8 +281,7 @@ def _push_and_drain(c: Cluster, admin: ClusterClient, queues: Sequence[str], n: 
             renames.rename(staging(queue), keys.pending(queue))
         started = time.perf_counter()
         renames.execute()
-        wait_for(lambda: all(h >= n for h in counts("handled")), f"the drain ({tag})",
-                 timeout_s=120)  # fmt: skip
+        wait_for(lambda: all(h >= n for h in counts("handled")), 120, f"the drain ({tag})", POLL_S)
         wall = time.perf_counter() - started
         worker_cpu = sum(cpu_s(p.pid) for p in workers.values()) - worker_before
         drained = _phase(c, wall, worker_cpu, redis_before)

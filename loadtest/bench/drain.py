@@ -22,17 +22,9 @@ from collections.abc import Callable
 
 import redis
 
-from loadtest.bench.common import (
-    PYTHON,
-    RedisServer,
-    Result,
-    Scale,
-    clean_env,
-    redis_server,
-    spawn,
-    stop,
-    wait_for,
-)
+from loadtest.bench.common import POLL_S, PYTHON, WAIT_S, Result, Scale, clean_env, spawn, stop
+from loadtest.harness.server import RedisServer, throwaway_server
+from loadtest.harness.waits import wait_for
 from producer import envelope, keys
 
 SECTION = "drain"
@@ -69,7 +61,7 @@ def fill(client: redis.Redis, raws: list[bytes]) -> float:
 
 def ours(server: RedisServer, delivery: str, batch: int, raws: list[bytes]) -> float:
     """msg/s of one idle, connected worker process draining ``raws``."""
-    client = server.client()
+    client = server.plain_client()
     name = f"bench-{delivery}-{batch}"
     env = clean_env(BUS_REDIS_URL=server.url, BUS_QUEUES=QUEUE, BUS_BATCH_SIZE=str(batch),
                     BUS_STATS_INTERVAL_S="0.02")  # fmt: skip
@@ -78,10 +70,19 @@ def ours(server: RedisServer, delivery: str, batch: int, raws: list[bytes]) -> f
                   "--log-level", "WARNING"], env)  # fmt: skip
     stats_key = keys.stats("worker", f"{QUEUE}:{name}")
     try:
-        wait_for(lambda: client.zscore(keys.consumers(QUEUE), name) is not None, "worker start",
-                 timeout_s=30)  # fmt: skip
+        wait_for(
+            lambda: client.zscore(keys.consumers(QUEUE), name) is not None,
+            30,
+            "worker start",
+            POLL_S,
+        )
         started = fill(client, raws)
-        wait_for(lambda: int(client.hget(stats_key, "handled") or 0) >= len(raws), "the drain")
+        wait_for(
+            lambda: int(client.hget(stats_key, "handled") or 0) >= len(raws),
+            WAIT_S,
+            "the drain",
+            POLL_S,
+        )
         elapsed = time.perf_counter() - started
     finally:
         stop(proc)
@@ -94,7 +95,7 @@ Loop = Callable[[redis.Redis, int], None]
 
 def reference(server: RedisServer, raws: list[bytes], loop: Loop) -> float:
     """msg/s of ``loop`` draining ``raws`` in this process."""
-    client = server.client()
+    client = server.plain_client()
     client.ping()
     fill(client, raws)
     started = time.perf_counter()
@@ -139,7 +140,7 @@ def naive_brpop(client: redis.Redis, n: int) -> None:
 def run(scale: Scale) -> list[Result]:
     n_batched = scale.n(200_000, 2_000)
     n_single = scale.n(30_000, 500)
-    with redis_server() as server:
+    with throwaway_server() as server:
         batched, single = encoded(n_batched), encoded(n_single)
         figures = {
             "raw claim 100 + ack (Lua)": reference(server, batched, raw_claim_ack),

@@ -25,18 +25,9 @@ from dataclasses import dataclass
 
 import redis
 
-from loadtest.bench.common import (
-    PYTHON,
-    ROOT,
-    RedisServer,
-    Result,
-    Scale,
-    clean_env,
-    redis_server,
-    spawn,
-    stop,
-    wait_for,
-)
+from loadtest.bench.common import POLL_S, PYTHON, ROOT, Result, Scale, clean_env, spawn, stop
+from loadtest.harness.server import RedisServer, throwaway_server
+from loadtest.harness.waits import wait_for
 from producer import envelope, keys
 
 SECTION = "subscriber"
@@ -173,8 +164,8 @@ def run_raw(server: RedisServer, chunks: list[tuple[int, bytes]], n: int) -> dic
         env=clean_env(), cwd=ROOT, stdout=subprocess.PIPE, start_new_session=True,
     )  # fmt: skip
     try:
-        admin = server.client()
-        wait_for(lambda: numsub(admin, channel_key) == 1, "the raw loop to subscribe", 30)
+        admin = server.plain_client()
+        wait_for(lambda: numsub(admin, channel_key) == 1, 30, "the raw loop to subscribe", POLL_S)
         pub = publish(server.port, chunks)
         out, _ = child.communicate(timeout=600)
     finally:
@@ -187,11 +178,11 @@ def run_subscriber(server: RedisServer, chunks: list[tuple[int, bytes]], n: int,
                    name: str = "flood") -> dict[str, float]:  # fmt: skip
     """``python -m consumers subscriber`` under one flood: its figures and the publisher's."""
     channel_key = keys.channel(CHANNEL)
-    admin = server.client()
+    admin = server.plain_client()
     child = spawn(subscriber_args(name, CHANNEL), env=subscriber_env(server.url))
     try:
-        wait_for(lambda: numsub(admin, channel_key) == 1, "the subscriber to subscribe", 30)
-        wait_for(lambda: admin.exists(keys.stats("subscriber", name)) == 1, "its stats", 30)
+        wait_for(lambda: numsub(admin, channel_key) == 1, 30, "the subscriber to subscribe", POLL_S)
+        wait_for(lambda: admin.exists(keys.stats("subscriber", name)) == 1, 30, "its stats", POLL_S)
         cpu_before = cpu_s(child.pid)
         started_ms = envelope.now_ms()
         publisher = _Background(lambda: publish(server.port, chunks))
@@ -235,7 +226,7 @@ def run(scale: Scale) -> list[Result]:
     chunks = packed(keys.channel(CHANNEL), envelopes(n, src=f"bench-{os.getpid()}"))
     raws: list[dict[str, float]] = []
     subs: list[dict[str, float]] = []
-    with redis_server(*NO_CUTOFF) as server:
+    with throwaway_server(*NO_CUTOFF) as server:
         for turn in range(scale.n(2, 1)):
             raws.append(run_raw(server, chunks, n))
             subs.append(run_subscriber(server, chunks, n, name=f"flood-{turn}"))

@@ -26,18 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loadtest.bench.common import (
-    PYTHON,
-    ROOT,
-    Result,
-    Scale,
-    clean_env,
-    free_port,
-    redis_server,
-    spawn,
-    stop,
-    wait_for,
-)
+from loadtest.bench.common import PYTHON, ROOT, Result, Scale, clean_env, spawn, stop
+from loadtest.harness.ports import free_port
+from loadtest.harness.server import throwaway_server
+from loadtest.harness.waits import wait_for
 from producer import keys
 
 SECTION = "http"
@@ -117,8 +109,8 @@ def run(scale: Scale) -> list[Result]:
     rounds = scale.n(5, 1)
     duration_s = scale.s(4, 1)
     samples: dict[str, list[dict[str, Any]]] = {e.label: [] for e in ENDPOINTS}
-    with redis_server() as server:
-        client = server.client()
+    with throwaway_server() as server:
+        client = server.plain_client()
         ports = {"bus": free_port(), "naive": free_port()}
         apps = {
             "bus": spawn(gunicorn("web.wsgi:app", ports["bus"]),
@@ -136,7 +128,7 @@ def run(scale: Scale) -> list[Result]:
                         raise RuntimeError(f"gunicorn exited with {proc.returncode}")
                     return post(url) != 0
 
-                wait_for(answers, f"gunicorn at {url}", timeout_s=30, every_s=0.1)
+                wait_for(answers, 30, f"gunicorn at {url}", 0.1)
                 status = post(url)
                 if status != endpoint.status:
                     raise RuntimeError(f"{endpoint.label} answered {status}, not {endpoint.status}")

@@ -1,4 +1,4 @@
-"""A Sentinel set-up of real redis-server processes on 127.0.0.1, for tests.
+"""A Sentinel set-up of redis-server processes of its own on 127.0.0.1.
 
 :class:`RedisSentinel`: a primary, its replica and three sentinels monitoring them as ``bus``;
 ``start()`` waits, bounded, until the sentinels agree on the primary, and ``kill()`` ends every
@@ -7,30 +7,28 @@ process.
 
 from __future__ import annotations
 
-import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 
-from tests.redisproc import redis_binary
-from tests.topology import (
+from loadtest.harness.ports import HOST, PortPicker
+from loadtest.harness.server import (
     CHECK_ERRORS,
-    HOST,
-    FailoverTiming,
-    Node,
-    PortPicker,
+    NO_SYNC_DELAY,
+    RedisServer,
     end_all,
-    wait_until,
+    redis_binary,
 )
+from loadtest.harness.waits import FailoverTiming, wait_no_problems
 
 
-class DataServer(Node):
+class DataServer(RedisServer):
     """A primary or replica under Sentinel. On (re)start it replicates whatever the sentinels
     name as master, unless that is itself or no sentinel answers (``master_port`` asks them)."""
 
     def __init__(self, workdir: Path, port: int, master_port: Callable[[], int | None]) -> None:
-        super().__init__(workdir, port)
+        super().__init__(workdir, *NO_SYNC_DELAY, appendonly=True, port=port)
         self.master_port = master_port
         self.base_args = list(self.args)
 
@@ -45,27 +43,23 @@ class DataServer(Node):
         return f"<DataServer {self.address} {'up' if self.alive else 'down'}>"
 
 
-class SentinelServer(Node):
+class SentinelServer(RedisServer):
     """``redis-server sentinel.conf --sentinel``; the conf is its own (sentinels rewrite it) and
     is written once, so a restart keeps what the sentinel learned."""
 
     def __init__(self, workdir: Path, port: int, conf_lines: list[str]) -> None:
-        super().__init__(workdir, port, appendonly=False)
+        super().__init__(workdir, port=port)
         self.conf = self.workdir / "sentinel.conf"
         self.conf_lines = conf_lines
 
-    def start(self) -> SentinelServer:
+    def command(self) -> list[str]:
         binary = redis_binary()
         assert binary, "redis-server is not installed"
         if not self.conf.exists():
             head = [f"port {self.port}", f"bind {HOST}", f"dir {self.workdir}",
                     f"logfile {self.workdir / 'sentinel.log'}"]  # fmt: skip
             self.conf.write_text("\n".join(head + self.conf_lines) + "\n")
-        self.paused = False
-        cmd = [binary, str(self.conf), "--sentinel"]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.wait_ready()
-        return self
+        return [binary, str(self.conf), "--sentinel"]
 
     def __repr__(self) -> str:
         return f"<SentinelServer {self.address} {'up' if self.alive else 'down'}>"
@@ -106,7 +100,9 @@ class RedisSentinel:
                 node.start()
             self._started = True
             first = self.data_nodes[0]
-            wait_until(lambda: self._replica_problems(first), timeout_s, "the replica to sync")
+            wait_no_problems(
+                lambda: self._replica_problems(first), timeout_s, "the replica to sync"
+            )
             for s in self.sentinel_servers:
                 s.start()
             self.wait_ready(timeout_s)
@@ -244,7 +240,7 @@ class RedisSentinel:
 
     def wait_ready(self, timeout_s: float = 30.0) -> None:
         """Wait, bounded, until :meth:`problems` finds none."""
-        wait_until(self.problems, timeout_s, "the sentinels and their master to be ready")
+        wait_no_problems(self.problems, timeout_s, "the sentinels and their master to be ready")
 
     def failover(self, timeout_s: float = 30.0) -> FailoverTiming:
         """SENTINEL FAILOVER bus on one sentinel; wait until every sentinel names the other node,
@@ -268,7 +264,7 @@ class RedisSentinel:
                         found.append(f"sentinel {s.port} names {ports}")
             return found
 
-        wait_until(promoted, timeout_s, f"the sentinels to name {new}")
+        wait_no_problems(promoted, timeout_s, f"the sentinels to name {new}")
         promoted_s = time.monotonic() - started
 
         def converged() -> list[str]:
@@ -277,5 +273,5 @@ class RedisSentinel:
                 found.append(f"the master is {self.primary()}, not {new}")
             return found
 
-        wait_until(converged, timeout_s, f"{old} to replicate {new}")
+        wait_no_problems(converged, timeout_s, f"{old} to replicate {new}")
         return FailoverTiming(promoted_s, time.monotonic() - started)

@@ -1,75 +1,34 @@
-"""A Redis Cluster of real redis-server processes on 127.0.0.1, for tests.
+"""A Redis Cluster of redis-server processes of its own on 127.0.0.1.
 
-:class:`RedisCluster`: three primaries and three replicas (``redis-cli --cluster create``), AOF on,
-a short node timeout so failovers take about a second; ``start()`` waits, bounded, until every
-node agrees on the slot map, and ``kill()`` ends every process.
+:class:`RedisCluster`: by default three primaries and three replicas (``redis-cli --cluster
+create``), AOF on, a short node timeout so failovers take about a second; ``start()`` waits,
+bounded, until every node agrees on the slot map, and ``kill()`` ends every process.
 """
 
 from __future__ import annotations
 
-import subprocess
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from tests.topology import (
-    CHECK_ERRORS,
-    SLOTS,
-    FailoverTiming,
-    Node,
-    PortPicker,
-    end_all,
-    redis_cli_binary,
-    wait_until,
-)
+from loadtest.harness import slots
+from loadtest.harness.ports import PortPicker
+from loadtest.harness.server import CHECK_ERRORS, NO_SYNC_DELAY, RedisServer, end_all
+from loadtest.harness.slots import NodeLine
+from loadtest.harness.waits import FailoverTiming, wait_no_problems
 
 
-@dataclass(frozen=True)
-class NodeLine:
-    """One line of CLUSTER NODES."""
-
-    node_id: str
-    port: int
-    flags: frozenset[str]
-    master_id: str | None
-    link: str
-    slots: tuple[tuple[int, int], ...]
-
-    @property
-    def is_master(self) -> bool:
-        return "master" in self.flags
-
-    @property
-    def failing(self) -> bool:
-        return bool(self.flags & {"fail", "fail?", "handshake", "noaddr"})
-
-    @classmethod
-    def parse(cls, line: str) -> NodeLine:
-        parts = line.split()
-        address = parts[1].split(",")[0].split("@")[0]
-        slots = []
-        for item in parts[8:]:
-            if item.startswith("["):
-                continue  # a slot being imported or migrated
-            lo, _, hi = item.partition("-")
-            slots.append((int(lo), int(hi or lo)))
-        port = int(address.rpartition(":")[2])
-        master_id = None if parts[3] == "-" else parts[3]
-        flags = frozenset(parts[2].split(","))
-        return cls(parts[0], port, flags, master_id, parts[7], tuple(sorted(slots)))
-
-
-class ClusterServer(Node):
+class ClusterServer(RedisServer):
     """One node of the cluster: its own directory, nodes.conf, port and cluster bus port."""
 
-    def __init__(self, workdir: Path, port: int, cluster_port: int, node_timeout_ms: int) -> None:
+    def __init__(self, workdir: Path, port: int, cluster_port: int, node_timeout_ms: int,
+                 appendonly: bool = True) -> None:  # fmt: skip
         workdir.mkdir(parents=True, exist_ok=True)
         super().__init__(
-            workdir, port,
+            workdir, *NO_SYNC_DELAY,
             "--cluster-enabled", "yes", "--cluster-config-file", str(workdir / "nodes.conf"),
             "--cluster-port", str(cluster_port), "--cluster-node-timeout", str(node_timeout_ms),
+            appendonly=appendonly, port=port,
         )  # fmt: skip
         self.cluster_port = cluster_port
         self._node_id: str | None = None
@@ -84,50 +43,42 @@ class ClusterServer(Node):
 
     def cluster_info(self) -> dict[str, str]:
         with self.admin() as c:
-            text = str(c.execute_command("CLUSTER", "INFO"))
-        return dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+            return slots.info(c)
 
     def cluster_nodes(self) -> list[NodeLine]:
         with self.admin() as c:
-            text = str(c.execute_command("CLUSTER", "NODES"))
-        return [NodeLine.parse(line) for line in text.splitlines() if line.strip()]
+            return slots.nodes_view(c)
 
     def __repr__(self) -> str:
         return f"<ClusterServer {self.address} {'up' if self.alive else 'down'}>"
 
 
 class RedisCluster:
-    """A 3-primary, 3-replica Redis Cluster on loopback, each node in ``workdir/node-N``."""
+    """A Redis Cluster on loopback (3 primaries, a replica each, by default), each node in
+    ``workdir/node-N``, with AOF unless ``appendonly`` is false."""
 
     def __init__(self, workdir: Path, primaries: int = 3, replicas_per_primary: int = 1,
-                 node_timeout_ms: int = 1000) -> None:  # fmt: skip
+                 node_timeout_ms: int = 1000, appendonly: bool = True) -> None:  # fmt: skip
         self.workdir = Path(workdir)
         self.node_timeout_ms = node_timeout_ms
         self.replicas_per_primary = replicas_per_primary
         ports = PortPicker()
         count = primaries * (1 + replicas_per_primary)
         self.nodes: list[ClusterServer] = [
-            ClusterServer(self.workdir / f"node-{i}", ports.take(), ports.take(), node_timeout_ms)
+            ClusterServer(
+                self.workdir / f"node-{i}", ports.take(), ports.take(), node_timeout_ms, appendonly
+            )
             for i in range(count)
         ]
-        self.create_output = ""
 
     # lifecycle
 
     def start(self, timeout_s: float = 30.0) -> RedisCluster:
         """Start the nodes, join them with ``redis-cli --cluster create``, wait until ok."""
-        cli = redis_cli_binary()
-        assert cli, "redis-cli is not installed"
         try:
             for node in self.nodes:
                 node.start()
-            replicas = str(self.replicas_per_primary)
-            cmd = [cli, "--cluster", "create", *(n.address for n in self.nodes),
-                   "--cluster-replicas", replicas, "--cluster-yes"]  # fmt: skip
-            done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
-            self.create_output = done.stdout + done.stderr
-            if done.returncode != 0:
-                raise RuntimeError(f"redis-cli --cluster create failed:\n{self.create_output}")
+            slots.create([n.address for n in self.nodes], self.replicas_per_primary, timeout_s)
             self.wait_ok(timeout_s)
         except BaseException:
             self.kill()
@@ -218,66 +169,19 @@ class RedisCluster:
     # checks
 
     def problems(self) -> list[str]:
-        """What keeps the cluster from being whole: every live node ``cluster_state:ok``, knowing
-        every node, all slots covered; every live node's CLUSTER NODES agreeing on who is master
-        of which slots and who replicates whom, none of them failing; live replicas in sync."""
-        found: list[str] = []
-        shapes: dict[int, frozenset[tuple[int, str, tuple[tuple[int, int], ...]]]] = {}
-        live = self.live()
-        live_ports = {n.port for n in live}
-        for n in live:
-            try:
-                info = n.cluster_info()
-                lines = n.cluster_nodes()
-            except CHECK_ERRORS as e:
-                found.append(f"{n.port}: {e!r}")
-                continue
-            if info.get("cluster_state") != "ok":
-                found.append(f"{n.port}: cluster_state {info.get('cluster_state')}")
-            if int(info.get("cluster_known_nodes", 0)) != len(self.nodes):
-                found.append(f"{n.port}: knows {info.get('cluster_known_nodes')} nodes")
-            for key in ("cluster_slots_assigned", "cluster_slots_ok"):
-                if int(info.get(key, 0)) != SLOTS:
-                    found.append(f"{n.port}: {key} {info.get(key)}")
-            ids = {line.node_id: line.port for line in lines}
-            shape = frozenset(
-                (line.port, "master" if line.is_master else f"of {ids.get(line.master_id or '')}",
-                 line.slots)
-                for line in lines
-            )  # fmt: skip
-            shapes[n.port] = shape
-            failing = [line.port for line in lines if line.failing and line.port in live_ports]
-            if failing:
-                found.append(f"{n.port} sees live nodes {failing} failing")
-        if len(set(shapes.values())) > 1:
-            found.append(f"views differ: {shapes}")
-        if found:
-            return found
-        for n in live:
-            try:
-                repl = n.replication()
-            except CHECK_ERRORS as e:
-                found.append(f"{n.port}: {e!r}")
-                continue
-            if repl.get("role") == "slave" and repl.get("master_link_status") != "up":
-                found.append(f"{n.port}: link to its master {repl.get('master_link_status')}")
-        return found
+        """What keeps the cluster from being whole, as its live nodes see it
+        (:func:`loadtest.harness.slots.problems`)."""
+        return slots.problems([n.port for n in self.live()], len(self.nodes))
 
     def wait_ok(self, timeout_s: float = 30.0) -> None:
         """Wait, bounded, until :meth:`problems` finds none."""
-        wait_until(self.problems, timeout_s, "the cluster to be ok and agreed")
+        wait_no_problems(self.problems, timeout_s, "the cluster to be ok and agreed")
 
     def failover(self, replica: ClusterServer, option: str | None = None,
                  timeout_s: float = 30.0) -> FailoverTiming:  # fmt: skip
         """CLUSTER FAILOVER [FORCE|TAKEOVER] on ``replica``; wait until it says it is master and
         the whole cluster agrees (the old primary, when alive, replicating it)."""
         old = self.master_of(replica)
-        started = time.monotonic()
-        with replica.admin() as c:
-            c.execute_command("CLUSTER", "FAILOVER", *([option] if option else []))
-        wait_until(lambda: [] if replica.role == "master" else [f"{replica} is {replica.role}"],
-                   timeout_s, f"{replica} to become master")  # fmt: skip
-        promoted = time.monotonic() - started
 
         def agreed() -> list[str]:
             problems = self.problems()
@@ -285,5 +189,4 @@ class RedisCluster:
                 problems.append(f"{old} does not replicate {replica}")
             return problems
 
-        wait_until(agreed, timeout_s, "the cluster to agree on the failover")
-        return FailoverTiming(promoted, time.monotonic() - started)
+        return slots.promote(replica.port, agreed, timeout_s, option)
