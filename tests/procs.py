@@ -71,6 +71,18 @@ def daemon_cmd(kind: str, *args: str, module: str = "consumers") -> list[str]:
     return [sys.executable, "-m", module, kind, *args]
 
 
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m consumers args...`` run to its end (30 s at the most), its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "consumers", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+        env=env,
+    )
+
+
 def read_records(path: Path) -> list[dict[str, Any]]:
     """The complete JSON lines written by tests.handlers_for_tests so far.
 
