@@ -19,7 +19,7 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FuncFormatter
 
-from loadtest import fmt
+from loadtest.report import fmt
 
 DPI = 100
 # The same system has the same colour in every plot; the baseline is the warm one.

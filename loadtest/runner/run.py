@@ -17,10 +17,12 @@ from typing import Any
 
 import redis
 
-from loadtest import accounting, faults, gather, memwatch, records, streams
-from loadtest.procs import Proc, Procs, StackError
-from loadtest.scenarios import AMO_QUEUE, Fault, Scenario
-from loadtest.stack import Stack, Work
+from loadtest.ledger import records
+from loadtest.report import accounting
+from loadtest.runner import faults, gather, memwatch, streams
+from loadtest.runner.procs import Proc, Procs, StackError
+from loadtest.runner.scenarios import AMO_QUEUE, Fault, Scenario
+from loadtest.runner.stack import Stack, Work
 
 SETTINGS = {  # redis-bus's deadlines in the load test: short, so faults resolve in seconds
     "BUS_BLOCK_TIMEOUT_S": "1",

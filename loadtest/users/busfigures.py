@@ -6,7 +6,7 @@ end-to-end latency percentiles from the delta of the latency buckets. Counters a
 process (``role`` + ``id``), so a process that restarts (its counters start again at 0) or whose
 stats hash expires still counts what it did during the test.
 
-No locust here: :mod:`loadtest.busmonitor` polls in the background and the locustfile shows
+No locust here: :mod:`loadtest.users.busmonitor` polls in the background and the locustfile shows
 the figures in locust's log, its summary and a web UI tab.
 """
 

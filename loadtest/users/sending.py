@@ -3,7 +3,7 @@
 :class:`Generator` holds the process's ledger, its load-test ids and the direct users' one
 :class:`~producer.Producer`; :func:`sent_line` is a ``sent`` ledger line with every documented
 field; :func:`bus_outcome` and :func:`baseline_outcome` are the outcome rules for an HTTP
-answer (see :mod:`loadtest.records`).
+answer (see :mod:`loadtest.ledger.records`).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 
 import redis
 
-from loadtest import records
+from loadtest.ledger import records
 from producer import Producer, Settings, make_client
 from producer.producer import new_src
 from producer.stats import Flusher, Stats

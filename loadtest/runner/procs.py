@@ -18,7 +18,7 @@ import redis
 
 from loadtest.harness.waits import wait_for
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 READY_S = 15.0  # bound on every start-up wait
 
 

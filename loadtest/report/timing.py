@@ -5,7 +5,7 @@ from __future__ import annotations
 import bisect
 import itertools
 
-from loadtest.faults import Window
+from loadtest.runner.faults import Window
 
 
 def percentiles(values: list[float]) -> dict[str, float] | None:

@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from loadtest import records
-from loadtest.procs import wait_until
-from loadtest.scenarios import Scenario
-from loadtest.stack import Stack
+from loadtest.ledger import records
+from loadtest.runner.procs import wait_until
+from loadtest.runner.scenarios import Scenario
+from loadtest.runner.stack import Stack
 
 MAX_REQUESTS = 400  # requests at most to reach every web process
 

@@ -19,7 +19,7 @@ SOAK_FREEZE_S = 0.5  # the soak's black hole: under every deadline (1 s), so no 
 
 @dataclass(frozen=True)
 class Fault:
-    """One fault: ``kind`` (see :mod:`loadtest.faults`) at ``at`` x traffic time."""
+    """One fault: ``kind`` (see :mod:`loadtest.runner.faults`) at ``at`` x traffic time."""
 
     kind: str
     at: float

@@ -22,9 +22,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from loadtest import baseline, timing
-from loadtest.faults import Window
-from loadtest.stack import Consumer
+from loadtest import baseline
+from loadtest.report import timing
+from loadtest.runner.faults import Window
+from loadtest.runner.stack import Consumer
 
 BIN_S = 0.5
 BASELINE_DEST = {"prodcons": baseline.QUEUE, "pubsub": baseline.CHANNEL}

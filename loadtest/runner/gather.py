@@ -12,8 +12,10 @@ from typing import Any
 
 import redis
 
-from loadtest import baseline, faults, records
-from loadtest.stack import Stack
+from loadtest import baseline
+from loadtest.ledger import records
+from loadtest.runner import faults
+from loadtest.runner.stack import Stack
 from producer import decode, keys
 
 SETTLE_S = 0.3  # the drain is over when nothing moved for this long

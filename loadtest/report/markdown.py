@@ -19,7 +19,8 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from loadtest import fmt, memreport, plots
+from loadtest.report import fmt, plots
+from loadtest.report import memory as memreport
 
 REPORT, LATENCY_PNG, OUTCOMES_PNG = "report.md", "latency.png", "outcomes.png"
 Row = dict[str, Any]
@@ -398,7 +399,3 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(path)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,5 +1,5 @@
 """The memory part of a soak's report: a table of every process's RSS and Redis's memory with
-their growth per minute, and a plot of the samples (see :mod:`loadtest.memwatch`)."""
+their growth per minute, and a plot of the samples (see :mod:`loadtest.runner.memwatch`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from matplotlib.artist import Artist
 from matplotlib.axes import Axes
 from matplotlib.lines import Line2D
 
-from loadtest import fmt, plots
+from loadtest.report import fmt, plots
 
 COLUMNS = (
     "process", "what it is", "pid", "RSS at start, MiB", "after warm-up", "at end", "max",

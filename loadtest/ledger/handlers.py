@@ -1,7 +1,8 @@
-"""The handler the load test gives redis-bus's daemons: ``--handler loadtest.handlers:record``.
+"""The handler the load test gives redis-bus's daemons:
+``--handler loadtest.ledger.handlers:record``.
 
-It does the simulated work (:class:`loadtest.records.Work`), then writes a ``got`` line to the
-ledger (:mod:`loadtest.records`), so a line means the handler finished. With
+It does the simulated work (:class:`loadtest.ledger.records.Work`), then writes a ``got`` line to
+the ledger (:mod:`loadtest.ledger.records`), so a line means the handler finished. With
 ``LOADTEST_RECORD_START=1`` it also writes a ``start`` line first.
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from loadtest import records
+from loadtest.ledger import records
 from producer import Envelope
 
 

@@ -1,6 +1,6 @@
 """The processes of one scenario: redis-server (or a Redis Cluster), both web apps under
 gunicorn, redis-bus's daemons and the baseline's consumers, started on free loopback ports
-(:mod:`loadtest.procs` runs and stops them), and the waits until they are ready.
+(:mod:`loadtest.runner.procs` runs and stops them), and the waits until they are ready.
 """
 
 from __future__ import annotations
@@ -17,11 +17,12 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from loadtest import baseline, records
+from loadtest import baseline
 from loadtest.harness import slots
 from loadtest.harness.ports import free_port
 from loadtest.harness.server import server_command
-from loadtest.procs import ROOT, Proc, Procs, StackError, wait_until
+from loadtest.ledger import records
+from loadtest.runner.procs import ROOT, Proc, Procs, StackError, wait_until
 from producer import keys
 from producer.cluster import ClusterClient
 
@@ -244,7 +245,7 @@ def _bus(who: str, args: list[str]) -> list[str]:
         "--name",
         who,
         "--handler",
-        "loadtest.handlers:record",
+        "loadtest.ledger.handlers:record",
     ]
 
 

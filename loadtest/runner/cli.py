@@ -24,9 +24,10 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from loadtest import checks, scenarios
-from loadtest.procs import ROOT, StackError
-from loadtest.runner import SETTINGS, Progress, run_scenario, wait_stopped
+from loadtest.report import checks
+from loadtest.runner import scenarios
+from loadtest.runner.procs import ROOT, StackError
+from loadtest.runner.run import SETTINGS, Progress, run_scenario, wait_stopped
 
 EXIT_OK = 0
 EXIT_CHECK_FAILED = 1  # a guarantee of redis-bus did not hold: see the report's checks
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{s.name:<16} {s.title} ({s.traffic_s:g}s{quick})\n  {s.description}\n")
         return EXIT_OK
     if args.command == "report":
-        from loadtest import report
+        from loadtest.report import markdown as report
 
         return int(report.main([str(args.dir)]))
     try:
@@ -169,7 +170,7 @@ def _run(
     summary["ok"] = all(c["ok"] for c in summary["checks"])
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     (out / "series.json").write_text(json.dumps({"bin_s": 0.5, "scenarios": series}) + "\n")
-    from loadtest import report  # matplotlib loads only now
+    from loadtest.report import markdown as report  # matplotlib loads only now
 
     path = report.write_report(out)
     print()

@@ -24,7 +24,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from loadtest.stack import Stack
+from loadtest.runner.stack import Stack
 
 WARM_UP_S = 60.0  # imports done, pools and buffers at their working size: the fit starts here
 MIN_FIT_POINTS = 3

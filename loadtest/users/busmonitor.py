@@ -18,7 +18,7 @@ from typing import Any
 
 from flask import Response, request
 
-from loadtest.busfigures import Deltas, Figures, fetch_overview, format_line
+from loadtest.users.busfigures import Deltas, Figures, fetch_overview, format_line
 
 log = logging.getLogger(__name__)
 TAB = "redis-bus"

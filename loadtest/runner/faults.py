@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from loadtest.harness import slots
-from loadtest.procs import StackError
-from loadtest.scenarios import SLOW_LIMIT, Fault
-from loadtest.stack import Consumer, Stack
+from loadtest.runner.procs import StackError
+from loadtest.runner.scenarios import SLOW_LIMIT, Fault
+from loadtest.runner.stack import Consumer, Stack
 from producer import keys
 
 IDLE_TIMEOUT_S = 2
