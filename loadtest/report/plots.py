@@ -1,12 +1,13 @@
-"""The load-test report's PNG plots: a timeline per scenario, the outcomes and the latency
-comparison of redis-bus against the baseline. Drawn on Agg figures (never pyplot: no display, no
-global state), sized to read at 100% zoom.
+"""The load-test report's PNG plots: a timeline per scenario, and what every plot shares (the
+colours of the systems and of the faults, the legend, the figure). The outcomes and the latency
+comparison of redis-bus against the baseline are in :mod:`loadtest.report.comparison`. Drawn on
+Agg figures (never pyplot: no display, no global state), sized to read at 100% zoom.
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,9 +18,6 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import FuncFormatter
-
-from loadtest.report import fmt
 
 DPI = 100
 # The same system has the same colour in every plot; the baseline is the warm one.
@@ -69,7 +67,7 @@ def timeline(path: Path, scenario: dict[str, Any], series: dict[str, Any], bin_s
     axes = fig.subplots(len(modes), 1, sharex=True, squeeze=False)[:, 0]
     systems: list[str] = []
     for ax, mode in zip(axes, modes, strict=True):
-        rows = _ordered(r for r in series["rows"].values() if r["mode"] == mode)
+        rows = by_system(r for r in series["rows"].values() if r["mode"] == mode)
         if not rows:
             ax.text(0.5, 0.5, f"no {mode} messages were sent", ha="center", transform=ax.transAxes)
         peak = 1.0
@@ -99,7 +97,7 @@ def timeline(path: Path, scenario: dict[str, Any], series: dict[str, Any], bin_s
         ax.grid(alpha=0.3)
     axes[-1].set_xlabel("seconds since traffic start")
     fig.suptitle(f"{scenario['name']}: {scenario['title']}", fontsize=12, fontweight="bold")
-    _legend(fig, _system_handles(systems), _style_handles(scenario["faults"]))
+    legend(fig, system_handles(systems), _style_handles(scenario["faults"]))
     save(fig, path)
 
 
@@ -134,115 +132,6 @@ def _mark_exits(ax: Axes, rows: list[Row]) -> None:
                     transform=ax.get_xaxis_transform())  # fmt: skip
 
 
-def outcomes(path: Path, scenarios: list[dict[str, Any]]) -> bool:
-    """Per scenario and mode, a bar per system: delivered %, lost, duplicated, stranded; False
-    (no file) without rows."""
-    groups = [(f"{sc['name']}\n{mode}", rows) for sc in scenarios for mode, rows in _by_mode(sc)]
-    if not groups:
-        return False
-    ys: list[float] = []
-    centers: list[float] = []
-    rows: list[Row] = []
-    pos = 0.0
-    for _, members in groups:
-        ys += [pos + i for i in range(len(members))]
-        centers.append(pos + (len(members) - 1) / 2)
-        rows += members
-        pos += len(members) + 0.8  # a gap between scenarios
-    fig = new_figure(14.0, 1.8 + 0.3 * len(rows) + 0.25 * len(groups))
-    axes = fig.subplots(1, 4, sharey=True)
-    panels: list[tuple[str, Callable[[Row], float], bool]] = [
-        ("delivered, % of expected\n(higher is better)", _delivered_pct, False),
-        ("lost\n(lower is better)", lambda r: r["lost"], True),
-        ("duplicated\n(lower is better)", lambda r: r["duplicated"], True),
-        ("stranded in Redis after the drain\n(lower is better)", lambda r: r["stranded"], True),
-    ]
-    for ax, (title, value, counts) in zip(axes, panels, strict=True):
-        values = [value(r) for r in rows]
-        ax.barh(ys, np.nan_to_num(values), height=0.8, color=[color_of(r["system"]) for r in rows])
-        for y, v, r in zip(ys, values, rows, strict=True):
-            text = fmt.count(v) if counts else fmt.percent(r["delivered"], r["expected"])
-            bad = v > 0 if counts else v < 100
-            ax.annotate(text, (0 if np.isnan(v) else v, y), xytext=(3, 0), va="center",
-                        textcoords="offset points", fontsize=8,
-                        fontweight="bold" if bad else "normal")  # fmt: skip
-        if counts:  # symlog: 0, 1 and thousands all read on one axis
-            ax.set_xscale("symlog", linthresh=1)
-            ax.set_xlim(0, max([10.0, *values]) * 6)
-            ax.set_xlabel("messages (symlog scale)")
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: fmt.count(v)))
-        else:
-            ax.set_xlim(0, 130)
-            ax.set_xticks([0, 25, 50, 75, 100])
-            ax.set_xlabel("%")
-        for i, (_, members) in enumerate(groups):
-            if i % 2 == 0:  # bands carry the eye across the four panels
-                ax.axhspan(centers[i] - len(members) / 2, centers[i] + len(members) / 2,
-                           color="0.93", zorder=0)  # fmt: skip
-        ax.set_title(title, fontsize=10)
-        ax.grid(axis="x", alpha=0.3)
-    axes[0].set_yticks(centers, [label for label, _ in groups])
-    axes[0].invert_yaxis()  # the first scenario on top, as in the report (shared by all panels)
-    fig.suptitle("Outcomes per scenario: redis-bus against the baseline", fontweight="bold")
-    systems = list(dict.fromkeys(r["system"] for r in _ordered(rows)))
-    _legend(fig, _system_handles(systems))
-    save(fig, path)
-    return True
-
-
-def latency(path: Path, scenarios: list[dict[str, Any]]) -> bool:
-    """HTTP and end-to-end p50/p95/p99 per mode and system; False (no file) without data."""
-    groups = [
-        (sc["name"], mode, rows)
-        for sc in scenarios
-        for mode, rows in _by_mode(sc)
-        if any(r["http_ms"] or r["e2e_ms"] for r in rows)
-    ]
-    groups.sort(key=lambda g: g[1])  # the panels of one mode side by side (a stable sort)
-    if not groups:
-        return False
-    fig = new_figure(max(7.0, 4.0 * len(groups)), 8.0)
-    axes = fig.subplots(2, len(groups), squeeze=False)
-    for k, (key, kind) in enumerate((("http_ms", "HTTP"), ("e2e_ms", "end-to-end"))):
-        values = [r[key][p] for *_, rows in groups for r in rows if r[key] for p in PERCENTILES]
-        low, high = min(values, default=1.0), max(values, default=1.0)
-        log = high / max(low, 1e-3) >= 30  # orders of magnitude apart: a linear axis hides p50
-        for col, (name, mode, rows) in enumerate(groups):
-            ax = axes[k, col]
-            _latency_bars(ax, rows, key)
-            if log:
-                ax.set_yscale("log")
-                ax.set_ylim(max(low, 1e-3) / 2, high * 6)
-            else:
-                ax.set_ylim(0, high * 1.25)
-            ax.set_title(f"{kind}: {mode} ({name})", fontsize=10)
-            ax.grid(axis="y", alpha=0.3)
-        axes[k, 0].set_ylabel(f"{kind} latency, ms" + (" (log scale)" if log else ""))
-    fig.suptitle("Latency without faults (lower is better)", fontweight="bold")
-    systems = list(dict.fromkeys(r["system"] for *_, rows in groups for r in rows))
-    _legend(fig, _system_handles(systems))
-    save(fig, path)
-    return True
-
-
-def _latency_bars(ax: Axes, rows: list[Row], key: str) -> None:
-    width = 0.8 / len(rows)
-    x = np.arange(len(PERCENTILES))
-    for i, r in enumerate(rows):
-        offset = x - 0.4 + width * (i + 0.5)
-        if r[key] is None:
-            for xi in offset:
-                ax.text(xi, 0.02, "no data", rotation=90, ha="center", va="bottom", fontsize=8,
-                        color="0.4", transform=ax.get_xaxis_transform())  # fmt: skip
-            continue
-        values = [r[key][p] for p in PERCENTILES]
-        bars = ax.bar(offset, values, width=width * 0.95, color=color_of(r["system"]))
-        ax.bar_label(bars, [fmt.ms(v) for v in values], fontsize=8, padding=2,
-                     rotation=90 if len(rows) > 2 else 0)  # fmt: skip
-    ax.set_xticks(x, list(PERCENTILES))
-    ax.set_xlim(-0.5, len(PERCENTILES) - 0.5)  # also where a "no data" stands in for a bar
-
-
 def shade_faults(ax: Axes, faults: list[dict[str, Any]], x_end: float) -> None:
     """Each fault as a labelled window or line; past :data:`MAX_LABELLED_FAULTS` (a soak's
     fault a minute) a thin line each, coloured by kind (the legend names the kinds)."""
@@ -272,7 +161,8 @@ def _panel_title(mode: str, rows: list[Row]) -> str:
     return f"pubsub: delivered/s per subscriber (deliveries ÷ subscribers: {per})"
 
 
-def _legend(fig: Figure, top: list[Artist], bottom: Sequence[Artist] = ()) -> None:
+def legend(fig: Figure, top: list[Artist], bottom: Sequence[Artist] = ()) -> None:
+    """The figure's legend under the plots: ``top`` (the systems) over ``bottom`` (styles)."""
     # one row of systems over one row of line styles, or over rows of WRAPPED_COLUMNS when
     # they are more than LEGEND_COLUMNS (a soak's faults); matplotlib fills column by column
     wide = len(bottom) <= LEGEND_COLUMNS
@@ -287,7 +177,8 @@ def _legend(fig: Figure, top: list[Artist], bottom: Sequence[Artist] = ()) -> No
     fig.legend(handles=handles, loc="outside lower center", ncol=ncol, fontsize=9, frameon=False)
 
 
-def _system_handles(systems: list[str]) -> list[Artist]:
+def system_handles(systems: list[str]) -> list[Artist]:
+    """A legend entry per system, in its colour."""
     return [Patch(color=color_of(s), label=s) for s in systems]
 
 
@@ -328,19 +219,8 @@ def fault_handles(faults: list[dict[str, Any]]) -> list[Artist]:
     return handles
 
 
-def _delivered_pct(r: Row) -> float:
-    return 100 * r["delivered"] / r["expected"] if r["expected"] else float("nan")
-
-
-def _by_mode(sc: dict[str, Any]) -> list[tuple[str, list[Row]]]:
-    # the declared modes first, then any a row has that the list forgot; a mode without rows
-    # has nothing to compare
-    modes = dict.fromkeys([*sc["modes"], *(r["mode"] for r in sc["rows"])])
-    groups = [(m, _ordered(r for r in sc["rows"] if r["mode"] == m)) for m in modes]
-    return [(m, rows) for m, rows in groups if rows]
-
-
-def _ordered(rows: Any) -> list[Row]:
+def by_system(rows: Any) -> list[Row]:
+    """``rows`` in the order of the systems' colours (redis-bus first, the baseline last)."""
     order = list(COLORS)
     return sorted(rows, key=lambda r: order.index(r["system"]) if r["system"] in order else 99)
 

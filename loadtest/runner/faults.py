@@ -14,7 +14,8 @@ from typing import Any
 
 from loadtest.harness import slots
 from loadtest.runner.procs import StackError
-from loadtest.runner.scenarios import SLOW_LIMIT, Fault
+from loadtest.runner.scenarios import SLOW_LIMIT
+from loadtest.runner.spec import Fault
 from loadtest.runner.stack import Consumer, Stack
 from producer import keys
 

@@ -19,9 +19,10 @@ import redis
 
 from loadtest.ledger import records
 from loadtest.report import accounting
-from loadtest.runner import faults, gather, memwatch, streams
+from loadtest.runner import faults, gather, loadgen, memwatch, streams
 from loadtest.runner.procs import Proc, Procs, StackError
-from loadtest.runner.scenarios import AMO_QUEUE, Fault, Scenario
+from loadtest.runner.scenarios import AMO_QUEUE
+from loadtest.runner.spec import Fault, Scenario
 from loadtest.runner.stack import Stack, Work
 
 SETTINGS = {  # redis-bus's deadlines in the load test: short, so faults resolve in seconds
@@ -41,8 +42,6 @@ SETTINGS = {  # redis-bus's deadlines in the load test: short, so faults resolve
     "BUS_LOG_LEVEL": "INFO",
     "BUS_MAX_PAYLOAD_BYTES": "131072",
 }
-STOP_TIMEOUT_S = 5  # locust --stop-timeout: stopping users finish the request in flight
-START_WAIT_S = 30.0  # locust must start sending within this
 STOPPER = "stop-"  # name prefix of the threads that stop a scenario's processes
 
 
@@ -80,11 +79,11 @@ def run_scenario(
         sent = records.Tail(work / "records" / "locust.jsonl")
         locust = procs.start(
             "locust",
-            locust_cmd(scn, quick, stack, out),
-            stack.env(**locust_env(stack, sent.path)),
+            loadgen.command(scn, quick, stack, out),
+            stack.env(**loadgen.env(stack, sent.path)),
             stack.logs / "locust.log",
         )
-        t0 = _wait_start(sent, locust.popen, stack.logs / "locust.log")
+        t0 = loadgen.wait_sending(sent, locust.popen, stack.logs / "locust.log")
         for w in windows:
             w.start = w.end = t0
         if scn.memory_every_s:
@@ -193,7 +192,7 @@ def _traffic(
     progress.phase = "traffic"
     pending = sorted(scn.faults_for(planned), key=lambda f: f.at)
     threads: list[threading.Thread] = []
-    hard_stop = t0 + planned + STOP_TIMEOUT_S + 30
+    hard_stop = t0 + planned + loadgen.STOP_TIMEOUT_S + 30
     while locust.popen.poll() is None:
         now = time.time()
         while pending and now - t0 >= pending[0].at * planned:
@@ -218,34 +217,6 @@ def bus_env(scn: Scenario) -> dict[str, str]:
 def redis_options(scn: Scenario) -> tuple[str, ...]:
     """redis-server options of ``scn`` (kept across restarts: a CONFIG SET would not be)."""
     return ("--timeout", str(scn.redis_timeout_s)) if scn.redis_timeout_s else ()
-
-
-def locust_cmd(scn: Scenario, quick: bool, stack: Stack, out: Path) -> list[str]:
-    """locust, headless, with this scenario's users, shape, rate and report files."""
-    users = str(scn.users_per_class * len(scn.users))
-    planned = scn.duration_s(quick)
-    (out / "locust").mkdir(parents=True, exist_ok=True)
-    files = f"loadtest/locustfile.py,loadtest/shapes/{scn.shape}.py"
-    run = ["--headless", "--only-summary", "-u", users, "-r", users]
-    run += ["-t", f"{planned:g}s", "--stop-timeout", str(STOP_TIMEOUT_S)]
-    targets = ["--host", stack.bus_url, "--baseline-host", stack.baseline_url]
-    targets += ["--redis-url", stack.redis_url, "--queue", ",".join(scn.queues)]
-    targets += ["--channel", "default"]
-    if scn.at_most_once_queue:
-        targets += ["--queue", AMO_QUEUE]
-    load = ["--rate", f"{scn.rate:g}", "--payload-bytes", str(scn.payload_bytes)]
-    load += ["--bus-stats-interval", "0"]  # the runner accounts by id itself: locust quits at once
-    report = ["--csv", str(out / "locust" / scn.name)]
-    report += ["--html", str(out / "locust" / f"{scn.name}.html")]
-    shape = list(scn.shape_args_for(planned))
-    if scn.shape == "step":  # four steps, whatever the suite's duration
-        shape += ["--step-users", str(int(users) // 4), "--step-s", f"{planned / 4:g}"]
-    cmd = [sys.executable, "-m", "locust", "-f", files, *run, *targets, *load, *report]
-    return [*cmd, *shape, *scn.users]
-
-
-def locust_env(stack: Stack, ledger: Path) -> dict[str, str]:
-    return {records.ENV_FILE: str(ledger), "LOADTEST_BASELINE_HOST": stack.baseline_url}
 
 
 # --------------------------------------------------------------------------------------------
@@ -277,19 +248,6 @@ def _start(stack: Stack, scn: Scenario) -> None:
             if scn.baseline:
                 stack.start_baseline(f"baseline-s{i}", "pubsub", sub_work)
     stack.wait_ready()
-
-
-def _wait_start(tail: records.Tail, locust: Any, log: Path) -> float:
-    deadline = time.monotonic() + START_WAIT_S
-    while time.monotonic() < deadline:
-        for line in tail.poll():
-            if line["k"] == "phase" and line["what"] == "start":
-                return float(line["t"])
-        if locust.poll() is not None:
-            break
-        time.sleep(0.05)
-    text = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-    raise StackError(f"locust did not start sending; the end of its log:\n{text}")
 
 
 def _in_thread(

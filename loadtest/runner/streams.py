@@ -17,7 +17,7 @@ from typing import Any
 
 from loadtest.ledger import records
 from loadtest.runner.procs import wait_until
-from loadtest.runner.scenarios import Scenario
+from loadtest.runner.spec import Scenario
 from loadtest.runner.stack import Stack
 
 MAX_REQUESTS = 400  # requests at most to reach every web process
