@@ -12,6 +12,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import redis
+
+from producer import keys
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 PYTHON = sys.executable
 WAIT_S = 300.0  # bound on a wait that no other bound is given
@@ -48,6 +52,11 @@ class Scale:
 
     def s(self, full: float, smoke: float) -> float:
         return smoke if self.smoke else full
+
+
+def registered(client: redis.Redis, queue: str, name: str) -> bool:
+    """Whether worker ``name`` of ``queue`` has registered (its entry in the queue's consumers)."""
+    return client.zscore(keys.consumers(queue), name) is not None
 
 
 def clean_env(**bus: str) -> dict[str, str]:

@@ -22,7 +22,17 @@ from collections.abc import Callable
 
 import redis
 
-from loadtest.bench.common import POLL_S, PYTHON, WAIT_S, Result, Scale, clean_env, spawn, stop
+from loadtest.bench.common import (
+    POLL_S,
+    PYTHON,
+    WAIT_S,
+    Result,
+    Scale,
+    clean_env,
+    registered,
+    spawn,
+    stop,
+)
 from loadtest.harness.server import RedisServer, throwaway_server
 from loadtest.harness.waits import wait_for
 from producer import envelope, keys
@@ -70,12 +80,7 @@ def ours(server: RedisServer, delivery: str, batch: int, raws: list[bytes]) -> f
                   "--log-level", "WARNING"], env)  # fmt: skip
     stats_key = keys.stats("worker", f"{QUEUE}:{name}")
     try:
-        wait_for(
-            lambda: client.zscore(keys.consumers(QUEUE), name) is not None,
-            30,
-            "worker start",
-            POLL_S,
-        )
+        wait_for(lambda: registered(client, QUEUE, name), 30, "worker start", POLL_S)
         started = fill(client, raws)
         wait_for(
             lambda: int(client.hget(stats_key, "handled") or 0) >= len(raws),

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtest.bench.common import PYTHON, ROOT, Result, Scale, clean_env, spawn, stop
+from loadtest.harness.answers import http_status
 from loadtest.harness.ports import free_port
 from loadtest.harness.server import throwaway_server
 from loadtest.harness.waits import wait_for
@@ -68,13 +69,7 @@ def gunicorn(app: str, port: int) -> list[str]:
 def post(url: str) -> int:
     """One POST of :data:`BODY`; the status code (0 when nothing answers)."""
     req = urllib.request.Request(url, BODY, {"Content-Type": "application/json"}, method="POST")
-    try:
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except OSError:
-        return 0
+    return http_status(req, timeout_s=5)
 
 
 def wrk(url: str, duration_s: float) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import redis
 
-from loadtest.bench import flood
+from loadtest.bench import flood, publisher
 from loadtest.bench.common import POLL_S, PYTHON, Result, Scale, clean_env, rss_kib, spawn, stop
 from loadtest.harness.server import RedisServer, throwaway_server
 from loadtest.harness.waits import wait_for
@@ -147,7 +147,7 @@ def subscriber_run(server: RedisServer, n: int, limit_s: float) -> Samples:
     try:
         received = counter(client, keys.stats("subscriber", name), "received")
         wait_for(
-            lambda: _alive(child) and flood.numsub(client, channel_key) == 1,
+            lambda: _alive(child) and publisher.numsub(client, channel_key) == 1,
             60,
             "the subscriber to subscribe",
             POLL_S,
@@ -157,8 +157,10 @@ def subscriber_run(server: RedisServer, n: int, limit_s: float) -> Samples:
         while published < n and time.monotonic() < ends_at:
             if published - received() < 2 * CHUNK:
                 count = min(CHUNK, n - published)
-                bodies = flood.envelopes(count, src, first_seq=published + 1)
-                published += flood.publish(server.port, flood.packed(channel_key, bodies)).count
+                bodies = publisher.envelopes(count, src, first_seq=published + 1)
+                published += publisher.publish(
+                    server.port, publisher.packed(channel_key, bodies)
+                ).count
             else:
                 time.sleep(0.02)
             _alive(child)

@@ -38,7 +38,17 @@ from typing import Any
 
 import redis
 
-from loadtest.bench.common import POLL_S, PYTHON, WAIT_S, Result, Scale, clean_env, spawn, stop
+from loadtest.bench.common import (
+    POLL_S,
+    PYTHON,
+    WAIT_S,
+    Result,
+    Scale,
+    clean_env,
+    registered,
+    spawn,
+    stop,
+)
 from loadtest.harness.server import RedisServer, throwaway_server
 from loadtest.harness.waits import wait_for
 from producer import Producer, keys
@@ -158,12 +168,7 @@ def drain(server: RedisServer, kind: str, n: int, name: str) -> Drained:
         return int(client.hget(stats_key, "handled") or 0)
 
     try:
-        wait_for(
-            lambda: client.zscore(keys.consumers(QUEUE), name) is not None,
-            30,
-            "worker start",
-            POLL_S,
-        )
+        wait_for(lambda: registered(client, QUEUE, name), 30, "worker start", POLL_S)
         worker_cpu, redis_cpu = cpu_s(proc.pid), cpu_s(server.pid)
         started = time.perf_counter()
         client.rename(STAGING, keys.pending(QUEUE))

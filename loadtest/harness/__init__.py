@@ -4,7 +4,9 @@ server, a Sentinel set-up, a Redis Cluster) on free loopback ports, and bounded 
 - :mod:`loadtest.harness.ports`: free loopback ports.
 - :mod:`loadtest.harness.waits`: poll a condition until it holds, with a deadline and a failure
   that names what was awaited.
-- :mod:`loadtest.harness.server`: one redis-server (start, stop, kill -9, SIGSTOP, restart).
+- :mod:`loadtest.harness.answers`: whether a web server answers (an HTTP status, 0 for none).
+- :mod:`loadtest.harness.server`: one redis-server (start, stop, kill -9, SIGSTOP, restart), and
+  :class:`~loadtest.harness.server.Topology`, servers that start and end together.
 - :mod:`loadtest.harness.sentinel`: a primary, a replica and three sentinels.
 - :mod:`loadtest.harness.cluster`: a Redis Cluster of redis-servers of its own.
 - :mod:`loadtest.harness.slots`: a cluster as its nodes' ports: create it, tell when its nodes

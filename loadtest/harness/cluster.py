@@ -8,12 +8,11 @@ bounded, until every node agrees on the slot map, and ``kill()`` ends every proc
 from __future__ import annotations
 
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from loadtest.harness import slots
 from loadtest.harness.ports import PortPicker
-from loadtest.harness.server import CHECK_ERRORS, NO_SYNC_DELAY, RedisServer, end_all
+from loadtest.harness.server import CHECK_ERRORS, NO_SYNC_DELAY, RedisServer, Topology
 from loadtest.harness.slots import NodeLine
 from loadtest.harness.waits import FailoverTiming, wait_no_problems
 
@@ -53,7 +52,7 @@ class ClusterServer(RedisServer):
         return f"<ClusterServer {self.address} {'up' if self.alive else 'down'}>"
 
 
-class RedisCluster:
+class RedisCluster(Topology):
     """A Redis Cluster on loopback (3 primaries, a replica each, by default), each node in
     ``workdir/node-N``, with AOF unless ``appendonly`` is false."""
 
@@ -73,31 +72,16 @@ class RedisCluster:
 
     # lifecycle
 
-    def start(self, timeout_s: float = 30.0) -> RedisCluster:
+    def bring_up(self, timeout_s: float) -> None:
         """Start the nodes, join them with ``redis-cli --cluster create``, wait until ok."""
-        try:
-            for node in self.nodes:
-                node.start()
-            slots.create([n.address for n in self.nodes], self.replicas_per_primary, timeout_s)
-            self.wait_ok(timeout_s)
-        except BaseException:
-            self.kill()
-            raise
-        return self
+        for node in self.nodes:
+            node.start()
+        slots.create([n.address for n in self.nodes], self.replicas_per_primary, timeout_s)
+        self.wait_ok(timeout_s)
 
-    def stop(self) -> None:
-        """SIGTERM every node (SIGKILL when one does not go)."""
-        end_all(self.nodes, graceful=True)
-
-    def kill(self) -> None:
-        """SIGKILL every node."""
-        end_all(self.nodes, graceful=False)
-
-    def __enter__(self) -> RedisCluster:
-        return self.start()
-
-    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
-        self.kill()
+    def servers(self) -> list[RedisServer]:
+        """Every node."""
+        return list(self.nodes)
 
     # topology
 

@@ -10,14 +10,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import TracebackType
 
 from loadtest.harness.ports import HOST, PortPicker
 from loadtest.harness.server import (
     CHECK_ERRORS,
     NO_SYNC_DELAY,
     RedisServer,
-    end_all,
+    Topology,
     redis_binary,
 )
 from loadtest.harness.waits import FailoverTiming, wait_no_problems
@@ -65,7 +64,7 @@ class SentinelServer(RedisServer):
         return f"<SentinelServer {self.address} {'up' if self.alive else 'down'}>"
 
 
-class RedisSentinel:
+class RedisSentinel(Topology):
     """A primary, one replica and three sentinels (quorum 2) monitoring them as ``bus``."""
 
     master_name = "bus"
@@ -93,37 +92,20 @@ class RedisSentinel:
 
     # lifecycle
 
-    def start(self, timeout_s: float = 30.0) -> RedisSentinel:
+    def bring_up(self, timeout_s: float) -> None:
         """Start the primary, the replica (wait until in sync), the sentinels; wait until ready."""
-        try:
-            for node in self.data_nodes:
-                node.start()
-            self._started = True
-            first = self.data_nodes[0]
-            wait_no_problems(
-                lambda: self._replica_problems(first), timeout_s, "the replica to sync"
-            )
-            for s in self.sentinel_servers:
-                s.start()
-            self.wait_ready(timeout_s)
-        except BaseException:
-            self.kill()
-            raise
-        return self
+        for node in self.data_nodes:
+            node.start()
+        self._started = True
+        first = self.data_nodes[0]
+        wait_no_problems(lambda: self._replica_problems(first), timeout_s, "the replica to sync")
+        for s in self.sentinel_servers:
+            s.start()
+        self.wait_ready(timeout_s)
 
-    def stop(self) -> None:
-        """SIGTERM every process (SIGKILL when one does not go), the sentinels first."""
-        end_all([*self.sentinel_servers, *self.data_nodes], graceful=True)
-
-    def kill(self) -> None:
-        """SIGKILL every process."""
-        end_all([*self.sentinel_servers, *self.data_nodes], graceful=False)
-
-    def __enter__(self) -> RedisSentinel:
-        return self.start()
-
-    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
-        self.kill()
+    def servers(self) -> list[RedisServer]:
+        """The sentinels first, then the data nodes."""
+        return [*self.sentinel_servers, *self.data_nodes]
 
     # topology
 

@@ -11,7 +11,8 @@ import subprocess
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 import redis
 from redis.backoff import NoBackoff
@@ -195,6 +196,43 @@ def throwaway_server(*options: str) -> Iterator[RedisServer]:
             yield server
         finally:
             server.stop()
+
+
+class Topology:
+    """Servers that start, stop and die together (a Sentinel set-up, a cluster); as a context
+    manager, started on entry and killed on leaving."""
+
+    def servers(self) -> list[RedisServer]:
+        """Every server, in the order they are ended."""
+        raise NotImplementedError
+
+    def start(self, timeout_s: float = 30.0) -> Self:
+        """Start every server and wait, bounded, until they work together; on any failure kill
+        what was started."""
+        try:
+            self.bring_up(timeout_s)
+        except BaseException:
+            self.kill()
+            raise
+        return self
+
+    def bring_up(self, timeout_s: float) -> None:
+        """Start every server and wait, bounded, until they work together."""
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        """SIGTERM every server (SIGKILL when one does not go)."""
+        end_all(self.servers(), graceful=True)
+
+    def kill(self) -> None:
+        """SIGKILL every server."""
+        end_all(self.servers(), graceful=False)
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.kill()
 
 
 def end_all(servers: Iterable[RedisServer], graceful: bool) -> None:

@@ -8,8 +8,6 @@ from __future__ import annotations
 import os
 import signal
 import sys
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from redis.retry import Retry
 
 from loadtest import baseline
 from loadtest.harness import slots
+from loadtest.harness.answers import http_status
 from loadtest.harness.ports import free_port
 from loadtest.harness.server import server_command
 from loadtest.ledger import records
@@ -216,9 +215,9 @@ class Stack:
     def wait_ready(self) -> None:
         """Both webs answer, every worker is registered or blocked, every subscriber counted."""
         r = self.admin()
-        wait_until(lambda: _http_status(f"{self.bus_url}/healthz") == 200, "redis-bus's web")
+        wait_until(lambda: http_status(f"{self.bus_url}/healthz") == 200, "redis-bus's web")
         if any(p.name == "baseline-web" for p in self.procs.all):
-            wait_until(lambda: _http_status(f"{self.baseline_url}/nope") == 404, "the baseline web")
+            wait_until(lambda: http_status(f"{self.baseline_url}/nope") == 404, "the baseline web")
         for c in self.consumers:
             if not c.proc.alive():
                 raise StackError(f"{c.who} exited at start: {c.proc.last_error()}")
@@ -252,16 +251,6 @@ def _bus(who: str, args: list[str]) -> list[str]:
 def _pings(port: int) -> bool:
     with slots.node(port) as client:
         return bool(client.ping())
-
-
-def _http_status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except OSError:
-        return 0
 
 
 def _blocked(r: redis.Redis, command: str) -> int:
