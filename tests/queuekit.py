@@ -20,7 +20,7 @@ from typing import Any
 import redis
 
 from loadtest.harness.server import RedisServer
-from loadtest.harness.waits import wait_for
+from loadtest.harness.waits import wait_for, wait_no_problems
 from producer import keys
 from producer.counts import read_balance
 from tests.conftest import QUICK_ENV
@@ -142,10 +142,8 @@ def wait_drained(
         )
 
     def settle(within_s: float) -> None:
-        deadline = time.monotonic() + within_s
-        while (why := state()) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert not why, f"not drained after {within_s}s: {why}"
+        wait_no_problems(lambda: [why] if (why := state()) else [], within_s, "a drained queue",
+                         every_s=0.02)  # fmt: skip
 
     settle(timeout_s)
     before = len(read_records(path))
