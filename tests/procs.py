@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ from typing import Any
 
 import requests
 
+from loadtest.harness.procs import stop
 from loadtest.harness.waits import wait_for as wait_for  # the README's tests import it from here
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -55,15 +55,9 @@ class Proc:
 
     def stop(self, timeout_s: float = 10.0) -> int | None:
         """SIGTERM, then SIGKILL the whole session if it does not go."""
-        if self.proc.poll() is None:
-            self.signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        code = stop(self.proc, timeout_s, whole_session=False)
         self._log.close()
-        return self.proc.returncode
+        return code
 
 
 def daemon_cmd(kind: str, *args: str, module: str = "consumers") -> list[str]:

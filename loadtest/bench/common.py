@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -72,26 +70,6 @@ def spawn(args: Sequence[str], env: dict[str, str] | None = None,
     out = subprocess.DEVNULL if quiet else None
     return subprocess.Popen(list(args), env=env, cwd=ROOT, stdout=out, stderr=out,
                             start_new_session=True)  # fmt: skip
-
-
-def stop(proc: subprocess.Popen[bytes], timeout_s: float = 10) -> None:
-    """SIGTERM the child's session (started by :func:`spawn`), SIGKILL it if it lingers."""
-    if proc.poll() is not None:
-        return
-    _signal(proc, signal.SIGTERM)
-    try:
-        proc.wait(timeout_s)
-    except subprocess.TimeoutExpired:
-        _signal(proc, signal.SIGKILL)
-        proc.wait(5)
-
-
-def _signal(proc: subprocess.Popen[bytes], sig: int) -> None:
-    try:
-        os.killpg(proc.pid, sig)
-    except ProcessLookupError:  # not a session leader, or gone
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(proc.pid, sig)
 
 
 def rss_kib(pid: int) -> int:

@@ -31,8 +31,8 @@ from loadtest.bench.common import (
     clean_env,
     registered,
     spawn,
-    stop,
 )
+from loadtest.harness.procs import stop
 from loadtest.harness.server import RedisServer, throwaway_server
 from loadtest.harness.waits import wait_for
 from producer import envelope, keys

@@ -23,8 +23,9 @@ from collections.abc import Callable
 
 import redis
 
-from loadtest.bench.common import POLL_S, PYTHON, ROOT, Result, Scale, clean_env, spawn, stop
+from loadtest.bench.common import POLL_S, PYTHON, ROOT, Result, Scale, clean_env, spawn
 from loadtest.bench.publisher import Published, envelopes, numsub, packed, publish
+from loadtest.harness.procs import stop
 from loadtest.harness.server import RedisServer, throwaway_server
 from loadtest.harness.waits import wait_for
 from producer import envelope, keys

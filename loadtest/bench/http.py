@@ -26,9 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loadtest.bench.common import PYTHON, ROOT, Result, Scale, clean_env, spawn, stop
+from loadtest.bench.common import PYTHON, ROOT, Result, Scale, clean_env, spawn
 from loadtest.harness.answers import http_status
 from loadtest.harness.ports import free_port
+from loadtest.harness.procs import stop
 from loadtest.harness.server import throwaway_server
 from loadtest.harness.waits import wait_for
 from producer import keys

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import redis
 
-from loadtest.bench.common import POLL_S, PYTHON, Result, Scale, clean_env, spawn, stop
+from loadtest.bench.common import POLL_S, PYTHON, Result, Scale, clean_env, spawn
+from loadtest.harness.procs import stop
 from loadtest.harness.server import RedisServer, throwaway_server
 from loadtest.harness.waits import wait_for
 from producer import envelope, keys

@@ -21,7 +21,8 @@ from dataclasses import dataclass, field
 import redis
 
 from loadtest.bench import flood, publisher
-from loadtest.bench.common import POLL_S, PYTHON, Result, Scale, clean_env, rss_kib, spawn, stop
+from loadtest.bench.common import POLL_S, PYTHON, Result, Scale, clean_env, rss_kib, spawn
+from loadtest.harness.procs import stop
 from loadtest.harness.server import RedisServer, throwaway_server
 from loadtest.harness.waits import wait_for
 from producer import envelope, keys

@@ -61,7 +61,8 @@ from pathlib import Path
 import redis
 
 from loadtest.bench import peer_tasks
-from loadtest.bench.common import POLL_S, PYTHON, ROOT, Result, Scale, clean_env, stop
+from loadtest.bench.common import POLL_S, PYTHON, ROOT, Result, Scale, clean_env
+from loadtest.harness.procs import stop
 from loadtest.harness.server import RedisServer, throwaway_server
 from loadtest.harness.waits import wait_for
 from producer import envelope, keys

@@ -12,9 +12,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from loadtest.bench.common import POLL_S, PYTHON, clean_env, spawn, stop
+from loadtest.bench.common import POLL_S, PYTHON, clean_env, spawn
 from loadtest.bench.shards import URL, Cluster
 from loadtest.bench.tracking import cpu_s
+from loadtest.harness.procs import stop
 from loadtest.harness.waits import wait_for
 from producer import Producer, keys, make_client
 from producer.cluster import ClusterClient, slot_of

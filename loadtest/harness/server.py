@@ -19,6 +19,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from loadtest.harness.ports import HOST, free_port
+from loadtest.harness.procs import stop
 from loadtest.harness.waits import wait_for
 
 CHECK_ERRORS = (redis.RedisError, OSError)  # what a check of a server that may be down meets
@@ -155,11 +156,7 @@ class RedisServer:
         """SIGTERM and wait (Redis fsyncs the AOF on the way out); SIGKILL if it lingers."""
         if self.proc and self.proc.poll() is None:
             self.resume()
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.kill()
+            stop(self.proc, timeout_s, whole_session=False)
         self.paused = False
 
     def kill(self) -> None:
