@@ -5,6 +5,8 @@ the pacing (``--rate``), and a stop that never cuts a request off (:class:`Grace
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from itertools import cycle
 from typing import Any
 
 from locust import User, constant_throughput, events, runners
@@ -77,10 +79,10 @@ def paced(user: User) -> float:
     return constant_throughput(rate)(user) if rate > 0 else 0.0
 
 
-def stop_if_test_stopping(user: User) -> None:
+def stop_if_test_stopping(env: Environment) -> None:
     """Start no message once the test is being stopped: a user whose wait ended just as the
     runner stopped would otherwise send and be killed mid-request (an "aborted" line)."""
-    runner = user.environment.runner
+    runner = env.runner
     if runner is not None and runner.state in STOPPING_STATES:
         raise StopUser()
 
@@ -100,3 +102,21 @@ class GracefulStop:
             self._state = LOCUST_STATE_STOPPING
             return False
         return super().stop(force)  # type: ignore[misc]
+
+
+class Sending(GracefulStop):
+    """A user that sends one message per task run, at ``--rate``, to its destinations (the
+    ``--queue`` or ``--channel`` names, by ``dest_field``) in turn."""
+
+    environment: Environment
+    wait_time = paced
+    dest_field = "queue"
+
+    def on_start(self) -> None:
+        self.dests: Iterator[str] = cycle(names(self.environment, self.dest_field))
+
+    def next_message(self) -> tuple[str, str]:
+        """The next destination and load-test id; stops the user instead once the test is
+        stopping."""
+        stop_if_test_stopping(self.environment)
+        return next(self.dests), generator.lids.next()

@@ -4,42 +4,27 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from itertools import cycle
 
 import redis
 from gevent import GreenletExit
 from locust import User, tag, task
 
 from loadtest.ledger import records
-from loadtest.users.base import (
-    DEFAULT_REDIS_URL,
-    GracefulStop,
-    generator,
-    names,
-    option,
-    paced,
-    stop_if_test_stopping,
-)
+from loadtest.users.base import DEFAULT_REDIS_URL, Sending, generator, option
 from loadtest.users.sending import sent_line, short
 from producer import QueueFull, Unconfirmed, keys
 from producer.client import drop_connections
 
 
-class _Direct(GracefulStop, User):
+class _Direct(Sending, User):
     """Sends with the project's Producer straight to Redis; reports each call to locust."""
 
     abstract = True
-    wait_time = paced
     mode, dest_field, command = "prodcons", "queue", "LPUSH"
 
-    def on_start(self) -> None:
-        self.dests: Iterator[str] = cycle(names(self.environment, self.dest_field))
-
     def send(self) -> None:
-        stop_if_test_stopping(self)
+        dest, lid = self.next_message()
         producer = generator.producer(str(option(self.environment, "redis_url", DEFAULT_REDIS_URL)))
-        dest, lid = next(self.dests), generator.lids.next()
         payload = records.payload(lid, int(option(self.environment, "payload_bytes", 0)))
         key = keys.pending(dest) if self.mode == "prodcons" else keys.channel(dest)
         t0, started = records.now(), time.perf_counter()

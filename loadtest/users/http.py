@@ -4,8 +4,6 @@ baseline (``BaselineProdcons``, ``BaselinePubsub``), and the seed articles' GETs
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from itertools import cycle
 from typing import Any
 
 from gevent import GreenletExit
@@ -17,8 +15,8 @@ from loadtest.users.base import (
     ENV_BASELINE,
     TIMEOUT_S,
     GracefulStop,
+    Sending,
     generator,
-    names,
     option,
     paced,
     stop_if_test_stopping,
@@ -38,26 +36,20 @@ def judged(resp: ResponseContextManager, system: str) -> dict[str, Any]:
     return fields
 
 
-class _Sender(GracefulStop, FastHttpUser):
+class _Sender(Sending, FastHttpUser):
     """POSTs one message per task run and writes its ledger line."""
 
     abstract = True
-    wait_time = paced
     network_timeout = TIMEOUT_S
     connection_timeout = TIMEOUT_S
     system = "bus"
     mode = "prodcons"
-    dest_field = "queue"
-
-    def on_start(self) -> None:
-        self.dests: Iterator[str] = cycle(names(self.environment, self.dest_field))
 
     def url(self) -> str:
         return f"/{self.mode}"
 
     def send(self) -> None:
-        stop_if_test_stopping(self)
-        dest, lid = next(self.dests), generator.lids.next()
+        dest, lid = self.next_message()
         pad = int(option(self.environment, "payload_bytes", 0))
         body = {"payload": records.payload(lid, pad), self.dest_field: dest}
         name = f"/{self.mode}" if self.system == "bus" else f"{self.system} /{self.mode}"
@@ -146,7 +138,7 @@ class SeedGet(GracefulStop, FastHttpUser):
         self.get("/pubsub")
 
     def get(self, path: str) -> None:
-        stop_if_test_stopping(self)
+        stop_if_test_stopping(self.environment)
         with self.client.get(path, allow_redirects=False, catch_response=True) as resp:
             if resp.status_code == 303:
                 resp.success()
