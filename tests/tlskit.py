@@ -102,10 +102,6 @@ class TlsRedisServer(RedisServer):
             "--requirepass", PASSWORD,
         ]  # fmt: skip
 
-    def start(self) -> TlsRedisServer:
-        super().start()
-        return self
-
     @property
     def url(self) -> str:
         return f"rediss://:{PASSWORD}@127.0.0.1:{self.port}/0"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Self
 
 from loadtest.harness.ports import HOST, PortPicker
 from loadtest.harness.server import (
@@ -31,7 +32,7 @@ class DataServer(RedisServer):
         self.master_port = master_port
         self.base_args = list(self.args)
 
-    def start(self) -> DataServer:
+    def start(self) -> Self:
         master = self.master_port()
         follow = [] if master in (None, self.port) else ["--replicaof", HOST, str(master)]
         self.args = [*self.base_args, *follow]

@@ -98,7 +98,7 @@ class RedisServer:
     def command(self) -> list[str]:
         return server_command(self.port, self.workdir, *self.args, appendonly=self.appendonly)
 
-    def start(self) -> RedisServer:
+    def start(self) -> Self:
         """Start it (in a session of its own) and wait, bounded, until it answers."""
         self.paused = False
         self.proc = subprocess.Popen(self.command(), stdout=subprocess.DEVNULL,
