@@ -5,6 +5,8 @@ server, a Sentinel set-up, a Redis Cluster) on free loopback ports, and bounded 
 - :mod:`loadtest.harness.waits`: poll a condition until it holds, with a deadline and a failure
   that names what was awaited.
 - :mod:`loadtest.harness.answers`: whether a web server answers (an HTTP status, 0 for none).
+- :mod:`loadtest.harness.procs`: end a child that leads its own session (SIGTERM, a bounded
+  wait, SIGKILL).
 - :mod:`loadtest.harness.server`: one redis-server (start, stop, kill -9, SIGSTOP, restart), and
   :class:`~loadtest.harness.server.Topology`, servers that start and end together.
 - :mod:`loadtest.harness.sentinel`: a primary, a replica and three sentinels.
