@@ -1,5 +1,5 @@
 import sys
 
-from loadtest.cli import main
+from loadtest.runner.cli import main
 
 sys.exit(main())

@@ -12,8 +12,9 @@ What makes them naive is kept on purpose, line for line with the pattern people 
 * the subscriber is a ``pubsub.listen()`` loop: nothing notices a silent link or counts a gap;
 * ``/pubsub`` opens a new connection for every request, and any error is Flask's HTML 500.
 
-The only addition is the ledger line each consumer writes per message (:mod:`loadtest.records`),
-exactly as redis-bus's load-test handler does, so both are accounted for the same way.
+The only addition is the ledger line each consumer writes per message
+(:mod:`loadtest.ledger.records`), exactly as redis-bus's load-test handler does, so both are
+accounted for the same way.
 
 ``python -m loadtest.baseline worker|subscriber --redis-url URL [--name N]``; the web app runs
 under gunicorn: ``gunicorn -c web/gunicorn.conf.py 'loadtest.baseline:create_app()'`` with
@@ -34,7 +35,7 @@ import redis
 from flask import Flask, redirect, request
 from flask.typing import ResponseReturnValue
 
-from loadtest import records
+from loadtest.ledger import records
 
 QUEUE = "baseline:queue"
 CHANNEL = "baseline:channel"

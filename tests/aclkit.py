@@ -8,8 +8,8 @@ from pathlib import Path
 
 import redis
 
+from loadtest.harness.server import RedisServer
 from tests.procs import ROOT
-from tests.redisproc import RedisServer
 
 ACL_SCRIPT = ROOT / "scripts" / "acl.sh"
 ROLES = ("web", "worker", "subscriber", "tools", "admin")

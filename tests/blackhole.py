@@ -15,12 +15,13 @@ from typing import Any
 
 import redis
 
+from loadtest.harness.server import RedisServer
+from loadtest.harness.waits import wait_for
 from producer import make_client
 from tests.conftest import quick_settings
 from tests.ledger import Ledger, handled_ids
-from tests.procs import read_records, wait_for
+from tests.procs import read_records
 from tests.queuekit import BLOCK_S, PENDING, READ_DEADLINE_S, wait_blocked, wait_drained
-from tests.redisproc import RedisServer
 
 PAUSE_S = 4.0  # longer than the block timeout + the read deadline
 assert PAUSE_S > BLOCK_S + READ_DEADLINE_S

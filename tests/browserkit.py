@@ -25,9 +25,10 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.select import Select
 
+from loadtest.harness.server import RedisServer, redis_binary
+from loadtest.harness.waits import wait_for
 from tests.conftest import QUICK_ENV
-from tests.procs import ROOT, Proc, daemon_cmd, project_env, read_records, wait_for
-from tests.redisproc import RedisServer, redis_binary
+from tests.procs import ROOT, Proc, daemon_cmd, project_env, read_records
 from tests.webapp import start_gunicorn
 
 CHROMIUM = "/usr/bin/chromium"

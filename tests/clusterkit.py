@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 import redis
 
+from loadtest.harness.cluster import ClusterServer, RedisCluster
+from loadtest.harness.server import redis_cli_binary
 from producer import NotReplicated, Producer, Settings, Unconfirmed, keys, make_client
 from producer.connection.cluster import ClusterClient
-from tests.cluster_topology import ClusterServer, RedisCluster
 from tests.conftest import quick_settings
-from tests.topology import redis_cli_binary
 
 URL = "redis://127.0.0.1:1/0"  # on a cluster only the credentials of the URL are used
 # A script: appends ARGV[1] to the list KEYS[1] and returns its length.

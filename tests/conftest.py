@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import redis
 
+from loadtest.harness.server import RedisServer, redis_binary
 from producer import Settings
 from tests.procs import Proc, daemon_cmd, project_env
-from tests.redisproc import RedisServer, redis_binary
 
 
 @pytest.fixture(scope="session")

@@ -23,10 +23,11 @@ from typing import Any
 
 import redis
 
+from loadtest.harness.server import RedisServer
+from loadtest.harness.waits import wait_for
 from producer import Producer, make_client
 from producer.store.envelope import new as new_envelope
 from tests.conftest import quick_settings
-from tests.redisproc import RedisServer
 
 Records = list[dict[str, Any]]
 
@@ -60,13 +61,16 @@ class Ledger:
 
     def push(self, timeout_s: float = 15.0, **extra: Any) -> str:
         """Push a new numbered message until it is accepted."""
-        payload = self.payload(**extra)
-        deadline = time.monotonic() + timeout_s
-        while (mid := self.try_push(payload)) is None:
-            self.to_retry.remove(payload)
-            assert time.monotonic() < deadline, f"push of {payload} never accepted"
-            time.sleep(0.05)
-        return mid
+        return self._push_until_accepted(self.payload(**extra), timeout_s)
+
+    def _push_until_accepted(self, payload: dict[str, Any], timeout_s: float) -> str:
+        def accepted() -> str | None:
+            mid = self.try_push(payload)
+            if mid is None:
+                self.to_retry.remove(payload)
+            return mid
+
+        return str(wait_for(accepted, timeout_s, f"the push of {payload} to be accepted"))
 
     def push_many(self, count: int, **extra: Any) -> list[str]:
         """Push ``count`` new numbered messages, each until it is accepted."""
@@ -77,10 +81,7 @@ class Ledger:
         retried, self.to_retry = self.to_retry, []
         deadline = time.monotonic() + timeout_s
         for payload in retried:
-            while self.try_push(payload) is None:
-                self.to_retry.remove(payload)
-                assert time.monotonic() < deadline, f"push of {payload} never accepted"
-                time.sleep(0.05)
+            self._push_until_accepted(payload, max(0.0, deadline - time.monotonic()))
         return len(retried)
 
     def envelope(self, tag: str) -> tuple[bytes, dict[str, Any], str]:

@@ -4,31 +4,16 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import requests
 
+from loadtest.harness.procs import stop
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def wait_for(
-    predicate: Callable[[], Any], timeout_s: float, what: str, every_s: float = 0.05
-) -> Any:
-    """Poll ``predicate`` until truthy; fail naming ``what`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
-        time.sleep(every_s)
 
 
 def project_env(redis_url: str, **extra: str) -> dict[str, str]:
@@ -69,20 +54,26 @@ class Proc:
 
     def stop(self, timeout_s: float = 10.0) -> int | None:
         """SIGTERM, then SIGKILL the whole session if it does not go."""
-        if self.proc.poll() is None:
-            self.signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+        code = stop(self.proc, timeout_s, whole_session=False)
         self._log.close()
-        return self.proc.returncode
+        return code
 
 
 def daemon_cmd(kind: str, *args: str, module: str = "consumers") -> list[str]:
     """``python -m consumers <kind> args...`` with this interpreter (or another module)."""
     return [sys.executable, "-m", module, kind, *args]
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m consumers args...`` run to its end (30 s at the most), its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "consumers", *args],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        cwd=ROOT,
+        env=env,
+    )
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:

@@ -8,7 +8,7 @@ import socket
 import threading
 from collections.abc import Iterator
 
-from tests.redisproc import RedisServer
+from loadtest.harness.server import RedisServer
 
 
 class ReplyDroppingProxy:

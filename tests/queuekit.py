@@ -19,12 +19,13 @@ from typing import Any
 
 import redis
 
+from loadtest.harness.server import RedisServer
+from loadtest.harness.waits import wait_for, wait_no_problems
 from producer import keys
 from producer.store.counts import read_balance
 from tests.conftest import QUICK_ENV
 from tests.ledger import Account, Ledger, Records, handled_ids
-from tests.procs import Proc, read_records, wait_for
-from tests.redisproc import RedisServer
+from tests.procs import Proc, read_records
 
 Q = "default"
 PENDING = keys.pending(Q)
@@ -141,10 +142,8 @@ def wait_drained(
         )
 
     def settle(within_s: float) -> None:
-        deadline = time.monotonic() + within_s
-        while (why := state()) and time.monotonic() < deadline:
-            time.sleep(0.02)
-        assert not why, f"not drained after {within_s}s: {why}"
+        wait_no_problems(lambda: [why] if (why := state()) else [], within_s, "a drained queue",
+                         every_s=0.02)  # fmt: skip
 
     settle(timeout_s)
     before = len(read_records(path))

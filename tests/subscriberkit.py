@@ -13,10 +13,11 @@ from typing import Any
 
 import redis
 
+from loadtest.harness.server import RedisServer
+from loadtest.harness.waits import wait_for
 from producer import keys
-from tests.procs import Proc, read_records, wait_for
+from tests.procs import Proc, read_records
 from tests.publisher import Attempt
-from tests.redisproc import RedisServer
 
 HANDLER = "tests.handlers_for_tests:record"
 SLOW_HANDLER = "tests.handlers_for_tests:slow_record"

@@ -15,10 +15,11 @@ import pytest
 import redis
 import requests
 
+from loadtest.harness.waits import wait_for
 from producer import keys
 from tests.aclkit import AclRedis, generate
 from tests.conftest import QUICK_ENV
-from tests.procs import ROOT, Proc, get_json, project_env, wait_for
+from tests.procs import ROOT, Proc, get_json, project_env
 from tests.webapp import start_gunicorn
 
 pytestmark = pytest.mark.slow

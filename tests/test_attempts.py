@@ -7,11 +7,11 @@ import threading
 import time
 
 from consumers.worker import Worker
+from loadtest.harness.server import RedisServer
+from loadtest.harness.waits import wait_for
 from producer import Envelope, Producer, keys, make_client
 from tests.conftest import quick_settings
 from tests.inproc import running
-from tests.procs import wait_for
-from tests.redisproc import RedisServer
 
 
 def test_a_link_lost_mid_batch_costs_no_attempt_and_no_duplicate(

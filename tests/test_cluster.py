@@ -1,6 +1,6 @@
 """On a Redis Cluster: every role, queues on three shards, and failovers counted exactly.
 
-Three primaries and three replicas (:mod:`tests.cluster_topology`); the daemons and gunicorn run
+Three primaries and three replicas (:mod:`loadtest.harness.cluster`); the daemons and gunicorn run
 as processes with ``BUS_CLUSTER_NODES`` naming two of the nodes (the others are found from them).
 Each queue's keys share the hash tag ``{q}``, so each queue lives on one shard; the queues of
 these tests are picked to live on three different shards.
@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 import requests
 
+from loadtest.harness.cluster import RedisCluster
+from loadtest.harness.waits import wait_for
 from producer import Producer, keys, make_client
-from tests.cluster_topology import RedisCluster
 from tests.clusterkit import (
     URL,
     Stream,
@@ -29,7 +30,7 @@ from tests.clusterkit import (
     shard_subscribers,
     start_cluster,
 )
-from tests.procs import Proc, get_json, read_records, wait_for
+from tests.procs import Proc, get_json, read_records
 from tests.webapp import start_gunicorn
 
 pytestmark = pytest.mark.slow

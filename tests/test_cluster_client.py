@@ -1,6 +1,6 @@
 """The cluster client (producer/connection/cluster.py) against a real Redis Cluster.
 
-Three primaries and three replicas (:mod:`tests.cluster_topology`, node timeout 1 s). The tests
+Three primaries and three replicas (:mod:`loadtest.harness.cluster`, node timeout 1 s). The tests
 that leave the topology as they found it share one cluster per module; those that fail over or
 kill a primary start their own. Each test names its queues with its own prefix, so the keys
 of one test never meet those of another on the shared cluster. What the client wrote is read
@@ -18,10 +18,11 @@ import pytest
 import redis
 from redis.exceptions import AskError, ClusterCrossSlotError, ClusterDownError, ResponseError
 
+from loadtest.harness.cluster import RedisCluster
+from loadtest.harness.ports import free_port
 from producer import keys
 from producer.connection.client import node_client
 from producer.connection.cluster import ClusterClient
-from tests.cluster_topology import RedisCluster
 from tests.clusterkit import (
     PUSH_LEN,
     asking,
@@ -33,7 +34,6 @@ from tests.clusterkit import (
     start_cluster,
     stored,
 )
-from tests.redisproc import free_port
 
 pytestmark = pytest.mark.slow
 

@@ -10,8 +10,6 @@ being rotated), and the daemon carries on once it works again. The tools say it 
 
 from __future__ import annotations
 
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -24,10 +22,12 @@ from consumers import daemon as daemons
 from consumers.daemon import Daemon
 from consumers.subscriber import Subscriber
 from consumers.worker import Worker
+from loadtest.harness.ports import free_port
+from loadtest.harness.server import RedisServer
+from loadtest.harness.waits import wait_for
 from producer import Producer, Settings, keys, make_client
 from tests.conftest import quick_settings
-from tests.procs import ROOT, Proc, project_env, read_records, wait_for
-from tests.redisproc import RedisServer, free_port
+from tests.procs import Proc, project_env, read_records, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -90,17 +90,6 @@ def test_a_refused_login_or_user_exits_78_naming_the_setting(
         assert "configuration error" in text and named in text, f"{case}:\n{text}"
         assert "reconnect attempt" not in text and "Traceback" not in text, f"{case}:\n{text}"
         assert_no_password(text)
-
-
-def run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "consumers", *args],
-        capture_output=True,
-        text=True,
-        timeout=15,
-        cwd=ROOT,
-        env=env,
-    )
 
 
 @pytest.mark.parametrize("name", ["a b", "", "tab\there", "new\nline", "caf\u00e9", "bell\x07"])

@@ -15,14 +15,15 @@ import requests
 
 from consumers.lists import QueueOps
 from consumers.worker import Worker
+from loadtest.harness.server import RedisServer
+from loadtest.harness.waits import wait_for
 from producer import Producer, keys, make_client
 from producer.store.counts import read_balance
 from producer.store.deadletters import DeadLetters
 from tests.conftest import quick_settings
 from tests.inproc import running
-from tests.procs import Proc, get_json, wait_for
+from tests.procs import Proc, get_json
 from tests.queuekit import AT_MOST_ONCE, PENDING, PROCESSING_GLOB, SLOW
-from tests.redisproc import RedisServer
 from tests.test_status import rows_of, run_status
 from tests.webapp import start_gunicorn
 

@@ -4,30 +4,18 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 
 import pytest
 import redis
 
+from loadtest.harness.server import RedisServer
+from loadtest.harness.waits import wait_for
 from producer import Producer, Settings, keys, make_client
-from tests.procs import ROOT, Proc, read_records, wait_for
-from tests.redisproc import RedisServer
+from tests.procs import ROOT, Proc, read_records, run_cli
 
 pytestmark = pytest.mark.slow
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "consumers", *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=ROOT,
-        env=env,
-    )
 
 
 def test_help_explains_each_command() -> None:

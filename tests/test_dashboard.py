@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from loadtest.harness.waits import wait_for
 from producer import decode, keys
 from tests.browserkit import (
     FAIL,
@@ -29,7 +30,7 @@ from tests.browserkit import (
     number,
     require_tools,
 )
-from tests.procs import get_json, wait_for
+from tests.procs import get_json
 from web.bus import HISTORY_CACHE_S
 
 pytestmark = pytest.mark.slow

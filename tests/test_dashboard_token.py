@@ -9,8 +9,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from loadtest.harness.waits import wait_for
 from tests.browserkit import Browser, Stack, chromium, live_stack, require_tools
-from tests.procs import get_json, wait_for
+from tests.procs import get_json
 
 pytestmark = pytest.mark.slow
 TOKEN = "dashboard-token-0123456789"

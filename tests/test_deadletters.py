@@ -8,11 +8,11 @@ import threading
 import redis
 
 from consumers.worker import Worker
+from loadtest.harness.waits import wait_for
 from producer import Envelope, Producer, Settings, decode, keys, make_client
 from producer.store.deadletters import DeadLetters, dead_entry
 from producer.store.envelope import new
 from tests.inproc import running
-from tests.procs import wait_for
 
 
 def fail(env: Envelope) -> None:

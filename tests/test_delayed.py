@@ -20,8 +20,9 @@ import pytest
 import redis
 
 from consumers.lists import QueueOps
+from loadtest.harness.waits import wait_for
 from producer import Producer, QueueFull, Settings, decode, keys, make_client
-from tests.procs import Proc, read_records, wait_for
+from tests.procs import Proc, read_records
 from tests.queuekit import FAIL, RECORD, start_workers
 from tests.webapp import MakeApp, apps, assert_json, post_json
 

@@ -23,13 +23,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from consumers.subscriber import Subscriber
 from consumers.worker import Worker
+from loadtest.harness.waits import wait_for
 from producer import Envelope, Producer, Settings, keys, make_client
 from producer.observe.overview import read_overview
 from producer.observe.stats import Stats
 from producer.producer import QueueFull
 from producer.store.envelope import encode, new
 from tests.inproc import running
-from tests.procs import wait_for
 from web.metrics import render
 
 ROOT = Path(__file__).resolve().parent.parent

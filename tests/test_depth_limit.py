@@ -14,6 +14,8 @@ import redis
 import requests
 
 from consumers.worker import Worker
+from loadtest.harness.server import RedisServer
+from loadtest.harness.waits import wait_for
 from producer import (
     Envelope,
     Producer,
@@ -26,8 +28,7 @@ from producer import (
 )
 from producer.observe.stats import Stats
 from tests.inproc import running
-from tests.procs import get_json, wait_for
-from tests.redisproc import RedisServer
+from tests.procs import get_json
 from tests.webapp import MakeApp, apps, assert_json, post_json, start_gunicorn
 
 PENDING = keys.pending("default")

@@ -22,10 +22,12 @@ from flask.testing import FlaskClient
 from consumers.tracking import Context
 from examples.app import QUEUE, create_app
 from examples.handlers import STEPS, BadJob, render
+from loadtest.harness.ports import free_port
+from loadtest.harness.server import RedisServer
+from loadtest.harness.waits import wait_for
 from producer import Producer, Settings, new_envelope
 from tests.conftest import quick_settings
-from tests.procs import ROOT, Proc, project_env, wait_for
-from tests.redisproc import RedisServer, free_port
+from tests.procs import ROOT, Proc, project_env
 
 HANDLER = "examples.handlers:render"
 STEP_S = "0.15"  # 5 steps: 0.75 s a job, each report 0.15 s after the last (written: > 0.1 s)

@@ -14,16 +14,17 @@ import json
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import pytest
 import redis
 
+from loadtest.harness.server import RedisServer
+from loadtest.harness.waits import wait_for
 from producer import keys
 from tests.ledger import Ledger
-from tests.procs import Proc, read_records, wait_for
+from tests.procs import Proc, read_records
 from tests.queuekit import AT_MOST_ONCE, DEAD, PENDING, PROCESSING_GLOB
-from tests.redisproc import RedisServer
 
 pytestmark = pytest.mark.slow
 
@@ -70,6 +71,28 @@ def run_until_dead(spawn: Callable[..., Proc], r: redis.Redis, url: str, poison_
     raise AssertionError(f"after {runs} runs the poison message is not dead: exits {codes}")
 
 
+class Verdict(NamedTuple):
+    """What :func:`poisoned_until_dead` saw: the client, every id, the poison one, the exit
+    codes of the runs, and how often each message was started and handled."""
+
+    r: redis.Redis
+    ids: list[str]
+    bad: str
+    codes: list[int]
+    started: Counter[str]
+    handled: Counter[str]
+
+
+def poisoned_until_dead(server: RedisServer, spawn: Callable[..., Proc], tmp_path: Path, how: str,
+                        exit_code: int) -> Verdict:  # fmt: skip
+    """Ten messages, the fourth poisoned ``how``, run by :func:`run_until_dead`."""
+    r = server.client()
+    ids, bad = push_with_poison(Ledger(server), how)
+    codes = run_until_dead(spawn, r, server.url, bad, exit_code)
+    records = read_records(tmp_path / "records.jsonl")
+    return Verdict(r, ids, bad, codes, by_id(records, "start"), by_id(records, "handled"))
+
+
 def drained_with_dead(r: redis.Redis, poison_id: str) -> bool:
     return is_dead(r, poison_id) and not r.llen(PENDING) and not r.keys(PROCESSING_GLOB)
 
@@ -90,11 +113,9 @@ def test_a_handler_that_kills_its_process_ends_dead_after_max_attempts(
     claimed alone, so the poison one alone uses up its attempts: dead with its reason after
     the third, and every other message handled, none more than twice (the three handled
     before the first crash, which the crash left unacknowledged)."""
-    r = fresh_redis.client()
-    ids, bad = push_with_poison(Ledger(fresh_redis), "exit")
-    codes = run_until_dead(spawn, r, fresh_redis.url, bad, 1)
-    records = read_records(tmp_path / "records.jsonl")
-    started, handled = by_id(records, "start"), by_id(records, "handled")
+    r, ids, bad, codes, started, handled = poisoned_until_dead(
+        fresh_redis, spawn, tmp_path, "exit", 1
+    )
     assert codes == [1] * MAX_ATTEMPTS
     assert started[bad] == MAX_ATTEMPTS and bad not in handled
     (entry,) = dead_letters(r)
@@ -115,11 +136,9 @@ def test_a_handler_raising_a_base_exception_ends_its_message_then_its_process(
     settled as a failed attempt (retried, then dead with the exception named), the batch is
     settled (handled ones acked, the rest given back), and the process exits 70 for its
     supervisor. Every other message handled exactly once."""
-    r = fresh_redis.client()
-    ids, bad = push_with_poison(Ledger(fresh_redis), how)
-    codes = run_until_dead(spawn, r, fresh_redis.url, bad, 70)
-    records = read_records(tmp_path / "records.jsonl")
-    started, handled = by_id(records, "start"), by_id(records, "handled")
+    r, ids, bad, codes, started, handled = poisoned_until_dead(
+        fresh_redis, spawn, tmp_path, how, 70
+    )
     assert codes == [70] * MAX_ATTEMPTS
     assert started[bad] == MAX_ATTEMPTS and bad not in handled
     (entry,) = dead_letters(r)

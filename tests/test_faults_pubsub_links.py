@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from loadtest.harness.server import RedisServer
 from tests.procs import Proc
 from tests.publisher import Publisher, account, receives_after
-from tests.redisproc import RedisServer
 from tests.subscriberkit import (
     counter,
     log_events,

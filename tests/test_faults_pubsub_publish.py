@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from loadtest.harness.server import RedisServer
 from tests.procs import Proc
 from tests.proxies import ReplyDroppingProxy
 from tests.publisher import Publisher
-from tests.redisproc import RedisServer
 from tests.subscriberkit import counter, report, start_subscriber, stop_and_read, wait_subscribed
 
 pytestmark = pytest.mark.slow

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.procs import Proc, wait_for
+from loadtest.harness.server import RedisServer
+from loadtest.harness.waits import wait_for
+from tests.procs import Proc
 from tests.publisher import Attempt, Publisher, account, receives_after
-from tests.redisproc import RedisServer
 from tests.subscriberkit import (
     SLOW_HANDLER,
     counter,

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from loadtest.harness.server import RedisServer
 from tests.ledger import Ledger, account, assert_at_most_once, resume_after
 from tests.procs import Proc
 from tests.queuekit import (
@@ -27,7 +28,6 @@ from tests.queuekit import (
     wait_drained,
     wait_started,
 )
-from tests.redisproc import RedisServer
 
 pytestmark = pytest.mark.slow
 

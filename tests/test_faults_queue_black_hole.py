@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from loadtest.harness.server import RedisServer
 from producer import keys
 from tests.blackhole import settle_then_black_hole, stoppable_server
 from tests.ledger import (
@@ -35,7 +36,6 @@ from tests.queuekit import (
     wait_drained,
     worker_stat,
 )
-from tests.redisproc import RedisServer
 
 pytestmark = pytest.mark.slow
 

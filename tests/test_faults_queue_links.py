@@ -17,9 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from loadtest.harness.server import RedisServer
+from loadtest.harness.waits import wait_for
 from producer import keys
 from tests.ledger import Ledger, account, assert_at_least_once, handled_ids, resume_after
-from tests.procs import Proc, read_records, wait_for
+from tests.procs import Proc, read_records
 from tests.queuekit import (
     BATCH_SIZE,
     DEAD,
@@ -34,7 +36,6 @@ from tests.queuekit import (
     wait_started,
     worker_stat,
 )
-from tests.redisproc import RedisServer
 
 pytestmark = pytest.mark.slow
 

@@ -15,11 +15,12 @@ from pathlib import Path
 
 import pytest
 
+from loadtest.harness.server import RedisServer
+from loadtest.harness.waits import wait_for
 from producer import keys
 from tests.ledger import Ledger
-from tests.procs import Proc, read_records, wait_for
+from tests.procs import Proc, read_records
 from tests.queuekit import HEARTBEAT_TTL_S, PENDING, PROCESSING_GLOB, REAPER_S, SLOW
-from tests.redisproc import RedisServer
 
 pytestmark = pytest.mark.slow
 

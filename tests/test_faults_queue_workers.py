@@ -19,10 +19,12 @@ from pathlib import Path
 import pytest
 
 from consumers.lists import QueueOps
+from loadtest.harness.server import RedisServer
+from loadtest.harness.waits import wait_for
 from producer import decode, keys
 from tests.conftest import QUICK_ENV
 from tests.ledger import Ledger, account, assert_at_least_once, resume_after
-from tests.procs import ROOT, Proc, daemon_cmd, project_env, read_records, wait_for
+from tests.procs import ROOT, Proc, daemon_cmd, project_env, read_records
 from tests.queuekit import (
     CONSUMERS,
     CRASH_BOUND_S,
@@ -39,7 +41,6 @@ from tests.queuekit import (
     wait_started,
     worker_stat,
 )
-from tests.redisproc import RedisServer
 
 pytestmark = pytest.mark.slow
 

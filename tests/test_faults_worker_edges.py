@@ -24,12 +24,14 @@ from typing import Any
 import pytest
 import redis
 
+from loadtest.harness.server import RedisServer
+from loadtest.harness.waits import wait_for
 from producer import Producer, keys, make_client
 from producer.store import scripts
 from producer.store.counts import read_balance
 from tests.conftest import quick_settings
 from tests.ledger import Ledger, account, assert_at_least_once
-from tests.procs import Proc, read_records, wait_for
+from tests.procs import Proc, read_records
 from tests.proxies import proxy
 from tests.queuekit import (
     AT_MOST_ONCE,
@@ -43,7 +45,6 @@ from tests.queuekit import (
     BalanceWatch,
     wait_blocked,
 )
-from tests.redisproc import RedisServer
 
 pytestmark = pytest.mark.slow
 

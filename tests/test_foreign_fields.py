@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 import redis
 
+from loadtest.harness.server import RedisServer
+from loadtest.harness.waits import wait_for
 from producer import keys
-from tests.procs import Proc, read_records, wait_for
-from tests.redisproc import RedisServer
+from tests.procs import Proc, read_records
 
 pytestmark = pytest.mark.slow
 

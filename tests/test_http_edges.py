@@ -20,12 +20,14 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from loadtest.harness.ports import free_port
+from loadtest.harness.server import RedisServer, redis_binary
+from loadtest.harness.waits import wait_for
 from producer import Settings, decode, keys
 from producer.store.deadletters import dead_entry
 from producer.store.envelope import new
 from tests.conftest import quick_settings
-from tests.procs import get_json, wait_for
-from tests.redisproc import RedisServer, free_port, redis_binary
+from tests.procs import get_json
 from tests.webapp import MakeApp, apps, assert_json, post_json, start_gunicorn
 
 PENDING = keys.pending("default")

@@ -14,10 +14,11 @@ import redis
 
 from consumers.lists import QueueOps
 from consumers.worker import Worker
+from loadtest.harness.waits import wait_for
 from producer import Producer, Settings, keys, make_client
 from producer.observe.stats import Flusher
 from tests.inproc import running
-from tests.procs import Proc, read_records, wait_for
+from tests.procs import Proc, read_records
 from web import create_app
 
 SLOW = "tests.handlers_for_tests:slow"

@@ -20,8 +20,10 @@ from typing import Any
 
 import pytest
 
-from loadtest import runner, scenarios
-from tests.procs import ROOT, wait_for
+from loadtest.harness.waits import wait_for
+from loadtest.runner import run as runner
+from loadtest.runner import scenarios
+from tests.procs import ROOT
 
 pytestmark = pytest.mark.slow
 

@@ -19,12 +19,14 @@ from typing import Any
 import pytest
 import requests
 
-from loadtest import records
-from loadtest.busfigures import Deltas
-from loadtest.sending import baseline_outcome, bus_outcome
+from loadtest.harness.ports import free_port
+from loadtest.harness.server import RedisServer, redis_binary
+from loadtest.harness.waits import wait_for
+from loadtest.ledger import records
+from loadtest.users.busfigures import Deltas
+from loadtest.users.sending import baseline_outcome, bus_outcome
 from tests.conftest import QUICK_ENV
-from tests.procs import Proc, daemon_cmd, get_json, project_env, wait_for
-from tests.redisproc import RedisServer, free_port, redis_binary
+from tests.procs import Proc, daemon_cmd, get_json, project_env
 
 
 def proc(role: str, ident: str, started_ms: int, **counts: int) -> dict[str, Any]:
@@ -107,7 +109,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         ledgers = {}
         for kind, who in (("worker", "lw1"), ("subscriber", "ls1")):
             ledgers[kind] = work / f"{who}.jsonl"
-            cmd = daemon_cmd(kind, "--handler", "loadtest.handlers:record", "--name", who)
+            cmd = daemon_cmd(kind, "--handler", "loadtest.ledger.handlers:record", "--name", who)
             daemon_env = {**env, records.ENV_FILE: str(ledgers[kind]), records.ENV_WHO: who}
             procs.append(Proc(cmd, daemon_env, work / f"{who}.log"))
         base = f"http://127.0.0.1:{port}"

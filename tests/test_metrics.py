@@ -21,12 +21,13 @@ import redis
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from loadtest.harness.server import RedisServer
+from loadtest.harness.waits import wait_for
 from producer import keys
 from producer.observe.stats import Stats
 from producer.observe.totals import parse_totals, read_history, sum_counters
 from tests.conftest import QUICK_ENV
-from tests.procs import Proc, get_json, wait_for
-from tests.redisproc import RedisServer
+from tests.procs import Proc, get_json
 from tests.webapp import start_gunicorn
 from web.bus import OVERVIEW_CACHE_S
 

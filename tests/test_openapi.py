@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from loadtest.harness.server import RedisServer
 from producer import Settings
 from tests.procs import ROOT
-from tests.redisproc import RedisServer
 from tests.webapp import start_gunicorn
 from web import create_app
 from web.openapi import describe

@@ -9,8 +9,8 @@ from types import FrameType
 
 import pytest
 
+from loadtest.harness.server import RedisServer
 from producer import Producer, Settings, keys, make_client
-from tests.redisproc import RedisServer
 
 
 class Interrupt(BaseException):

@@ -34,9 +34,10 @@ from subprocess import Popen
 import pytest
 import requests
 
+from loadtest.harness.ports import free_port
+from loadtest.harness.waits import wait_for
 from tests.doctext import DOCUMENTS, all_text, commands, sh_blocks, shown_commands, text_of
-from tests.procs import ROOT, get_json, wait_for
-from tests.redisproc import free_port
+from tests.procs import ROOT, get_json
 from tests.test_stack import kill_stack, logged_pids, start_run_sh
 
 pytestmark = pytest.mark.slow

@@ -18,9 +18,9 @@ import pytest
 import redis
 
 from consumers.tracking import Context
+from loadtest.harness.server import RedisServer
 from producer import keys, new_envelope
 from tests.doctext import DOCUMENTS, fenced, text_of
-from tests.redisproc import RedisServer
 
 # The pages whose Python blocks the tests below run, and how many each shows.
 RUN_HERE = {"python.md": 4, "tracked.md": 1}

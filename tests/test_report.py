@@ -14,8 +14,10 @@ import numpy as np
 import pytest
 from matplotlib import image
 
-from loadtest import memwatch, plots, report
-from loadtest.fmt import DASH
+from loadtest.report import markdown as report
+from loadtest.report import plots
+from loadtest.report.fmt import DASH
+from loadtest.runner import memwatch
 from tests.procs import ROOT
 
 BIN_S = 0.5

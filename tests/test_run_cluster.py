@@ -19,13 +19,13 @@ import pytest
 import redis
 import requests
 
+from loadtest.harness.ports import free_port, free_ports_in_a_row
+from loadtest.harness.waits import wait_for
 from producer import keys
-from tests.procs import ROOT, get_json, wait_for
-from tests.redisproc import free_port
+from tests.procs import ROOT, get_json
 from tests.test_run_sentinel import (
     as_admin,
     check_files,
-    free_ports_in_a_row,
     handled,
     nobody_is_default,
     refusals,

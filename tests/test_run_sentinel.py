@@ -8,7 +8,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import stat
 import subprocess
 import time
@@ -19,28 +18,12 @@ import pytest
 import redis
 import requests
 
-from tests.procs import ROOT, get_json, wait_for
-from tests.redisproc import free_port
+from loadtest.harness.ports import free_port, free_ports_in_a_row
+from loadtest.harness.waits import wait_for
+from tests.procs import ROOT, get_json
 from tests.test_stack import alive, logged_pids, stack_pids
 
 pytestmark = pytest.mark.slow
-
-
-def free_ports_in_a_row(n: int) -> int:
-    """The first of ``n`` consecutive ports free on 127.0.0.1 (the script numbers them so)."""
-    for _ in range(100):
-        first = free_port()
-        rest = []
-        for port in range(first + 1, first + n):
-            with socket.socket() as s:
-                try:
-                    s.bind(("127.0.0.1", port))
-                except OSError:
-                    break
-            rest.append(port)
-        if len(rest) == n - 1:
-            return first
-    raise AssertionError(f"no {n} free ports in a row")
 
 
 # A client's name (CLIENT SETNAME) -> the user it must be logged in as.

@@ -1,6 +1,6 @@
 """Behind Sentinel: every role finds the primary through the sentinels and follows a failover.
 
-One primary, one replica, three sentinels (:mod:`tests.sentinel_topology`). A worker and a
+One primary, one replica, three sentinels (:mod:`loadtest.harness.sentinel`). A worker and a
 subscriber run as processes with ``BUS_SENTINELS``; a producer thread pushes (and publishes)
 through the sentinels while ``SENTINEL FAILOVER`` moves the primary. Accounting is exact: with
 ``BUS_WAIT_REPLICAS=1`` every push the producer saw confirmed is handled (0 lost), every push
@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 import redis
 
+from loadtest.harness.sentinel import RedisSentinel
+from loadtest.harness.waits import wait_for
 from producer import NotReplicated, Producer, Settings, Unconfirmed, keys, make_client
 from tests.conftest import quick_settings
-from tests.procs import Proc, read_records, wait_for
-from tests.sentinel_topology import RedisSentinel
+from tests.procs import Proc, read_records
 
 Q = "default"
 # Promotion -> every role on the new primary. Redis 7.0's sentinels reconfigure the old primary

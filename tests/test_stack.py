@@ -17,10 +17,12 @@ from pathlib import Path
 import pytest
 import requests
 
+from loadtest.harness.ports import free_port
+from loadtest.harness.server import RedisServer
+from loadtest.harness.waits import wait_for
 from producer import keys
 from tests.conftest import QUICK_ENV
-from tests.procs import ROOT, Proc, get_json, project_env, read_records, wait_for
-from tests.redisproc import RedisServer, free_port
+from tests.procs import ROOT, Proc, get_json, project_env, read_records
 
 pytestmark = pytest.mark.slow
 

@@ -19,12 +19,14 @@ import pytest
 import redis
 
 from consumers.status import problems, render, table
+from loadtest.harness.ports import free_port
+from loadtest.harness.server import RedisServer
+from loadtest.harness.waits import wait_for
 from producer import Producer, Settings, keys, make_client
 from producer.observe.overview import read_overview
 from tests.conftest import QUICK_ENV
-from tests.procs import ROOT, Proc, project_env, wait_for
+from tests.procs import ROOT, Proc, project_env
 from tests.queuekit import start_workers
-from tests.redisproc import RedisServer, free_port
 from tests.subscriberkit import start_subscriber, wait_subscribed
 
 Status = subprocess.CompletedProcess[str]

@@ -8,10 +8,10 @@ import redis
 
 from consumers.gaps import GapCounter, Verdict
 from consumers.subscriber import Subscriber
+from loadtest.harness.waits import wait_for
 from producer import Envelope, Producer, Settings, keys, make_client
 from producer.store.envelope import now_ms
 from tests.inproc import running
-from tests.procs import wait_for
 
 
 def numsub(r: redis.Redis, channel: str = "default") -> int:

@@ -8,10 +8,10 @@ import time
 import redis
 
 from consumers.subscriber import Subscriber
+from loadtest.harness.waits import wait_for
 from producer import Envelope, Settings, keys
 from producer.store import envelope
 from tests.inproc import running
-from tests.procs import wait_for
 
 
 def test_a_message_of_megabytes_arrives_whole_among_small_ones(

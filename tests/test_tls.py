@@ -13,11 +13,13 @@ from pathlib import Path
 import pytest
 import redis
 
+from loadtest.harness.ports import free_port
+from loadtest.harness.server import redis_binary
+from loadtest.harness.waits import wait_for
 from producer import Producer, Settings, SettingsError, keys, make_client
 from producer.connection.client import FollowingSSLConnection
 from tests.conftest import quick_settings
-from tests.procs import Proc, read_records, wait_for
-from tests.redisproc import free_port, redis_binary
+from tests.procs import Proc, read_records
 from tests.tlskit import PASSWORD, Pki, TlsRedisServer, make_pki, openssl_binary
 
 pytestmark = pytest.mark.slow

@@ -12,11 +12,12 @@ import redis
 
 from consumers.lists import QueueOps
 from consumers.worker import Worker
+from loadtest.harness.waits import wait_for
 from producer import Envelope, Producer, Settings, decode, keys, make_client
 from producer.store.deadletters import dead_entry
 from producer.store.envelope import now_ms
 from tests.inproc import running
-from tests.procs import ROOT, wait_for
+from tests.procs import ROOT
 from web import create_app
 
 

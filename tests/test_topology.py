@@ -1,5 +1,5 @@
-"""The Redis Cluster and Sentinel set-ups of :mod:`tests.cluster_topology` and
-:mod:`tests.sentinel_topology`: each starts whole, redis-py's cluster and sentinel clients write
+"""The Redis Cluster and Sentinel set-ups of :mod:`loadtest.harness.cluster` and
+:mod:`loadtest.harness.sentinel`: each starts whole, redis-py's cluster and sentinel clients write
 and read through it, a failover (coordinated, and after a kill -9) leaves the client working
 after a bounded retry, and a killed, paused or restarted node rejoins. Each ``[topology]`` line
 prints what a step took."""
@@ -19,9 +19,10 @@ from redis.cluster import ClusterNode
 from redis.cluster import RedisCluster as ClusterClient
 from redis.sentinel import Sentinel
 
-from tests.cluster_topology import ClusterServer, RedisCluster
-from tests.sentinel_topology import RedisSentinel
-from tests.topology import HOST, Timer, wait_until
+from loadtest.harness.cluster import ClusterServer, RedisCluster
+from loadtest.harness.ports import HOST
+from loadtest.harness.sentinel import RedisSentinel
+from loadtest.harness.waits import Timer, wait_no_problems
 
 pytestmark = pytest.mark.slow
 
@@ -193,8 +194,8 @@ def test_cluster_nodes_killed_paused_and_restarted_rejoin(
     timer = Timer()
     owner.kill()
     got, took = eventually(lambda: cluster_client.get(key))  # retried from the kill on
-    wait_until(lambda: [] if heir.role == "master" else [f"{heir} is {heir.role}"], 30,
-               "the replica to take over")  # fmt: skip
+    wait_no_problems(lambda: [] if heir.role == "master" else [f"{heir} is {heir.role}"], 30,
+                     "the replica to take over")  # fmt: skip
     promoted = timer()
     cluster.wait_ok()
     say(f"cluster failover after kill -9 of {owner.address}: cluster client read again "
@@ -278,8 +279,8 @@ def test_sentinel_data_nodes_killed_paused_and_restarted_rejoin(
     timer = Timer()
     old.kill()
     got, took = eventually(lambda: master.get("bus:kill"))  # retried from the kill on
-    wait_until(lambda: [] if sentinel.primary() is replica and replica.role == "master"
-               else ["not yet"], 30, "the sentinels to fail over")  # fmt: skip
+    wait_no_problems(lambda: [] if sentinel.primary() is replica and replica.role == "master"
+                     else ["not yet"], 30, "the sentinels to fail over")  # fmt: skip
     promoted = timer()
     sentinel.wait_ready()
     say(f"sentinel failover after kill -9 of {old.address}: sentinel client read again "

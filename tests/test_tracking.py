@@ -19,10 +19,11 @@ import redis
 from consumers.lists import QueueOps
 from consumers.moves import ACK, RETRY, tracked_how
 from consumers.tracking import encode_result
+from loadtest.harness.waits import wait_for
 from producer import Producer, Settings, decode, keys, make_client
 from producer.store.deadletters import DeadLetters
 from producer.store.tracking import read_record
-from tests.procs import Proc, wait_for
+from tests.procs import Proc
 from tests.queuekit import HEARTBEAT_TTL_S, REAPER_S, start_workers
 
 Q = "default"

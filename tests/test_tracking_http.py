@@ -11,8 +11,9 @@ import redis
 
 from consumers.lists import QueueOps
 from consumers.moves import ACK, tracked_how
+from loadtest.harness.waits import wait_for
 from producer import Producer, Settings, decode, keys, make_client
-from tests.procs import Proc, wait_for
+from tests.procs import Proc
 from tests.queuekit import AT_MOST_ONCE, start_workers
 from tests.test_tools import cli
 from tests.webapp import MakeApp, apps, assert_json, post_json

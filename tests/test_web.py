@@ -14,14 +14,15 @@ import redis
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
+from loadtest.harness.ports import free_port
+from loadtest.harness.server import RedisServer
+from loadtest.harness.waits import wait_for
 from producer import Settings, decode, keys, new_envelope
 from producer.observe.stats import Stats
 from producer.store.deadletters import dead_entry
 from producer.store.envelope import now_ms
 from tests.conftest import quick_settings
-from tests.procs import wait_for
 from tests.proxies import ReplyDroppingProxy
-from tests.redisproc import RedisServer, free_port
 from tests.webapp import MakeApp, apps
 from web.bus import OVERVIEW_CACHE_S
 

@@ -1,4 +1,4 @@
-"""Producing without Python: envelopes written from the docs' "Wire format" page alone, sent with
+"""Producing without Python: envelopes written from the README's "Wire format" alone, sent with
 ``redis-cli``, are handled by a worker and received by a subscriber like the project's own."""
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ import pytest
 import redis
 
 from consumers.worker import Worker
+from loadtest.harness.server import RedisServer
+from loadtest.harness.waits import wait_for
 from producer import Envelope, Producer, Settings, keys, make_client
 from producer.store.envelope import now_ms
 from tests.inproc import running
-from tests.procs import Proc, read_records, wait_for
-from tests.redisproc import RedisServer
+from tests.procs import Proc, read_records
 from tests.test_envelope import wire_format_page
 
 HANDLER = "tests.handlers_for_tests:record"
@@ -39,9 +40,9 @@ def redis_cli(port: int, *args: str) -> str:
     return out.stdout.strip()
 
 
-def documented_commands() -> list[list[str]]:
-    """The Wire format page's ``redis-cli ...`` lines, as a shell would split them (without
-    redis-cli and its connection options: the page's ``-p 6399 --user bus-web`` are make run's)."""
+def readme_commands() -> list[list[str]]:
+    """The README's ``redis-cli ...`` lines, as a shell would split them (without redis-cli and
+    its connection options: the README's ``-p 6399 --user bus-web`` are make run's)."""
     lines = [x for x in wire_format_page().splitlines() if x.startswith("redis-cli ")]
     commands = []
     for line in lines:
@@ -60,11 +61,11 @@ def stats_of(r: redis.Redis, key: str) -> dict[str, str]:
 def test_redis_cli_envelopes_are_handled_and_received_like_our_own(
     spawn: Callable[..., Proc], redis_server: RedisServer, r: redis.Redis, tmp_path: Path
 ) -> None:
-    """The documented minimal envelope, one with attempt 0 and one with unknown fields are handled
+    """The README's minimal envelope, one with attempt 0 and one with unknown fields are handled
     by a worker (first attempts, FIFO) and received by a subscriber, with latency and gap
     accounting only where ts and src/seq allow; a v 2 envelope is dead-lettered by version."""
     port = redis_server.port
-    lpush, publish = documented_commands()
+    lpush, publish = readme_commands()
     assert lpush[:2] == ["LPUSH", "bus:{default}:pending"]
     assert publish[:2] == ["PUBLISH", "bus:ch:default"]
     attempt0 = '{"v":1,"id":"cli-attempt-0","attempt":0,"payload":[1,2]}'

@@ -10,10 +10,10 @@ import redis
 
 from consumers.handlers import Reject
 from consumers.worker import Worker
+from loadtest.harness.waits import wait_for
 from producer import Envelope, Producer, Settings, decode, keys, make_client
 from producer.store.envelope import new
 from tests.inproc import running
-from tests.procs import wait_for
 
 
 def make_worker(settings: Settings, handler, name: str = "w1", queue: str = "default") -> Worker:

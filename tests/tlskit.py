@@ -10,7 +10,7 @@ from pathlib import Path
 
 import redis
 
-from tests.redisproc import RedisServer
+from loadtest.harness.server import RedisServer
 
 PASSWORD = "secret"  # the servers' requirepass: tests check it never shows in logs or errors
 
@@ -101,10 +101,6 @@ class TlsRedisServer(RedisServer):
             "--tls-auth-clients", "yes" if auth_clients else "no",
             "--requirepass", PASSWORD,
         ]  # fmt: skip
-
-    def start(self) -> TlsRedisServer:
-        super().start()
-        return self
 
     @property
     def url(self) -> str:

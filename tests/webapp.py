@@ -10,9 +10,10 @@ from flask import Flask
 from flask.testing import FlaskClient
 from werkzeug.test import TestResponse
 
+from loadtest.harness.ports import free_port
+from loadtest.harness.waits import wait_for
 from producer import Settings
-from tests.procs import ROOT, Proc, get_json, project_env, wait_for
-from tests.redisproc import free_port
+from tests.procs import ROOT, Proc, get_json, project_env
 from web import create_app
 
 MakeApp = Callable[[Settings | None], Flask]

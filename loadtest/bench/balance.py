@@ -15,7 +15,8 @@ import time
 
 import redis
 
-from loadtest.bench.common import RedisServer, Result, Scale, redis_server
+from loadtest.bench.common import Result, Scale
+from loadtest.harness.server import RedisServer, throwaway_server
 from producer.store import envelope, keys, scripts
 
 SECTION = "balance"
@@ -61,8 +62,8 @@ def run(scale: Scale) -> list[Result]:
             low[name] = min(low.get(name, float("inf")), value)
 
     server: RedisServer
-    with redis_server() as server:
-        client = server.client()
+    with throwaway_server() as server:
+        client = server.plain_client()
         for _ in range(ROUNDS):
             for counted in (False, True):
                 tag = "counted" if counted else "bare"

@@ -9,7 +9,8 @@ claim and one settle per message, the cost of the guarantees when there is no ba
 References, each draining the same N from Python in this process (redis-py, with hiredis when
 installed), no decoding, no stats:
 
-- raw claim 100 + ack: the worker's own claim script and one script that LREMs the batch;
+- raw claim 100 + ack: a script of 100 LMOVEs (lua/claim_lmove.lua) and one that LREMs the
+  batch (lua/ack_lrem.lua);
 - raw ``RPOP q 100``;
 - naive at-least-once loop: ``BLMOVE pending processing`` then ``LREM processing``, one by one;
 - naive at-most-once loop: ``BRPOP q 1``, one by one.
@@ -19,37 +20,31 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import redis
 
 from loadtest.bench.common import (
+    POLL_S,
     PYTHON,
-    RedisServer,
+    WAIT_S,
     Result,
     Scale,
     clean_env,
-    redis_server,
+    registered,
     spawn,
-    stop,
-    wait_for,
 )
+from loadtest.harness.procs import stop
+from loadtest.harness.server import RedisServer, throwaway_server
+from loadtest.harness.waits import wait_for
+from producer.connection.scripting import Script
 from producer.store import envelope, keys
 
 SECTION = "drain"
 QUEUE = "bench"
-CLAIM = """
-local out = {}
-for i = 1, tonumber(ARGV[1]) do
-  local v = redis.call('LMOVE', KEYS[1], KEYS[2], 'RIGHT', 'LEFT')
-  if not v then break end
-  out[i] = v
-end
-return out
-"""
-ACK = """
-for i = 1, #ARGV do redis.call('LREM', KEYS[1], -1, ARGV[i]) end
-return #ARGV
-"""
+LUA = Path(__file__).with_name("lua")
+CLAIM = Script("claim_lmove", (LUA / "claim_lmove.lua").read_text())
+ACK = Script("ack_lrem", (LUA / "ack_lrem.lua").read_text())
 
 
 def encoded(n: int) -> list[bytes]:
@@ -69,7 +64,7 @@ def fill(client: redis.Redis, raws: list[bytes]) -> float:
 
 def ours(server: RedisServer, delivery: str, batch: int, raws: list[bytes]) -> float:
     """msg/s of one idle, connected worker process draining ``raws``."""
-    client = server.client()
+    client = server.plain_client()
     name = f"bench-{delivery}-{batch}"
     env = clean_env(BUS_REDIS_URL=server.url, BUS_QUEUES=QUEUE, BUS_BATCH_SIZE=str(batch),
                     BUS_STATS_INTERVAL_S="0.02")  # fmt: skip
@@ -78,10 +73,14 @@ def ours(server: RedisServer, delivery: str, batch: int, raws: list[bytes]) -> f
                   "--log-level", "WARNING"], env)  # fmt: skip
     stats_key = keys.stats("worker", f"{QUEUE}:{name}")
     try:
-        wait_for(lambda: client.zscore(keys.consumers(QUEUE), name) is not None, "worker start",
-                 timeout_s=30)  # fmt: skip
+        wait_for(lambda: registered(client, QUEUE, name), 30, "worker start", POLL_S)
         started = fill(client, raws)
-        wait_for(lambda: int(client.hget(stats_key, "handled") or 0) >= len(raws), "the drain")
+        wait_for(
+            lambda: int(client.hget(stats_key, "handled") or 0) >= len(raws),
+            WAIT_S,
+            "the drain",
+            POLL_S,
+        )
         elapsed = time.perf_counter() - started
     finally:
         stop(proc)
@@ -94,7 +93,7 @@ Loop = Callable[[redis.Redis, int], None]
 
 def reference(server: RedisServer, raws: list[bytes], loop: Loop) -> float:
     """msg/s of ``loop`` draining ``raws`` in this process."""
-    client = server.client()
+    client = server.plain_client()
     client.ping()
     fill(client, raws)
     started = time.perf_counter()
@@ -108,12 +107,11 @@ def reference(server: RedisServer, raws: list[bytes], loop: Loop) -> float:
 
 
 def raw_claim_ack(client: redis.Redis, n: int) -> None:
-    claim, ack = client.register_script(CLAIM), client.register_script(ACK)
     pending, proc = keys.pending(QUEUE), keys.processing(QUEUE, "raw")
     done = 0
     while done < n:
-        batch = claim(keys=[pending, proc], args=[100])
-        ack(keys=[proc], args=batch)
+        batch = CLAIM(client, [pending, proc], [100])
+        ACK(client, [proc], batch)
         done += len(batch)
 
 
@@ -139,7 +137,7 @@ def naive_brpop(client: redis.Redis, n: int) -> None:
 def run(scale: Scale) -> list[Result]:
     n_batched = scale.n(200_000, 2_000)
     n_single = scale.n(30_000, 500)
-    with redis_server() as server:
+    with throwaway_server() as server:
         batched, single = encoded(n_batched), encoded(n_single)
         figures = {
             "raw claim 100 + ack (Lua)": reference(server, batched, raw_claim_ack),

@@ -15,106 +15,28 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import redis
 
-from loadtest.bench.common import (
-    PYTHON,
-    ROOT,
-    RedisServer,
-    Result,
-    Scale,
-    clean_env,
-    redis_server,
-    spawn,
-    stop,
-    wait_for,
-)
+from loadtest.bench.common import POLL_S, PYTHON, ROOT, Result, Scale, clean_env, spawn
+from loadtest.bench.publisher import Published, envelopes, numsub, packed, publish
+from loadtest.harness.procs import stop
+from loadtest.harness.server import RedisServer, throwaway_server
+from loadtest.harness.waits import wait_for
 from producer.store import envelope, keys
 
 SECTION = "subscriber"
 CHANNEL = "flood"
-CHUNK = 1000  # PUBLISH commands per write
 NO_CUTOFF = ("--client-output-buffer-limit", "pubsub 0 0 0")
 RAW = "raw redis-py get_message loop"
 RECEIVED = "subscriber received"
 RAW_CPU = "raw loop CPU per message"
 TARGET_RATE = "≥ 150,000 msg/s, none lost"
-
-
-def envelopes(n: int, src: str, first_seq: int = 1) -> list[bytes]:
-    """``n`` encoded pub/sub envelopes from ``src``, ``seq`` counting from ``first_seq``."""
-    return [envelope.new(i, src=src, seq=first_seq + i, mode="pubsub").encode() for i in range(n)]
-
-
-def packed(
-    channel_key: str, bodies: Sequence[bytes], chunk: int = CHUNK
-) -> list[tuple[int, bytes]]:
-    """The PUBLISH commands for ``bodies`` as RESP, ``chunk`` to a write: (count, bytes)."""
-    head = b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%s\r\n" % (len(channel_key), channel_key.encode())
-    out = []
-    for start in range(0, len(bodies), chunk):
-        part = bodies[start : start + chunk]
-        out.append((len(part), b"".join(head + b"$%d\r\n%s\r\n" % (len(b), b) for b in part)))
-    return out
-
-
-@dataclass
-class Published:
-    """What a flood reported: how many PUBLISHes, how many reached nobody, how long it took."""
-
-    count: int = 0
-    zero: int = 0
-    elapsed_s: float = 0.0
-
-
-def publish(port: int, chunks: Iterable[tuple[int, bytes]], rate: float = 0.0) -> Published:
-    """Send the packed chunks on one raw connection, one chunk in flight ahead of the replies
-    read; ``rate`` (msg/s, 0: as fast as Redis takes them) paces the chunks. Every reply is
-    ``:0`` or ``:1`` (one subscriber at most), four bytes each."""
-    done = Published()
-    started = time.monotonic()
-    with socket.create_connection(("127.0.0.1", port)) as sock:
-        pending = 0
-        for count, data in chunks:
-            if rate:
-                due = started + done.count / rate
-                if due > time.monotonic():
-                    time.sleep(due - time.monotonic())
-            sock.sendall(data)
-            if pending:
-                done.zero += _read_replies(sock, pending)
-            pending = count
-            done.count += count
-        if pending:
-            done.zero += _read_replies(sock, pending)
-    done.elapsed_s = time.monotonic() - started
-    return done
-
-
-def _read_replies(sock: socket.socket, count: int) -> int:
-    """Read ``count`` integer replies; return how many were 0."""
-    want = 4 * count
-    buf = bytearray()
-    while len(buf) < want:
-        got = sock.recv(want - len(buf))
-        if not got:
-            raise ConnectionError("redis-server closed the publisher's connection")
-        buf += got
-    if buf.count(b":") != count:
-        raise RuntimeError(f"unexpected PUBLISH replies: {bytes(buf[:80])!r}")
-    return buf.count(b":0\r\n")
-
-
-def numsub(client: redis.Redis, channel_key: str) -> int:
-    return int(client.pubsub_numsub(channel_key)[0][1])
 
 
 def cpu_s(pid: int) -> float:
@@ -173,8 +95,8 @@ def run_raw(server: RedisServer, chunks: list[tuple[int, bytes]], n: int) -> dic
         env=clean_env(), cwd=ROOT, stdout=subprocess.PIPE, start_new_session=True,
     )  # fmt: skip
     try:
-        admin = server.client()
-        wait_for(lambda: numsub(admin, channel_key) == 1, "the raw loop to subscribe", 30)
+        admin = server.plain_client()
+        wait_for(lambda: numsub(admin, channel_key) == 1, 30, "the raw loop to subscribe", POLL_S)
         pub = publish(server.port, chunks)
         out, _ = child.communicate(timeout=600)
     finally:
@@ -187,11 +109,11 @@ def run_subscriber(server: RedisServer, chunks: list[tuple[int, bytes]], n: int,
                    name: str = "flood") -> dict[str, float]:  # fmt: skip
     """``python -m consumers subscriber`` under one flood: its figures and the publisher's."""
     channel_key = keys.channel(CHANNEL)
-    admin = server.client()
+    admin = server.plain_client()
     child = spawn(subscriber_args(name, CHANNEL), env=subscriber_env(server.url))
     try:
-        wait_for(lambda: numsub(admin, channel_key) == 1, "the subscriber to subscribe", 30)
-        wait_for(lambda: admin.exists(keys.stats("subscriber", name)) == 1, "its stats", 30)
+        wait_for(lambda: numsub(admin, channel_key) == 1, 30, "the subscriber to subscribe", POLL_S)
+        wait_for(lambda: admin.exists(keys.stats("subscriber", name)) == 1, 30, "its stats", POLL_S)
         cpu_before = cpu_s(child.pid)
         started_ms = envelope.now_ms()
         publisher = _Background(lambda: publish(server.port, chunks))
@@ -235,7 +157,7 @@ def run(scale: Scale) -> list[Result]:
     chunks = packed(keys.channel(CHANNEL), envelopes(n, src=f"bench-{os.getpid()}"))
     raws: list[dict[str, float]] = []
     subs: list[dict[str, float]] = []
-    with redis_server(*NO_CUTOFF) as server:
+    with throwaway_server(*NO_CUTOFF) as server:
         for turn in range(scale.n(2, 1)):
             raws.append(run_raw(server, chunks, n))
             subs.append(run_subscriber(server, chunks, n, name=f"flood-{turn}"))

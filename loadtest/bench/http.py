@@ -26,18 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loadtest.bench.common import (
-    PYTHON,
-    ROOT,
-    Result,
-    Scale,
-    clean_env,
-    free_port,
-    redis_server,
-    spawn,
-    stop,
-    wait_for,
-)
+from loadtest.bench.common import PYTHON, ROOT, Result, Scale, clean_env, spawn
+from loadtest.harness.answers import http_status
+from loadtest.harness.ports import free_port
+from loadtest.harness.procs import stop
+from loadtest.harness.server import throwaway_server
+from loadtest.harness.waits import wait_for
 from producer import keys
 
 SECTION = "http"
@@ -76,13 +70,7 @@ def gunicorn(app: str, port: int) -> list[str]:
 def post(url: str) -> int:
     """One POST of :data:`BODY`; the status code (0 when nothing answers)."""
     req = urllib.request.Request(url, BODY, {"Content-Type": "application/json"}, method="POST")
-    try:
-        with urllib.request.urlopen(req, timeout=5) as resp:
-            return int(resp.status)
-    except urllib.error.HTTPError as exc:
-        return int(exc.code)
-    except OSError:
-        return 0
+    return http_status(req, timeout_s=5)
 
 
 def wrk(url: str, duration_s: float) -> dict[str, Any]:
@@ -117,8 +105,8 @@ def run(scale: Scale) -> list[Result]:
     rounds = scale.n(5, 1)
     duration_s = scale.s(4, 1)
     samples: dict[str, list[dict[str, Any]]] = {e.label: [] for e in ENDPOINTS}
-    with redis_server() as server:
-        client = server.client()
+    with throwaway_server() as server:
+        client = server.plain_client()
         ports = {"bus": free_port(), "naive": free_port()}
         apps = {
             "bus": spawn(gunicorn("web.wsgi:app", ports["bus"]),
@@ -136,7 +124,7 @@ def run(scale: Scale) -> list[Result]:
                         raise RuntimeError(f"gunicorn exited with {proc.returncode}")
                     return post(url) != 0
 
-                wait_for(answers, f"gunicorn at {url}", timeout_s=30, every_s=0.1)
+                wait_for(answers, 30, f"gunicorn at {url}", 0.1)
                 status = post(url)
                 if status != endpoint.status:
                     raise RuntimeError(f"{endpoint.label} answered {status}, not {endpoint.status}")

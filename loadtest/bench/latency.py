@@ -18,17 +18,10 @@ from pathlib import Path
 
 import redis
 
-from loadtest.bench.common import (
-    PYTHON,
-    RedisServer,
-    Result,
-    Scale,
-    clean_env,
-    redis_server,
-    spawn,
-    stop,
-    wait_for,
-)
+from loadtest.bench.common import POLL_S, PYTHON, Result, Scale, clean_env, spawn
+from loadtest.harness.procs import stop
+from loadtest.harness.server import RedisServer, throwaway_server
+from loadtest.harness.waits import wait_for
 from producer.store import envelope, keys
 
 SECTION = "latency"
@@ -100,10 +93,10 @@ def measure(server: RedisServer, args: list[str], how: str, rate: int, seconds: 
                     PYTHONPATH=str(Path(__file__).resolve().parents[2]))  # fmt: skip
     proc = spawn(_command(server, args), env)
     try:
-        wait_for(lambda: _ready(client, args), "the consumer to listen", timeout_s=30)
+        wait_for(lambda: _ready(client, args), 30, "the consumer to listen", POLL_S)
         time.sleep(0.2)
         send(client, how, rate, seconds)
-        wait_for(path.exists, "every message handled", timeout_s=30 + seconds, every_s=0.05)
+        wait_for(path.exists, 30 + seconds, "every message handled", 0.05)
         values = [int(x) for x in path.read_text().split()]
     finally:
         stop(proc)
@@ -120,7 +113,7 @@ def percentile(values: list[int], q: float) -> float:
 def run(scale: Scale) -> list[Result]:
     seconds = scale.s(5.0, 0.4)
     rows = []
-    with redis_server() as server, tempfile.TemporaryDirectory() as tmp:
+    with throwaway_server() as server, tempfile.TemporaryDirectory() as tmp:
         for rate in RATES:
             for label, (args, how, ref) in CONSUMERS.items():
                 values = measure(server, args, how, rate, seconds, Path(tmp))

@@ -14,7 +14,8 @@ import orjson
 import redis
 from redis._parsers import _HiredisParser, _RESP2Parser
 
-from loadtest.bench.common import Result, Scale, redis_server
+from loadtest.bench.common import Result, Scale
+from loadtest.harness.server import throwaway_server
 from producer.store import envelope, keys
 
 SECTION = "libraries"
@@ -60,7 +61,7 @@ def run(scale: Scale) -> list[Result]:
     ]  # fmt: skip
     raws = [raw] * scale.n(200_000, 2_000)
     python_parser = "RPOP q 100, redis-py's Python parser"
-    with redis_server() as server:
+    with throwaway_server() as server:
         pure = max(_drain_rate(server.port, _RESP2Parser, raws) for _ in range(2))
         fast = max(_drain_rate(server.port, _HiredisParser, raws) for _ in range(2))
     rows += [

@@ -20,19 +20,11 @@ from dataclasses import dataclass, field
 
 import redis
 
-from loadtest.bench import flood
-from loadtest.bench.common import (
-    PYTHON,
-    RedisServer,
-    Result,
-    Scale,
-    clean_env,
-    redis_server,
-    rss_kib,
-    spawn,
-    stop,
-    wait_for,
-)
+from loadtest.bench import flood, publisher
+from loadtest.bench.common import POLL_S, PYTHON, Result, Scale, clean_env, rss_kib, spawn
+from loadtest.harness.procs import stop
+from loadtest.harness.server import RedisServer, throwaway_server
+from loadtest.harness.waits import wait_for
 from producer.store import envelope, keys
 
 SECTION = "memory"
@@ -115,7 +107,7 @@ def worker_run(url: str, client: redis.Redis, n: int) -> Samples:
                    "--log-level", "WARNING"], env=env)  # fmt: skip
     try:
         handled = counter(client, keys.stats("worker", f"{QUEUE}:{name}"), "handled")
-        wait_for(lambda: _alive(child) and handled() > 0, "the worker to start", 60)
+        wait_for(lambda: _alive(child) and handled() > 0, 60, "the worker to start", POLL_S)
         sampler = Sampler(child.pid, handled)
         while pushed < n:
             if client.llen(pending) < CHUNK:
@@ -123,7 +115,7 @@ def worker_run(url: str, client: redis.Redis, n: int) -> Samples:
             else:
                 time.sleep(0.02)
             _alive(child)
-        wait_for(lambda: _alive(child) and handled() >= n, f"{n} messages handled", 900, 0.05)
+        wait_for(lambda: _alive(child) and handled() >= n, 900, f"{n} messages handled", 0.05)
         return sampler.finish()
     finally:
         stop(child)
@@ -150,25 +142,32 @@ def subscriber_run(server: RedisServer, n: int, limit_s: float) -> Samples:
     """A subscriber under a flood of ``n`` messages (or what ``limit_s`` allows), published
     at most two chunks ahead of what it received; its RSS samples."""
     name, src = "memory", f"bench-{os.getpid()}"
-    client = server.client()
+    client = server.plain_client()
     channel_key = keys.channel(flood.CHANNEL)
     child = spawn(flood.subscriber_args(name, flood.CHANNEL), env=flood.subscriber_env(server.url))
     try:
         received = counter(client, keys.stats("subscriber", name), "received")
-        wait_for(lambda: _alive(child) and flood.numsub(client, channel_key) == 1,
-                 "the subscriber to subscribe", 60)  # fmt: skip
+        wait_for(
+            lambda: _alive(child) and publisher.numsub(client, channel_key) == 1,
+            60,
+            "the subscriber to subscribe",
+            POLL_S,
+        )
         sampler = Sampler(child.pid, received)
         published, ends_at = 0, time.monotonic() + limit_s
         while published < n and time.monotonic() < ends_at:
             if published - received() < 2 * CHUNK:
                 count = min(CHUNK, n - published)
-                bodies = flood.envelopes(count, src, first_seq=published + 1)
-                published += flood.publish(server.port, flood.packed(channel_key, bodies)).count
+                bodies = publisher.envelopes(count, src, first_seq=published + 1)
+                published += publisher.publish(
+                    server.port, publisher.packed(channel_key, bodies)
+                ).count
             else:
                 time.sleep(0.02)
             _alive(child)
-        wait_for(lambda: _alive(child) and received() >= published, f"{published} received",
-                 300, 0.05)  # fmt: skip
+        wait_for(
+            lambda: _alive(child) and received() >= published, 300, f"{published} received", 0.05
+        )
         return sampler.finish()
     finally:
         stop(child)
@@ -177,7 +176,7 @@ def subscriber_run(server: RedisServer, n: int, limit_s: float) -> Samples:
 def run(scale: Scale) -> list[Result]:
     """The worker's four rows, then the subscriber's."""
     n = scale.n(1_000_000, 20_000)
-    with redis_server(*flood.NO_CUTOFF) as server:
-        worker = worker_run(server.url, server.client(), n)
+    with throwaway_server(*flood.NO_CUTOFF) as server:
+        worker = worker_run(server.url, server.plain_client(), n)
         subscriber = subscriber_run(server, n, scale.s(30.0, 10.0))
     return worker.rows("worker") + subscriber.rows("subscriber")

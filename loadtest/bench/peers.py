@@ -61,23 +61,15 @@ from pathlib import Path
 import redis
 
 from loadtest.bench import peer_tasks
-from loadtest.bench.common import (
-    PYTHON,
-    ROOT,
-    RedisServer,
-    Result,
-    Scale,
-    clean_env,
-    redis_server,
-    stop,
-    wait_for,
-)
+from loadtest.bench.common import POLL_S, PYTHON, ROOT, Result, Scale, clean_env
+from loadtest.harness.procs import stop
+from loadtest.harness.server import RedisServer, throwaway_server
+from loadtest.harness.waits import wait_for
 from producer.store import envelope, keys
 
 SECTION = "peers"
 OURS = "redis-bus worker (at-least-once, batch 100)"
 WORKER_NAME = "bench-peers"
-POLL_S = 0.005
 # Settings the peers read from the environment (dramatiq_queue_prefetch, RQ_WORKER_CLASS,
 # CELERY_...): none reaches their workers, which run with their defaults and our command lines.
 PEER_ENV = ("dramatiq_", "RQ_", "CELERY_")
@@ -98,7 +90,7 @@ class Peer:
 def _enqueue_rq(server: RedisServer, db: int, n: int) -> None:
     from rq import Queue
 
-    queue = Queue(peer_tasks.QUEUE, connection=server.client(db))
+    queue = Queue(peer_tasks.QUEUE, connection=server.plain_client(db))
     func = f"{peer_tasks.__name__}.rq_noop"
     for start in range(0, n, 1000):
         queue.enqueue_many([Queue.prepare_data(func) for _ in range(min(1000, n - start))])
@@ -164,8 +156,8 @@ def run(scale: Scale) -> list[Result]:
     n = scale.n(20_000, 200)
     window_s = scale.s(60, 10)
     rows: list[Result] = []
-    with redis_server() as server:
-        server.client().flushall()
+    with throwaway_server() as server:
+        server.plain_client().flushall()
         rows.append(_ours(server, 1, n, rounds=scale.n(3, 1)))
         for db, peer in enumerate(PEERS, start=2):
             row = _peer(server, db, peer, n, window_s, startup_s=scale.s(60, 20))
@@ -204,7 +196,7 @@ def _count(client: redis.Redis) -> int:
 
 def _peer(server: RedisServer, db: int, peer: Peer, n: int, window_s: float,
           startup_s: float) -> Result:  # fmt: skip
-    client = server.client(db)
+    client = server.plain_client(db)
     client.flushdb()
     started = time.perf_counter()
     peer.enqueue(server, db, n)
@@ -226,7 +218,7 @@ def _peer(server: RedisServer, db: int, peer: Peer, n: int, window_s: float,
             _alive(proc, log, peer.name)
             return False
 
-        wait_for(first_done, f"{peer.name}'s first job", timeout_s=startup_s, every_s=POLL_S)
+        wait_for(first_done, startup_s, f"{peer.name}'s first job", POLL_S)
         first_count, first_t = _count(client), time.perf_counter()
         while True:
             count, now = _count(client), time.perf_counter()
@@ -250,7 +242,7 @@ def _peer(server: RedisServer, db: int, peer: Peer, n: int, window_s: float,
 
 
 def _ours(server: RedisServer, db: int, n: int, rounds: int) -> Result:
-    client = server.client(db)
+    client = server.plain_client(db)
     client.flushdb()
     queue = peer_tasks.QUEUE
     env = clean_env(BUS_REDIS_URL=server.db_url(db), BUS_QUEUES=queue, BUS_BATCH_SIZE="100",
@@ -269,7 +261,7 @@ def _ours(server: RedisServer, db: int, n: int, rounds: int) -> Result:
             _alive(proc, log, "our worker")
             return False
 
-        wait_for(registered, "our worker to register", timeout_s=30)
+        wait_for(registered, 30, "our worker to register", POLL_S)
         for r in range(rounds):
             pipe = client.pipeline(transaction=True)  # the worker sees all of it at once
             for start in range(0, n, 10_000):
@@ -284,7 +276,7 @@ def _ours(server: RedisServer, db: int, n: int, rounds: int) -> Result:
                 _alive(proc, log, "our worker")
                 return False
 
-            wait_for(drained, "our worker's drain", timeout_s=120, every_s=POLL_S)
+            wait_for(drained, 120, "our worker's drain", POLL_S)
             elapsed.append(time.perf_counter() - started)
     rates = [n / s for s in elapsed]
     return Result(SECTION, OURS, statistics.median(rates), "msg/s", extra={

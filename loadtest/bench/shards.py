@@ -5,10 +5,12 @@ on free loopback ports, and queue names spread evenly over a cluster's shards.
 from __future__ import annotations
 
 import contextlib
+import tempfile
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
-from loadtest.bench.common import RedisServer, free_port
-from loadtest.cluster import SLOTS, create, wait_agreed
+from loadtest.harness import slots
+from loadtest.harness.cluster import ClusterServer, RedisCluster
 from producer import Settings, keys
 from producer.connection.cluster import slot_of
 
@@ -16,44 +18,19 @@ NODE_TIMEOUT_MS = 15_000  # long: a node slowed by the load must not be marked f
 URL = "redis://127.0.0.1/0"  # on a cluster only the URL's credentials count (there are none)
 
 
-def _node() -> RedisServer:
-    """A cluster-enabled redis-server on free loopback ports (its own and its cluster bus's),
-    nodes.conf in its own directory."""
-    for attempt in range(3):
-        bus_port = free_port()
-        try:
-            return RedisServer("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                               "--cluster-port", str(bus_port),
-                               "--cluster-node-timeout", str(NODE_TIMEOUT_MS))  # fmt: skip
-        except RuntimeError:  # exited at once: its two free ports were the same one
-            if attempt == 2:
-                raise
-    raise AssertionError("unreachable")
-
-
 class Cluster:
-    """A Redis Cluster of ``shards`` primaries and no replica on loopback; waits, bounded,
-    until every node says ``cluster_state:ok``, knows every other and sees the same slot map."""
+    """A Redis Cluster of ``shards`` primaries and no replica on loopback, no persistence, in
+    ``workdir``; started, and waited on until its nodes agree (:mod:`loadtest.harness.cluster`)."""
 
-    def __init__(self, shards: int) -> None:
+    def __init__(self, shards: int, workdir: Path) -> None:
         self.shards = shards
-        self.nodes: list[RedisServer] = []
-        self.slot_map: list[tuple[int, int, int]] = []
-        try:
-            for _ in range(shards):
-                self.nodes.append(_node())
-            if shards == 1:
-                client = self.nodes[0].client()
-                try:
-                    client.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, SLOTS - 1)
-                finally:
-                    client.close()
-            else:
-                create(self.addresses, replicas=0)
-            self.slot_map = wait_agreed([node.port for node in self.nodes], timeout_s=30)
-        except BaseException:
-            self.close()
-            raise
+        self.topo = RedisCluster(
+            workdir, shards, replicas_per_primary=0, node_timeout_ms=NODE_TIMEOUT_MS,
+            appendonly=False,
+        ).start()  # fmt: skip
+        self.nodes: list[ClusterServer] = self.topo.nodes
+        with slots.node(self.nodes[0].port) as client:
+            self.slot_map = slots.slot_map(client)
 
     @property
     def addresses(self) -> list[str]:
@@ -80,17 +57,17 @@ class Cluster:
                 client.close()
 
     def close(self) -> None:
-        for node in self.nodes:
-            node.close()
+        self.topo.kill()
 
 
 @contextlib.contextmanager
 def cluster(shards: int) -> Iterator[Cluster]:
-    made = Cluster(shards)
-    try:
-        yield made
-    finally:
-        made.close()
+    with tempfile.TemporaryDirectory(prefix="bench-cluster-") as tmp:
+        made = Cluster(shards, Path(tmp))
+        try:
+            yield made
+        finally:
+            made.close()
 
 
 def spread(three: Cluster, count: int) -> list[str]:

@@ -39,16 +39,18 @@ from typing import Any
 import redis
 
 from loadtest.bench.common import (
+    POLL_S,
     PYTHON,
-    RedisServer,
+    WAIT_S,
     Result,
     Scale,
     clean_env,
-    redis_server,
+    registered,
     spawn,
-    stop,
-    wait_for,
 )
+from loadtest.harness.procs import stop
+from loadtest.harness.server import RedisServer, throwaway_server
+from loadtest.harness.waits import wait_for
 from producer import Producer, keys
 
 SECTION = "tracking"
@@ -96,11 +98,11 @@ class Spent:
 
 def push(server: RedisServer, producer: Producer, n: int, track: bool) -> Spent:
     """What ``producer`` takes to push ``n`` messages, ``PUSH_BATCH`` per call."""
-    wall, cpu, redis_cpu = time.perf_counter(), time.process_time(), cpu_s(server.proc.pid)
+    wall, cpu, redis_cpu = time.perf_counter(), time.process_time(), cpu_s(server.pid)
     for start in range(0, n, PUSH_BATCH):
         producer.push_many(range(start, min(start + PUSH_BATCH, n)), QUEUE, track=track)
     return Spent(time.perf_counter() - wall, time.process_time() - cpu,
-                 cpu_s(server.proc.pid) - redis_cpu)  # fmt: skip
+                 cpu_s(server.pid) - redis_cpu)  # fmt: skip
 
 
 @dataclass
@@ -139,10 +141,10 @@ def records(client: redis.Redis) -> dict[str, int]:
 
 def drain(server: RedisServer, kind: str, n: int, name: str) -> Drained:
     """Push the backlog of ``kind``, then time one idle, connected worker draining it."""
-    client = server.client()
+    client = server.plain_client()
     client.flushall()
     before = used_memory(client)
-    producer = Producer(server.client(), src="bench")
+    producer = Producer(server.plain_client(), src="bench")
     tracked = 0
     if kind == GATE_OPEN:
         producer.push("opens the gate", QUEUE, track=True)
@@ -166,24 +168,22 @@ def drain(server: RedisServer, kind: str, n: int, name: str) -> Drained:
         return int(client.hget(stats_key, "handled") or 0)
 
     try:
-        wait_for(lambda: client.zscore(keys.consumers(QUEUE), name) is not None, "worker start",
-                 timeout_s=30)  # fmt: skip
-        worker_cpu, redis_cpu = cpu_s(proc.pid), cpu_s(server.proc.pid)
+        wait_for(lambda: registered(client, QUEUE, name), 30, "worker start", POLL_S)
+        worker_cpu, redis_cpu = cpu_s(proc.pid), cpu_s(server.pid)
         started = time.perf_counter()
         client.rename(STAGING, keys.pending(QUEUE))
-        wait_for(lambda: handled() >= messages, f"the drain ({kind})")
+        wait_for(lambda: handled() >= messages, WAIT_S, f"the drain ({kind})", POLL_S)
         drained = Spent(time.perf_counter() - started, cpu_s(proc.pid) - worker_cpu,
-                        cpu_s(server.proc.pid) - redis_cpu)  # fmt: skip
+                        cpu_s(server.pid) - redis_cpu)  # fmt: skip
     finally:
         stop(proc)
-    wait_for(lambda: client.zscore(keys.consumers(QUEUE), name) is None, "worker stop",
-             timeout_s=10)  # fmt: skip
+    wait_for(lambda: client.zscore(keys.consumers(QUEUE), name) is None, 10, "worker stop", POLL_S)
     left = sum(int(client.llen(key)) for key in (keys.pending(QUEUE), STAGING,
                keys.processing(QUEUE, name), keys.dead(QUEUE)))  # fmt: skip
     time.sleep(0.05)  # Redis has closed the stopped worker's connection
     growth = used_memory(client) - before  # before the records are read: no reply buffers
     done = Drained(kind, messages, tracked, pushed, drained, handled(), left,
-                   records(server.client()), growth)  # fmt: skip
+                   records(server.plain_client()), growth)  # fmt: skip
     want = {"handled": tracked} if tracked else {}
     if done.handled != messages or done.left or done.records != want:
         raise RuntimeError(f"{kind}: {messages} messages, {tracked} of them tracked, yet "
@@ -195,7 +195,7 @@ def drain(server: RedisServer, kind: str, n: int, name: str) -> Drained:
 def run(scale: Scale) -> list[Result]:
     n = scale.n(40_000, 1_000)
     rounds: dict[str, list[Drained]] = {kind: [] for kind in KINDS}
-    with redis_server() as server:
+    with throwaway_server() as server:
         # Untimed: every script the rounds use gets loaded (Redis's script cache would count in
         # the first round's memory growth) and Redis warms up.
         drain(server, TRACKED, 100, "bench-tracking-warmup")
