@@ -8,9 +8,9 @@ from flask import Flask
 
 from producer import Settings
 from web import api, errors, producers
-from web.auth import secure_headers
 from web.bus import Bus
 from web.fastpath import FastPost
+from web.headers import secure_headers
 from web.limits import BodyReader, refuse_unread
 
 

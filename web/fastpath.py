@@ -26,13 +26,12 @@ from flask import Flask
 
 from web.auth import bearer, same_token
 from web.bus import Bus
+from web.headers import API_HEADERS
 from web.producers import FAILED, FORM_TYPES, accepted, check_body
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-# What the app's after_request adds to every API answer (web.auth.secure_headers).
-SAFE_HEADERS = (("X-Content-Type-Options", "nosniff"), ("Cache-Control", "no-store"))
 # PATH_INFO -> (destination field, producer method)
 ROUTES = {"/prodcons": ("queue", "push"), "/pubsub": ("channel", "publish")}
 
@@ -90,7 +89,7 @@ class FastPost:
             return self.wsgi_app(environ, start_response)
         body = (self.encoder.encode(accepted(dest_field, name, sent)) + "\n").encode()
         headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
-                   *SAFE_HEADERS]  # fmt: skip
+                   *API_HEADERS]  # fmt: skip
         start_response("202 ACCEPTED", headers)
         return [body]
 
