@@ -7,7 +7,7 @@ import os
 from flask import Flask
 
 from producer import Settings
-from web import api, errors, producers
+from web import api, errors, ingest
 from web.bus import Bus
 from web.fastpath import FastPost
 from web.headers import secure_headers
@@ -26,6 +26,6 @@ def create_app(settings: Settings | None = None) -> Flask:
     errors.register(app)
     refuse_unread(app)
     secure_headers(app)
-    app.register_blueprint(producers.bp)
+    app.register_blueprint(ingest.bp)
     app.register_blueprint(api.bp)
     return app

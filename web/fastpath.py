@@ -5,13 +5,13 @@ Profiled under gunicorn (sync workers, wrk), Flask's request context, routing an
 object cost each POST about as much CPU as its own Redis round trip, and an endpoint that only
 answers "ok" spends most of its time there. This WSGI middleware answers the one case that
 matters for throughput, a well-formed JSON POST that Redis accepts, with the same checks
-(:func:`web.producers.check_body`), the same producer and the same 202 body, bytes and headers.
+(:func:`web.ingest.check_body`), the same producer and the same 202 body, bytes and headers.
 
 Everything else goes to Flask as before, with the body it already read: other methods and
 paths, forms, a body that is chunked, missing, cut short, too long or not valid JSON (or holds
 an integer past Python's digits limit), a refused message
 (the 4xx comes from Flask's handlers), and a send that failed: then the view raises the very
-error (:data:`web.producers.FAILED`) and the error handlers answer it, so nothing is sent twice
+error (:data:`web.ingest.FAILED`) and the error handlers answer it, so nothing is sent twice
 and every error answer is Flask's.
 """
 
@@ -27,7 +27,7 @@ from flask import Flask
 from web.auth import bearer, same_token
 from web.bus import Bus
 from web.headers import API_HEADERS
-from web.producers import FAILED, FORM_TYPES, accepted, check_body
+from web.ingest import FAILED, FORM_TYPES, accepted, check_body
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
