@@ -43,7 +43,7 @@ def register(app: Flask) -> None:
     # with the slashes merged; a client following it would requeue or push), and serve one
     # that starts with "//" as if it had one slash. Neither is a route: both are 404 JSON.
     app.url_map.merge_slashes = False
-    app.before_request(_no_empty_segment)
+    app.before_request(no_empty_segment)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(QueueFull, _queue_full)
     app.register_error_handler(redis.RedisError, _redis_error)
@@ -51,7 +51,8 @@ def register(app: Flask) -> None:
     app.register_error_handler(Exception, _internal_error)
 
 
-def _no_empty_segment() -> None:
+def no_empty_segment() -> None:
+    """The ``before_request`` hook: 404 for a path with "//" in it."""
     if "//" in request.environ.get("PATH_INFO", ""):  # request.path drops leading slashes
         raise NotFound("no route has '//' in its path: write each '/' once")
 

@@ -8,7 +8,7 @@ from flask import Flask, Response, request
 NO_SNIFF = ("X-Content-Type-Options", "nosniff")
 NO_STORE = ("Cache-Control", "no-store")
 # What every API answer carries, in this order: added by the hook below to Flask's answers,
-# and written as they are by the producers' fast path (web.fastpath), which bypasses the hook.
+# and written as they are by the producers' fast case (web.ingest), which bypasses the hook.
 API_HEADERS = (NO_SNIFF, NO_STORE)
 # The page loads its own script and stylesheet, and talks only to this origin.
 PAGE_POLICY = (

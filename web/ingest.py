@@ -1,4 +1,4 @@
-"""``/prodcons`` and ``/pubsub``: the HTTP producers.
+"""``/prodcons`` and ``/pubsub``: the HTTP producers, one path in for every message.
 
 POST with a JSON body ``{"payload": <any JSON>, "queue"|"channel": <optional name>}`` answers
 202 with the message id, what Redis said (queue depth, or receivers: 0 means nobody heard it),
@@ -9,33 +9,69 @@ and ``"track": true``: the bus keeps a status record of the message (``GET /api/
 and the answer says ``"tracked": true``. Queues in ``BUS_TRACK_QUEUES`` track every message.
 A form POST (the index page without JavaScript) and a plain GET (any HTTP load tool, a link)
 send a message too and redirect (303) to ``/``, as the seed articles' endpoints did.
+
+Every message goes through :func:`send`: the checks, the producer, the 202's body. Two callers:
+
+- the Flask views of :data:`bp`, for every request;
+- :class:`FastPost`, WSGI middleware that ``create_app`` mounts ahead of Flask, for the case
+  that matters for throughput: a JSON POST. Profiled under gunicorn (sync workers, wrk),
+  Flask's request context, routing and response object cost each POST about as much CPU as its
+  own Redis round trip. It answers the 202 itself, with the bytes Flask would write and
+  :data:`web.headers.API_HEADERS`, and hands everything else to Flask: other methods and paths,
+  forms, a body that is missing, cut short, too long or not JSON, and a message :func:`send`
+  refuses (nothing was sent: Flask refuses it again and says why). When the send itself fails,
+  Flask's error handlers answer that error in place, as they answer a view's: nothing is sent
+  twice.
+
+Flask's hooks: the fast case never runs Flask's request machinery, so it runs none of its hooks.
+It stands for the three that ``create_app`` installs (:data:`STANDS_FOR` says how), and steps
+aside, leaving the request to Flask, as long as the app has any other: a ``before_request``,
+``after_request``, ``teardown_request``, ``url_value_preprocessor`` or ``teardown_appcontext``
+function (app-wide or a blueprint's), or a receiver of ``request_started`` or
+``request_finished``. A hook added later is thus run on every request, at Flask's speed.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import random
-import time
-from collections.abc import Callable
-from functools import partial
-from typing import Any
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from flask import Blueprint, redirect, request
+from flask import Blueprint, Flask, redirect, request
+from flask.signals import request_finished, request_started
 from flask.typing import ResponseReturnValue
 
 from producer import Sent
-from web.auth import require_token
-from web.bus import get_bus
-from web.errors import BadMessage
-from web.limits import load_json, too_many_digits
+from web.auth import bearer, require_token, same_token
+from web.bus import Bus, get_bus
+from web.errors import BadMessage, no_empty_segment
+from web.headers import API_HEADERS, add_secure_headers
+from web.limits import UNREAD, load_json, refuse_partial_body
+from web.message import PUSH_FIELDS, check_body, check_delay, check_track, form_value
 
-bp = Blueprint("producers", __name__)
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
+
+bp = Blueprint("ingest", __name__)
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
-RESULT = {"queue": "depth", "channel": "receivers"}  # what Redis answered, by destination
-FAILED = "bus.fastpath.failed"  # environ key: the fast path's send raised this
-DELAY_FIELDS = ("delay_s", "not_before")
-PUSH_FIELDS = (*DELAY_FIELDS, "track")
-MAX_DELAY_S = 366 * 86400  # a delay past a year is a mistake, not a schedule
+
+
+@dataclass(frozen=True)
+class Route:
+    """One producer endpoint: the field that names the destination, the one that says what
+    Redis answered, and the other fields a message may carry."""
+
+    dest_field: str
+    result_field: str
+    extras: tuple[str, ...]
+
+
+PRODCONS = Route("queue", "depth", PUSH_FIELDS)
+PUBSUB = Route("channel", "receivers", ())
+ROUTES = {"/prodcons": PRODCONS, "/pubsub": PUBSUB}
 
 
 @bp.get("/prodcons")
@@ -60,40 +96,33 @@ def pubsub_get() -> ResponseReturnValue:
 def prodcons_post() -> ResponseReturnValue:
     """LPUSH one message; 202 ``{"id", "queue", "depth", "src", "seq"}`` (and ``"tracked":
     true`` for a tracked one)."""
-    bus = get_bus()
-    require_token(bus.settings.api_token, form_field=True)
-    payload, queue, from_form, options = read_message("queue", bus.settings.queues, PUSH_FIELDS)
-    track = options.pop("track", None)
-    if track is not None and not isinstance(track, bool):
-        raise BadMessage(400, "'track' must be true or false")
-    delay = check_delay(options)
-    push = partial(bus.get_producer().push, track=track)
-    if delay:
-        push = partial(push, delay_s=delay.get("delay_s"), not_before=delay.get("not_before"))
-    sent = _send(push, payload, queue)
-    if from_form:
-        return redirect("/", 303)
-    if delay:
-        env = sent.envelope
-        body = {"id": env.id, "queue": queue, "scheduled": sent.result, "due_ms": sent.due_ms,
-                "src": env.src, "seq": env.seq}  # fmt: skip
-        if env.track:
-            body["tracked"] = True
-        return body, 202
-    return accepted("queue", queue, sent), 202
+    return _post(PRODCONS)
 
 
 @bp.post("/pubsub")
 def pubsub_post() -> ResponseReturnValue:
     """PUBLISH one message; 202 ``{"id", "channel", "receivers", "src", "seq"}`` (receivers 0:
     nobody received it)."""
+    return _post(PUBSUB)
+
+
+def _post(route: Route) -> ResponseReturnValue:
     bus = get_bus()
     require_token(bus.settings.api_token, form_field=True)
-    payload, channel, from_form, _ = read_message("channel", bus.settings.channels)
-    sent = _send(bus.get_producer().publish, payload, channel)
-    if from_form:
-        return redirect("/", 303)
-    return accepted("channel", channel, sent), 202
+    body, from_form = _read_body(route.dest_field)
+    answer = send(bus, route, body)
+    return redirect("/", 303) if from_form else (answer, 202)
+
+
+def _read_body(dest_field: str) -> tuple[Any, bool]:
+    """The request's body as a message request, and whether it came from a form."""
+    raw = request.get_data(cache=True)  # 413 past MAX_CONTENT_LENGTH
+    if request.mimetype in FORM_TYPES and "payload" in request.form:
+        body = {"payload": form_value(request.form["payload"])}
+        if request.form.get(dest_field):
+            body[dest_field] = request.form[dest_field]
+        return body, True
+    return load_json(raw), False
 
 
 def _no_seed_get(token: str) -> None:
@@ -105,104 +134,127 @@ def _no_seed_get(token: str) -> None:
         )
 
 
-def accepted(dest_field: str, name: str, sent: Sent) -> dict[str, Any]:
+def send(bus: Bus, route: Route, body: Any) -> dict[str, Any]:
+    """Check a parsed request body and send its message: the 202's body. Every refusal
+    (:class:`BadMessage`) is raised before anything is sent; any other error is the send's."""
+    settings = bus.settings
+    allowed = settings.queues if route is PRODCONS else settings.channels
+    payload, name = check_body(body, route.dest_field, allowed, route.extras)
+    if route is PUBSUB:
+        return accepted(route, name, bus.get_producer().publish(payload, name))
+    track = check_track(body)
+    delay = check_delay(body)
+    sent = bus.get_producer().push(payload, name, track=track, **delay)
+    if not delay:
+        return accepted(route, name, sent)
+    env = sent.envelope
+    answer = {"id": env.id, "queue": name, "scheduled": sent.result, "due_ms": sent.due_ms,
+              "src": env.src, "seq": env.seq}  # fmt: skip
+    if env.track:
+        answer["tracked"] = True
+    return answer
+
+
+def accepted(route: Route, name: str, sent: Sent) -> dict[str, Any]:
     """The 202's body: the message id, where it went, what Redis said (``depth`` or
     ``receivers``), and the envelope's ``src`` and ``seq``: what a subscriber's gap count
     refers to."""
     env = sent.envelope
-    body = {"id": env.id, dest_field: name, RESULT[dest_field]: sent.result, "src": env.src,
-            "seq": env.seq}  # fmt: skip
+    answer = {"id": env.id, route.dest_field: name, route.result_field: sent.result,
+              "src": env.src, "seq": env.seq}  # fmt: skip
     if env.track:
-        body["tracked"] = True
-    return body
+        answer["tracked"] = True
+    return answer
 
 
-def _send(send: Callable[[Any, str], Sent], payload: Any, name: str) -> Sent:
-    """``send(payload, name)``, unless the fast path (:mod:`web.fastpath`) already tried and
-    failed: then its error is raised here, to be answered like any other."""
-    failed = request.environ.pop(FAILED, None)
-    if failed is not None:
-        raise failed
-    return send(payload, name)
+# The hooks create_app installs, and what the fast case does instead of each.
+STANDS_FOR = {
+    no_empty_segment: "it takes only the paths /prodcons and /pubsub, written as they are",
+    refuse_partial_body: "it takes only a body that web.limits.BodyReader read whole",
+    add_secure_headers: "its 202 carries web.headers.API_HEADERS, as the hook adds them",
+}
 
 
-def read_message(
-    dest_field: str, allowed: tuple[str, ...], extras: tuple[str, ...] = ()
-) -> tuple[Any, str, bool, dict[str, Any]]:
-    """Validate the request: (payload, destination name, came from a form, the ``extras``
-    fields it holds)."""
-    raw = request.get_data(cache=True)  # 413 past MAX_CONTENT_LENGTH
-    if request.mimetype in FORM_TYPES and "payload" in request.form:
-        body: dict[str, Any] = {"payload": _form_value(request.form["payload"])}
-        if request.form.get(dest_field):
-            body[dest_field] = request.form[dest_field]
-        from_form = True
-    else:
-        body = load_json(raw)
-        from_form = False
-    payload, name = check_body(body, dest_field, allowed, extras)
-    return payload, name, from_form, {k: body[k] for k in extras if k in body}
+class FastPost:
+    """WSGI middleware ahead of the app's own ``wsgi_app``: a JSON POST to ``/prodcons`` or
+    ``/pubsub`` goes through :func:`send` without Flask's request machinery, unless the app has
+    a hook this does not stand for (see the module docstring)."""
 
+    def __init__(self, app: Flask, wsgi_app: WSGIApplication, bus: Bus) -> None:
+        self.app = app
+        self.wsgi_app = wsgi_app
+        self.bus = bus
+        self.max_bytes = int(app.config["MAX_CONTENT_LENGTH"])
+        provider: Any = app.json
+        # Flask's JSON answers, compact (outside debug mode) and newline-terminated.
+        self.encoder = json.JSONEncoder(
+            ensure_ascii=provider.ensure_ascii, sort_keys=provider.sort_keys, separators=(",", ":")
+        )
 
-def check_body(
-    body: Any, dest_field: str, allowed: tuple[str, ...], extras: tuple[str, ...] = ()
-) -> tuple[Any, str]:
-    """A parsed body's (payload, destination name), or :class:`BadMessage`. ``extras``: other
-    fields the caller reads itself."""
-    if not isinstance(body, dict):
-        raise BadMessage(400, 'the body must be a JSON object like {"payload": ...}')
-    unknown = sorted(set(body) - {"payload", dest_field, *extras})
-    if unknown:
-        expected = ", ".join(f"'{f}'" for f in ("payload", dest_field, *extras))
-        raise BadMessage(400, f"unknown fields {unknown}; expected {expected}")
-    if "payload" not in body:
-        raise BadMessage(400, "the field 'payload' is required (any JSON value)")
-    name = body.get(dest_field, allowed[0])
-    if not isinstance(name, str):
-        raise BadMessage(400, f"'{dest_field}' must be a string")
-    if name not in allowed:
-        raise BadMessage(404, f"unknown {dest_field} {name!r}", allowed=list(allowed))
-    return body["payload"], name
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
+        route = ROUTES.get(environ.get("PATH_INFO", ""))
+        if route is None or not self._takes(environ) or not self.only_known_hooks():
+            return self.wsgi_app(environ, start_response)
+        raw = environ["wsgi.input"].read(int(environ["CONTENT_LENGTH"]))
+        environ["wsgi.input"] = io.BytesIO(raw)  # Flask reads it again if it answers
+        try:
+            parsed = json.loads(raw)
+        except (ValueError, RecursionError):  # not JSON: Flask says why
+            return self.wsgi_app(environ, start_response)
+        try:
+            answer = send(self.bus, route, parsed)
+        except BadMessage:  # refused, nothing sent: Flask refuses it again and says why
+            return self.wsgi_app(environ, start_response)
+        except Exception as exc:  # the send's own error
+            return self._flask_answers(exc, environ, start_response)
+        body = (self.encoder.encode(answer) + "\n").encode()
+        headers = [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                   *API_HEADERS]  # fmt: skip
+        start_response("202 ACCEPTED", headers)
+        return [body]
 
+    def _takes(self, environ: WSGIEnvironment) -> bool:
+        """Whether this is a POST of a whole body, not a form, carrying the token if one is
+        set, to an app that answers compact JSON."""
+        if (
+            environ.get("REQUEST_METHOD") != "POST"
+            or "HTTP_TRANSFER_ENCODING" in environ
+            or UNREAD in environ
+            or self.app.debug  # Flask indents its JSON then, or when told to
+            or getattr(self.app.json, "compact", None) is False
+        ):
+            return False
+        token = self.bus.settings.api_token
+        if token and not same_token(bearer(environ.get("HTTP_AUTHORIZATION")), token):
+            return False  # Flask answers the 401, or takes a form's token field
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or -1)
+        except ValueError:
+            return False
+        mimetype = environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower()
+        return 0 < length <= self.max_bytes and mimetype not in FORM_TYPES
 
-def check_delay(options: dict[str, Any]) -> dict[str, float]:
-    """``{"delay_s": s}`` or ``{"not_before": t}`` for the producer, checked; ``{}`` for none."""
-    if len(options) > 1:
-        raise BadMessage(400, "give 'delay_s' or 'not_before', not both")
-    for field, value in options.items():
-        # Compared as they are (value != value: NaN): an integer of 400 digits is simply out
-        # of range, where float() or math.isfinite() of it would raise OverflowError.
-        if not isinstance(value, int | float) or isinstance(value, bool) or value != value:
-            raise BadMessage(400, f"'{field}' must be a number of seconds")
-        if field == "delay_s" and not 0 <= value <= MAX_DELAY_S:
-            raise BadMessage(400, f"'delay_s' must be between 0 and {MAX_DELAY_S} (a year)")
-        if field == "not_before" and not 0 <= value <= latest_not_before():
-            raise BadMessage(
-                400, "'not_before' must be a Unix time in seconds, at most a year from now"
-            )
-        return {field: float(value)}
-    return {}
+    def only_known_hooks(self) -> bool:
+        """Whether every hook the app would run on a request is one in :data:`STANDS_FOR`."""
+        app = self.app
+        tables = (app.before_request_funcs, app.after_request_funcs,
+                  app.teardown_request_funcs, app.url_value_preprocessors)  # fmt: skip
+        for table in tables:
+            for hooks in table.values():
+                for hook in hooks:
+                    if hook not in STANDS_FOR:
+                        return False
+        return not (
+            app.teardown_appcontext_funcs
+            or request_started.has_receivers_for(app)
+            or request_finished.has_receivers_for(app)
+        )
 
-
-def latest_not_before() -> int:
-    """The latest ``not_before`` accepted: a year from the start of the next hour (a bound that
-    moves once an hour, so /openapi.json can state it)."""
-    return (int(time.time()) // 3600 + 1) * 3600 + MAX_DELAY_S
-
-
-def _form_value(text: str) -> Any:
-    """A form field holding strict JSON is sent as that JSON value; anything else as a string."""
-    try:
-        return json.loads(text, parse_constant=_refuse)
-    except (json.JSONDecodeError, NotStrict, RecursionError):
-        return text
-    except ValueError:  # an integer past int_max_str_digits: JSON, but not one the bus carries
-        raise BadMessage(400, too_many_digits()) from None
-
-
-class NotStrict(ValueError):
-    """NaN, Infinity or -Infinity: Python's parser takes them, strict JSON has no such value."""
-
-
-def _refuse(name: str) -> Any:
-    raise NotStrict(f"{name} is not strict JSON")
+    def _flask_answers(
+        self, exc: Exception, environ: WSGIEnvironment, start_response: StartResponse
+    ) -> Iterable[bytes]:
+        """Flask's answer to ``exc``, made as Flask makes it when a view raises: its error
+        handlers, then its after_request hooks."""
+        with self.app.request_context(environ):
+            response = self.app.finalize_request(self.app.handle_user_exception(exc))
+        return response(environ, start_response)
