@@ -150,6 +150,33 @@ def test_a_hook_added_to_the_app_runs_on_every_post(
     assert r.llen(PENDING) == 2
 
 
+def test_a_hook_the_app_had_when_the_fast_case_was_mounted_keeps_it_aside(
+    make_app: MakeApp, settings: Settings, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A hook registered ahead of FastPost (as create_app would if it gained one) is not taken
+    as one the fast case stands for: every POST goes to Flask, which runs it."""
+    app = make_app(settings)
+    ran: list[str] = []
+    app.before_request(lambda: ran.append("before"))  # type: ignore[func-returns-value]
+    app.wsgi_app.app = FastPost(app, app.wsgi_app.app.wsgi_app, app.extensions["bus"])  # type: ignore[attr-defined]
+    calls = flask_calls(app, monkeypatch)
+    assert app.test_client().post("/prodcons", json={"payload": 1}).status_code == 202
+    assert calls == ["/prodcons"] and ran == ["before"] and r.llen(PENDING) == 1
+
+
+def test_a_hook_removed_from_the_app_sends_posts_to_flask(
+    make_app: MakeApp, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without web.headers' hook, Flask's 202 has no Cache-Control: nor has the fast case's,
+    which steps aside rather than add the headers of an app that no longer does."""
+    app = make_app(settings)
+    calls = flask_calls(app, monkeypatch)
+    app.after_request_funcs[None].clear()
+    resp = app.test_client().post("/prodcons", json={"payload": 1})
+    assert resp.status_code == 202 and "Cache-Control" not in resp.headers
+    assert calls == ["/prodcons"]
+
+
 def test_a_send_that_fails_is_answered_in_place_by_flask(
     make_app: MakeApp, settings: Settings, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:

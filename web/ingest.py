@@ -23,16 +23,17 @@ Every message goes through :func:`send`: the checks, the producer, the 202's bod
   Flask's error handlers answer that error in place, as they answer a view's: nothing is sent
   twice.
 
-Flask's hooks: the fast case never runs Flask's request machinery, so it runs none of its hooks.
-It stands for the three that ``create_app`` installs (:data:`STANDS_FOR` says how), and steps
-aside, leaving the request to Flask, as long as the app has any other: a ``before_request``,
-``after_request``, ``teardown_request``, ``url_value_preprocessor`` or ``teardown_appcontext``
-function (app-wide or a blueprint's), or a receiver of ``request_started`` or
-``request_finished``. A hook added later is thus run on every request, at Flask's speed.
+Flask's hooks: the fast case runs none of them. It stands for the three that ``create_app``
+installs (:data:`STANDS_FOR` says how), and takes a request only while the app's hooks are
+exactly those. Once any other is registered (a ``before_request``, ``after_request``,
+``teardown_request``, ``url_value_preprocessor`` or ``teardown_appcontext`` function, the app's
+or a blueprint's, or a receiver of ``request_started`` or ``request_finished``), or one of
+those is removed, it steps aside: every request goes to Flask, which runs the hooks.
 """
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import random
@@ -72,6 +73,7 @@ class Route:
 PRODCONS = Route("queue", "depth", PUSH_FIELDS)
 PUBSUB = Route("channel", "receivers", ())
 ROUTES = {"/prodcons": PRODCONS, "/pubsub": PUBSUB}
+PUSH_OPTIONS = frozenset(PUSH_FIELDS)
 
 
 @bp.get("/prodcons")
@@ -142,6 +144,8 @@ def send(bus: Bus, route: Route, body: Any) -> dict[str, Any]:
     payload, name = check_body(body, route.dest_field, allowed, route.extras)
     if route is PUBSUB:
         return accepted(route, name, bus.get_producer().publish(payload, name))
+    if PUSH_OPTIONS.isdisjoint(body):  # most pushes: no delay, no tracking to check
+        return accepted(route, name, bus.get_producer().push(payload, name))
     track = check_track(body)
     delay = check_delay(body)
     sent = bus.get_producer().push(payload, name, track=track, **delay)
@@ -175,6 +179,13 @@ STANDS_FOR = {
 }
 
 
+def hook_tables(app: Flask) -> tuple[Any, ...]:
+    """Where Flask keeps the functions it runs around a request: dicts of lists by blueprint
+    (None: the app's), then the list of teardown_appcontext ones."""
+    return (app.before_request_funcs, app.after_request_funcs, app.teardown_request_funcs,
+            app.url_value_preprocessors, app.teardown_appcontext_funcs)  # fmt: skip
+
+
 class FastPost:
     """WSGI middleware ahead of the app's own ``wsgi_app``: a JSON POST to ``/prodcons`` or
     ``/pubsub`` goes through :func:`send` without Flask's request machinery, unless the app has
@@ -185,6 +196,10 @@ class FastPost:
         self.wsgi_app = wsgi_app
         self.bus = bus
         self.max_bytes = int(app.config["MAX_CONTENT_LENGTH"])
+        # The hooks as mounted, if each is one this stands for; else None: never fast.
+        tables = hook_tables(app)
+        mounted = [h for t in tables[:-1] for hooks in t.values() for h in hooks] + tables[-1]
+        self.hooks = copy.deepcopy(tables) if all(h in STANDS_FOR for h in mounted) else None
         provider: Any = app.json
         # Flask's JSON answers, compact (outside debug mode) and newline-terminated.
         self.encoder = json.JSONEncoder(
@@ -235,19 +250,13 @@ class FastPost:
         return 0 < length <= self.max_bytes and mimetype not in FORM_TYPES
 
     def only_known_hooks(self) -> bool:
-        """Whether every hook the app would run on a request is one in :data:`STANDS_FOR`."""
+        """Whether the app's hooks are those it had when this was mounted, each one in
+        :data:`STANDS_FOR`."""
         app = self.app
-        tables = (app.before_request_funcs, app.after_request_funcs,
-                  app.teardown_request_funcs, app.url_value_preprocessors)  # fmt: skip
-        for table in tables:
-            for hooks in table.values():
-                for hook in hooks:
-                    if hook not in STANDS_FOR:
-                        return False
-        return not (
-            app.teardown_appcontext_funcs
-            or request_started.has_receivers_for(app)
-            or request_finished.has_receivers_for(app)
+        return (
+            self.hooks == hook_tables(app)
+            and not request_started.has_receivers_for(app)
+            and not request_finished.has_receivers_for(app)
         )
 
     def _flask_answers(
