@@ -1,4 +1,4 @@
-"""The API token (``BUS_API_TOKEN``) and the web's own response headers.
+"""The API token (``BUS_API_TOKEN``).
 
 With a token set, whatever changes the bus asks for it: ``POST /prodcons`` and ``/pubsub``
 (``Authorization: Bearer <token>``, or the form's ``token`` field for the page without
@@ -11,15 +11,9 @@ from __future__ import annotations
 
 import hmac
 
-from flask import Flask, Response, request
+from flask import request
 
 from web.errors import BadMessage
-
-# The page loads its own script and stylesheet, and talks only to this origin.
-PAGE_POLICY = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
-)
 
 
 def same_token(given: str | None, token: str) -> bool:
@@ -57,19 +51,3 @@ class Unauthorized(BadMessage):
         )
 
     extra_headers = {"WWW-Authenticate": 'Bearer realm="redis-bus"'}
-
-
-def secure_headers(app: Flask) -> None:
-    """Every answer: no MIME sniffing; API answers never cached; the page under a strict
-    Content-Security-Policy and never framed."""
-
-    @app.after_request
-    def _headers(response: Response) -> Response:
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        if response.mimetype == "text/html" and response.status_code == 200:
-            response.headers.setdefault("Content-Security-Policy", PAGE_POLICY)
-            response.headers.setdefault("X-Frame-Options", "DENY")
-            response.headers.setdefault("Cache-Control", "no-store")
-        elif not request.path.startswith("/static/"):
-            response.headers.setdefault("Cache-Control", "no-store")
-        return response

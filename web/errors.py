@@ -10,13 +10,14 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, NotFound
 
 from producer import NotReplicated, PayloadError, QueueFull, Unconfirmed
+from producer.errors import BusError
 from web.bus import get_bus
 
 log = logging.getLogger(__name__)
 FULL_RETRY_AFTER_S = 1  # a full queue drains at the workers' pace: ask again soon
 
 
-class BadMessage(HTTPException):
+class BadMessage(BusError, HTTPException):
     """A request the bus refuses, with its status code and a JSON body."""
 
     def __init__(self, code: int, message: str, **details: object) -> None:
@@ -43,7 +44,7 @@ def register(app: Flask) -> None:
     # with the slashes merged; a client following it would requeue or push), and serve one
     # that starts with "//" as if it had one slash. Neither is a route: both are 404 JSON.
     app.url_map.merge_slashes = False
-    app.before_request(_no_empty_segment)
+    app.before_request(no_empty_segment)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(QueueFull, _queue_full)
     app.register_error_handler(redis.RedisError, _redis_error)
@@ -51,7 +52,8 @@ def register(app: Flask) -> None:
     app.register_error_handler(Exception, _internal_error)
 
 
-def _no_empty_segment() -> None:
+def no_empty_segment() -> None:
+    """The ``before_request`` hook: 404 for a path with "//" in it."""
     if "//" in request.environ.get("PATH_INFO", ""):  # request.path drops leading slashes
         raise NotFound("no route has '//' in its path: write each '/' once")
 

@@ -68,12 +68,14 @@ class BodyReader:
 def refuse_unread(app: Flask) -> None:
     """Answer 400 (JSON) to any request whose body :class:`BodyReader` could not read whole,
     before its view runs (or a 405 is answered)."""
+    app.before_request(refuse_partial_body)
 
-    @app.before_request
-    def _refuse() -> None:
-        unread = request.environ.get(UNREAD)
-        if unread:
-            raise BadMessage(400, unread)
+
+def refuse_partial_body() -> None:
+    """The ``before_request`` hook of :func:`refuse_unread`."""
+    unread = request.environ.get(UNREAD)
+    if unread:
+        raise BadMessage(400, unread)
 
 
 def load_json(raw: bytes) -> Any:

@@ -13,7 +13,7 @@ from typing import Any
 
 from producer import Settings
 from producer.store.tracking import MAX_ID_CHARS
-from web.producers import MAX_DELAY_S, latest_not_before
+from web.message import MAX_DELAY_S, latest_not_before
 
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"

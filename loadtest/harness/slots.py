@@ -21,12 +21,13 @@ from loadtest.harness.ports import HOST
 from loadtest.harness.server import CHECK_ERRORS, redis_cli_binary
 from loadtest.harness.waits import FailoverTiming, WaitTimeout, wait_for, wait_no_problems
 from producer.connection.cluster import slot_of
+from producer.errors import BusError
 
 SLOTS = 16384
 FAILOVER_WAIT_S = 15.0  # bound on a coordinated failover: promoted, and every node agrees
 
 
-class ClusterError(RuntimeError):
+class ClusterError(BusError, RuntimeError):
     """The cluster could not be created, did not agree in time, or did not fail over."""
 
 

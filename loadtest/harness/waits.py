@@ -9,8 +9,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from producer.errors import BusError
 
-class WaitTimeout(AssertionError):
+
+class WaitTimeout(BusError, AssertionError):
     """A condition did not hold before its deadline (an AssertionError: a test shows it as a
     failed expectation, not as an error of the harness)."""
 

@@ -9,8 +9,10 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from producer.errors import BusError
 
-class ReportError(Exception):
+
+class ReportError(BusError):
     """A run directory that cannot be reported on: missing, unreadable or malformed."""
 
 

@@ -17,12 +17,13 @@ from pathlib import Path
 import redis
 
 from loadtest.harness.waits import wait_for
+from producer.errors import BusError
 
 ROOT = Path(__file__).resolve().parents[2]
 READY_S = 15.0  # bound on every start-up wait
 
 
-class StackError(RuntimeError):
+class StackError(BusError, RuntimeError):
     """A process did not start or did not become ready in time."""
 
 

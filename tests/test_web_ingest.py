@@ -1,4 +1,4 @@
-"""The producers' fast path (web/fastpath.py) answers exactly as the Flask views do, takes only
+"""The producers' fast path (web/ingest.py) answers exactly as the Flask views do, takes only
 the well-formed JSON POSTs, and never sends a message twice when its send fails."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from flask import Flask
 
 from producer import Settings
 from web import create_app
-from web.fastpath import FastPost
+from web.ingest import FastPost
 
 PENDING = "bus:{default}:pending"
 VARIES = ("id", "src")  # per message, per process

@@ -1,0 +1,89 @@
+"""What a message request may say, and the checks that refuse it (:class:`BadMessage`) before
+anything is sent: its fields, its destination, its delay, a form field's value."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from producer.errors import BusError
+from web.errors import BadMessage
+from web.limits import too_many_digits
+
+DELAY_FIELDS = ("delay_s", "not_before")
+PUSH_FIELDS = (*DELAY_FIELDS, "track")  # what a push may carry beside payload and queue
+MAX_DELAY_S = 366 * 86400  # a delay past a year is a mistake, not a schedule
+
+
+def check_body(
+    body: Any, dest_field: str, allowed: tuple[str, ...], extras: tuple[str, ...] = ()
+) -> tuple[Any, str]:
+    """A parsed body's (payload, destination name), or :class:`BadMessage`. ``extras``: other
+    fields the caller reads itself."""
+    if not isinstance(body, dict):
+        raise BadMessage(400, 'the body must be a JSON object like {"payload": ...}')
+    unknown = sorted(set(body) - {"payload", dest_field, *extras})
+    if unknown:
+        expected = ", ".join(f"'{f}'" for f in ("payload", dest_field, *extras))
+        raise BadMessage(400, f"unknown fields {unknown}; expected {expected}")
+    if "payload" not in body:
+        raise BadMessage(400, "the field 'payload' is required (any JSON value)")
+    name = body.get(dest_field, allowed[0])
+    if not isinstance(name, str):
+        raise BadMessage(400, f"'{dest_field}' must be a string")
+    if name not in allowed:
+        raise BadMessage(404, f"unknown {dest_field} {name!r}", allowed=list(allowed))
+    return body["payload"], name
+
+
+def check_track(body: dict[str, Any]) -> bool | None:
+    """A push's ``"track"`` field: true, false, or None when absent."""
+    track = body.get("track")
+    if track is not None and not isinstance(track, bool):
+        raise BadMessage(400, "'track' must be true or false")
+    return track
+
+
+def check_delay(body: dict[str, Any]) -> dict[str, float]:
+    """``{"delay_s": s}`` or ``{"not_before": t}`` for the producer, checked; ``{}`` for none."""
+    options = {field: body[field] for field in DELAY_FIELDS if field in body}
+    if len(options) > 1:
+        raise BadMessage(400, "give 'delay_s' or 'not_before', not both")
+    for field, value in options.items():
+        # Compared as they are (value != value: NaN): an integer of 400 digits is simply out
+        # of range, where float() or math.isfinite() of it would raise OverflowError.
+        if not isinstance(value, int | float) or isinstance(value, bool) or value != value:
+            raise BadMessage(400, f"'{field}' must be a number of seconds")
+        if field == "delay_s" and not 0 <= value <= MAX_DELAY_S:
+            raise BadMessage(400, f"'delay_s' must be between 0 and {MAX_DELAY_S} (a year)")
+        if field == "not_before" and not 0 <= value <= latest_not_before():
+            raise BadMessage(
+                400, "'not_before' must be a Unix time in seconds, at most a year from now"
+            )
+        return {field: float(value)}
+    return {}
+
+
+def latest_not_before() -> int:
+    """The latest ``not_before`` accepted: a year from the start of the next hour (a bound that
+    moves once an hour, so /openapi.json can state it)."""
+    return (int(time.time()) // 3600 + 1) * 3600 + MAX_DELAY_S
+
+
+def form_value(text: str) -> Any:
+    """A form field holding strict JSON is sent as that JSON value; anything else as a string."""
+    try:
+        return json.loads(text, parse_constant=_refuse)
+    except (json.JSONDecodeError, NotStrict, RecursionError):
+        return text
+    except ValueError:  # an integer past int_max_str_digits: JSON, but not one the bus carries
+        raise BadMessage(400, too_many_digits()) from None
+
+
+class NotStrict(BusError, ValueError):
+    """NaN, Infinity or -Infinity: Python's parser takes them, strict JSON has no such value."""
+
+
+def _refuse(name: str) -> Any:
+    raise NotStrict(f"{name} is not strict JSON")
