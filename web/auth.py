@@ -4,7 +4,7 @@ With a token set, whatever changes the bus asks for it: ``POST /prodcons`` and `
 (``Authorization: Bearer <token>``, or the form's ``token`` field for the page without
 JavaScript, which also makes a forged cross-site form post fail) and the dead letters' requeue.
 The seed-style ``GET /prodcons`` and ``GET /pubsub`` are refused (403): a link or an image tag
-could trigger them. Comparisons take constant time. Reads stay open (see the README, Security).
+could trigger them. Comparisons take constant time. Reads stay open (see docs/security.md).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Loopback bind and worker count come from ``BUS_WEB_BIND`` / ``BUS_WEB_WORKERS`` (default 4).
 Sync workers: each request costs one short Redis round trip, and on a 2-core machine sync
 workers gave the POST endpoints a p99 about half of gthread's for the same throughput, with 4
-workers ahead of 2 (see README, "Performance").
+workers ahead of 2 (see docs/performance.md).
 """
 
 import os

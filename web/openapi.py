@@ -215,7 +215,7 @@ SCHEMAS: dict[str, Any] = {
     },
     "Overview": {
         "type": "object",
-        "description": "see the README, /api/stats",
+        "description": "see docs/watching.md, /api/stats",
         "properties": {
             "now_ms": {"type": "integer"},
             "redis_ms": {"type": "integer"},
@@ -414,7 +414,7 @@ def describe(settings: Settings) -> dict[str, Any]:
         "info": {
             "title": "redis-bus",
             "version": "1",
-            "description": "HTTP producers and the bus's JSON API (see the README).",
+            "description": "HTTP producers and the bus's JSON API (see docs/http-api.md).",
         },
         "paths": paths,
         "components": components,

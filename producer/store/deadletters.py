@@ -2,8 +2,11 @@
 
 ``bus:{q}:dead`` holds one JSON entry per message a worker gave up on, newest at the head:
 ``{"reason", "at" (ms), "queue", "consumer", "raw"}`` (``raw_b64`` instead of ``raw`` when
-the bytes are not UTF-8). Workers write them (:mod:`consumers.lists`); requeuing moves an entry's
-message back onto the queue as a first attempt, in one script that removes before it pushes.
+the bytes are not UTF-8), made by :func:`dead_entry`. Workers write them in the script that
+settles or reaps their messages (``lua/lib/moves.lua``: the moves D and P, chosen by
+:mod:`consumers.moves`), the subscriber with an LPUSH. Requeuing moves an entry's message back
+onto the queue as a first attempt, in one script that removes before it pushes
+(``lua/requeue.lua``).
 """
 
 from __future__ import annotations
