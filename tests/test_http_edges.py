@@ -7,7 +7,6 @@ import contextlib
 import http.client
 import json
 import logging
-import re
 import socket
 import subprocess
 import threading
@@ -28,6 +27,7 @@ from producer.store.deadletters import dead_entry
 from producer.store.envelope import new
 from tests.conftest import quick_settings
 from tests.procs import get_json
+from tests.proxies import ScriptReplyHolder
 from tests.webapp import MakeApp, apps, assert_json, post_json, start_gunicorn
 
 PENDING = keys.pending("default")
@@ -393,62 +393,6 @@ def test_redis_loading_its_data_is_503_rejected(make_app: MakeApp, tmp_path: Pat
 
 
 # The outcome of a requeue: "unknown" once a move was sent without a reply.
-
-
-class ScriptReplyHolder:
-    """A TCP proxy in front of a real redis-server that forwards every command but, once a
-    connection has sent a script (EVAL/EVALSHA) that Redis runs, never forwards that
-    connection's replies again: Redis ran the script, the client hears nothing and times out.
-    (A NOSCRIPT answer, the script not cached yet, goes through: the client sends it again.)"""
-
-    SCRIPT = re.compile(rb"\*\d+\r\n\$(?:4|7)\r\n(?:EVAL|EVALSHA)\r\n", re.IGNORECASE)
-
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
-        self.held = 0
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"redis://127.0.0.1:{self._listener.getsockname()[1]}/0"
-        self._sockets: list[socket.socket] = []
-        threading.Thread(target=self._accept, name="test-holder", daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            upstream = socket.create_connection(("127.0.0.1", self.upstream_port))
-            self._sockets += [client, upstream]
-            holding = threading.Event()
-            threading.Thread(target=self._commands, args=(client, upstream, holding),
-                             daemon=True).start()  # fmt: skip
-            threading.Thread(target=self._replies, args=(upstream, client, holding),
-                             daemon=True).start()  # fmt: skip
-
-    def _commands(
-        self, client: socket.socket, upstream: socket.socket, holding: threading.Event
-    ) -> None:
-        with contextlib.suppress(OSError):
-            while data := client.recv(65536):
-                if self.SCRIPT.search(data):
-                    holding.set()
-                upstream.sendall(data)
-
-    def _replies(
-        self, upstream: socket.socket, client: socket.socket, holding: threading.Event
-    ) -> None:
-        with contextlib.suppress(OSError):
-            while data := upstream.recv(65536):
-                if holding.is_set() and not data.startswith(b"-NOSCRIPT"):
-                    self.held += 1
-                    continue
-                holding.clear()
-                client.sendall(data)
-
-    def close(self) -> None:
-        self._listener.close()
-        for s in self._sockets:
-            s.close()
 
 
 def fill_dead(admin: redis.Redis, n: int) -> None:

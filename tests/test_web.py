@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import time
@@ -12,7 +11,6 @@ from pathlib import Path
 import pytest
 import redis
 from flask.testing import FlaskClient
-from werkzeug.test import TestResponse
 
 from loadtest.harness.ports import free_port
 from loadtest.harness.server import RedisServer
@@ -23,7 +21,7 @@ from producer.store.deadletters import dead_entry
 from producer.store.envelope import now_ms
 from tests.conftest import quick_settings
 from tests.proxies import ReplyDroppingProxy
-from tests.webapp import MakeApp, apps
+from tests.webapp import MakeApp, apps, assert_json, post_json
 from web.bus import OVERVIEW_CACHE_S
 
 PENDING = "bus:{default}:pending"
@@ -52,16 +50,6 @@ def subscribe(server: RedisServer, pattern: str = "", channel: str = "") -> redi
     msg = sub.get_message(timeout=5)
     assert msg and msg["type"] in ("subscribe", "psubscribe"), msg
     return sub
-
-
-def post_json(c: FlaskClient, url: str, body: object) -> tuple[int, dict]:
-    resp = c.post(url, data=json.dumps(body), content_type="application/json")
-    return resp.status_code, assert_json(resp)
-
-
-def assert_json(resp: TestResponse) -> dict:
-    assert resp.mimetype == "application/json", resp.get_data(as_text=True)[:200]
-    return resp.get_json()
 
 
 def test_prodcons_post_lands_in_the_list(client: FlaskClient, r: redis.Redis) -> None:

@@ -13,6 +13,8 @@ import redis
 from flask import Flask
 
 from producer import Settings
+from tests import webapp
+from tests.webapp import MakeApp
 from web import create_app
 from web.ingest import FastPost
 
@@ -141,14 +143,5 @@ def test_a_refused_send_is_answered_by_flask_and_not_sent_again(
 
 
 @pytest.fixture
-def make_app() -> Iterator[Any]:
-    made: list[Flask] = []
-
-    def make(settings: Settings) -> Flask:
-        app = create_app(settings)
-        made.append(app)
-        return app
-
-    yield make
-    for app in made:
-        app.extensions["bus"].close()
+def make_app() -> Iterator[MakeApp]:
+    yield from webapp.apps()
