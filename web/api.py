@@ -10,6 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from producer import keys
 from producer.connection.client import node_client
+from producer.connection.writes import WriteTracker
 from producer.store.deadletters import DeadLetters
 from producer.store.tracking import check_id, find_record
 from web.auth import require_token
@@ -18,7 +19,6 @@ from web.errors import BadMessage, WriteUnconfirmed
 from web.limits import load_json
 from web.metrics import render
 from web.openapi import describe
-from web.writes import WriteTracker
 
 bp = Blueprint("api", __name__)
 

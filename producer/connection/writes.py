@@ -1,4 +1,4 @@
-"""Whether an operation of several commands may have written, for the outcome of a 503."""
+"""Whether an operation of several commands may have written (for the web's 503 "outcome")."""
 
 from __future__ import annotations
 
