@@ -1,15 +1,21 @@
-"""The no-op jobs of the peers section (:mod:`loadtest.bench.peers`), one per peer.
+"""The jobs of the peers and handlers sections (:mod:`loadtest.bench.peers`,
+:mod:`loadtest.bench.handlers`), the same body for every worker.
 
-Each job does nothing but ``INCR`` one counter in the Redis database its worker consumes from,
-so the bench counts exactly how many are done without relying on a peer's own bookkeeping. The
-workers import this module as users import their tasks (``PYTHONPATH`` = the checkout) and find
-their database in ``PEER_REDIS_URL``:
+Each job (:data:`JOBS`) does its work (nothing, a 20 ms sleep, or ~5 ms of pure-Python work) and
+then ``INCR``s one counter in the Redis database its worker consumes from, so the bench counts
+exactly how many are done without relying on a worker's own bookkeeping. The workers import
+this module as users import their tasks (``PYTHONPATH`` = the checkout) and find their database
+in ``PEER_REDIS_URL`` (and the CPU job its loop count in ``PEER_CPU_LOOPS``, calibrated once by
+the bench):
 
-- RQ: ``rq worker ... bench`` runs :func:`rq_noop` (jobs name it by its import path);
+- redis-bus: ``python -m consumers worker --handler loadtest.bench.peer_tasks:bus_sleep_20ms``
+  (or ``bus_cpu``), handlers with the worker's contract (``def handle(env) -> None``);
+- RQ: ``rq worker ... bench`` runs :func:`noop` or :func:`sleep_20ms` (jobs name them by their
+  import path);
 - Dramatiq: ``dramatiq loadtest.bench.peer_tasks:dramatiq_setup`` calls :func:`dramatiq_setup`,
-  which sets a Redis broker and declares the ``noop`` actor on it;
+  which sets a Redis broker and declares one actor per job on it;
 - Celery: ``celery -A loadtest.bench.peer_tasks:celery_app worker`` finds the app, built on first
-  access (a module ``__getattr__``), with its ``peers.noop`` task.
+  access (a module ``__getattr__``), with one ``peers.<job>`` task per job.
 
 Nothing here imports a peer at module level: a missing peer fails only where it is used.
 """
@@ -17,14 +23,20 @@ Nothing here imports a peer at module level: a missing peer fails only where it 
 from __future__ import annotations
 
 import os
+import time
+from collections.abc import Callable
 from typing import Any
 
 import redis
 
+from producer import Envelope
+
 URL_VAR = "PEER_REDIS_URL"
+CPU_LOOPS_VAR = "PEER_CPU_LOOPS"
 COUNTER = "bench:peers:done"
 QUEUE = "bench"
-CELERY_TASK = "peers.noop"
+SLEEP_S = 0.02
+NOOP, SLEEP, CPU = "noop", "sleep_20ms", "cpu"
 
 _counter: redis.Redis | None = None
 
@@ -32,7 +44,7 @@ _counter: redis.Redis | None = None
 def _url() -> str:
     url = os.environ.get(URL_VAR)
     if not url:
-        raise RuntimeError(f"{URL_VAR} is not set: the peers bench sets it for its workers")
+        raise RuntimeError(f"{URL_VAR} is not set: the bench sets it for its workers")
     return url
 
 
@@ -44,38 +56,82 @@ def _done() -> None:
     _counter.incr(COUNTER)
 
 
-def rq_noop() -> None:
-    """RQ's job."""
+def burn(loops: int) -> int:
+    """Pure-Python work that holds the GIL: ``loops`` rounds of integer arithmetic."""
+    acc = 0
+    for i in range(loops):
+        acc = (acc + i * i) % 1_000_003
+    return acc
+
+
+def calibrate(target_s: float = 0.005) -> int:
+    """How many :func:`burn` loops take about ``target_s`` in this process (best of 5)."""
+    probe = 20_000
+    best = float("inf")
+    for _ in range(5):
+        started = time.perf_counter()
+        burn(probe)
+        best = min(best, time.perf_counter() - started)
+    return max(1, round(probe * target_s / best))
+
+
+def noop() -> None:
+    """The no-op job (RQ's, Dramatiq's and Celery's): count it."""
     _done()
+
+
+def sleep_20ms() -> None:
+    """Sleep 20 ms (a call to a slow service), count it."""
+    time.sleep(SLEEP_S)
+    _done()
+
+
+def cpu() -> None:
+    """~5 ms of pure-Python work (``PEER_CPU_LOOPS`` loops, else calibrated here), count it."""
+    burn(int(os.environ.get(CPU_LOOPS_VAR) or calibrate()))
+    _done()
+
+
+JOBS: dict[str, Callable[[], None]] = {NOOP: noop, SLEEP: sleep_20ms, CPU: cpu}
+
+
+def bus_sleep_20ms(env: Envelope) -> None:
+    """Our worker's handler for the 20 ms job (``def handle(env) -> None``)."""
+    sleep_20ms()
+
+
+def bus_cpu(env: Envelope) -> None:
+    """Our worker's handler for the CPU job."""
+    cpu()
 
 
 def dramatiq_setup(url: str | None = None) -> Any:
     """Set Dramatiq's global broker to Redis at ``url`` (default: ``PEER_REDIS_URL``) and declare
-    the no-op actor on it; return the actor (the bench sends with it, the CLI ignores it)."""
+    one actor per job on it (named after the job); return the broker (the bench sends with it,
+    the CLI ignores it)."""
     import dramatiq
     from dramatiq.brokers.redis import RedisBroker
 
     broker = RedisBroker(url=url or _url())
     dramatiq.set_broker(broker)
+    for job, func in JOBS.items():
+        dramatiq.actor(actor_name=job, queue_name=QUEUE, broker=broker)(func)
+    return broker
 
-    @dramatiq.actor(actor_name="noop", queue_name=QUEUE, broker=broker)
-    def noop() -> None:
-        _done()
 
-    return noop
+def celery_task(job: str) -> str:
+    """The Celery task name of ``job``."""
+    return f"peers.{job}"
 
 
 def celery_app_for(url: str) -> Any:
-    """A Celery app on Redis at ``url`` (no result backend) with the no-op task."""
+    """A Celery app on Redis at ``url`` (no result backend) with one task per job."""
     from celery import Celery
 
     app = Celery("peers", broker=url, set_as_current=False)
     app.conf.update(task_default_queue=QUEUE, task_ignore_result=True)
-
-    @app.task(name=CELERY_TASK)
-    def noop() -> None:
-        _done()
-
+    for job, func in JOBS.items():
+        app.task(name=celery_task(job), shared=False)(func)
     return app
 
 
