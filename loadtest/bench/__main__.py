@@ -29,6 +29,8 @@ SECTIONS = {
     "memory": ("loadtest.bench.memory", "a worker's and a subscriber's RSS over a long run"),
     "libraries": ("loadtest.bench.libs", "what orjson and hiredis buy (envelope JSON, replies)"),
     "peers": ("loadtest.bench.peers", "RQ, Dramatiq and Celery draining the same no-op jobs"),
+    "handlers": ("loadtest.bench.handlers", "real handlers (a 20 ms sleep, 8 at once; ~5 ms of "
+                 "CPU, 1 and 2 processes): our worker beside RQ, Dramatiq and Celery"),
 }  # fmt: skip
 
 

@@ -1,0 +1,181 @@
+"""Real handlers, not no-ops: our worker beside Dramatiq, Celery and RQ on the same jobs, each
+worker started as its users start it (issue 27's "handlers" figures).
+
+Two workloads, each a table of rows (:data:`WORKLOADS`); every row but an ideal one is a worker
+draining the same N jobs, enqueued before it starts and counted by a counter each job ``INCR``s
+(:mod:`loadtest.bench.backlog`), one private redis-server, one database per row:
+
+1. ``sleep 20 ms``: each job sleeps 20 ms (a call to a slow service), 8 at once where the worker
+   can: Dramatiq ``--processes 1 --threads 8``, Celery ``--pool threads --concurrency 8``, RQ's
+   ``SimpleWorker`` (one at a time), and our worker as it is (one process, its defaults: one
+   handler at a time). The ideal, 8 / 20 ms = 400 jobs/s, is a row of its own.
+2. ``cpu 5 ms``: each job runs ~5 ms of pure-Python work (a loop count calibrated once, in the
+   bench, and given to every worker): Dramatiq ``--processes 2`` and ``1`` (``--threads 1``),
+   Celery ``--pool prefork --concurrency 2`` and ``1``, our worker (one process).
+
+The ratio column is each peer over our worker; the target column quotes issue 27 where it sets
+one. A row for ``--concurrency N`` or ``--processes N`` is one more :class:`Row` in a workload's
+table (its ``ref`` and ``target`` say what it is held to).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+from loadtest.bench import peer_tasks
+from loadtest.bench.backlog import (
+    Peer,
+    bus_backlog_key,
+    enqueue_bus,
+    enqueue_celery,
+    enqueue_dramatiq,
+    enqueue_rq,
+    measure,
+)
+from loadtest.bench.common import PYTHON, Result, Scale
+from loadtest.bench.peers import (
+    CELERY_BACKLOG,
+    DRAMATIQ_BACKLOG,
+    RQ_BACKLOG,
+    celery_argv,
+    dramatiq_argv,
+    require,
+    rq_argv,
+)
+from loadtest.harness.server import throwaway_server
+
+SECTION = "handlers"
+UNIT = "jobs/s"
+WORKER_NAME = "bench-handlers"
+CPU_S = 0.005
+OURS_PACKAGE = "redis-bus"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One row of a workload: a worker draining its jobs, or (``worker`` None) the ideal rate
+    ``ideal_jobs_s``. ``ref`` names the row it is compared to; ``vs_best_peer`` adds a row of
+    its rate over the best peer's, held to ``best_peer_target``."""
+
+    worker: Peer | None
+    ref: str | None = None
+    target: str = ""
+    ideal_jobs_s: float = 0.0
+    name: str = ""
+    vs_best_peer: bool = False
+    best_peer_target: str = ""
+
+    @property
+    def title(self) -> str:
+        return self.worker.name if self.worker is not None else self.name
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A job and the rows that drain N of them (``n_full``, or ``n_smoke`` in a smoke run)."""
+
+    tag: str  # each row's name starts with it
+    job: str  # a job of peer_tasks
+    n_full: int
+    n_smoke: int
+    rows: tuple[Row, ...]
+
+
+def ours(handler: str, *options: str, name: str = "") -> Peer:
+    """Our worker, ``python -m consumers worker`` with ``handler`` (of peer_tasks) and
+    ``options``, else its defaults."""
+    argv = [PYTHON, "-m", "consumers", "worker", "--queue", peer_tasks.QUEUE, "--name",
+            WORKER_NAME, "--handler", f"{peer_tasks.__name__}:{handler}", "--log-level",
+            "WARNING", *options]  # fmt: skip
+    return Peer(name or f"redis-bus worker {' '.join(options)}".strip(), OURS_PACKAGE,
+                bus_backlog_key(), enqueue_bus, lambda url: argv,
+                lambda url: {"BUS_REDIS_URL": url})  # fmt: skip
+
+
+def dramatiq(job: str, processes: int, threads: int, note: str = "") -> Peer:
+    """``dramatiq --processes P --threads T``, its other options its defaults."""
+    return Peer(f"Dramatiq --processes {processes} --threads {threads}{note}", "dramatiq",
+                DRAMATIQ_BACKLOG, enqueue_dramatiq(job),
+                lambda url: dramatiq_argv(processes, threads))  # fmt: skip
+
+
+def celery(job: str, pool: str, concurrency: int) -> Peer:
+    """``celery worker --pool P --concurrency C``, its other options its defaults."""
+    return Peer(f"Celery --pool {pool} --concurrency {concurrency}", "celery", CELERY_BACKLOG,
+                enqueue_celery(job), lambda url: celery_argv(pool, concurrency))  # fmt: skip
+
+
+SLEEP, CPU = peer_tasks.SLEEP, peer_tasks.CPU
+OURS_SLEEP = "redis-bus worker, its defaults (1 at a time)"
+OURS_CPU = "redis-bus worker, its defaults (1 process)"
+IDEAL = "ideal (8 / 20 ms)"
+RQ = "RQ SimpleWorker --burst (1 at a time)"
+
+WORKLOADS = (
+    Workload("20 ms sleep x 8", SLEEP, 1_000, 40, (
+        Row(None, name=IDEAL, ideal_jobs_s=8 / peer_tasks.SLEEP_S),
+        Row(ours("bus_sleep_20ms", name=OURS_SLEEP), ref=IDEAL,
+            target=">= 0.9x the ideal (issue 27)", vs_best_peer=True,
+            best_peer_target=">= 1.0x the best peer (issue 27)"),
+        Row(dramatiq(SLEEP, 1, 8, " (its default threads)"), ref=OURS_SLEEP),
+        Row(celery(SLEEP, "threads", 8), ref=OURS_SLEEP),
+        Row(Peer(RQ, "rq", RQ_BACKLOG,
+                 enqueue_rq(peer_tasks.sleep_20ms), rq_argv), ref=OURS_SLEEP),
+    )),
+    Workload("5 ms CPU", CPU, 1_500, 60, (
+        Row(ours("bus_cpu", name=OURS_CPU),
+            target="--processes 2 >= 1.7x --processes 1 (issue 27; no --processes yet)"),
+        Row(dramatiq(CPU, 2, 1), ref=OURS_CPU),
+        Row(dramatiq(CPU, 1, 1), ref=OURS_CPU),
+        Row(celery(CPU, "prefork", 2), ref=OURS_CPU),
+        Row(celery(CPU, "prefork", 1), ref=OURS_CPU),
+    )),
+)  # fmt: skip
+
+
+def run(scale: Scale) -> list[Result]:
+    """Every workload's rows, in order, on one private redis-server, one database per row."""
+    versions = require({r.worker.package for w in WORKLOADS for r in w.rows
+                        if r.worker is not None and _is_peer(r)})  # fmt: skip
+    loops = peer_tasks.calibrate(CPU_S)
+    rows: list[Result] = []
+    dbs = itertools.cycle(range(1, 16))
+    with throwaway_server() as server:
+        server.plain_client().flushall()
+        for workload in WORKLOADS:
+            n = scale.n(workload.n_full, workload.n_smoke)
+            measured: list[tuple[Row, Result]] = []
+            for row in workload.rows:
+                name = f"{workload.tag}: {row.title}"
+                ref = f"{workload.tag}: {row.ref}" if row.ref else None
+                if row.worker is None:
+                    rows.append(Result(SECTION, name, row.ideal_jobs_s, UNIT, ref=ref,
+                                       target=row.target))  # fmt: skip
+                    continue
+                rate, extra = measure(server, next(dbs), row.worker, n, window_s=scale.s(60, 10),
+                                      startup_s=scale.s(60, 20),
+                                      env={peer_tasks.CPU_LOOPS_VAR: str(loops)})  # fmt: skip
+                extra["version"] = versions.get(row.worker.package, "this checkout")
+                if workload.job == CPU:
+                    extra.update(cpu_loops=loops, cpu_s=CPU_S)
+                measured.append((row, Result(SECTION, name, rate, UNIT, ref=ref,
+                                             target=row.target, extra=extra)))  # fmt: skip
+                rows.append(measured[-1][1])
+            rows.extend(_vs_best_peer(measured))
+    return rows
+
+
+def _vs_best_peer(measured: list[tuple[Row, Result]]) -> list[Result]:
+    """For each row that asks for it, its rate over the best peer's of its workload."""
+    peers = [r for row, r in measured if _is_peer(row)]
+    if not peers:
+        return []
+    best = max(peers, key=lambda r: r.value)
+    return [Result(SECTION, f"{result.name} / the best peer", result.value / best.value, "x",
+                   target=row.best_peer_target, extra={"best_peer": best.name})
+            for row, result in measured if row.vs_best_peer]  # fmt: skip
+
+
+def _is_peer(row: Row) -> bool:
+    return row.worker is not None and row.worker.package != OURS_PACKAGE
