@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from loadtest.bench import handlers, peer_tasks, table
+from loadtest.bench import handlers, peer_tasks, peers, table
 from loadtest.bench.common import Scale
 
 SLEEP_TAG, CPU_TAG = (w.tag for w in handlers.WORKLOADS)
@@ -73,3 +73,11 @@ def test_handlers_smoke_rows_are_well_formed_and_the_jobs_take_their_time() -> N
     assert by_name[versus].extra["best_peer"] == best.name
     assert by_name[versus].target == ">= 1.0x the best peer (issue 27)"
     assert f"| {ours_sleep} |" in table.markdown(rows, table.meta())
+
+
+def test_a_missing_peer_stops_the_section_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    real = peers.importlib.util.find_spec
+    monkeypatch.setattr(peers.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "rq" else real(name, *a))  # fmt: skip
+    with pytest.raises(RuntimeError, match=r"rq not installed.*\.\[bench\]"):
+        handlers.run(Scale(smoke=True))

@@ -107,7 +107,7 @@ def require(packages: set[str] | None = None) -> dict[str, str]:
     wanted = sorted(packages if packages is not None else {p.package for p in PEERS})
     missing = [p for p in wanted if importlib.util.find_spec(p) is None]
     if missing:
-        raise RuntimeError(f"peers: {', '.join(missing)} not installed (the optional 'bench' "
+        raise RuntimeError(f"bench: {', '.join(missing)} not installed (the optional 'bench' "
                            f"extra); install it: {INSTALL}")  # fmt: skip
     return {p: importlib.metadata.version(p) for p in wanted}
 
