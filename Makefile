@@ -48,7 +48,7 @@ loadtest: bootstrap ## every load-test scenario beside the naive baseline, the 3
 loadtest-quick: bootstrap ## the quick load-test suite: every fault, a few seconds each (~90 s)
 	$(PY) -m loadtest run all --quick $(ARGS)
 
-bench: bootstrap ## redis-bus beside raw Redis, the naive loops and RQ/Dramatiq/Celery (~10 min; ARGS="--smoke" or "--only drain,latency")
+bench: bootstrap ## redis-bus beside raw Redis, the naive loops and RQ/Dramatiq/Celery (~12 min; ARGS="--smoke" or "--only drain,latency")
 	$(PY) -m loadtest.bench $(ARGS)
 
 lint: bootstrap ## ruff (lint and format check), mypy, import-direction contracts

@@ -71,7 +71,7 @@ def test_handlers_smoke_rows_are_well_formed_and_the_jobs_take_their_time() -> N
     best = max(peers, key=lambda r: r.value)
     assert by_name[versus].value == pytest.approx(by_name[ours_sleep].value / best.value)
     assert by_name[versus].extra["best_peer"] == best.name
-    assert by_name[versus].target == ">= 1.0x the best peer (issue 27)"
+    assert by_name[versus].target == ">= 1.0x the best peer"
     assert f"| {ours_sleep} |" in table.markdown(rows, table.meta())
 
 

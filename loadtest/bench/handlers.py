@@ -1,5 +1,5 @@
 """Real handlers, not no-ops: our worker beside Dramatiq, Celery and RQ on the same jobs, each
-worker started as its users start it (issue 27's "handlers" figures).
+worker started as its users start it.
 
 Two workloads, each a table of rows (:data:`WORKLOADS`); every row but an ideal one is a worker
 draining the same N jobs, enqueued before it starts and counted by a counter each job ``INCR``s
@@ -13,9 +13,10 @@ draining the same N jobs, enqueued before it starts and counted by a counter eac
    bench, and given to every worker): Dramatiq ``--processes 2`` and ``1`` (``--threads 1``),
    Celery ``--pool prefork --concurrency 2`` and ``1``, our worker (one process).
 
-The ratio column is each peer over our worker; the target column quotes issue 27 where it sets
-one. A row for ``--concurrency N`` or ``--processes N`` is one more :class:`Row` in a workload's
-table (its ``ref`` and ``target`` say what it is held to).
+The ratio column is each peer over our worker; the target column says what a worker with
+concurrency and processes of its own must reach. A row for ``--concurrency N`` or
+``--processes N`` is one more :class:`Row` in a workload's table (its ``ref`` and ``target``
+say what it is held to).
 """
 
 from __future__ import annotations
@@ -116,8 +117,8 @@ WORKLOADS = (
     Workload("20 ms sleep x 8", SLEEP, 1_000, 40, (
         Row(None, name=IDEAL, ideal_jobs_s=8 / peer_tasks.SLEEP_S),
         Row(ours("bus_sleep_20ms", name=OURS_SLEEP), ref=IDEAL,
-            target=">= 0.9x the ideal (issue 27)", vs_best_peer=True,
-            best_peer_target=">= 1.0x the best peer (issue 27)"),
+            target=">= 0.9x the ideal", vs_best_peer=True,
+            best_peer_target=">= 1.0x the best peer"),
         Row(dramatiq(SLEEP, 1, 8, " (its default threads)"), ref=OURS_SLEEP),
         Row(celery(SLEEP, "threads", 8), ref=OURS_SLEEP),
         Row(Peer(RQ, "rq", RQ_BACKLOG,
@@ -125,7 +126,7 @@ WORKLOADS = (
     )),
     Workload("5 ms CPU", CPU, 1_500, 60, (
         Row(ours("bus_cpu", name=OURS_CPU),
-            target="--processes 2 >= 1.7x --processes 1 (issue 27; no --processes yet)"),
+            target="--processes 2 >= 1.7x --processes 1 (no --processes yet)"),
         Row(dramatiq(CPU, 2, 1), ref=OURS_CPU),
         Row(dramatiq(CPU, 1, 1), ref=OURS_CPU),
         Row(celery(CPU, "prefork", 2), ref=OURS_CPU),
