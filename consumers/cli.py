@@ -47,7 +47,10 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
     """Entry point; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
-        overrides = {"delivery": args.delivery} if getattr(args, "delivery", None) else {}
+        overrides: dict[str, object] = {}
+        for option in ("delivery", "concurrency"):
+            if getattr(args, option, None):
+                overrides[option] = getattr(args, option)
         settings = Settings.from_env(os.environ if environ is None else environ, **overrides)
         setup_logging(args.log_level or settings.log_level)
         handler = load_handler(args.handler) if hasattr(args, "handler") else None

@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 
 from consumers import status
 from consumers.handlers import DEFAULT
 from producer import SettingsError
+from producer.settings.checks import MAX_CONCURRENCY
 
 FORMAT = argparse.RawDescriptionHelpFormatter
 EPILOG = """\
@@ -87,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("at-least-once", "at-most-once"),
         help="at-least-once: claim + ack, nothing lost on a crash (default); "
         "at-most-once: BRPOP, the messages in hand are lost on a crash",
+    )
+    w.add_argument(
+        "--concurrency",
+        type=positive_int("--concurrency", MAX_CONCURRENCY),
+        metavar="N",
+        help="messages in the handler's hands at once, per queue: N threads for a plain "
+        "function, N tasks on one event loop for an async def (default: BUS_CONCURRENCY, 8)",
     )
     w.add_argument(
         "--check",
@@ -200,3 +209,20 @@ def positive_seconds(text: str) -> float:
     if not 0 < value < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a finite number above 0, got {text}")
     return value
+
+
+def positive_int(option: str, most: int) -> Callable[[str], int]:
+    """An argparse type: a whole number from 1 to ``most`` (argparse exits 2 naming ``option``
+    otherwise)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not 1 <= value <= most:
+            raise argparse.ArgumentTypeError(f"must be from 1 to {most}, got {value}")
+        return value
+
+    parse.__name__ = option
+    return parse

@@ -37,6 +37,7 @@ EXIT_USAGE = 2  # argparse's own
 EXIT_UNAVAILABLE = 69  # EX_UNAVAILABLE: Redis could not be reached
 EXIT_SOFTWARE = 70  # EX_SOFTWARE: a consumer thread ended unexpectedly
 EXIT_TEMPFAIL = 75  # EX_TEMPFAIL: another live worker holds this --name
+EXIT_RECYCLE = 76  # a worker gave up on too many stuck handlers: restart it (--processes does)
 EXIT_CONFIG = 78  # EX_CONFIG: a bad setting, or what Redis refused on a first connection
 EXIT_INTERRUPTED = 130  # a second signal: stopped at once
 

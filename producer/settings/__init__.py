@@ -176,6 +176,23 @@ class Settings:
         "most messages a worker claims at once under a backlog (at-most-once: the most a crash "
         "can lose)",
     )
+    concurrency: int = setting(
+        8,
+        "messages a worker has in its handlers' hands at once, per queue (also `--concurrency`): "
+        "a pool of that many threads for a plain handler, as many tasks on one event loop for "
+        "an `async def` one",
+    )
+    handler_timeout_s: float = setting(
+        180.0,
+        "a handler still running this long after it started has failed its attempt (`timed "
+        "out`): retried with the usual backoff, dead-lettered at `BUS_MAX_ATTEMPTS`; a "
+        "message's own `timeout_s` replaces it (at most 604800, 7 days)",
+    )
+    stop_timeout_s: float = setting(
+        8.0,
+        "on SIGTERM, how long a worker waits for the handlers in hand to finish before it exits "
+        "anyway (what they held is recovered as after a crash); below Docker's 10 s stop grace",
+    )
     dead_max: int = setting(
         100_000,
         "dead letters kept per queue (and per channel); past it the oldest are trimmed and "

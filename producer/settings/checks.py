@@ -18,6 +18,8 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 DELIVERY_MODES = ("at-least-once", "at-most-once")
 PUBSUB_MODES = ("auto", "classic", "sharded")
 MIN_TOKEN_CHARS = 16  # a shorter API token is guessable
+MAX_CONCURRENCY = 1000  # handlers in hand per worker and queue
+MAX_TIMEOUT_S = 604800  # 7 days: the longest time limit a handler may be given
 
 
 def check(settings: Settings) -> None:
@@ -81,10 +83,22 @@ def check(settings: Settings) -> None:
     for name, low in (
         ("max_attempts", 1),
         ("batch_size", 1),
+        ("concurrency", 1),
         ("web_workers", 1),
     ):
         if getattr(settings, name) < low:
             raise SettingsError(f"{env_name(name)} must be >= {low}")
+    if settings.concurrency > MAX_CONCURRENCY:
+        raise SettingsError(
+            f"BUS_CONCURRENCY must be <= {MAX_CONCURRENCY} (a thread or a task each; for more, "
+            f"run more processes), got {settings.concurrency}"
+        )
+    for name in ("handler_timeout_s", "stop_timeout_s"):
+        value = getattr(settings, name)
+        if not 0 < value <= MAX_TIMEOUT_S:  # NaN fails this too
+            raise SettingsError(
+                f"{env_name(name)} must be > 0 and <= {MAX_TIMEOUT_S} (7 days), got {value}"
+            )
     if settings.max_payload_bytes < 64:
         raise SettingsError("BUS_MAX_PAYLOAD_BYTES must be at least 64")
     if settings.dead_max < 0:
