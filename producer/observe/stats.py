@@ -51,6 +51,7 @@ COUNTERS = (
     "failed",  # handler raised
     "retried",  # worker: requeued for another attempt
     "dead_lettered",  # garbage or attempts exhausted
+    "timed_out",  # worker: handlers past their time limit (their attempt failed, their slot freed)
     "fields_ignored",  # consumers: handled with accounting fields ignored (seq 0, ts "abc"...)
     "dead_dropped",  # worker: old dead letters trimmed by the cap (BUS_DEAD_MAX)
     "recovered",  # worker: own in-flight messages requeued after a restart or reconnect
