@@ -31,11 +31,13 @@ from producer.errors import (
     EXIT_CONFIG,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    EXIT_RECYCLE,
     EXIT_SOFTWARE,
     EXIT_TEMPFAIL,
     EXIT_UNAVAILABLE,
     ConfigurationRefused,
     HandlerError,
+    HandlersStuck,
     NameTaken,
 )
 from producer.observe.logs import setup_logging
@@ -53,7 +55,8 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
                 overrides[option] = getattr(args, option)
         settings = Settings.from_env(os.environ if environ is None else environ, **overrides)
         setup_logging(args.log_level or settings.log_level)
-        handler = load_handler(args.handler) if hasattr(args, "handler") else None
+        worker = args.command == "worker"
+        handler = load_handler(args.handler, worker) if hasattr(args, "handler") else None
         if getattr(args, "name", None) is not None:
             check_name(args.name)
         if args.command == "subscriber" and args.patterns and settings.sharded_pubsub:
@@ -121,6 +124,9 @@ def run_daemons(
     if failed is not None and isinstance(failed.failure, NameTaken):
         print(f"python -m consumers: {failed.failure}", file=sys.stderr)
         return EXIT_TEMPFAIL
+    if failed is not None and isinstance(failed.failure, HandlersStuck):
+        print(f"python -m consumers: {failed.failure} (exit {EXIT_RECYCLE})", file=sys.stderr)
+        return EXIT_RECYCLE
     if failed is not None and isinstance(failed.failure, ConfigurationRefused):
         print(f"python -m consumers: configuration error: {failed.failure}", file=sys.stderr)
         return EXIT_CONFIG

@@ -72,6 +72,9 @@ class Daemon:
     def on_tick(self, pipe: redis.client.Pipeline) -> None:
         """Queue extra periodic commands (heartbeats) on the stats pipeline."""
 
+    def on_stats(self) -> None:
+        """Set live state fields just before the stats are written (a worker's slots)."""
+
     def after_tick(self) -> None:
         """Periodic work of its own round trips (the reaper), on the stats thread."""
 
@@ -212,6 +215,7 @@ class Daemon:
             self.log_summary()
 
     def _write_stats(self) -> None:
+        self.on_stats()
         pipe = self.admin.pipeline(transaction=False)
         self.stats.flush(pipe, self.settings.stats_ttl_s, self.settings.stats_interval_s)
         self.on_tick(pipe)

@@ -1,7 +1,7 @@
 """Message handlers: the defaults, and loading one by dotted path (``pkg.module:function``).
 
-A handler is any plain callable (not an ``async def``: :func:`check_handler` refuses it) taking
-one :class:`producer.Envelope`; returning means success and
+A handler is any callable taking one :class:`producer.Envelope` (the worker also awaits an
+``async def``; the subscriber refuses one, see :func:`check_handler`); returning means success and
 raising means failure (the worker retries, then dead-letters; the subscriber dead-letters);
 raising :class:`Reject` dead-letters the message at once. A
 queue handler that takes a second positional parameter also receives a
@@ -50,8 +50,9 @@ def noop(env: Envelope) -> None:
     """Do nothing (for benchmarks)."""
 
 
-def load_handler(path: str) -> Handler:
-    """Import ``pkg.module:function`` (or ``pkg.module.function``) and return the callable."""
+def load_handler(path: str, allow_async: bool = False) -> Handler:
+    """Import ``pkg.module:function`` (or ``pkg.module.function``) and return the callable;
+    an ``async def`` only with ``allow_async`` (the worker awaits it; the subscriber cannot)."""
     module_name, sep, attr = path.partition(":")
     if not sep:
         module_name, _, attr = path.rpartition(".")
@@ -64,18 +65,19 @@ def load_handler(path: str) -> Handler:
     target = getattr(module, attr, None)
     if not callable(target):
         raise HandlerError(f"{module_name!r} has no callable named {attr!r}")
-    check_handler(target, path)
+    if not allow_async:
+        check_handler(target, path)
     return target
 
 
 def check_handler(handler: Handler, name: str = "") -> None:
-    """Refuse a handler this worker could only call without running it: an ``async def``
-    (its call returns a coroutine that nothing here would await)."""
+    """Refuse a handler the subscriber could only call without running it: an ``async def``
+    (its call returns a coroutine that nothing there would await)."""
     call = getattr(handler, "__call__", None)  # noqa: B004 -- an instance's async __call__
     checks = (inspect.iscoroutinefunction, inspect.isasyncgenfunction)
     if any(check(handler) or check(call) for check in checks):
         raise HandlerError(
             f"handler {name or getattr(handler, '__qualname__', repr(handler))!r} is an "
-            "async def: the worker and the subscriber call plain functions, so it would never "
-            "run; wrap it (def handler(env): return asyncio.run(your_handler(env)))"
+            "async def: the subscriber calls plain functions, so it would never run (the "
+            "worker awaits them); wrap it (def handler(env): asyncio.run(your_handler(env)))"
         )

@@ -1,151 +1,265 @@
-"""The queue worker: pops ``bus:{q}:pending`` from the tail (FIFO) and runs a handler.
+"""The queue worker: takes ``bus:{q}:pending`` from the tail (FIFO) and runs a handler on each
+message, up to ``BUS_CONCURRENCY`` at once.
+
+One dispatcher thread alone talks to Redis on the worker's connection; the handlers run in
+slots (:mod:`consumers.slots`: a pool of threads for a plain function, one event loop for an
+``async def``). The dispatcher claims messages, hands them to the slots in claim order, and
+settles each one when its own handler finished: never before.
 
 ``at-least-once`` (default): claim the oldest messages into this worker's own processing list
-(BLMOVE when the queue is empty; a Lua claim of up to ``batch_size`` while a backlog exists),
-run the handler on each, then settle the batch in one script: ack what was handled, requeue a
-failure with attempt + 1 (up to ``max_attempts``, then dead-letter it), give back unchanged
-what was never handed to the handler. The same script claims the next batch: one round trip
-per batch. Garbage is dead-lettered, raw bytes kept.
+(BLMOVE while the queue is empty; a Lua claim under a backlog), then settle in one script what
+finished (ack what was handled, requeue a failure with attempt + 1 up to ``max_attempts``, then
+dead-letter it) and claim what frees up: one round trip per batch. Everything in hand is in the
+processing list. A worker holds at most ``concurrency`` messages in its handlers' hands plus
+what its slots will start within about :data:`AHEAD_S` at the pace they go (never more than
+``batch_size``, at least one), so a busy worker does not hoard a backlog that idle ones could
+take. Garbage is dead-lettered, raw bytes kept.
 
-A crash or a broken link leaves claimed messages in the processing list, never nowhere. The
-worker remembers what became of each message it claimed, so after a reconnect it settles them
-as they were handled (no redelivery of a handled message, no attempt counted for one the
-handler never saw); whatever else its list holds is a "ghost pop" (a move Redis made for a
-connection that was already gone: never handled, given back unchanged) or, on start, what a
-previous process of the same name left (which may have reached its handler: attempt + 1). The
-reaper in every worker requeues the list of a worker whose heartbeat expired, attempt + 1.
+A handler past its time limit (``BUS_HANDLER_TIMEOUT_S``, or the message's ``timeout_s``) has
+failed its attempt: it is settled so at once, its slot freed for the next message, and its late
+result, if it ever comes, discarded. A worker left with more such handlers still running than it
+has slots exits 76 so that its supervisor (``--processes``) starts a fresh process.
+
+A crash or a broken link leaves claimed messages in the processing list, never nowhere. After a
+reconnect the worker settles what finished, keeps what its handlers still hold, and gives back
+unchanged whatever else its list holds (a "ghost pop": a move Redis made for a connection that
+was already gone); on start, what a previous process of the same name left goes back with
+attempt + 1 (its handler may have seen them). See :mod:`consumers.membership` for the name's
+lease and the reaper.
 
 ``at-most-once``: BRPOP (RPOP with a count under a backlog); the messages in hand are lost if
-the process dies. A handler exception dead-letters the message (it is never delivered twice).
+the process dies. A handler exception or a time limit dead-letters the message (it is never
+delivered twice).
 
-Each blocking pop waits at most ``block_timeout_s`` with a socket read deadline of
-``worker_read_timeout_s``, so a dead link raises instead of hanging. stop() finishes the message
-in hand, gives the rest of a batch back unchanged, and releases a blocked pop at once.
+stop() takes back what no handler started (given back unchanged), waits up to
+``BUS_STOP_TIMEOUT_S`` for the handlers in hand, and releases a blocked pop at once; a handler
+still running then is settled as after a crash.
 """
 
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
-import threading
+import queue
 import time
-import traceback
-import uuid
-from collections.abc import Callable
+from collections import Counter
 
 import redis
 
-from consumers.daemon import Daemon
-from consumers.delayed import Mover, retry_how
-from consumers.handlers import Handler, check_handler
-from consumers.lists import ORPHAN_PASSES, QueueOps
-from consumers.moves import ACK, Move, give_back_move, started_move, tracked_how
-from consumers.tracking import Context, encode_result, takes_context
-from producer import Envelope, EnvelopeError, Settings, decode, keys, make_client
-from producer.connection.client import drop_connections, node_client, pinned_client
+from consumers.delayed import Mover
+from consumers.handlers import Handler
+from consumers.handling import Handling, is_async
+from consumers.held import STALLED, TIME_LIMIT, Held
+from consumers.lists import QueueOps
+from consumers.membership import QueueMember
+from consumers.moves import Move, give_back_move, plan_give_back, started_move
+from consumers.slots import LoopSlots, Slots, ThreadSlots
+from producer import Settings, keys, make_client
+from producer.connection.client import drop_connections, pinned_client
 from producer.connection.cluster import ClusterClient
-from producer.errors import NameTaken, Reject
+from producer.errors import HandlersStuck
 from producer.observe.stats import Stats
-from producer.store.envelope import now_ms
 
 log = logging.getLogger(__name__)
-STARTED = "started"  # a claimed message in the handler's hands
+AHEAD_S = 0.05  # a worker claims ahead what its slots start within about this long
+SETTLE_AFTER_S = 0.05  # a finished message waits at most about this long to be settled
+BUSY_BLOCK_S = 0.05  # a blocking pop while some handlers run: they are looked at this often
+LIMITS_EVERY_S = 0.1  # how often the handlers' time limits are checked
+STOPPED = "stopped"  # a message still in a handler's hands when the worker exits
+WAKE = Held(b"")  # put on the done line to wake the dispatcher
 
 
-class Worker(Daemon):
-    """Consumes one queue with one handler."""
+class Worker(QueueMember):
+    """Consumes one queue with one handler, ``settings.concurrency`` messages at a time."""
 
     role = "worker"
 
-    def __init__(self, settings: Settings, queue: str, name: str, handler: Handler) -> None:
+    def __init__(self, settings: Settings, queue_name: str, name: str, handler: Handler) -> None:
         labels = {
-            "queue": queue,
+            "queue": queue_name,
             "delivery": settings.delivery,
             "name": name,
             "heartbeat_ttl_ms": str(int(settings.heartbeat_ttl_s * 1000)),
         }
-        scope = {"queue": queue, "delivery": settings.delivery}
-        super().__init__(settings, name, Stats("worker", f"{queue}:{name}", labels, scope))
-        self.queue = queue
-        check_handler(handler)
+        scope = {"queue": queue_name, "delivery": settings.delivery}
+        super().__init__(settings, queue_name, name, Stats("worker", f"{queue_name}:{name}",
+                                                            labels, scope))  # fmt: skip
         self.handler = handler
-        self._with_context = takes_context(handler)  # handler(env, ctx) rather than handler(env)
-        self._popped: bytes | None = None  # taken by a blocking pop: no script marked it
+        self.concurrency = settings.concurrency
         self.client = self._router = make_client(settings, "worker", name)
         self.ops = self._ops(self.client)
         self._pinned = False  # self.client holds one connection (see _pin)
         self._on_cluster = isinstance(self._router, ClusterClient)
-        self.admin_ops = self._ops(self.admin)
-        self.pending = keys.pending(queue)
-        self.processing = keys.processing(queue, name)
+        self.pending = keys.pending(queue_name)
+        self.processing = keys.processing(queue_name, name)
         self.at_least_once = settings.delivery == "at-least-once"
-        self._beat_at = self._reap_at = 0.0
-        self._reap_passes = 0
-        # What became of each message this process claimed and has not settled yet, in claim
-        # order: [raw, None] not handed to the handler, [raw, STARTED] in its hands, else
-        # [raw, the settling move]. By place, not by bytes: two identical envelopes are two
-        # messages.
-        self._claimed: list[list[bytes | Move | str | None]] = []
+        self.handling = Handling(settings, queue_name, name, handler, self.admin_ops, self.stats)
+        self._async = is_async(handler)
+        self._done: queue.SimpleQueue[Held] = queue.SimpleQueue()
+        self.slots: Slots | None = None  # made by run()
+        # Every message claimed and not settled yet, in claim order, by identity: two identical
+        # envelopes are two messages.
+        self._held: dict[int, Held] = {}
+        self._finished: list[Held] = []  # their outcome is decided: to settle
+        self._finished_at = 0.0  # when the oldest of them finished
+        self._sending: list[Held] | None = None  # a settle sent, its reply not seen yet
+        self._pace_s: float | None = None  # how long handlers take, smoothed
+        self._limits_at = 0.0
         self._fatal: BaseException | None = None  # a handler's SystemExit & co, re-raised
-        self._entry: list[bytes | Move | str | None] | None = None  # the one in process()
         self._uncounted = 0  # at-most-once: taken by a blocking pop, whose count failed
         self._settles = 0  # batches settled: with the token, each settle's own token
-        self._unlisted: list[Move] = []  # at-most-once dead letters not written yet
-        self._handled = 0  # this batch's handled count and latencies, not in the stats yet
-        self._latencies: list[int] = []
         self._recovered_once = False  # what a previous process left is recovered
-        self._token = uuid.uuid4().hex  # this process's claim on the name
-        self._token_held = False
         # Delayed messages: every mover_interval_s the due ones become pending (any worker's
         # mover may move any of them; one script each time, so never twice).
         self._mover = Mover(self.admin_ops, settings.mover_interval_s)
 
     def run(self) -> None:
-        """The daemon's loop, with the delayed messages' mover beside it."""
+        """The daemon's loop, with the handlers' slots and the delayed messages' mover."""
+        n, done = self.concurrency, self._done
+        self.slots = (LoopSlots(n, self.handling.run_async, done, self.name) if self._async
+                      else ThreadSlots(n, self.handling.run, done, self.name))  # fmt: skip
         self._mover.start()
         try:
             super().run()
         finally:
             self._mover.stop()
+            self.slots.close()
 
     def serve(self) -> None:
-        """Settle what this process claimed, recover what else its list holds, then pop and
-        handle until stopped."""
+        """Settle what this process finished, recover what else its list holds, then claim,
+        hand out and settle until stopped."""
         self._pin()
         self._heartbeat()  # takes the name's lease first: one process per name
         if self.stopping.is_set():
             return
         self._recover(self.ops)
         self.mark_connected()
-        # A non-blocking batch first: there may be a backlog already.
-        batch = self._take(self.settings.batch_size)
-        while not self.stopping.is_set():
-            more = len(batch) == self.settings.batch_size  # a full batch: a backlog exists
-            if not batch:
-                batch = self._blocking_pop()
+        backlog = True  # there may be one already
+        while not self.stopping.is_set() and self._fatal is None:
+            self._collect()
+            working = len(self._held) - len(self._finished) - len(self._sending or ())
+            ahead = self._ahead()
+            room = self.concurrency + ahead - working
+            idle_slots = self.concurrency - working
+            # Claim under a backlog once half the room is free (or a slot idles); settle what
+            # finished once a slot idles or it waited SETTLE_AFTER_S; else wait in Redis for
+            # a message while slots are free, or for a handler to finish while none is.
+            half = (self.concurrency + ahead) // 2
+            stale = self._finished_at + SETTLE_AFTER_S <= time.monotonic()
+            if backlog and room > 0 and (idle_slots > 0 or room >= half):
+                backlog = len(self._exchange(room)) == room
+            elif self._finished and (idle_slots > 0 or stale):
+                backlog = len(self._exchange(max(room, 0))) == room > 0
+            elif idle_slots > 0:  # the queue looked empty: wait in Redis for the next one
+                block = self.settings.block_timeout_s if working == 0 else BUSY_BLOCK_S
+                raw = self._blocking_pop(block)
                 self.mark_serving()
-                more = True  # the first of a new backlog, perhaps
-                if not batch:
-                    if self.at_least_once and self.client.llen(self.processing):
-                        # Idle, holding nothing, yet the list is not empty: a pop that Redis
-                        # served to a connection we had dropped landed after our recovery.
-                        self._recover(self.ops)
-                    continue
-            self._handle(batch)
-            # Settle it; claim the next batch in the same round trip (at-least-once), or pop
-            # one (at-most-once) if a backlog may exist.
-            size = 0 if self.stopping.is_set() else self.settings.batch_size
-            if self.at_least_once:
-                batch = self._settle(self.ops, claim=size)
-                self.mark_serving()
-            else:
-                self._settle(self.ops)
-                batch = self._take(size) if more else []
-                self.mark_serving()
+                if raw is not None:
+                    self._hand_out([raw], popped=True)
+                    backlog = True  # the first of a new backlog, perhaps
+                elif working == 0 and self.at_least_once and self.client.llen(self.processing):
+                    # Idle, holding nothing, yet the list is not empty: a pop that Redis
+                    # served to a connection we had dropped landed after our recovery.
+                    self._recover(self.ops)
+            else:  # every slot is busy: wait for one to finish
+                now = time.monotonic()
+                self._wait(self._finished_at + SETTLE_AFTER_S if self._finished else now + 0.5)
+        self._wind_down()
+
+    def _wind_down(self) -> None:
+        """Stopping: what no handler started goes back unchanged (at exit); wait up to
+        BUS_STOP_TIMEOUT_S for the handlers in hand, then settle what finished."""
+        assert self.slots is not None
+        self.slots.withdraw()
+        deadline = time.monotonic() + self.settings.stop_timeout_s
+        while self.slots.running() and time.monotonic() < deadline:
+            self._wait(deadline)
+        if self._finished or self._sending:
+            self._settle(self.ops)
+        if self._fatal is not None:
+            fatal, self._fatal = self._fatal, None
+            raise fatal
+
+    def _collect(self) -> None:
+        """Take what the slots finished; give up on handlers past their time limit."""
+        with contextlib.suppress(queue.Empty):
+            while True:
+                self._finish(self._done.get_nowait())
+        now = time.monotonic()
+        if now - self._limits_at >= LIMITS_EVERY_S:
+            self._limits_at = now
+            self._check_limits(now)
+
+    def _wait(self, until: float) -> None:
+        """Wait for a slot to finish a message, at most until ``until`` (time.monotonic())."""
+        timeout = min(until - time.monotonic(), LIMITS_EVERY_S)
+        with contextlib.suppress(queue.Empty):
+            self._finish(self._done.get(timeout=max(timeout, 0.001)))
+        self._collect()
+
+    def _finish(self, held: Held) -> None:
+        if held is WAKE:
+            return
+        if id(held) not in self._held:  # settled already (given up on at exit)
+            return
+        if not self._finished:
+            self._finished_at = time.monotonic()
+        self._finished.append(held)
+        if held.fatal is not None and self._fatal is None:
+            self._fatal = held.fatal  # settled as a failure; then the process ends
+            self.stopping.set()
+
+    def _check_limits(self, now: float) -> None:
+        assert self.slots is not None
+        for held in self.slots.running():
+            if not held.started or now - held.started_at <= held.limit_s:
+                continue
+            if not held.decide(TIME_LIMIT):  # it finished meanwhile
+                continue
+            self.handling.timed_out(held, now)
+            self._finish(held)
+            for other in self.slots.give_up(held):  # stranded with it: not blamed
+                if other.decide(STALLED):
+                    self.handling.stalled(other)
+                    self._finish(other)
+        if (stuck := self.slots.abandoned) > self.concurrency and self._fatal is None:
+            self._fatal = HandlersStuck(
+                f"queue {self.queue}: {stuck} handlers given up on at their time limit are "
+                f"still running, more than its {self.concurrency} slots: the process must be "
+                "restarted to get their threads back"
+            )
+            log.critical("%s", self._fatal)
+            self.stopping.set()
+
+    def _ahead(self) -> int:
+        """How many messages to hold beyond the slots: what they start within AHEAD_S."""
+        pace = self._pace_s
+        if pace is None:
+            return 1
+        ahead = int(self.concurrency * AHEAD_S / pace) if pace > 0 else self.settings.batch_size
+        return max(1, min(ahead, self.settings.batch_size))
+
+    def _hand_out(self, raws: list[bytes], popped: bool = False) -> None:
+        assert self.slots is not None
+        for raw in raws:
+            held = Held(raw, popped)
+            self._held[id(held)] = held
+            self.slots.submit(held)
+
+    def _exchange(self, claim: int) -> list[bytes]:
+        """Settle what finished and claim up to ``claim`` more (one script at-least-once);
+        hand them out."""
+        if self.at_least_once:
+            got = self._settle(self.ops, claim)
+        else:
+            self._settle(self.ops)
+            got = self.ops.take(claim) if claim > 0 else []
+        self.mark_serving()
+        self._hand_out(got)
+        return got
 
     def _pin(self) -> None:
-        """Give the hot loop a client that holds one connection instead of taking it from the
+        """Give the dispatcher a client that holds one connection instead of taking it from the
         pool for each command: the pool checks every connection it hands out with a poll()
         first, which costs as much CPU as the command itself. A link broken while idle then
         shows as an error on the next command (the loop reconnects, settles and recovers, as
@@ -161,32 +275,18 @@ class Worker(Daemon):
     def _ops(self, client: redis.Redis) -> QueueOps:
         return QueueOps(client, self.queue, self.settings.dead_max, self.settings.max_attempts)
 
-    def _take(self, size: int) -> list[bytes]:
-        """Up to ``size`` of the oldest messages at once, without blocking."""
-        if size <= 0:
-            return []
-        if self.at_least_once:
-            batch = self.ops.claim(self.name, size)
-            self._claimed.extend([raw, None] for raw in batch)
-            return batch
-        return self.ops.take(size)
-
-    def _blocking_pop(self) -> list[bytes]:
-        """One message, waiting up to ``block_timeout_s`` for it."""
-        block = self.settings.block_timeout_s
+    def _blocking_pop(self, block: float) -> bytes | None:
+        """One message, waiting up to ``block`` seconds for it."""
         raw: bytes | None
         if self.at_least_once:
             # redis-py types the timeout as int; Redis takes seconds as a float.
             raw = self.client.blmove(self.pending, self.processing, block, "RIGHT", "LEFT")  # type: ignore[arg-type,assignment]
-            if raw is not None:
-                self._claimed.append([raw, None])
         else:
             popped = self.client.brpop([self.pending], block)
             raw = popped[1] if popped else None  # type: ignore[assignment]
             if raw is not None:  # a crash before this count shows as one unaccounted
                 self._count_taken(1)
-        self._popped = raw
-        return [raw] if raw is not None else []
+        return raw
 
     def _count_taken(self, n: int) -> None:
         """Count ``n`` messages a blocking pop took (at-most-once). A refusal must not cost the
@@ -199,139 +299,10 @@ class Worker(Daemon):
             log.warning("queue %s: %d taken messages not counted yet (%s)", self.queue,
                         self._uncounted, exc)  # fmt: skip
 
-    def _handle(self, batch: list[bytes]) -> None:
-        """Handle a batch in order (its settling is the caller's); on stop, what was not
-        handed to the handler goes back unchanged."""
-        at_least_once, stopping = self.at_least_once, self.stopping
-        entries = self._claimed[len(self._claimed) - len(batch) :] if at_least_once else []
-        try:
-            for i, raw in enumerate(batch):
-                if i and stopping.is_set():
-                    if not at_least_once:  # claimed ones are given back when settling
-                        self.ops.give_back(batch[i:])
-                    break
-                if at_least_once:
-                    entry = self._entry = entries[i]  # process() marks it STARTED
-                    entry[1] = self.process(raw)
-                    self._entry = None
-                else:
-                    move = self.process(raw)
-                    if move is not None:
-                        self._unlisted.append(move)
-                if self._fatal is not None:  # settled as a failure; the process ends
-                    fatal, self._fatal = self._fatal, None
-                    if not at_least_once:  # popped, in no list: back
-                        self.ops.give_back(batch[i + 1 :])
-                    raise fatal
-        finally:  # the batch's counts, in one go
-            if self._handled:
-                self.stats.incr("handled", self._handled)
-                self._handled = 0
-            if self._latencies:
-                self.stats.observe_latencies_ms(self._latencies)
-                self._latencies = []
-
-    def process(self, raw: bytes) -> Move | None:
-        """Decode and run the handler; the move that settles the message: an ack, a retry, a
-        dead letter (at-most-once: None when handled, nothing to settle). A tracked message's
-        moves carry what its record needs (see :mod:`producer.store.tracking`)."""
-        consumer = self.name if self.at_least_once else None
-        try:
-            env = decode(raw, default_mode="prodcons")
-        except EnvelopeError as exc:
-            log.warning(
-                "queue %s: dead-lettering garbage (%s, %d bytes)", self.queue, exc, len(raw)
-            )
-            self.stats.incr("dead_lettered")
-            return self.ops.dead_move(raw, f"undecodable: {exc.reason}", consumer)
-        if env.ts:  # 0: the producer did not say when it sent it
-            self._latencies.append(now_ms() - env.ts)
-        if env.track and (raw is self._popped or not self.at_least_once):
-            # No claim script saw it: its in-flight is written here, before the handler runs.
-            self.ops.record(env, "in-flight", "worker", self.name, "attempt", env.attempt)
-        if self._entry is not None:  # from here on its handler may have seen it
-            self._entry[1] = STARTED
-        try:
-            if self._with_context:
-                result = self.handler(env, Context(env, self.queue, self.name,
-                                                   self._progress_writer(env)))  # fmt: skip
-            else:
-                result = self.handler(env)
-            if inspect.isawaitable(result):  # it never ran: nothing here awaits it
-                _discard(result)
-                what = f"{type(result).__name__} {result!r}"
-                raise Reject(f"the handler returned {what}, which this worker cannot await "
-                             "(its handlers are plain functions)")  # fmt: skip
-        except Exception as exc:  # the handler's failure is data, not a reason to stop
-            return self._failed(raw, env, exc, consumer)
-        except BaseException as exc:  # SystemExit, KeyboardInterrupt...: the process ends,
-            self._fatal = exc  # after this message is settled as a failed attempt
-            log.error("queue %s: handler raised %s on %s attempt %d; the worker will exit",
-                      self.queue, type(exc).__name__, env.id, env.attempt)  # fmt: skip
-            return self._failed(raw, env, exc, consumer)
-        self._handled += 1
-        if not env.track:
-            return (raw, b"", ACK) if self.at_least_once else None
-        data, refused = encode_result(result, self.settings.result_max_bytes)
-        if refused:
-            log.warning("queue %s: message %s: %s", self.queue, env.id, refused)
-        if self.at_least_once:
-            return raw, data, tracked_how(ACK, env, refused)
-        fields: list[str | int] = ["attempt", env.attempt, "progress", 1]
-        if data:
-            fields += ["result", data.decode()]
-        if refused:
-            fields += ["result_error", refused]
-        self.ops.record(env, "handled", *fields)
-        return None
-
-    def _failed(self, raw: bytes, env: Envelope, exc: BaseException,
-                consumer: str | None) -> Move:  # fmt: skip
-        """The move for a message whose handler raised: a retry while attempts remain
-        (at-least-once), else a dead letter."""
-        self.stats.incr("failed")
-        summary = _summary(exc)
-        error = summary.splitlines()[-1]
-        if isinstance(exc, Reject):
-            log.warning("queue %s: handler rejected %s: %s; dead-lettering", self.queue,
-                        env.id, exc)  # fmt: skip
-            self.stats.incr("dead_lettered")
-            return self.ops.dead_move(raw, f"rejected: {exc}"[:2000], consumer, env)
-        if self.at_least_once and env.attempt < self.settings.max_attempts:
-            log.info(
-                "queue %s: handler failed on %s attempt %d: %s; retrying",
-                self.queue,
-                env.id,
-                env.attempt,
-                error,
-            )
-            self.stats.incr("retried")
-            how = tracked_how(retry_how(self.settings, env.attempt), env, error)
-            return raw, env.next_attempt().encode(), how
-        log.warning(
-            "queue %s: handler failed on %s attempt %d: %s; dead-lettering",
-            self.queue,
-            env.id,
-            env.attempt,
-            error,
-        )
-        self.stats.incr("dead_lettered")
-        reason = f"handler failed on attempt {env.attempt}: {summary}"
-        return self.ops.dead_move(raw, reason, consumer, env)
-
-    def _progress_writer(self, env: Envelope) -> Callable[[float, str], bool]:
-        def write(fraction: float, text: str) -> bool:
-            return self.ops.progress(env, self.name, fraction, text)
-
-        return write
-
     def stop(self) -> None:
-        """Stop after the message in hand; a pop blocked in Redis is released at once."""
+        """Stop claiming; finish the messages in hand (up to BUS_STOP_TIMEOUT_S)."""
         super().stop()
-        # From a thread: stop() may run inside a signal handler, and the pop may only start
-        # after this call. CLIENT UNBLOCK makes a blocked pop return nil, as if it timed out:
-        # nothing is popped, nothing is lost.
-        threading.Thread(target=self._unblock, name=f"unblock-{self.name}", daemon=True).start()
+        self._done.put(WAKE)
 
     def close_connections(self) -> None:
         if self._pinned or not self._on_cluster:
@@ -342,45 +313,28 @@ class Worker(Daemon):
             self.ops = self._ops(self.client)
             self._pinned = False
 
-    def after_tick(self) -> None:
-        """The heartbeat (which renews the name's lease), then the reaper: requeue the
-        in-flight messages of workers whose heartbeat expired."""
-        now = time.monotonic()
-        if self._token_held and now - self._beat_at >= self.settings.heartbeat_interval_s:
-            self._beat_at = now
-            if not self.admin_ops.heartbeat(self.name, self._token, self.settings.heartbeat_ttl_s):
-                # Redis lost our lease (an outage past its ttl) and another process took the
-                # name: two would now share one processing list. Stop, touching nothing of
-                # that list and registry entry on the way out: they are the other's now.
-                self._token_held = False
-                self.failure = NameTaken(self.queue, self.name)
-                log.critical("queue %s: %s", self.queue, self.failure)
-                self.stop()
-        if now - self._reap_at < self.settings.reaper_interval_s:
+    def on_stats(self) -> None:
+        """The slots' state, written with the stats: busy, the oldest in hand, given up on."""
+        if self.slots is None:
             return
-        self._reap_at = now
-        # Never itself: its own heartbeat may be late (Redis refused it, the host stalled),
-        # but it is handling its messages. Lists of unregistered workers: on the first pass
-        # and every ORPHAN_PASSES passes after it (a SCAN of the whole keyspace).
-        orphans = self._reap_passes % ORPHAN_PASSES == 0
-        self._reap_passes += 1
-        ttl = self.settings.heartbeat_ttl_s
-        reaped = self.admin_ops.reap(ttl, spare=self.name, orphans=orphans)
-        for name, (requeued, dead) in reaped.items():
-            log.warning(
-                "queue %s: reaped dead worker %s: requeued %d in-flight (%d dead-lettered)",
-                self.queue,
-                name,
-                requeued,
-                dead,
-            )
+        running = [h for h in self.slots.running() if h.started and h.decided_by is None]
+        oldest = min(running, key=lambda h: h.started_at, default=None)
+        self.stats.set_state(
+            slots=self.concurrency,
+            busy=len(running),
+            oldest_started_ms=oldest.started_ms if oldest else 0,
+            oldest_limit_ms=int(oldest.limit_s * 1000) if oldest else 0,
+            abandoned=self.slots.abandoned,
+        )
 
     def on_exit(self) -> None:
         """Leave nothing behind: settle and give back anything still claimed, then leave the
         registry."""
         try:
             if self._token_held:
-                self._recover(self.admin_ops)
+                if self.slots is not None:
+                    self._collect()  # what finished is settled by its outcome
+                self._recover(self.admin_ops, everything=True)
                 self.admin.zrem(keys.consumers(self.queue), self.name)
                 self.admin.delete(keys.settled(self.queue, self.name))  # all is settled
                 self.admin_ops.release_name(self.name, self._token)
@@ -389,48 +343,104 @@ class Worker(Daemon):
                 "queue %s: could not clean up on exit (%s); the reaper will", self.queue, exc
             )
 
-    def _settle(self, ops: QueueOps, claim: int = 0) -> list[bytes]:
-        """Settle every message this process claimed: a handled one by its move, one not
-        handed to the handler given back unchanged (oldest next), one the handler had started
-        and did not finish (a process stopped by an error) with attempt + 1. With ``claim``,
-        claim up to that many more in the same script and return them (at-least-once)."""
-        moves: list[Move] = list(self._unlisted)
+    def _settle(self, ops: QueueOps, claim: int = 0, everything: bool = False) -> list[bytes]:
+        """Settle what finished, each by its move (a batch sent before whose reply was lost
+        first, exactly as it was); with ``everything`` (at exit) also what no handler started
+        (given back unchanged, oldest next) and what a handler still holds (as after a crash:
+        attempt + 1; at-most-once: dead-lettered). With ``claim``, claim up to that many more
+        in the same script and return them (at-least-once)."""
+        if self._sending is not None and (self._finished or everything):
+            self._send(ops, self._sending, 0)  # the lost one alone, with its own token
+        if self._sending is None:
+            self._sending, self._finished = self._finished, []
+            if everything:
+                self._sending += self._leftovers()
+        return self._send(ops, self._sending, claim)
+
+    def _send(self, ops: QueueOps, batch: list[Held], claim: int) -> list[bytes]:
+        moves: list[Move] = []
         given_back: list[Move] = []
-        for raw, state in self._claimed:
-            assert isinstance(raw, bytes)
-            if state is None:
-                given_back.append(give_back_move(raw))
-            elif state == STARTED:
-                max_attempts = self.settings.max_attempts
-                given_back.append(started_move(raw, self.queue, self.name, max_attempts))
-            else:
-                moves.append(state)  # type: ignore[arg-type]
+        unlisted: list[bytes] = []  # at-most-once: taken, never started
+        for held in batch:
+            if held.move is not None:
+                moves.append(held.move)
+            elif held.decided_by == STOPPED and not held.started:
+                if self.at_least_once:
+                    given_back.append(give_back_move(held.raw))
+                else:
+                    unlisted.append(held.raw)
+            elif self.at_least_once and not held.handled:  # never decided: as if it crashed
+                given_back.append(started_move(held.raw, self.queue, self.name,
+                                               self.settings.max_attempts))  # fmt: skip
         given_back.reverse()  # RPUSH newest first: the oldest ends at the consuming end
-        claimed: list[bytes] = []
-        dropped = 0
         # The same token until this batch is settled: a repeat after a lost reply is a no-op
         # if the lost call ran (see producer/store/lua/lib/replay.lua).
         token = f"{self._token}:{self._settles}" if self.at_least_once else ""
-        if claim > 0:
+        claimed: list[bytes] = []
+        dropped = 0
+        if self.at_least_once and claim > 0:
             _, dropped, claimed = ops.settle_claim(self.name, moves + given_back, claim, token)
         elif moves or given_back:
             consumer = self.name if self.at_least_once else None
             _, dropped = ops.settle(consumer, moves + given_back, token)
-        self._settles += 1
-        if dropped:
-            self.stats.incr("dead_dropped", dropped)
-        self._claimed = [[raw, None] for raw in claimed]
-        self._unlisted.clear()
+        if unlisted:
+            ops.give_back(unlisted)
+        if batch:
+            self._settles += 1
+        self._sending = None
+        self._settled(batch, dropped)
         return claimed
 
-    def _recover(self, ops: QueueOps) -> None:
-        """Settle what this process knows, then give back whatever else the list holds: on
-        the first run what a previous process of this name left (attempt + 1: its handler may
-        have seen them), later only ghost pops (never handled: unchanged)."""
-        self._settle(ops)
+    def _leftovers(self) -> list[Held]:
+        """At exit: what is held and not finished, decided as stopped (late results are
+        discarded). Not started: given back; in a handler's hands: as after a crash."""
+        finished = {id(h) for h in self._finished}
+        left = []
+        for held in self._held.values():
+            if id(held) in finished or held.decided_by is not None:
+                continue
+            if held.decide(STOPPED):
+                if held.started and not self.at_least_once:
+                    self.handling.stopped(held)
+                left.append(held)
+        return left
+
+    def _settled(self, batch: list[Held], dropped: int) -> None:
+        """Forget a settled batch; count what it did."""
+        handled, latencies, paces = 0, [], []
+        for held in batch:
+            self._held.pop(id(held), None)
+            if held.handled:
+                handled += 1
+                if held.record is not None:
+                    self.handling.write_record(held)
+            if held.latency_ms is not None:
+                latencies.append(held.latency_ms)
+            if held.ran_s:
+                paces.append(held.ran_s)
+        if handled:
+            self.stats.incr("handled", handled)
+        if latencies:
+            self.stats.observe_latencies_ms(latencies)
+        if dropped:
+            self.stats.incr("dead_dropped", dropped)
+        if paces:
+            pace = sum(paces) / len(paces)
+            old = self._pace_s
+            self._pace_s = pace if old is None else 0.7 * old + 0.3 * pace
+
+    def _recover(self, ops: QueueOps, everything: bool = False) -> None:
+        """Settle what this process finished, then give back whatever else the list holds and
+        no handler of this process has: on the first run what a previous process of this name
+        left (attempt + 1: its handler may have seen them), later only ghost pops (never
+        handled: unchanged)."""
+        self._settle(ops, everything=everything)
         if not self.at_least_once and self._recovered_once:
             return  # an at-most-once worker's list is empty: only its first run finds one
-        requeued, dead = ops.recover(self.name, bump=not self._recovered_once)
+        if self._held:  # what handlers still hold stays; anything else is a ghost pop
+            requeued, dead = self._give_back_ghosts(ops), 0
+        else:
+            requeued, dead = ops.recover(self.name, bump=not self._recovered_once)
         self._recovered_once = True
         if requeued or dead:
             self.stats.incr("recovered", requeued)
@@ -443,55 +453,14 @@ class Worker(Daemon):
                 dead,
             )
 
-    def _heartbeat(self) -> None:
-        if not self._token_held:
-            self._take_name()
-        if not self.ops.heartbeat(self.name, self._token, self.settings.heartbeat_ttl_s):
-            self._token_held = False  # the list and the registry entry are the other's now
-            raise NameTaken(self.queue, self.name)
-
-    def _take_name(self) -> None:
-        """Hold the name's lease before touching its list: a crashed holder's lapses within
-        the heartbeat TTL; a live one renews it, and then this process must not run."""
-        ttl = self.settings.heartbeat_ttl_s
-        deadline = time.monotonic() + ttl + 1
-        while (left := self.ops.take_name(self.name, self._token, ttl)) > 0:
-            if time.monotonic() + min(left, 0.2) > deadline:
-                raise NameTaken(self.queue, self.name)
-            log.info(
-                "queue %s: waiting %.1fs for the lease on the name %s (a previous process?)",
-                self.queue,
-                left,
-                self.name,
-            )
-            if self.stopping.wait(min(left, 0.2)):
-                return
-        self._token_held = True
-
-    def _unblock(self) -> None:
-        """Until the loop has ended, release any pop blocked on a connection of this worker,
-        found by its client name: redis-py may have replaced the connection silently (a pooled
-        connection the server had closed), so an id taken earlier could name a dead one."""
-        name = f"bus:worker:{self.name}"
-        while True:
-            with contextlib.suppress(redis.RedisError):  # the block timeout still bounds it
-                node = node_client(self.admin, self.pending)  # on a cluster: the queue's node
-                for c in node.client_list(_type="normal"):
-                    if c.get("name") == name and c.get("cmd") in ("blmove", "brpop"):
-                        node.client_unblock(int(c["id"]))
-            if self.finished.wait(0.1):
-                return
-
-
-def _discard(awaitable: object) -> None:
-    """Close a coroutine nobody will await (no "never awaited" warning; its finally runs)."""
-    close = getattr(awaitable, "close", None)
-    if callable(close):
-        with contextlib.suppress(Exception):
-            close()
-
-
-def _summary(exc: BaseException) -> str:
-    """The exception and the last frames of its traceback, bounded (for the dead-letter entry)."""
-    frames = traceback.format_exception(exc, limit=-3)
-    return "".join(frames).strip()[-2000:]
+    def _give_back_ghosts(self, ops: QueueOps) -> int:
+        """Give back, unchanged, what the list holds beyond the messages held here."""
+        listed: list[bytes] = ops.client.lrange(self.processing, 0, -1)  # type: ignore[assignment]
+        extra = Counter(listed)
+        extra.subtract(held.raw for held in self._held.values())
+        ghosts = [raw for raw, n in extra.items() for _ in range(n) if n > 0]
+        if not ghosts:
+            return 0
+        moves = plan_give_back(ghosts, self.queue, self.name, False)
+        moved, _ = ops.settle(self.name, moves)
+        return moved

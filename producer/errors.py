@@ -15,7 +15,9 @@ describes its kind, so code written against those still works::
     │   └── CertificateRefused            TLS: the server's certificate did not verify
     ├── NameTaken (RuntimeError)          another live worker consumes under this --name
     ├── HandlerError (ValueError)         --handler does not name a usable callable
-    └── Reject                            raised by a handler: dead-letter this message now
+    ├── Reject                            raised by a handler: dead-letter this message now
+    ├── TimeLimitExceeded                 a handler ran past its time limit (its attempt failed)
+    └── HandlersStuck (RuntimeError)      a worker gave up on too many handlers still running
 
 Errors of Redis itself (``redis.ConnectionError`` when nothing was sent, ``redis.ResponseError``
 when Redis refused a command) pass through as redis-py raises them.
@@ -123,3 +125,16 @@ class Reject(BusError):
     """Raised by a handler for a message that can never succeed (a payload it cannot use):
     the worker dead-letters it at once, with this reason, instead of retrying it up to
     ``BUS_MAX_ATTEMPTS`` times. Any other exception is a failure worth retrying."""
+
+
+class TimeLimitExceeded(BusError):
+    """A handler ran past its time limit (``BUS_HANDLER_TIMEOUT_S`` or the message's
+    ``timeout_s``): its attempt failed. Also raised inside a plain handler's thread once it is
+    given up on, so that Python code that catches it may clean up (code blocked in C, a
+    ``time.sleep`` say, sees it only when that call returns)."""
+
+
+class HandlersStuck(BusError, RuntimeError):
+    """A worker gave up on more handlers than it has slots, and they are still running (blocked
+    where Python cannot interrupt them): the process must be restarted (exit 76; ``--processes``
+    does it)."""

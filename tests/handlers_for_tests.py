@@ -10,6 +10,7 @@ with log lines).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
@@ -101,7 +102,7 @@ async def _never_awaited() -> None:
 
 
 async def async_record(env: Envelope) -> None:
-    """An ``async def`` handler: refused when the worker starts."""
+    """An ``async def`` handler: the worker awaits it; the subscriber refuses it at start."""
     _append(env, "handled")
 
 
@@ -121,4 +122,46 @@ def work(env: Envelope, ctx: Context) -> object:
     _append(env, "handled")
     if "result_bytes" in spec:
         return "x" * int(spec["result_bytes"])
+    return spec.get("result")
+
+
+def stuck(env: Envelope) -> None:
+    """Record the start; then a payload ``{"stuck": how}`` never returns: ``sleep`` blocks in C
+    (``time.sleep``, as a ``requests.get`` without a timeout does), ``spin`` loops in Python
+    (which the worker's time limit can interrupt); a payload with ``"sleep_s"`` sleeps that
+    long; then the message is recorded as handled."""
+    _append(env, "start")
+    spec = env.payload if isinstance(env.payload, dict) else {}
+    if spec.get("stuck") == "sleep":
+        time.sleep(3600)
+    if spec.get("stuck") == "spin":
+        while True:
+            pass
+    time.sleep(float(spec.get("sleep_s", 0)))
+    _append(env, "handled")
+
+
+async def async_stuck(env: Envelope) -> None:
+    """The ``async def`` twin of :func:`stuck`: ``{"stuck": "await"}`` awaits forever (a task
+    the time limit cancels), ``{"stuck": "block"}`` calls ``time.sleep`` on the event loop for
+    ``payload["block_s"]`` (blocking every other handler of that loop); ``"sleep_s"`` awaits that
+    long; then the message is recorded as handled."""
+    _append(env, "start")
+    spec = env.payload if isinstance(env.payload, dict) else {}
+    if spec.get("stuck") == "await":
+        await asyncio.sleep(3600)
+    if spec.get("stuck") == "block":
+        time.sleep(float(spec.get("block_s", 3600)))
+    await asyncio.sleep(float(spec.get("sleep_s", 0)))
+    _append(env, "handled")
+
+
+async def async_work(env: Envelope, ctx: Context) -> object:
+    """An ``async def`` job with a :class:`Context`: report half way, await ``payload["sleep_s"]``,
+    record it handled and return ``payload["result"]``."""
+    _append(env, "start")
+    spec = env.payload if isinstance(env.payload, dict) else {}
+    ctx.report_progress(0.5, "half way")
+    await asyncio.sleep(float(spec.get("sleep_s", 0)))
+    _append(env, "handled")
     return spec.get("result")

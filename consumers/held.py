@@ -1,0 +1,68 @@
+"""A message in a worker's hands, from its claim until it is settled.
+
+The dispatcher (:mod:`consumers.worker`) claims it, a slot (:mod:`consumers.slots`) runs its
+handler, and the dispatcher settles it. Who decides its outcome is taken once, by whoever gets
+there first (:meth:`Held.decide`): the handler finishing, or the dispatcher giving up on it at
+its time limit. ``dict.setdefault`` is atomic in CPython, so neither side takes a lock: a slot
+thread that is given up on and interrupted can never leave one held.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from consumers.moves import Move
+from producer import Envelope
+
+HANDLER, TIME_LIMIT, STALLED = "handler", "time limit", "stalled"
+
+
+class Held:
+    """One claimed message: what the slot found (``env``, ``started_at``...) and its outcome
+    (``move``: an ack, a retry or a dead letter; ``record``: at-most-once fields of a tracked
+    message's record, written when it is settled)."""
+
+    __slots__ = (
+        "_decided",
+        "env",
+        "fatal",
+        "handled",
+        "latency_ms",
+        "limit_s",
+        "move",
+        "popped",
+        "ran_s",
+        "raw",
+        "record",
+        "started_at",
+        "started_ms",
+        "thread",
+    )
+
+    def __init__(self, raw: bytes, popped: bool = False) -> None:
+        self.raw = raw
+        self.popped = popped  # taken by a blocking pop: no claim script wrote its record
+        self.env: Envelope | None = None
+        self.started_at = 0.0  # time.monotonic() when its handler started; 0.0: not yet
+        self.started_ms = 0  # the same, Unix ms (for the stats)
+        self.limit_s = 0.0  # its time limit, once started
+        self.ran_s = 0.0  # how long its handler ran
+        self.move: Move | None = None
+        self.record: list[str | int] | None = None
+        self.handled = False
+        self.latency_ms: int | None = None
+        self.fatal: BaseException | None = None  # a handler's SystemExit & co
+        self.thread: threading.Thread | None = None  # the slot thread running it
+        self._decided: dict[str, str] = {}
+
+    def decide(self, who: str) -> bool:
+        """Take the decision on this message's outcome for ``who``; False if another had it."""
+        return self._decided.setdefault("by", who) == who
+
+    @property
+    def decided_by(self) -> str | None:
+        return self._decided.get("by")
+
+    @property
+    def started(self) -> bool:
+        return self.started_at > 0.0

@@ -1,0 +1,247 @@
+"""Where handlers run: a pool of threads for a plain function, one event loop for ``async def``.
+
+Both take messages from one line (:meth:`Slots.submit`), in claim order: the first free slot
+takes the oldest, so messages start in queue order; with several slots they finish in whatever
+order their handlers take. Each finished message is put on ``done`` for the dispatcher, which
+alone talks to Redis and settles it. :meth:`Slots.withdraw` takes back the messages no slot has
+started yet (on stop: they go back to the queue unchanged).
+
+Giving up on a handler past its time limit (:meth:`Slots.give_up`) frees its slot at once:
+- a thread is left to finish on its own (Python cannot stop a thread blocked in C code) and a
+  new thread takes its place; :class:`TimeLimitExceeded` is raised in it, which ends a handler
+  running Python code. Its late result is discarded. :attr:`Slots.abandoned` counts such threads
+  still running: the worker recycles its process when they outnumber its slots.
+- a task is cancelled. If the event loop itself is blocked (a handler that called blocking code)
+  the loop is left behind with all its tasks, and a new one takes over (:meth:`LoopSlots.give_up`
+  says which messages were stranded with it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from consumers.held import STALLED, TIME_LIMIT, Held
+from producer.errors import TimeLimitExceeded
+
+log = logging.getLogger("consumers.worker")
+LOOP_STALL_S = 1.0  # an event loop that ran no callback for this long is blocked
+
+
+class Slots:
+    """What the dispatcher needs of either kind of slot."""
+
+    def __init__(self, n: int, done: queue.SimpleQueue[Held], name: str) -> None:
+        self.n = n
+        self.done = done
+        self.name = name
+        self._todo: queue.SimpleQueue[Held | None] = queue.SimpleQueue()
+        self._running: dict[int, Held] = {}  # id(held): started, not finished
+
+    def submit(self, held: Held) -> None:
+        self._todo.put(held)
+
+    def withdraw(self) -> list[Held]:
+        """Take back every message no slot has started (claim order)."""
+        taken = []
+        with contextlib.suppress(queue.Empty):
+            while True:
+                held = self._todo.get_nowait()
+                if held is not None:
+                    taken.append(held)
+        return taken
+
+    def running(self) -> list[Held]:
+        """The messages whose handler is running now."""
+        return list(self._running.values())
+
+    def give_up(self, held: Held) -> list[Held]:
+        """Free ``held``'s slot (its outcome was decided: timed out). Returns other messages
+        stranded with it (their outcome is not decided yet)."""
+        raise NotImplementedError
+
+    @property
+    def abandoned(self) -> int:
+        """Handlers given up on that are still running."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Let the slots end once idle (handlers still running are not waited for)."""
+        raise NotImplementedError
+
+
+class ThreadSlots(Slots):
+    """``n`` threads calling ``run(held)``."""
+
+    def __init__(self, n: int, run: Callable[[Held], None], done: queue.SimpleQueue[Held],
+                 name: str) -> None:  # fmt: skip
+        super().__init__(n, done, name)
+        self._run = run
+        self._given_up: dict[int, threading.Thread] = {}  # ident: a thread left to finish
+        self._spawned = 0
+        for _ in range(n):
+            self._spawn()
+
+    def _spawn(self) -> None:
+        self._spawned += 1
+        thread = threading.Thread(target=self._serve, name=f"handler-{self.name}-{self._spawned}",
+                                  daemon=True)  # fmt: skip
+        thread.start()
+
+    def _serve(self) -> None:
+        me = threading.current_thread()
+        try:
+            while (held := self._todo.get()) is not None:
+                held.thread = me
+                self._running[id(held)] = held
+                try:
+                    self._run(held)
+                except Exception:  # a bug of the worker's: settled as if it crashed
+                    log.exception("queue worker %s: running a handler failed", self.name)
+                finally:
+                    self._running.pop(id(held), None)
+                if held.decided_by != TIME_LIMIT:
+                    self.done.put(held)
+                if me.ident in self._given_up:
+                    return  # a new thread has its slot
+        except TimeLimitExceeded:  # raised in it after its handler returned: it ends, as meant
+            pass
+
+    def give_up(self, held: Held) -> list[Held]:
+        thread = held.thread
+        if thread is None or thread.ident is None:
+            return []
+        self._given_up[thread.ident] = thread
+        self._spawn()  # the slot is free again
+        # Ends a handler running Python code; one blocked in C sees it when that call returns.
+        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident),
+                                                   ctypes.py_object(TimeLimitExceeded))  # fmt: skip
+        return []
+
+    @property
+    def abandoned(self) -> int:
+        for ident, thread in list(self._given_up.items()):
+            if not thread.is_alive():
+                self._given_up.pop(ident, None)
+        return len(self._given_up)
+
+    def close(self) -> None:
+        for _ in range(self._spawned):
+            self._todo.put(None)
+
+
+class LoopSlots(Slots):
+    """One event loop awaiting ``run(held)``, ``n`` at a time."""
+
+    def __init__(self, n: int, run: Callable[[Held], Coroutine[Any, Any, None]],
+                 done: queue.SimpleQueue[Held], name: str) -> None:  # fmt: skip
+        super().__init__(n, done, name)
+        self._run = run
+        self._left: list[threading.Thread] = []  # loops left behind, blocked
+        self._start_loop()
+
+    def _start_loop(self) -> None:
+        self._loop = loop = asyncio.new_event_loop()
+        self._tasks: dict[int, asyncio.Task[None]] = {}  # id(held): its task, in a slot
+        self._cancelled: set[asyncio.Task[None]] = set()  # given up on, not ended yet
+        self._ticked_at = time.monotonic()
+        self._thread = threading.Thread(target=self._serve, args=(loop,), daemon=True,
+                                        name=f"handlers-{self.name}")  # fmt: skip
+        self._thread.start()
+
+    def _serve(self, loop: asyncio.AbstractEventLoop) -> None:
+        asyncio.set_event_loop(loop)
+        loop.call_soon(self._tick, loop)
+        with contextlib.suppress(BaseException):
+            loop.run_forever()
+
+    def _tick(self, loop: asyncio.AbstractEventLoop) -> None:
+        if loop is self._loop:
+            self._ticked_at = time.monotonic()
+            loop.call_later(0.1, self._tick, loop)
+
+    def submit(self, held: Held) -> None:
+        super().submit(held)
+        self._loop.call_soon_threadsafe(self._pump, self._loop)
+
+    def _pump(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start the oldest waiting messages while fewer than ``n`` run (on the loop)."""
+        tasks = self._tasks
+        while loop is self._loop and len(tasks) < self.n:
+            try:
+                held = self._todo.get_nowait()
+            except queue.Empty:
+                return
+            if held is None:
+                continue
+            self._running[id(held)] = held
+            tasks[id(held)] = loop.create_task(self._one(held, loop))
+
+    async def _one(self, held: Held, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            await self._run(held)
+        except asyncio.CancelledError:  # given up on: decided already
+            pass
+        except Exception:  # a bug of the worker's: the dispatcher settles it as if it crashed
+            log.exception("queue worker %s: running a handler failed", self.name)
+        finally:
+            self._running.pop(id(held), None)
+            if loop is self._loop:
+                self._tasks.pop(id(held), None)
+            if (me := asyncio.current_task()) is not None:
+                self._cancelled.discard(me)
+            if held.decided_by not in (TIME_LIMIT, STALLED):
+                self.done.put(held)
+            if loop is self._loop:
+                self._pump(loop)
+
+    def give_up(self, held: Held) -> list[Held]:
+        if time.monotonic() - self._ticked_at < LOOP_STALL_S:
+            self._loop.call_soon_threadsafe(self._cancel, held, self._loop)
+            return []
+        # The loop is blocked (a handler called blocking code): leave it with its tasks.
+        stranded = [h for h in self.running() if h is not held]
+        old_loop, old_tasks = self._loop, list(self._tasks.values())
+        self._left.append(self._thread)
+        for h in [*stranded, held]:
+            self._running.pop(id(h), None)
+        blocked_s = time.monotonic() - self._ticked_at
+        self._start_loop()
+        # When the blocking call returns, the old loop cancels what it holds and stops.
+        old_loop.call_soon_threadsafe(_wind_down, old_loop, old_tasks)
+        self._loop.call_soon_threadsafe(self._pump, self._loop)
+        log.warning("queue worker %s: its event loop ran nothing for %.1f s (a handler called "
+                    "blocking code): a new loop takes over; %d other message(s) in the old "
+                    "one are released", self.name, blocked_s, len(stranded))  # fmt: skip
+        return stranded
+
+    def _cancel(self, held: Held, loop: asyncio.AbstractEventLoop) -> None:
+        """On the loop: cancel ``held``'s task; its slot is free even if it ignores that."""
+        task = self._tasks.pop(id(held), None) if loop is self._loop else None
+        if task is not None and not task.done():
+            self._cancelled.add(task)
+            task.cancel()
+        self._pump(loop)
+
+    @property
+    def abandoned(self) -> int:
+        self._left = [t for t in self._left if t.is_alive()]
+        return len(self._left) + len(self._cancelled)
+
+    def close(self) -> None:
+        loop = self._loop
+        with contextlib.suppress(RuntimeError):  # closed already
+            loop.call_soon_threadsafe(_wind_down, loop, list(self._tasks.values()))
+
+
+def _wind_down(loop: asyncio.AbstractEventLoop, tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    loop.call_soon(loop.stop)
