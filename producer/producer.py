@@ -152,14 +152,20 @@ class Producer:
         delay_s: float | None = None,
         not_before: float | None = None,
         track: bool | None = None,
+        timeout_s: float | None = None,
     ) -> Sent:
         """LPUSH one message onto ``queue``; the result is the queue depth after the push.
         Raises :class:`QueueFull` past ``max_queue_depth``. With ``delay_s`` (seconds from now,
         on Redis's clock) or ``not_before`` (Unix time, seconds) it waits in
-        ``bus:{q}:delayed`` until then; with ``track`` it has a status record (see
-        :meth:`push_many`)."""
+        ``bus:{q}:delayed`` until then; with ``track`` it has a status record; with
+        ``timeout_s`` its own time limit (see :meth:`push_many`)."""
         return self.push_many(
-            [payload], queue, delay_s=delay_s, not_before=not_before, track=track
+            [payload],
+            queue,
+            delay_s=delay_s,
+            not_before=not_before,
+            track=track,
+            timeout_s=timeout_s,
         )[0]
 
     def publish(self, payload: Any, channel: str = "default") -> Sent:
@@ -174,6 +180,7 @@ class Producer:
         delay_s: float | None = None,
         not_before: float | None = None,
         track: bool | None = None,
+        timeout_s: float | None = None,
     ) -> list[Sent]:
         """LPUSH several messages in one round trip (in order, so FIFO holds among them): all of
         them, or none and :class:`QueueFull` when they would take the queue past the limit.
@@ -185,7 +192,13 @@ class Producer:
 
         Tracked (``track`` True, or None and ``queue`` in ``track_queues``): each message's
         record (``bus:{q}:msg:<id>``, state ``pending`` or ``scheduled``) is created in the same
-        script as the push."""
+        script as the push.
+
+        With ``timeout_s`` (seconds, > 0 and at most 604800, 7 days) each message carries its
+        own time limit: a worker gives each attempt of its handler that long instead of
+        ``BUS_HANDLER_TIMEOUT_S``, and an attempt past it has failed (retried, then
+        dead-lettered at ``BUS_MAX_ATTEMPTS``). A bad value raises ValueError, nothing sent."""
+        timeout_s = envelope.check_timeout(timeout_s)
         if delay_s is not None and not_before is not None:
             raise ValueError("give delay_s or not_before, not both")
         if delay_s is not None and not 0 <= delay_s < float("inf"):
@@ -203,7 +216,7 @@ class Producer:
                 push = partial(self._lpush, queue)
             else:
                 push = partial(self._schedule, queue, delay_ms, due)
-            sent = self._send(keys.pending(queue), payloads, "prodcons", push, track)
+            sent = self._send(keys.pending(queue), payloads, "prodcons", push, track, timeout_s)
         except QueueFull as full:
             if self.stats:
                 self.stats.incr("refused_full", full.count, queue)
@@ -291,11 +304,14 @@ class Producer:
         mode: str,
         send: Callable[..., list[Any]],
         track: bool = False,
+        timeout_s: float | None = None,
     ) -> list[Sent]:
         with self._lock_for(dest):
             first = self._seqs.get(dest, 1)
             envs = [
-                envelope.new(p, src=self.src, seq=first + i, mode=mode, track=track)
+                envelope.new(
+                    p, src=self.src, seq=first + i, mode=mode, track=track, timeout_s=timeout_s
+                )
                 for i, p in enumerate(payloads)
             ]
             raws = [e.encode() for e in envs]  # a payload that is not JSON fails here

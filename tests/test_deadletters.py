@@ -68,3 +68,26 @@ def test_requeuing_100000_dead_letters_never_blocks_redis_for_long(
     oldest, newest = r.lindex(keys.pending("default"), -1), r.lindex(keys.pending("default"), 0)
     assert decode(oldest).payload == 0 and decode(newest).payload == n - 1  # FIFO kept
     assert decode(oldest).attempt == 1
+
+
+def test_a_time_limit_survives_retries_dead_lettering_and_requeue(
+    settings: Settings, r: redis.Redis
+) -> None:
+    """A message pushed with timeout_s keeps it on each retry the worker writes, in its dead
+    letter, and when it is requeued as a first attempt."""
+    seen: list[tuple[int, float | None]] = []
+
+    def fail_noting(env: Envelope) -> None:
+        seen.append((env.attempt, env.timeout_s))
+        raise RuntimeError("refused")
+
+    capped = settings.replace(max_attempts=2)
+    Producer(make_client(capped, "producer")).push("job", timeout_s=42.5)
+    with running(Worker(capped, "default", "w1", fail_noting)):
+        wait_for(lambda: r.llen(keys.dead("default")) == 1, 10, "dead-lettered")
+    assert seen == [(1, 42.5), (2, 42.5)]
+    (entry,) = DeadLetters(r, "default").entries(0, 1)
+    assert decode(entry["raw"]).timeout_s == 42.5
+    assert DeadLetters(r, "default").requeue() == (1, 0)
+    again = decode(r.lindex(keys.pending("default"), 0))
+    assert (again.attempt, again.timeout_s, again.payload) == (1, 42.5, "job")

@@ -8,13 +8,15 @@ import logging
 import shlex
 import threading
 import tomllib
+from dataclasses import replace
 from importlib import resources
 
 import pytest
 from jsonschema import Draft202012Validator
 
 from producer import EnvelopeError, PayloadError, decode, encode
-from producer.store.envelope import decode_noting, new, report_ignored_fields_to
+from producer.settings.checks import MAX_TIMEOUT_S
+from producer.store.envelope import check_timeout, decode_noting, new, report_ignored_fields_to
 from tests.procs import ROOT
 
 
@@ -194,6 +196,14 @@ IGNORED: list[tuple[dict[str, object], tuple[str, ...]]] = [
     ({**GOOD, "attempt": True}, ("attempt",)),
     ({**GOOD, "attempt": 2.5}, ("attempt",)),
     ({**GOOD, "seq": 0, "ts": -1, "attempt": -1}, ("seq", "ts", "attempt")),
+    ({**GOOD, "timeout_s": 0}, ("timeout_s",)),
+    ({**GOOD, "timeout_s": -30}, ("timeout_s",)),
+    ({**GOOD, "timeout_s": 604800.5}, ("timeout_s",)),
+    ({**GOOD, "timeout_s": 10**400}, ("timeout_s",)),
+    ({**GOOD, "timeout_s": "30"}, ("timeout_s",)),
+    ({**GOOD, "timeout_s": True}, ("timeout_s",)),
+    ({**GOOD, "timeout_s": [30]}, ("timeout_s",)),
+    ({**GOOD, "seq": 0, "timeout_s": 0}, ("seq", "timeout_s")),
 ]
 
 
@@ -210,6 +220,7 @@ def test_out_of_range_accounting_fields_are_ignored_not_refused(
     assert (env.src, env.seq) == (("", 0) if pair_ignored else (GOOD["src"], GOOD["seq"]))
     assert env.ts == (0 if "ts" in fields else GOOD["ts"])
     assert env.attempt == 1
+    assert env.timeout_s == (None if "timeout_s" in fields else obj.get("timeout_s"))
     assert decode(raw_of(obj)) == env
     again, again_notes = decode_noting(env.next_attempt().encode())  # a retry writes it clean
     assert again_notes == () and again.attempt == 2
@@ -232,6 +243,48 @@ def test_ignored_fields_are_reported_to_the_sink_of_the_decoding_thread() -> Non
     assert seen == [(GOOD["id"], ("seq 0 (not an integer >= 1)",))]
     decode(odd)  # no sink any more: logged at DEBUG only
     assert len(seen) == 1
+
+
+@pytest.mark.parametrize("timeout_s", [0.001, 2.5, 30, 604800])
+def test_a_time_limit_travels_with_the_message(timeout_s: float) -> None:
+    """timeout_s, a number > 0 and <= 7 days, is kept as a float through a round trip, a retry
+    and a dead-letter requeue's rewrite; a foreign producer's integer reads as the same limit."""
+    env = new({"n": 1}, src="p", seq=1, timeout_s=timeout_s)
+    assert env.timeout_s == float(timeout_s) and type(env.timeout_s) is float
+    assert json.loads(env.encode())["timeout_s"] == timeout_s
+    assert decode(env.encode()) == env
+    again = decode(env.next_attempt().encode())
+    assert (again.attempt, again.timeout_s) == (2, float(timeout_s))
+    assert decode(replace(again, attempt=1).encode()).timeout_s == float(timeout_s)
+    foreign, notes = decode_noting(raw_of({**MINIMAL, "timeout_s": timeout_s}))
+    assert (foreign.timeout_s, notes) == (float(timeout_s), ())
+    assert decode(raw_of({**GOOD, "timeout_s": timeout_s})).timeout_s == float(timeout_s)
+
+
+def test_without_a_time_limit_the_encoding_is_unchanged() -> None:
+    """timeout_s None (absent or null) is not written: such envelopes stay as they were."""
+    env = new(1, src="p", seq=1)
+    assert env.timeout_s is None and b"timeout_s" not in env.encode()
+    assert decode(raw_of({**GOOD, "timeout_s": None})).timeout_s is None
+    assert encode(decode(raw_of(GOOD))) == encode(decode(raw_of({**GOOD, "timeout_s": None})))
+
+
+@pytest.mark.parametrize(
+    "bad", [0, -1, 0.0, 604800.001, 10**400, float("nan"), float("inf"), True, "30", None]
+)
+def test_check_timeout_refuses_what_the_envelope_cannot_carry(bad: object) -> None:
+    """check_timeout: None passes as None, anything but a number in (0, 7 days] is refused."""
+    if bad is None:
+        assert check_timeout(bad) is None
+        return
+    with pytest.raises(ValueError, match="timeout_s"):
+        check_timeout(bad)
+
+
+def test_the_schema_bounds_timeout_s_as_the_decoder_does() -> None:
+    """The schema's maximum is MAX_TIMEOUT_S, the settings' bound (7 days)."""
+    prop = load_schema()["properties"]["timeout_s"]  # type: ignore[index]
+    assert (prop["exclusiveMinimum"], prop["maximum"]) == (0, MAX_TIMEOUT_S) == (0, 604800)
 
 
 def test_encode_leaves_out_what_is_not_set() -> None:
@@ -325,9 +378,10 @@ POOL: list[object] = ["absent", None, 0, 1, 2, -1, True, 1.5, "", "x", "pubsub",
 def test_schema_and_decoder_agree_field_by_field(base: dict[str, object]) -> None:
     """Each field set to each of a pool of values (or left out): the schema accepts exactly
     what the decoder takes as it is (nothing refused, nothing ignored); what the decoder only
-    ignores is an accounting field."""
+    ignores is an accounting field or timeout_s."""
     disagree = []
-    for name in ("v", "id", "payload", "src", "seq", "ts", "mode", "attempt", "track"):
+    for name in ("v", "id", "payload", "src", "seq", "ts", "mode", "attempt", "track",
+                 "timeout_s"):  # fmt: skip
         for value in POOL:
             obj = {k: v for k, v in base.items() if k != name}
             if value != "absent":
@@ -335,7 +389,8 @@ def test_schema_and_decoder_agree_field_by_field(base: dict[str, object]) -> Non
             try:
                 notes = decode_noting(raw_of(obj))[1]
                 clean = not notes
-                assert {n.split()[0] for n in notes} <= {"src", "seq", "ts", "attempt"}
+                assert {n.split()[0] for n in notes} <= {"src", "seq", "ts", "attempt",
+                                                         "timeout_s"}  # fmt: skip
             except EnvelopeError:
                 clean = False
             if clean != (not schema_errors(obj)):

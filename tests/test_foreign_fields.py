@@ -1,10 +1,11 @@
 """A foreign producer's out-of-range accounting fields do not cost it its work.
 
 Envelopes written by hand, as another language would write them, whose optional accounting
-fields (``src``, ``seq``, ``ts``, ``attempt``) are out of range or of the wrong type: a real
-worker process and a real subscriber process hand them to the handler as first deliveries,
-leave them out of the gap accounting and the latency, count them (``fields_ignored``) and warn
-about them at most once a minute. What cannot be handled (another ``v``, no ``payload``) is
+fields (``src``, ``seq``, ``ts``, ``attempt``), or whose time limit (``timeout_s``), are out of
+range or of the wrong type: a real worker process and a real subscriber process hand them to
+the handler as first deliveries (without a time limit of their own), leave them out of the gap
+accounting and the latency, count them (``fields_ignored``) and warn about them at most once a
+minute. What cannot be handled (another ``v``, no ``payload``) is
 still dead-lettered.
 """
 
@@ -35,6 +36,9 @@ ODD: list[tuple[str, dict[str, Any]]] = [
     ("ts-negative", {"ts": -1}),
     ("ts-string", {"ts": "abc"}),
     ("attempt-negative", {"attempt": -2}),
+    ("timeout-zero", {"timeout_s": 0}),  # the worker's BUS_HANDLER_TIMEOUT_S applies instead
+    ("timeout-string", {"timeout_s": "30"}),
+    ("timeout-past-7-days", {"timeout_s": 604801}),
 ]
 # Cannot be handled: dead-lettered as before.
 UNHANDLEABLE = [

@@ -119,6 +119,23 @@ def test_a_chunked_body_up_to_the_limit_is_accepted(web: tuple[str, redis.Redis]
     assert stored == [json.loads(small)["payload"], json.loads(body_of(LIMIT))["payload"]]
 
 
+@pytest.mark.slow
+def test_a_time_limit_under_gunicorn(web: tuple[str, redis.Redis]) -> None:
+    """A "timeout_s" served by gunicorn, with a Content-Length and chunked: a good one is
+    pushed in the envelope; 0, 1e999, 400 digits, a string, true or past 7 days is 400 JSON
+    naming the field, and nothing is pushed."""
+    hostport, admin = web
+    admin.delete(PENDING)
+    for chunked in (False, True):
+        code, answer = post_raw(hostport, b'{"payload": 1, "timeout_s": 12.5}', chunked)
+        assert code == 202, answer
+        for bad in (b"0", b"1e999", b"9" * 400, b'"12"', b"true", b"604801"):
+            body = b'{"payload": 1, "timeout_s": ' + bad + b"}"
+            code, answer = post_raw(hostport, body, chunked)
+            assert code == 400 and "'timeout_s' must be" in answer["error"], (bad, answer)
+    assert [decode(raw).timeout_s for raw in admin.lrange(PENDING, 0, -1)] == [12.5, 12.5]
+
+
 # A body that ends before its Content-Length (or its last chunk): 400 JSON, nothing sent.
 
 REQUEUE = "/api/queues/default/dead/requeue"

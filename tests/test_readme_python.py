@@ -19,7 +19,7 @@ import redis
 
 from consumers.tracking import Context
 from loadtest.harness.server import RedisServer
-from producer import keys, new_envelope
+from producer import decode, keys, new_envelope
 from tests.doctext import DOCUMENTS, fenced, text_of
 
 # The pages whose Python blocks the tests below run, and how many each shows.
@@ -67,7 +67,9 @@ def test_the_python_page_runs_as_written(
     assert printed[2] == "0"  # published to nobody
     assert printed[3] == "pending"  # the tracked message's record
     assert printed[4] == "mail to ada@example.com (attempt 1)"
-    assert r.llen(keys.pending("default")) == 5  # 1 + 2 + the tracked 4 and 5
+    assert r.llen(keys.pending("default")) == 6  # 1 + 2 + the tracked 4, the 10-minute one, 5
+    limits = [decode(raw).timeout_s for raw in r.lrange(keys.pending("default"), 0, -1)]
+    assert limits == [None, 600.0, None, None, None, None]  # newest first
     assert r.zcard(keys.delayed("default")) == 1
 
 

@@ -132,6 +132,59 @@ def test_a_delay_of_400_digits_is_400_naming_the_field(
     assert r.llen(PENDING) == 0 and r.zcard(keys.delayed("default")) == 0
 
 
+def test_a_time_limit_rides_in_the_envelope(client: FlaskClient, r: redis.Redis) -> None:
+    """A "timeout_s" on /prodcons: 202, and the envelope carries it, pushed now, delayed or
+    tracked; null is as if absent (the worker's BUS_HANDLER_TIMEOUT_S)."""
+    for body in ({"timeout_s": 90}, {"timeout_s": 0.25, "track": True},
+                 {"timeout_s": 604800}, {"timeout_s": None}):  # fmt: skip
+        code, answer = post_json(client, "/prodcons", {"payload": 1, **body})
+        assert code == 202, answer
+    code, answer = post_json(client, "/prodcons", {"payload": 2, "delay_s": 60, "timeout_s": 5})
+    assert code == 202 and answer["scheduled"] == 1, answer
+    pending = [decode(raw) for raw in r.lrange(PENDING, 0, -1)][::-1]
+    assert [e.timeout_s for e in pending] == [90.0, 0.25, 604800.0, None]
+    assert b"timeout_s" not in r.lindex(PENDING, 0)
+    (delayed,) = r.zrange(keys.delayed("default"), 0, -1)
+    assert decode(delayed).timeout_s == 5.0
+
+
+BAD_TIMEOUTS = ["0", "-1", "-0.5", '"30"', "true", "false", HUGE, "-" + HUGE, "1e999", "604801",
+                "604800.5", "[30]", "{}"]  # fmt: skip
+
+
+@pytest.mark.parametrize("value", BAD_TIMEOUTS)
+def test_a_bad_time_limit_is_400_naming_the_field(
+    client: FlaskClient, r: redis.Redis, value: str
+) -> None:
+    """0, negative, a string, a bool, 400 digits, 1e999 (infinity to Python's parser), past
+    7 days: 400 JSON naming 'timeout_s' and its range; nothing pushed or scheduled."""
+    for extra in ("", ', "delay_s": 10', ', "track": true'):
+        data = f'{{"payload": 1, "timeout_s": {value}{extra}}}'
+        resp = client.post("/prodcons", data=data, content_type=JSON)
+        assert resp.status_code == 400, resp.get_data(as_text=True)
+        error = assert_json(resp)["error"]
+        assert "'timeout_s' must be a number of seconds" in error and "604800" in error, error
+    assert r.dbsize() == 0  # nothing pushed, scheduled or recorded
+
+
+@pytest.mark.parametrize("value", ["30", "null", "0"])
+def test_pubsub_refuses_a_time_limit(
+    client: FlaskClient, redis_server: RedisServer, r: redis.Redis, value: str
+) -> None:
+    """A subscriber has no time limit: /pubsub answers 400 JSON saying time limits are for
+    queue messages, and publishes nothing."""
+    sub = subscribe(redis_server)
+    try:
+        data = f'{{"payload": 1, "timeout_s": {value}}}'
+        resp = client.post("/pubsub", data=data, content_type=JSON)
+        assert resp.status_code == 400, resp.get_data(as_text=True)
+        error = assert_json(resp)["error"]
+        assert "'timeout_s'" in error and "queue messages only" in error, error
+        assert sub.get_message(timeout=0.3) is None  # nothing published
+    finally:
+        sub.close()
+
+
 def test_the_other_numbers_of_400_digits(client: FlaskClient, r: redis.Redis) -> None:
     """The requeue's count is "at most n": 400 digits requeue every dead letter. The dead
     list's start and count, 400 or 5,000 digits: 400 JSON naming the argument and its range."""

@@ -71,6 +71,12 @@ def answer(app: Flask, path: str, data: bytes, content_type: str | None) -> tupl
         ("/prodcons", b"payload=5&queue=jobs", "application/x-www-form-urlencoded"),
         ("/prodcons/", b'{"payload": 1}', "application/json"),
         ("/prodcons", b'{"payload": ' + b"9" * 5000 + b"}", "application/json"),
+        ("/prodcons", b'{"payload": 1, "timeout_s": 30}', "application/json"),
+        ("/prodcons", b'{"payload": 1, "timeout_s": 0}', "application/json"),
+        ("/prodcons", b'{"payload": 1, "timeout_s": 1e999}', "application/json"),
+        ("/prodcons", b'{"payload": 1, "timeout_s": ' + b"9" * 400 + b"}", "application/json"),
+        ("/prodcons", b'{"payload": 1, "timeout_s": true}', "application/json"),
+        ("/pubsub", b'{"payload": 1, "timeout_s": 30}', "application/json"),
     ],
 )
 def test_the_fast_path_answers_as_flask_does(

@@ -5,8 +5,11 @@ POST with a JSON body ``{"payload": <any JSON>, "queue"|"channel": <optional nam
 and the envelope's ``src`` and ``seq``. ``/prodcons`` also takes ``"delay_s"`` (seconds from
 now) or ``"not_before"`` (Unix time, seconds): the message waits in ``bus:{q}:delayed`` until
 then, and the answer says ``"scheduled"`` (how many wait) and ``"due_ms"`` instead of the depth;
-and ``"track": true``: the bus keeps a status record of the message (``GET /api/messages/<id>``),
-and the answer says ``"tracked": true``. Queues in ``BUS_TRACK_QUEUES`` track every message.
+``"track": true``: the bus keeps a status record of the message (``GET /api/messages/<id>``),
+and the answer says ``"tracked": true`` (queues in ``BUS_TRACK_QUEUES`` track every message);
+and ``"timeout_s"``: the message's own time limit in the worker, seconds (> 0, at most 7
+days), in place of ``BUS_HANDLER_TIMEOUT_S``. ``/pubsub`` refuses a ``"timeout_s"`` (400): a
+subscriber has no time limit.
 A form POST (the index page without JavaScript) and a plain GET (any HTTP load tool, a link)
 send a message too and redirect (303) to ``/``, as the seed articles' endpoints did.
 
@@ -51,7 +54,15 @@ from web.bus import Bus, get_bus
 from web.errors import BadMessage, no_empty_segment
 from web.headers import API_HEADERS, add_secure_headers
 from web.limits import UNREAD, load_json, refuse_partial_body
-from web.message import PUSH_FIELDS, check_body, check_delay, check_track, form_value
+from web.message import (
+    PUSH_FIELDS,
+    check_body,
+    check_delay,
+    check_timeout,
+    check_track,
+    form_value,
+    refuse_time_limit,
+)
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -140,15 +151,17 @@ def send(bus: Bus, route: Route, body: Any) -> dict[str, Any]:
     """Check a parsed request body and send its message: the 202's body. Every refusal
     (:class:`BadMessage`) is raised before anything is sent; any other error is the send's."""
     settings = bus.settings
-    allowed = settings.queues if route is PRODCONS else settings.channels
-    payload, name = check_body(body, route.dest_field, allowed, route.extras)
     if route is PUBSUB:
+        refuse_time_limit(body)  # said as such, not as one more unknown field
+        payload, name = check_body(body, route.dest_field, settings.channels, route.extras)
         return accepted(route, name, bus.get_producer().publish(payload, name))
-    if PUSH_OPTIONS.isdisjoint(body):  # most pushes: no delay, no tracking to check
+    payload, name = check_body(body, route.dest_field, settings.queues, route.extras)
+    if PUSH_OPTIONS.isdisjoint(body):  # most pushes: no delay, tracking or time limit to check
         return accepted(route, name, bus.get_producer().push(payload, name))
     track = check_track(body)
+    timeout_s = check_timeout(body)
     delay = check_delay(body)
-    sent = bus.get_producer().push(payload, name, track=track, **delay)
+    sent = bus.get_producer().push(payload, name, track=track, timeout_s=timeout_s, **delay)
     if not delay:
         return accepted(route, name, sent)
     env = sent.envelope

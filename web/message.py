@@ -1,5 +1,6 @@
 """What a message request may say, and the checks that refuse it (:class:`BadMessage`) before
-anything is sent: its fields, its destination, its delay, a form field's value."""
+anything is sent: its fields, its destination, its delay, its time limit, a form field's
+value."""
 
 from __future__ import annotations
 
@@ -8,11 +9,14 @@ import time
 from typing import Any
 
 from producer.errors import BusError
+from producer.settings.checks import MAX_TIMEOUT_S
+from producer.store.envelope import check_timeout as check_timeout_s
 from web.errors import BadMessage
 from web.limits import too_many_digits
 
 DELAY_FIELDS = ("delay_s", "not_before")
-PUSH_FIELDS = (*DELAY_FIELDS, "track")  # what a push may carry beside payload and queue
+# What a push may carry beside payload and queue.
+PUSH_FIELDS = (*DELAY_FIELDS, "track", "timeout_s")
 MAX_DELAY_S = 366 * 86400  # a delay past a year is a mistake, not a schedule
 
 
@@ -43,6 +47,29 @@ def check_track(body: dict[str, Any]) -> bool | None:
     if track is not None and not isinstance(track, bool):
         raise BadMessage(400, "'track' must be true or false")
     return track
+
+
+def check_timeout(body: dict[str, Any]) -> float | None:
+    """A push's ``"timeout_s"``: its own time limit in seconds, or None when absent (or null:
+    the worker's ``BUS_HANDLER_TIMEOUT_S`` applies)."""
+    try:
+        return check_timeout_s(body.get("timeout_s"))
+    except ValueError:
+        raise BadMessage(
+            400,
+            f"'timeout_s' must be a number of seconds > 0 and at most {MAX_TIMEOUT_S} (7 days)",
+        ) from None
+
+
+def refuse_time_limit(body: Any) -> None:
+    """A publish's body asking for a time limit: refused, since only a queue's worker keeps
+    one (a subscriber's handler runs without)."""
+    if isinstance(body, dict) and "timeout_s" in body:
+        raise BadMessage(
+            400,
+            "'timeout_s': time limits apply to queue messages only (POST /prodcons); a "
+            "subscriber's handler has no time limit",
+        )
 
 
 def check_delay(body: dict[str, Any]) -> dict[str, float]:

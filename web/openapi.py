@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from producer import Settings
+from producer.settings.checks import MAX_TIMEOUT_S
 from producer.store.tracking import MAX_ID_CHARS
 from web.message import MAX_DELAY_S, latest_not_before
 
@@ -91,6 +92,9 @@ def _form_body(dest: str, names: tuple[str, ...]) -> dict[str, Any]:
     }
 
 
+QUEUE_ONLY = "a timeout_s (time limits apply to queue messages only), "
+
+
 def _send(
     dest: str, names: tuple[str, ...], extra: dict[str, Any], accepted: str, summary: str
 ) -> dict[str, Any]:
@@ -108,6 +112,7 @@ def _send(
             "303": SEE_OTHER,
             "400": _error(
                 "not JSON, not an object, a field missing, unknown or of the wrong type, "
+                + (QUEUE_ONLY if dest == "channel" else "")
                 + _digits("an integer of more than {} digits, ")
                 + f"or {CUT_SHORT}"
             ),
@@ -264,6 +269,14 @@ def describe(settings: Settings) -> dict[str, Any]:
         "track": {
             "type": ["boolean", "null"],
             "description": "keep a status record (null: as BUS_TRACK_QUEUES says)",
+        },
+        "timeout_s": {
+            "type": ["number", "null"],
+            "exclusiveMinimum": 0,
+            "maximum": MAX_TIMEOUT_S,
+            "description": "the message's own time limit in the worker, seconds, in place of "
+            "BUS_HANDLER_TIMEOUT_S (null: that setting): a handler still running past it has "
+            "failed the attempt (retried, dead-lettered at BUS_MAX_ATTEMPTS)",
         },
     }
     queue = _queue_param(settings.queues)

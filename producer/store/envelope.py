@@ -5,19 +5,24 @@ language may LPUSH or PUBLISH one. Required: ``v`` (1), ``id`` (a non-empty stri
 ``payload`` (any JSON). Optional: ``src`` + ``seq`` (a producer id and its per-destination count
 from 1: with them a subscriber counts exactly what it missed), ``ts`` (ms since the epoch: the
 end-to-end latency), ``mode`` (default: where the message was read), ``attempt`` (0 or
-absent: the first delivery) and ``track`` (``true``: the bus keeps a status record of it, see
-:mod:`producer.store.tracking`). ``null`` for an optional field means absent. Unknown fields are
-ignored, and not kept when a message is written again (retry, recovery, requeue).
+absent: the first delivery), ``track`` (``true``: the bus keeps a status record of it, see
+:mod:`producer.store.tracking`) and ``timeout_s`` (seconds, > 0 and at most
+:data:`~producer.settings.checks.MAX_TIMEOUT_S`: the time limit of each attempt of the
+handler, in place of ``BUS_HANDLER_TIMEOUT_S``). ``null`` for an optional field means absent.
+Unknown fields are ignored, and not kept when a message is written again (retry, recovery,
+requeue).
 
 On the Python side an :class:`Envelope` always has every attribute: ``src`` ``""`` and ``seq``
-0 mean "not set", ``ts`` 0 means unknown, ``attempt`` is at least 1, ``track`` is a bool.
+0 mean "not set", ``ts`` 0 means unknown, ``attempt`` is at least 1, ``track`` is a bool,
+``timeout_s`` a float or None (not set: the worker's setting applies).
 
 What cannot be handled as meant raises :class:`EnvelopeError` (the consumer dead-letters it):
 not UTF-8 JSON, not an object, ``v`` not 1, ``id`` or ``payload`` missing, a ``mode`` or
 ``track`` it cannot read. The accounting fields (``src``, ``seq``, ``ts``, ``attempt``) only
 feed the bus's own counts: one out of range or of the wrong type (a foreign producer's
 ``"seq": 0``, ``"ts": "abc"``, a ``src`` without ``seq``) is ignored, as if absent, and the
-message is valid work. :func:`decode_noting` says which were ignored; :func:`decode` tells the
+message is valid work. So is a ``timeout_s`` that is not a number in its range: the worker's
+own limit applies. :func:`decode_noting` says which were ignored; :func:`decode` tells the
 sink the decoding thread installed with :func:`report_ignored_fields_to` (a daemon counts them
 and logs), or logs at DEBUG.
 """
@@ -36,6 +41,7 @@ from typing import Any
 import orjson
 
 from producer.errors import EnvelopeError, PayloadError
+from producer.settings.checks import MAX_TIMEOUT_S
 
 VERSION = 1
 MODES = ("prodcons", "pubsub")
@@ -59,7 +65,8 @@ _TWENTY_DIGITS = b"0" * 20
 
 @dataclass(frozen=True, slots=True)
 class Envelope:
-    """One message with its bookkeeping (``src`` "" and ``seq`` 0: not set; ``ts`` 0: unknown)."""
+    """One message with its bookkeeping (``src`` "" and ``seq`` 0: not set; ``ts`` 0: unknown;
+    ``timeout_s`` None: the worker's ``BUS_HANDLER_TIMEOUT_S`` applies)."""
 
     id: str
     src: str
@@ -70,6 +77,7 @@ class Envelope:
     attempt: int = 1
     v: int = VERSION
     track: bool = False
+    timeout_s: float | None = None
 
     def encode(self) -> bytes:
         """Compact JSON bytes, the form stored in Redis."""
@@ -89,12 +97,34 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def new(payload: Any, *, src: str = "", seq: int = 0, mode: str = "prodcons",
-        track: bool = False, attempt: int = 1) -> Envelope:  # fmt: skip
+def new(payload: Any, *, src: str = "", seq: int = 0, mode: str = "prodcons", track: bool = False,
+        attempt: int = 1, timeout_s: float | None = None) -> Envelope:  # fmt: skip
     """A fresh envelope for ``payload`` (a new id, stamped now): what a producer sends, and
-    what a handler's unit test can call it with (``producer.new_envelope``)."""
+    what a handler's unit test can call it with (``producer.new_envelope``). ``timeout_s`` is
+    taken as it is: :func:`check_timeout` is the caller's to run."""
     return Envelope(id=uuid.uuid4().hex, src=src, seq=seq, ts=now_ms(), mode=mode,
-                    payload=payload, track=track, attempt=attempt)  # fmt: skip
+                    payload=payload, track=track, attempt=attempt,
+                    timeout_s=None if timeout_s is None else float(timeout_s))  # fmt: skip
+
+
+def check_timeout(timeout_s: Any) -> float | None:
+    """``timeout_s`` as the envelope carries it (a float, or None for none); ValueError unless
+    it is None or a number (not a bool) > 0 and <= ``MAX_TIMEOUT_S`` (NaN and inf are not)."""
+    if timeout_s is None:
+        return None
+    # Compared as it is: an integer of 400 digits is simply out of range, where float() of it
+    # would raise OverflowError. NaN fails the comparison too.
+    if not _good_timeout(timeout_s):
+        raise ValueError(
+            f"timeout_s must be a number of seconds > 0 and <= {MAX_TIMEOUT_S} (7 days), "
+            f"got {timeout_s!r}"
+        )
+    return float(timeout_s)
+
+
+def _good_timeout(value: Any) -> bool:
+    """Whether ``value`` is a time limit the envelope may carry (bools are not numbers here)."""
+    return type(value) is not bool and isinstance(value, int | float) and 0 < value <= MAX_TIMEOUT_S
 
 
 def encode(env: Envelope) -> bytes:
@@ -109,6 +139,8 @@ def encode(env: Envelope) -> bytes:
     obj["mode"], obj["attempt"] = env.mode, env.attempt
     if env.track:
         obj["track"] = True
+    if env.timeout_s is not None:
+        obj["timeout_s"] = env.timeout_s
     obj["payload"] = env.payload
     try:
         out = orjson.dumps(obj)
@@ -150,6 +182,7 @@ def decode(raw: bytes | str, *, default_mode: str = "prodcons") -> Envelope:
         get = obj.get
         v, env_id, src, seq = get("v"), get("id"), get("src"), get("seq")
         ts, mode, attempt, track = get("ts"), get("mode"), get("attempt"), get("track")
+        timeout_s = get("timeout_s")
         if (
             type(v) is int and v == VERSION
             and type(env_id) is str and env_id
@@ -158,9 +191,11 @@ def decode(raw: bytes | str, *, default_mode: str = "prodcons") -> Envelope:
             and (mode == "prodcons" or mode == "pubsub")
             and type(attempt) is int and attempt >= 1
             and (track is None or track is True or track is False)
+            and (timeout_s is None or _good_timeout(timeout_s))
             and "payload" in obj
         ):  # fmt: skip
-            return _make(env_id, src, seq, ts, mode, obj["payload"], attempt, v, track is True)
+            return _make(env_id, src, seq, ts, mode, obj["payload"], attempt, v, track is True,
+                         None if timeout_s is None else float(timeout_s))  # fmt: skip
     env, notes = _checked(obj, data, default_mode)
     if notes:
         _report(env, notes)
@@ -248,25 +283,33 @@ def _checked(obj: Any, data: bytes, default_mode: str) -> tuple[Envelope, tuple[
         src = seq = None
     ts = _accounting_int(obj, "ts", 0, notes)
     attempt = _accounting_int(obj, "attempt", 0, notes)  # 0 or absent: the first delivery
+    timeout_s = obj.get("timeout_s")
+    if timeout_s is not None:
+        if _good_timeout(timeout_s):
+            timeout_s = float(timeout_s)
+        else:  # the worker's own limit applies
+            notes.append(f"timeout_s {_shown(timeout_s)} (not a number > 0 and <= {MAX_TIMEOUT_S})")
+            timeout_s = None
     env = _make(env_id, src or "", seq or 0, ts or 0, mode, obj["payload"], attempt or 1, v,
-                bool(track))  # fmt: skip
+                bool(track), timeout_s)  # fmt: skip
     return env, tuple(notes)
 
 
-_FIELDS = ("id", "src", "seq", "ts", "mode", "payload", "attempt", "v", "track")
+_FIELDS = ("id", "src", "seq", "ts", "mode", "payload", "attempt", "v", "track", "timeout_s")
 if Envelope.__slots__ != _FIELDS:  # _make below sets them in this order
     raise RuntimeError(f"Envelope's fields changed: {Envelope.__slots__}")
-_S0, _S1, _S2, _S3, _S4, _S5, _S6, _S7, _S8 = (getattr(Envelope, f).__set__ for f in _FIELDS)
+_S0, _S1, _S2, _S3, _S4, _S5, _S6, _S7, _S8, _S9 = (getattr(Envelope, f).__set__ for f in _FIELDS)
 _new = object.__new__
 
 
 def _make(env_id: str, src: str, seq: int, ts: int, mode: str, payload: Any, attempt: int,
-          v: int, track: bool) -> Envelope:  # fmt: skip
+          v: int, track: bool, timeout_s: float | None) -> Envelope:  # fmt: skip
     """An Envelope of already-checked values, without the frozen class's slower __init__ (which
     sets each field through object.__setattr__): the hot path of every consumer."""
     env = _new(Envelope)
     _S0(env, env_id), _S1(env, src), _S2(env, seq), _S3(env, ts)
     _S4(env, mode), _S5(env, payload), _S6(env, attempt), _S7(env, v), _S8(env, track)
+    _S9(env, timeout_s)
     return env
 
 
