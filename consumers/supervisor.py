@@ -129,12 +129,8 @@ class Supervisor:
 
     def run(self) -> int:
         """Start the children and supervise them until stopped; the exit status."""
-        log.info(
-            "supervisor %s: %d worker processes, %s",
-            self.name,
-            len(self.children),
-            ", ".join(c.name for c in self.children),
-        )
+        log.info("supervisor %s: starting worker processes %s", self.name,
+                 ", ".join(c.name for c in self.children))  # fmt: skip
         while True:
             now = time.monotonic()
             for child in self.children:
@@ -201,8 +197,9 @@ class Supervisor:
         if self._stop_deadline is None:
             self._stop_deadline = now + self.stop_timeout_s + STOP_SLACK_S
             assert self._stop_signal is not None
-            log.info("supervisor %s: passing %s on to %d workers", self.name,
-                     signal.Signals(self._stop_signal).name, len(live))  # fmt: skip
+            log.info("supervisor %s: passing %s on to %s", self.name,
+                     signal.Signals(self._stop_signal).name,
+                     ", ".join(c.name for c in live) or "no worker (none running)")  # fmt: skip
             for child in self.children:
                 child.start_at = None
                 if child.proc is not None:
