@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
         if args.command == "worker" and args.check:
             return tools.check_workers(settings, queues)
         if args.command == "worker" and args.processes:
-            return supervise(args, settings, argv)
+            return supervise(args, settings, argv, environ)
     except redis.RedisError as exc:
         refused = configuration_refused(exc, settings, f"python -m consumers {args.command}")
         detail = refused or status.describe_error(exc, settings)
@@ -92,7 +92,9 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
     return run_daemons(args, settings, queues, handler)
 
 
-def supervise(args: argparse.Namespace, settings: Settings, argv: list[str]) -> int:
+def supervise(
+    args: argparse.Namespace, settings: Settings, argv: list[str], environ: dict[str, str] | None
+) -> int:
     """``worker --processes N``: N worker processes named ``<name>-i`` under a supervisor."""
     name = args.name or default_name()
     try:
@@ -101,7 +103,9 @@ def supervise(args: argparse.Namespace, settings: Settings, argv: list[str]) -> 
     except SettingsError as exc:
         print(f"python -m consumers: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    supervisor = Supervisor(child_args(argv), name, args.processes, settings.stop_timeout_s)
+    supervisor = Supervisor(
+        child_args(argv), name, args.processes, settings.stop_timeout_s, environ
+    )
     install_signal_handlers(supervisor.stop, force=supervisor.kill)
     return supervisor.run()
 

@@ -33,7 +33,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from producer import Backoff
@@ -104,8 +104,16 @@ class Supervisor:
     """Runs ``python -m consumers <args> --name <name>-i`` for each i, restarting the ones
     that die, until :meth:`stop`."""
 
-    def __init__(self, args: Sequence[str], name: str, processes: int, stop_timeout_s: float):
+    def __init__(
+        self,
+        args: Sequence[str],
+        name: str,
+        processes: int,
+        stop_timeout_s: float,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
         self.args = list(args)
+        self.environ = None if environ is None else dict(environ)  # None: this process's
         self.name = name
         self.children = [Child(n) for n in child_names(name, processes)]
         self.stop_timeout_s = stop_timeout_s
@@ -149,7 +157,11 @@ class Supervisor:
         cmd = [sys.executable, "-m", "consumers", *self.args, "--name", child.name]
         try:
             child.proc = subprocess.Popen(
-                cmd, stdin=subprocess.DEVNULL, preexec_fn=self._preexec, process_group=0
+                cmd,
+                stdin=subprocess.DEVNULL,
+                env=self.environ,
+                preexec_fn=self._preexec,
+                process_group=0,
             )
         except OSError as exc:  # out of processes or memory: as if it had died at once
             delay = child.backoff.next_delay_s()
