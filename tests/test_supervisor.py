@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from consumers.supervisor import child_args
 from loadtest.harness.server import RedisServer
 from loadtest.harness.waits import wait_for
 from producer import decode
@@ -80,6 +81,12 @@ def test_help_and_usage_errors() -> None:
         done = run_cli("worker", "--processes", *args)
         assert done.returncode == 2 and "--processes" in done.stderr, (args, done.stderr)
     assert run_cli("subscriber", "--processes", "2").returncode == 2
+
+
+def test_children_get_the_same_options_but_processes_and_name() -> None:
+    """However they were written (``--opt=value``, an abbreviation the parser took)."""
+    argv = ["worker", "--queue", "a", "--proc=3", "--na", "x", "--log-level=DEBUG", "--queue", "b"]
+    assert child_args(argv) == ["worker", "--queue", "a", "--log-level=DEBUG", "--queue", "b"]
 
 
 def test_children_register_under_the_supervisors_name(
@@ -210,3 +217,20 @@ def test_children_die_with_a_supervisor_killed_by_sigkill(
     supervisor.signal(signal.SIGKILL)
     wait_for(lambda: not any(alive(pid) for pid in kids.values()), 5, "no child left")
     assert r.zcard(CONSUMERS) == 0
+
+
+def test_a_second_signal_kills_the_children_and_exits_130(
+    spawn: Callable[..., Proc], redis_server: RedisServer, r: redis.Redis, tmp_path: Path
+) -> None:
+    """SIGTERM while a child is in a 30 s handler, then SIGINT: the children are killed at
+    once, exit 130; the message stays in the child's processing list for the next start."""
+    supervisor = start_supervisor(spawn, redis_server.url, 2, "--name", "s2", "--handler", SLOW)
+    kids = wait_registered(r, supervisor, {"s2-1", "s2-2"})
+    mid = Ledger(redis_server).push(sleep_s=30.0)
+    wait_started(tmp_path / "records.jsonl", mid)
+    supervisor.signal(signal.SIGTERM)
+    wait_for(lambda: "passing SIGTERM on" in supervisor.log(), 5, "the first signal passed on")
+    supervisor.signal(signal.SIGINT)
+    assert supervisor.wait(5) == 130, supervisor.log()
+    wait_for(lambda: not any(alive(pid) for pid in kids.values()), 3, "no child left")
+    assert sum(processing_lists(r).values()) == 1
