@@ -11,7 +11,7 @@ same name after a capped exponential backoff with full jitter, reset once a chil
 restarted at once; exit 78 (a bad setting, or what Redis refused on a first connection) is
 not retried: the supervisor stops the other children and exits 78 itself.
 
-Stopping: :meth:`Supervisor.stop` passes the signal on to every child and waits for them up to
+Stopping: :meth:`Supervisor.stop` sends every child SIGTERM and waits for them up to
 ``stop_timeout_s`` + :data:`STOP_SLACK_S`, then SIGKILLs what is left. :meth:`Supervisor.kill`
 SIGKILLs them at once. A child dies with the supervisor even when the supervisor is killed with
 SIGKILL: it is started with ``PR_SET_PDEATHSIG`` set to SIGTERM (Linux), so it stops as on a
@@ -117,16 +117,15 @@ class Supervisor:
         self.name = name
         self.children = [Child(n) for n in child_names(name, processes)]
         self.stop_timeout_s = stop_timeout_s
-        self._stop_signal: int | None = None  # asked to stop, with this signal to pass on
+        self._stopping = False  # asked to stop: SIGTERM to every child, no more starts
         self._stop_deadline: float | None = None  # when what is left gets SIGKILLed
         self.exit_code = EXIT_OK
         self._preexec = die_with_parent()
 
-    def stop(self, signum: int = signal.SIGTERM) -> None:
-        """Ask every child to stop with ``signum``; :meth:`run` then returns once they are gone
-        (safe from a signal handler: the loop does the work)."""
-        if self._stop_signal is None:
-            self._stop_signal = signum
+    def stop(self) -> None:
+        """Ask every child to stop (SIGTERM: finish the messages in hand); :meth:`run` then
+        returns once they are gone (safe from a signal handler: the loop does the work)."""
+        self._stopping = True
 
     def kill(self) -> None:
         """SIGKILL every child now (safe from a signal handler: system calls only)."""
@@ -144,8 +143,8 @@ class Supervisor:
             for child in self.children:
                 if child.proc is not None and child.proc.poll() is not None:
                     self._exited(child, child.proc.returncode, now)
-            if self._stop_signal is not None:
-                if self._stopping(now):
+            if self._stopping:
+                if self._stop_step(now):
                     return self.exit_code
             else:
                 for child in self.children:
@@ -176,7 +175,7 @@ class Supervisor:
         assert child.proc is not None
         pid, child.proc = child.proc.pid, None
         what = describe_exit(code)
-        if self._stop_signal is not None:
+        if self._stopping:
             log.info("worker %s (pid %d) stopped: %s", child.name, pid, what)
             return
         if code == EXIT_CONFIG:
@@ -202,21 +201,19 @@ class Supervisor:
             child.name, pid, what, now - child.started_at, child.backoff.failures, delay,
         )  # fmt: skip
 
-    def _stopping(self, now: float) -> bool:
-        """One step of stopping: pass the signal on (once), SIGKILL past the deadline; True
+    def _stop_step(self, now: float) -> bool:
+        """One step of stopping: SIGTERM to every child (once), SIGKILL past the deadline; True
         once no child is left."""
         live = [c for c in self.children if c.proc is not None]
         if self._stop_deadline is None:
             self._stop_deadline = now + self.stop_timeout_s + STOP_SLACK_S
-            assert self._stop_signal is not None
-            log.info("supervisor %s: passing %s on to %s", self.name,
-                     signal.Signals(self._stop_signal).name,
-                     ", ".join(c.name for c in live) or "no worker (none running)")  # fmt: skip
+            names = ", ".join(c.name for c in live) or "no worker (none running)"
+            log.info("supervisor %s: SIGTERM to %s", self.name, names)
             for child in self.children:
                 child.start_at = None
                 if child.proc is not None:
                     with contextlib.suppress(ProcessLookupError):
-                        child.proc.send_signal(self._stop_signal)
+                        child.proc.send_signal(signal.SIGTERM)
         if not live:
             log.info("supervisor %s stopped", self.name)
             return True

@@ -229,7 +229,7 @@ def test_a_second_signal_kills_the_children_and_exits_130(
     mid = Ledger(redis_server).push(sleep_s=30.0)
     wait_started(tmp_path / "records.jsonl", mid)
     supervisor.signal(signal.SIGTERM)
-    wait_for(lambda: "passing SIGTERM on" in supervisor.log(), 5, "the first signal passed on")
+    wait_for(lambda: "SIGTERM to s2-1, s2-2" in supervisor.log(), 5, "the first signal passed on")
     supervisor.signal(signal.SIGINT)
     assert supervisor.wait(5) == 130, supervisor.log()
     wait_for(lambda: not any(alive(pid) for pid in kids.values()), 3, "no child left")
