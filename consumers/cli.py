@@ -3,6 +3,8 @@ the status view (:mod:`consumers.status`, whose exit codes are its own).
 
 The only place the daemons read the environment and install signal handlers: SIGTERM or
 SIGINT finishes the message in hand and exits 0; a second signal exits at once with 130.
+``worker --processes N`` runs :class:`consumers.supervisor.Supervisor` instead, which passes the
+first signal on to its children; on a second it kills them and exits 130.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from consumers.handlers import load_handler
 from consumers.parser import build_parser, check_name
 from consumers.refusals import configuration_refused
 from consumers.subscriber import NO_SHARDED_PATTERNS, Subscriber
+from consumers.supervisor import Supervisor, child_args, child_names
 from consumers.worker import Worker
 from producer import Settings, SettingsError
 from producer.errors import (
@@ -47,6 +50,7 @@ log = logging.getLogger("consumers")
 
 def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> int:
     """Entry point; returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     try:
         overrides: dict[str, object] = {}
@@ -80,6 +84,8 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
             return tools.run_reaper(settings, queues, args.once, stopping)
         if args.command == "worker" and args.check:
             return tools.check_workers(settings, queues)
+        if args.command == "worker" and args.processes:
+            return supervise(args, settings, argv, environ)
     except redis.RedisError as exc:
         refused = configuration_refused(exc, settings, f"python -m consumers {args.command}")
         detail = refused or status.describe_error(exc, settings)
@@ -89,11 +95,34 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
     return run_daemons(args, settings, queues, handler)
 
 
+def supervise(
+    args: argparse.Namespace, settings: Settings, argv: list[str], environ: dict[str, str] | None
+) -> int:
+    """``worker --processes N``: N worker processes named ``<name>-i`` under a supervisor."""
+    name = args.name or default_name()
+    try:
+        for child in child_names(name, args.processes):
+            check_name(child)
+    except SettingsError as exc:
+        print(f"python -m consumers: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    supervisor = Supervisor(
+        child_args(argv), name, args.processes, settings.stop_timeout_s, environ
+    )
+    install_signal_handlers(supervisor.stop, force=supervisor.kill)
+    return supervisor.run()
+
+
+def default_name() -> str:
+    """A daemon's name without --name: ``<host>-<pid>``."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
 def run_daemons(
     args: argparse.Namespace, settings: Settings, queues: list[str], handler: Callable[..., object]
 ) -> int:
     """Build the worker(s) or the subscriber and run them until a signal."""
-    name = args.name or f"{socket.gethostname()}-{os.getpid()}"
+    name = args.name or default_name()
     daemons: list[Daemon]
     if args.command == "worker":
         daemons = [Worker(settings, q, name, handler) for q in queues]
@@ -143,14 +172,19 @@ def run_daemons(
     return EXIT_OK
 
 
-def install_signal_handlers(stop: Callable[[], None]) -> None:
-    """First SIGTERM/SIGINT: call ``stop`` (finish the message in hand). Second: exit at once."""
+def install_signal_handlers(
+    stop: Callable[[], None], force: Callable[[], None] | None = None
+) -> None:
+    """First SIGTERM/SIGINT: call ``stop`` (finish the message in hand). Second: call ``force``
+    (if given), then exit at once."""
     received: list[int] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         received.append(signum)
         if len(received) > 1:
             os.write(2, b"second signal: exiting without finishing the message in hand\n")
+            if force is not None:
+                force()
             os._exit(EXIT_INTERRUPTED)
         log.info(
             "%s: finishing the message in hand, then exiting (again to force)",

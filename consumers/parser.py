@@ -8,10 +8,30 @@ from collections.abc import Callable
 
 from consumers import status
 from consumers.handlers import DEFAULT
+from consumers.supervisor import (
+    MAX_PROCESSES,
+    RESTART_BASE_S,
+    RESTART_CAP_S,
+    STABLE_S,
+    STOP_SLACK_S,
+)
 from producer import SettingsError
 from producer.settings.checks import MAX_CONCURRENCY
 
 FORMAT = argparse.RawDescriptionHelpFormatter
+PROCESSES = f"""\
+--processes N: child i is `python -m consumers worker` with the same options and --name
+<name>-i (<name>: --name, by default <host>-<pid> of the supervisor), so each has its own lease,
+processing list and heartbeat. A child that exits unasked is restarted under its name after a
+backoff ({RESTART_BASE_S:g} s doubling up to {RESTART_CAP_S:g} s, jittered; reset once it lived \
+{STABLE_S:g} s); one that exits 76
+(stuck handlers: recycle me) at once; on a 78 (configuration) the supervisor stops every child
+and exits 78. SIGTERM/SIGINT goes on to every child, which finishes its messages in hand (up to
+BUS_STOP_TIMEOUT_S; {STOP_SLACK_S:g} s later what is left is killed), then exit 0. A second
+signal kills the children, exit 130. The children die with the supervisor, even on kill -9
+(Linux). One process per core for CPU-bound handlers (a process runs Python on one core at a
+time: the GIL); N=1 keeps one worker that comes back after it exits (the Procfile's worker).
+"""
 EPILOG = """\
 Every BUS_* variable of docs/configuration.md applies (BUS_REDIS_URL, BUS_BLOCK_TIMEOUT_S, ...).
 SIGTERM/SIGINT finish the message in hand and exit 0; a second signal exits at once (130).
@@ -67,14 +87,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     def command(
-        name: str, parents: list[argparse.ArgumentParser], text: str
+        name: str, parents: list[argparse.ArgumentParser], text: str, epilog: str = EPILOG
     ) -> argparse.ArgumentParser:
         return sub.add_parser(
             name,
             parents=parents,
             help=text,
             description=text,
-            epilog=EPILOG,
+            epilog=epilog,
             formatter_class=FORMAT,
         )
 
@@ -83,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         [daemon, queues],
         "Pop messages from the tail of bus:{queue}:pending "
         "(FIFO) and run the handler on each; one thread per queue.",
+        PROCESSES + "\n" + EPILOG,
     )
     w.add_argument(
         "--delivery",
@@ -97,11 +118,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="messages in the handler's hands at once, per queue: N threads for a plain "
         "function, N tasks on one event loop for an async def (default: BUS_CONCURRENCY, 8)",
     )
-    w.add_argument(
+    alone = w.add_mutually_exclusive_group()
+    alone.add_argument(
         "--check",
         action="store_true",
         help="do not consume: exit 0 if every queue "
         "has a worker with a fresh heartbeat, else 1 (a liveness probe)",
+    )
+    alone.add_argument(
+        "--processes",
+        type=positive_int("--processes", MAX_PROCESSES),
+        metavar="N",
+        help="run N worker processes with these options under this one, which supervises "
+        "them (see below); without it the worker runs in this process",
     )
     s = command(
         "subscriber",

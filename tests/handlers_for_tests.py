@@ -165,3 +165,24 @@ async def async_work(env: Envelope, ctx: Context) -> object:
     await asyncio.sleep(float(spec.get("sleep_s", 0)))
     _append(env, "handled")
     return spec.get("result")
+
+
+def burn(env: Envelope) -> None:
+    """Record the start, keep a core busy for ``payload["cpu_s"]`` seconds of this thread's CPU
+    time (default 0.05), record the end: a CPU-bound handler."""
+    _append(env, "start")
+    spec = env.payload if isinstance(env.payload, dict) else {}
+    end = time.thread_time() + float(spec.get("cpu_s", 0.05))
+    while time.thread_time() < end:
+        pass
+    _append(env, "handled")
+
+
+def exit_on_first(env: Envelope) -> None:
+    """Record the start; on a first attempt, a payload ``{"exit": code}`` ends the process with
+    that code (76: a worker asking to be recycled); otherwise record the message as handled."""
+    _append(env, "start")
+    spec = env.payload if isinstance(env.payload, dict) else {}
+    if "exit" in spec and env.attempt <= 1:
+        os._exit(int(spec["exit"]))
+    _append(env, "handled")

@@ -99,6 +99,8 @@ COVERED = {
 
 # Commands the documents show that another test runs (as written, or as named), and which.
 ELSEWHERE = {
+    ".venv/bin/python -m consumers worker --processes 2": "tests/test_supervisor.py runs "
+        "`python -m consumers worker --processes N` against a Redis of its own",
     "make run": "tests/test_stack.py and the stack fixture below run scripts/run.sh, what "
         "`make run` runs after its bootstrap, on free ports",
     ".venv/bin/python -m loadtest run blackhole [--quick]":
