@@ -6,8 +6,10 @@ dashboard, so every view judges liveness the same way. ``--json`` prints that ov
 Exit status:
 
 - 0: healthy;
-- 1: a queue of ``BUS_QUEUES`` has no live worker, or a subscriber is deaf or silent past its
-  deadline (``overdue``); one line per problem goes to stderr;
+- 1: a queue of ``BUS_QUEUES`` has no live worker, a subscriber is deaf or silent past its
+  deadline (``overdue``), or a live worker is stuck (``overdue``: a handler it gave up on at its
+  time limit still runs, or its oldest message in hand is past its limit); one line per problem
+  goes to stderr;
 - 2: usage error (argparse);
 - 69: Redis could not be reached, or answered an error (one line on stderr);
 - 78: a bad ``BUS_*`` setting, as for every command.
@@ -40,8 +42,10 @@ Every BUS_* variable of docs/configuration.md applies (BUS_REDIS_URL, BUS_QUEUES
 Exit codes:
   0  healthy
   1  unhealthy: a queue of BUS_QUEUES has no live worker (no heartbeat younger than
-     BUS_HEARTBEAT_TTL_S), or a subscriber is deaf or silent for longer than its deadline
-     (BUS_HEALTH_CHECK_INTERVAL_S + BUS_PONG_DEADLINE_S); one line per problem on stderr
+     BUS_HEARTBEAT_TTL_S), a subscriber is deaf or silent for longer than its deadline
+     (BUS_HEALTH_CHECK_INTERVAL_S + BUS_PONG_DEADLINE_S), or a live worker is stuck (a
+     handler abandoned at its time limit still runs, or its oldest message in hand is past
+     its limit); one line per problem on stderr
   2  usage error
   69 Redis could not be reached or answered an error (one line on stderr)
   78 a bad BUS_* setting
@@ -104,7 +108,8 @@ def describe_error(exc: redis.RedisError, settings: Settings) -> str:
 
 def problems(overview: dict[str, Any], settings: Settings) -> list[str]:
     """One line per reason to call the bus unhealthy (empty: healthy): a queue of the
-    settings with no live worker, a subscriber deaf or silent past its deadline."""
+    settings with no live worker, a subscriber deaf or silent past its deadline, a live
+    worker stuck (``overdue``)."""
     found = []
     for q in settings.queues:
         queue = overview["queues"].get(q, {})
@@ -129,7 +134,20 @@ def problems(overview: dict[str, Any], settings: Settings) -> list[str]:
             f"subscriber {s['name']!r}: {s['state']} for {_seconds_up(s['deaf_for_ms'])} s "
             f"(deadline {_seconds(s['deaf_after_ms'])} s): {cause}"
         )
+    found.extend(_stuck(w) for w in overview["workers"] if w.get("overdue"))
     return found
+
+
+def _stuck(w: dict[str, Any]) -> str:
+    """Why a live worker is overdue, in one line."""
+    why = []
+    if w["abandoned"]:
+        n = w["abandoned"]
+        why.append(f"{n} handler{'s' if n > 1 else ''} given up on at the time limit still run")
+    if w["oldest_age_ms"] > w["oldest_limit_ms"]:
+        why.append(f"oldest message in hand for {_seconds_up(w['oldest_age_ms'])} s "
+                   f"(limit {_seconds(w['oldest_limit_ms'])} s)")  # fmt: skip
+    return f"worker {w['name']!r} on queue {w['queue']!r}: stuck: {'; '.join(why)}"
 
 
 def render(overview: dict[str, Any], source: str = "") -> str:
@@ -137,7 +155,7 @@ def render(overview: dict[str, Any], source: str = "") -> str:
     at = datetime.fromtimestamp(overview["redis_ms"] / 1000, UTC)
     stamp = f"{at:%Y-%m-%d %H:%M:%S} UTC (Redis clock)"
     sections = [" ".join(x for x in ("redis-bus", source, stamp) if x)]
-    sections += [section(overview) for section in SECTIONS]
+    sections += [text for section in SECTIONS if (text := section(overview))]
     return "\n\n".join(sections)
 
 
@@ -168,6 +186,17 @@ def _workers(o: dict[str, Any]) -> str:
              _rate(w["handled_per_s"]), _n(w["retried"]), _n(w["reconnects"])]
             for w in o["workers"]]  # fmt: skip
     return table("WORKERS", heads, rows)
+
+
+def _handlers(o: dict[str, Any]) -> str:
+    """What live workers' handlers hold (workers that say so; no table when none does)."""
+    heads = ["queue", "name", ">busy", ">oldest/limit", ">abandoned", ">timed out", "overdue"]
+    rows = [[w["queue"], w["name"], f"{w['busy']}/{w['slots']}",
+             _against(w["oldest_age_ms"], w["oldest_limit_ms"]) if w["oldest_age_ms"] else "-",
+             _n(w["abandoned"]), _n(w["timed_out"]),
+             "OVERDUE" if w["overdue"] else "no"]
+            for w in o["workers"] if "slots" in w]  # fmt: skip
+    return table("HANDLERS (live workers)", heads, rows) if rows else ""
 
 
 def _subscribers(o: dict[str, Any]) -> str:
@@ -205,7 +234,7 @@ def _latency(o: dict[str, Any]) -> str:
     return table("LATENCY", heads, rows)
 
 
-SECTIONS = (_rates, _queues, _workers, _subscribers, _channels, _producers, _latency)
+SECTIONS = (_rates, _queues, _workers, _handlers, _subscribers, _channels, _producers, _latency)
 RATE_NAMES = {"published_zero": "to nobody", "dead_lettered": "dead-lettered"}
 
 
