@@ -13,12 +13,14 @@ from typing import Any
 import pytest
 import redis
 from flask.testing import FlaskClient
+from jsonschema import Draft202012Validator
 from prometheus_client.parser import text_string_to_metric_families
 
 from producer import Settings, keys
 from producer.observe.stats import Stats
 from tests.inhandkit import DELIVERY, ReportingWorker, hands, reporting
 from tests.webapp import MakeApp, apps, assert_json
+from web.openapi import describe
 
 IN_HAND = ("slots", "busy", "oldest_age_ms", "oldest_limit_ms", "overdue", "abandoned")
 
@@ -173,3 +175,20 @@ def test_a_worker_stats_object_carries_the_fields_as_set() -> None:
     assert (snap["slots"], snap["busy"], snap["oldest_limit_ms"], snap["abandoned"]) == (
         8, 2, 1_000, 0)  # fmt: skip
     assert isinstance(snap["oldest_started_ms"], int) and snap["timed_out"] == 0
+
+
+def test_api_stats_workers_conform_to_the_openapi_description(
+    client: FlaskClient, r: redis.Redis, settings: Settings
+) -> None:
+    """Each worker row, with and without the in-hand fields, is a valid Worker of
+    /openapi.json."""
+    schema = describe(settings)["components"]["schemas"]["Worker"]
+    old_worker(r, "old")
+    with reporting(r, "default", "late", **hands(8, 2, oldest_age_ms=9_000, limit_ms=1_000)):
+        rows = overview(client)["workers"]
+    assert [w["name"] for w in rows] == ["late", "old"] and rows[0]["overdue"]
+    for row in rows:
+        Draft202012Validator(schema).validate(row)
+    assert {"slots", "busy", "oldest_age_ms", "oldest_limit_ms", "overdue", "abandoned"} <= set(
+        schema["properties"]
+    )

@@ -23,7 +23,7 @@ FIELDS = ("slots", "busy", "oldest_started_ms", "oldest_limit_ms", "abandoned")
 
 def _int(p: dict[str, Any], field: str) -> int:
     value = p.get(field, 0)
-    return value if isinstance(value, int) else 0  # garbage in a hash reads as none
+    return max(0, value) if isinstance(value, int) else 0  # garbage in a hash reads as none
 
 
 def in_hand(p: dict[str, Any], now: int) -> dict[str, Any]:
