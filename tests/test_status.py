@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import redis
 
-from consumers.status import problems, render, table
+from consumers.status import problems, render
+from consumers.tables import table
 from loadtest.harness.ports import free_port
 from loadtest.harness.server import RedisServer
 from loadtest.harness.waits import wait_for
