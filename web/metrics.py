@@ -3,7 +3,8 @@
 
 Counters come from ``bus:{stats}:totals``: bus-wide sums that outlive the processes and never go
 down, so ``rate()`` is right across crashes and restarts. Gauges come from Redis itself (queue
-depths, heartbeats, subscriber counts). The table below is the whole list; docs/watching.md repeats
+depths, heartbeats, subscriber counts) and from what live workers report of their handlers
+(:mod:`producer.observe.inhand`). The table below is the whole list; docs/watching.md repeats
 it, and ``deploy/`` holds a Prometheus scrape snippet and a Grafana dashboard that use it.
 """
 
