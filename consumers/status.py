@@ -6,8 +6,10 @@ dashboard, so every view judges liveness the same way. ``--json`` prints that ov
 Exit status:
 
 - 0: healthy;
-- 1: a queue of ``BUS_QUEUES`` has no live worker, or a subscriber is deaf or silent past its
-  deadline (``overdue``); one line per problem goes to stderr;
+- 1: a queue of ``BUS_QUEUES`` has no live worker, a subscriber is deaf or silent past its
+  deadline (``overdue``), or a live worker is stuck (``overdue``: a handler it gave up on at its
+  time limit still runs, or its oldest message in hand is past its limit); one line per problem
+  goes to stderr;
 - 2: usage error (argparse);
 - 69: Redis could not be reached, or answered an error (one line on stderr);
 - 78: a bad ``BUS_*`` setting, as for every command.
@@ -18,30 +20,29 @@ With ``--watch SECONDS`` the view is redrawn until Ctrl-C, which exits with the 
 from __future__ import annotations
 
 import json
-import math
 import sys
 import time
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import redis
 
+from consumers.tables import against, bound, duration, num, per_s, seconds, seconds_up, table
 from producer import Settings, make_client
 from producer.errors import EXIT_OK, EXIT_UNAVAILABLE, EXIT_UNHEALTHY
 from producer.observe.overview import read_overview
-from producer.observe.stats import LATENCY_BUCKETS_MS
 
 CLEAR = "\x1b[H\x1b[2J"  # cursor home, clear screen
-MAX_CELL = 20  # longer names are cut so that the tables fit in about 120 columns
 
 EPILOG = """\
 Every BUS_* variable of docs/configuration.md applies (BUS_REDIS_URL, BUS_QUEUES, ...).
 Exit codes:
   0  healthy
   1  unhealthy: a queue of BUS_QUEUES has no live worker (no heartbeat younger than
-     BUS_HEARTBEAT_TTL_S), or a subscriber is deaf or silent for longer than its deadline
-     (BUS_HEALTH_CHECK_INTERVAL_S + BUS_PONG_DEADLINE_S); one line per problem on stderr
+     BUS_HEARTBEAT_TTL_S), a subscriber is deaf or silent for longer than its deadline
+     (BUS_HEALTH_CHECK_INTERVAL_S + BUS_PONG_DEADLINE_S), or a live worker is stuck (a
+     handler abandoned at its time limit still runs, or its oldest message in hand is past
+     its limit); one line per problem on stderr
   2  usage error
   69 Redis could not be reached or answered an error (one line on stderr)
   78 a bad BUS_* setting
@@ -51,8 +52,6 @@ examples:
   python -m consumers status --json | jq .queues
   python -m consumers status --watch 2
 """
-
-Row = Sequence[str]
 
 
 def run(settings: Settings, as_json: bool = False, watch_s: float | None = None) -> int:
@@ -104,7 +103,8 @@ def describe_error(exc: redis.RedisError, settings: Settings) -> str:
 
 def problems(overview: dict[str, Any], settings: Settings) -> list[str]:
     """One line per reason to call the bus unhealthy (empty: healthy): a queue of the
-    settings with no live worker, a subscriber deaf or silent past its deadline."""
+    settings with no live worker, a subscriber deaf or silent past its deadline, a live
+    worker stuck (``overdue``)."""
     found = []
     for q in settings.queues:
         queue = overview["queues"].get(q, {})
@@ -112,7 +112,7 @@ def problems(overview: dict[str, Any], settings: Settings) -> list[str]:
             continue
         ages = [w["heartbeat_age_ms"] for w in overview["workers"]
                 if w["queue"] == q and w["heartbeat_age_ms"] is not None]  # fmt: skip
-        why = f"last heartbeat {_seconds_up(min(ages))} s ago" if ages else "no heartbeat"
+        why = f"last heartbeat {seconds_up(min(ages))} s ago" if ages else "no heartbeat"
         why += f", TTL {settings.heartbeat_ttl_s:g} s"
         if queue.get("depth"):
             why += f"; {queue['depth']} messages waiting"
@@ -126,10 +126,23 @@ def problems(overview: dict[str, Any], settings: Settings) -> list[str]:
             else "it lost its link to Redis"
         )
         found.append(
-            f"subscriber {s['name']!r}: {s['state']} for {_seconds_up(s['deaf_for_ms'])} s "
-            f"(deadline {_seconds(s['deaf_after_ms'])} s): {cause}"
+            f"subscriber {s['name']!r}: {s['state']} for {seconds_up(s['deaf_for_ms'])} s "
+            f"(deadline {seconds(s['deaf_after_ms'])} s): {cause}"
         )
+    found.extend(_stuck(w) for w in overview["workers"] if w.get("overdue"))
     return found
+
+
+def _stuck(w: dict[str, Any]) -> str:
+    """Why a live worker is overdue, in one line."""
+    why = []
+    if w["abandoned"]:
+        n = w["abandoned"]
+        why.append(f"{n} handler{'s' if n > 1 else ''} given up on at the time limit still run")
+    if w["oldest_age_ms"] > w["oldest_limit_ms"]:
+        why.append(f"oldest message in hand for {seconds_up(w['oldest_age_ms'])} s "
+                   f"(limit {seconds(w['oldest_limit_ms'])} s)")  # fmt: skip
+    return f"worker {w['name']!r} on queue {w['queue']!r}: stuck: {'; '.join(why)}"
 
 
 def render(overview: dict[str, Any], source: str = "") -> str:
@@ -137,7 +150,7 @@ def render(overview: dict[str, Any], source: str = "") -> str:
     at = datetime.fromtimestamp(overview["redis_ms"] / 1000, UTC)
     stamp = f"{at:%Y-%m-%d %H:%M:%S} UTC (Redis clock)"
     sections = [" ".join(x for x in ("redis-bus", source, stamp) if x)]
-    sections += [section(overview) for section in SECTIONS]
+    sections += [text for section in SECTIONS if (text := section(overview))]
     return "\n\n".join(sections)
 
 
@@ -145,17 +158,17 @@ def _rates(o: dict[str, Any]) -> str:
     rates = o.get("rates") or {}
     heads = [">" + RATE_NAMES.get(k, k) for k in rates]
     return table(
-        "RATES (messages/s, last few seconds)", heads, [[_rate(v) for v in rates.values()]]
+        "RATES (messages/s, last few seconds)", heads, [[per_s(v) for v in rates.values()]]
     )
 
 
 def _queues(o: dict[str, Any]) -> str:
     heads = ["queue", ">depth", ">scheduled", ">in flight", ">dead", ">oldest", ">handled",
              ">handled/s", ">workers alive", ">unaccounted"]  # fmt: skip
-    rows = [[q, _n(v["depth"]), _n(v.get("scheduled")), _n(v["in_flight"]), _n(v["dead"]),
-             _ms(v["oldest_age_ms"]),
-             _n(v.get("handled_total")), _rate(v["handled_per_s"]), _n(v["workers_alive"]),
-             _n(v["balance"]["unaccounted"]) if "balance" in v else "-"]
+    rows = [[q, num(v["depth"]), num(v.get("scheduled")), num(v["in_flight"]), num(v["dead"]),
+             duration(v["oldest_age_ms"]),
+             num(v.get("handled_total")), per_s(v["handled_per_s"]), num(v["workers_alive"]),
+             num(v["balance"]["unaccounted"]) if "balance" in v else "-"]
             for q, v in o["queues"].items()]  # fmt: skip
     return table("QUEUES", heads, rows)
 
@@ -164,18 +177,29 @@ def _workers(o: dict[str, Any]) -> str:
     heads = ["queue", "name", "delivery", "state", ">heartbeat/TTL", ">handled", ">/s",
              ">retried", ">reconnects"]  # fmt: skip
     rows = [[w["queue"], w["name"], w["delivery"] or "-", w["state"],
-             _against(w["heartbeat_age_ms"], w["heartbeat_ttl_ms"]), _n(w["handled"]),
-             _rate(w["handled_per_s"]), _n(w["retried"]), _n(w["reconnects"])]
+             against(w["heartbeat_age_ms"], w["heartbeat_ttl_ms"]), num(w["handled"]),
+             per_s(w["handled_per_s"]), num(w["retried"]), num(w["reconnects"])]
             for w in o["workers"]]  # fmt: skip
     return table("WORKERS", heads, rows)
+
+
+def _handlers(o: dict[str, Any]) -> str:
+    """What live workers' handlers hold (workers that say so; no table when none does)."""
+    heads = ["queue", "name", ">busy", ">oldest/limit", ">abandoned", ">timed out", "overdue"]
+    rows = [[w["queue"], w["name"], f"{w['busy']}/{w['slots']}",
+             against(w["oldest_age_ms"], w["oldest_limit_ms"]) if w["oldest_age_ms"] else "-",
+             num(w["abandoned"]), num(w["timed_out"]),
+             "OVERDUE" if w["overdue"] else "no"]
+            for w in o["workers"] if "slots" in w]  # fmt: skip
+    return table("HANDLERS (live workers)", heads, rows) if rows else ""
 
 
 def _subscribers(o: dict[str, Any]) -> str:
     heads = ["name", "channels", "state", ">deaf for/deadline", ">received", ">lost",
              ">duplicates", ">reconnects"]  # fmt: skip
     rows = [[s["name"], ",".join(s["channels"] + s["patterns"]), s["state"],
-             _against(s["deaf_for_ms"] if s["deaf"] else None, s["deaf_after_ms"]),
-             _n(s["received"]), _n(s["lost"]), _n(s["duplicates"]), _n(s["reconnects"])]
+             against(s["deaf_for_ms"] if s["deaf"] else None, s["deaf_after_ms"]),
+             num(s["received"]), num(s["lost"]), num(s["duplicates"]), num(s["reconnects"])]
             for s in o["subscribers"]]  # fmt: skip
     return table("SUBSCRIBERS", heads, rows)
 
@@ -183,7 +207,7 @@ def _subscribers(o: dict[str, Any]) -> str:
 def _channels(o: dict[str, Any]) -> str:
     heads = ["channel", ">subscribers", ">published", ">to nobody", ">received", ">lost",
              ">duplicates"]  # fmt: skip
-    rows = [[c, _n(v["subscribers"]), *(_n(v.get(f"{k}_total")) for k in
+    rows = [[c, num(v["subscribers"]), *(num(v.get(f"{k}_total")) for k in
              ("published", "published_zero", "received", "lost", "duplicates"))]
             for c, v in o["channels"].items()]  # fmt: skip
     return table("CHANNELS", heads, rows)
@@ -194,82 +218,16 @@ def _producers(o: dict[str, Any]) -> str:
               "unavailable")  # fmt: skip
     heads = ["role", "name", ">pushed", ">published", ">to nobody", ">unconfirmed",
              ">refused full", ">unavailable"]  # fmt: skip
-    rows = [[p["role"], p["name"], *(_n(p[k]) for k in counts)] for p in o["producers"]]
+    rows = [[p["role"], p["name"], *(num(p[k]) for k in counts)] for p in o["producers"]]
     return table("PRODUCERS", heads, rows)
 
 
 def _latency(o: dict[str, Any]) -> str:
     heads = ["mode", ">messages", ">p50 ms", ">p95 ms", ">p99 ms"]
-    rows = [[mode, _n(v["count"]), *(_bound(v, p) for p in ("p50", "p95", "p99"))]
+    rows = [[mode, num(v["count"]), *(bound(v, p) for p in ("p50", "p95", "p99"))]
             for mode, v in o["latency_ms"].items()]  # fmt: skip
     return table("LATENCY", heads, rows)
 
 
-SECTIONS = (_rates, _queues, _workers, _subscribers, _channels, _producers, _latency)
+SECTIONS = (_rates, _queues, _workers, _handlers, _subscribers, _channels, _producers, _latency)
 RATE_NAMES = {"published_zero": "to nobody", "dead_lettered": "dead-lettered"}
-
-
-def table(title: str, columns: Sequence[str], rows: Sequence[Row]) -> str:
-    """A titled table; a column named ``>x`` is right-aligned; long cells are cut."""
-    if not rows:
-        return f"{title}\n  (none)"
-    heads = [c.lstrip(">") for c in columns]
-    right = [c.startswith(">") for c in columns]
-    cells = [[_cut(str(x)) for x in row] for row in rows]
-    widths = [max(len(r[i]) for r in [heads, *cells]) for i in range(len(columns))]
-
-    def line(row: Row) -> str:
-        parts = (
-            x.rjust(w) if r else x.ljust(w) for x, w, r in zip(row, widths, right, strict=True)
-        )
-        return ("  " + "  ".join(parts)).rstrip()
-
-    return "\n".join([title, line(heads), *(line(r) for r in cells)])
-
-
-def _cut(text: str) -> str:
-    return text if len(text) <= MAX_CELL else text[: MAX_CELL - 3] + "..."
-
-
-def _seconds_up(ms: int) -> str:
-    """Seconds rounded up to a tenth: a time past a deadline never prints as equal to it."""
-    return f"{math.ceil(ms / 100) / 10:.1f}"
-
-
-def _seconds(ms: int) -> str:
-    return f"{ms / 1000:.1f}" if ms % 100 == 0 else f"{ms / 1000:.3f}"
-
-
-def _n(value: int | None) -> str:
-    return "-" if value is None else str(value)
-
-
-def _rate(value: float | None) -> str:
-    return "-" if value is None else f"{value:.1f}"
-
-
-def _against(value_ms: int | None, limit_ms: int) -> str:
-    """``2.4 / 3 s``: an age or a time deaf beside its limit; ``-`` for none."""
-    shown = "-" if value_ms is None else _seconds_up(value_ms)
-    return f"{shown} / {limit_ms / 1000:g} s"
-
-
-def _ms(value: int | None) -> str:
-    """A duration for people: ``850 ms``, ``23.1 s``, ``12m05s``, ``3h02m``; ``-`` for none."""
-    if value is None:
-        return "-"
-    if value < 1000:
-        return f"{value} ms"
-    if value < 60_000:
-        return f"{value / 1000:.1f} s"
-    minutes, seconds = divmod(value // 1000, 60)
-    if minutes < 60:
-        return f"{minutes}m{seconds:02d}s"
-    return f"{minutes // 60}h{minutes % 60:02d}m"
-
-
-def _bound(latency: dict[str, Any], name: str) -> str:
-    if not latency["count"]:
-        return "-"
-    value = latency[name]
-    return f">{LATENCY_BUCKETS_MS[-1]}" if value is None else f"<={value:g}"

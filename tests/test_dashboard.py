@@ -30,6 +30,7 @@ from tests.browserkit import (
     number,
     require_tools,
 )
+from tests.inhandkit import hands, reporting
 from tests.procs import get_json
 from web.bus import HISTORY_CACHE_S
 
@@ -236,6 +237,54 @@ def test_the_chart_has_points_after_a_reload(browser: Browser) -> None:
              f"at least the {before} points drawn before the reload", every_s=0.1)  # fmt: skip
     browser.screenshot("dashboard-reloaded")
     assert browser.console_errors() == []
+
+
+CELL_LOOK_JS = """
+const [name, column] = arguments;
+const tr = document.querySelector(`#workers tbody tr[data-name="${CSS.escape(name)}"]`);
+const heads = [...document.querySelectorAll("#workers thead th")];
+const i = heads.findIndex((th) => th.textContent === column);
+return {cls: tr.cells[i].className, background: getComputedStyle(tr).backgroundColor};
+"""
+
+
+def test_a_stuck_worker_is_flagged_overdue(stack: Stack, browser: Browser) -> None:
+    """Workers reporting what their handlers hold: one 3/8 busy within its limit, one whose
+    oldest message is past its limit, one holding an abandoned handler. The page shows each
+    in hand, the stuck ones OVERDUE in red on a tinted row; w1 (which does not say) shows
+    "-"; the queue sums busy/slots."""
+    admin = stack.redis.client()
+    busy = hands(8, 3, oldest_age_ms=12_300, limit_ms=30_000)
+    late = hands(8, 1, oldest_age_ms=45_000, limit_ms=30_000)
+    with (
+        reporting(admin, "default", "busy", **busy),
+        reporting(admin, "default", "late", **late),
+        reporting(admin, "default", "gave-up", **hands(4, abandoned=2)),
+    ):
+        browser.open()
+        wait_for(lambda: browser.row("workers", name="gave-up", overdue="true"), 5,
+                 "gave-up shown overdue", every_s=0.1)  # fmt: skip
+        shown = {n: browser.cell("workers", "in hand", name=n) or "" for n in
+                 ("busy", "late", "gave-up", "w1")}  # fmt: skip
+        print(f"\n[dashboard] in hand: {shown}")
+        assert re.fullmatch(r"busy 3/8, oldest 1[2-6]\.\d s \(limit 30\.0 s\)", shown["busy"])
+        assert re.fullmatch(r"busy 1/8, oldest 4[5-9]\.\d s \(limit 30\.0 s\) · OVERDUE",
+                            shown["late"]), shown  # fmt: skip
+        assert shown["gave-up"] == "busy 0/4, 2 abandoned · OVERDUE"
+        assert shown["w1"] == "-"
+        assert browser.row("workers", name="busy", overdue="false")
+        assert browser.row("workers", name="late", overdue="true")
+        look = browser.driver.execute_script(CELL_LOOK_JS, "late", "in hand")
+        calm = browser.driver.execute_script(CELL_LOOK_JS, "busy", "in hand")
+        assert look["cls"] == "bad" and calm["cls"] == ""
+        assert look["background"] != calm["background"]
+        assert browser.cell("queues", "busy", queue="default") == "4/20"
+        assert browser.cell("queues", "busy", queue="jobs") == "-"
+        browser.screenshot("dashboard-stuck", "workers")
+    browser.wait_cell("workers", "state", "stopped", 5, name="late")
+    assert browser.cell("workers", "in hand", name="late") == "-"
+    assert browser.console_errors() == []
+    admin.close()
 
 
 def test_the_whole_session_logged_no_console_error(browser: Browser) -> None:

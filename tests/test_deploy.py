@@ -4,7 +4,8 @@ Every metric the Grafana dashboard and the Prometheus alert rules query must be 
 :func:`web.metrics.render` writes, with the labels they select on, group by and show: the names
 are checked against the exposition of an overview read from a real Redis where a worker, a
 subscriber and a producer ran (messages pushed, handled, retried, dead-lettered, published to
-someone and to nobody, lost, a reconnect). Neither promtool nor Grafana is needed.
+someone and to nobody, lost, a reconnect; the worker reporting a message in hand past its limit
+and an abandoned handler). Neither promtool nor Grafana is needed.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from producer.observe.overview import read_overview
 from producer.observe.stats import Stats
 from producer.producer import QueueFull
 from producer.store.envelope import encode, new
+from tests.inhandkit import hands
 from tests.inproc import running
 from web.metrics import render
 
@@ -153,6 +155,8 @@ def test_every_metric_deploy_queries_is_exposed_with_its_labels(
         handled.append(env)
 
     worker = Worker(settings, "default", "w1", handler)
+    # What its handlers hold, as the worker reports it (tests/inhandkit.py until it does).
+    worker.stats.set_state(**hands(8, 1, oldest_age_ms=5_000, limit_ms=1_000, abandoned=1))
     subscriber = Subscriber(settings, ["default"], [], "s1", lambda env: None)
     used = used_metrics()
     unknown = sorted(used - declared(r, settings))

@@ -18,13 +18,15 @@ from pathlib import Path
 import pytest
 import redis
 
-from consumers.status import problems, render, table
+from consumers.status import problems, render
+from consumers.tables import table
 from loadtest.harness.ports import free_port
 from loadtest.harness.server import RedisServer
 from loadtest.harness.waits import wait_for
 from producer import Producer, Settings, keys, make_client
 from producer.observe.overview import read_overview
 from tests.conftest import QUICK_ENV
+from tests.inhandkit import ReportingWorker, hands, reporting
 from tests.procs import ROOT, Proc, project_env
 from tests.queuekit import start_workers
 from tests.subscriberkit import start_subscriber, wait_subscribed
@@ -253,3 +255,53 @@ def test_watch_redraws_until_ctrl_c_and_exits_with_the_last_status(
         proc.stop()
     assert "Traceback" not in proc.log()
     assert "queue 'default': no live worker" in proc.log()
+
+
+def test_a_stuck_worker_is_flagged_and_exits_1(redis_server: RedisServer, r: redis.Redis) -> None:
+    """A live worker 3/8 busy within its limit is healthy and shows "3/8" and its oldest
+    against its limit; one whose oldest message is past its limit, or that abandoned a
+    handler, is OVERDUE: exit 1 with one stderr line each saying why. --json carries it."""
+    url = redis_server.url
+    within = hands(8, 3, oldest_age_ms=12_300, limit_ms=30_000)
+    with reporting(r, "default", "w1", **within):
+        result = run_status(url)
+        assert result.returncode == 0, result.stderr
+        [row] = rows_of(result.stdout, "HANDLERS (live workers)")
+        assert row["name"] == "w1" and row["busy"] == "3/8" and row["overdue"] == "no"
+        assert re.fullmatch(r"1[2-6]\.\d / 30 s", row["oldest/limit"]), row
+        with (
+            reporting(r, "default", "late", **hands(8, 1, oldest_age_ms=45_000, limit_ms=30_000)),
+            reporting(r, "default", "gave-up", **hands(4, abandoned=2)),
+        ):
+            result = run_status(url)
+            data = json.loads(run_status(url, "--json").stdout)
+    assert result.returncode == 1
+    gave_up, late = sorted(result.stderr.splitlines())
+    assert re.fullmatch(r"worker 'late' on queue 'default': stuck: oldest message in hand for "
+                        r"4[5-9]\.\d s \(limit 30\.0 s\)", late), late  # fmt: skip
+    assert gave_up == ("worker 'gave-up' on queue 'default': stuck: 2 handlers given up on at "
+                       "the time limit still run")  # fmt: skip
+    rows = {w["name"]: w for w in rows_of(result.stdout, "HANDLERS (live workers)")}
+    assert [rows[n]["overdue"] for n in ("w1", "late", "gave-up")] == ["no", "OVERDUE", "OVERDUE"]
+    assert (rows["gave-up"]["busy"], rows["gave-up"]["oldest/limit"]) == ("0/4", "-")
+    assert rows["gave-up"]["abandoned"] == "2"
+    assert {w["name"]: w["overdue"] for w in data["workers"]} == {
+        "gave-up": True, "late": True, "w1": False}  # fmt: skip
+    assert max(len(line) for line in result.stdout.splitlines()) <= 120
+
+
+def test_workers_without_in_hand_fields_show_no_handlers_table(
+    r: redis.Redis, settings: Settings
+) -> None:
+    """A bus of workers that do not write them (older ones): no new table, no new problem."""
+    worker = ReportingWorker(r, "default", "old")
+    worker.tick()
+    client = make_client(settings, "admin", "status")
+    try:
+        overview = read_overview(client, settings)
+    finally:
+        client.close()
+    text = render(overview)
+    assert "HANDLERS" not in text and "old" in text
+    assert problems(overview, settings) == []
+    worker.leave()

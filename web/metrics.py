@@ -3,7 +3,8 @@
 
 Counters come from ``bus:{stats}:totals``: bus-wide sums that outlive the processes and never go
 down, so ``rate()`` is right across crashes and restarts. Gauges come from Redis itself (queue
-depths, heartbeats, subscriber counts). The table below is the whole list; docs/watching.md repeats
+depths, heartbeats, subscriber counts) and from what live workers report of their handlers
+(:mod:`producer.observe.inhand`). The table below is the whole list; docs/watching.md repeats
 it, and ``deploy/`` holds a Prometheus scrape snippet and a Grafana dashboard that use it.
 """
 
@@ -44,6 +45,8 @@ COUNTERS: tuple[tuple[str, tuple[str, ...] | None, str, str, tuple[str, ...]], .
      ("queue",)),
     ("retried", ("worker",), "bus_messages_retried", "Queue messages requeued for another attempt",
      ("queue",)),
+    ("timed_out", ("worker",), "bus_messages_timed_out",
+     "Queue messages whose handler passed its time limit (the attempt failed)", ("queue",)),
     ("recovered", ("worker",), "bus_messages_recovered",
      "In-flight messages a worker requeued after a restart or reconnect", ("queue",)),
     ("dead_lettered", ANY, "bus_dead_letters", "Messages dead-lettered (garbage, or out of "
@@ -66,6 +69,17 @@ COUNTERS: tuple[tuple[str, tuple[str, ...] | None, str, str, tuple[str, ...]], .
     ("reconnects", ANY, "bus_reconnects", "Connections re-established after an error",
      ("role",)),
 )  # fmt: skip
+# (field of a live worker's row, divisor, gauge, help): absent for a worker that does not say.
+IN_HAND: tuple[tuple[str, int, str, str], ...] = (
+    ("busy", 1, "bus_worker_busy", "Messages in the worker's handlers' hands now"),
+    ("slots", 1, "bus_worker_slots", "Handlers the worker may run at once (its concurrency)"),
+    ("oldest_age_ms", 1000, "bus_worker_oldest_in_hand_age_seconds",
+     "How long the oldest message in the worker's handlers' hands has been there (0: none)"),
+    ("oldest_limit_ms", 1000, "bus_worker_oldest_in_hand_limit_seconds",
+     "That message's time limit (0: none in hand)"),
+    ("abandoned", 1, "bus_worker_abandoned_handlers",
+     "Handlers given up on at their time limit that still run"),
+)  # fmt: skip
 
 
 def render(overview: dict[str, Any]) -> bytes:
@@ -84,6 +98,7 @@ class _Snapshot(Collector):
         yield from _counters(self.overview)
         yield _latency(self.overview["counters"])
         yield from _gauges(self.overview)
+        yield from _in_hand(self.overview["workers"])
 
 
 def _known(overview: dict[str, Any], labels: tuple[str, ...]) -> set[tuple[str, ...]]:
@@ -211,3 +226,12 @@ def _gauges(overview: dict[str, Any]) -> Iterator[Metric]:
     for role, n in sorted(roles.items()):
         procs.add_metric([role], n)
     yield procs
+
+
+def _in_hand(workers: list[dict[str, Any]]) -> Iterator[Metric]:
+    for key, divisor, name, doc in IN_HAND:
+        family = GaugeMetricFamily(name, doc, labels=("queue", "name"))
+        for w in workers:
+            if key in w:
+                family.add_metric([w["queue"], w["name"]], w[key] / divisor)
+        yield family

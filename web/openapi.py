@@ -218,6 +218,24 @@ SCHEMAS: dict[str, Any] = {
         },
         "required": ["queue", "requeued", "kept"],
     },
+    "Worker": {
+        "type": "object",
+        "description": "see docs/watching.md, /api/stats; the in-hand fields (slots to "
+        "abandoned) only for a live worker that reports them",
+        "properties": {
+            "queue": {"type": "string"},
+            "name": {"type": "string"},
+            "state": {"enum": ["alive", "dead", "stopped"]},
+            "timed_out": {"type": "integer", "minimum": 0},
+            "slots": {"type": "integer", "minimum": 0},
+            "busy": {"type": "integer", "minimum": 0},
+            "oldest_age_ms": {"type": "integer", "minimum": 0},
+            "oldest_limit_ms": {"type": "integer", "minimum": 0},
+            "overdue": {"type": "boolean"},
+            "abandoned": {"type": "integer", "minimum": 0},
+        },
+        "required": ["queue", "name", "state"],
+    },
     "Overview": {
         "type": "object",
         "description": "see docs/watching.md, /api/stats",
@@ -226,7 +244,7 @@ SCHEMAS: dict[str, Any] = {
             "redis_ms": {"type": "integer"},
             "queues": {"type": "object"},
             "channels": {"type": "object"},
-            "workers": {"type": "array"},
+            "workers": {"type": "array", "items": _ref("Worker")},
             "subscribers": {"type": "array"},
             "producers": {"type": "array"},
             "processes": {"type": "array"},

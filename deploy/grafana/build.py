@@ -346,6 +346,51 @@ PANELS: list[tuple[dict[str, Any], int, int]] = [
         8,
         8,
     ),
+    (
+        timeseries(
+            "Handlers busy",
+            "Messages in live workers' handlers' hands, and the handlers they may run at once "
+            "(their concurrency), per queue. Busy at slots while the queue grows: too few.",
+            "short",
+            [
+                (f"sum by (queue) (bus_worker_busy{Q})", "busy {{queue}}"),
+                (f"sum by (queue) (bus_worker_slots{Q})", "slots {{queue}}"),
+            ],
+        ),
+        8,
+        8,
+    ),
+    (
+        timeseries(
+            "Oldest message in hand",
+            "Per worker, how long the oldest message in its handlers' hands has been there "
+            "(0: none), beside that message's time limit. Above its limit for long: stuck.",
+            "s",
+            [
+                (f"bus_worker_oldest_in_hand_age_seconds{Q}", "{{queue}} / {{name}}"),
+                (f"bus_worker_oldest_in_hand_limit_seconds{Q}", "limit {{queue}} / {{name}}"),
+            ],
+        ),
+        8,
+        8,
+    ),
+    (
+        timeseries(
+            "Stuck handlers",
+            "Handlers a worker gave up on at their time limit that still run (abandoned), and "
+            "handlers timing out per second, per queue.",
+            "short",
+            [
+                (f"bus_worker_abandoned_handlers{Q}", "abandoned {{queue}} / {{name}}"),
+                (
+                    f"sum by (queue) (rate(bus_messages_timed_out_total{Q}[1m]))",
+                    "timed out/s {{queue}}",
+                ),
+            ],
+        ),
+        8,
+        8,
+    ),
 ]
 
 

@@ -8,6 +8,9 @@ judged once here for every reader (``/api/stats``, the dashboard, ``/metrics``, 
   ``deaf_since_ms``), ``silent`` (its stats stopped coming: frozen, killed, or cut off) or
   ``stopped``. It is deaf past its deadline when deaf or silent for longer than
   ``deaf_after_ms``, the time its own settings allow a dead link to go unnoticed.
+
+What a live worker's handlers hold, and whether it is stuck (``overdue``), is judged in
+:mod:`producer.observe.inhand`.
 """
 
 from __future__ import annotations
@@ -15,10 +18,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from producer.observe.inhand import in_hand
 from producer.settings import Settings
 
 PRODUCER_ROLES = ("web", "locust")
-WORKER_COUNTERS = ("handled", "failed", "retried", "dead_lettered", "recovered", "reconnects")
+WORKER_COUNTERS = ("handled", "failed", "retried", "dead_lettered", "recovered", "timed_out",
+                   "reconnects")  # fmt: skip
 SUBSCRIBER_COUNTERS = ("received", "handled", "lost", "duplicates", "out_of_order", "failed",
                        "reconnects", "deadline_misses")  # fmt: skip
 PRODUCER_COUNTERS = ("pushed", "published", "published_zero", "unconfirmed", "refused_full",
@@ -31,9 +36,10 @@ def _pick(p: dict[str, Any], names: Iterable[str]) -> dict[str, Any]:
 
 
 def worker_rows(
-    processes: list[dict[str, Any]], queues: dict[str, Any], settings: Settings
+    processes: list[dict[str, Any]], queues: dict[str, Any], settings: Settings, now: int
 ) -> list[dict[str, Any]]:
-    """One row per worker a heartbeat or a stats hash knows of."""
+    """One row per worker a heartbeat or a stats hash knows of; a live one's in-hand view at
+    ``now`` (Unix ms) too, when it writes one (a dead one's would only grow stale)."""
     beats = {(q, c["name"]): c for q, v in queues.items() for c in v["consumers"]}
     stats = {
         (p.get("queue", ""), p.get("name", "")): p for p in processes if p.get("role") == "worker"
@@ -66,6 +72,7 @@ def worker_rows(
                 "pid": p.get("pid"),
                 "host": p.get("host"),
                 **_pick(p, WORKER_COUNTERS),
+                **(in_hand(p, now) if state == "alive" else {}),
             }
         )
     return rows

@@ -12,6 +12,8 @@ from typing import Any
 
 import redis
 
+from producer.observe.inhand import FIELDS as IN_HAND_FIELDS
+from producer.observe.inhand import queue_sums
 from producer.observe.liveness import producer_rows, subscriber_rows, worker_rows
 from producer.observe.stats import COUNTERS, LAT_FIELDS, LATENCY_BUCKETS_MS, RATES
 from producer.observe.totals import (
@@ -28,7 +30,8 @@ from producer.store.envelope import EnvelopeError, decode, now_ms
 
 _INT_FIELDS = frozenset(
     (*COUNTERS, *LAT_FIELDS, "lat_count", "lat_sum_ms", "pid", "started_ms", "updated_ms",
-     "interval_ms", "deaf_since_ms", "deaf_after_ms", "stopped_ms", "heartbeat_ttl_ms")
+     "interval_ms", "deaf_since_ms", "deaf_after_ms", "stopped_ms", "heartbeat_ttl_ms",
+     *IN_HAND_FIELDS)
 )  # fmt: skip
 _FLOAT_FIELDS = frozenset(f"{c}_per_s" for c in RATES)
 
@@ -57,14 +60,16 @@ def read_overview(client: redis.Redis, settings: Settings) -> dict[str, Any]:
         name = counter["labels"].get("channel")
         if name and name not in channel_names and counter["counter"] == "published":
             channel_names.append(name)
-    workers = worker_rows(processes, queues, settings)
+    workers = worker_rows(processes, queues, settings, now)
     for q, queue in queues.items():
         mine = [w for w in workers if w["queue"] == q]
         queue["workers_alive"] = sum(1 for w in mine if w["state"] == "alive")
         queue["handled_per_s"] = round(sum(w["handled_per_s"] for w in mine), 2)
+        queue.update(queue_sums(mine))
         queue.update(_sums(counters, "queue", q, ("pushed", "scheduled", "refused_full")))
         queue.update(_sums(counters, "queue", q, ("handled", "failed", "retried",
-                                                  "dead_lettered", "recovered")))  # fmt: skip
+                                                  "dead_lettered", "recovered",
+                                                  "timed_out")))  # fmt: skip
     channels = _read_channels(client, channel_names, settings.sharded_pubsub)
     for ch, channel in channels.items():
         channel.update(_sums(counters, "channel", ch, ("published", "published_zero", "received",

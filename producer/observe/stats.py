@@ -7,7 +7,9 @@ hashes, so readers never SCAN the keyspace.
 
 Hash fields: ``role``, ``id``, ``pid``, ``host``, ``started_ms``, ``updated_ms``,
 ``interval_ms`` (how often it writes), free-form labels (``name``, ``queue``, ``channels``,
-``delivery``), live state (a subscriber's ``deaf_since_ms``, ``deaf_after_ms``), the counters
+``delivery``), live state (a subscriber's ``deaf_since_ms``, ``deaf_after_ms``; a worker's
+``slots``, ``busy``, ``oldest_started_ms``, ``oldest_limit_ms``, ``abandoned``: see
+:mod:`producer.observe.inhand`), the counters
 of :data:`COUNTERS`, their rates over the last few seconds (``<counter>_per_s`` for
 :data:`RATES`), and latency buckets ``lat_le_<ms>`` (``lat_le_inf`` last) with ``lat_count``
 and ``lat_sum_ms``.

@@ -48,21 +48,32 @@ function fill(id, rows, empty) {
   }));
 }
 const STATE_CLASS = {alive: "ok", listening: "ok", stopped: "warn", dead: "bad", deaf: "bad", silent: "bad"};
+// What a live worker's handlers hold ("-": not alive, or a worker that does not say), flagged
+// when it is stuck: its oldest message in hand past its time limit, or a handler abandoned.
+function inHand(w) {
+  if (w.slots === undefined) return ["-", ""];
+  let text = `busy ${w.busy}/${w.slots}`;
+  if (w.oldest_age_ms) text += `, oldest ${ago(w.oldest_age_ms)} (limit ${ago(w.oldest_limit_ms)})`;
+  if (w.abandoned) text += `, ${w.abandoned} abandoned`;
+  return w.overdue ? [`${text} · OVERDUE`, "bad"] : [text, w.busy ? "" : "muted"];
+}
 
 function render(s) {
   fill("queues", Object.entries(s.queues).map(([q, v]) => ({
     attrs: {queue: q},
     cells: [q, fmt(v.depth), v.scheduled ? `${fmt(v.scheduled)} (next in ${ago(Math.max(0, v.next_due_in_ms))})` : "0",
-            fmt(v.in_flight), [fmt(v.dead), v.dead ? "bad" : ""], rate(v.handled_per_s),
+            fmt(v.in_flight), v.slots === undefined ? "-" : `${fmt(v.busy)}/${fmt(v.slots)}`,
+            [fmt(v.dead), v.dead ? "bad" : ""], rate(v.handled_per_s),
             ago(v.oldest_age_ms), fmt(v.pushed_total), fmt(v.handled_total),
             [fmt(v.workers_alive), v.workers_alive ? "ok" : "bad"],
             [fmt(v.balance.unaccounted), v.balance.unaccounted ? "bad" : "ok"]],
   })), "no queue");
   fill("workers", s.workers.map((w) => ({
-    attrs: {name: w.name, queue: w.queue, state: w.state},
+    attrs: {name: w.name, queue: w.queue, state: w.state, overdue: String(Boolean(w.overdue))},
     cells: [w.queue, w.name, w.delivery || "-", [w.state, STATE_CLASS[w.state]],
             w.heartbeat_age_ms === null ? "none" : `${ago(w.heartbeat_age_ms)} ago (TTL ${ago(w.heartbeat_ttl_ms)})`,
-            fmt(w.handled), rate(w.handled_per_s), fmt(w.retried), fmt(w.failed), fmt(w.reconnects)],
+            inHand(w), fmt(w.handled), rate(w.handled_per_s), fmt(w.retried), fmt(w.failed),
+            [fmt(w.timed_out), w.timed_out ? "warn" : ""], fmt(w.reconnects)],
   })), "no worker has reported");
   fill("channels", Object.entries(s.channels).map(([c, v]) => ({
     attrs: {channel: c},
