@@ -29,7 +29,7 @@ from consumers.refusals import certificate_refused, configuration_refused
 from producer import Backoff, Envelope, Settings, make_client
 from producer.connection.client import drop_connections
 from producer.connection.cluster import is_stale_error
-from producer.errors import CertificateRefused, ConfigurationRefused
+from producer.errors import CertificateRefused, ConfigurationRefused, HandlersStuck
 from producer.observe.stats import COUNTERS, Flusher, Stats
 from producer.store.envelope import now_ms, report_ignored_fields_to
 
@@ -101,7 +101,7 @@ class Daemon:
                 self.name,
                 type(exc).__name__,
                 exc,
-                exc_info=not isinstance(exc, SystemExit | ConfigurationRefused),
+                exc_info=not isinstance(exc, SystemExit | ConfigurationRefused | HandlersStuck),
             )
         finally:
             report_ignored_fields_to(previous_sink)

@@ -95,7 +95,7 @@ class Handling:
         assert env is not None
         self.stats.incr("timed_out")
         ran = now - held.started_at
-        where = "its timeout_s" if getattr(env, "timeout_s", None) else "BUS_HANDLER_TIMEOUT_S"
+        where = "its timeout_s" if env.timeout_s else "BUS_HANDLER_TIMEOUT_S"
         error = TimeLimitExceeded(
             f"the handler timed out: still running {ran:.1f} s after it started, past its limit "
             f"of {held.limit_s:g} s ({where}); its slot was freed, a late result is discarded"
@@ -108,8 +108,7 @@ class Handling:
         """Decide the outcome of a message whose event loop another handler blocked past that
         one's limit: it is not blamed (at-least-once: given back, no attempt counted;
         at-most-once, which never delivers twice: dead-lettered, saying why)."""
-        env = held.env
-        assert env is not None
+        env = held.env  # None: its task never got to run
         if self.at_least_once:
             held.move = give_back_move(held.raw)
             return
@@ -149,7 +148,7 @@ class Handling:
         if env.track and (held.popped or not self.at_least_once):
             # No claim script saw it: its in-flight is written here, before the handler runs.
             self._record(env, "in-flight", "worker", self.name, "attempt", env.attempt)
-        held.limit_s = getattr(env, "timeout_s", None) or self.settings.handler_timeout_s
+        held.limit_s = env.timeout_s or self.settings.handler_timeout_s
         held.started_ms = now_ms()
         held.started_at = time.monotonic()  # from here on its handler may have seen it
         if held.decided_by is not None:  # the worker exited meanwhile: settled without it

@@ -53,15 +53,18 @@ class Held:
         self.latency_ms: int | None = None
         self.fatal: BaseException | None = None  # a handler's SystemExit & co
         self.thread: threading.Thread | None = None  # the slot thread running it
-        self._decided: dict[str, str] = {}
+        self._decided: dict[str, tuple[str, object]] = {}
 
     def decide(self, who: str) -> bool:
-        """Take the decision on this message's outcome for ``who``; False if another had it."""
-        return self._decided.setdefault("by", who) == who
+        """Take the decision on this message's outcome for ``who``; False if it was taken
+        before (by anyone, ``who`` too)."""
+        mine = (who, object())
+        return self._decided.setdefault("by", mine) is mine
 
     @property
     def decided_by(self) -> str | None:
-        return self._decided.get("by")
+        taken = self._decided.get("by")
+        return taken[0] if taken else None
 
     @property
     def started(self) -> bool:

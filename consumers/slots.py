@@ -62,10 +62,14 @@ class Slots:
         """The messages whose handler is running now."""
         return list(self._running.values())
 
-    def give_up(self, held: Held) -> list[Held]:
-        """Free ``held``'s slot (its outcome was decided: timed out). Returns other messages
-        stranded with it (their outcome is not decided yet)."""
+    def give_up(self, held: Held) -> None:
+        """Free ``held``'s slot (its outcome was decided: timed out)."""
         raise NotImplementedError
+
+    def strands(self) -> list[Held]:
+        """Messages stranded by a handler given up on (an event loop it blocks): their slots
+        are taken over; their outcome is not decided yet. Asked after each look at the limits."""
+        return []
 
     @property
     def abandoned(self) -> int:
@@ -114,16 +118,15 @@ class ThreadSlots(Slots):
         except TimeLimitExceeded:  # raised in it after its handler returned: it ends, as meant
             pass
 
-    def give_up(self, held: Held) -> list[Held]:
+    def give_up(self, held: Held) -> None:
         thread = held.thread
         if thread is None or thread.ident is None:
-            return []
+            return
         self._given_up[thread.ident] = thread
         self._spawn()  # the slot is free again
         # Ends a handler running Python code; one blocked in C sees it when that call returns.
         ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident),
                                                    ctypes.py_object(TimeLimitExceeded))  # fmt: skip
-        return []
 
     @property
     def abandoned(self) -> int:
@@ -151,6 +154,7 @@ class LoopSlots(Slots):
         self._loop = loop = asyncio.new_event_loop()
         self._tasks: dict[int, asyncio.Task[None]] = {}  # id(held): its task, in a slot
         self._cancelled: set[asyncio.Task[None]] = set()  # given up on, not ended yet
+        self._giving_up: dict[int, Held] = {}  # given up on, its cancel not seen yet
         self._ticked_at = time.monotonic()
         self._thread = threading.Thread(target=self._serve, args=(loop,), daemon=True,
                                         name=f"handlers-{self.name}")  # fmt: skip
@@ -192,8 +196,9 @@ class LoopSlots(Slots):
         except Exception:  # a bug of the worker's: the dispatcher settles it as if it crashed
             log.exception("queue worker %s: running a handler failed", self.name)
         finally:
-            self._running.pop(id(held), None)
             if loop is self._loop:
+                self._running.pop(id(held), None)
+                self._giving_up.pop(id(held), None)
                 self._tasks.pop(id(held), None)
             if (me := asyncio.current_task()) is not None:
                 self._cancelled.discard(me)
@@ -202,16 +207,20 @@ class LoopSlots(Slots):
             if loop is self._loop:
                 self._pump(loop)
 
-    def give_up(self, held: Held) -> list[Held]:
-        if time.monotonic() - self._ticked_at < LOOP_STALL_S:
-            self._loop.call_soon_threadsafe(self._cancel, held, self._loop)
+    def give_up(self, held: Held) -> None:
+        self._giving_up[id(held)] = held
+        self._loop.call_soon_threadsafe(self._cancel, held, self._loop)
+
+    def strands(self) -> list[Held]:
+        """If a task given up on does not end because the loop is blocked (a handler called
+        blocking code), leave that loop with its tasks: a new one takes over, and the other
+        messages of the old one are stranded."""
+        if not self._giving_up or time.monotonic() - self._ticked_at < LOOP_STALL_S:
             return []
-        # The loop is blocked (a handler called blocking code): leave it with its tasks.
-        stranded = [h for h in self.running() if h is not held]
+        stranded = [h for h in self.running() if id(h) not in self._giving_up]
         old_loop, old_tasks = self._loop, list(self._tasks.values())
         self._left.append(self._thread)
-        for h in [*stranded, held]:
-            self._running.pop(id(h), None)
+        self._running.clear()
         blocked_s = time.monotonic() - self._ticked_at
         self._start_loop()
         # When the blocking call returns, the old loop cancels what it holds and stops.
@@ -224,7 +233,10 @@ class LoopSlots(Slots):
 
     def _cancel(self, held: Held, loop: asyncio.AbstractEventLoop) -> None:
         """On the loop: cancel ``held``'s task; its slot is free even if it ignores that."""
-        task = self._tasks.pop(id(held), None) if loop is self._loop else None
+        if loop is not self._loop:
+            return
+        self._giving_up.pop(id(held), None)
+        task = self._tasks.pop(id(held), None)
         if task is not None and not task.done():
             self._cancelled.add(task)
             task.cancel()

@@ -157,7 +157,12 @@ class Worker(QueueMember):
                 if raw is not None:
                     self._hand_out([raw], popped=True)
                     backlog = True  # the first of a new backlog, perhaps
-                elif working == 0 and self.at_least_once and self.client.llen(self.processing):
+                elif (
+                    working == 0
+                    and self.at_least_once
+                    and self._token_held
+                    and (self.client.llen(self.processing))
+                ):
                     # Idle, holding nothing, yet the list is not empty: a pop that Redis
                     # served to a connection we had dropped landed after our recovery.
                     self._recover(self.ops)
@@ -172,9 +177,9 @@ class Worker(QueueMember):
         assert self.slots is not None
         self.slots.withdraw()
         deadline = time.monotonic() + self.settings.stop_timeout_s
-        while self.slots.running() and time.monotonic() < deadline:
+        while self._in_hands() and time.monotonic() < deadline:
             self._wait(deadline)
-        if self._finished or self._sending:
+        if (self._finished or self._sending) and self._token_held:  # else the list is another's
             self._settle(self.ops)
         if self._fatal is not None:
             fatal, self._fatal = self._fatal, None
@@ -218,10 +223,11 @@ class Worker(QueueMember):
                 continue
             self.handling.timed_out(held, now)
             self._finish(held)
-            for other in self.slots.give_up(held):  # stranded with it: not blamed
-                if other.decide(STALLED):
-                    self.handling.stalled(other)
-                    self._finish(other)
+            self.slots.give_up(held)
+        for other in self.slots.strands():  # stranded by one given up on: not blamed
+            if other.decide(STALLED):
+                self.handling.stalled(other)
+                self._finish(other)
         if (stuck := self.slots.abandoned) > self.concurrency and self._fatal is None:
             self._fatal = HandlersStuck(
                 f"queue {self.queue}: {stuck} handlers given up on at their time limit are "
@@ -230,6 +236,11 @@ class Worker(QueueMember):
             )
             log.critical("%s", self._fatal)
             self.stopping.set()
+
+    def _in_hands(self) -> list[Held]:
+        """The messages in handlers' hands now (not those given up on)."""
+        assert self.slots is not None
+        return [h for h in self.slots.running() if h.decided_by is None]
 
     def _ahead(self) -> int:
         """How many messages to hold beyond the slots: what they start within AHEAD_S."""
@@ -317,7 +328,7 @@ class Worker(QueueMember):
         """The slots' state, written with the stats: busy, the oldest in hand, given up on."""
         if self.slots is None:
             return
-        running = [h for h in self.slots.running() if h.started and h.decided_by is None]
+        running = [h for h in self._in_hands() if h.started]
         oldest = min(running, key=lambda h: h.started_at, default=None)
         self.stats.set_state(
             slots=self.concurrency,

@@ -68,7 +68,7 @@ def test_every_way_the_bus_moves_a_message_keeps_the_balance(
         time.sleep(0.2)
     assert balanced(r)["acked"] == 23
 
-    amo = quick_settings(redis_server.url, delivery="at-most-once", batch_size=5)
+    amo = quick_settings(redis_server.url, delivery="at-most-once", batch_size=5, concurrency=1)
     producer.push_many([{"n": i} for i in range(8)])
     stop_after_one: list[Worker] = []
 
@@ -93,7 +93,7 @@ def test_a_crashed_worker_and_the_reaper_keep_the_balance(
         [{"sleep_s": 0.2} for _ in range(20)]
     )
     victim = spawn("worker", fresh_redis.url, "--name", "victim", "--handler", SLOW,
-                   BUS_BATCH_SIZE="20")  # fmt: skip
+                   "--concurrency", "20")  # fmt: skip
     wait_for(lambda: r.llen(keys.processing(Q, "victim")) == 20, 10, "the claim")
     victim.signal(signal.SIGKILL)
     victim.wait(5)

@@ -80,9 +80,8 @@ def test_worker_sigterm_finishes_the_message_in_hand(
     producer = Producer(make_client(settings, "producer"))
     first = producer.push({"sleep_s": 2}).envelope
     producer.push_many([{"sleep_s": 0}] * 5)
-    proc = spawn(
-        "worker", redis_server.url, "--name", "w", "--handler", "tests.handlers_for_tests:slow"
-    )
+    proc = spawn("worker", redis_server.url, "--name", "w", "--concurrency", "1",
+                 "--handler", "tests.handlers_for_tests:slow")  # fmt: skip
     records = tmp_path / "records.jsonl"
     wait_for(lambda: read_records(records), 10, "handler started")
     proc.signal(signal.SIGTERM)

@@ -30,7 +30,9 @@ pytestmark = pytest.mark.slow
 
 POISON = "tests.handlers_for_tests:poison"
 MAX_ATTEMPTS = 3
-ENV = {"BUS_MAX_ATTEMPTS": str(MAX_ATTEMPTS), "BUS_BATCH_SIZE": "10"}
+# One slot: which messages a crash leaves unacknowledged is then exact (tests/test_time_limits.py
+# and tests/test_worker_concurrency.py hold the same with several).
+ENV = {"BUS_MAX_ATTEMPTS": str(MAX_ATTEMPTS), "BUS_BATCH_SIZE": "10", "BUS_CONCURRENCY": "1"}
 
 
 def push_with_poison(ledger: Ledger, how: str, n: int = 10, at: int = 3) -> tuple[list[str], str]:
@@ -111,8 +113,8 @@ def test_a_handler_that_kills_its_process_ends_dead_after_max_attempts(
     """os._exit(1) on the 4th of a batch of 10: each crash leaves the batch in the processing
     list; the restarted worker gives it back with attempt + 1, and a redelivered message is
     claimed alone, so the poison one alone uses up its attempts: dead with its reason after
-    the third, and every other message handled, none more than twice (the three handled
-    before the first crash, which the crash left unacknowledged)."""
+    the third, and every other message handled, none more than twice (only some of the three
+    before it: those handled and not yet acknowledged when it first crashed)."""
     r, ids, bad, codes, started, handled = poisoned_until_dead(
         fresh_redis, spawn, tmp_path, "exit", 1
     )
@@ -125,7 +127,7 @@ def test_a_handler_that_kills_its_process_ends_dead_after_max_attempts(
     others = [i for i in ids if i != bad]
     assert set(handled) == set(others), "a message behind the poison one was not handled"
     assert max(handled.values()) <= 2, handled
-    assert [i for i in others if handled[i] == 2] == ids[:3], "only the first crash's handled"
+    assert {i for i in others if handled[i] == 2} <= set(ids[:3]), "only the first crash's"
 
 
 @pytest.mark.parametrize("how", ["systemexit", "keyboard", "base"])
@@ -186,16 +188,22 @@ def test_a_handler_returning_a_coroutine_is_dead_lettered_not_acked(
     assert "never awaited" not in proc.log()
 
 
-def test_an_async_def_handler_is_refused_at_start(
-    fresh_redis: RedisServer, spawn: Callable[..., Proc]
+def test_an_async_def_handler_is_awaited_by_the_worker_and_refused_by_the_subscriber(
+    fresh_redis: RedisServer, spawn: Callable[..., Proc], tmp_path: Path
 ) -> None:
-    """``--handler`` naming an ``async def``: exit 78 saying why, before taking any message."""
+    """``--handler`` naming an ``async def``: the worker awaits it (each message handled once,
+    its line written by the coroutine); the subscriber, which calls plain functions, exits 78
+    saying why before it subscribes."""
     r = fresh_redis.client()
-    Ledger(fresh_redis).push_many(3)
-    proc = spawn("worker", fresh_redis.url, "--handler", "tests.handlers_for_tests:async_record")
+    ids = Ledger(fresh_redis).push_many(3)
+    spawn("worker", fresh_redis.url, "--handler", "tests.handlers_for_tests:async_record")
+    wait_for(lambda: len(read_records(tmp_path / "records.jsonl")) >= 3, 15, "3 handled")
+    assert by_id(read_records(tmp_path / "records.jsonl"), "handled") == Counter(ids)
+    wait_for(lambda: not r.llen(PENDING) and not r.keys(PROCESSING_GLOB), 10, "acknowledged")
+    proc = spawn("subscriber", fresh_redis.url, "--handler",
+                 "tests.handlers_for_tests:async_record")  # fmt: skip
     assert proc.wait(15) == 78, proc.log()[-2000:]
     assert "async def" in proc.log() and "Traceback" not in proc.log()
-    assert r.llen(PENDING) == 3
 
 
 @pytest.mark.parametrize("copies", [2, 5])

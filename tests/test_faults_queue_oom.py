@@ -25,28 +25,28 @@ from tests.queuekit import HEARTBEAT_TTL_S, PENDING, PROCESSING_GLOB, REAPER_S, 
 pytestmark = pytest.mark.slow
 
 MESSAGES = 16
-SLEEP_S = 0.5  # the batch takes 8 s: well past the heartbeat TTL (3 s)
+SLEEP_S = 4.5  # all 16 at once take 4.5 s: past the heartbeat TTL (3 s) and two reaper passes
 
 
 def test_out_of_memory_a_live_worker_is_reaped_by_nobody(
     fresh_redis: RedisServer, spawn: Callable[..., Proc], tmp_path: Path
 ) -> None:
-    """``w1`` claims all 16 messages (0.5 s each) in one batch; Redis then runs out of memory
-    for the rest of its handling. Neither ``w1``'s reaper nor idle ``w2``'s requeues them:
+    """``w1`` claims all 16 messages (4.5 s each) and handles them at once; Redis then runs out
+    of memory for the rest of its handling. Neither ``w1``'s reaper nor idle ``w2``'s requeues them:
     each message is handled exactly once, and once memory is back nothing is left."""
     r = fresh_redis.client()
     ids = Ledger(fresh_redis).push_many(MESSAGES, sleep_s=SLEEP_S)
-    env = {"BUS_BATCH_SIZE": str(MESSAGES), "BUS_REAPER_INTERVAL_S": str(REAPER_S)}
+    env = {"BUS_CONCURRENCY": str(MESSAGES), "BUS_REAPER_INTERVAL_S": str(REAPER_S)}
     w1 = spawn("worker", fresh_redis.url, "--name", "w1", "--handler", SLOW, **env)
     path = tmp_path / "records.jsonl"
-    wait_for(lambda: read_records(path), 10, "the first message started")
+    wait_for(lambda: len(read_records(path)) == MESSAGES, 10, "every message started")
     assert r.llen(PENDING) == 0 and r.llen(keys.processing("default", "w1")) == MESSAGES
     w2 = spawn("worker", fresh_redis.url, "--name", "w2", "--handler", SLOW, **env)
     wait_for(lambda: r.zscore(keys.consumers("default"), "w2"), 10, "w2's first heartbeat")
     r.config_set("maxmemory-policy", "noeviction")
     r.config_set("maxmemory", 1)  # every write that may grow memory is refused from now on
     try:
-        assert SLEEP_S * MESSAGES > HEARTBEAT_TTL_S + 2 * REAPER_S
+        assert SLEEP_S > HEARTBEAT_TTL_S + 2 * REAPER_S
         wait_for(lambda: len(read_records(path)) >= 2 * MESSAGES, 20, "the batch handled")
         handled_in_oom = Counter(x["id"] for x in read_records(path) if x["event"] == "start")
         oom_refused = "maxmemory" in w1.log() + w2.log()

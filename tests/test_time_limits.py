@@ -35,6 +35,12 @@ ASYNC = "tests.handlers_for_tests:async_stuck"
 LIMIT = {"BUS_HANDLER_TIMEOUT_S": "1", "BUS_MAX_ATTEMPTS": "2"}
 
 
+def poisoned(ledger: Ledger, n: int, at: int, how: str) -> list[str]:
+    """``n`` numbered messages, the one at ``at`` with ``{"stuck": how}``: their ids."""
+    marked: dict[str, Any] = {"stuck": how}
+    return [ledger.push(**(marked if i == at else {})) for i in range(n)]
+
+
 def count(tmp_path: Path, event: str) -> Counter[str]:
     return Counter(x["id"] for x in read_records(tmp_path / "records.jsonl") if x["event"] == event)
 
@@ -62,7 +68,7 @@ def test_a_hung_handler_times_out_and_the_messages_behind_it_keep_moving(
     reason that says it timed out; all 20 others are handled once by the same process."""
     r = fresh_redis.client()
     ledger = Ledger(fresh_redis)
-    ids = [ledger.push(**({"stuck": how} if i == 0 else {})) for i in range(21)]
+    ids = poisoned(ledger, 21, 0, how)
     proc = spawn("worker", fresh_redis.url, "--name", "w", "--handler", STUCK,
                  "--concurrency", "2", **LIMIT)  # fmt: skip
     wait_for(lambda: settled(r, 1), 20, "the hung message dead and the rest handled")
@@ -82,17 +88,20 @@ def test_more_threads_stuck_than_slots_make_the_worker_exit_76(
     fresh_redis: RedisServer, spawn: Callable[..., Proc], tmp_path: Path
 ) -> None:
     """Two messages blocked in C past their limit, one slot: after the second the worker has
-    more stuck threads than slots and exits 76 (restart it: ``--processes`` does); both
-    attempts were settled as timed out, so the messages wait for their next attempt."""
+    more stuck threads than slots and exits 76 (restart it: ``--processes`` does). Each start
+    was settled as a failed attempt (timed out, or still running at the exit: as after a
+    crash), so each message waits with one attempt more than it was started."""
     r = fresh_redis.client()
     ledger = Ledger(fresh_redis)
     ids = [ledger.push(stuck="sleep") for _ in range(2)]
+    limits = {"BUS_HANDLER_TIMEOUT_S": "0.5", "BUS_MAX_ATTEMPTS": "9", "BUS_STOP_TIMEOUT_S": "1"}
     proc = spawn("worker", fresh_redis.url, "--name", "w", "--handler", STUCK,
-                 "--concurrency", "1", BUS_HANDLER_TIMEOUT_S="0.5", BUS_MAX_ATTEMPTS="5")  # fmt: skip
+                 "--concurrency", "1", **limits)  # fmt: skip
     assert proc.wait(15) == 76, proc.log()[-2000:]
     assert "restarted" in proc.log() and "Traceback" not in proc.log()
     waiting = [decode(raw) for raw in r.lrange(PENDING, 0, -1)]
-    assert sorted((e.id, e.attempt) for e in waiting) == sorted((i, 2) for i in ids)
+    starts = count(tmp_path, "start")
+    assert {e.id: e.attempt for e in waiting} == {i: starts[i] + 1 for i in ids}
     assert not r.keys(PROCESSING_GLOB)
 
 
@@ -103,7 +112,7 @@ def test_an_async_handler_past_its_limit_is_cancelled(
     attempt, dead after the second; the 10 others handled once."""
     r = fresh_redis.client()
     ledger = Ledger(fresh_redis)
-    ids = [ledger.push(**({"stuck": "await"} if i == 3 else {})) for i in range(11)]
+    ids = poisoned(ledger, 11, 3, "await")
     spawn("worker", fresh_redis.url, "--name", "w", "--handler", ASYNC, **LIMIT)
     wait_for(lambda: settled(r, 1), 20, "the hung message dead and the rest handled")
     assert count(tmp_path, "handled") == Counter(i for i in ids if i != ids[3])
@@ -113,14 +122,14 @@ def test_an_async_handler_past_its_limit_is_cancelled(
 def test_an_async_handler_blocking_its_loop_costs_the_others_nothing(
     fresh_redis: RedisServer, spawn: Callable[..., Proc], tmp_path: Path
 ) -> None:
-    """Five ``async def`` handlers await 2 s; a sixth calls ``time.sleep(4)`` on the loop. At
-    its 1 s limit the worker leaves that loop behind: the five are given back unchanged (no
-    attempt counted for them) and handled once on a new loop; the sixth times out each attempt
-    and ends dead."""
+    """Five ``async def`` handlers await 2 s (their own limit, ``timeout_s``, is 30 s); a sixth
+    calls ``time.sleep(4)`` on the loop. At its 1 s limit the worker leaves that loop behind:
+    the five are given back unchanged (no attempt counted for them) and handled once on a new
+    loop; the sixth times out each attempt and ends dead."""
     r = fresh_redis.client()
-    ledger = Ledger(fresh_redis)
-    ids = [ledger.push(sleep_s=2) for _ in range(5)]
-    blocker = ledger.push(stuck="block", block_s=4)
+    producer = Ledger(fresh_redis).producer
+    ids = [producer.push({"sleep_s": 2}, timeout_s=30).envelope.id for _ in range(5)]
+    blocker = producer.push({"stuck": "block", "block_s": 4}).envelope.id
     spawn("worker", fresh_redis.url, "--name", "w", "--handler", ASYNC, **LIMIT)
     wait_for(lambda: settled(r, 1), 30, "the blocker dead and the rest handled")
     assert count(tmp_path, "handled") == Counter(ids)
@@ -157,7 +166,7 @@ def test_at_most_once_a_hung_handler_is_dead_lettered_at_its_limit(
     limit, saying it timed out; the others are handled once."""
     r = fresh_redis.client()
     ledger = Ledger(fresh_redis)
-    ids = [ledger.push(**({"stuck": "sleep"} if i == 2 else {})) for i in range(8)]
+    ids = poisoned(ledger, 8, 2, "sleep")
     spawn("worker", fresh_redis.url, "--name", "w", "--handler", STUCK, *AT_MOST_ONCE, **LIMIT)
     wait_for(lambda: settled(r, 1), 20, "the hung message dead and the rest handled")
     assert count(tmp_path, "start")[ids[2]] == 1

@@ -132,7 +132,7 @@ def test_stop_mid_batch_gives_the_rest_back_in_order(
 ) -> None:
     """Stopping while a batch is in hand: the message in hand finishes, the rest go back to the
     consuming end unchanged (same bytes, same attempt), in their order."""
-    settings = settings.replace(delivery=delivery, batch_size=50)
+    settings = settings.replace(delivery=delivery, batch_size=50, concurrency=1)
     sent = [
         s.envelope for s in Producer(make_client(settings, "producer")).push_many(list(range(20)))
     ]
