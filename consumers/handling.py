@@ -46,11 +46,14 @@ class Handling:
         self.settings = settings
         self.queue = queue
         self.name = name
-        self.handler = handler
         self.ops = ops  # on the admin client: thread-safe
         self.stats = stats
         self.at_least_once = settings.delivery == "at-least-once"
         self._consumer = name if self.at_least_once else None
+        self.set_handler(handler)
+
+    def set_handler(self, handler: Callable[..., object]) -> None:
+        self.handler = handler
         self._with_context = takes_context(handler)  # handler(env, ctx) rather than handler(env)
 
     def run(self, held: Held) -> None:
@@ -149,6 +152,14 @@ class Handling:
             # No claim script saw it: its in-flight is written here, before the handler runs.
             self._record(env, "in-flight", "worker", self.name, "attempt", env.attempt)
         held.limit_s = env.timeout_s or self.settings.handler_timeout_s
+        if env.attempt > 1 and self.at_least_once:  # a crash then charges it an attempt
+            try:
+                self.ops.mark_started(self.name, held.raw)
+                held.marked = True
+            except redis.RedisError as exc:
+                log.warning("queue %s: the start of %s attempt %d not noted (%s): a crash now "
+                            "would not charge it an attempt", self.queue, env.id, env.attempt,
+                            exc)  # fmt: skip
         held.started_ms = now_ms()
         held.started_at = time.monotonic()  # from here on its handler may have seen it
         if held.decided_by is not None:  # the worker exited meanwhile: settled without it

@@ -29,6 +29,7 @@ class Held:
         "handled",
         "latency_ms",
         "limit_s",
+        "marked",
         "move",
         "popped",
         "ran_s",
@@ -42,6 +43,7 @@ class Held:
     def __init__(self, raw: bytes, popped: bool = False) -> None:
         self.raw = raw
         self.popped = popped  # taken by a blocking pop: no claim script wrote its record
+        self.marked = False  # noted in bus:{q}:started:<worker> (a redelivered one)
         self.env: Envelope | None = None
         self.started_at = 0.0  # time.monotonic() when its handler started; 0.0: not yet
         self.started_ms = 0  # the same, Unix ms (for the stats)

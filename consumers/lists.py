@@ -130,15 +130,32 @@ class QueueOps:
         source = self._proc(consumer)
         requeued = dead = 0
         alone = None  # the list held one message: the one its handler had, if any
+        started = self._started(consumer)
         while raws := self._read_list(source):
             alone = len(raws) == 1 if alone is None else False
-            moves = plan_give_back(raws, self.queue, consumer, bump, self.max_attempts, alone)
+            moves = plan_give_back(raws, self.queue, consumer, bump, self.max_attempts, alone,
+                                   started)  # fmt: skip
             moved, _ = self.settle(consumer, moves)
             if moved == 0:
                 break  # someone else moved them meanwhile
             dead += sum(1 for m in moves if m[2][0] == DEAD)
             requeued += moved - sum(1 for m in moves if m[2][0] == DEAD)
+        self.client.delete(keys.started(self.queue, consumer))
         return requeued, dead
+
+    def mark_started(self, consumer: str, raw: bytes) -> None:
+        """Note that ``consumer``'s handler starts the redelivered message ``raw`` (see
+        :func:`producer.keys.started`)."""
+        self.client.sadd(keys.started(self.queue, consumer), raw)
+
+    def unmark_started(self, consumer: str, raws: Sequence[bytes]) -> None:
+        """Forget the settled ``raws`` of :meth:`mark_started`."""
+        if raws:
+            self.client.srem(keys.started(self.queue, consumer), *raws)
+
+    def _started(self, consumer: str) -> frozenset[bytes]:
+        found: set[bytes] = self.client.smembers(keys.started(self.queue, consumer))  # type: ignore[assignment]
+        return frozenset(found)
 
     def move_due(self, batch: int = 1000) -> int:
         """Make the delayed messages that are due pending (oldest due first), ``batch`` per
@@ -222,10 +239,11 @@ class QueueOps:
         source = self._proc(name)
         requeued = dead = 0
         alone = None  # the list held one message: the one its handler had, if any
+        started = self._started(name)
         while True:
             raws = self._read_list(source)
             alone = len(raws) == 1 if alone is None else False
-            moves = plan_give_back(raws, self.queue, name, True, self.max_attempts, alone)
+            moves = plan_give_back(raws, self.queue, name, True, self.max_attempts, alone, started)
             args: list[Any] = [name, int(ttl_s * 1000), self.dead_max]
             for move in moves:
                 args.extend(move)
@@ -237,6 +255,7 @@ class QueueOps:
             dead += sum(1 for m in moves if m[2][0] == DEAD)
             requeued += int(moved) - sum(1 for m in moves if m[2][0] == DEAD)
             if not moves or int(moved) == 0:
+                self.client.delete(keys.started(self.queue, name))
                 return requeued, dead
 
     def _proc(self, consumer: str) -> str:

@@ -47,14 +47,22 @@ def started_move(raw: bytes, queue: str, consumer: str, max_attempts: int = 0) -
 
 
 def plan_give_back(raws: list[bytes], queue: str, consumer: str, bump: bool,
-          max_attempts: int = 0, alone: bool = False) -> list[Move]:  # fmt: skip
+          max_attempts: int = 0, alone: bool = False,
+          started: frozenset[bytes] | None = None) -> list[Move]:  # fmt: skip
     """Moves that give back a processing list: newest first, so RPUSH leaves the oldest at the
-    consuming end; with attempt + 1 if ``bump``; garbage to dead. Dead-lettered instead, when
-    that attempt was its last of ``max_attempts`` (0: no limit) and it was surely the one its
-    worker was handling: ``alone`` in the list, or redelivered (claimed alone, see
-    producer/store/lua/lib/claim.lua).
-    A first attempt in a batch goes back with attempt + 1 even then: which message of the batch
-    its worker was handling is not known, and the others must not pay for it."""
+    consuming end; garbage to dead. With ``bump`` (its worker crashed, or stopped holding them):
+    - a first attempt goes back with attempt + 1: which message of a batch its worker was
+      handling is not known, and the others must not pay for it; dead instead at the last of
+      ``max_attempts`` (0: no limit) only when ``alone`` in the list;
+    - a redelivered one (attempt > 1) whose handler never started (not in ``started``, see
+      :func:`producer.keys.started`) goes back unchanged: no attempt counted;
+    - a redelivered one whose handler started goes back with attempt + 1, dead instead at its
+      last attempt when it is the only started one (or ``alone``): surely the one that killed
+      its worker. Several started ones at their last attempt each go past it, and each then
+      runs alone in its worker (see consumers.worker), so the next crash names the culprit.
+    ``started`` None (not known): every redelivered one counts as started, and as surely the
+    culprit at its last attempt."""
+    n_started = sum(1 for raw in raws if raw in started) if started is not None else 0
     moves = []
     for raw in raws:  # LRANGE order: newest (head side) first
         try:
@@ -63,9 +71,17 @@ def plan_give_back(raws: list[bytes], queue: str, consumer: str, bump: bool,
             entry = dead_entry(raw, f"undecodable: {exc.reason}", queue=queue, consumer=consumer)
             moves.append((raw, entry, DEAD))
             continue
+        ran = started is None or raw in started
+        if bump and env.attempt > 1 and not ran:
+            moves.append((raw, raw, tracked_how(RELEASE, env)))  # it never reached its handler
+            continue
         if bump:
             note = f"worker {consumer} stopped before settling attempt {env.attempt}"
-            if max_attempts and env.attempt >= max_attempts and (alone or env.attempt > 1):
+            if started is None:
+                surely = alone or env.attempt > 1
+            else:
+                surely = alone or (ran and env.attempt > 1 and n_started == 1)
+            if max_attempts and env.attempt >= max_attempts and surely:
                 reason = (f"{note} (it crashed, was killed or lost Redis while the handler "
                           f"ran), its last of BUS_MAX_ATTEMPTS={max_attempts}")  # fmt: skip
                 entry = dead_entry(raw, reason, queue=queue, consumer=consumer)

@@ -38,12 +38,15 @@ LOOP_STALL_S = 1.0  # an event loop that ran no callback for this long is blocke
 class Slots:
     """What the dispatcher needs of either kind of slot."""
 
-    def __init__(self, n: int, done: queue.SimpleQueue[Held], name: str) -> None:
+    def __init__(self, n: int, done: queue.SimpleQueue[Held], name: str,
+                 setup: Callable[[], object] = lambda: None) -> None:  # fmt: skip
         self.n = n
         self.done = done
         self.name = name
+        self.setup = setup  # called first in each thread that runs handlers
         self._todo: queue.SimpleQueue[Held | None] = queue.SimpleQueue()
         self._running: dict[int, Held] = {}  # id(held): started, not finished
+        self.closing = False  # start nothing more (stopping, or a handler ended the process)
 
     def submit(self, held: Held) -> None:
         self._todo.put(held)
@@ -85,8 +88,8 @@ class ThreadSlots(Slots):
     """``n`` threads calling ``run(held)``."""
 
     def __init__(self, n: int, run: Callable[[Held], None], done: queue.SimpleQueue[Held],
-                 name: str) -> None:  # fmt: skip
-        super().__init__(n, done, name)
+                 name: str, setup: Callable[[], object] = lambda: None) -> None:  # fmt: skip
+        super().__init__(n, done, name, setup)
         self._run = run
         self._given_up: dict[int, threading.Thread] = {}  # ident: a thread left to finish
         self._spawned = 0
@@ -101,8 +104,11 @@ class ThreadSlots(Slots):
 
     def _serve(self) -> None:
         me = threading.current_thread()
+        self.setup()
         try:
             while (held := self._todo.get()) is not None:
+                if self.closing:  # left unstarted: the worker gives it back
+                    continue
                 held.thread = me
                 self._running[id(held)] = held
                 try:
@@ -111,6 +117,8 @@ class ThreadSlots(Slots):
                     log.exception("queue worker %s: running a handler failed", self.name)
                 finally:
                     self._running.pop(id(held), None)
+                if held.fatal is not None:
+                    self.closing = True
                 if held.decided_by != TIME_LIMIT:
                     self.done.put(held)
                 if me.ident in self._given_up:
@@ -144,8 +152,9 @@ class LoopSlots(Slots):
     """One event loop awaiting ``run(held)``, ``n`` at a time."""
 
     def __init__(self, n: int, run: Callable[[Held], Coroutine[Any, Any, None]],
-                 done: queue.SimpleQueue[Held], name: str) -> None:  # fmt: skip
-        super().__init__(n, done, name)
+                 done: queue.SimpleQueue[Held], name: str,
+                 setup: Callable[[], object] = lambda: None) -> None:  # fmt: skip
+        super().__init__(n, done, name, setup)
         self._run = run
         self._left: list[threading.Thread] = []  # loops left behind, blocked
         self._start_loop()
@@ -162,6 +171,7 @@ class LoopSlots(Slots):
 
     def _serve(self, loop: asyncio.AbstractEventLoop) -> None:
         asyncio.set_event_loop(loop)
+        self.setup()
         loop.call_soon(self._tick, loop)
         with contextlib.suppress(BaseException):
             loop.run_forever()
@@ -178,7 +188,7 @@ class LoopSlots(Slots):
     def _pump(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start the oldest waiting messages while fewer than ``n`` run (on the loop)."""
         tasks = self._tasks
-        while loop is self._loop and len(tasks) < self.n:
+        while loop is self._loop and len(tasks) < self.n and not self.closing:
             try:
                 held = self._todo.get_nowait()
             except queue.Empty:
@@ -196,6 +206,8 @@ class LoopSlots(Slots):
         except Exception:  # a bug of the worker's: the dispatcher settles it as if it crashed
             log.exception("queue worker %s: running a handler failed", self.name)
         finally:
+            if held.fatal is not None:
+                self.closing = True
             if loop is self._loop:
                 self._running.pop(id(held), None)
                 self._giving_up.pop(id(held), None)

@@ -41,6 +41,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import re
 import time
 from collections import Counter
 
@@ -59,6 +60,7 @@ from producer.connection.client import drop_connections, pinned_client
 from producer.connection.cluster import ClusterClient
 from producer.errors import HandlersStuck
 from producer.observe.stats import Stats
+from producer.store.envelope import report_ignored_fields_to
 
 log = logging.getLogger(__name__)
 AHEAD_S = 0.05  # a worker claims ahead what its slots start within about this long
@@ -67,6 +69,7 @@ BUSY_BLOCK_S = 0.05  # a blocking pop while some handlers run: they are looked a
 LIMITS_EVERY_S = 0.1  # how often the handlers' time limits are checked
 STOPPED = "stopped"  # a message still in a handler's hands when the worker exits
 WAKE = Held(b"")  # put on the done line to wake the dispatcher
+ATTEMPT = re.compile(rb'"attempt"\s*:\s*(\d{1,9})')
 
 
 class Worker(QueueMember):
@@ -84,7 +87,6 @@ class Worker(QueueMember):
         scope = {"queue": queue_name, "delivery": settings.delivery}
         super().__init__(settings, queue_name, name, Stats("worker", f"{queue_name}:{name}",
                                                             labels, scope))  # fmt: skip
-        self.handler = handler
         self.concurrency = settings.concurrency
         self.client = self._router = make_client(settings, "worker", name)
         self.ops = self._ops(self.client)
@@ -104,6 +106,8 @@ class Worker(QueueMember):
         self._finished_at = 0.0  # when the oldest of them finished
         self._sending: list[Held] | None = None  # a settle sent, its reply not seen yet
         self._pace_s: float | None = None  # how long handlers take, smoothed
+        self._alone: Held | None = None  # past its last attempt: runs with nothing else
+        self._alone_waits = False  # ... and waits for the others to finish
         self._limits_at = 0.0
         self._fatal: BaseException | None = None  # a handler's SystemExit & co, re-raised
         self._uncounted = 0  # at-most-once: taken by a blocking pop, whose count failed
@@ -115,9 +119,13 @@ class Worker(QueueMember):
 
     def run(self) -> None:
         """The daemon's loop, with the handlers' slots and the delayed messages' mover."""
-        n, done = self.concurrency, self._done
-        self.slots = (LoopSlots(n, self.handling.run_async, done, self.name) if self._async
-                      else ThreadSlots(n, self.handling.run, done, self.name))  # fmt: skip
+        n, done, name = self.concurrency, self._done, self.name
+
+        def setup() -> None:  # each handler thread reports the fields its decodes ignored
+            report_ignored_fields_to(self.fields_ignored)
+
+        self.slots = (LoopSlots(n, self.handling.run_async, done, name, setup) if self._async
+                      else ThreadSlots(n, self.handling.run, done, name, setup))  # fmt: skip
         self._mover.start()
         try:
             super().run()
@@ -141,6 +149,11 @@ class Worker(QueueMember):
             ahead = self._ahead()
             room = self.concurrency + ahead - working
             idle_slots = self.concurrency - working
+            if self._alone is not None:  # nothing more until it is settled
+                if working == 1 and self._alone_waits:
+                    self._alone_waits = False
+                    self._submit(self._alone)
+                room = idle_slots = 0
             # Claim under a backlog once half the room is free (or a slot idles); settle what
             # finished once a slot idles or it waited SETTLE_AFTER_S; else wait in Redis for
             # a message while slots are free, or for a handler to finish while none is.
@@ -175,6 +188,7 @@ class Worker(QueueMember):
         """Stopping: what no handler started goes back unchanged (at exit); wait up to
         BUS_STOP_TIMEOUT_S for the handlers in hand, then settle what finished."""
         assert self.slots is not None
+        self.slots.closing = True
         self.slots.withdraw()
         deadline = time.monotonic() + self.settings.stop_timeout_s
         while self._in_hands() and time.monotonic() < deadline:
@@ -251,11 +265,31 @@ class Worker(QueueMember):
         return max(1, min(ahead, self.settings.batch_size))
 
     def _hand_out(self, raws: list[bytes], popped: bool = False) -> None:
-        assert self.slots is not None
+        """Give the slots what was claimed, in claim order. A message past its last attempt (a
+        crash hit it among others, see consumers.moves.plan_give_back) waits until nothing
+        else is in hand, and runs alone."""
         for raw in raws:
             held = Held(raw, popped)
             self._held[id(held)] = held
-            self.slots.submit(held)
+            if len(raws) == 1 and self._past_last_attempt(raw):
+                self._alone, self._alone_waits = held, True
+                log.warning("queue %s: a message past its last attempt runs alone (a crash "
+                            "hit it with others in hand)", self.queue)  # fmt: skip
+            else:
+                self._submit(held)
+
+    def _submit(self, held: Held) -> None:
+        assert self.slots is not None
+        self.slots.submit(held)
+
+    def _past_last_attempt(self, raw: bytes) -> bool:
+        """Its envelope's attempt is past BUS_MAX_ATTEMPTS (read as the claim script reads it:
+        the handler's thread decodes it)."""
+        most = self.settings.max_attempts
+        if not self.at_least_once or not most:
+            return False
+        found = ATTEMPT.search(raw)
+        return found is not None and int(found.group(1)) > most
 
     def _exchange(self, claim: int) -> list[bytes]:
         """Settle what finished and claim up to ``claim`` more (one script at-least-once);
@@ -265,7 +299,8 @@ class Worker(QueueMember):
         else:
             self._settle(self.ops)
             got = self.ops.take(claim) if claim > 0 else []
-        self.mark_serving()
+        if got:  # (a script may run where a plain write is refused: out of memory)
+            self.mark_serving()
         self._hand_out(got)
         return got
 
@@ -313,7 +348,18 @@ class Worker(QueueMember):
     def stop(self) -> None:
         """Stop claiming; finish the messages in hand (up to BUS_STOP_TIMEOUT_S)."""
         super().stop()
+        if self.slots is not None:
+            self.slots.closing = True  # no slot starts another message
         self._done.put(WAKE)
+
+    @property
+    def handler(self) -> Handler:
+        return self.handling.handler
+
+    @handler.setter
+    def handler(self, handler: Handler) -> None:
+        """Replace the handler (before :meth:`run`: a plain function stays one)."""
+        self.handling.set_handler(handler)
 
     def close_connections(self) -> None:
         if self._pinned or not self._on_cluster:
@@ -418,9 +464,13 @@ class Worker(QueueMember):
 
     def _settled(self, batch: list[Held], dropped: int) -> None:
         """Forget a settled batch; count what it did."""
-        handled, latencies, paces = 0, [], []
+        handled, latencies, paces, marked = 0, [], [], []
         for held in batch:
             self._held.pop(id(held), None)
+            if held is self._alone:
+                self._alone = None
+            if held.marked:
+                marked.append(held.raw)
             if held.handled:
                 handled += 1
                 if held.record is not None:
@@ -435,6 +485,12 @@ class Worker(QueueMember):
             self.stats.observe_latencies_ms(latencies)
         if dropped:
             self.stats.incr("dead_dropped", dropped)
+        if marked:
+            try:
+                self.ops.unmark_started(self.name, marked)
+            except redis.RedisError as exc:  # cleared with the list's next recovery
+                log.info("queue %s: %d settled starts not cleared (%s)", self.queue, len(marked),
+                         exc)  # fmt: skip
         if paces:
             pace = sum(paces) / len(paces)
             old = self._pace_s

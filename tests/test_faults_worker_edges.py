@@ -225,7 +225,7 @@ def test_a_restart_under_the_same_name_in_at_most_once_takes_the_messages_back(
     at-most-once``: its first run takes back what its name left, as any restart does."""
     r = fresh_redis.client()
     Ledger(fresh_redis).push_many(10, sleep_s=0.5)
-    old = spawn("worker", fresh_redis.url, "--name", "w", "--handler", SLOW, BUS_BATCH_SIZE="10")
+    old = spawn("worker", fresh_redis.url, "--name", "w", "--handler", SLOW, "--concurrency", "10")
     wait_for(lambda: r.llen(keys.processing(Q, "w")) == 10, 10, "the batch claimed")
     old.signal(signal.SIGKILL)
     old.wait(5)
@@ -414,14 +414,14 @@ def test_identical_envelopes_retried_at_once_are_each_attempted_max_attempts_tim
 def test_at_most_once_batch_of_one_handler_system_exit_keeps_the_balance(
     fresh_redis: RedisServer, spawn: Callable[..., Proc], tmp_path: Path
 ) -> None:
-    """At-most-once, BUS_BATCH_SIZE=1 (the blocking pop and its separate count): the 3rd of
-    6 messages raises SystemExit. The process exits 70 with that message dead-lettered once
+    """At-most-once, one slot, BUS_BATCH_SIZE=1 (the blocking pop and its separate count): the
+    3rd of 6 messages raises SystemExit. The process exits 70 with that message dead-lettered once
     and the rest pending; restarted, it handles the rest once each. Balance 0 throughout
     the steps (taken counts the popped ones, the dead letter is not counted twice)."""
     r = fresh_redis.client()
     ledger = Ledger(fresh_redis)
     ids = [push_poisoned(ledger, "systemexit" if i == 2 else None) for i in range(6)]
-    env = {"BUS_BATCH_SIZE": "1"}
+    env = {"BUS_BATCH_SIZE": "1", "BUS_CONCURRENCY": "1"}
     first = spawn("worker", fresh_redis.url, "--name", "w", "--handler", POISON, *AT_MOST_ONCE,
                   **env)  # fmt: skip
     assert first.wait(20) == 70, first.log()[-2000:]

@@ -67,7 +67,8 @@ def test_a_worker_process_handles_out_of_range_accounting_fields(
 ) -> None:
     """Each odd envelope LPUSHed raw is handled once, as attempt 1, without src/seq; the two
     that cannot be handled are dead-lettered; fields_ignored counts the odd ones; one WARNING."""
-    proc = spawn("worker", redis_server.url, "--name", "w", "--handler", HANDLER)
+    proc = spawn("worker", redis_server.url, "--name", "w", "--handler", HANDLER,
+                 "--concurrency", "1")  # fmt: skip
     wait_for(lambda: r.zscore(keys.consumers("default"), "w"), 15, "worker heartbeat")
     for n, (env_id, fields) in enumerate(ODD):
         r.lpush(keys.pending("default"), raw(env_id, fields, n))

@@ -134,7 +134,8 @@ def test_restart_with_the_stacks_acl_and_aof_replays_every_transaction(
         r = server.client()
         path = tmp_path / "records.jsonl"
         worker = start_workers(spawn, r, server.url_for("worker"), "w1", handler=HANDLER,
-                               TEST_BUS_HANDLER_SLEEP_S=HANDLER_S)  # fmt: skip
+                               TEST_BUS_HANDLER_SLEEP_S=HANDLER_S,
+                               BUS_CONCURRENCY="1")  # fmt: skip
         ledger = MixedLedger(server)
 
         # Phase 1: Redis stopped (SIGTERM) and started again under load.

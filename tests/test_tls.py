@@ -101,12 +101,14 @@ def failure(settings: Settings, role: str = "admin") -> tuple[redis.ConnectionEr
 def test_worker_handles_every_pushed_message(
     server: TlsRedisServer, spawn: Callable[..., Proc]
 ) -> None:
-    """A producer pushes over TLS and a worker process handles each message exactly once."""
+    """A producer pushes over TLS and a worker process (one slot: FIFO to the end) handles each
+    message exactly once, in order."""
     settings = tls_settings(server)
     producer = Producer.from_settings(settings)
     sent = producer.push_many([{"n": i} for i in range(300)])
     sent += [producer.push({"n": 300 + i}) for i in range(100)]
-    worker = spawn("worker", server.url, "--name", "w1", "--handler", RECORD, **tls_env(settings))
+    worker = spawn("worker", server.url, "--name", "w1", "--handler", RECORD, "--concurrency", "1",
+                   **tls_env(settings))  # fmt: skip
     records_path = worker.log_path.parent / "records.jsonl"
     wait_for(lambda: len(read_records(records_path)) >= len(sent), 20, "400 handled")
     admin = make_client(settings, "admin")
@@ -289,7 +291,8 @@ def test_cluster_over_tls(tls_cluster: TlsRedisServer, spawn: Callable[..., Proc
     settings = tls_settings(tls_cluster, cluster_nodes=nodes)
     sent = Producer.from_settings(settings).push_many([{"n": i} for i in range(100)])
     env = {**tls_env(settings), "BUS_CLUSTER_NODES": nodes[0]}
-    worker = spawn("worker", tls_cluster.url, "--name", "w1", "--handler", RECORD, **env)
+    worker = spawn("worker", tls_cluster.url, "--name", "w1", "--handler", RECORD,
+                   "--concurrency", "1", **env)  # fmt: skip
     records_path = worker.log_path.parent / "records.jsonl"
     wait_for(lambda: len(read_records(records_path)) >= len(sent), 20, "100 handled")
     assert worker.stop() == 0, worker.log()

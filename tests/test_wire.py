@@ -84,14 +84,14 @@ def test_redis_cli_envelopes_are_handled_and_received_like_our_own(
         assert int(redis_cli(port, "LPUSH", "bus:{default}:pending", envelope)) >= 1
     own = producer.push({"own": True}).envelope
     spawn("worker", redis_server.url, "--name", "wire-w", "--handler", HANDLER,
-          TEST_BUS_RECORD=str(tmp_path / "worker.jsonl"))  # fmt: skip
+          "--concurrency", "1", TEST_BUS_RECORD=str(tmp_path / "worker.jsonl"))  # fmt: skip
     handled = wait_for(lambda: len(x := read_records(tmp_path / "worker.jsonl")) >= 4 and x, 15,
                        "4 queue messages handled")  # fmt: skip
     assert [x["id"] for x in handled] == ["order-42", "cli-attempt-0", "cli-extra", own.id]
     assert [x["attempt"] for x in handled] == [1, 1, 1, 1]
     assert [x["payload"] for x in handled] == [{"order": 42}, [1, 2], "x", {"own": True}]
     assert r.llen(keys.pending("default")) == 0
-    assert r.llen(keys.processing("default", "wire-w")) == 0
+    wait_for(lambda: r.llen(keys.processing("default", "wire-w")) == 0, 5, "acknowledged")
     (dead,) = [json.loads(x) for x in r.lrange(keys.dead("default"), 0, -1)]
     assert dead["reason"] == V2_REASON and dead["raw"] == v2
     worker_stats = "bus:{stats}:worker:default:wire-w"
@@ -142,7 +142,7 @@ def test_worker_records_no_latency_without_ts_and_retries_foreign_envelopes(
         if env.id == "no-ts" and env.attempt == 1:
             raise RuntimeError("once")
 
-    worker = Worker(settings, "default", "w1", fail_once)
+    worker = Worker(settings.replace(concurrency=1), "default", "w1", fail_once)
     with running(worker):
         wait_for(lambda: len(seen) >= 3, 10, "3 deliveries")
     assert [(e.id, e.attempt) for e in seen] == [("no-ts", 1), ("with-ts", 1), ("no-ts", 2)]

@@ -124,6 +124,12 @@ def settled(queue: str, consumer: str) -> str:
     return f"{PREFIX}:{{{queue}}}:settled:{consumer}"
 
 
+def started(queue: str, consumer: str) -> str:
+    """Set of the redelivered messages (attempt > 1) whose handler ``consumer`` started and has
+    not settled: after a crash, one that never started is given back without an attempt."""
+    return f"{PREFIX}:{{{queue}}}:started:{consumer}"
+
+
 def owner(queue: str, consumer: str) -> str:
     """The lease of the one process consuming ``queue`` under the name ``consumer``."""
     return f"{PREFIX}:{{{queue}}}:owner:{consumer}"
