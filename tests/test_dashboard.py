@@ -251,8 +251,8 @@ return {cls: tr.cells[i].className, background: getComputedStyle(tr).backgroundC
 def test_a_stuck_worker_is_flagged_overdue(stack: Stack, browser: Browser) -> None:
     """Workers reporting what their handlers hold: one 3/8 busy within its limit, one whose
     oldest message is past its limit, one holding an abandoned handler. The page shows each
-    in hand, the stuck ones OVERDUE in red on a tinted row; w1 (which does not say) shows
-    "-"; the queue sums busy/slots."""
+    in hand, the stuck ones OVERDUE in red on a tinted row; the stack's own idle worker w1
+    shows its 8 slots free; the queue sums busy/slots."""
     admin = stack.redis.client()
     busy = hands(8, 3, oldest_age_ms=12_300, limit_ms=30_000)
     late = hands(8, 1, oldest_age_ms=45_000, limit_ms=30_000)
@@ -271,15 +271,15 @@ def test_a_stuck_worker_is_flagged_overdue(stack: Stack, browser: Browser) -> No
         assert re.fullmatch(r"busy 1/8, oldest 4[5-9]\.\d s \(limit 30\.0 s\) · OVERDUE",
                             shown["late"]), shown  # fmt: skip
         assert shown["gave-up"] == "busy 0/4, 2 abandoned · OVERDUE"
-        assert shown["w1"] == "-"
+        assert shown["w1"] == "busy 0/8"
         assert browser.row("workers", name="busy", overdue="false")
         assert browser.row("workers", name="late", overdue="true")
         look = browser.driver.execute_script(CELL_LOOK_JS, "late", "in hand")
         calm = browser.driver.execute_script(CELL_LOOK_JS, "busy", "in hand")
         assert look["cls"] == "bad" and calm["cls"] == ""
         assert look["background"] != calm["background"]
-        assert browser.cell("queues", "busy", queue="default") == "4/20"
-        assert browser.cell("queues", "busy", queue="jobs") == "-"
+        assert browser.cell("queues", "busy", queue="default") == "4/28"
+        assert browser.cell("queues", "busy", queue="jobs") == "0/8"  # w1 serves it too
         browser.screenshot("dashboard-stuck", "workers")
     browser.wait_cell("workers", "state", "stopped", 5, name="late")
     assert browser.cell("workers", "in hand", name="late") == "-"
