@@ -24,7 +24,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from loadtest.bench import peer_tasks
+from loadtest.bench import async_peers, hung, noop_drain, peer_tasks
 from loadtest.bench.backlog import (
     Peer,
     bus_backlog_key,
@@ -51,6 +51,7 @@ UNIT = "jobs/s"
 WORKER_NAME = "bench-handlers"
 CPU_S = 0.005
 OURS_PACKAGE = "redis-bus"
+ASYNC_PEERS = {"arq", "saq"}  # in a venv of their own (loadtest.bench.async_peers)
 
 
 @dataclass(frozen=True)
@@ -107,16 +108,22 @@ def celery(job: str, pool: str, concurrency: int) -> Peer:
                 enqueue_celery(job), lambda url: celery_argv(pool, concurrency))  # fmt: skip
 
 
-SLEEP, CPU = peer_tasks.SLEEP, peer_tasks.CPU
-OURS_SLEEP = "redis-bus worker, its defaults (1 at a time)"
-OURS_CPU = "redis-bus worker, its defaults (1 process)"
+SLEEP, CPU, AWAIT = peer_tasks.SLEEP, peer_tasks.CPU, "await_20ms"
+OURS_SLEEP = "redis-bus worker --concurrency 8"
+OURS_AWAIT = "redis-bus worker --concurrency 100 (async def handler)"
+OURS_CPU_1 = "redis-bus worker --processes 1 --concurrency 1"
+OURS_CPU_2 = "redis-bus worker --processes 2 --concurrency 1"
 IDEAL = "ideal (8 / 20 ms)"
+IDEAL_AWAIT = "ideal (100 / 20 ms)"
 RQ = "RQ SimpleWorker --burst (1 at a time)"
+DRAMATIQ_CPU_1 = "Dramatiq --processes 1 --threads 1"
+CELERY_CPU_1 = "Celery --pool prefork --concurrency 1"
+TWO_CORES = "reference: what 2 cores give a peer"
 
 WORKLOADS = (
     Workload("20 ms sleep x 8", SLEEP, 1_000, 40, (
         Row(None, name=IDEAL, ideal_jobs_s=8 / peer_tasks.SLEEP_S),
-        Row(ours("bus_sleep_20ms", name=OURS_SLEEP), ref=IDEAL,
+        Row(ours("bus_sleep_20ms", "--concurrency", "8"), ref=IDEAL,
             target=">= 0.9x the ideal", vs_best_peer=True,
             best_peer_target=">= 1.0x the best peer"),
         Row(dramatiq(SLEEP, 1, 8, " (its default threads)"), ref=OURS_SLEEP),
@@ -124,13 +131,22 @@ WORKLOADS = (
         Row(Peer(RQ, "rq", RQ_BACKLOG,
                  enqueue_rq(peer_tasks.sleep_20ms), rq_argv), ref=OURS_SLEEP),
     )),
+    Workload("20 ms await x 100", AWAIT, 3_000, 300, (
+        Row(None, name=IDEAL_AWAIT, ideal_jobs_s=100 / peer_tasks.SLEEP_S),
+        Row(ours("bus_async_sleep_20ms", "--concurrency", "100", name=OURS_AWAIT),
+            ref=IDEAL_AWAIT, target=">= 0.6x the ideal", vs_best_peer=True,
+            best_peer_target=">= 1.0x the best peer"),
+        Row(async_peers.ARQ, ref=OURS_AWAIT),
+        Row(async_peers.SAQ, ref=OURS_AWAIT),
+    )),
     Workload("5 ms CPU", CPU, 1_500, 60, (
-        Row(ours("bus_cpu", name=OURS_CPU),
-            target="--processes 2 >= 1.7x --processes 1 (no --processes yet)"),
-        Row(dramatiq(CPU, 2, 1), ref=OURS_CPU),
-        Row(dramatiq(CPU, 1, 1), ref=OURS_CPU),
-        Row(celery(CPU, "prefork", 2), ref=OURS_CPU),
-        Row(celery(CPU, "prefork", 1), ref=OURS_CPU),
+        Row(ours("bus_cpu", "--processes", "1", "--concurrency", "1")),
+        Row(ours("bus_cpu", "--processes", "2", "--concurrency", "1"), ref=OURS_CPU_1,
+            target=">= 1.7x on 2 cores"),
+        Row(dramatiq(CPU, 1, 1), ref=OURS_CPU_1),
+        Row(dramatiq(CPU, 2, 1), ref=DRAMATIQ_CPU_1, target=TWO_CORES),
+        Row(celery(CPU, "prefork", 1), ref=OURS_CPU_1),
+        Row(celery(CPU, "prefork", 2), ref=CELERY_CPU_1, target=TWO_CORES),
     )),
 )  # fmt: skip
 
@@ -138,7 +154,8 @@ WORKLOADS = (
 def run(scale: Scale) -> list[Result]:
     """Every workload's rows, in order, on one private redis-server, one database per row."""
     versions = require({r.worker.package for w in WORKLOADS for r in w.rows
-                        if r.worker is not None and _is_peer(r)})  # fmt: skip
+                        if r.worker is not None and _is_peer(r)} - ASYNC_PEERS)  # fmt: skip
+    versions.update(async_peers.versions())  # builds their venv first, if it must
     loops = peer_tasks.calibrate(CPU_S)
     rows: list[Result] = []
     dbs = itertools.cycle(range(1, 16))
@@ -164,7 +181,7 @@ def run(scale: Scale) -> list[Result]:
                                              target=row.target, extra=extra)))  # fmt: skip
                 rows.append(measured[-1][1])
             rows.extend(_vs_best_peer(measured))
-    return rows
+    return rows + noop_drain.run(scale) + hung.run(scale)
 
 
 def _vs_best_peer(measured: list[tuple[Row, Result]]) -> list[Result]:
