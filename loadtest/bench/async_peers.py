@@ -21,9 +21,10 @@ from loadtest.bench.common import ROOT, clean_env
 from loadtest.harness.server import RedisServer
 
 VENV = ROOT / ".venv-peers-async"
-REQUIREMENTS = ("arq==0.28.0", "saq[redis]==0.26.4", "typing_extensions")  # SAQ imports it, undeclared
+# SAQ 0.26.4 imports typing_extensions without declaring it.
+REQUIREMENTS = ("arq==0.28.0", "saq[redis]==0.26.4", "typing_extensions")
 STAMP = VENV / "requirements.txt"
-BUILD = f"{sys.executable} -m loadtest.bench.async_peers"
+BUILD = ".venv/bin/python -m loadtest.bench.async_peers"
 TASKS = async_tasks.__name__
 
 

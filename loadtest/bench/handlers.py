@@ -1,22 +1,25 @@
-"""Real handlers, not no-ops: our worker beside Dramatiq, Celery and RQ on the same jobs, each
-worker started as its users start it.
+"""Real handlers, not no-ops: our worker beside Dramatiq, Celery, RQ, arq and SAQ on the same
+jobs, each worker started as its users start it.
 
-Two workloads, each a table of rows (:data:`WORKLOADS`); every row but an ideal one is a worker
+Three workloads, each a table of rows (:data:`WORKLOADS`); every row but an ideal one is a worker
 draining the same N jobs, enqueued before it starts and counted by a counter each job ``INCR``s
 (:mod:`loadtest.bench.backlog`), one private redis-server, one database per row:
 
-1. ``sleep 20 ms``: each job sleeps 20 ms (a call to a slow service), 8 at once where the worker
-   can: Dramatiq ``--processes 1 --threads 8``, Celery ``--pool threads --concurrency 8``, RQ's
-   ``SimpleWorker`` (one at a time), and our worker as it is (one process, its defaults: one
-   handler at a time). The ideal, 8 / 20 ms = 400 jobs/s, is a row of its own.
-2. ``cpu 5 ms``: each job runs ~5 ms of pure-Python work (a loop count calibrated once, in the
-   bench, and given to every worker): Dramatiq ``--processes 2`` and ``1`` (``--threads 1``),
-   Celery ``--pool prefork --concurrency 2`` and ``1``, our worker (one process).
+1. ``sleep 20 ms``: each job sleeps 20 ms (a call to a slow service), 8 at once: our worker
+   ``--concurrency 8`` (8 threads), Dramatiq ``--processes 1 --threads 8`` (its default),
+   Celery ``--pool threads --concurrency 8``, and RQ's ``SimpleWorker`` (one at a time, the
+   reference of a sequential loop). The ideal, 8 / 20 ms = 400 jobs/s, is a row of its own.
+2. ``await 20 ms``: an ``async def`` job awaiting 20 ms, 100 at once: our worker
+   ``--concurrency 100`` (one event loop), arq (``max_jobs = 100``) and SAQ (``concurrency =
+   100``), run from a venv of their own (:mod:`loadtest.bench.async_peers`). Ideal: 5,000 jobs/s.
+3. ``cpu 5 ms``: each job runs ~5 ms of pure-Python work (a loop count calibrated once, in the
+   bench, and given to every worker): ours ``--processes 1`` and ``2`` (``--concurrency 1``),
+   Dramatiq ``--processes 1`` and ``2`` (``--threads 1``), Celery ``--pool prefork
+   --concurrency 1`` and ``2``: each 2-process row's ratio is over its own 1-process row.
 
-The ratio column is each peer over our worker; the target column says what a worker with
-concurrency and processes of its own must reach. A row for ``--concurrency N`` or
-``--processes N`` is one more :class:`Row` in a workload's table (its ``ref`` and ``target``
-say what it is held to).
+Then the no-op drain beside the worker before concurrency (:mod:`loadtest.bench.noop_drain`) and
+a hung handler among good ones (:mod:`loadtest.bench.hung`). The ratio column is each row over
+its reference; the target column says what it is held to.
 """
 
 from __future__ import annotations
