@@ -64,6 +64,6 @@ fmt: bootstrap ## apply ruff's formatting and safe fixes
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-clean: ## remove .venv, .run (the stack's Redis data) and caches
-	rm -rf $(VENV) .run site .pytest_cache .mypy_cache .ruff_cache tests/artifacts
+clean: ## remove .venv, the bench's arq/SAQ venv, .run (the stack's Redis data) and caches
+	rm -rf $(VENV) .venv-peers-async .run site .pytest_cache .mypy_cache .ruff_cache tests/artifacts
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

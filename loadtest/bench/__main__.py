@@ -29,8 +29,10 @@ SECTIONS = {
     "memory": ("loadtest.bench.memory", "a worker's and a subscriber's RSS over a long run"),
     "libraries": ("loadtest.bench.libs", "what orjson and hiredis buy (envelope JSON, replies)"),
     "peers": ("loadtest.bench.peers", "RQ, Dramatiq and Celery draining the same no-op jobs"),
-    "handlers": ("loadtest.bench.handlers", "real handlers (a 20 ms sleep, 8 at once; ~5 ms of "
-                 "CPU, 1 and 2 processes): our worker beside RQ, Dramatiq and Celery"),
+    "handlers": ("loadtest.bench.handlers", "real handlers (a 20 ms sleep, 8 at once; an async "
+                 "def awaiting 20 ms, 100 at once; ~5 ms of CPU, 1 and 2 processes): our worker "
+                 "beside RQ, Dramatiq, Celery, arq and SAQ; the no-op drain beside the worker "
+                 "before concurrency; a hung handler among good ones"),
 }  # fmt: skip
 
 

@@ -50,7 +50,7 @@ class Peer:
 
     name: str
     package: str
-    backlog_key: str  # the Redis list its jobs wait in, to check the enqueue
+    backlog_key: str  # the Redis list (or sorted set) its jobs wait in, to check the enqueue
     enqueue: Enqueue
     argv: Callable[[str], list[str]]  # url -> the worker's command line
     env: Callable[[str], dict[str, str]] = field(default=lambda url: {})  # url -> its settings
@@ -153,7 +153,8 @@ def measure(server: RedisServer, db: int, peer: Peer, n: int, *, window_s: float
     started = time.perf_counter()
     peer.enqueue(server, db, n)
     enqueue_s = time.perf_counter() - started
-    queued = int(client.llen(peer.backlog_key))
+    queued = int(client.zcard(peer.backlog_key) if client.type(peer.backlog_key) == b"zset"
+                 else client.llen(peer.backlog_key))  # arq's queue is a sorted set  # fmt: skip
     if queued != n:
         raise RuntimeError(f"{peer.name}: {queued} jobs in {peer.backlog_key} after enqueueing {n}")
     url = server.db_url(db)

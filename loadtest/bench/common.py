@@ -64,11 +64,11 @@ def clean_env(**bus: str) -> dict[str, str]:
     return env
 
 
-def spawn(args: Sequence[str], env: dict[str, str] | None = None,
-          quiet: bool = True) -> subprocess.Popen[bytes]:  # fmt: skip
+def spawn(args: Sequence[str], env: dict[str, str] | None = None, quiet: bool = True,
+          cwd: Path = ROOT) -> subprocess.Popen[bytes]:  # fmt: skip
     """Start a child in its own session (so stopping it stops its children)."""
     out = subprocess.DEVNULL if quiet else None
-    return subprocess.Popen(list(args), env=env, cwd=ROOT, stdout=out, stderr=out,
+    return subprocess.Popen(list(args), env=env, cwd=cwd, stdout=out, stderr=out,
                             start_new_session=True)  # fmt: skip
 
 

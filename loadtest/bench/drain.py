@@ -27,6 +27,7 @@ import redis
 from loadtest.bench.common import (
     POLL_S,
     PYTHON,
+    ROOT,
     WAIT_S,
     Result,
     Scale,
@@ -62,15 +63,20 @@ def fill(client: redis.Redis, raws: list[bytes]) -> float:
     return started
 
 
-def ours(server: RedisServer, delivery: str, batch: int, raws: list[bytes]) -> float:
-    """msg/s of one idle, connected worker process draining ``raws``."""
+def ours(server: RedisServer, delivery: str, batch: int, raws: list[bytes], *,
+         options: tuple[str, ...] = (), checkout: Path = ROOT) -> float:  # fmt: skip
+    """msg/s of one idle, connected worker process draining ``raws``: the worker of
+    ``checkout`` (another one: its directory first on ``PYTHONPATH``, and the current one),
+    with ``options`` added to its command line."""
     client = server.plain_client()
     name = f"bench-{delivery}-{batch}"
     env = clean_env(BUS_REDIS_URL=server.url, BUS_QUEUES=QUEUE, BUS_BATCH_SIZE=str(batch),
                     BUS_STATS_INTERVAL_S="0.02")  # fmt: skip
+    if checkout != ROOT:
+        env["PYTHONPATH"] = str(checkout)
     proc = spawn([PYTHON, "-m", "consumers", "worker", "--queue", QUEUE, "--name", name,
                   "--delivery", delivery, "--handler", "consumers.handlers:noop",
-                  "--log-level", "WARNING"], env)  # fmt: skip
+                  "--log-level", "WARNING", *options], env, cwd=checkout)  # fmt: skip
     stats_key = keys.stats("worker", f"{QUEUE}:{name}")
     try:
         wait_for(lambda: registered(client, QUEUE, name), 30, "worker start", POLL_S)

@@ -1,22 +1,25 @@
-"""Real handlers, not no-ops: our worker beside Dramatiq, Celery and RQ on the same jobs, each
-worker started as its users start it.
+"""Real handlers, not no-ops: our worker beside Dramatiq, Celery, RQ, arq and SAQ on the same
+jobs, each worker started as its users start it.
 
-Two workloads, each a table of rows (:data:`WORKLOADS`); every row but an ideal one is a worker
+Three workloads, each a table of rows (:data:`WORKLOADS`); every row but an ideal one is a worker
 draining the same N jobs, enqueued before it starts and counted by a counter each job ``INCR``s
 (:mod:`loadtest.bench.backlog`), one private redis-server, one database per row:
 
-1. ``sleep 20 ms``: each job sleeps 20 ms (a call to a slow service), 8 at once where the worker
-   can: Dramatiq ``--processes 1 --threads 8``, Celery ``--pool threads --concurrency 8``, RQ's
-   ``SimpleWorker`` (one at a time), and our worker as it is (one process, its defaults: one
-   handler at a time). The ideal, 8 / 20 ms = 400 jobs/s, is a row of its own.
-2. ``cpu 5 ms``: each job runs ~5 ms of pure-Python work (a loop count calibrated once, in the
-   bench, and given to every worker): Dramatiq ``--processes 2`` and ``1`` (``--threads 1``),
-   Celery ``--pool prefork --concurrency 2`` and ``1``, our worker (one process).
+1. ``sleep 20 ms``: each job sleeps 20 ms (a call to a slow service), 8 at once: our worker
+   ``--concurrency 8`` (8 threads), Dramatiq ``--processes 1 --threads 8`` (its default),
+   Celery ``--pool threads --concurrency 8``, and RQ's ``SimpleWorker`` (one at a time, the
+   reference of a sequential loop). The ideal, 8 / 20 ms = 400 jobs/s, is a row of its own.
+2. ``await 20 ms``: an ``async def`` job awaiting 20 ms, 100 at once: our worker
+   ``--concurrency 100`` (one event loop), arq (``max_jobs = 100``) and SAQ (``concurrency =
+   100``), run from a venv of their own (:mod:`loadtest.bench.async_peers`). Ideal: 5,000 jobs/s.
+3. ``cpu 5 ms``: each job runs ~5 ms of pure-Python work (a loop count calibrated once, in the
+   bench, and given to every worker): ours ``--processes 1`` and ``2`` (``--concurrency 1``),
+   Dramatiq ``--processes 1`` and ``2`` (``--threads 1``), Celery ``--pool prefork
+   --concurrency 1`` and ``2``: each 2-process row's ratio is over its own 1-process row.
 
-The ratio column is each peer over our worker; the target column says what a worker with
-concurrency and processes of its own must reach. A row for ``--concurrency N`` or
-``--processes N`` is one more :class:`Row` in a workload's table (its ``ref`` and ``target``
-say what it is held to).
+Then the no-op drain beside the worker before concurrency (:mod:`loadtest.bench.noop_drain`) and
+a hung handler among good ones (:mod:`loadtest.bench.hung`). The ratio column is each row over
+its reference; the target column says what it is held to.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from loadtest.bench import peer_tasks
+from loadtest.bench import async_peers, hung, noop_drain, peer_tasks
 from loadtest.bench.backlog import (
     Peer,
     bus_backlog_key,
@@ -51,6 +54,7 @@ UNIT = "jobs/s"
 WORKER_NAME = "bench-handlers"
 CPU_S = 0.005
 OURS_PACKAGE = "redis-bus"
+ASYNC_PEERS = {"arq", "saq"}  # in a venv of their own (loadtest.bench.async_peers)
 
 
 @dataclass(frozen=True)
@@ -107,16 +111,22 @@ def celery(job: str, pool: str, concurrency: int) -> Peer:
                 enqueue_celery(job), lambda url: celery_argv(pool, concurrency))  # fmt: skip
 
 
-SLEEP, CPU = peer_tasks.SLEEP, peer_tasks.CPU
-OURS_SLEEP = "redis-bus worker, its defaults (1 at a time)"
-OURS_CPU = "redis-bus worker, its defaults (1 process)"
+SLEEP, CPU, AWAIT = peer_tasks.SLEEP, peer_tasks.CPU, "await_20ms"
+OURS_SLEEP = "redis-bus worker --concurrency 8"
+OURS_AWAIT = "redis-bus worker --concurrency 100 (async def handler)"
+OURS_CPU_1 = "redis-bus worker --processes 1 --concurrency 1"
+OURS_CPU_2 = "redis-bus worker --processes 2 --concurrency 1"
 IDEAL = "ideal (8 / 20 ms)"
+IDEAL_AWAIT = "ideal (100 / 20 ms)"
 RQ = "RQ SimpleWorker --burst (1 at a time)"
+DRAMATIQ_CPU_1 = "Dramatiq --processes 1 --threads 1"
+CELERY_CPU_1 = "Celery --pool prefork --concurrency 1"
+TWO_CORES = "reference: what 2 cores give a peer"
 
 WORKLOADS = (
     Workload("20 ms sleep x 8", SLEEP, 1_000, 40, (
         Row(None, name=IDEAL, ideal_jobs_s=8 / peer_tasks.SLEEP_S),
-        Row(ours("bus_sleep_20ms", name=OURS_SLEEP), ref=IDEAL,
+        Row(ours("bus_sleep_20ms", "--concurrency", "8"), ref=IDEAL,
             target=">= 0.9x the ideal", vs_best_peer=True,
             best_peer_target=">= 1.0x the best peer"),
         Row(dramatiq(SLEEP, 1, 8, " (its default threads)"), ref=OURS_SLEEP),
@@ -124,13 +134,22 @@ WORKLOADS = (
         Row(Peer(RQ, "rq", RQ_BACKLOG,
                  enqueue_rq(peer_tasks.sleep_20ms), rq_argv), ref=OURS_SLEEP),
     )),
+    Workload("20 ms await x 100", AWAIT, 3_000, 300, (
+        Row(None, name=IDEAL_AWAIT, ideal_jobs_s=100 / peer_tasks.SLEEP_S),
+        Row(ours("bus_async_sleep_20ms", "--concurrency", "100", name=OURS_AWAIT),
+            ref=IDEAL_AWAIT, target=">= 0.6x the ideal", vs_best_peer=True,
+            best_peer_target=">= 1.0x the best peer"),
+        Row(async_peers.ARQ, ref=OURS_AWAIT),
+        Row(async_peers.SAQ, ref=OURS_AWAIT),
+    )),
     Workload("5 ms CPU", CPU, 1_500, 60, (
-        Row(ours("bus_cpu", name=OURS_CPU),
-            target="--processes 2 >= 1.7x --processes 1 (no --processes yet)"),
-        Row(dramatiq(CPU, 2, 1), ref=OURS_CPU),
-        Row(dramatiq(CPU, 1, 1), ref=OURS_CPU),
-        Row(celery(CPU, "prefork", 2), ref=OURS_CPU),
-        Row(celery(CPU, "prefork", 1), ref=OURS_CPU),
+        Row(ours("bus_cpu", "--processes", "1", "--concurrency", "1")),
+        Row(ours("bus_cpu", "--processes", "2", "--concurrency", "1"), ref=OURS_CPU_1,
+            target=">= 1.7x on 2 cores"),
+        Row(dramatiq(CPU, 1, 1), ref=OURS_CPU_1),
+        Row(dramatiq(CPU, 2, 1), ref=DRAMATIQ_CPU_1, target=TWO_CORES),
+        Row(celery(CPU, "prefork", 1), ref=OURS_CPU_1),
+        Row(celery(CPU, "prefork", 2), ref=CELERY_CPU_1, target=TWO_CORES),
     )),
 )  # fmt: skip
 
@@ -138,7 +157,8 @@ WORKLOADS = (
 def run(scale: Scale) -> list[Result]:
     """Every workload's rows, in order, on one private redis-server, one database per row."""
     versions = require({r.worker.package for w in WORKLOADS for r in w.rows
-                        if r.worker is not None and _is_peer(r)})  # fmt: skip
+                        if r.worker is not None and _is_peer(r)} - ASYNC_PEERS)  # fmt: skip
+    versions.update(async_peers.versions())  # builds their venv first, if it must
     loops = peer_tasks.calibrate(CPU_S)
     rows: list[Result] = []
     dbs = itertools.cycle(range(1, 16))
@@ -164,7 +184,7 @@ def run(scale: Scale) -> list[Result]:
                                              target=row.target, extra=extra)))  # fmt: skip
                 rows.append(measured[-1][1])
             rows.extend(_vs_best_peer(measured))
-    return rows
+    return rows + noop_drain.run(scale) + hung.run(scale)
 
 
 def _vs_best_peer(measured: list[tuple[Row, Result]]) -> list[Result]:

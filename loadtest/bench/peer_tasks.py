@@ -9,7 +9,10 @@ in ``PEER_REDIS_URL`` (and the CPU job its loop count in ``PEER_CPU_LOOPS``, cal
 the bench):
 
 - redis-bus: ``python -m consumers worker --handler loadtest.bench.peer_tasks:bus_sleep_20ms``
-  (or ``bus_cpu``), handlers with the worker's contract (``def handle(env) -> None``);
+  (or ``bus_cpu``, ``bus_async_sleep_20ms``, ``bus_hang_or_sleep``), handlers with the worker's
+  contract (``def handle(env) -> None``, or ``async def``);
+- arq and SAQ: their tasks are in :mod:`loadtest.bench.async_tasks` (they await
+  :func:`sleep_20ms_async`), run from a venv of their own;
 - RQ: ``rq worker ... bench`` runs :func:`noop` or :func:`sleep_20ms` (jobs name them by their
   import path);
 - Dramatiq: ``dramatiq loadtest.bench.peer_tasks:dramatiq_setup`` calls :func:`dramatiq_setup`,
@@ -22,14 +25,17 @@ Nothing here imports a peer at module level: a missing peer fails only where it 
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import redis
+import redis.asyncio
 
-from producer import Envelope
+if TYPE_CHECKING:  # at run time this module needs only redis-py: arq's and SAQ's venv loads it
+    from producer import Envelope
 
 URL_VAR = "PEER_REDIS_URL"
 CPU_LOOPS_VAR = "PEER_CPU_LOOPS"
@@ -38,7 +44,10 @@ QUEUE = "bench"
 SLEEP_S = 0.02
 NOOP, SLEEP, CPU = "noop", "sleep_20ms", "cpu"
 
+HANG = "hang"  # the payload that makes bus_hang_or_sleep hang
+
 _counter: redis.Redis | None = None
+_async_counter: redis.asyncio.Redis | None = None
 
 
 def _url() -> str:
@@ -54,6 +63,21 @@ def _done() -> None:
     if _counter is None:
         _counter = redis.Redis.from_url(_url())
     _counter.incr(COUNTER)
+
+
+async def done_async() -> None:
+    """Count one job done from a coroutine (one awaited round trip; the client is made on the
+    worker's event loop, which runs for the whole process)."""
+    global _async_counter
+    if _async_counter is None:
+        _async_counter = redis.asyncio.Redis.from_url(_url())
+    await _async_counter.incr(COUNTER)
+
+
+async def sleep_20ms_async() -> None:
+    """Await 20 ms (a call to a slow service), count it."""
+    await asyncio.sleep(SLEEP_S)
+    await done_async()
 
 
 def burn(loops: int) -> int:
@@ -103,6 +127,19 @@ def bus_sleep_20ms(env: Envelope) -> None:
 def bus_cpu(env: Envelope) -> None:
     """Our worker's handler for the CPU job."""
     cpu()
+
+
+async def bus_async_sleep_20ms(env: Envelope) -> None:
+    """Our worker's ``async def`` handler for the 20 ms job (awaited on its event loop)."""
+    await sleep_20ms_async()
+
+
+def bus_hang_or_sleep(env: Envelope) -> None:
+    """Hang for an hour on the payload ``"hang"`` (a handler stuck on a dead socket), else the
+    20 ms job."""
+    if env.payload == HANG:
+        time.sleep(3600)
+    sleep_20ms()
 
 
 def dramatiq_setup(url: str | None = None) -> Any:
