@@ -182,7 +182,8 @@ def run_scenario(
         entry["restarts"] = restarts
     if in_hand is not None:
         entry["inhand"] = in_hand.summary()
-        scenario_series["inhand"] = in_hand.series()
+        died = sorted(round(d["t"] - t0, 2) for d in obs.doomed if d.get("fate") == "die")
+        scenario_series["inhand"] = {**in_hand.series(), "process_ends_s": died}
     return entry, scenario_series
 
 
