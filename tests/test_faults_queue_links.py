@@ -88,7 +88,6 @@ def test_client_kill_while_blocked(
     wait_drained(r, path, ledger)
     before = wait_blocked(r, "w1")
     assert before["cmd"] == "blmove", before
-    killed_at = time.monotonic()
     killed = r.client_kill_filter(_type="normal")  # every client but this one
     t_kill = time.monotonic()
     assert killed >= 2, f"killed {killed}: expected the worker's and its admin connection"
@@ -122,6 +121,7 @@ def test_client_kill_while_handling(
     in_hand = ledger.push(sleep_s=1)
     wait_started(path, in_hand)
     in_flight = int(r.llen(keys.processing(Q, "w1")))
+    killed_at = time.monotonic()
     killed = r.client_kill_filter(_type="normal")
     assert killed >= 2, f"killed {killed}: expected the worker's and its admin connection"
     ledger.push_many(50)
