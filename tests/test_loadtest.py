@@ -25,7 +25,8 @@ from loadtest.runner import run as runner
 from loadtest.runner import scenarios
 from tests.procs import ROOT
 
-pytestmark = pytest.mark.slow
+QUICK_SUITE_S = 460  # bound on the quick suite's run, which the first test's setup waits for
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(QUICK_SUITE_S + 30)]
 
 QUICK = [
     "mixed",
@@ -49,7 +50,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=460,
+        timeout=QUICK_SUITE_S,
     )
     text = proc.stdout + proc.stderr
     assert (out / "summary.json").exists(), text[-3000:]
