@@ -45,7 +45,7 @@ test-fast: bootstrap ## run the tests not marked slow
 loadtest: bootstrap ## every load-test scenario beside the naive baseline, the 30-min soak too (~37 min)
 	$(PY) -m loadtest run all $(ARGS)
 
-loadtest-quick: bootstrap ## the quick load-test suite: every fault, a few seconds each (~90 s)
+loadtest-quick: bootstrap ## the quick load-test suite: every fault, a few seconds each (~2 min)
 	$(PY) -m loadtest run all --quick $(ARGS)
 
 bench: bootstrap ## redis-bus beside raw Redis, the naive loops and RQ/Dramatiq/Celery (~12 min; ARGS="--smoke" or "--only drain,latency")

@@ -21,9 +21,11 @@ Users (pick them by class name, or by tag: ``prodcons``, ``pubsub``, ``seed``):
 
 Shapes (``loadtest/shapes``: ``steady``, ``step``, ``bursts``) are added with ``-f``; a directory
 needs ``--class-picker`` to choose one. Options: ``--rate``, ``--payload-bytes``, ``--queue``,
-``--channel``, ``--redis-url``, ``--baseline-host``, ``--bus-stats-interval``, ``--record`` and the
-shapes' ``--step-users``, ``--step-s``, ``--burst``, ``--idle`` (locust's --help cannot list a
-locustfile's options; the web UI shows them with their help).
+``--channel``, ``--redis-url``, ``--baseline-host``, ``--bus-stats-interval``, ``--record``,
+``--hang-share`` and ``--die-share`` (the share of ``BusProdcons`` messages marked to hang their
+handler or end its process: see :mod:`loadtest.ledger.handlers`), and the shapes'
+``--step-users``, ``--step-s``, ``--burst``, ``--idle`` (locust's --help cannot list a locustfile's
+options; the web UI shows them with their help).
 
 Every sending user sends ``--rate`` messages a second. With ``LOADTEST_RECORD`` (or
 ``--record``) naming a file, every attempt becomes a ``sent`` line of the ledger

@@ -25,7 +25,8 @@ from loadtest.runner import run as runner
 from loadtest.runner import scenarios
 from tests.procs import ROOT
 
-pytestmark = pytest.mark.slow
+QUICK_SUITE_S = 460  # bound on the quick suite's run, which the first test's setup waits for
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(QUICK_SUITE_S + 30)]
 
 QUICK = [
     "mixed",
@@ -36,6 +37,7 @@ QUICK = [
     "worker-crash",
     "cluster-failover",
     "slow-subscriber",
+    "slow-handlers",
 ]
 
 
@@ -48,7 +50,7 @@ def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=400,
+        timeout=QUICK_SUITE_S,
     )
     text = proc.stdout + proc.stderr
     assert (out / "summary.json").exists(), text[-3000:]
@@ -84,12 +86,16 @@ def test_quick_suite_passes_every_check(quick_run: tuple[dict[str, Any], Path, s
 def test_at_least_once_loses_nothing_under_any_fault(
     quick_run: tuple[dict[str, Any], Path, str],
 ) -> None:
-    """redis-bus's list mode: every accepted message was handled, in every scenario."""
+    """redis-bus's list mode: every accepted message was handled, in every scenario (but the
+    messages marked to hang or to end their process: dead-lettered)."""
     summary = quick_run[0]
     for name in QUICK:
         for row in rows(summary, name, "redis-bus", "prodcons"):
             assert row["accepted"] > 0, (name, row)
-            assert row["delivered"] == row["accepted"], (name, row)
+            poisoned = sum(f["accepted"] for fate, f in row.get("fates", {}).items()
+                           if fate != "none")  # fmt: skip
+            assert row["delivered"] == row["accepted"] - poisoned, (name, row)
+            assert row["dead_lettered"] == poisoned, (name, row)
             assert row["lost"] == row["stranded"] == row["phantom"] == 0, (name, row)
 
 
@@ -140,6 +146,29 @@ def test_the_faults_bite(quick_run: tuple[dict[str, Any], Path, str]) -> None:
     (slow_row,) = rows(summary, "slow-subscriber", "redis-bus", "pubsub")
     slow = next(p for p in slow_row["per_consumer"] if p["slow"])
     assert slow["missed"] > 0 and slow["counted_lost"] == slow["missed"], slow
+
+
+def test_slow_handlers_cost_a_time_limit_or_a_process_and_end_dead_lettered(
+    quick_run: tuple[dict[str, Any], Path, str],
+) -> None:
+    """1% of the messages hang their handler, 1% end its process: each of those ends
+    dead-lettered for its reason after BUS_MAX_ATTEMPTS attempts, every process a handler ended
+    was restarted, every other message was handled, and no message stayed in a handler's hands
+    much past the time limit, though the hangs reached it."""
+    scn = scenario(quick_run[0], "slow-handlers")
+    (row,) = rows(quick_run[0], "slow-handlers", "redis-bus", "prodcons")
+    fates = row["fates"]
+    for fate, why in (("hang", "timed out"), ("die", "crashed")):
+        assert fates[fate]["accepted"] >= 1, fates
+        assert fates[fate]["dead_lettered"] == {why: fates[fate]["accepted"]}, fates
+    assert "BUS_MAX_ATTEMPTS=3" in fates["die"]["reasons"]["crashed"], fates
+    assert fates["none"]["handled"] == fates["none"]["accepted"], fates
+    assert row["duplicates_explained"] == row["duplicated"], row
+    died = row["handlers_met"]["die"]
+    assert fates["die"]["accepted"] <= died <= 3 * fates["die"]["accepted"], row
+    assert sum(n.get("exit code 1", 0) for n in scn["restarts"].values()) == died, scn
+    limit, oldest = scn["inhand"]["limit_ms"], scn["inhand"]["max_age_ms"]
+    assert limit == 2000 and limit / 2 < oldest <= limit + 1000, scn["inhand"]
 
 
 def test_a_cluster_shard_fails_over_under_load(

@@ -8,6 +8,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
+import subprocess
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -22,11 +23,12 @@ import requests
 from loadtest.harness.ports import free_port
 from loadtest.harness.server import RedisServer, redis_binary
 from loadtest.harness.waits import wait_for
-from loadtest.ledger import records
+from loadtest.ledger import handlers, records
 from loadtest.users.busfigures import Deltas
 from loadtest.users.sending import baseline_outcome, bus_outcome
+from producer.store.envelope import new as new_envelope
 from tests.conftest import QUICK_ENV
-from tests.procs import Proc, daemon_cmd, get_json, project_env
+from tests.procs import ROOT, Proc, daemon_cmd, get_json, project_env
 
 
 def proc(role: str, ident: str, started_ms: int, **counts: int) -> dict[str, Any]:
@@ -79,6 +81,57 @@ def test_outcome_rules() -> None:
         "st": 0, "out": "unknown", "err": "refused"}  # fmt: skip
     assert baseline_outcome(200, None) == ({"st": 200, "out": "accepted"}, None)
     assert baseline_outcome(500, None)[0]["out"] == "unknown"
+
+
+def test_fates_mark_their_shares_evenly_and_never_the_same_message() -> None:
+    """1% hang and 1% die: exactly 10 of each in 1000, 50 apart, never both; none by default."""
+    fates = records.Fates(0.01, 0.01)
+    marks = {n: f for n in range(1, 1001) if (f := fates.next())}
+    assert [n for n, f in marks.items() if f == "hang"] == list(range(100, 1001, 100))
+    assert [n for n, f in marks.items() if f == "die"] == list(range(50, 1000, 100))
+    assert not any(records.Fates().next() for _ in range(1000))
+    assert records.payload("a-1", 0, "hang") == {"lid": "a-1", "fate": "hang"}
+    assert records.fate_of({"lid": "a-1", "fate": "die"}) == "die"
+    assert records.fate_of({"lid": "a-1", "fate": "explode"}) is None
+    assert records.fate_of(b'{"fate": "die"}') is None  # only the bus's decoded payload counts
+
+
+def _ledger_env(monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
+    monkeypatch.setenv(records.ENV_FILE, str(path))
+    monkeypatch.setenv(records.ENV_WHO, "w")
+    monkeypatch.setenv(records.ENV_START, "1")
+    monkeypatch.setattr(handlers, "_recorder", None)
+
+
+def test_the_ledger_handler_hangs_on_a_hang_and_handles_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A message marked "hang" gets a doomed line and no got line (here the hang is cut short);
+    an unmarked one is handled as always."""
+    _ledger_env(monkeypatch, tmp_path / "w.jsonl")
+    monkeypatch.setattr(records, "HANG_S", 0.01)
+    handlers.record(new_envelope({"lid": "l-1", "fate": "hang"}))
+    handlers.record(new_envelope({"lid": "l-2"}))
+    lines = [(line["k"], line["lid"]) for line in records.read(tmp_path / "w.jsonl")]
+    assert lines == [("start", "l-1"), ("doomed", "l-1"), ("start", "l-2"), ("got", "l-2")]
+
+
+def test_the_ledger_handler_ends_its_process_on_a_die(tmp_path: Path) -> None:
+    """A message marked "die": a doomed line with its attempt, then exit 1 at once."""
+    ledger = tmp_path / "w.jsonl"
+    code = (
+        "from loadtest.ledger import handlers\n"
+        "from producer.store.envelope import new\n"
+        "handlers.record(new({'lid': 'l-9', 'fate': 'die'}).next_attempt())\n"
+        "print('still alive')\n"
+    )
+    env = {**project_env("redis://127.0.0.1:1/0"), records.ENV_FILE: str(ledger),
+           records.ENV_WHO: "w"}  # fmt: skip
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert done.returncode == records.EXIT_DIE and "still alive" not in done.stdout, done
+    (line,) = records.read(ledger)
+    assert (line["k"], line["lid"], line["fate"], line["att"]) == ("doomed", "l-9", "die", 2)
 
 
 @dataclass

@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from matplotlib import image
 
+from loadtest.report import checks, fates, plots, rows
 from loadtest.report import markdown as report
-from loadtest.report import plots
 from loadtest.report.fmt import DASH
 from loadtest.runner import memwatch
 from tests.procs import ROOT
@@ -443,3 +443,110 @@ def test_a_long_timeline_is_drawn_in_coarser_bins() -> None:
     assert sum(coarse["rows"]["a"]["failed"]) == 0  # the last, partial bin is left out
     short = {**long, "t": long["t"][:600]}
     assert plots.coarser(short, BIN_S) is short
+
+
+TIMED_OUT = ("handler failed on attempt 3: producer.errors.TimeLimitExceeded: the handler timed "
+             "out: still running 2.1 s after it started, past its limit of 2 s")  # fmt: skip
+CRASHED = ("worker bus-w2-2 stopped before settling attempt 3 (it crashed, was killed or lost "
+           "Redis while the handler ran), its last of BUS_MAX_ATTEMPTS=3")  # fmt: skip
+
+
+def test_outcomes_by_fate_tell_dead_letters_by_their_reason() -> None:
+    """Each accepted message counts under its fate once: handled, dead-lettered by reason
+    class, stranded or lost; a refused send counts nowhere."""
+    sent = [{"lid": f"n{i}"} for i in range(5)] + [
+        {"lid": "h1", "fate": "hang"}, {"lid": "h2", "fate": "hang"},
+        {"lid": "d1", "fate": "die"}, {"lid": "d2", "fate": "die"},
+    ]  # fmt: skip
+    acc = {s["lid"] for s in sent}
+    dead = {"h1": TIMED_OUT, "h2": CRASHED, "d1": CRASHED, "n4": "rejected: no"}
+    out = fates.outcomes(sent, acc - {"n3"}, {"n0", "n1", "n2"}, dead, {"d2"})
+    assert out["none"] == {"accepted": 4, "handled": 3, "dead_lettered": {"other": 1},
+                           "stranded": 0, "lost": 0,
+                           "reasons": {"other": "rejected: no"}}  # fmt: skip
+    assert out["hang"]["dead_lettered"] == {"crashed": 1, "timed out": 1}
+    assert out["die"]["dead_lettered"] == {"crashed": 1} and out["die"]["stranded"] == 1
+    assert fates.expected_ends(out, "hang") == (1, 2)
+    assert fates.expected_ends(out, "die") == (1, 2)
+    assert fates.reason_class("worker w stopped before settling attempt 1") == "other"
+    # A redelivery with a higher attempt is explained; one with the same attempt is not.
+    assert fates.explained_duplicates(
+        {"a": [(2.0, 2), (1.0, 1)], "b": [(1.0, 1)], "c": [(1.0, 1), (1.5, 1), (3.0, 2)]}
+    ) == (3, 2)
+
+
+def slow_handlers(**changed: Any) -> dict[str, Any]:
+    """A slow-handlers scenario: poisoned messages all dead-lettered as their fate says."""
+    poisoned = {
+        "none": {"accepted": 196, "handled": 196, "dead_lettered": {}, "stranded": 0, "lost": 0,
+                 "reasons": {}},
+        "hang": {"accepted": 2, "handled": 0, "dead_lettered": {"timed out": 2}, "stranded": 0,
+                 "lost": 0, "reasons": {"timed out": TIMED_OUT}},
+        "die": {"accepted": 2, "handled": 0, "dead_lettered": {"crashed": 2}, "stranded": 0,
+                "lost": 0, "reasons": {"crashed": CRASHED}},
+    }  # fmt: skip
+    r = row("redis-bus", "prodcons", 2, accepted=200, delivered=196, dead_lettered=4,
+            duplicated=1, fates=poisoned, duplicates_explained=1,
+            handlers_met={"die": 6, "hang": 6})  # fmt: skip
+    r.update(changed)
+    r["notes"] = rows.notes(r, 0)
+    sc = scenario("slow-handlers", "Slow handlers", [], [r])
+    sc.update(baseline=False, processes=3,
+              restarts={"bus-w1": {"exit code 1": 2}, "bus-w2": {"exit code 1": 4}},
+              inhand={"every_s": 0.5, "samples": 33, "limit_ms": 2000, "max_age_ms": 1940,
+                      "workers": {}})  # fmt: skip
+    return sc
+
+
+def test_a_poisoned_run_is_checked_and_reported(tmp_path: Path) -> None:
+    """Its checks pass when every poisoned message ended as its fate says, and fail naming what
+    did not; the report tells the fates, the restarts and the oldest message in hand, and
+    draws the in-hand panel; its latency is kept out of the calm comparison."""
+    sc = slow_handlers()
+    verdicts = {c["name"]: c["ok"] for c in checks.evaluate({"scenarios": [sc]})}
+    assert verdicts == {
+        "redis-bus prodcons: accounting complete": True,
+        "redis-bus prodcons: nothing refused was delivered": True,
+        "redis-bus prodcons: at-least-once lost nothing": True,
+        "redis-bus prodcons: every message marked to hang ended dead-lettered (timed out)": True,
+        "redis-bus prodcons: every message marked to end its process ended dead-lettered "
+        "(crashed)": True,
+        "redis-bus prodcons: every duplicate was in hand when a worker process ended": True,
+        "no message stayed in a handler's hands past its time limit": True,
+        "every process a handler ended was restarted by its supervisor": True,
+    }
+    bad = slow_handlers(duplicates_explained=0, handlers_met={"die": 7})
+    bad["rows"][0]["fates"]["hang"]["dead_lettered"] = {"timed out": 1, "crashed": 1}
+    bad["inhand"]["max_age_ms"] = 9000
+    failed = [c for c in checks.evaluate({"scenarios": [bad]}) if not c["ok"]]
+    assert [c["name"].split(": ")[-1] for c in failed] == [
+        "every message marked to hang ended dead-lettered (timed out)",
+        "every duplicate was in hand when a worker process ended",
+        "no message stayed in a handler's hands past its time limit",
+        "every process a handler ended was restarted by its supervisor",
+    ]
+    assert failed[0]["detail"].startswith("1 of 2 dead-lettered timed out; 1 for another reason")
+
+    summary = make_summary()
+    summary["scenarios"] = [summary["scenarios"][0], sc]
+    make_run(tmp_path, summary)
+    series = json.loads((tmp_path / "series.json").read_text())
+    t = [i * 0.5 for i in range(33)]
+    ages = [int(1900 * ((i % 5) / 4)) for i in range(33)]
+    series["scenarios"]["slow-handlers"]["inhand"] = {
+        "every_s": 0.5, "t": t, "oldest_age_ms": {"bus-w1": ages, "bus-w2": [None] * 33},
+        "abandoned": {"bus-w1": [0] * 33, "bus-w2": [None] * 33}, "limit_ms": 2000,
+        "process_ends_s": [2.4, 7.5],
+    }  # fmt: skip
+    (tmp_path / "series.json").write_text(json.dumps(series))
+    md = report.write_report(tmp_path).read_text(encoding="utf-8")
+    assert "Marked to hang: 2 accepted, 0 handled, dead-lettered timed out: 2" in md
+    assert "Marked to end its process: 2 accepted, 0 handled, dead-lettered crashed: 2" in md
+    assert "1 of the 1 extra deliveries came with a higher attempt" in md
+    assert "(`--processes 3`): `bus-w1` 2 (exit code 1: 2); `bus-w2` 4 (exit code 1: 4)" in md
+    assert "Oldest message in a handler's hands: at most 1.94 s (time limit 2 s" in md
+    assert "none from the runner: the handlers are the fault" in md
+    assert "(`mixed`)" in md  # the calm scenarios compared: slow-handlers is not one
+    tall = struct.unpack(">II", (tmp_path / "timeline-slow-handlers.png").read_bytes()[16:24])
+    calm = struct.unpack(">II", (tmp_path / "timeline-mixed.png").read_bytes()[16:24])
+    assert tall[1] == calm[1]  # two panels each: mixed's two modes; prodcons and in hand

@@ -3,12 +3,15 @@
 
 It does the simulated work (:class:`loadtest.ledger.records.Work`), then writes a ``got`` line to
 the ledger (:mod:`loadtest.ledger.records`), so a line means the handler finished. With
-``LOADTEST_RECORD_START=1`` it also writes a ``start`` line first.
+``LOADTEST_RECORD_START=1`` it also writes a ``start`` line first. A message whose payload
+asks for a fate (:func:`loadtest.ledger.records.fate_of`) gets a ``doomed`` line instead of the
+work, and then its handler never returns (``hang``) or ends its process (``die``).
 """
 
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 from loadtest.ledger import records
@@ -41,6 +44,10 @@ def record(env: Envelope) -> None:
     lid = records.lid_of(env.payload)
     if rec.mark_start:
         rec.ledger.write(k="start", who=rec.who, lid=lid, t=records.now())
+    fate = records.fate_of(env.payload)
+    if fate is not None:
+        _meet(rec, fate, lid, env.attempt)
+        return  # the late end of a hang, long after its worker gave up on it: no "got" line
     rec.work.do()
     rec.ledger.write(
         k="got",
@@ -54,3 +61,11 @@ def record(env: Envelope) -> None:
         att=env.attempt,
         t=records.now(),
     )
+
+
+def _meet(rec: _Recorder, fate: str, lid: str | None, attempt: int) -> None:
+    """Write the ``doomed`` line, then hang far past any time limit, or end the process."""
+    rec.ledger.write(k="doomed", who=rec.who, lid=lid, fate=fate, att=attempt, t=records.now())
+    if fate == "die":
+        os._exit(records.EXIT_DIE)  # no cleanup, no settle: as a segfault or an OOM kill would
+    time.sleep(records.HANG_S)  # in C: the worker's time limit cannot interrupt it

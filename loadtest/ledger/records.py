@@ -1,7 +1,9 @@
 """The load test's ledger: one JSON line per event, written by every process that sends or
 handles a message, so the runner can account for each message by its load-test id (``lid``).
 
-Every message a load generator sends carries a payload ``{"lid": <unique id>, ...}``. The lid
+Every message a load generator sends carries a payload ``{"lid": <unique id>, ...}``; a few may
+also carry ``"fate": "hang"`` or ``"fate": "die"`` (:class:`Fates`): the load-test handler then
+never returns, or ends its process. The lid
 exists for both systems under test: redis-bus wraps the payload in its envelope (which has its own
 ``id``), the naive baseline pushes the payload's JSON as it is. Each process appends to a file of
 its own (named by ``LOADTEST_RECORD``), one ``os.write`` per line on an ``O_APPEND`` descriptor,
@@ -10,12 +12,13 @@ so a line is on disk before the process goes on and survives a ``kill -9`` after
 Lines (compact JSON; absent fields are null):
 
 ``{"k": "sent", "sys", "mode", "via", "dest", "lid", "t0", "t1", "st", "out", "id", "src", "seq",
-"rc", "err"}``
+"rc", "err"[, "fate"]}``
     a producer's attempt: ``sys`` ``"bus"`` or ``"baseline"``; ``mode`` ``"prodcons"`` or
     ``"pubsub"``; ``via`` ``"http"``, ``"redis"`` (the direct Producer) or ``"close"`` (the
     runner's stream-closing messages); ``dest`` the queue or channel; ``t0``/``t1`` wall-clock
     seconds before and after; ``st`` the HTTP status (0 when there was no answer); ``out`` one of
-    :data:`OUTCOMES`; ``id``, ``src``, ``seq``, ``rc`` (receivers) from a 202 answer.
+    :data:`OUTCOMES`; ``id``, ``src``, ``seq``, ``rc`` (receivers) from a 202 answer; ``fate``
+    only when the payload carries one.
 ``{"k": "got", "sys", "mode", "who", "lid", "id", "src", "seq", "att", "t"}``
     a consumer finished handling a message (written after the handler's work, so a message whose
     handler was cut short by a crash has no line); ``who`` the consumer's name (the runner knows
@@ -27,6 +30,9 @@ Lines (compact JSON; absent fields are null):
 ``{"k": "start", "who", "lid", "t"}``
     a consumer started handling a message (only with ``LOADTEST_RECORD_START=1``: the runner uses
     it to kill a worker while a message is in its hands).
+``{"k": "doomed", "who", "lid", "fate", "att", "t"}``
+    the load-test handler met a message marked to ``hang`` or ``die``, on attempt ``att``: written
+    just before it sleeps past every time limit, or ends its process with ``os._exit(1)``.
 """
 
 from __future__ import annotations
@@ -46,6 +52,10 @@ ENV_WHO = "LOADTEST_WHO"  # the consumer's name in its lines
 ENV_START = "LOADTEST_RECORD_START"  # "1": also write a "start" line per message
 ENV_SLEEP = "LOADTEST_HANDLER_SLEEP_S"  # seconds of simulated work per message
 ENV_SLOW_FLAG = "LOADTEST_SLOW_FLAG"  # if set, the work is done only while this file exists
+
+FATES = ("hang", "die")  # what a payload may ask of the load-test handler
+HANG_S = 3600.0  # a hanging handler sleeps this long: far past any time limit of a run
+EXIT_DIE = 1  # the exit status of a process whose handler met a "die" message
 
 SLOW_RCVBUF = 64 * 1024  # a slow consumer's TCP receive buffer (see small_receive_buffers)
 
@@ -106,12 +116,45 @@ class Work:
             time.sleep(self.sleep_s)
 
 
-def payload(lid: str, pad_bytes: int = 0) -> dict[str, Any]:
-    """The payload a load generator sends: the lid, and padding to reach a size."""
+class Fates:
+    """Which messages a generator marks to hang or to kill their handler's process:
+    ``hang_share`` and ``die_share`` of them, evenly spaced (the n-th is marked when the
+    share's running count steps up; the "die" steps half a period later), so the same run marks
+    the same messages and no share is ever off by more than one."""
+
+    def __init__(self, hang_share: float = 0.0, die_share: float = 0.0) -> None:
+        self.hang_share = hang_share
+        self.die_share = die_share
+        self._n = 0
+
+    def next(self) -> str | None:
+        """The fate of the next message: "hang", "die", or None (handled normally)."""
+        self._n += 1
+        if _steps(self._n, self.hang_share, 0.0):
+            return "hang"
+        if _steps(self._n, self.die_share, 0.5):
+            return "die"
+        return None
+
+
+def _steps(n: int, share: float, phase: float) -> bool:
+    return share > 0 and int(n * share + phase) > int((n - 1) * share + phase)
+
+
+def payload(lid: str, pad_bytes: int = 0, fate: str | None = None) -> dict[str, Any]:
+    """The payload a load generator sends: the lid, its fate if any, padding to reach a size."""
     body: dict[str, Any] = {"lid": lid}
+    if fate is not None:
+        body["fate"] = fate
     if pad_bytes > 0:
         body["pad"] = "x" * pad_bytes
     return body
+
+
+def fate_of(value: Any) -> str | None:
+    """The fate a payload asks of the load-test handler ("hang", "die"), or None."""
+    fate = value.get("fate") if isinstance(value, dict) else None
+    return fate if fate in FATES else None
 
 
 def lid_of(value: Any) -> str | None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loadtest import baseline
-from loadtest.report import rows, timing
+from loadtest.report import fates, rows, timing
 from loadtest.runner.faults import Window
 from loadtest.runner.stack import Consumer
 
@@ -42,10 +42,11 @@ class Observed:
     got: dict[str, list[dict[str, Any]]]  # consumer name -> its "got" lines
     consumers: list[Consumer]
     leftovers: set[str]  # lids still in a list (pending or processing) after the drain
-    dead: set[str]  # lids in a dead-letter list
+    dead: dict[str, str]  # lid in a dead-letter list -> its reason
     stats: dict[str, dict[str, int]]  # redis-bus consumer name -> its final counters
     exits: dict[str, tuple[float | None, int, str]]  # who -> (wall time, code, error)
     faults: list[Window] = field(default_factory=list)
+    doomed: list[dict[str, Any]] = field(default_factory=list)  # handlers that met a fate
 
 
 def row_key(
@@ -113,12 +114,14 @@ def _prodcons_row(
     acc, rej, unk = _outcomes(sent)
     counts: Counter[str] = Counter()
     first: dict[str, float] = {}
+    attempts: dict[str, list[tuple[float, int | None]]] = defaultdict(list)
     for c in consumers:
         for g in obs.got.get(c.who, ()):
             lid = g.get("lid")
             if lid is not None and owner.get(lid) == key:
                 counts[lid] += 1
                 first[lid] = min(first.get(lid, g["t"]), g["t"])
+                attempts[lid].append((g["t"], g.get("att")))
     delivered = {lid for lid in acc if counts[lid]}
     dead = {lid for lid in acc - delivered if lid in obs.dead}
     stranded = {lid for lid in acc - delivered - dead if lid in obs.leftovers}
@@ -139,6 +142,12 @@ def _prodcons_row(
         missed=None,
         counted_lost=None,
     )
+    if any(s.get("fate") for s in sent):
+        row["fates"] = fates.outcomes(sent, acc, delivered, obs.dead, stranded)
+        row["duplicates_explained"] = fates.explained_duplicates(attempts)[1]
+        whose = {c.who for c in consumers}
+        met = Counter(d["fate"] for d in obs.doomed if d.get("who") in whose)
+        row["handlers_met"] = dict(sorted(met.items()))  # attempts that hung, or ended a process
     return row
 
 

@@ -31,7 +31,9 @@ def write_report(run_dir: Path) -> Path:
     summary, series = rundir.load_run(run_dir)
     scenarios = summary["scenarios"]
     parts = [_header(summary), _checks(summary), "## Summary\n\n" + summary_table(summary)]
-    calm = [sc for sc in scenarios if not sc["faults"]]
+    # Calm: no fault, and no handler that hangs or ends its process (their latency is theirs).
+    calm = [sc for sc in scenarios
+            if not sc["faults"] and not any("fates" in r for r in sc["rows"])]  # fmt: skip
     # Each figure takes about half a second to render: one process per core draws them.
     with ProcessPoolExecutor(os.cpu_count() or 1, mp_context=get_context("fork")) as pool:
         timelines = {
@@ -120,7 +122,13 @@ def _checks(s: dict[str, Any]) -> str:
 
 
 def _scenario(run_dir: Path, sc: dict[str, Any], timeline_png: str | None) -> str:
-    faults = "; ".join(_fault(f) for f in sc["faults"]) or "none (the reference run)"
+    poisoned = any("fates" in r for r in sc["rows"])
+    calm = (
+        "none from the runner: the handlers are the fault"
+        if poisoned
+        else "none (the reference run)"
+    )
+    faults = "; ".join(_fault(f) for f in sc["faults"]) or calm
     lines = [
         f"## `{sc['name']}`: {sc['title']}",
         "",
@@ -134,7 +142,7 @@ def _scenario(run_dir: Path, sc: dict[str, Any], timeline_png: str | None) -> st
         "",
         _table(SCENARIO_COLUMNS, [_cells(r, SCENARIO_COLUMNS) for r in sc["rows"]], 2),
     ]
-    said = [sentence for r in sc["rows"] for sentence in _sentences(r)]
+    said = [sentence for r in sc["rows"] for sentence in _sentences(r)] + _in_hand(sc)
     lines += ["", *(f"- {sentence}" for sentence in said)] if said else []
     if timeline_png:
         lines += ["", f"![Timeline of {sc['name']}: messages/s per system]({timeline_png})"]
@@ -157,6 +165,28 @@ def _sentences(r: Row) -> list[str]:
     # the runner's notes may tell the same exits in its own words: the sentences above say more
     told = tuple(f"{ex['who']} exited" for ex in r["exits"])
     return [f"{who}: {n}" for n in r["notes"] if not (told and n.startswith(told))] + exits
+
+
+def _in_hand(sc: dict[str, Any]) -> list[str]:
+    """The supervised workers' restarts, and the oldest message their handlers held."""
+    out = []
+    if "restarts" in sc:
+        told = [
+            f"`{who}` {sum(ends.values()):,} ("
+            + (", ".join(f"{how}: {n:,}" for how, n in ends.items()) or "none")
+            + ")"
+            for who, ends in sc["restarts"].items()
+        ]
+        out.append(f"Worker processes restarted by their supervisors (`--processes "
+                   f"{sc.get('processes', '?')}`): {'; '.join(told)}.")  # fmt: skip
+    seen = sc.get("inhand")
+    if seen:
+        out.append(
+            f"Oldest message in a handler's hands: at most {seen['max_age_ms'] / 1000:.2f} s "
+            f"(time limit {seen['limit_ms'] / 1000:g} s; {seen['samples']:,} samples of every "
+            f"worker's stats, one every {seen['every_s']:g} s); the timeline's last panel."
+        )
+    return out
 
 
 def _signal_name(number: int) -> str:

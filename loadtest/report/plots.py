@@ -54,17 +54,23 @@ def rates(row: Row, bin_s: float) -> dict[str, np.ndarray]:
 
 
 def timeline(path: Path, scenario: dict[str, Any], series: dict[str, Any], bin_s: float) -> None:
-    """One panel per mode: accepted/s, delivered/s and failed sends/s per system, faults shaded.
-    A long run (a soak) is drawn in bins of :data:`LONG_BIN_S`: half-second rates over half an
-    hour would fill the panel solid."""
+    """One panel per mode: accepted/s, delivered/s and failed sends/s per system, faults shaded;
+    and, when the workers' oldest message in hand was sampled, a panel of its age. A long run
+    (a soak) is drawn in bins of :data:`LONG_BIN_S`: half-second rates over half an hour would
+    fill the panel solid."""
     coarse = coarser(series, bin_s)
     if coarse is not series:
         series, bin_s = coarse, LONG_BIN_S
     modes = list(dict.fromkeys([*scenario["modes"], *(r["mode"] for r in series["rows"].values())]))
     t = np.asarray(series["t"], float) + bin_s / 2  # a bin's count belongs to its middle
     x_end = max(float(t[-1] + bin_s / 2) if len(t) else 0.0, scenario["traffic_s"], 1.0)
-    fig = new_figure(11.0, 1.6 + 3.2 * len(modes))
-    axes = fig.subplots(len(modes), 1, sharex=True, squeeze=False)[:, 0]
+    hands = series.get("inhand")
+    panels = len(modes) + (1 if hands else 0)
+    fig = new_figure(11.0, 1.6 + 3.2 * panels)
+    every_axis = fig.subplots(panels, 1, sharex=True, squeeze=False)[:, 0]
+    axes = every_axis[: len(modes)]
+    if hands:
+        _in_hand_panel(every_axis[-1], hands, scenario, x_end)
     systems: list[str] = []
     for ax, mode in zip(axes, modes, strict=True):
         rows = by_system(r for r in series["rows"].values() if r["mode"] == mode)
@@ -95,10 +101,42 @@ def timeline(path: Path, scenario: dict[str, Any], series: dict[str, Any], bin_s
         ax.set_title(_panel_title(mode, rows), fontsize=10, loc="left")
         ax.set_ylabel("messages/s")
         ax.grid(alpha=0.3)
-    axes[-1].set_xlabel("seconds since traffic start")
+    every_axis[-1].set_xlabel("seconds since traffic start")
     fig.suptitle(f"{scenario['name']}: {scenario['title']}", fontsize=12, fontweight="bold")
     legend(fig, system_handles(systems), _style_handles(scenario["faults"]))
     save(fig, path)
+
+
+def _in_hand_panel(ax: Axes, hands: dict[str, Any], scenario: dict[str, Any], x_end: float) -> None:
+    """Per worker, the age of the oldest message in its handlers' hands, as it wrote it: a
+    hanging handler climbs until the time limit (dashed) cuts it."""
+    t = np.asarray(hands["t"], float)
+    top = 0.0
+    for i, (who, ages) in enumerate(sorted(hands["oldest_age_ms"].items())):
+        y = np.asarray([np.nan if a is None else a / 1000 for a in ages], float)
+        color = SPARE_COLORS[i % len(SPARE_COLORS)] if i else color_of("redis-bus")
+        top = max(top, float(np.nanmax(y, initial=0.0)))
+        ax.plot(t[: len(y)], y, color=color, lw=1.4, drawstyle="steps-post", label=who)
+    limit_s = hands.get("limit_ms", 0) / 1000
+    if limit_s:
+        ax.axhline(limit_s, color="0.3", ls="--", lw=1.2)
+        ax.text(0.0, limit_s, f" time limit {limit_s:g} s", fontsize=8, color="0.3", va="bottom",
+                transform=ax.get_yaxis_transform())  # fmt: skip
+    _mark_exits(ax, [r for r in scenario["rows"] if r["mode"] == "prodcons"])
+    ends = hands.get("process_ends_s", [])
+    if ends:  # where a handler ended its process: a tick at the top of the panel
+        ax.plot(ends, [0.96] * len(ends), ls="none", marker="v", color="#d62728", ms=6,
+                transform=ax.get_xaxis_transform(),
+                label=f"a handler ended its process (x{len(ends)})")  # fmt: skip
+    ax.axvline(scenario["traffic_s"], color="0.35", ls=":", lw=1.2)
+    ax.set_xlim(0, x_end)
+    ax.set_ylim(0, max(limit_s, top) * 1.35 or 0.1)
+    ax.set_title("oldest message in each worker's handlers' hands (age as the worker wrote it, "
+                 f"every {hands['every_s']:g} s)", fontsize=10, loc="left")  # fmt: skip
+    ax.set_ylabel("seconds")
+    ax.legend(loc="upper left", bbox_to_anchor=(0.0, 0.9), fontsize=8,
+              ncol=len(hands["oldest_age_ms"]) + bool(ends))  # under the ticks  # fmt: skip
+    ax.grid(alpha=0.3)
 
 
 def coarser(series: dict[str, Any], bin_s: float) -> dict[str, Any]:

@@ -89,9 +89,37 @@ def notes(row: dict[str, Any], orphans: int) -> list[str]:
             f"PUBLISH answered {reported:,} receivers in all, but subscribers handled "
             f"{row['delivered']:,}: Redis counts a subscriber whose buffer took it."
         )
+    notes += _fate_notes(row)
     for e in row["exits"]:
         at = "" if e["at_s"] is None else f" at {e['at_s']:.1f} s"
         notes.append(f"{e['who']} exited{at} (code {e['code']}): {e['error']}")
     if orphans:
         notes.append(f"{orphans:,} deliveries carried an id no producer recorded.")
     return notes
+
+
+FATE_WORDS = {"none": "Not marked", "hang": "Marked to hang", "die": "Marked to end its process"}
+
+
+def _fate_notes(row: dict[str, Any]) -> list[str]:
+    """What became of the messages by the fate their payload asked (see
+    :mod:`loadtest.report.fates`), and of the duplicates."""
+    out = []
+    for fate, f in row.get("fates", {}).items():
+        dead = ", ".join(f"{why}: {n:,}" for why, n in f["dead_lettered"].items()) or "none"
+        out.append(
+            f"{FATE_WORDS.get(fate, fate)}: {f['accepted']:,} accepted, {f['handled']:,} handled, "
+            f"dead-lettered {dead}, {f['stranded']:,} stranded, {f['lost']:,} lost."
+        )
+    met = row.get("handlers_met")
+    if met:
+        out.append(
+            f"Handlers that hung: {met.get('hang', 0):,} attempts; handlers that ended their "
+            f"process: {met.get('die', 0):,}."
+        )
+    if "duplicates_explained" in row and row["duplicated"]:
+        out.append(
+            f"{row['duplicates_explained']:,} of the {row['duplicated']:,} extra deliveries came "
+            "with a higher attempt: messages in hand when a worker process ended."
+        )
+    return out

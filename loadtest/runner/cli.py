@@ -39,7 +39,7 @@ EPILOG = """\
 scenarios (`python -m loadtest list` describes them):
   {names}
 examples:
-  python -m loadtest run all --quick      # every fault, a few seconds each (~90 s)
+  python -m loadtest run all --quick      # every fault, a few seconds each (~2 min)
   python -m loadtest run all              # the full suite (~37 minutes, the soak's 30 included)
   python -m loadtest run blackhole
   python -m loadtest run soak --quick     # the soak for 3 minutes (--duration 600: 10)

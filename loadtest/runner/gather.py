@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import time
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,12 +24,16 @@ SETTLE_S = 0.3  # the drain is over when nothing moved for this long
 
 
 def drain(
-    stack: Stack, tails: dict[str, records.Tail], quick: bool, waiting_now: Callable[[int], None]
+    stack: Stack,
+    tails: dict[str, records.Tail],
+    quick: bool,
+    waiting_now: Callable[[int], None],
+    bound_s: float = 0.0,
 ) -> float:
     """Wait until the lists are empty (or have no live consumer) and no consumer handled
-    anything for a while; bounded."""
+    anything for a while; bounded (by ``bound_s`` if given, else by the suite's bound)."""
     r = stack.admin()
-    deadline = time.monotonic() + (8.0 if quick else 15.0)
+    deadline = time.monotonic() + (bound_s or (8.0 if quick else 15.0))
     last_total, quiet_since = -1, time.monotonic()
     while time.monotonic() < deadline:
         for t in tails.values():
@@ -70,27 +76,51 @@ def exits(stack: Stack) -> dict[str, tuple[float | None, int, str]]:
     return out
 
 
-def read_redis(stack: Stack) -> tuple[set[str], set[str], dict[str, dict[str, int]]]:
-    """Lids still in lists, lids dead-lettered, and redis-bus consumers' final counters."""
+def read_redis(stack: Stack) -> tuple[set[str], dict[str, str], dict[str, dict[str, int]]]:
+    """Lids still in lists, lids dead-lettered (with their reasons), and redis-bus consumers'
+    final counters (a supervised worker's: its processes' summed)."""
     r = stack.admin()
     leftovers: set[str] = set()
-    dead: set[str] = set()
+    dead: dict[str, str] = {}
     for queue in {c.dest for c in stack.consumers if c.sys == "bus" and c.mode == "prodcons"}:
         lists = [keys.pending(queue), *r.scan_iter(match=keys.processing_prefix(queue) + "*")]
         for key in lists:
             for raw in r.lrange(key, 0, -1):
                 leftovers.add(_lid_of_envelope(raw))
         for entry in r.lrange(keys.dead(queue), 0, -1):
-            dead.add(_lid_of_envelope(json.loads(entry).get("raw", "").encode()))
+            fields = json.loads(entry)
+            dead[_lid_of_envelope(fields.get("raw", "").encode())] = str(fields.get("reason", ""))
     leftovers.update(records.lid_of(raw) or "" for raw in r.lrange(baseline.QUEUE, 0, -1))
-    stats = {}
+    stats: dict[str, dict[str, int]] = {}
     for c in stack.consumers:
         if c.sys == "bus":
             role = "worker" if c.mode == "prodcons" else "subscriber"
-            ident = f"{c.dest}:{c.who}" if role == "worker" else c.who
-            raw_stats = r.hgetall(keys.stats(role, ident))
-            stats[c.who] = {_text(k): int(v) for k, v in raw_stats.items() if _text(v).isdigit()}
-    return leftovers - {""}, dead - {""}, stats
+            total: Counter[str] = Counter()
+            for name in c.names:
+                ident = f"{c.dest}:{name}" if role == "worker" else name
+                raw_stats = r.hgetall(keys.stats(role, ident))
+                total.update({_text(k): int(v) for k, v in raw_stats.items()
+                              if _text(v).isdigit()})  # fmt: skip
+            stats[c.who] = dict(total)
+    dead.pop("", None)
+    return leftovers - {""}, dead, stats
+
+
+RESTART = re.compile(r"worker (\S+) \(pid \d+\) (?:ended \(([^)]*)\)|asks to be recycled)")
+
+
+def restarts(stack: Stack) -> dict[str, dict[str, int]]:
+    """Per supervised worker, its processes that ended and were started again, by how they
+    ended ("exit code 1", "recycled"...), from its supervisor's log."""
+    out: dict[str, dict[str, int]] = {}
+    for c in stack.consumers:
+        if not c.processes:
+            continue
+        log = stack.logs / f"{c.who}.log"
+        text = log.read_text(errors="replace") if log.exists() else ""
+        ends = Counter(m.group(2) or "recycled" for m in RESTART.finditer(text))
+        out[c.who] = dict(sorted(ends.items()))
+    return out
 
 
 def _lid_of_envelope(raw: bytes | str) -> str:

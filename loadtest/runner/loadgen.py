@@ -33,6 +33,8 @@ def command(scn: Scenario, quick: bool, stack: Stack, out: Path) -> list[str]:
     if scn.at_most_once_queue:
         targets += ["--queue", AMO_QUEUE]
     load = ["--rate", f"{scn.rate:g}", "--payload-bytes", str(scn.payload_bytes)]
+    if scn.hang_share or scn.die_share:
+        load += ["--hang-share", f"{scn.hang_share:g}", "--die-share", f"{scn.die_share:g}"]
     load += ["--bus-stats-interval", "0"]  # the runner accounts by id itself: locust quits at once
     report = ["--csv", str(out / "locust" / scn.name)]
     report += ["--html", str(out / "locust" / f"{scn.name}.html")]

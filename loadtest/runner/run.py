@@ -19,7 +19,7 @@ import redis
 
 from loadtest.ledger import records
 from loadtest.report import accounting
-from loadtest.runner import faults, gather, loadgen, memwatch, streams
+from loadtest.runner import faults, gather, inhand, loadgen, memwatch, streams
 from loadtest.runner.procs import Proc, Procs, StackError
 from loadtest.runner.scenarios import AMO_QUEUE
 from loadtest.runner.spec import Fault, Scenario
@@ -71,6 +71,7 @@ def run_scenario(
     own_ledger = work / "records" / "runner.jsonl"
     watch: memwatch.MemWatch | None = None
     memory: memwatch.Samples | None = None
+    hands: inhand.InHandWatch | None = None
     try:
         _start(stack, scn)
         tails = {c.who: records.Tail(c.ledger) for c in stack.consumers}
@@ -88,6 +89,9 @@ def run_scenario(
             w.start = w.end = t0
         if scn.memory_every_s:
             watch = memwatch.MemWatch(stack, memwatch.every_s(scn.memory_every_s, planned), t0)
+        if scn.inhand_every_s:
+            stats_s = float(SETTINGS["BUS_STATS_INTERVAL_S"])
+            hands = inhand.InHandWatch(stack, scn.inhand_every_s, stats_s, t0)
         _traffic(scn, stack, locust, t0, planned, sent, tails, windows, progress, show)
         if watch is not None:
             memory = watch.finish()
@@ -100,9 +104,10 @@ def run_scenario(
             progress.phase = f"draining ({n} in lists)"
             show(progress)
 
-        drain_end = gather.drain(stack, tails, quick, waiting_now)
+        drain_end = gather.drain(stack, tails, quick, waiting_now, scn.drain_s)
         if streams.close_streams(scn, stack, sent.lines, own_ledger):
-            drain_end = gather.drain(stack, tails, quick, waiting_now)
+            drain_end = gather.drain(stack, tails, quick, waiting_now, scn.drain_s)
+        in_hand = hands.finish() if hands is not None else None
         exits = gather.exits(stack)
         # The consumers first, while Redis is up: workers put back what they hold and every
         # daemon writes its last counters. The webs only need to go; they shut down while the
@@ -112,9 +117,12 @@ def run_scenario(
         )
         leftovers, dead, stats = gather.read_redis(stack)
         stack.stop_redis()
+        restarts = gather.restarts(stack)
     finally:
         if watch is not None:
             watch.stopping.set()
+        if hands is not None:
+            hands.stopping.set()
         # Whatever is still running is stopped in a thread that the interpreter waits for
         # before it exits, so nothing outlives the runner, even on Ctrl-C.
         threading.Thread(target=procs.stop_all, name=f"{STOPPER}{scn.name}").start()
@@ -127,6 +135,9 @@ def run_scenario(
             c.who: [g for g in gather.all_lines(c.ledger) if g["k"] == "got"]
             for c in stack.consumers
         },
+        doomed=[
+            d for c in stack.consumers for d in gather.all_lines(c.ledger) if d["k"] == "doomed"
+        ],
         consumers=stack.consumers,
         leftovers=leftovers,
         dead=dead,
@@ -166,6 +177,13 @@ def run_scenario(
     if memory is not None:
         entry["memory"] = memory.summary(memwatch.fit_from_s(planned))
         scenario_series["memory"] = memory.series()
+    if scn.processes:
+        entry["processes"] = scn.processes
+        entry["restarts"] = restarts
+    if in_hand is not None:
+        entry["inhand"] = in_hand.summary()
+        died = sorted(round(d["t"] - t0, 2) for d in obs.doomed if d.get("fate") == "die")
+        scenario_series["inhand"] = {**in_hand.series(), "process_ends_s": died}
     return entry, scenario_series
 
 
@@ -211,7 +229,7 @@ def _traffic(
 def bus_env(scn: Scenario) -> dict[str, str]:
     """redis-bus's settings for ``scn``."""
     queues = ",".join(scn.queues) + (f",{AMO_QUEUE}" if scn.at_most_once_queue else "")
-    return {**SETTINGS, "BUS_QUEUES": queues, "BUS_CHANNELS": "default"}
+    return {**SETTINGS, **dict(scn.bus_settings), "BUS_QUEUES": queues, "BUS_CHANNELS": "default"}
 
 
 def redis_options(scn: Scenario) -> tuple[str, ...]:
@@ -232,7 +250,8 @@ def _start(stack: Stack, scn: Scenario) -> None:
                 stack.start_bus_worker(f"bus-w-{queue}", queue, "at-least-once", work)
         else:
             for i in (1, 2):
-                stack.start_bus_worker(f"bus-w{i}", scn.queues[0], "at-least-once", work)
+                stack.start_bus_worker(f"bus-w{i}", scn.queues[0], "at-least-once", work,
+                                       scn.processes)  # fmt: skip
                 if scn.at_most_once_queue:
                     stack.start_bus_worker(f"bus-amo-w{i}", AMO_QUEUE, "at-most-once", work)
         # As many naive workers as redis-bus has, for the same total load (the baseline has

@@ -16,6 +16,9 @@ AMO_QUEUE = "amo"  # the queue worker-crash consumes at-most-once, beside the de
 SLOW_LIMIT = "pubsub 0 64kb 1"  # no hard limit: only a subscriber behind for a second is cut
 SOAK_TIMEOUT_S = 2  # the soak's Redis closes connections idle this long
 SOAK_FREEZE_S = 0.5  # the soak's black hole: under every deadline (1 s), so no one reconnects
+SLOW_LIMIT_S = 2  # slow-handlers: BUS_HANDLER_TIMEOUT_S
+SLOW_ATTEMPTS = 3  # ... BUS_MAX_ATTEMPTS: a poisoned message is dead after this many
+SLOW_PROCESSES = 3  # ... each redis-bus worker's --processes
 
 
 PRODCONS_USERS = ("BusProdcons", "BaselineProdcons")
@@ -169,6 +172,35 @@ SCENARIOS: tuple[Scenario, ...] = (
         payload_bytes=16_000,
         faults=(Fault("slow-subscriber", 0.1, until=0.75),),
         slow_subscriber_sleep_s=0.02,
+    ),
+    Scenario(
+        "slow-handlers",
+        "Slow handlers: 1% hang, 1% kill their process",
+        f"Each message takes 20 ms to handle, except 1% whose handler never returns (it sleeps "
+        f"far past `BUS_HANDLER_TIMEOUT_S={SLOW_LIMIT_S}`) and 1% whose handler ends its process "
+        f"(`os._exit(1)`). Two redis-bus workers, each `--processes {SLOW_PROCESSES}` under a "
+        "supervisor that restarts a process that dies, at-least-once, "
+        f"`BUS_MAX_ATTEMPTS={SLOW_ATTEMPTS}`: every poisoned message ends dead-lettered within the "
+        "run, saying why. The oldest message in each worker's hands is sampled throughout. The "
+        "baseline does not run: its loop has no time limit and nothing restarts it, so the "
+        "first hanging message would stop it for good.",
+        ("prodcons",),
+        traffic_s=40,
+        quick_traffic_s=10,
+        users=("BusProdcons",),
+        users_per_class=2,
+        rate=10,
+        handler_sleep_s=0.02,
+        baseline=False,
+        processes=SLOW_PROCESSES,
+        bus_settings=(
+            ("BUS_HANDLER_TIMEOUT_S", str(SLOW_LIMIT_S)),
+            ("BUS_MAX_ATTEMPTS", str(SLOW_ATTEMPTS)),
+        ),
+        hang_share=0.01,
+        die_share=0.01,
+        drain_s=(SLOW_LIMIT_S + 2) * SLOW_ATTEMPTS + 5,
+        inhand_every_s=0.5,
     ),
     Scenario(
         "soak",

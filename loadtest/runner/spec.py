@@ -87,6 +87,12 @@ class Scenario:
     rotation: Rotation | None = None  # faults on a clock, and the bursts shape around them
     redis_timeout_s: int = 0  # > 0: redis-server's idle ``timeout``, restarts included
     memory_every_s: float = 0.0  # > 0: sample every process's RSS about this often
+    processes: int = 0  # > 0: each redis-bus worker is ``--processes`` that many, supervised
+    bus_settings: tuple[tuple[str, str], ...] = ()  # BUS_* settings of this scenario's own
+    hang_share: float = 0.0  # share of the messages whose handler never returns
+    die_share: float = 0.0  # share of the messages whose handler ends its process
+    drain_s: float = 0.0  # > 0: the drain's bound, instead of the suite's
+    inhand_every_s: float = 0.0  # > 0: sample the workers' oldest message in hand this often
 
     def duration_s(self, quick: bool) -> float:
         """Traffic seconds in this suite."""

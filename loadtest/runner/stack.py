@@ -49,6 +49,12 @@ class Consumer:
     proc: Proc = field(init=False)
     ledger: Path = field(init=False)
     slow: bool = False  # slowed down during the fault's window
+    processes: int = 0  # > 0: a supervisor of that many worker processes (``--processes``)
+
+    @property
+    def names(self) -> list[str]:
+        """The names it consumes under: its own, or its processes' (``<who>-1`` ..)."""
+        return [f"{self.who}-{i}" for i in range(1, self.processes + 1)] or [self.who]
 
 
 @dataclass
@@ -179,10 +185,16 @@ class Stack:
         )
         naive.stop_signal = signal.SIGQUIT
 
-    def start_bus_worker(self, who: str, queue: str, delivery: str, work: Work) -> None:
-        """``python -m consumers worker`` with the load-test handler."""
+    def start_bus_worker(
+        self, who: str, queue: str, delivery: str, work: Work, processes: int = 0
+    ) -> None:
+        """``python -m consumers worker`` with the load-test handler (``--processes``: a
+        supervisor, its processes named ``<who>-1`` ..)."""
         args = ["worker", "--queue", queue, "--delivery", delivery]
-        self._consumer(Consumer(who, "bus", "prodcons", queue, delivery), _bus(who, args), work)
+        if processes:
+            args += ["--processes", str(processes)]
+        c = Consumer(who, "bus", "prodcons", queue, delivery, processes=processes)
+        self._consumer(c, _bus(who, args), work)
 
     def start_bus_subscriber(self, who: str, work: Work) -> None:
         """``python -m consumers subscriber`` on the default channel."""
@@ -223,7 +235,9 @@ class Stack:
                 raise StackError(f"{c.who} exited at start: {c.proc.last_error()}")
         bus_workers = [c for c in self.consumers if c.sys == "bus" and c.mode == "prodcons"]
         for c in bus_workers:
-            wait_until(lambda c=c: r.zscore(keys.consumers(c.dest), c.who) is not None, c.who)  # type: ignore[misc]
+            for name in c.names:
+                wait_until(lambda c=c, n=name: r.zscore(keys.consumers(c.dest), n) is not None,  # type: ignore[misc]
+                           name)  # fmt: skip
         naive = sum(1 for c in self.consumers if c.sys == "baseline" and c.mode == "prodcons")
         if naive:
             wait_until(lambda: _blocked(r, "blpop") >= naive, "the baseline workers")

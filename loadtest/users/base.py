@@ -51,6 +51,11 @@ def add_options(parser: Any) -> None:
         "in-flight: negative when at-least-once delivers a message twice or a send whose "
         "reply was lost (503 'unknown', not counted as pushed) did run, and off by a few while "
         "running (each process writes its counters every BUS_STATS_INTERVAL_S)")
+    add("--hang-share", type=float, default=0.0,
+        help="share of the messages marked to hang their handler (payload \"fate\": \"hang\"; "
+        "the load-test handler, loadtest.ledger.handlers:record, then never returns)")
+    add("--die-share", type=float, default=0.0,
+        help="share of the messages marked to end their handler's process (\"fate\": \"die\")")
     add("--record", default=None, include_in_web_ui=False,
         help=f"ledger file for the 'sent' lines (default: ${records.ENV_FILE})")
     # fmt: on
@@ -114,6 +119,9 @@ class Sending(GracefulStop):
 
     def on_start(self) -> None:
         self.dests: Iterator[str] = cycle(names(self.environment, self.dest_field))
+        fates = generator.fates
+        fates.hang_share = float(option(self.environment, "hang_share", 0.0))
+        fates.die_share = float(option(self.environment, "die_share", 0.0))
 
     def next_message(self) -> tuple[str, str]:
         """The next destination and load-test id; stops the user instead once the test is

@@ -51,7 +51,9 @@ class _Sender(Sending, FastHttpUser):
     def send(self) -> None:
         dest, lid = self.next_message()
         pad = int(option(self.environment, "payload_bytes", 0))
-        body = {"payload": records.payload(lid, pad), self.dest_field: dest}
+        fate = generator.fates.next() if self.system == "bus" and self.mode == "prodcons" else None
+        body = {"payload": records.payload(lid, pad, fate), self.dest_field: dest}
+        marked = {"fate": fate} if fate else {}
         name = f"/{self.mode}" if self.system == "bus" else f"{self.system} /{self.mode}"
         t0 = records.now()
         try:
@@ -59,9 +61,10 @@ class _Sender(Sending, FastHttpUser):
                 fields = judged(resp, self.system)
         except GreenletExit:  # the user was stopped mid-request: it may or may not have run
             generator.record(**sent_line(self.system, self.mode, "http", dest, lid, t0,
-                                         err="aborted"))  # fmt: skip
+                                         err="aborted", **marked))  # fmt: skip
             raise
-        generator.record(**sent_line(self.system, self.mode, "http", dest, lid, t0, **fields))
+        generator.record(**sent_line(self.system, self.mode, "http", dest, lid, t0, **fields,
+                                     **marked))  # fmt: skip
 
 
 class BusProdcons(_Sender):

@@ -1,6 +1,7 @@
 """What the load generator keeps per process and writes per message, without locust.
 
-:class:`Generator` holds the process's ledger, its load-test ids and the direct users' one
+:class:`Generator` holds the process's ledger, its load-test ids, the fates it marks messages
+with (``--hang-share``, ``--die-share``) and the direct users' one
 :class:`~producer.Producer`; :func:`sent_line` is a ``sent`` ledger line with every documented
 field; :func:`bus_outcome` and :func:`baseline_outcome` are the outcome rules for an HTTP
 answer (see :mod:`loadtest.ledger.records`).
@@ -31,6 +32,7 @@ class Generator:
     def __init__(self) -> None:
         self.ledger: records.Ledger | None = None
         self.lids = records.Lids()
+        self.fates = records.Fates()  # its shares are set by the users from their options
         self._producer: Producer | None = None
         self._stats: Stats | None = None
         self._settings: Settings | None = None
