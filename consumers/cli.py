@@ -46,6 +46,10 @@ from producer.errors import (
 from producer.observe.logs import setup_logging
 
 log = logging.getLogger("consumers")
+# How long a thread holding the interpreter makes another wait (Python's default: 5 ms). A
+# worker's dispatcher waits for its handlers' threads to let go of it to settle and claim; at
+# 5 ms, handlers that take microseconds would drain what they hold first.
+SWITCH_INTERVAL_S = 0.0005
 
 
 def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = None) -> int:
@@ -138,6 +142,7 @@ def run_daemons(
             d.stop()
 
     install_signal_handlers(stop_all)
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     threads = [threading.Thread(target=d.run, name=f"{d.role}-{d.name}") for d in daemons]
     for t in threads:
         t.start()

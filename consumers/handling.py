@@ -62,8 +62,11 @@ class Handling:
         if env is None:
             return
         try:
-            result = self.handler(*self._args(env))
-            if inspect.isawaitable(result):  # it never ran: nothing here awaits it
+            if self._with_context:
+                result = self.handler(env, self._context(env))
+            else:
+                result = self.handler(env)
+            if result is not None and inspect.isawaitable(result):  # it never ran
                 _discard(result)
                 what = f"{type(result).__name__} {result!r}"
                 raise Reject(f"the handler returned {what}, which a plain function's worker "
@@ -81,7 +84,10 @@ class Handling:
         if env is None:
             return
         try:
-            result = await self.handler(*self._args(env))  # type: ignore[misc]
+            if self._with_context:
+                result = await self.handler(env, self._context(env))  # type: ignore[misc]
+            else:
+                result = await self.handler(env)  # type: ignore[misc]
         except asyncio.CancelledError:  # given up on at its time limit: decided already
             held.ran_s = time.monotonic() - held.started_at
             raise
@@ -130,10 +136,8 @@ class Handling:
         self.stats.incr("dead_lettered")
         held.move = self.ops.dead_move(held.raw, reason, None, env)
 
-    def _args(self, env: Envelope) -> tuple[object, ...]:
-        if not self._with_context:
-            return (env,)
-        return env, Context(env, self.queue, self.name, self._progress_writer(env))
+    def _context(self, env: Envelope) -> Context:
+        return Context(env, self.queue, self.name, self._progress_writer(env))
 
     def _prepare(self, held: Held) -> Envelope | None:
         """Decode ``held`` and start its clock; garbage is dead-lettered (None: no handler)."""
@@ -160,7 +164,6 @@ class Handling:
                 log.warning("queue %s: the start of %s attempt %d not noted (%s): a crash now "
                             "would not charge it an attempt", self.queue, env.id, env.attempt,
                             exc)  # fmt: skip
-        held.started_ms = now_ms()
         held.started_at = time.monotonic()  # from here on its handler may have seen it
         if held.decided_by is not None:  # the worker exited meanwhile: settled without it
             return None

@@ -36,7 +36,6 @@ class Held:
         "raw",
         "record",
         "started_at",
-        "started_ms",
         "thread",
     )
 
@@ -46,7 +45,6 @@ class Held:
         self.marked = False  # noted in bus:{q}:started:<worker> (a redelivered one)
         self.env: Envelope | None = None
         self.started_at = 0.0  # time.monotonic() when its handler started; 0.0: not yet
-        self.started_ms = 0  # the same, Unix ms (for the stats)
         self.limit_s = 0.0  # its time limit, once started
         self.ran_s = 0.0  # how long its handler ran
         self.move: Move | None = None
@@ -55,18 +53,27 @@ class Held:
         self.latency_ms: int | None = None
         self.fatal: BaseException | None = None  # a handler's SystemExit & co
         self.thread: threading.Thread | None = None  # the slot thread running it
-        self._decided: dict[str, tuple[str, object]] = {}
+        self._decided: dict[str, object] = {}  # "by": the outcome's decider; "slot": taken
 
     def decide(self, who: str) -> bool:
-        """Take the decision on this message's outcome for ``who``; False if it was taken
-        before (by anyone, ``who`` too)."""
-        mine = (who, object())
-        return self._decided.setdefault("by", mine) is mine
+        """Take the decision on this message's outcome for ``who`` (one of this module's
+        constants); False if another had it. Each party asks once: the dispatcher never asks
+        for a message whose outcome is decided."""
+        return self._decided.setdefault("by", who) is who
+
+    def take(self, slot: object) -> bool:
+        """Take this message for ``slot`` (its thread or task) to run; False if another slot
+        took it before (it was handed out again with the rest of a batch whose thread was
+        given up on)."""
+        return self._decided.setdefault("slot", slot) is slot
+
+    @property
+    def taken(self) -> bool:
+        return "slot" in self._decided
 
     @property
     def decided_by(self) -> str | None:
-        taken = self._decided.get("by")
-        return taken[0] if taken else None
+        return self._decided.get("by")  # type: ignore[return-value]
 
     @property
     def started(self) -> bool:

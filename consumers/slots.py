@@ -1,10 +1,14 @@
 """Where handlers run: a pool of threads for a plain function, one event loop for ``async def``.
 
-Both take messages from one line (:meth:`Slots.submit`), in claim order: the first free slot
-takes the oldest, so messages start in queue order; with several slots they finish in whatever
-order their handlers take. Each finished message is put on ``done`` for the dispatcher, which
-alone talks to Redis and settles it. :meth:`Slots.withdraw` takes back the messages no slot has
-started yet (on stop: they go back to the queue unchanged).
+Both take messages from one line (:meth:`Slots.submit`), in claim order, in batches: the first
+free slot takes the oldest batch, so messages start in queue order; with several slots they
+finish in whatever order their handlers take. The dispatcher hands out a batch per slot for
+handlers that take some time, one batch for handlers that take almost none (a thread switch
+costs more than such a handler). Finished messages are put on ``done`` in lists for the
+dispatcher, which alone talks to Redis and settles them: half way through a batch (the slot then
+yields the interpreter, so the dispatcher settles and claims while it goes on), at its end, and
+after each message that took a millisecond or more. On stop (:attr:`Slots.closing`) a slot
+starts nothing more; what no slot started goes back to the queue unchanged.
 
 Giving up on a handler past its time limit (:meth:`Slots.give_up`) frees its slot at once:
 - a thread is left to finish on its own (Python cannot stop a thread blocked in C code) and a
@@ -19,6 +23,7 @@ Giving up on a handler past its time limit (:meth:`Slots.give_up`) frees its slo
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import ctypes
 import logging
@@ -33,33 +38,25 @@ from producer.errors import TimeLimitExceeded
 
 log = logging.getLogger("consumers.worker")
 LOOP_STALL_S = 1.0  # an event loop that ran no callback for this long is blocked
+FLUSH_AFTER_S = 0.001  # a message whose handler took this long is reported at once
 
 
 class Slots:
     """What the dispatcher needs of either kind of slot."""
 
-    def __init__(self, n: int, done: queue.SimpleQueue[Held], name: str,
+    def __init__(self, n: int, done: queue.SimpleQueue[list[Held]], name: str,
                  setup: Callable[[], object] = lambda: None) -> None:  # fmt: skip
         self.n = n
         self.done = done
         self.name = name
         self.setup = setup  # called first in each thread that runs handlers
-        self._todo: queue.SimpleQueue[Held | None] = queue.SimpleQueue()
+        self._todo: queue.SimpleQueue[list[Held] | None] = queue.SimpleQueue()
         self._running: dict[int, Held] = {}  # id(held): started, not finished
         self.closing = False  # start nothing more (stopping, or a handler ended the process)
 
-    def submit(self, held: Held) -> None:
-        self._todo.put(held)
-
-    def withdraw(self) -> list[Held]:
-        """Take back every message no slot has started (claim order)."""
-        taken = []
-        with contextlib.suppress(queue.Empty):
-            while True:
-                held = self._todo.get_nowait()
-                if held is not None:
-                    taken.append(held)
-        return taken
+    def submit(self, batch: list[Held]) -> None:
+        """Hand out ``batch`` (claim order) to the next free slot."""
+        self._todo.put(batch)
 
     def running(self) -> list[Held]:
         """The messages whose handler is running now."""
@@ -87,11 +84,12 @@ class Slots:
 class ThreadSlots(Slots):
     """``n`` threads calling ``run(held)``."""
 
-    def __init__(self, n: int, run: Callable[[Held], None], done: queue.SimpleQueue[Held],
+    def __init__(self, n: int, run: Callable[[Held], None], done: queue.SimpleQueue[list[Held]],
                  name: str, setup: Callable[[], object] = lambda: None) -> None:  # fmt: skip
         super().__init__(n, done, name, setup)
         self._run = run
         self._given_up: dict[int, threading.Thread] = {}  # ident: a thread left to finish
+        self._batches: dict[int, list[Held]] = {}  # ident: the batch a thread works through
         self._spawned = 0
         for _ in range(n):
             self._spawn()
@@ -104,27 +102,45 @@ class ThreadSlots(Slots):
 
     def _serve(self) -> None:
         me = threading.current_thread()
+        ident = me.ident or 0
         self.setup()
         try:
-            while (held := self._todo.get()) is not None:
-                if self.closing:  # left unstarted: the worker gives it back
-                    continue
-                held.thread = me
-                self._running[id(held)] = held
-                try:
-                    self._run(held)
-                except Exception:  # a bug of the worker's: settled as if it crashed
-                    log.exception("queue worker %s: running a handler failed", self.name)
-                finally:
-                    self._running.pop(id(held), None)
-                if held.fatal is not None:
-                    self.closing = True
-                if held.decided_by != TIME_LIMIT:
-                    self.done.put(held)
-                if me.ident in self._given_up:
+            while (batch := self._todo.get()) is not None:
+                self._batches[ident] = batch
+                self._work_through(batch, me)
+                self._batches.pop(ident, None)
+                if ident in self._given_up:
                     return  # a new thread has its slot
         except TimeLimitExceeded:  # raised in it after its handler returned: it ends, as meant
             pass
+
+    def _work_through(self, batch: list[Held], me: threading.Thread) -> None:
+        finished: list[Held] = []
+        half = len(batch) // 2 if len(batch) >= 8 else -1
+        for i, held in enumerate(batch):
+            if self.closing or me.ident in self._given_up:
+                break  # left unstarted: handed out again, or given back by the worker
+            if not held.take(me):
+                continue
+            held.thread = me
+            self._running[id(held)] = held
+            try:
+                self._run(held)
+            except Exception:  # a bug of the worker's: settled as if it crashed
+                log.exception("queue worker %s: running a handler failed", self.name)
+            finally:
+                self._running.pop(id(held), None)
+            if held.fatal is not None:
+                self.closing = True
+            if held.decided_by != TIME_LIMIT:
+                finished.append(held)
+            if finished and (i == half or held.ran_s >= FLUSH_AFTER_S):
+                self.done.put(finished)
+                finished = []
+                if i == half:
+                    time.sleep(0)  # the dispatcher settles and claims while this goes on
+        if finished:
+            self.done.put(finished)
 
     def give_up(self, held: Held) -> None:
         thread = held.thread
@@ -132,6 +148,9 @@ class ThreadSlots(Slots):
             return
         self._given_up[thread.ident] = thread
         self._spawn()  # the slot is free again
+        rest = [h for h in self._batches.get(thread.ident, []) if not h.taken]
+        if rest:  # the rest of its batch, to the next free slot
+            self._todo.put(rest)
         # Ends a handler running Python code; one blocked in C sees it when that call returns.
         ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident),
                                                    ctypes.py_object(TimeLimitExceeded))  # fmt: skip
@@ -152,7 +171,7 @@ class LoopSlots(Slots):
     """One event loop awaiting ``run(held)``, ``n`` at a time."""
 
     def __init__(self, n: int, run: Callable[[Held], Coroutine[Any, Any, None]],
-                 done: queue.SimpleQueue[Held], name: str,
+                 done: queue.SimpleQueue[list[Held]], name: str,
                  setup: Callable[[], object] = lambda: None) -> None:  # fmt: skip
         super().__init__(n, done, name, setup)
         self._run = run
@@ -164,6 +183,7 @@ class LoopSlots(Slots):
         self._tasks: dict[int, asyncio.Task[None]] = {}  # id(held): its task, in a slot
         self._cancelled: set[asyncio.Task[None]] = set()  # given up on, not ended yet
         self._giving_up: dict[int, Held] = {}  # given up on, its cancel not seen yet
+        self._waiting: collections.deque[Held] = collections.deque()  # handed out, not started
         self._ticked_at = time.monotonic()
         self._thread = threading.Thread(target=self._serve, args=(loop,), daemon=True,
                                         name=f"handlers-{self.name}")  # fmt: skip
@@ -181,19 +201,19 @@ class LoopSlots(Slots):
             self._ticked_at = time.monotonic()
             loop.call_later(0.1, self._tick, loop)
 
-    def submit(self, held: Held) -> None:
-        super().submit(held)
+    def submit(self, batch: list[Held]) -> None:
+        super().submit(batch)
         self._loop.call_soon_threadsafe(self._pump, self._loop)
 
     def _pump(self, loop: asyncio.AbstractEventLoop) -> None:
         """Start the oldest waiting messages while fewer than ``n`` run (on the loop)."""
-        tasks = self._tasks
-        while loop is self._loop and len(tasks) < self.n and not self.closing:
-            try:
-                held = self._todo.get_nowait()
-            except queue.Empty:
-                return
-            if held is None:
+        tasks, waiting = self._tasks, self._waiting
+        with contextlib.suppress(queue.Empty):
+            while True:
+                waiting.extend(self._todo.get_nowait() or ())
+        while loop is self._loop and len(tasks) < self.n and not self.closing and waiting:
+            held = waiting.popleft()
+            if not held.take(self):
                 continue
             self._running[id(held)] = held
             tasks[id(held)] = loop.create_task(self._one(held, loop))
@@ -215,7 +235,7 @@ class LoopSlots(Slots):
             if (me := asyncio.current_task()) is not None:
                 self._cancelled.discard(me)
             if held.decided_by not in (TIME_LIMIT, STALLED):
-                self.done.put(held)
+                self.done.put([held])
             if loop is self._loop:
                 self._pump(loop)
 
@@ -231,10 +251,13 @@ class LoopSlots(Slots):
             return []
         stranded = [h for h in self.running() if id(h) not in self._giving_up]
         old_loop, old_tasks = self._loop, list(self._tasks.values())
+        rest = [h for h in self._waiting if not h.taken]  # never started: the new loop's
         self._left.append(self._thread)
         self._running.clear()
         blocked_s = time.monotonic() - self._ticked_at
         self._start_loop()
+        if rest:
+            self._todo.put(rest)
         # When the blocking call returns, the old loop cancels what it holds and stops.
         old_loop.call_soon_threadsafe(_wind_down, old_loop, old_tasks)
         self._loop.call_soon_threadsafe(self._pump, self._loop)

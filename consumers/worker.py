@@ -11,9 +11,10 @@ settles each one when its own handler finished: never before.
 finished (ack what was handled, requeue a failure with attempt + 1 up to ``max_attempts``, then
 dead-letter it) and claim what frees up: one round trip per batch. Everything in hand is in the
 processing list. A worker holds at most ``concurrency`` messages in its handlers' hands plus
-what its slots will start within about :data:`AHEAD_S` at the pace they go (never more than
-``batch_size``, at least one), so a busy worker does not hoard a backlog that idle ones could
-take. Garbage is dead-lettered, raw bytes kept.
+what its slots will start within about :data:`AHEAD_S` at the pace they go (at least one; at
+most :data:`AHEAD_BATCHES` claims of ``batch_size``, one at-most-once), so a busy worker does
+not hoard a backlog that idle ones could take, and a fast one claims while its slots work.
+Garbage is dead-lettered, raw bytes kept.
 
 A handler past its time limit (``BUS_HANDLER_TIMEOUT_S``, or the message's ``timeout_s``) has
 failed its attempt: it is settled so at once, its slot freed for the next message, and its late
@@ -60,15 +61,16 @@ from producer.connection.client import drop_connections, pinned_client
 from producer.connection.cluster import ClusterClient
 from producer.errors import HandlersStuck
 from producer.observe.stats import Stats
-from producer.store.envelope import report_ignored_fields_to
+from producer.store.envelope import now_ms, report_ignored_fields_to
 
 log = logging.getLogger(__name__)
 AHEAD_S = 0.05  # a worker claims ahead what its slots start within about this long
+AHEAD_BATCHES = 3  # ... and at most this many claims of BUS_BATCH_SIZE (at-least-once)
 SETTLE_AFTER_S = 0.05  # a finished message waits at most about this long to be settled
 BUSY_BLOCK_S = 0.05  # a blocking pop while some handlers run: they are looked at this often
 LIMITS_EVERY_S = 0.1  # how often the handlers' time limits are checked
 STOPPED = "stopped"  # a message still in a handler's hands when the worker exits
-WAKE = Held(b"")  # put on the done line to wake the dispatcher
+ONE_BATCH_S = 0.00005  # handlers faster than this get a claim in one batch (a switch costs more)
 ATTEMPT = re.compile(rb'"attempt"\s*:\s*(\d{1,9})')
 
 
@@ -97,7 +99,7 @@ class Worker(QueueMember):
         self.at_least_once = settings.delivery == "at-least-once"
         self.handling = Handling(settings, queue_name, name, handler, self.admin_ops, self.stats)
         self._async = is_async(handler)
-        self._done: queue.SimpleQueue[Held] = queue.SimpleQueue()
+        self._done: queue.SimpleQueue[list[Held]] = queue.SimpleQueue()
         self.slots: Slots | None = None  # made by run()
         # Every message claimed and not settled yet, in claim order, by identity: two identical
         # envelopes are two messages.
@@ -143,7 +145,13 @@ class Worker(QueueMember):
         self._recover(self.ops)
         self.mark_connected()
         backlog = True  # there may be one already
+        looped_at = time.monotonic()
         while not self.stopping.is_set() and self._fatal is None:
+            if time.monotonic() - looped_at > self.settings.heartbeat_ttl_s / 2:
+                # The process stood still (SIGSTOP, a stalled host): the reapers may have
+                # taken it for dead. Registered again before it claims into its list.
+                self._heartbeat()
+            looped_at = time.monotonic()
             self._collect()
             working = len(self._held) - len(self._finished) - len(self._sending or ())
             ahead = self._ahead()
@@ -152,7 +160,7 @@ class Worker(QueueMember):
             if self._alone is not None:  # nothing more until it is settled
                 if working == 1 and self._alone_waits:
                     self._alone_waits = False
-                    self._submit(self._alone)
+                    self._submit([self._alone])
                 room = idle_slots = 0
             # Claim under a backlog once half the room is free (or a slot idles); settle what
             # finished once a slot idles or it waited SETTLE_AFTER_S; else wait in Redis for
@@ -160,7 +168,8 @@ class Worker(QueueMember):
             half = (self.concurrency + ahead) // 2
             stale = self._finished_at + SETTLE_AFTER_S <= time.monotonic()
             if backlog and room > 0 and (idle_slots > 0 or room >= half):
-                backlog = len(self._exchange(room)) == room
+                claim = min(room, self.settings.batch_size)
+                backlog = len(self._exchange(claim)) == claim
             elif self._finished and (idle_slots > 0 or stale):
                 backlog = len(self._exchange(max(room, 0))) == room > 0
             elif idle_slots > 0:  # the queue looked empty: wait in Redis for the next one
@@ -189,7 +198,6 @@ class Worker(QueueMember):
         BUS_STOP_TIMEOUT_S for the handlers in hand, then settle what finished."""
         assert self.slots is not None
         self.slots.closing = True
-        self.slots.withdraw()
         deadline = time.monotonic() + self.settings.stop_timeout_s
         while self._in_hands() and time.monotonic() < deadline:
             self._wait(deadline)
@@ -203,7 +211,8 @@ class Worker(QueueMember):
         """Take what the slots finished; give up on handlers past their time limit."""
         with contextlib.suppress(queue.Empty):
             while True:
-                self._finish(self._done.get_nowait())
+                for held in self._done.get_nowait():
+                    self._finish(held)
         now = time.monotonic()
         if now - self._limits_at >= LIMITS_EVERY_S:
             self._limits_at = now
@@ -213,12 +222,11 @@ class Worker(QueueMember):
         """Wait for a slot to finish a message, at most until ``until`` (time.monotonic())."""
         timeout = min(until - time.monotonic(), LIMITS_EVERY_S)
         with contextlib.suppress(queue.Empty):
-            self._finish(self._done.get(timeout=max(timeout, 0.001)))
+            for held in self._done.get(timeout=max(timeout, 0.001)):
+                self._finish(held)
         self._collect()
 
     def _finish(self, held: Held) -> None:
-        if held is WAKE:
-            return
         if id(held) not in self._held:  # settled already (given up on at exit)
             return
         if not self._finished:
@@ -232,6 +240,8 @@ class Worker(QueueMember):
         assert self.slots is not None
         for held in self.slots.running():
             if not held.started or now - held.started_at <= held.limit_s:
+                continue
+            if held.decided_by is not None:  # it finished, or was given up on, already
                 continue
             if not held.decide(TIME_LIMIT):  # it finished meanwhile
                 continue
@@ -262,25 +272,31 @@ class Worker(QueueMember):
         if pace is None:
             return 1
         ahead = int(self.concurrency * AHEAD_S / pace) if pace > 0 else self.settings.batch_size
-        return max(1, min(ahead, self.settings.batch_size))
+        # At-least-once what it holds is safe in its list: up to three claims in flight keep
+        # the slots busy while Redis settles; at-most-once what it holds is what a crash loses.
+        most = self.settings.batch_size * (AHEAD_BATCHES if self.at_least_once else 1)
+        return max(1, min(ahead, most))
 
     def _hand_out(self, raws: list[bytes], popped: bool = False) -> None:
         """Give the slots what was claimed, in claim order. A message past its last attempt (a
         crash hit it among others, see consumers.moves.plan_give_back) waits until nothing
         else is in hand, and runs alone."""
-        for raw in raws:
-            held = Held(raw, popped)
+        helds = [Held(raw, popped) for raw in raws]
+        for held in helds:
             self._held[id(held)] = held
-            if len(raws) == 1 and self._past_last_attempt(raw):
-                self._alone, self._alone_waits = held, True
-                log.warning("queue %s: a message past its last attempt runs alone (a crash "
-                            "hit it with others in hand)", self.queue)  # fmt: skip
-            else:
-                self._submit(held)
+        if len(raws) == 1 and self._past_last_attempt(raws[0]):
+            self._alone, self._alone_waits = helds[0], True
+            log.warning("queue %s: a message past its last attempt runs alone (a crash hit it "
+                        "with others in hand)", self.queue)  # fmt: skip
+        elif self._pace_s is not None and self._pace_s < ONE_BATCH_S:
+            self._submit(helds)  # handlers that take almost no time: one slot, one switch
+        else:
+            for held in helds:
+                self._submit([held])
 
-    def _submit(self, held: Held) -> None:
+    def _submit(self, batch: list[Held]) -> None:
         assert self.slots is not None
-        self.slots.submit(held)
+        self.slots.submit(batch)
 
     def _past_last_attempt(self, raw: bytes) -> bool:
         """Its envelope's attempt is past BUS_MAX_ATTEMPTS (read as the claim script reads it:
@@ -350,7 +366,7 @@ class Worker(QueueMember):
         super().stop()
         if self.slots is not None:
             self.slots.closing = True  # no slot starts another message
-        self._done.put(WAKE)
+        self._done.put([])  # wakes the dispatcher
 
     @property
     def handler(self) -> Handler:
@@ -379,7 +395,9 @@ class Worker(QueueMember):
         self.stats.set_state(
             slots=self.concurrency,
             busy=len(running),
-            oldest_started_ms=oldest.started_ms if oldest else 0,
+            oldest_started_ms=now_ms() - int((time.monotonic() - oldest.started_at) * 1000)
+            if oldest
+            else 0,
             oldest_limit_ms=int(oldest.limit_s * 1000) if oldest else 0,
             abandoned=self.slots.abandoned,
         )
