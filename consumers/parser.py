@@ -34,14 +34,18 @@ time: the GIL); N=1 keeps one worker that comes back after it exits (the Procfil
 """
 EPILOG = """\
 Every BUS_* variable of docs/configuration.md applies (BUS_REDIS_URL, BUS_BLOCK_TIMEOUT_S, ...).
-SIGTERM/SIGINT finish the message in hand and exit 0; a second signal exits at once (130).
+SIGTERM/SIGINT finish the messages in hand (a worker waits up to BUS_STOP_TIMEOUT_S for them)
+and exit 0; a second signal exits at once (130). A worker's handler past BUS_HANDLER_TIMEOUT_S
+(or its message's timeout_s) has failed its attempt: retried, then dead-lettered.
 Exit codes: 0 done, 1 unhealthy (--check) or refused, 69 Redis unreachable, 70 a consumer ended
-unexpectedly (see its log), 75 another live worker has this --name, 78 bad configuration (also
-a login, user or certificate Redis refuses on a worker's or subscriber's first connection).
+unexpectedly (see its log), 75 another live worker has this --name, 76 more handlers stuck past
+their time limit than the worker has slots (restart it: --processes does), 78 bad configuration
+(also a login, user or certificate Redis refuses on a worker's or subscriber's first connection).
 status (see status --help): 0 healthy, 1 unhealthy, 2 usage, 69 Redis unreachable.
 message: 0 the record was printed, 1 no record (or, with --wait, not handled or dead in time).
 examples:
   python -m consumers worker --queue default --handler myapp.jobs:handle
+  python -m consumers worker --handler myapp.jobs:fetch --concurrency 100   # an async def
   python -m consumers worker --check --queue default
   python -m consumers subscriber --channel default --pattern 'orders.*'
   python -m consumers reaper --once

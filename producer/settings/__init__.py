@@ -173,8 +173,9 @@ class Settings:
     )
     batch_size: int = setting(
         100,
-        "most messages a worker claims at once under a backlog (at-most-once: the most a crash "
-        "can lose)",
+        "most messages a worker claims at once under a backlog; it holds at most three such "
+        "claims beyond its handlers' slots (one at-most-once, where a crash can lose them and "
+        "what its handlers hold)",
     )
     concurrency: int = setting(
         8,
