@@ -64,6 +64,7 @@ CUSTOM = "python -m consumers worker --queue default --handler myapp.jobs:send_m
 HELP = ".venv/bin/python -m consumers worker --help"
 DAEMONS = (
     (WORKER, ".venv/bin/python -m consumers worker --delivery at-most-once", "workers"),
+    (WORKER, ".venv/bin/python -m consumers worker --concurrency 32", "workers"),
     (
         SUBSCRIBER,
         ".venv/bin/python -m consumers subscriber --channel default --pattern 'orders.*'",

@@ -71,6 +71,9 @@ def test_a_hung_handler_times_out_and_the_messages_behind_it_keep_moving(
     ids = poisoned(ledger, 21, 0, how)
     proc = spawn("worker", fresh_redis.url, "--name", "w", "--handler", STUCK,
                  "--concurrency", "2", **LIMIT)  # fmt: skip
+    # While it hangs, the worker's stats say so: a slot busy, the oldest in hand, its limit.
+    wait_for(lambda: stat(r, "w", "busy") >= 1 and stat(r, "w", "oldest_started_ms") > 0
+             and stat(r, "w", "oldest_limit_ms") == 1000, 5, "the hung handler shown")  # fmt: skip
     wait_for(lambda: settled(r, 1), 20, "the hung message dead and the rest handled")
     assert count(tmp_path, "handled") == Counter(ids[1:])
     assert count(tmp_path, "start")[ids[0]] == 2
@@ -82,6 +85,8 @@ def test_a_hung_handler_times_out_and_the_messages_behind_it_keep_moving(
     if how == "spin":  # interrupted: its thread is back, none is left running
         wait_for(lambda: r.hget(keys.stats("worker", f"{Q}:w"), "abandoned") == b"0", 5,
                  "the interrupted threads ended")  # fmt: skip
+    else:  # blocked in C: both threads still run, given up on, and shown
+        wait_for(lambda: stat(r, "w", "abandoned") == 2, 5, "2 abandoned threads shown")
 
 
 def test_more_threads_stuck_than_slots_make_the_worker_exit_76(
@@ -196,3 +201,23 @@ def test_bad_concurrency_or_limits_are_refused_before_anything_is_taken(
     assert proc.wait(15) == code, proc.log()[-2000:]
     assert says in proc.log() and "Traceback" not in proc.log()
     assert r.llen(PENDING) == 2
+
+
+def test_a_tracked_message_past_its_own_limit_says_it_timed_out(
+    fresh_redis: RedisServer, spawn: Callable[..., Proc], tmp_path: Path
+) -> None:
+    """A tracked message with its own ``timeout_s`` of 0.5 s (the worker's limit is 60 s): its
+    second attempt's record carries the first one's error, which says it timed out past its
+    timeout_s; then the record says dead, for the same reason."""
+    r = fresh_redis.client()
+    producer = Ledger(fresh_redis).producer
+    sent = producer.push({"stuck": "sleep"}, track=True, timeout_s=0.5).envelope
+    spawn("worker", fresh_redis.url, "--name", "w", "--handler", STUCK,
+          BUS_HANDLER_TIMEOUT_S="60", BUS_MAX_ATTEMPTS="2")  # fmt: skip
+    record = keys.record(Q, sent.id)
+    second = wait_for(lambda: (x := r.hgetall(record)).get(b"attempt") == b"2" and x, 10,
+                      "the second attempt")  # fmt: skip
+    assert b"timed out" in second[b"error"] and b"its timeout_s" in second[b"error"]
+    last = wait_for(lambda: (x := r.hgetall(record)).get(b"state") == b"dead" and x, 10,
+                    "dead at its second attempt")  # fmt: skip
+    assert b"timed out" in last[b"reason"] and b"its timeout_s" in last[b"reason"]

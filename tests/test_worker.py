@@ -116,14 +116,14 @@ def test_garbage_is_dead_lettered_and_the_next_message_handled(
 
 def test_own_processing_list_is_recovered_on_start(settings: Settings, r: redis.Redis) -> None:
     """Messages left in the worker's processing list (a crash, a ghost pop) are handled first,
-    marked as a second attempt."""
+    marked as a second attempt (one slot: in order)."""
     producer = Producer(make_client(settings, "producer"))
     sent = producer.push_many(["a", "b", "c"])
     for _ in sent:  # simulate a previous life that claimed all three, then died
         r.lmove(keys.pending("default"), keys.processing("default", "w1"), "RIGHT", "LEFT")
     later = producer.push("d").envelope
     seen: list[Envelope] = []
-    worker = make_worker(settings, seen.append)
+    worker = make_worker(settings.replace(concurrency=1), seen.append)
     with running(worker):
         wait_for(lambda: len(seen) >= 4, 10, "4 handled")
     assert [e.payload for e in seen] == ["a", "b", "c", "d"]
