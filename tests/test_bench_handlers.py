@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from loadtest.bench import async_peers, handlers, hung, noop_drain, peer_tasks, peers, table
+from loadtest.bench import async_peers, handlers, hung, noop_drain, peer_tasks, table
 from loadtest.bench.common import Result, Scale
 
 SLEEP_TAG, AWAIT_TAG, CPU_TAG = (w.tag for w in handlers.WORKLOADS)
@@ -104,14 +104,6 @@ def test_handlers_smoke_rows_are_well_formed_and_the_jobs_take_their_time() -> N
     assert math.ceil(hung.GOOD / 8) * peer_tasks.SLEEP_S <= good.value < dead.value
     assert dead.value >= hung.MAX_ATTEMPTS * hung.TIMEOUT_S
     assert f"| {by_name[names[1]].name} |" in table.markdown(rows, table.meta())
-
-
-def test_a_missing_peer_stops_the_section_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = peers.importlib.util.find_spec
-    monkeypatch.setattr(peers.importlib.util, "find_spec",
-                        lambda name, *a: None if name == "rq" else real(name, *a))  # fmt: skip
-    with pytest.raises(RuntimeError, match=r"rq not installed.*\.\[bench\]"):
-        handlers.run(Scale(smoke=True))
 
 
 def test_arq_and_saq_that_cannot_be_installed_stop_the_section_naming_how(

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import shutil
+from typing import Any
 
 import pytest
 
-from loadtest.bench import peers, table
+from loadtest.bench import handlers, peers, table
 from loadtest.bench.common import Scale
 
 
@@ -29,9 +30,13 @@ def test_peers_smoke_rows_are_well_formed() -> None:
     assert f"| {peers.OURS} |" in table.markdown(rows, table.meta())
 
 
-def test_a_missing_peer_is_named_with_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("section", "missing"), [(peers, "celery"), (handlers, "rq")],
+                         ids=["peers", "handlers"])  # fmt: skip
+def test_a_missing_peer_stops_the_section_naming_how_to_install_it(
+    monkeypatch: pytest.MonkeyPatch, section: Any, missing: str
+) -> None:
     real = peers.importlib.util.find_spec
     monkeypatch.setattr(peers.importlib.util, "find_spec",
-                        lambda name, *a: None if name == "celery" else real(name, *a))  # fmt: skip
-    with pytest.raises(RuntimeError, match=r"celery not installed.*\.\[bench\]"):
-        peers.run(Scale(smoke=True))
+                        lambda name, *a: None if name == missing else real(name, *a))  # fmt: skip
+    with pytest.raises(RuntimeError, match=rf"{missing} not installed.*\.\[bench\]"):
+        section.run(Scale(smoke=True))

@@ -13,13 +13,13 @@ its successor writes it again. A hanging handler shows as a saw-tooth that the t
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import redis
 
+from loadtest.runner.sampler import Sampler
 from loadtest.runner.stack import Consumer, Stack
 from producer import keys
 
@@ -59,35 +59,29 @@ class Samples:
         }
 
 
-class InHandWatch(threading.Thread):
+class InHandWatch(Sampler):
     """Samples the stats hashes of ``stack``'s redis-bus workers every ``every_s`` until
     :meth:`finish`."""
 
     def __init__(self, stack: Stack, every_s: float, interval_s: float, t0: float) -> None:
-        super().__init__(name="inhand-watch", daemon=True)
+        super().__init__("inhand-watch", every_s)
         self.workers = [c for c in stack.consumers if c.sys == "bus" and c.mode == "prodcons"]
         self.t0 = t0
         self.silent_ms = int(SILENT_WRITES * interval_s * 1000)
         self.samples = Samples(every_s)
-        self.stopping = threading.Event()
         self._redis = stack.admin()
         self.start()
 
-    def run(self) -> None:
-        next_at = time.monotonic()
-        while not self.stopping.is_set():
-            with contextlib.suppress(redis.RedisError, OSError):  # Redis busy: a gap
-                self.sample()
-            next_at += self.samples.every_s
-            self.stopping.wait(max(0.0, next_at - time.monotonic()))
-
     def finish(self) -> Samples:
         """Stop sampling; what was seen."""
-        self.stopping.set()
-        self.join()
+        self.stop()
         return self.samples
 
     def sample(self) -> None:
+        with contextlib.suppress(redis.RedisError, OSError):  # Redis busy: a gap
+            self._sample()
+
+    def _sample(self) -> None:
         now_ms = int(time.time() * 1000)
         seen = {c.who: self._read(c, now_ms) for c in self.workers}
         self.samples.t.append(round(now_ms / 1000 - self.t0, 2))

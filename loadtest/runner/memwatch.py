@@ -14,7 +14,6 @@ and at its largest, with the growth per minute over the fit window and over its 
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from loadtest.runner.sampler import Sampler
 from loadtest.runner.stack import Stack
 
 WARM_UP_S = 60.0  # imports done, pools and buffers at their working size: the fit starts here
@@ -127,15 +127,14 @@ class Samples:
         }
 
 
-class MemWatch(threading.Thread):
+class MemWatch(Sampler):
     """Samples ``stack``'s processes every ``every_s`` from now until :meth:`finish`."""
 
     def __init__(self, stack: Stack, every: float, t0: float) -> None:
-        super().__init__(name="memwatch", daemon=True)
+        super().__init__("memwatch", every)
         self.stack = stack
         self.t0 = t0
         self.samples = Samples(every)
-        self.stopping = threading.Event()
         self._children: dict[int, str] = {}  # pid -> series name, of the processes' children
         self._numbered: dict[str, int] = {}  # parent -> children named so far
         self._redis = redis.Redis(port=stack.redis_port, socket_timeout=1,
@@ -143,17 +142,9 @@ class MemWatch(threading.Thread):
                                   retry=Retry(NoBackoff(), 0))  # fmt: skip
         self.start()
 
-    def run(self) -> None:
-        next_at = time.monotonic()
-        while not self.stopping.is_set():
-            self.sample()
-            next_at += self.samples.every_s
-            self.stopping.wait(max(0.0, next_at - time.monotonic()))
-
     def finish(self) -> Samples:
         """One last sample, then stop."""
-        self.stopping.set()
-        self.join()
+        self.stop()
         self.sample()
         self._redis.close()
         return self.samples
