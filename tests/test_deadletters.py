@@ -23,8 +23,9 @@ def test_the_dead_list_keeps_the_newest_and_counts_what_it_drops(
     settings: Settings, r: redis.Redis
 ) -> None:
     """BUS_DEAD_MAX 5, eight messages dead-lettered: the five newest stay, the three oldest
-    are trimmed, and the drop is counted in Redis and in the worker's stats."""
-    capped = settings.replace(dead_max=5, max_attempts=1)
+    are trimmed, and the drop is counted in Redis and in the worker's stats. One slot, so the
+    messages die in the order they were sent."""
+    capped = settings.replace(dead_max=5, max_attempts=1, concurrency=1)
     producer = Producer(make_client(capped, "producer"))
     worker = Worker(capped, "default", "w1", fail)
     with running(worker):
