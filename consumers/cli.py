@@ -143,13 +143,21 @@ def run_daemons(
 
     install_signal_handlers(stop_all)
     sys.setswitchinterval(SWITCH_INTERVAL_S)
-    threads = [threading.Thread(target=d.run, name=f"{d.role}-{d.name}") for d in daemons]
+    # Daemon threads, and the daemons' end is waited for, not their threads': a worker's thread
+    # held up in a handler hands the loop over to another (see consumers.daemon) and may never
+    # return.
+    threads = [threading.Thread(target=d.run, name=f"{d.role}-{d.name}", daemon=True)
+               for d in daemons]  # fmt: skip
     for t in threads:
         t.start()
     failed: Daemon | None = None
-    while any(t.is_alive() for t in threads):
-        for t in threads:
-            t.join(0.2)  # short joins keep the main thread free to run signal handlers
+
+    def over(d: Daemon, t: threading.Thread) -> bool:  # (or its thread died before it led)
+        return d.finished.is_set() or (not t.is_alive() and d.leader in (None, t))
+
+    while not all(over(d, t) for d, t in zip(daemons, threads, strict=True)):
+        for d in daemons:
+            d.finished.wait(0.2)  # short waits keep the main thread free to run signal handlers
         failed = failed or next((d for d in daemons if d.failure is not None), None)
         if failed is not None:
             stop_all()  # one consumer is gone: the others must not go on half the process

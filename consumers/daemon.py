@@ -12,12 +12,18 @@ connecting needs, a client name Redis refuses) ends :meth:`Daemon.run` with
 Once connected, the same refusals are retried like an outage: a certificate or a password may
 be being rotated.
 
+The loop runs in one thread at a time, its leader: the thread that called :meth:`Daemon.run`
+until it hands the loop over to another (:meth:`Daemon.hand_over`: a worker whose own thread is
+held up in a handler). The thread that ends the loop ends the daemon; :meth:`Daemon.run`
+returns once it has, in whichever thread called it.
+
 Messages whose accounting fields the envelope decoder ignored (a foreign producer's ``"seq":
 0``...) are counted in ``fields_ignored`` and logged, at WARNING at most once a minute.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -29,12 +35,21 @@ from consumers.refusals import certificate_refused, configuration_refused
 from producer import Backoff, Envelope, Settings, make_client
 from producer.connection.client import drop_connections
 from producer.connection.cluster import is_stale_error
-from producer.errors import CertificateRefused, ConfigurationRefused, HandlersStuck
+from producer.errors import (
+    CertificateRefused,
+    ConfigurationRefused,
+    HandlersStuck,
+    TimeLimitExceeded,
+)
 from producer.observe.stats import COUNTERS, Flusher, Stats
 from producer.store.envelope import now_ms, report_ignored_fields_to
 
 log = logging.getLogger(__name__)
 SUMMARY_INTERVAL_S = 60.0
+
+
+class Demoted(BaseException):
+    """Ends the loop in a thread that handed it over to another (see :meth:`Daemon.hand_over`)."""
 
 
 class Daemon:
@@ -59,6 +74,8 @@ class Daemon:
         self.connected_once = threading.Event()
         self.finished = threading.Event()  # set once run() has returned
         self.failure: BaseException | None = None  # what ended run() other than stop()
+        self._leader: threading.Thread | None = None  # the thread that runs the loop
+        self._handed_over = False  # to a new thread, which has not served yet
         self._ignored_warned_at = -SUMMARY_INTERVAL_S  # last WARNING about ignored fields
         self._ignored_unwarned = 0  # messages with ignored fields since that WARNING
 
@@ -81,6 +98,9 @@ class Daemon:
     def on_exit(self) -> None:
         """Clean up in Redis after the loop ended (best effort)."""
 
+    def on_end(self) -> None:
+        """Stop this daemon's own threads, last (in the thread that ends the daemon)."""
+
     def stop(self) -> None:
         """Ask the loop to finish the message in hand and return (safe from a signal handler)."""
         self.stopping.set()
@@ -88,12 +108,42 @@ class Daemon:
     def run(self) -> None:
         """The reconnect loop: serve; on any Redis error log, back off and serve again. Anything
         else that ends it (a bug, a handler raising SystemExit) is kept in :attr:`failure`
-        for the caller, which must not let the process live on without this consumer."""
+        for the caller, which must not let the process live on without this consumer. Returns
+        once the daemon ended, also when another thread took the loop over meanwhile."""
+        self._leader = threading.current_thread()
         self._flusher.start()
+        self._lead()
+        while not self.finished.is_set():  # the loop was handed over: its new leader ends it
+            with contextlib.suppress(TimeLimitExceeded):  # a late one, for a handler given up on
+                self.finished.wait()
+
+    @property
+    def leader(self) -> threading.Thread | None:
+        """The thread that runs the loop (None before :meth:`run`)."""
+        return self._leader
+
+    def leads(self) -> bool:
+        """This thread runs the loop."""
+        return self._leader is threading.current_thread()
+
+    def hand_over(self) -> threading.Thread:
+        """Have a new thread run the loop from now on, as after a reconnect; the thread that ran
+        it is :class:`Demoted` as soon as it looks (call only while it cannot look)."""
+        thread = threading.Thread(target=self._lead, name=f"{self.role}-{self.name}", daemon=True)
+        self._leader = thread
+        self._handed_over = True  # its serve() is no reconnect
+        thread.start()
+        return thread
+
+    def _lead(self) -> None:
+        """Run the loop in this thread; then end the daemon, unless the loop was handed over
+        to another thread meanwhile (that one ends it)."""
         previous_sink = report_ignored_fields_to(self.fields_ignored)  # this thread's decodes
         try:
             self._loop()
         except BaseException as exc:  # recorded and reported, never swallowed
+            if not self.leads():
+                return  # Demoted, or a late error of the handler it was running
             self.failure = exc
             log.critical(
                 "%s %s: stopped by %s: %s",
@@ -105,11 +155,17 @@ class Daemon:
             )
         finally:
             report_ignored_fields_to(previous_sink)
+        self._end()
+
+    def _end(self) -> None:
+        try:
             self.close_connections()
+        finally:
             self._flusher.stop()  # no heartbeat can land after on_exit withdraws it
             self.stats.set_state(stopped_ms=now_ms())
             self._guarded(self._tick)  # the last counts
             self._guarded(self.on_exit)
+            self._guarded(self.on_end)
             self.log_summary()
             self.finished.set()
 
@@ -185,6 +241,10 @@ class Daemon:
         if self._refused:
             self.connected_once.set()
             return
+        if self._handed_over:
+            self._handed_over = False
+            if not self.backoff.failures:  # nothing failed in between: not a reconnect
+                return
         if self.connected_once.is_set():
             self.stats.incr("reconnects")
             log.warning(

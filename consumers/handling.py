@@ -49,6 +49,7 @@ class Handling:
         self.ops = ops  # on the admin client: thread-safe
         self.stats = stats
         self.at_least_once = settings.delivery == "at-least-once"
+        self._limit_s = settings.handler_timeout_s
         self._consumer = name if self.at_least_once else None
         self.set_handler(handler)
 
@@ -155,7 +156,7 @@ class Handling:
         if env.track and (held.popped or not self.at_least_once):
             # No claim script saw it: its in-flight is written here, before the handler runs.
             self._record(env, "in-flight", "worker", self.name, "attempt", env.attempt)
-        held.limit_s = env.timeout_s or self.settings.handler_timeout_s
+        held.limit_s = env.timeout_s or self._limit_s
         if env.attempt > 1 and self.at_least_once:  # a crash then charges it an attempt
             try:
                 self.ops.mark_started(self.name, held.raw)

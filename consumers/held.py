@@ -15,6 +15,7 @@ from consumers.moves import Move
 from producer import Envelope
 
 HANDLER, TIME_LIMIT, STALLED = "handler", "time limit", "stalled"
+RETURNED, TAKEN_OVER = "returned", "taken over"  # how a run in the dispatcher's thread ended
 
 
 class Held:
@@ -66,6 +67,12 @@ class Held:
         took it before (it was handed out again with the rest of a batch whose thread was
         given up on)."""
         return self._decided.setdefault("slot", slot) is slot
+
+    def end_inline(self, who: str) -> bool:
+        """For a message run in the dispatcher's own thread (:mod:`consumers.inline`): take the
+        say on how its run there ended for ``who``: its handler returned (that thread goes on)
+        or the watchdog took over (that thread leaves the loop); False if the other had it."""
+        return self._decided.setdefault("inline", who) is who
 
     @property
     def taken(self) -> bool:

@@ -8,7 +8,7 @@ What producers, the web and operators do with dead letters is in :mod:`producer.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import redis
@@ -25,6 +25,7 @@ from producer.store import scripts
 from producer.store.deadletters import dead_entry
 from producer.store.envelope import Envelope
 
+Claimed = tuple[int, int, list[bytes]]  # settle_claim's reply: moved, dropped, claimed
 log = logging.getLogger(__name__)
 RECOVER_CHUNK = 500  # messages moved per script call (keeps one call short under a huge list)
 ORPHAN_PASSES = 12  # a reaper looks for unregistered workers' lists every 12th pass (60 s)
@@ -59,6 +60,12 @@ class QueueOps:
         (producer/store/counts.py); oldest first."""
         return list(scripts.TAKE(self.client, [self.pending], [count]))
 
+    def send_take(self, count: int) -> Callable[[], list[bytes]]:
+        """:meth:`take`, sent without waiting: call the function returned for its reply (see
+        :meth:`producer.connection.scripting.Script.send`)."""
+        receive = scripts.TAKE.send(self.client, [self.pending], [count])
+        return lambda: list(receive())
+
     def taken(self, count: int) -> None:
         """At-most-once: count messages a blocking pop took (it cannot count them itself)."""
         scripts.TAKEN(self.client, [keys.counts(self.queue)], [count])
@@ -91,16 +98,28 @@ class QueueOps:
         return int(moved), int(dropped)
 
     def settle_claim(self, consumer: str, moves: Sequence[Move], count: int,
-                     token: str = "") -> tuple[int, int, list[bytes]]:  # fmt: skip
+                     token: str = "") -> Claimed:  # fmt: skip
         """:meth:`settle` ``consumer``'s batch, then :meth:`claim` up to ``count`` more, in one
         script (one round trip per batch). Returns (moved, dropped, claimed oldest first)."""
+        args, keys_ = self._settle_claim_call(consumer, moves, count, token)
+        return _settled_claimed(scripts.SETTLE_CLAIM(self.client, keys_, args))
+
+    def send_settle_claim(self, consumer: str, moves: Sequence[Move], count: int,
+                          token: str = "") -> Callable[[], Claimed]:  # fmt: skip
+        """:meth:`settle_claim`, sent without waiting: call the function returned for its reply
+        (see :meth:`producer.connection.scripting.Script.send`)."""
+        args, keys_ = self._settle_claim_call(consumer, moves, count, token)
+        receive = scripts.SETTLE_CLAIM.send(self.client, keys_, args)
+        return lambda: _settled_claimed(receive())
+
+    def _settle_claim_call(self, consumer: str, moves: Sequence[Move], count: int,
+                           token: str) -> tuple[list[Any], list[str]]:  # fmt: skip
         args: list[Any] = [self.dead_max, count, token]
         for move in moves:
             args.extend(move)
         keys_ = [self._proc(consumer), self.pending, self.dead, self.dropped, self.delayed,
                  self.gate, keys.settled(self.queue, consumer)]  # fmt: skip
-        moved, dropped, *claimed = scripts.SETTLE_CLAIM(self.client, keys_, args)
-        return int(moved), int(dropped), claimed
+        return args, keys_
 
     def dead_move(self, raw: bytes, reason: str, consumer: str | None,
                   env: Envelope | None = None) -> Move:  # fmt: skip
@@ -267,3 +286,8 @@ class QueueOps:
     def _read_list(self, key: str) -> list[bytes]:
         # From the head (newest): each later, older chunk is RPUSHed closer to the consuming end.
         return self.client.lrange(key, 0, RECOVER_CHUNK - 1)  # type: ignore[return-value]
+
+
+def _settled_claimed(reply: list[Any]) -> Claimed:
+    moved, dropped, *claimed = reply
+    return int(moved), int(dropped), claimed

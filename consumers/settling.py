@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable
 
 import redis
 
@@ -42,28 +43,34 @@ class Settling:
     _alone: Held | None
     _pace_s: float | None
     _recovered_once: bool
+    _unread: Callable[[], list[bytes]] | None  # a script sent, its reply not read yet
 
-    def _settle(self, ops: QueueOps, claim: int = 0, everything: bool = False) -> list[bytes]:
+    def _settle(self, ops: QueueOps, claim: int = 0, everything: bool = False,
+                meanwhile: Callable[[], None] | None = None) -> list[bytes]:  # fmt: skip
         """Settle what finished, each by its move (a batch sent before whose reply was lost
         first, exactly as it was); with ``everything`` (at exit) also what no handler started
         (given back unchanged, oldest next) and what a handler still holds (as after a crash:
         attempt + 1; at-most-once: dead-lettered). With ``claim``, claim up to that many more
-        in the same script and return them (at-least-once)."""
+        in the same script and return them (at-least-once). ``meanwhile`` is called once, while
+        Redis works on that script (before it, when there is none to wait for)."""
         if self._sending is not None and (self._finished or everything):
             self._send(ops, self._sending, 0)  # the lost one alone, with its own token
         if self._sending is None:
             self._sending, self._finished = self._finished, []
             if everything:
                 self._sending += self._leftovers()
-        return self._send(ops, self._sending, claim)
+        return self._send(ops, self._sending, claim, meanwhile)
 
-    def _send(self, ops: QueueOps, batch: list[Held], claim: int) -> list[bytes]:
+    def _send(self, ops: QueueOps, batch: list[Held], claim: int,
+              meanwhile: Callable[[], None] | None = None) -> list[bytes]:  # fmt: skip
         moves: list[Move] = []
         given_back: list[Move] = []
         unlisted: list[bytes] = []  # at-most-once: taken, never started
         for held in batch:
             if held.move is not None:
                 moves.append(held.move)
+            elif held.handled:  # at-most-once: nothing to write
+                continue
             elif held.decided_by == STOPPED and not held.started:
                 if self.at_least_once:
                     given_back.append(give_back_move(held.raw))
@@ -78,6 +85,19 @@ class Settling:
         token = f"{self._token}:{self._settles}" if self.at_least_once else ""
         claimed: list[bytes] = []
         dropped = 0
+        if self.at_least_once and claim > 0 and meanwhile is not None:
+            receive = ops.send_settle_claim(self.name, moves + given_back, claim, token)
+
+            def rest() -> list[bytes]:
+                self._unread = None
+                _, dropped, claimed = receive()
+                return self._sent(batch, dropped, claimed)
+
+            self._unread = rest  # a thread that takes over from this one reads the reply
+            meanwhile()
+            return rest()
+        if meanwhile is not None:
+            meanwhile()
         if self.at_least_once and claim > 0:
             _, dropped, claimed = ops.settle_claim(self.name, moves + given_back, claim, token)
         elif moves or given_back:
@@ -85,6 +105,9 @@ class Settling:
             _, dropped = ops.settle(consumer, moves + given_back, token)
         if unlisted:
             ops.give_back(unlisted)
+        return self._sent(batch, dropped, claimed)
+
+    def _sent(self, batch: list[Held], dropped: int, claimed: list[bytes]) -> list[bytes]:
         if batch:
             self._settles += 1
         self._sending = None
@@ -108,9 +131,10 @@ class Settling:
     def _settled(self, batch: list[Held], dropped: int) -> None:
         """Forget a settled batch; count what it did."""
         handled, latencies, paces, marked = 0, [], [], []
+        forget, alone = self._held.pop, self._alone
         for held in batch:
-            self._held.pop(id(held), None)
-            if held is self._alone:
+            forget(id(held), None)
+            if held is alone:
                 self._alone = None
             if held.marked:
                 marked.append(held.raw)

@@ -2,13 +2,14 @@
 
 Both take messages from one line (:meth:`Slots.submit`), in claim order, in batches: the first
 free slot takes the oldest batch, so messages start in queue order; with several slots they
-finish in whatever order their handlers take. The dispatcher hands out a batch per slot for
-handlers that take some time, one batch for handlers that take almost none (a thread switch
-costs more than such a handler). Finished messages are put on ``done`` in lists for the
-dispatcher, which alone talks to Redis and settles them: half way through a batch (the slot then
-yields the interpreter, so the dispatcher settles and claims while it goes on), at its end, and
-after each message that took a millisecond or more. On stop (:attr:`Slots.closing`) a slot
-starts nothing more; what no slot started goes back to the queue unchanged.
+finish in whatever order their handlers take. The dispatcher hands out a message per slot for
+handlers that take some time; one batch for ``async def`` handlers that take almost none (a
+plain function that fast runs in the dispatcher's own thread: :mod:`consumers.inline`).
+Finished messages are put on ``done`` in lists for the dispatcher, which alone talks to Redis
+and settles them: half way through a batch (the slot then yields the interpreter, so the
+dispatcher settles and claims while it goes on), at its end, and after each message that took
+a millisecond or more. On stop (:attr:`Slots.closing`) a slot starts nothing more; what no slot
+started goes back to the queue unchanged.
 
 Giving up on a handler past its time limit (:meth:`Slots.give_up`) frees its slot at once:
 - a thread is left to finish on its own (Python cannot stop a thread blocked in C code) and a
@@ -66,6 +67,16 @@ class Slots:
         """Free ``held``'s slot (its outcome was decided: timed out)."""
         raise NotImplementedError
 
+    def adopt(self, held: Held) -> None:
+        """Count ``held``, whose handler runs in a thread that is no slot's (:attr:`Held.thread`:
+        the worker's own, held up), among the running: its time limit applies, and it may be
+        given up on."""
+        raise NotImplementedError
+
+    def release(self, held: Held) -> None:
+        """An adopted message's handler returned."""
+        raise NotImplementedError
+
     def strands(self) -> list[Held]:
         """Messages stranded by a handler given up on (an event loop it blocks): their slots
         are taken over; their outcome is not decided yet. Asked after each look at the limits."""
@@ -90,6 +101,8 @@ class ThreadSlots(Slots):
         self._run = run
         self._given_up: dict[int, threading.Thread] = {}  # ident: a thread left to finish
         self._batches: dict[int, list[Held]] = {}  # ident: the batch a thread works through
+        self._adopted: dict[int, Held] = {}  # ident of a thread no slot's: the message it runs
+        self._lock = threading.Lock()  # adopted messages: given up on, or released, once
         self._spawned = 0
         for _ in range(n):
             self._spawn()
@@ -146,14 +159,32 @@ class ThreadSlots(Slots):
         thread = held.thread
         if thread is None or thread.ident is None:
             return
+        with self._lock:
+            if self._adopted.get(thread.ident) is held:  # no slot to free; left to finish
+                del self._adopted[thread.ident]
+                self._given_up[thread.ident] = thread
+                self._running.pop(id(held), None)
+                _interrupt(thread)
+                return
         self._given_up[thread.ident] = thread
         self._spawn()  # the slot is free again
         rest = [h for h in self._batches.get(thread.ident, []) if not h.taken]
         if rest:  # the rest of its batch, to the next free slot
             self._todo.put(rest)
-        # Ends a handler running Python code; one blocked in C sees it when that call returns.
-        ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident),
-                                                   ctypes.py_object(TimeLimitExceeded))  # fmt: skip
+        _interrupt(thread)
+
+    def adopt(self, held: Held) -> None:
+        assert held.thread is not None and held.thread.ident is not None
+        with self._lock:
+            self._adopted[held.thread.ident] = held
+            self._running[id(held)] = held
+
+    def release(self, held: Held) -> None:
+        assert held.thread is not None and held.thread.ident is not None
+        with self._lock:
+            self._running.pop(id(held), None)
+            self._adopted.pop(held.thread.ident, None)
+            self._given_up.pop(held.thread.ident, None)  # it is back: no longer abandoned
 
     @property
     def abandoned(self) -> int:
@@ -165,6 +196,13 @@ class ThreadSlots(Slots):
     def close(self) -> None:
         for _ in range(self._spawned):
             self._todo.put(None)
+
+
+def _interrupt(thread: threading.Thread) -> None:
+    """Raise :class:`TimeLimitExceeded` in ``thread``: it ends a handler running Python code;
+    one blocked in C sees it when that call returns."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident or 0),
+                                               ctypes.py_object(TimeLimitExceeded))  # fmt: skip
 
 
 class LoopSlots(Slots):

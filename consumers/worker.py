@@ -3,8 +3,9 @@ message, up to ``BUS_CONCURRENCY`` at once.
 
 One dispatcher thread alone talks to Redis on the worker's connection; the handlers run in
 slots (:mod:`consumers.slots`: a pool of threads for a plain function, one event loop for an
-``async def``). The dispatcher claims messages, hands them to the slots in claim order, and
-settles each one when its own handler finished: never before.
+``async def``), or in the dispatcher's own thread for a plain function that takes next to
+nothing (:mod:`consumers.inline`). The dispatcher claims messages, hands them to the slots in
+claim order, and settles each one when its own handler finished: never before.
 
 ``at-least-once`` (default): claim the oldest messages into this worker's own processing list
 (BLMOVE while the queue is empty; a Lua claim under a backlog), then settle in one script what
@@ -44,6 +45,7 @@ import logging
 import queue
 import re
 import time
+from collections.abc import Callable
 
 import redis
 
@@ -51,6 +53,7 @@ from consumers.delayed import Mover
 from consumers.handlers import Handler
 from consumers.handling import Handling, is_async
 from consumers.held import STALLED, TIME_LIMIT, Held
+from consumers.inline import ONE_BATCH_S, Inline
 from consumers.lists import QueueOps
 from consumers.membership import QueueMember
 from consumers.settling import Settling
@@ -68,11 +71,10 @@ AHEAD_BATCHES = 3  # ... and at most this many claims of BUS_BATCH_SIZE (at-leas
 SETTLE_AFTER_S = 0.05  # a finished message waits at most about this long to be settled
 BUSY_BLOCK_S = 0.05  # a blocking pop while some handlers run: they are looked at this often
 LIMITS_EVERY_S = 0.1  # how often the handlers' time limits are checked
-ONE_BATCH_S = 0.00005  # handlers faster than this get a claim in one batch (a switch costs more)
 ATTEMPT = re.compile(rb'"attempt"\s*:\s*(\d{1,9})')
 
 
-class Worker(Settling, QueueMember):
+class Worker(Settling, Inline, QueueMember):
     """Consumes one queue with one handler, ``settings.concurrency`` messages at a time."""
 
     role = "worker"
@@ -105,6 +107,8 @@ class Worker(Settling, QueueMember):
         self._finished: list[Held] = []  # their outcome is decided: to settle
         self._finished_at = 0.0  # when the oldest of them finished
         self._sending: list[Held] | None = None  # a settle sent, its reply not seen yet
+        self._unread: Callable[[], list[bytes]] | None = None  # ... sent, its reply not read
+        self._queued: list[Held] = []  # claimed, to run in this thread (consumers.inline)
         self._pace_s: float | None = None  # how long handlers take, smoothed
         self._alone: Held | None = None  # past its last attempt: runs with nothing else
         self._alone_waits = False  # ... and waits for the others to finish
@@ -116,6 +120,7 @@ class Worker(Settling, QueueMember):
         # Delayed messages: every mover_interval_s the due ones become pending (any worker's
         # mover may move any of them; one script each time, so never twice).
         self._mover = Mover(self.admin_ops, settings.mover_interval_s)
+        self._init_inline()
 
     def run(self) -> None:
         """The daemon's loop, with the handlers' slots and the delayed messages' mover."""
@@ -127,16 +132,26 @@ class Worker(Settling, QueueMember):
         self.slots = (LoopSlots(n, self.handling.run_async, done, name, setup) if self._async
                       else ThreadSlots(n, self.handling.run, done, name, setup))  # fmt: skip
         self._mover.start()
-        try:
-            super().run()
-        finally:
-            self._mover.stop()
+        self._watchdog.start()
+        super().run()
+
+    def _loop(self) -> None:
+        if self.stopping.is_set() and self._held:  # taken over (see consumers.inline) while
+            with contextlib.suppress(redis.RedisError):  # stopping: wind down here; on_exit
+                self._wind_down()  # settles what this could not
+        super()._loop()
+
+    def on_end(self) -> None:
+        self._mover.stop()
+        if self.slots is not None:
             self.slots.close()
 
     def serve(self) -> None:
         """Settle what this process finished, recover what else its list holds, then claim,
         hand out and settle until stopped."""
         self._pin()
+        if self._unread is not None:  # taken over while a reply was awaited (consumers.inline)
+            self._hand_out(self._unread())
         self._heartbeat()  # takes the name's lease first: one process per name
         if self.stopping.is_set():
             return
@@ -165,11 +180,15 @@ class Worker(Settling, QueueMember):
             # a message while slots are free, or for a handler to finish while none is.
             half = (self.concurrency + ahead) // 2
             stale = self._finished_at + SETTLE_AFTER_S <= time.monotonic()
-            if backlog and room > 0 and (idle_slots > 0 or room >= half):
+            if self._queued and not self.at_least_once:
+                backlog = self._run_taking(backlog)
+            elif backlog and room > 0 and (idle_slots > 0 or room >= half):
                 claim = min(room, self.settings.batch_size)
                 backlog = len(self._exchange(claim)) == claim
             elif self._finished and (idle_slots > 0 or stale):
                 backlog = len(self._exchange(max(room, 0))) == room > 0
+            elif self._queued:
+                self._exchange(0)
             elif idle_slots > 0:  # the queue looked empty: wait in Redis for the next one
                 block = self.settings.block_timeout_s if working == 0 else BUSY_BLOCK_S
                 raw = self._blocking_pop(block)
@@ -230,7 +249,11 @@ class Worker(Settling, QueueMember):
         if not self._finished:
             self._finished_at = time.monotonic()
         self._finished.append(held)
-        if held.fatal is not None and self._fatal is None:
+        if held.fatal is not None:
+            self._finish_fatal(held)
+
+    def _finish_fatal(self, held: Held) -> None:
+        if self._fatal is None:
             self._fatal = held.fatal  # settled as a failure; then the process ends
             self.stopping.set()
 
@@ -286,8 +309,10 @@ class Worker(Settling, QueueMember):
             self._alone, self._alone_waits = helds[0], True
             log.warning("queue %s: a message past its last attempt runs alone (a crash hit it "
                         "with others in hand)", self.queue)  # fmt: skip
-        elif self._pace_s is not None and self._pace_s < ONE_BATCH_S:
-            self._submit(helds)  # handlers that take almost no time: one slot, one switch
+        elif self._inline_pays(self._async):
+            self._queued += helds  # handlers that take almost no time: run in this thread
+        elif self._async and self._pace_s is not None and self._pace_s < ONE_BATCH_S:
+            self._submit(helds)  # ... or, async, in one batch
         else:
             for held in helds:
                 self._submit([held])
@@ -307,11 +332,15 @@ class Worker(Settling, QueueMember):
 
     def _exchange(self, claim: int) -> list[bytes]:
         """Settle what finished and claim up to ``claim`` more (one script at-least-once);
-        hand them out."""
+        hand them out. What is queued to run in this thread runs while Redis works."""
+        queued, self._queued = self._queued, []
+        run = (lambda: self._run_inline(queued)) if queued else None
         if self.at_least_once:
-            got = self._settle(self.ops, claim)
+            got = self._settle(self.ops, claim, meanwhile=run)
         else:
             self._settle(self.ops)
+            if run is not None:
+                run()
             got = self.ops.take(claim) if claim > 0 else []
         if got:  # (a script may run where a plain write is refused: out of memory)
             self.mark_serving()

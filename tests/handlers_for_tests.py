@@ -3,9 +3,9 @@
 Each appends one JSON line per event to the file named by ``TEST_BUS_RECORD``, flushed before
 the handler goes on, so a test can account for every message by id, even after kill -9. A line
 holds the envelope's id, src, seq and attempt, its payload (and ``payload_n``, the payload's
-``"n"`` if it has one), the pid, and two clocks: ``t`` (``time.monotonic()``, one clock for
-every process of the host, to measure resume times) and ``wall`` (``time.time()``, to compare
-with log lines).
+``"n"`` if it has one), the pid, the thread's name, and two clocks: ``t``
+(``time.monotonic()``, one clock for every process of the host, to measure resume times) and
+``wall`` (``time.time()``, to compare with log lines).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import threading
 import time
 
 from consumers.tracking import Context
@@ -30,6 +31,7 @@ def _append(env: Envelope, event: str) -> None:
         "payload": payload,
         "payload_n": payload.get("n") if isinstance(payload, dict) else None,
         "pid": os.getpid(),
+        "thread": threading.current_thread().name,
         "t": time.monotonic(),
         "wall": time.time(),
     }
@@ -80,7 +82,9 @@ def poison(env: Envelope) -> object:
     """Record the start; a payload ``{"poison": how}`` then misbehaves: ``exit`` kills the
     process (``os._exit(1)``), ``systemexit`` raises SystemExit, ``keyboard``
     KeyboardInterrupt, ``base`` a bare BaseException, ``coroutine`` returns a coroutine;
-    anything else is recorded as handled."""
+    anything else is recorded as handled. ``{"quick": true}`` returns at once, unrecorded."""
+    if isinstance(env.payload, dict) and env.payload.get("quick"):
+        return None
     _append(env, "start")
     how = env.payload.get("poison") if isinstance(env.payload, dict) else None
     if how == "exit":
@@ -129,9 +133,13 @@ def stuck(env: Envelope) -> None:
     """Record the start; then a payload ``{"stuck": how}`` never returns: ``sleep`` blocks in C
     (``time.sleep``, as a ``requests.get`` without a timeout does), ``spin`` loops in Python
     (which the worker's time limit can interrupt); a payload with ``"sleep_s"`` sleeps that
-    long; then the message is recorded as handled."""
-    _append(env, "start")
+    long; then the message is recorded as handled. ``{"quick": true}`` returns at once,
+    unrecorded (a handler that takes next to nothing, which the worker runs in its own
+    thread)."""
     spec = env.payload if isinstance(env.payload, dict) else {}
+    if spec.get("quick"):
+        return
+    _append(env, "start")
     if spec.get("stuck") == "sleep":
         time.sleep(3600)
     if spec.get("stuck") == "spin":

@@ -18,6 +18,7 @@ from redis.client import Pipeline
 from redis.exceptions import NoScriptError
 
 Send = Callable[[tuple[Any, ...]], Any]
+Receive = Callable[[], Any]
 
 
 class Script:
@@ -49,3 +50,23 @@ class Script:
             return send(("EVALSHA", self.sha, len(keys), *keys, *args))
         except NoScriptError:
             return send(("EVAL", self.script, len(keys), *keys, *args))
+
+    def send(self, client: redis.Redis, keys: Sequence[Any] = (),
+             args: Sequence[Any] = ()) -> Receive:  # fmt: skip
+        """Send on ``client``'s one connection (a single-connection client) without waiting for
+        the reply; the function returned reads it (on ``NOSCRIPT``, it runs the script as
+        ``EVAL``, and waits). Nothing else may use that connection in between. A client with
+        no connection of its own runs it now."""
+        conn = client.connection
+        if conn is None:
+            reply = self(client, keys, args)
+            return lambda: reply
+        conn.send_command("EVALSHA", self.sha, len(keys), *keys, *args)
+
+        def receive() -> Any:
+            try:
+                return client.parse_response(conn, "EVALSHA")
+            except NoScriptError:  # it did not run
+                return client.execute_command("EVAL", self.script, len(keys), *keys, *args)
+
+        return receive

@@ -31,7 +31,7 @@ import socket
 import threading
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 
 import redis
@@ -157,12 +157,13 @@ class Stats:
     def observe_latencies_ms(self, values: list[int]) -> None:
         """Record many end-to-end latencies at once (a consumer's batch: one lock, not one
         per message)."""
-        indexes = [bisect.bisect_left(LATENCY_BUCKETS_MS, ms) for ms in values]
-        total = sum(ms for ms in values if ms > 0)
+        seen = Counter(values)  # a batch's latencies repeat: one bucket lookup per value
+        counts = [(bisect.bisect_left(LATENCY_BUCKETS_MS, ms), n) for ms, n in seen.items()]
+        total = sum(ms * n for ms, n in seen.items() if ms > 0)
         with self._lock:
             lat = self._lat
-            for index in indexes:
-                lat[index] += 1
+            for index, n in counts:
+                lat[index] += n
             self._lat_sum_ms += total
 
     def get(self, counter: str) -> int:
