@@ -36,6 +36,7 @@ from producer import Backoff, Envelope, Settings, make_client
 from producer.connection.client import drop_connections
 from producer.connection.cluster import is_stale_error
 from producer.errors import (
+    BusError,
     CertificateRefused,
     ConfigurationRefused,
     HandlersStuck,
@@ -48,8 +49,9 @@ log = logging.getLogger(__name__)
 SUMMARY_INTERVAL_S = 60.0
 
 
-class Demoted(BaseException):
-    """Ends the loop in a thread that handed it over to another (see :meth:`Daemon.hand_over`)."""
+class Demoted(BusError):
+    """Not an error anyone meets: ends the loop in a thread that handed it over to another (see
+    :meth:`Daemon.hand_over`)."""
 
 
 class Daemon:

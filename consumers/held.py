@@ -28,6 +28,7 @@ class Held:
         "env",
         "fatal",
         "handled",
+        "in_slot",
         "latency_ms",
         "limit_s",
         "marked",
@@ -54,6 +55,7 @@ class Held:
         self.latency_ms: int | None = None
         self.fatal: BaseException | None = None  # a handler's SystemExit & co
         self.thread: threading.Thread | None = None  # the slot thread running it
+        self.in_slot = False  # handed to the slots (or adopted by them), not collected yet
         self._decided: dict[str, object] = {}  # "by": the outcome's decider; "slot": taken
 
     def decide(self, who: str) -> bool:
@@ -72,7 +74,7 @@ class Held:
         """For a message run in the dispatcher's own thread (:mod:`consumers.inline`): take the
         say on how its run there ended for ``who``: its handler returned (that thread goes on)
         or the watchdog took over (that thread leaves the loop); False if the other had it."""
-        return self._decided.setdefault("inline", who) is who
+        return "inline" not in self._decided and self._decided.setdefault("inline", who) is who
 
     @property
     def taken(self) -> bool:

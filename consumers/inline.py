@@ -58,6 +58,8 @@ class Inline:
     _finished_at: float
     _finish_fatal: Callable[[Held], None]
     _held: dict[int, Held]
+    _in_slots: int
+    _submit: Callable[[list[Held]], None]
     _queued: list[Held]
     _unread: Callable[[], list[bytes]] | None
     concurrency: int
@@ -73,6 +75,7 @@ class Inline:
         # What the dispatcher runs now, read by the watchdog: the batch, and the message.
         self._inline_batch: list[Held] = []
         self._inline_held: Held | None = None
+        self._orphans: tuple[Held, list[Held]] | None = None  # left by a thread taken over from
         self._baton = threading.Lock()  # one takeover at a time
         self._watchdog = threading.Thread(target=self._watch, name=f"watchdog-{self.name}",
                                           daemon=True)  # fmt: skip
@@ -90,6 +93,10 @@ class Inline:
         assert slots is not None
         me = threading.current_thread()
         run, finished = self.handling.run, self._finished
+        if self._in_slots:  # the slots hold some: these go after them, in order (and never
+            for held in helds:  # more at once than they have)
+                self._submit([held])
+            return
         self._inline_batch = helds
         at = max(len(helds) - lead, 0) if then is not None else -1
         for i, held in enumerate(helds):
@@ -118,9 +125,22 @@ class Inline:
                 break
             if held.ran_s >= FLUSH_AFTER_S:  # no longer that fast: the rest to the slots
                 for other in helds[i + 1 :]:
-                    slots.submit([other])
+                    self._submit([other])
                 break
         self._inline_held = None
+
+    def _take_orphans(self) -> None:
+        """In a thread that took over: the message its predecessor is held up in counts as one
+        in the slots' hands (it holds one of their places), and the rest of that batch goes to
+        them."""
+        if self._orphans is None:
+            return
+        held, rest = self._orphans
+        self._orphans = None
+        held.in_slot = True
+        self._in_slots += 1
+        for other in rest:
+            self._submit([other])
 
     def _demoted(self, held: Held) -> NoReturn:
         """The watchdog took over while ``held`` ran: report it as a slot would, and leave."""
@@ -176,9 +196,8 @@ class Inline:
                 if not held.end_inline(TAKEN_OVER):
                     self.slots.release(held)  # it returned meanwhile
                     continue
-                rest = [h for h in self._inline_batch if not h.taken]
+                self._inline_held = None
+                self._orphans = held, [h for h in self._inline_batch if not h.taken]
                 self.hand_over()
-                for other in rest:
-                    self.slots.submit([other])
             log.info("queue %s: a handler still running after %g s held up the worker's "
                      "thread: another took over", self.queue, INLINE_GRACE_S)  # fmt: skip

@@ -51,7 +51,9 @@ class Slots:
         self.done = done
         self.name = name
         self.setup = setup  # called first in each thread that runs handlers
-        self._todo: queue.SimpleQueue[list[Held] | None] = queue.SimpleQueue()
+        # Batches; None: a thread ends; an Event: a thread waits for it (a place held for an
+        # adopted message).
+        self._todo: queue.SimpleQueue[list[Held] | threading.Event | None] = queue.SimpleQueue()
         self._running: dict[int, Held] = {}  # id(held): started, not finished
         self.closing = False  # start nothing more (stopping, or a handler ended the process)
 
@@ -101,7 +103,8 @@ class ThreadSlots(Slots):
         self._run = run
         self._given_up: dict[int, threading.Thread] = {}  # ident: a thread left to finish
         self._batches: dict[int, list[Held]] = {}  # ident: the batch a thread works through
-        self._adopted: dict[int, Held] = {}  # ident of a thread no slot's: the message it runs
+        # Ident of a thread no slot's: the message it runs, and the place it holds in the slots.
+        self._adopted: dict[int, tuple[Held, threading.Event]] = {}
         self._lock = threading.Lock()  # adopted messages: given up on, or released, once
         self._spawned = 0
         for _ in range(n):
@@ -119,6 +122,9 @@ class ThreadSlots(Slots):
         self.setup()
         try:
             while (batch := self._todo.get()) is not None:
+                if isinstance(batch, threading.Event):  # its place is an adopted message's
+                    batch.wait()
+                    continue
                 self._batches[ident] = batch
                 self._work_through(batch, me)
                 self._batches.pop(ident, None)
@@ -160,8 +166,10 @@ class ThreadSlots(Slots):
         if thread is None or thread.ident is None:
             return
         with self._lock:
-            if self._adopted.get(thread.ident) is held:  # no slot to free; left to finish
+            adopted = self._adopted.get(thread.ident)
+            if adopted is not None and adopted[0] is held:  # left to finish; its place is free
                 del self._adopted[thread.ident]
+                adopted[1].set()
                 self._given_up[thread.ident] = thread
                 self._running.pop(id(held), None)
                 _interrupt(thread)
@@ -175,15 +183,19 @@ class ThreadSlots(Slots):
 
     def adopt(self, held: Held) -> None:
         assert held.thread is not None and held.thread.ident is not None
+        place = threading.Event()  # the next free slot thread waits for it: no more at once
         with self._lock:
-            self._adopted[held.thread.ident] = held
+            self._adopted[held.thread.ident] = held, place
             self._running[id(held)] = held
+        self._todo.put(place)
 
     def release(self, held: Held) -> None:
         assert held.thread is not None and held.thread.ident is not None
         with self._lock:
             self._running.pop(id(held), None)
-            self._adopted.pop(held.thread.ident, None)
+            adopted = self._adopted.pop(held.thread.ident, None)
+            if adopted is not None:
+                adopted[1].set()
             self._given_up.pop(held.thread.ident, None)  # it is back: no longer abandoned
 
     @property
@@ -194,6 +206,9 @@ class ThreadSlots(Slots):
         return len(self._given_up)
 
     def close(self) -> None:
+        with self._lock:
+            for _, place in self._adopted.values():
+                place.set()
         for _ in range(self._spawned):
             self._todo.put(None)
 
@@ -248,7 +263,9 @@ class LoopSlots(Slots):
         tasks, waiting = self._tasks, self._waiting
         with contextlib.suppress(queue.Empty):
             while True:
-                waiting.extend(self._todo.get_nowait() or ())
+                batch = self._todo.get_nowait()  # (never an Event: nothing is adopted here)
+                if isinstance(batch, list):
+                    waiting.extend(batch)
         while loop is self._loop and len(tasks) < self.n and not self.closing and waiting:
             held = waiting.popleft()
             if not held.take(self):

@@ -49,6 +49,7 @@ from collections.abc import Callable
 
 import redis
 
+from consumers.daemon import Demoted
 from consumers.delayed import Mover
 from consumers.handlers import Handler
 from consumers.handling import Handling, is_async
@@ -109,6 +110,7 @@ class Worker(Settling, Inline, QueueMember):
         self._sending: list[Held] | None = None  # a settle sent, its reply not seen yet
         self._unread: Callable[[], list[bytes]] | None = None  # ... sent, its reply not read
         self._queued: list[Held] = []  # claimed, to run in this thread (consumers.inline)
+        self._in_slots = 0  # handed to the slots and not collected yet
         self._pace_s: float | None = None  # how long handlers take, smoothed
         self._alone: Held | None = None  # past its last attempt: runs with nothing else
         self._alone_waits = False  # ... and waits for the others to finish
@@ -150,7 +152,8 @@ class Worker(Settling, Inline, QueueMember):
         """Settle what this process finished, recover what else its list holds, then claim,
         hand out and settle until stopped."""
         self._pin()
-        if self._unread is not None:  # taken over while a reply was awaited (consumers.inline)
+        self._take_orphans()  # taken over from a thread held up in a handler (consumers.inline)
+        if self._unread is not None:  # ... while a reply was awaited
             self._hand_out(self._unread())
         self._heartbeat()  # takes the name's lease first: one process per name
         if self.stopping.is_set():
@@ -160,6 +163,8 @@ class Worker(Settling, Inline, QueueMember):
         backlog = True  # there may be one already
         looped_at = time.monotonic()
         while not self.stopping.is_set() and self._fatal is None:
+            if not self.leads():  # (never while it serves: a takeover waits for a handler)
+                raise Demoted
             if time.monotonic() - looped_at > self.settings.heartbeat_ttl_s / 2:
                 # The process stood still (SIGSTOP, a stalled host): the reapers may have
                 # taken it for dead. Registered again before it claims into its list.
@@ -246,6 +251,9 @@ class Worker(Settling, Inline, QueueMember):
     def _finish(self, held: Held) -> None:
         if id(held) not in self._held:  # settled already (given up on at exit)
             return
+        if held.in_slot:
+            held.in_slot = False
+            self._in_slots -= 1
         if not self._finished:
             self._finished_at = time.monotonic()
         self._finished.append(held)
@@ -319,6 +327,9 @@ class Worker(Settling, Inline, QueueMember):
 
     def _submit(self, batch: list[Held]) -> None:
         assert self.slots is not None
+        for held in batch:
+            held.in_slot = True
+        self._in_slots += len(batch)
         self.slots.submit(batch)
 
     def _past_last_attempt(self, raw: bytes) -> bool:
@@ -405,6 +416,7 @@ class Worker(Settling, Inline, QueueMember):
         self.handling.set_handler(handler)
 
     def close_connections(self) -> None:
+        self._unread = None  # a reply not read is lost with its connection (_sending is not)
         if self._pinned or not self._on_cluster:
             drop_connections(self.client)
         if self._on_cluster:  # the next serve() asks the slot map where the queue is

@@ -91,6 +91,29 @@ def test_a_hang_in_the_workers_own_thread_is_taken_over(
     assert "Traceback" not in proc.log()
 
 
+def test_one_slot_stays_one_at_a_time_when_its_own_thread_is_taken_over(
+    fresh_redis: RedisServer, spawn: Callable[..., Proc], tmp_path: Path
+) -> None:
+    """``--concurrency 1``, measured fast, then a handler that takes 0.3 s and five behind it:
+    the worker's own thread is taken over after 50 ms, yet none of the five starts before the
+    slow one returned, and they start in queue order, each after the one before returned."""
+    r = fresh_redis.client()
+    ledger = Ledger(fresh_redis)
+    proc = spawn("worker", fresh_redis.url, "--name", "w", "--handler", STUCK,
+                 "--concurrency", "1")  # fmt: skip
+    started(proc, r)
+    warm_up(r)
+    ids = [ledger.push(sleep_s=0.3)] + [ledger.push() for _ in range(5)]
+    wait_for(lambda: count(tmp_path, "handled") == Counter(ids), 10, "all six handled")
+    assert "another took over" in proc.log()
+    records = read_records(tmp_path / "records.jsonl")
+    start = {x["id"]: x["t"] for x in records if x["event"] == "start"}
+    end = {x["id"]: x["t"] for x in records if x["event"] == "handled"}
+    assert sorted(ids, key=start.__getitem__) == ids, "started out of queue order"
+    for before, after in zip(ids, ids[1:], strict=False):
+        assert start[after] >= end[before], f"{after} started while {before} ran"
+
+
 def test_sigterm_while_its_own_thread_hangs_exits_within_the_stop_timeout(
     fresh_redis: RedisServer, spawn: Callable[..., Proc], tmp_path: Path
 ) -> None:
