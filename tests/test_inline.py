@@ -11,6 +11,7 @@ message is accounted for by id, and the records name the thread that ran it.
 
 from __future__ import annotations
 
+import itertools
 import signal
 from collections import Counter
 from collections.abc import Callable
@@ -110,7 +111,7 @@ def test_one_slot_stays_one_at_a_time_when_its_own_thread_is_taken_over(
     start = {x["id"]: x["t"] for x in records if x["event"] == "start"}
     end = {x["id"]: x["t"] for x in records if x["event"] == "handled"}
     assert sorted(ids, key=start.__getitem__) == ids, "started out of queue order"
-    for before, after in zip(ids, ids[1:], strict=False):
+    for before, after in itertools.pairwise(ids):
         assert start[after] >= end[before], f"{after} started while {before} ran"
 
 
