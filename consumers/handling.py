@@ -27,7 +27,6 @@ from consumers.tracking import Context, encode_result, takes_context
 from producer import Envelope, EnvelopeError, Settings, decode
 from producer.errors import Reject, TimeLimitExceeded
 from producer.observe.stats import Stats
-from producer.store.envelope import now_ms
 
 log = logging.getLogger("consumers.worker")
 
@@ -77,7 +76,7 @@ class Handling:
         except BaseException as exc:  # SystemExit, KeyboardInterrupt...: the process ends
             self._fatal(held, env, exc)
         else:
-            self._finish(held, env, result=result)
+            self._finish(held, env, result)
 
     async def run_async(self, held: Held) -> None:
         """Await an ``async def`` handler on ``held`` (on the event loop) and decide its outcome."""
@@ -152,7 +151,7 @@ class Handling:
             return None
         held.env = env
         if env.ts:  # 0: the producer did not say when it sent it
-            held.latency_ms = now_ms() - env.ts
+            held.latency_ms = time.time_ns() // 1_000_000 - env.ts  # (now_ms(), inlined)
         if env.track and (held.popped or not self.at_least_once):
             # No claim script saw it: its in-flight is written here, before the handler runs.
             self._record(env, "in-flight", "worker", self.name, "attempt", env.attempt)

@@ -70,6 +70,7 @@ class Inline:
     _hand_out: Callable[..., None]
     mark_serving: Callable[[], None]
     hand_over: Callable[[], threading.Thread]
+    leader: threading.Thread | None
 
     def _init_inline(self) -> None:
         # What the dispatcher runs now, read by the watchdog: the batch, and the message.
@@ -91,7 +92,6 @@ class Inline:
         slots)."""
         slots = self.slots
         assert slots is not None
-        me = threading.current_thread()
         run, finished = self.handling.run, self._finished
         if self._in_slots:  # the slots hold some: these go after them, in order (and never
             for held in helds:  # more at once than they have)
@@ -104,10 +104,8 @@ class Inline:
                 break  # left unstarted: given back at exit
             if i == at and then is not None:
                 then()
-            if not held.take(me):
-                continue
-            held.thread = me
-            self._inline_held = held
+            self._inline_held = held  # for the watchdog (the slots never see this batch but
+            # from it, what this thread never started: no Held.take here)
             try:
                 run(held)
             except TimeLimitExceeded:  # given up on, after the handler returned: decided
@@ -192,12 +190,14 @@ class Inline:
                 continue
             assert self.slots is not None
             with self._baton:
+                held.thread = self.leader  # the thread it runs in
                 self.slots.adopt(held)  # first: once it has lost the say, its thread releases it
                 if not held.end_inline(TAKEN_OVER):
                     self.slots.release(held)  # it returned meanwhile
                     continue
                 self._inline_held = None
-                self._orphans = held, [h for h in self._inline_batch if not h.taken]
+                batch = self._inline_batch
+                self._orphans = held, batch[batch.index(held) + 1 :]
                 self.hand_over()
             log.info("queue %s: a handler still running after %g s held up the worker's "
                      "thread: another took over", self.queue, INLINE_GRACE_S)  # fmt: skip
