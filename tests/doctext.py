@@ -10,11 +10,14 @@ continues onto (a trailing ``\\``).
 from __future__ import annotations
 
 import re
+import textwrap
 from pathlib import Path
 
 from tests.procs import ROOT
 
 DOCUMENTS = (ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")))
+# ... and the example's, whose shell commands are run as the others' are.
+SHELL_DOCUMENTS = (*DOCUMENTS, ROOT / "examples" / "README.md")
 
 
 def text_of(name: str) -> str:
@@ -25,12 +28,14 @@ def text_of(name: str) -> str:
 
 def all_text() -> str:
     """Every document, one after the other."""
-    return "\n".join(path.read_text(encoding="utf-8") for path in DOCUMENTS)
+    return "\n".join(path.read_text(encoding="utf-8") for path in SHELL_DOCUMENTS)
 
 
 def fenced(text: str, lang: str) -> list[str]:
-    """The bodies of the ```<lang> blocks of ``text``, in order."""
-    return re.findall(rf"^```{lang}\n(.*?)^```", text, re.S | re.M)
+    """The bodies of the ```<lang> blocks of ``text``, in order (a block indented in a list
+    item, dedented)."""
+    found = re.findall(rf"^( *)```{lang}\n(.*?)^\1```", text, re.S | re.M)
+    return [textwrap.dedent(body) if indent else body for indent, body in found]
 
 
 def command_of(line: str) -> str:
@@ -61,7 +66,7 @@ def commands(block: list[str]) -> list[str]:
 def shown_commands() -> dict[str, list[Path]]:
     """Every shell command any document shows, with the documents that show it."""
     shown: dict[str, list[Path]] = {}
-    for path in DOCUMENTS:
+    for path in SHELL_DOCUMENTS:
         for block in sh_blocks(path.read_text(encoding="utf-8")):
             for command in commands(block):
                 shown.setdefault(command, []).append(path)

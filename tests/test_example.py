@@ -8,6 +8,8 @@ under gunicorn, as ``make example`` starts it) against the session's redis-serve
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,6 +29,7 @@ from loadtest.harness.server import RedisServer
 from loadtest.harness.waits import wait_for
 from producer import Producer, Settings, new_envelope
 from tests.conftest import quick_settings
+from tests.doctext import fenced
 from tests.procs import ROOT, Proc, project_env
 
 HANDLER = "examples.handlers:render"
@@ -92,6 +95,20 @@ def test_the_handler_alone_without_redis(tmp_path: Path, monkeypatch: pytest.Mon
         bad_env = new_envelope(bad, track=True)
         with pytest.raises(BadJob):
             render(bad_env, Context.for_tests(bad_env, QUEUE))
+
+
+def test_the_readmes_snippet_runs_as_written(tmp_path: Path) -> None:
+    """The README's "Test the handler without Redis" block, run as written with its
+    EXAMPLE_OUT and EXAMPLE_STEP_S=0.11: what it prints is what its comments say."""
+    (block,) = fenced((ROOT / "examples" / "README.md").read_text(encoding="utf-8"), "python")
+    env = project_env("redis://127.0.0.1:1/0", EXAMPLE_OUT=str(tmp_path), EXAMPLE_STEP_S="0.11")
+    done = subprocess.run([sys.executable, "-c", block], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    result, reports = done.stdout.splitlines()
+    path = tmp_path / "cat-16.pgm"
+    assert result == repr({"path": str(path.resolve()), "bytes": path.stat().st_size})
+    assert reports == repr([((i + 1) / STEPS, f"step {i + 1} of {STEPS}") for i in range(STEPS)])
 
 
 def test_redis_down_is_a_503(tmp_path: Path) -> None:

@@ -1,22 +1,22 @@
 """The shell commands the README and the docs pages show, run as written against the stack
-they name.
+they name (the example's README: tests/test_example_commands.py).
 
-`scripts/run.sh` (what `make run` runs) starts the stack in a scratch copy of the checkout (a
-directory of symlinks to the checkout's files, with its own `.run/`), so the documents' relative
-paths (`.run/env/tools.env`, `.venv/bin/...`, `make status`) work there as they do in a checkout.
-Each step below is a command a document shows, copied here verbatim: the test first checks that
-a document holds it (in a ```sh block, or in the prose for the few shown inline), so a change to
-the documents' commands breaks this test until the step is updated. Each step runs in `bash`
-from that directory, after the `set -a; . .run/env/<role>.env; set +a` line its block shows,
-with a time limit, and must exit 0 and do what the text says. Only the ports differ from the
-text: the stack's free ports stand in for 8000 (web) and 6399 (Redis), and locust's `-t` is cut
-to a few seconds. Every command of every ```sh block (tests/doctext.py reads them) is run here,
-or named in ELSEWHERE with the test that runs it, or in SKIPPED with the reason it is not run.
+`scripts/run.sh` (what `make run` runs) starts the stack (tests/stackkit.py) in a scratch copy
+of the checkout (a directory of symlinks to the checkout's files, with its own `.run/`), so the
+documents' relative paths (`.run/env/tools.env`, `.venv/bin/...`, `make status`) work there as
+they do in a checkout. Each step below is a command a document shows, copied here verbatim: the
+test first checks that a document holds it (in a ```sh block, or in the prose for the few shown
+inline), so a change to the documents' commands breaks this test until the step is updated. Each
+step runs in `bash` from that directory, after the `set -a; . .run/env/<role>.env; set +a` line
+its block shows, with a time limit, and must exit 0 and do what the text says. Only the ports
+differ from the text: the stack's free ports stand in for 8000 (web) and 6399 (Redis), and
+locust's `-t` is cut to a few seconds. Every command of every ```sh block (tests/doctext.py reads
+them) is run here, or named in ELSEWHERE with the test that runs it, or in SKIPPED with the
+reason it is not run.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import pty
@@ -26,19 +26,17 @@ import signal
 import stat
 import subprocess
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from subprocess import Popen
 
 import pytest
 import requests
 
-from loadtest.harness.ports import free_port
 from loadtest.harness.waits import wait_for
-from tests.doctext import DOCUMENTS, all_text, commands, sh_blocks, shown_commands, text_of
-from tests.procs import ROOT, get_json
-from tests.test_stack import kill_stack, logged_pids, start_run_sh
+from tests.doctext import all_text, commands, shown_commands, text_of
+from tests.procs import ROOT
+from tests.stackkit import Stack, in_block, make_run_stack, stop  # noqa: F401 (a fixture)
+from tests.test_example_commands import EXAMPLE_COVERED, EXAMPLE_ELSEWHERE
 
 pytestmark = pytest.mark.slow
 WEB, WORKER, SUBSCRIBER, TOOLS, ADMIN = (
@@ -92,14 +90,14 @@ LOCUST_ALL = LOCUST_BLOCK + " -u 50 -r 10 -t 30s"
 LOCUST_PICK = (LOCUST_BLOCK + " \\", "-u 20 -r 20 -t 30s BusProdcons RedisPush")
 LOADTEST_LIST = ".venv/bin/python -m loadtest list"
 LOADTEST_REPORT = ".venv/bin/python -m loadtest report loadtest/reports/<timestamp>"
-COVERED = {
+COVERED = EXAMPLE_COVERED | {
     *commands([WEB, WORKER, SUBSCRIBER, TOOLS, ADMIN]), POST, PUBLISH, SEED, STATS,
     *commands(list(TRACKED)), RECORD, *WIRE, HELP, *(d[1] for d in DAEMONS), *TOOL_LINES,
     *STATUS, LOCUST_ALL, *commands(list(LOCUST_PICK)), LOADTEST_LIST, LOADTEST_REPORT,
 }  # fmt: skip
 
 # Commands the documents show that another test runs (as written, or as named), and which.
-ELSEWHERE = {
+ELSEWHERE = EXAMPLE_ELSEWHERE | {
     ".venv/bin/python -m consumers worker --processes 2": "tests/test_supervisor.py runs "
         "`python -m consumers worker --processes N` against a Redis of its own",
     "make run": "tests/test_stack.py and the stack fixture below run scripts/run.sh, what "
@@ -129,121 +127,6 @@ SKIPPED = {
     ".venv/bin/locust -f loadtest/locustfile.py,loadtest/shapes --class-picker "
     "--host http://127.0.0.1:8000": "interactive: a shape is chosen in the web UI",
 }  # fmt: skip
-
-
-def in_block(env_line: str | None, *lines: str) -> bool:
-    """True if one ```sh block of a document holds ``lines`` (as commands, in order, adjacent)
-    after ``env_line`` (when given)."""
-    for path in DOCUMENTS:
-        for cmds in sh_blocks(path.read_text(encoding="utf-8")):
-            for i in range(len(cmds) - len(lines) + 1):
-                if cmds[i : i + len(lines)] == list(lines) and (
-                    env_line is None or env_line in cmds[:i]
-                ):
-                    return True
-    return False
-
-
-@dataclass
-class Stack:
-    home: Path  # the scratch checkout, cwd of every command
-    env: dict[str, str]
-    web_port: int
-    redis_port: int
-    log_path: Path
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.web_port}"
-
-    def as_here(self, command: str) -> str:
-        """``command`` with this stack's ports for the documents' 8000 and 6399."""
-        command = command.replace("127.0.0.1:8000", f"127.0.0.1:{self.web_port}")
-        command = command.replace("localhost:8000", f"localhost:{self.web_port}")
-        return command.replace("-p 6399 ", f"-p {self.redis_port} ")
-
-    def script(self, env_line: str | None, *lines: str) -> str:
-        shown = all_text()
-        assert in_block(env_line, *lines) or all(f"`{ln}`" in shown for ln in lines), lines
-        body = "\n".join(self.as_here(line) for line in lines)
-        return f"set -euo pipefail\n{env_line}\n{body}\n" if env_line else body + "\n"
-
-    def run(self, env_line: str | None, *lines: str, timeout: float = 60) -> str:
-        """Run a document's ``lines`` after ``env_line``; they must exit 0. Their stdout."""
-        done = subprocess.run(
-            ["bash", "-c", self.script(env_line, *lines)], cwd=self.home, env=self.env,
-            capture_output=True, text=True, timeout=timeout,
-        )  # fmt: skip
-        assert done.returncode == 0, (lines, done.returncode, done.stdout[-3000:], done.stderr)
-        return done.stdout
-
-    def start(self, env_line: str | None, line: str, log: Path) -> Popen:
-        """Start a document's daemon command in the background (its own process group)."""
-        with open(log, "wb") as out:
-            return subprocess.Popen(
-                ["bash", "-c", self.script(env_line, line).replace(line, "exec " + line)],
-                cwd=self.home, env=self.env, stdout=out, stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
-
-    def stats(self) -> dict:
-        return get_json(self.base + "/api/stats") or {}
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-def stop(proc: Popen, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, sig)
-    return proc.wait(timeout)
-
-
-@pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    """`make run`'s scripts/run.sh in a scratch checkout, on free ports."""
-    home = tmp_path / "checkout"
-    home.mkdir()
-    for entry in ROOT.iterdir():
-        if entry.name not in (".run", ".git"):
-            (home / entry.name).symlink_to(entry)
-    redis_port, web_port = free_port(), free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BUS_", "REDISCLI_"))}
-    env.pop("RUN_DIR", None)
-    for var in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS"):  # a user's shell, not `make test`'s: a make
-        env.pop(var, None)  # inside make would print "Entering directory" into `make status | jq`
-    env.update(
-        PATH=f"{home / '.venv' / 'bin'}:{env['PATH']}",  # `python` as in an activated venv
-        PYTHONUNBUFFERED="1",
-        RUN_REDIS_PORT=str(redis_port),
-        BUS_WEB_BIND=f"127.0.0.1:{web_port}",
-        ACL_PATTERNS="orders.*",  # as the docs say to start it for the --pattern subscriber
-    )
-    log_path = tmp_path / "run.log"
-    honcho = start_run_sh(home, {**env, "BUS_BLOCK_TIMEOUT_S": "1"}, log_path)
-    # The commands get none of the stack's own settings: what they need is in .run/env/.
-    run_env = {
-        k: v for k, v in env.items() if k not in ("BUS_WEB_BIND", "RUN_REDIS_PORT", "ACL_PATTERNS")
-    }
-    st = Stack(home, run_env, web_port, redis_port, log_path)
-    sessions = {honcho.pid}
-    try:
-
-        def ready() -> bool:
-            assert honcho.poll() is None, f"run.sh exited early:\n{st.log()}"
-            stats = st.stats()
-            return bool(stats) and stats["channels"]["default"]["subscribers"] >= 1
-
-        wait_for(ready, 60, "the stack to answer with its subscriber", every_s=0.2)
-        sessions.update(logged_pids(st.log()).values())
-        yield st
-    finally:
-        sessions.update(logged_pids(st.log()).values())
-        if honcho.poll() is None:
-            os.kill(honcho.pid, signal.SIGINT)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                honcho.wait(15)
-        kill_stack(honcho, sessions, redis_port)
 
 
 def test_every_command_shown_is_run_or_accounted_for() -> None:
