@@ -85,6 +85,12 @@ class Inline:
         """Run the next batch here (handlers this fast cost less than a switch)?"""
         return not async_handler and self._pace_s is not None and self._pace_s < ONE_BATCH_S
 
+    def _run_queued(self) -> None:
+        """Run what is queued here (taken off the queue only now: if what comes before it
+        fails, a broken link say, it is still queued for the next round)."""
+        queued, self._queued = self._queued, []
+        self._run_inline(queued)
+
     def _run_inline(self, helds: list[Held], then: Callable[[], None] | None = None,
                     lead: int = 0) -> None:  # fmt: skip
         """Run ``helds`` here, in order, as a slot would; call ``then`` once, when ``lead`` of
@@ -103,7 +109,11 @@ class Inline:
             if slots.closing or self._fatal is not None:
                 break  # left unstarted: given back at exit
             if i == at and then is not None:
-                then()
+                try:
+                    then()
+                except BaseException:  # (a link broken): these are still to run, first
+                    self._queued[:0] = helds[i:]
+                    raise
             self._inline_held = held  # for the watchdog (the slots never see this batch but
             # from it, what this thread never started: no Held.take here)
             try:
@@ -153,8 +163,8 @@ class Inline:
         and, under a backlog, take the next ones while the last TAKE_LEAD of these run: as many
         as keeps what the worker holds within its bound (what a crash loses). Returns whether
         the take came back full (the backlog goes on)."""
+        self._settle(self.ops)  # (what is queued stays queued if this fails)
         queued, self._queued = self._queued, []
-        self._settle(self.ops)
         asked = 0
 
         def take() -> None:

@@ -277,8 +277,7 @@ class Worker(Settling, Inline, Oversight, QueueMember):
     def _exchange(self, claim: int) -> list[bytes]:
         """Settle what finished and claim up to ``claim`` more (one script at-least-once);
         hand them out. What is queued to run in this thread runs while Redis works."""
-        queued, self._queued = self._queued, []
-        run = (lambda: self._run_inline(queued)) if queued else None
+        run = self._run_queued if self._queued else None
         if self.at_least_once:
             got = self._settle(self.ops, claim, meanwhile=run)
         else:
