@@ -110,6 +110,7 @@ class Worker(Settling, Inline, Oversight, QueueMember):
         self._unread: Callable[[], list[bytes]] | None = None  # ... sent, its reply not read
         self._queued: list[Held] = []  # claimed, to run in this thread (consumers.inline)
         self._in_slots = 0  # handed to the slots and not collected yet
+        self._stop_at = 0.0  # when stop() was called (time.monotonic())
         self._pace_s: float | None = None  # how long handlers take, smoothed
         self._alone: Held | None = None  # past its last attempt: runs with nothing else
         self._alone_waits = False  # ... and waits for the others to finish
@@ -219,7 +220,8 @@ class Worker(Settling, Inline, Oversight, QueueMember):
         BUS_STOP_TIMEOUT_S for the handlers in hand, then settle what finished."""
         assert self.slots is not None
         self.slots.closing = True
-        deadline = time.monotonic() + self.settings.stop_timeout_s
+        # From the stop (a thread that took over winds down later than the signal came).
+        deadline = (self._stop_at or time.monotonic()) + self.settings.stop_timeout_s
         while self._in_hands() and time.monotonic() < deadline:
             self._wait(deadline)
         if (self._finished or self._sending) and self._token_held:  # else the list is another's
@@ -333,6 +335,7 @@ class Worker(Settling, Inline, Oversight, QueueMember):
 
     def stop(self) -> None:
         """Stop claiming; finish the messages in hand (up to BUS_STOP_TIMEOUT_S)."""
+        self._stop_at = self._stop_at or time.monotonic()
         super().stop()
         if self.slots is not None:
             self.slots.closing = True  # no slot starts another message
