@@ -72,6 +72,22 @@ class Stack:
         assert done.returncode == 0, (lines, done.returncode, done.stdout[-3000:], done.stderr)
         return done.stdout
 
+    def run_each(self, env_line: str, lines: tuple[str, ...], placeholder: str,
+                 value: str, timeout: float = 90) -> dict[str, str]:  # fmt: skip
+        """Run each of a block's ``lines`` (shown after ``env_line``, in order) on its own after
+        ``env_line``, ``placeholder`` replaced by ``value``; each must exit 0. Their stdout."""
+        assert in_block(env_line, *lines), lines
+        outputs = {}
+        for line in lines:
+            script = f"set -euo pipefail\n{env_line}\n{line.replace(placeholder, value)}\n"
+            done = subprocess.run(
+                ["bash", "-c", script],
+                cwd=self.home, env=self.env, capture_output=True, text=True, timeout=timeout,
+            )  # fmt: skip
+            assert done.returncode == 0, (line, done.returncode, done.stdout, done.stderr)
+            outputs[line] = done.stdout
+        return outputs
+
     def start(self, env_line: str | None, line: str, log: Path) -> Popen:
         """Start a document's daemon command in the background (its own process group)."""
         with open(log, "wb") as out:

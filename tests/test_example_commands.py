@@ -87,15 +87,7 @@ def test_the_examples_commands_work_against_make_run(stack: Stack, tmp_path: Pat
         image = Path(done["result"]["path"])
         assert image == out / "cat-64.pgm" and image.stat().st_size == done["result"]["bytes"]
 
-        assert in_block(TOOLS, *TOOL_LINES)
-        shown = {}
-        for line in TOOL_LINES:
-            ran = subprocess.run(
-                ["bash", "-c", f"set -euo pipefail\n{TOOLS}\n{line.replace('<id>', job['id'])}\n"],
-                cwd=st.home, env=st.env, capture_output=True, text=True, timeout=90,
-            )  # fmt: skip
-            assert ran.returncode == 0, (line, ran.returncode, ran.stdout, ran.stderr)
-            shown[line] = ran.stdout
+        shown = st.run_each(TOOLS, TOOL_LINES, "<id>", job["id"])
         assert job["id"] in shown[TOOL_LINES[0]] and "handled" in shown[TOOL_LINES[0]]
         assert "renders" in shown[TOOL_LINES[2]]
     finally:

@@ -227,15 +227,7 @@ def test_documented_commands_work_against_make_run(stack: Stack, tmp_path: Path)
         capture_output=True, text=True, timeout=30,
     )  # fmt: skip
     assert record.returncode == 0 and json.loads(record.stdout)["id"] == tracked, record
-    assert in_block(TOOLS, *TOOL_LINES)
-    outputs = {}
-    for line in TOOL_LINES:
-        done = subprocess.run(
-            ["bash", "-c", f"set -euo pipefail\n{TOOLS}\n{line.replace('<id>', tracked)}\n"],
-            cwd=st.home, env=st.env, capture_output=True, text=True, timeout=90,
-        )  # fmt: skip
-        assert done.returncode == 0, (line, done.returncode, done.stdout, done.stderr)
-        outputs[line] = done.stdout
+    outputs = st.run_each(TOOLS, TOOL_LINES, "<id>", tracked)
     status = outputs[".venv/bin/python -m consumers status"]
     assert f"127.0.0.1:{st.redis_port}" in status and "default" in status, status
     assert json.loads(outputs[TOOL_LINES[-1]])["state"] == "handled"
