@@ -1,14 +1,17 @@
 """Refusals that mean the configuration is wrong, not that Redis is away: a certificate that does
 not verify, a login Redis refuses, a user not allowed what a role needs, a client name Redis
-refuses. Before its first connection a daemon stops on one (exit 78, naming the setting); a tool
-exits with the same line."""
+refuses, sentinels that refuse their login (``BUS_SENTINEL_USERNAME``). Before its first
+connection a daemon stops on one (exit 78, naming the setting); a tool exits with the same
+line."""
 
 from __future__ import annotations
 
+import re
 import ssl
 from urllib.parse import unquote, urlsplit
 
 import redis
+from redis.sentinel import MasterNotFoundError
 
 from producer import Settings
 
@@ -38,6 +41,9 @@ _LOGIN_REFUSED = (
 )
 _NAME_REFUSED = "Client names cannot contain"
 _NO_PERMISSION = "has no permissions to run"
+# redis-py's MasterNotFoundError names each sentinel it asked by its client's whole repr, then
+# " - " and what that sentinel answered (after a category: "auth:AuthenticationError: ...").
+_SENTINEL_ANSWER = re.compile(r"\)>\)>\)> - (?:\w+:)?(.*?)(?=, <redis\.client\.Redis\(|$)")
 
 
 def configuration_refused(
@@ -50,6 +56,12 @@ def configuration_refused(
     seen: BaseException | None = exc
     while seen is not None:
         detail = _masked(" ".join(str(seen).split()), settings)
+        if isinstance(seen, MasterNotFoundError):
+            refused = _sentinels_refused(detail, settings, role)
+            if refused:
+                return refused
+            seen = seen.__cause__ or seen.__context__
+            continue
         if isinstance(seen, redis.AuthenticationError) or any(s in detail for s in _LOGIN_REFUSED):
             return (
                 f"Redis at {where} refused the login of {_user(settings)}: {detail} (check "
@@ -70,6 +82,28 @@ def configuration_refused(
     return None
 
 
+def _sentinels_refused(detail: str, settings: Settings, role: str) -> str | None:
+    """The line for sentinels that refused to say where the primary is because of the login
+    or the rules of ``BUS_SENTINEL_USERNAME`` (their own ACL); None for sentinels away or not
+    knowing the primary (retried)."""
+    answers = list(dict.fromkeys(_SENTINEL_ANSWER.findall(detail)))  # each different one once
+    said = "; ".join(answers) or detail
+    where = f"the sentinels at {','.join(settings.sentinels)}"
+    user = settings.sentinel_username
+    who = f"user {user!r}" if user else "the default user"
+    if any(s in detail for s in _LOGIN_REFUSED):
+        return (
+            f"{where} refused the login of {who}: {said} (check BUS_SENTINEL_USERNAME and "
+            "BUS_SENTINEL_PASSWORD, the sentinels' own users)"
+        )
+    if _NO_PERMISSION in detail:
+        return (
+            f"{where} do not allow {who} what {role} asks them: {said} (check "
+            "BUS_SENTINEL_USERNAME and its rules on the sentinels: SENTINEL MASTERS)"
+        )
+    return None
+
+
 def _user(settings: Settings) -> str:
     user = urlsplit(settings.redis_url).username
     return f"user {unquote(user)!r}" if user else "the default user"
@@ -78,6 +112,7 @@ def _user(settings: Settings) -> str:
 def _masked(text: str, settings: Settings) -> str:
     """``text`` with BUS_REDIS_URL's password masked, should an error ever quote it."""
     password = urlsplit(settings.redis_url).password
-    for secret in {password, unquote(password)} if password else ():
+    secrets = {password, unquote(password)} if password else set()
+    for secret in secrets | ({settings.sentinel_password} - {""}):
         text = text.replace(secret, "***")
     return text

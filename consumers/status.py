@@ -27,6 +27,7 @@ from typing import Any
 
 import redis
 
+from consumers.refusals import configuration_refused
 from consumers.tables import against, bound, duration, num, per_s, seconds, seconds_up, table
 from producer import Settings, make_client
 from producer.errors import EXIT_OK, EXIT_UNAVAILABLE, EXIT_UNHEALTHY
@@ -93,6 +94,9 @@ def show(client: redis.Redis, settings: Settings, as_json: bool, one_line: bool 
 
 def describe_error(exc: redis.RedisError, settings: Settings) -> str:
     """One line saying what went wrong with Redis."""
+    refused = configuration_refused(exc, settings, "python -m consumers status")
+    if refused:
+        return refused
     detail = " ".join(str(exc).split()) or type(exc).__name__
     if isinstance(exc, redis.AuthenticationError):  # a ConnectionError for redis-py
         return f"Redis at {settings.redis_url_redacted} refused the login: {detail}"

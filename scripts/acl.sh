@@ -1,18 +1,21 @@
 #!/usr/bin/env bash
 # The Redis ACL users of the bus, with passwords generated on this machine.
 #
-#   scripts/acl.sh generate DIR   write DIR/users.acl (for redis-server --aclfile) and
-#                                 DIR/passwords.env, both mode 600. Passwords already in
+#   scripts/acl.sh generate DIR   write DIR/users.acl (for redis-server --aclfile),
+#                                 DIR/sentinel-users.acl (for the sentinels of make
+#                                 run-sentinel: the same roles' passwords, asking rights only)
+#                                 and DIR/passwords.env, all mode 600. Passwords already in
 #                                 DIR/passwords.env are kept; missing ones are generated.
 #   scripts/acl.sh env DIR        write DIR/env/<role>.env for each role (mode 600): its
 #                                 BUS_REDIS_URL and REDISCLI_AUTH, for a shell to load with
 #                                 set -a; . DIR/env/<role>.env; set +a
 #   scripts/acl.sh url ROLE DIR   print the BUS_REDIS_URL of ROLE (web, worker, subscriber,
-#                                 tools, admin) on 127.0.0.1:${RUN_REDIS_PORT:-6399}
+#                                 tools, admin, locust) on 127.0.0.1:${RUN_REDIS_PORT:-6399}
 #   scripts/acl.sh password ROLE DIR   print ROLE's password
 #
 # url and password are for $(...) and pipes: on a terminal they print the password as ***.
-# The rules come from deploy/redis/users.acl (ACL_TEMPLATE overrides it): comments are dropped,
+# The rules come from deploy/redis/users.acl (ACL_TEMPLATE overrides it) and
+# deploy/redis/sentinel-users.acl (SENTINEL_ACL_TEMPLATE): comments are dropped,
 # indented lines continue the user above, and each user bus-<role> gets the SHA-256 of its
 # password (#<hex>), so the ACL file holds no password in clear. The default user, as whom
 # Redis replays the AOF (see the template), gets the SHA-256 of a random password made up at
@@ -24,9 +27,10 @@
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 TEMPLATE=${ACL_TEMPLATE:-$ROOT/deploy/redis/users.acl}
-ROLES="web worker subscriber tools admin"
+SENTINEL_TEMPLATE=${SENTINEL_ACL_TEMPLATE:-$ROOT/deploy/redis/sentinel-users.acl}
+ROLES="web worker subscriber tools admin locust"
 
-usage() { sed -n '2,21p' "$0" >&2; exit 2; }
+usage() { sed -n '2,26p' "$0" >&2; exit 2; }
 
 new_password() { od -An -tx1 -N24 /dev/urandom | tr -d ' \n'; }
 
@@ -40,12 +44,15 @@ password() {  # ROLE DIR
 }
 
 generate() {  # DIR
-    local dir=$1 role pw hashes=""
+    local dir=$1 role pw
+    hashes=""  # not local: render reads them
     mkdir -p "$dir"
     umask 077
     env_tmp=$(mktemp "$dir/.passwords.XXXXXX")  # not local: the EXIT trap reads them
     acl_tmp=$(mktemp "$dir/.users.XXXXXX")
-    trap 'rm -f "$env_tmp" "$acl_tmp"' EXIT  # nothing half-made left behind on an error
+    sentinel_tmp=$(mktemp "$dir/.sentinel-users.XXXXXX")
+    # nothing half-made left behind on an error
+    trap 'rm -f "$env_tmp" "$acl_tmp" "$sentinel_tmp"' EXIT
     for role in $ROLES; do
         pw=$(password "$role" "$dir" 2>/dev/null) || pw=$(new_password)
         printf 'ACL_PASSWORD_%s=%s\n' "${role^^}" "$pw" >>"$env_tmp"
@@ -54,9 +61,20 @@ generate() {  # DIR
     # A password nobody is given: only its hash leaves this pipe.
     hashes+="default=$(new_password | sha256sum | cut -d' ' -f1)"
     local version=${REDIS_VERSION:-$(redis-server --version | sed -n 's/.* v=\([0-9.]*\).*/\1/p')}
-    local newer=0 pattern patterns=""
+    local pattern
+    newer=0 patterns=""
     if [ "$(printf '%s\n7.2\n' "$version" | sort -V | head -n1)" = 7.2 ]; then newer=1; fi
     for pattern in ${ACL_PATTERNS:-}; do patterns+=" &bus:ch:$pattern"; done
+    render "$TEMPLATE" >"$acl_tmp"
+    render "$SENTINEL_TEMPLATE" >"$sentinel_tmp"
+    chmod 600 "$env_tmp" "$acl_tmp" "$sentinel_tmp"
+    mv "$env_tmp" "$dir/passwords.env"
+    mv "$acl_tmp" "$dir/users.acl"
+    mv "$sentinel_tmp" "$dir/sentinel-users.acl"
+    trap - EXIT
+}
+
+render() {  # TEMPLATE: the ACL file of TEMPLATE, with $hashes, $newer and $patterns
     awk -v hashes="$hashes" -v newer="$newer" -v patterns="$patterns" '
         BEGIN { n = split(hashes, kv, " "); for (i = 1; i <= n; i++) { split(kv[i], p, "="); h[p[1]] = p[2] } }
         { sub(/[ \t]*#( .*)?$/, "") }          # a comment: "#" then a space or the line end
@@ -78,11 +96,7 @@ generate() {  # DIR
                 print "acl.sh: the template has no \"user default\"" > "/dev/stderr"; exit 1
             }
         }
-    ' "$TEMPLATE" >"$acl_tmp"
-    chmod 600 "$env_tmp" "$acl_tmp"
-    mv "$env_tmp" "$dir/passwords.env"
-    mv "$acl_tmp" "$dir/users.acl"
-    trap - EXIT
+    ' "$1"
 }
 
 url() {  # ROLE PASSWORD

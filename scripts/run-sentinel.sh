@@ -3,14 +3,16 @@
 # (RUN_REDIS_PORT, default 6399) and its replica (the next port), three sentinels
 # (RUN_SENTINEL_PORT and the next two, default 26399), gunicorn, a worker and a subscriber, every
 # role finding the primary through the sentinels, pushes waiting for the replica (WAIT 1). Try
-# `redis-cli -p 26399 sentinel failover bus` and watch the dashboard. Ctrl-C stops everything.
+# a failover as bus-admin (scripts/sentinel.sh) and watch the dashboard. Ctrl-C stops everything.
 #
 # ACL as in `make run` (scripts/acl.sh: RUN_DIR/users.acl, RUN_DIR/passwords.env): both servers
 # load the same file, each process logs in as its role's user, and RUN_DIR/env/<role>.env holds
-# its BUS_REDIS_URL and REDISCLI_AUTH plus BUS_SENTINELS and BUS_SENTINEL_MASTER, so a shell
-# that loads one follows a failover. The replica (and the old primary after a failover) logs
-# in to its primary as bus-replica, the sentinels to the servers as bus-sentinel
-# (scripts/acl-servers.sh); the sentinels themselves have no ACL.
+# its BUS_REDIS_URL and REDISCLI_AUTH plus BUS_SENTINELS, BUS_SENTINEL_MASTER and its login on
+# the sentinels (BUS_SENTINEL_USERNAME/PASSWORD), so a shell that loads one follows a failover.
+# The replica (and the old primary after a failover) logs in to its primary as bus-replica, the
+# sentinels to the servers and to each other as bus-sentinel (scripts/acl-servers.sh); the
+# sentinels have users of their own (RUN_DIR/sentinel-users.acl): each role as on the servers,
+# allowed only to ask where the primary is.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,7 +31,8 @@ scripts/acl.sh generate "$RUN_DIR"
 scripts/acl-servers.sh users "$RUN_DIR"
 scripts/acl.sh env "$RUN_DIR"
 scripts/acl-servers.sh env "$RUN_DIR" "BUS_SENTINELS=$BUS_SENTINELS" "BUS_SENTINEL_MASTER=$BUS_SENTINEL_MASTER"
+scripts/acl-servers.sh sentinel-logins "$RUN_DIR"
 echo "run: primary 127.0.0.1:${RUN_REDIS_PORT}, replica :${RUN_REPLICA_PORT}, sentinels :${RUN_SENTINEL_1}-${RUN_SENTINEL_3} (data in ${RUN_DIR}/)"
-echo "run: ACL users in ${RUN_DIR}/users.acl; each role's variables in ${RUN_DIR}/env/<role>.env"
+echo "run: ACL users in ${RUN_DIR}/users.acl and sentinel-users.acl; each role's variables in ${RUN_DIR}/env/<role>.env"
 echo "run: dashboard at http://${BUS_WEB_BIND:-127.0.0.1:8000}/  (Ctrl-C stops everything)"
 exec .venv/bin/honcho -f Procfile.sentinel start "$@"

@@ -12,7 +12,7 @@ from loadtest.harness.server import RedisServer
 from tests.procs import ROOT
 
 ACL_SCRIPT = ROOT / "scripts" / "acl.sh"
-ROLES = ("web", "worker", "subscriber", "tools", "admin")
+ROLES = ("web", "worker", "subscriber", "tools", "admin", "locust")
 
 
 def generate(out_dir: Path, patterns: str = "", template: Path | None = None) -> dict[str, str]:

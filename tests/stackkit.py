@@ -16,6 +16,7 @@ from pathlib import Path
 from subprocess import Popen
 
 import pytest
+import redis
 
 from loadtest.harness.ports import free_port
 from loadtest.harness.waits import wait_for
@@ -99,6 +100,13 @@ class Stack:
 
     def stats(self) -> dict:
         return get_json(self.base + "/api/stats") or {}
+
+    def admin(self) -> redis.Redis:
+        """A client of the stack's Redis as bus-admin (its password from .run/passwords.env)."""
+        lines = (self.home / ".run" / "passwords.env").read_text().splitlines()
+        (password,) = [x.partition("=")[2] for x in lines if x.startswith("ACL_PASSWORD_ADMIN=")]
+        return redis.Redis(port=self.redis_port, username="bus-admin", password=password,
+                           decode_responses=True, socket_timeout=5)  # fmt: skip
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")

@@ -16,6 +16,7 @@ import redis
 import requests
 
 from loadtest.harness.waits import wait_for
+from loadtest.users.sending import Generator
 from producer import keys
 from tests.aclkit import AclRedis, generate
 from tests.conftest import QUICK_ENV
@@ -128,11 +129,24 @@ def test_every_role_works_under_its_own_user_and_is_refused_the_rest(
     with pytest.raises(redis.AuthenticationError):  # NOAUTH: nobody is the default user
         acl_redis.client(username=None, password=None).ping()
     run_bus(acl_redis, spawn, tmp_path)
+    # locust's direct users: the load generator's Producer and its stats, as bus-locust
+    generator = Generator()
+    producer = generator.producer(acl_redis.url_for("locust"))
+    producer.push({"n": 1})
+    producer.push({"n": 2}, delay_s=30)
+    producer.push({"n": 3}, track=True)
+    producer.publish({"n": 4})
+    generator.flush_stats()
+    assert admin.keys("bus:{stats}:locust:*") and admin.zcard(keys.delayed("default")) == 1
     assert admin.acl_log() == [], admin.acl_log()
 
     web, worker = acl_redis.client_as("web"), acl_redis.client_as("worker")
     subscriber, tools = acl_redis.client_as("subscriber"), acl_redis.client_as("tools")
+    locust = acl_redis.client_as("locust")
     refused = [
+        (locust, ("LRANGE", keys.pending("default"), 0, -1)),
+        (locust, ("HSET", "bus:{stats}:web:1", "pushed", 1)),
+        (locust, ("DEL", keys.dead("default"))),
         (web, ("FLUSHALL",)),
         (web, ("LRANGE", keys.processing("default", "x"), 0, -1)),
         (web, ("SET", "other:key", "1")),

@@ -39,9 +39,9 @@ from tests.stackkit import Stack, in_block, make_run_stack, stop  # noqa: F401 (
 from tests.test_example_commands import EXAMPLE_COVERED, EXAMPLE_ELSEWHERE
 
 pytestmark = pytest.mark.slow
-WEB, WORKER, SUBSCRIBER, TOOLS, ADMIN = (
+WEB, WORKER, SUBSCRIBER, TOOLS, ADMIN, LOCUST = (
     f"set -a; . .run/env/{role}.env; set +a"
-    for role in ("web", "worker", "subscriber", "tools", "admin")
+    for role in ("web", "worker", "subscriber", "tools", "admin", "locust")
 )
 LOCUST_BLOCK = ".venv/bin/locust -f loadtest/locustfile.py --host http://127.0.0.1:8000 --headless"
 # The documents' commands this test runs, verbatim (continuation lines apart).
@@ -91,7 +91,7 @@ LOCUST_PICK = (LOCUST_BLOCK + " \\", "-u 20 -r 20 -t 30s BusProdcons RedisPush")
 LOADTEST_LIST = ".venv/bin/python -m loadtest list"
 LOADTEST_REPORT = ".venv/bin/python -m loadtest report loadtest/reports/<timestamp>"
 COVERED = EXAMPLE_COVERED | {
-    *commands([WEB, WORKER, SUBSCRIBER, TOOLS, ADMIN]), POST, PUBLISH, SEED, STATS,
+    *commands([WEB, WORKER, SUBSCRIBER, TOOLS, LOCUST]), POST, PUBLISH, SEED, STATS,
     *commands(list(TRACKED)), RECORD, *WIRE, HELP, *(d[1] for d in DAEMONS), *TOOL_LINES,
     *STATUS, LOCUST_ALL, *commands(list(LOCUST_PICK)), LOADTEST_LIST, LOADTEST_REPORT,
 }  # fmt: skip
@@ -106,6 +106,9 @@ ELSEWHERE = EXAMPLE_ELSEWHERE | {
         "tests/test_loadtest.py runs `python -m loadtest run blackhole --quick`",
     ".venv/bin/python -m loadtest run soak --duration 600":
         "tests/test_loadtest.py runs `python -m loadtest run soak --duration 20`",
+    ADMIN: "tests/test_run_sentinel.py loads it before docs/sentinel.md's failover",
+    "redis-cli -p 26399 --user bus-admin sentinel failover bus": "tests/test_run_sentinel.py "
+        "runs it after bus-admin's env file, on its own sentinel port",
     "make loadtest-quick": "tests/test_loadtest.py runs `python -m loadtest run all --quick`, "
         "the command of make loadtest-quick",
 }  # fmt: skip
@@ -248,10 +251,10 @@ def test_documented_commands_work_against_make_run(stack: Stack, tmp_path: Path)
     assert "`make redis-cli`" in text_of("README.md")
     assert re.fullmatch(r"\d+\n", st.run(None, REDIS_CLI))
 
-    # Locust against make run, its direct users as bus-admin; a few seconds instead of 30.
+    # Locust against make run, its direct users as bus-locust; a few seconds instead of 30.
     for lines, short in ((LOCUST_ALL,), "-t 5s"), (LOCUST_PICK, "-t 4s"):
-        assert in_block(ADMIN, *lines), lines
-        script = st.script(ADMIN, *lines).replace("-t 30s", short)
+        assert in_block(LOCUST, *lines), lines
+        script = st.script(LOCUST, *lines).replace("-t 30s", short)
         done = subprocess.run(
             ["bash", "-c", script], cwd=st.home, env=st.env, stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT, text=True, timeout=90,
@@ -261,6 +264,10 @@ def test_documented_commands_work_against_make_run(stack: Stack, tmp_path: Path)
         assert re.search(r"LPUSH\s+bus:\{default\}:pending\s+[1-9]\d*\s+0\(", out), out[-4000:]
         assert "AuthenticationError" not in out and "NOPERM" not in out, out[-4000:]
     assert not re.search(r"PUBLISH\s+bus:ch:default\s+[1-9]", out)  # picked: no RedisPublish
+    # Their counters reached the bus's stats as role locust, and Redis refused nobody anything.
+    with st.admin() as admin:
+        assert admin.keys("bus:{stats}:locust:*"), admin.keys("bus:{stats}:*")
+        assert admin.acl_log() == [], admin.acl_log()
 
     assert "NOPERM" not in st.log() and "NoPermission" not in st.log()
     print(f"the documented commands ran in {time.monotonic() - started:.1f} s")

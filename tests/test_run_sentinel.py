@@ -1,6 +1,7 @@
 """`make run-sentinel`: the stack behind Sentinel under honcho serves, follows a failover, and
 Ctrl-C stops every process; every process logs in as its own ACL user (replication and the
-sentinels included), and Redis refuses nothing, before or after the failover."""
+sentinels included), on the servers and on the sentinels, and neither refuses anything, before
+or after the failover; a sentinel refuses anyone who does not log in, and a role a failover."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import requests
 
 from loadtest.harness.ports import free_port, free_ports_in_a_row
 from loadtest.harness.waits import wait_for
+from tests.aclkit import ROLES
 from tests.procs import ROOT, get_json
 from tests.test_stack import alive, logged_pids, stack_pids
 
@@ -98,7 +100,7 @@ def check_files(run_dir: Path, *paths: str) -> None:
     """RUN_DIR/env/<role>.env and ``paths`` (relative to RUN_DIR) exist, readable by their
     owner only (they hold passwords)."""
     files = [*sorted((run_dir / "env").glob("*.env")), *(run_dir / p for p in paths)]
-    assert len(files) == 5 + len(paths), files
+    assert len(files) == len(ROLES) + len(paths), files
     for path in files:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
 
@@ -121,6 +123,28 @@ def servers_refused_the_rest(port: int, run_dir: Path, *users: str) -> None:
                     c.execute_command(*command)
 
 
+def sentinels_refuse_the_rest(port: int, run_dir: Path) -> None:
+    """A sentinel asks everyone to log in (NOAUTH without, default refused), and a role's user
+    may ask where the primary is but not order a failover (one ACL LOG entry)."""
+    with (
+        redis.Redis(port=port, socket_timeout=2) as plain,
+        pytest.raises(redis.AuthenticationError),
+    ):
+        plain.ping()
+    with (
+        redis.Redis(
+            port=port, username="default", password="x", protocol=2, socket_timeout=2
+        ) as default,  # fmt: skip
+        pytest.raises(redis.AuthenticationError),
+    ):
+        default.ping()
+    tools = passwords(run_dir)["tools"]
+    with redis.Redis(port=port, username="bus-tools", password=tools, socket_timeout=2) as c:
+        assert c.execute_command("SENTINEL GET-MASTER-ADDR-BY-NAME", "bus")
+        with pytest.raises(redis.exceptions.NoPermissionError):
+            c.execute_command("SENTINEL FAILOVER", "bus")
+
+
 def status_as_tools(run_dir: Path) -> subprocess.CompletedProcess[str]:
     """``python -m consumers status --json`` after loading RUN_DIR/env/tools.env, as the
     README says."""
@@ -131,14 +155,25 @@ def status_as_tools(run_dir: Path) -> subprocess.CompletedProcess[str]:
                           text=True, timeout=60)  # fmt: skip
 
 
-def failover(sentinel: redis.Redis) -> bool:
-    """SENTINEL FAILOVER; False while no replica qualifies yet (NOGOODSLAVE)."""
-    try:
-        sentinel.execute_command("SENTINEL FAILOVER", "bus")
-    except redis.ResponseError as exc:
-        if "NOGOODSLAVE" in str(exc):
-            return False
-        raise
+# docs/sentinel.md's failover, as the operator: bus-admin's env file, then redis-cli.
+FAILOVER = ("set -a; . .run/env/admin.env; set +a",
+            "redis-cli -p 26399 --user bus-admin sentinel failover bus")  # fmt: skip
+
+
+def failover(run_dir: Path, port: int) -> bool:
+    """docs/sentinel.md's commands as written, from a directory whose .run is RUN_DIR, on the
+    test's sentinel port; False while no replica qualifies yet (NOGOODSLAVE)."""
+    here = run_dir.parent / "operator"
+    if not here.exists():
+        here.mkdir()
+        (here / ".run").symlink_to(run_dir)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BUS_", "REDISCLI_"))}
+    script = "\n".join(FAILOVER).replace("26399", str(port))
+    done = subprocess.run(["bash", "-c", script], cwd=here, env=env, capture_output=True,
+                          text=True, timeout=10)  # fmt: skip
+    if "NOGOODSLAVE" in done.stdout:
+        return False
+    assert (done.returncode, done.stdout.strip(), done.stderr) == (0, "OK", ""), done
     return True
 
 
@@ -186,9 +221,11 @@ def test_run_sentinel_serves_follows_a_failover_and_stops(tmp_path: Path) -> Non
         wait_for(lambda: handled(base, first), 20, "handled before the failover", every_s=0.2)
         assert users_of_clients(primary, run_dir) >= {"bus-web", "bus-worker", "bus-replica"}
         nobody_is_default(primary)
-        sentinel = redis.Redis(port=sentinel_port, decode_responses=True)
+        sentinels_refuse_the_rest(sentinel_port, run_dir)
+        sentinel = as_admin(sentinel_port, run_dir)
         # The sentinels learn of each other and of the replica's sync within their INFO period.
-        wait_for(lambda: failover(sentinel), 30, "the sentinels to accept a failover", every_s=0.5)
+        wait_for(lambda: failover(run_dir, sentinel_port), 30, "the sentinels to accept a failover",
+                 every_s=0.5)  # fmt: skip
         wait_for(lambda: master_port(sentinel) == primary + 1, 20, "the replica promoted",
                  every_s=0.2)  # fmt: skip
         after = push(base, "after", 20)
@@ -215,7 +252,12 @@ def test_run_sentinel_serves_follows_a_failover_and_stops(tmp_path: Path) -> Non
         for port in (primary, new):
             assert refusals(port, run_dir) == [], (port, refusals(port, run_dir))
             nobody_is_default(port)
-        check_files(run_dir, "passwords.env", "users.acl", "replication.conf",
+        # The sentinels refused only the test's own tries, every role's question answered.
+        assert [(e["username"], e["object"]) for e in refusals(sentinel_port, run_dir)] == [
+            ("bus-tools", "sentinel|failover"), ("default", "AUTH")]  # fmt: skip
+        for port in ports[3:]:
+            assert refusals(port, run_dir) == [], (port, refusals(port, run_dir))
+        check_files(run_dir, "passwords.env", "users.acl", "sentinel-users.acl", "replication.conf",
                     *(f"sentinel-{p}/sentinel.conf" for p in ports[2:]))  # fmt: skip
         servers_refused_the_rest(new, run_dir, "bus-replica", "bus-sentinel")
         assert len(refusals(new, run_dir)) == 6

@@ -22,7 +22,7 @@ from loadtest.harness.sentinel import RedisSentinel
 from loadtest.harness.waits import wait_for
 from producer import NotReplicated, Producer, Settings, Unconfirmed, keys, make_client
 from tests.conftest import quick_settings
-from tests.procs import Proc, read_records
+from tests.procs import Proc, project_env, read_records, run_cli
 
 Q = "default"
 # Promotion -> every role on the new primary. Redis 7.0's sentinels reconfigure the old primary
@@ -173,3 +173,56 @@ def test_a_sentinel_failover_mid_stream_loses_no_confirmed_push(
           f"lost 0; unconfirmed lost {lost_others} of {len(others)}; duplicates {duplicates}; "
           f"published {len(stream.published)}, not received {lost_published}")  # fmt: skip
     assert max(producer_s, worker_s, producer_s + subscriber_s) <= FOLLOW_BOUND_S
+
+
+SENTINEL_PASSWORD = "sentinel-Passw0rd-5150"
+
+
+def sentinels_with_users(setup: RedisSentinel) -> None:
+    """On every sentinel: ``asker`` may ask where the primary is, ``mute`` may only PING."""
+    for s in setup.sentinel_servers:
+        with s.admin() as c:
+            for user, rules in (("asker", ["+sentinel|masters"]), ("mute", [])):
+                c.execute_command("ACL", "SETUSER", user, "on", f">{SENTINEL_PASSWORD}",
+                                  "+ping", *rules)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_sentinels_own_login_is_used_and_a_refused_one_is_a_setting_to_fix(
+    sentinel: RedisSentinel, spawn: Callable[..., Proc], tmp_path: Path
+) -> None:
+    """BUS_SENTINEL_USERNAME / BUS_SENTINEL_PASSWORD log in to the sentinels (their own ACL):
+    the right ones find the primary; a wrong password, a user without SENTINEL MASTERS, and no
+    login where the sentinels ask for one stop a worker with exit 78 and the tools with 69,
+    each in one line naming those settings (not BUS_REDIS_URL), without the password."""
+    sentinels_with_users(sentinel)
+    env = bus_env(sentinel)
+    url = "redis://127.0.0.1:1/0"
+    cases = [("wrong password", "asker", "wrong-Passw0rd-0000", "refused the login"),
+             ("no right to ask", "mute", SENTINEL_PASSWORD, "SENTINEL MASTERS")]  # fmt: skip
+
+    def check(case: str, user: str, password: str, says: str) -> None:
+        login = {"BUS_SENTINEL_USERNAME": user, "BUS_SENTINEL_PASSWORD": password} if user else {}
+        proc = spawn("worker", url, "--name", "w-refused", **env, **login)
+        assert proc.wait(20) == 78, f"{case}:\n{proc.log()}"
+        done = run_cli("status", env={**project_env(url), **env, **login})
+        for text in (proc.log(), done.stderr):
+            assert "BUS_SENTINEL_USERNAME" in text and says in text, f"{case}:\n{text}"
+            assert "BUS_REDIS_URL" not in text and "Traceback" not in text, f"{case}:\n{text}"
+            assert password not in text or not password, f"{case}: the password is shown"
+        assert done.returncode == 69 and done.stderr.count("\n") == 1, (case, done.stderr)
+
+    for case in cases:
+        check(*case)
+    login = {"BUS_SENTINEL_USERNAME": "asker", "BUS_SENTINEL_PASSWORD": SENTINEL_PASSWORD}
+    spawn("worker", url, "--name", "w1", "--handler", "tests.handlers_for_tests:record",
+          **env, **login)  # fmt: skip
+    settings = bus_settings(sentinel, sentinel_username="asker",
+                            sentinel_password=SENTINEL_PASSWORD)  # fmt: skip
+    sent = Producer(make_client(settings, "producer", "t")).push({"n": 1}, Q).envelope.id
+    records = tmp_path / "records.jsonl"
+    wait_for(lambda: [x["id"] for x in read_records(records)] == [sent], 15, "the push handled")
+    for s in sentinel.sentinel_servers:  # now they ask everyone to log in
+        with s.admin() as c:
+            c.execute_command("ACL", "SETUSER", "default", "off")
+    check("no login", "", "", "refused the login")

@@ -46,6 +46,8 @@ def test_from_env_parses_types_and_lists() -> None:
         ({"BUS_PONG_DEADLINE_S": "-1"}, "BUS_PONG_DEADLINE_S"),
         ({"BUS_CLUSTER_NODES": "127.0.0.1"}, "BUS_CLUSTER_NODES: '127.0.0.1' is not host:port"),
         ({"BUS_CLUSTER_NODES": "h:7000", "BUS_SENTINELS": "h:26379"}, "set one of them"),
+        ({"BUS_SENTINELS": "h:26379", "BUS_SENTINEL_USERNAME": "u"}, "needs BUS_SENTINEL_PASSW"),
+        ({"BUS_SENTINEL_PASSWORD": "pw"}, "set BUS_SENTINELS too"),
         ({"BUS_CLUSTER_NODES": "h:7000", "BUS_REDIS_URL": "redis://h/3"}, "database 0 only"),
         ({"BUS_CLUSTER_NODES": "h:7000", "BUS_REDIS_URL": "unix:///tmp/r.sock"}, "over TCP"),
         ({"BUS_PUBSUB_MODE": "fanout"}, "BUS_PUBSUB_MODE"),
@@ -102,6 +104,8 @@ def test_topology_and_pubsub_mode_follow_the_settings() -> None:
     assert (single.sharded_pubsub, sentinel.sharded_pubsub, cluster.sharded_pubsub) == (
         False, False, True)  # fmt: skip
     assert not cluster.replace(pubsub_mode="classic").sharded_pubsub
+    asking = sentinel.replace(sentinel_username="bus-web", sentinel_password="s3cret-sentinel")
+    assert "s3cret-sentinel" not in repr(asking) and "sentinel_password='***'" in repr(asking)
     assert single.replace(pubsub_mode="sharded").sharded_pubsub
 
 

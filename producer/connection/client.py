@@ -22,7 +22,8 @@ subscriber's deadline watches for.
 Behind Sentinel (``BUS_SENTINELS``) every role's client finds the primary through the sentinels
 when it connects, with the same options: a connection to a primary that was demoted is closed
 by the sentinels' reconfiguration (or answers READONLY, which redis-py turns into a connection
-error), and the next connection goes to the new primary.
+error), and the next connection goes to the new primary. The sentinels are asked as
+``BUS_SENTINEL_USERNAME`` / ``BUS_SENTINEL_PASSWORD`` when set (their own ACL, not the servers').
 
 TLS (a ``rediss://`` URL) applies to the data connections of every topology: the single server,
 the primaries found through the sentinels (the sentinels themselves are asked in plain text) and
@@ -224,6 +225,10 @@ def make_client(settings: Settings, role: str, name: str | None = None) -> redis
         "retry": Retry(NoBackoff(), 0),
         "protocol": 2,
     }
+    if settings.sentinel_password:
+        sentinel_opts["password"] = settings.sentinel_password
+    if settings.sentinel_username:
+        sentinel_opts["username"] = settings.sentinel_username
     sentinel = Sentinel(settings.sentinel_addresses(), sentinel_kwargs=sentinel_opts)
     return sentinel.master_for(settings.sentinel_master, **opts)
 

@@ -48,6 +48,16 @@ class Settings:
         "mymaster",
         "the primary's name in the sentinels' configuration",
     )
+    sentinel_username: str = setting(
+        "",
+        "the user the sentinels themselves know (their ACL; empty: none), with "
+        "`BUS_SENTINEL_PASSWORD`; the servers' user and password stay in `BUS_REDIS_URL`",
+    )
+    sentinel_password: str = setting(
+        "",
+        "the password the sentinels ask for (of `BUS_SENTINEL_USERNAME`, or their `requirepass`"
+        " without a user); empty: they are asked without logging in",
+    )
     cluster_nodes: tuple[str, ...] = setting(
         (),
         "comma list of `host:port` nodes of a Redis Cluster: every role routes each queue to its "
@@ -245,8 +255,9 @@ class Settings:
         """Every setting, with the URL's password and the API token masked."""
         shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         shown["redis_url"] = self.redis_url_redacted
-        if self.api_token:
-            shown["api_token"] = "***"
+        for secret in ("api_token", "sentinel_password"):
+            if getattr(self, secret):
+                shown[secret] = "***"
         return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
 
     def __post_init__(self) -> None:

@@ -131,6 +131,15 @@ def check(settings: Settings) -> None:
         )
     if not settings.sentinel_master or not NAME_RE.match(settings.sentinel_master):
         raise SettingsError(f"BUS_SENTINEL_MASTER: {settings.sentinel_master!r} is not a name")
+    if settings.sentinel_username and not settings.sentinel_password:
+        raise SettingsError(
+            "BUS_SENTINEL_USERNAME needs BUS_SENTINEL_PASSWORD (the user's password)"
+        )
+    if (settings.sentinel_username or settings.sentinel_password) and not settings.sentinels:
+        raise SettingsError(
+            "BUS_SENTINEL_USERNAME and BUS_SENTINEL_PASSWORD log in to the sentinels: set "
+            "BUS_SENTINELS too, or leave them empty"
+        )
     if settings.wait_replicas < 0:
         raise SettingsError("BUS_WAIT_REPLICAS must be >= 0 (0: do not wait)")
     if settings.result_max_bytes < 1:
