@@ -267,7 +267,8 @@ def test_run_sentinel_serves_follows_a_failover_and_stops(tmp_path: Path) -> Non
         honcho.wait(15)
         wait_for(lambda: not any(alive(p) for p in pids.values()), 10, "no pid left")
         assert stack_pids(sessions, *ports) == set()
-    finally:
+    finally:  # honcho starts each process in a session of its own: the log names them
+        sessions.update(logged_pids(log_path.read_text()).values())
         if honcho.poll() is None:
             os.killpg(honcho.pid, signal.SIGKILL)
             honcho.wait(5)
