@@ -2,10 +2,11 @@
 message, up to ``BUS_CONCURRENCY`` at once.
 
 One dispatcher thread alone talks to Redis on the worker's connection; the handlers run in
-slots (:mod:`consumers.slots`: a pool of threads for a plain function, one event loop for an
-``async def``), or in the dispatcher's own thread for a plain function that takes next to
-nothing (:mod:`consumers.inline`). The dispatcher claims messages, hands them to the slots in
-claim order, and settles each one when its own handler finished: never before.
+slots (a pool of threads for a plain function, :mod:`consumers.slots`; one event loop for an
+``async def``, :mod:`consumers.loop_slots`), or in the dispatcher's own thread for a plain
+function that takes next to nothing (:mod:`consumers.inline`). The dispatcher claims messages,
+hands them to the slots in claim order, and settles each one when its own handler finished:
+never before.
 
 ``at-least-once`` (default): claim the oldest messages into this worker's own processing list
 (BLMOVE while the queue is empty; a Lua claim under a backlog), then settle in one script what
@@ -56,10 +57,11 @@ from consumers.handling import Handling, is_async
 from consumers.held import Held
 from consumers.inline import ONE_BATCH_S, Inline
 from consumers.lists import QueueOps
+from consumers.loop_slots import LoopSlots
 from consumers.membership import QueueMember
 from consumers.oversight import Oversight
 from consumers.settling import Settling
-from consumers.slots import LoopSlots, Slots, ThreadSlots
+from consumers.slots import Slots, ThreadSlots
 from producer import Settings, keys, make_client
 from producer.connection.client import drop_connections, pinned_client
 from producer.connection.cluster import ClusterClient
