@@ -79,6 +79,6 @@ def test_an_unknown_section_is_refused_with_the_known_ones() -> None:
 @pytest.mark.timeout(120)
 def test_libraries_smoke_rows() -> None:
     rows = libs.run(Scale(smoke=True))
-    assert [r.unit for r in rows] == ["µs"] * 6 + ["msg/s"] * 2
+    assert [r.unit for r in rows] == ["µs"] * 7 + ["msg/s"] * 2
     assert all(r.value > 0 for r in rows)
     assert all(table.ratio(r, rows) for r in rows if r.ref)
