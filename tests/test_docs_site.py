@@ -105,9 +105,9 @@ def test_measured_tables_are_the_saved_reports_sections(site: Path) -> None:
                         ("latency", "http", "subscriber", "memory", "peers")]
         + [("reports/sample/bench-20261207-101323.md", "tracking"),
            ("reports/sample/bench-20261207-101411.md", "cluster"),
-           ("reports/sample/bench-20261207-195205.md", "drain"),
-           ("reports/sample/bench-20261207-195205.md", "handlers"),
-           ("reports/sample/bench-20261207-195205.md", "libraries")],
+           ("reports/sample/bench-20261207-201637.md", "drain"),
+           ("reports/sample/bench-20261207-201637.md", "handlers"),
+           ("reports/sample/bench-20261207-201637.md", "libraries")],
     }  # fmt: skip
     for name, sections in included.items():
         markdown = (ROOT / "docs" / f"{name}.md").read_text(encoding="utf-8")
