@@ -342,3 +342,16 @@ def marked(marker: str) -> dict[int, str]:
         if marker.encode() in environ and st not in (None, "Z"):
             found[int(entry.name)] = st
     return found
+
+
+def test_an_out_directory_used_before_gets_fresh_logs(tmp_path: Path) -> None:
+    """A scenario's processes append to their logs and its checks read them (the supervisors'
+    restarts, say): run again into the same --out, it starts from empty logs, not from the
+    earlier run's lines (which once made slow-handlers count 32 restarts for 26 crashes)."""
+    stale = tmp_path / "logs" / "slow-handlers"
+    stale.mkdir(parents=True)
+    (stale / "bus-w1.log").write_text("WARNING worker bus-w1-1 ended (exit code 1)\n")
+    (stale / "pids").write_text("123 bus-w1\n")
+    logs = runner.fresh_logs(tmp_path, "slow-handlers")
+    assert logs == stale and logs.is_dir() and list(logs.iterdir()) == []
+    assert runner.fresh_logs(tmp_path, "mixed").is_dir()  # a first run: made

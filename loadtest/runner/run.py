@@ -7,6 +7,7 @@ progress from the ledger the locustfile writes.
 
 from __future__ import annotations
 
+import shutil
 import sys
 import threading
 import time
@@ -57,6 +58,16 @@ class Progress:
     fault: str = ""
 
 
+def fresh_logs(out: Path, name: str) -> Path:
+    """The scenario's log directory under ``out``, emptied: its processes append to their logs
+    (one restarted within the run goes on in the same file), and its checks read them, so an
+    ``--out`` reused from an earlier run must not add that run's lines."""
+    logs = out / "logs" / name
+    shutil.rmtree(logs, ignore_errors=True)
+    logs.mkdir(parents=True)
+    return logs
+
+
 def run_scenario(
     scn: Scenario, quick: bool, work: Path, out: Path, show: Callable[[Progress], None]
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -65,7 +76,7 @@ def run_scenario(
     planned = scn.duration_s(quick)
     progress = Progress(scn.name, planned_s=planned)
     procs = Procs()
-    stack = Stack(procs, work, out / "logs" / scn.name, bus_env(scn), shards=scn.cluster_shards,
+    stack = Stack(procs, work, fresh_logs(out, scn.name), bus_env(scn), shards=scn.cluster_shards,
                   redis_options=redis_options(scn))  # fmt: skip
     started = time.time()
     own_ledger = work / "records" / "runner.jsonl"
