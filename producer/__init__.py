@@ -20,6 +20,7 @@ from producer.connection.client import make_client
 from producer.errors import (
     BusError,
     EnvelopeError,
+    IdempotencyConflict,
     NotReplicated,
     PayloadError,
     QueueFull,
@@ -37,6 +38,7 @@ __all__ = [
     "BusError",
     "Envelope",
     "EnvelopeError",
+    "IdempotencyConflict",
     "NotReplicated",
     "PayloadError",
     "Producer",

@@ -8,6 +8,7 @@ describes its kind, so code written against those still works::
     ├── EnvelopeError (ValueError)        bytes that are not a valid envelope (dead-lettered)
     ├── PayloadError (ValueError)         a payload strict JSON cannot carry (nothing was sent)
     ├── QueueFull                         the queue is at BUS_MAX_QUEUE_DEPTH (nothing was sent)
+    ├── IdempotencyConflict               an idempotency key reused for another request
     ├── Unconfirmed (redis.ConnectionError)  the reply was lost: the message may have been sent
     │   └── NotReplicated                 sent, but fewer replicas confirmed it than asked
     ├── DeadLink (redis.ConnectionError)  a daemon's link stopped answering (no PONG in time)
@@ -78,6 +79,19 @@ class QueueFull(BusError):
         self.depth = depth
         self.limit = limit
         self.count = count
+
+
+class IdempotencyConflict(BusError):
+    """A push's idempotency key was used within its window for another request (another
+    queue, payload or options): nothing was pushed (:mod:`producer.store.once`)."""
+
+    def __init__(self, queue: str, key: str) -> None:
+        super().__init__(
+            f"idempotency key {key!r} was used on queue {queue!r} within its window for "
+            "another request (the payload or options differ): nothing was pushed"
+        )
+        self.queue = queue
+        self.key = key
 
 
 class Unconfirmed(BusError, redis.ConnectionError):

@@ -14,10 +14,10 @@ import redis
 
 from producer.connection.client import make_client
 from producer.connection.send import send_commands
-from producer.errors import NotReplicated, QueueFull, Unconfirmed
+from producer.errors import IdempotencyConflict, NotReplicated, QueueFull, Unconfirmed
 from producer.observe.stats import Stats
 from producer.settings import Settings
-from producer.store import envelope, keys, scripts, tracking
+from producer.store import envelope, keys, once, scripts, tracking
 
 
 @dataclass(frozen=True)
@@ -29,6 +29,7 @@ class Sent:
     envelope: envelope.Envelope
     result: int
     due_ms: int | None = None
+    repeat: bool = False  # a push with an idempotency key that was pushed before: nothing sent
 
 
 def new_src() -> str:
@@ -76,6 +77,7 @@ class Producer:
         wait_replicas: int = 0,
         wait_timeout_s: float = 1.0,
         sharded: bool = False,
+        idempotency_window_s: float = 3600.0,
     ) -> None:
         self.client = client
         self.sharded = sharded
@@ -88,6 +90,9 @@ class Producer:
         self.result_ttl_ms = max(1, int(result_ttl_s * 1000))
         self.wait_replicas = wait_replicas
         self._wait_ms = max(1, int(wait_timeout_s * 1000))
+        if not idempotency_window_s > 0:
+            raise ValueError(f"idempotency_window_s must be > 0, got {idempotency_window_s!r}")
+        self.once_ms = max(1, int(idempotency_window_s * 1000))
         self._seqs: dict[str, int] = {}  # destination -> next sequence number
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
@@ -104,7 +109,7 @@ class Producer:
     ) -> Producer:
         """A producer configured by ``settings`` (``BUS_MAX_QUEUE_DEPTH``, ``BUS_TRACK_QUEUES``,
         ``BUS_RESULT_TTL_S``, ``BUS_WAIT_REPLICAS``, ``BUS_WAIT_TIMEOUT_S``,
-        ``BUS_PUBSUB_MODE``), on ``client`` or
+        ``BUS_PUBSUB_MODE``, ``BUS_IDEMPOTENCY_WINDOW_S``), on ``client`` or
         a new producer-role client (``name`` shows in CLIENT LIST; Sentinel included)."""
         return cls(
             client if client is not None else make_client(settings, "producer", name),
@@ -116,6 +121,7 @@ class Producer:
             wait_replicas=settings.wait_replicas,
             wait_timeout_s=settings.wait_timeout_s,
             sharded=settings.sharded_pubsub,
+            idempotency_window_s=settings.idempotency_window_s,
         )
 
     @classmethod
@@ -153,12 +159,22 @@ class Producer:
         not_before: float | None = None,
         track: bool | None = None,
         timeout_s: float | None = None,
+        key: str | None = None,
     ) -> Sent:
         """LPUSH one message onto ``queue``; the result is the queue depth after the push.
         Raises :class:`QueueFull` past ``max_queue_depth``. With ``delay_s`` (seconds from now,
         on Redis's clock) or ``not_before`` (Unix time, seconds) it waits in
         ``bus:{q}:delayed`` until then; with ``track`` it has a status record; with
-        ``timeout_s`` its own time limit (see :meth:`push_many`)."""
+        ``timeout_s`` its own time limit (see :meth:`push_many`).
+
+        With ``key`` (an idempotency key: 1 to 255 printable ASCII characters, no spaces) it is
+        pushed at most once within ``idempotency_window_s``: a push with the same key in that
+        window pushes nothing and returns the first push's envelope and answer with
+        ``repeat=True``; one with the same key and another request (queue, payload or options)
+        raises :class:`~producer.IdempotencyConflict` (see :mod:`producer.store.once`)."""
+        if key is not None:
+            return self._push_once(payload, queue, once.check_key(key), delay_s, not_before,
+                                   track, timeout_s)  # fmt: skip
         return self.push_many(
             [payload],
             queue,
@@ -198,16 +214,9 @@ class Producer:
         own time limit: a worker gives each attempt of its handler that long instead of
         ``BUS_HANDLER_TIMEOUT_S``, and an attempt past it has failed (retried, then
         dead-lettered at ``BUS_MAX_ATTEMPTS``). A bad value raises ValueError, nothing sent."""
-        timeout_s = envelope.check_timeout(timeout_s)
-        if delay_s is not None and not_before is not None:
-            raise ValueError("give delay_s or not_before, not both")
-        if delay_s is not None and not 0 <= delay_s < float("inf"):
-            raise ValueError(f"delay_s must be a finite number >= 0, got {delay_s!r}")
-        if track is None:
-            track = queue in self.track_queues or "*" in self.track_queues
-        later = delay_s is not None or not_before is not None
-        due = -1 if not_before is None else int(not_before * 1000)
-        delay_ms = int((delay_s or 0) * 1000) if later else -1
+        timeout_s, track, delay_ms, due = self._options(queue, delay_s, not_before, track,
+                                                        timeout_s)  # fmt: skip
+        later = delay_ms >= 0 or due >= 0
         try:
             push: Callable[[str, list[bytes]], list[Any]]
             if track:
@@ -226,6 +235,69 @@ class Producer:
             if delay_s is not None or not_before is not None:
                 self.stats.incr("scheduled", len(sent), queue)
         return sent
+
+    def _options(self, queue: str, delay_s: float | None, not_before: float | None,
+                 track: bool | None, timeout_s: float | None,
+                 ) -> tuple[float | None, bool, int, int]:  # fmt: skip
+        """A push's options checked (ValueError, nothing sent): its time limit, whether it is
+        tracked, its delay in ms and its due time in ms (-1 each when not delayed)."""
+        timeout_s = envelope.check_timeout(timeout_s)
+        if delay_s is not None and not_before is not None:
+            raise ValueError("give delay_s or not_before, not both")
+        if delay_s is not None and not 0 <= delay_s < float("inf"):
+            raise ValueError(f"delay_s must be a finite number >= 0, got {delay_s!r}")
+        if track is None:
+            track = queue in self.track_queues or "*" in self.track_queues
+        later = delay_s is not None or not_before is not None
+        due = -1 if not_before is None else int(not_before * 1000)
+        delay_ms = int((delay_s or 0) * 1000) if later else -1
+        return timeout_s, track, delay_ms, due
+
+    def _push_once(self, payload: Any, queue: str, key: str, delay_s: float | None,
+                   not_before: float | None, track: bool | None,
+                   timeout_s: float | None) -> Sent:  # fmt: skip
+        """:meth:`push` with an idempotency key: one script checks the key and pushes."""
+        timeout_s, track, delay_ms, due = self._options(queue, delay_s, not_before, track,
+                                                        timeout_s)  # fmt: skip
+        later = delay_ms >= 0 or due >= 0
+        fingerprint = once.fingerprint(queue, payload, delay_ms, due, track, timeout_s)
+        dest = keys.pending(queue)
+        with self._lock_for(dest):
+            seq = self._seqs.get(dest, 1)
+            env = envelope.new(payload, src=self.src, seq=seq, mode="prodcons", track=track,
+                               timeout_s=timeout_s)  # fmt: skip
+            raw = env.encode()
+            push_keys = [dest, keys.delayed(queue), keys.tracking(queue), keys.once(queue, key)]
+            if track:
+                push_keys.append(keys.record(queue, env.id))
+            args = (self.max_queue_depth, delay_ms, due, self.result_ttl_ms, self.once_ms,
+                    fingerprint, raw)  # fmt: skip
+            try:
+                reply = scripts.PUSH_ONCE.run(self._write, push_keys, args)
+            except Unconfirmed as exc:  # it may have run: a retry with the key will say
+                exc.envelopes = (env,)
+                self._seqs[dest] = seq + 1
+                if self.stats:
+                    self.stats.incr("unconfirmed", 1)
+                raise
+            kind = int(reply[0])
+            if kind == 1:
+                self._seqs[dest] = seq + 1
+        if kind == 0:
+            if self.stats:
+                self.stats.incr("refused_full", 1, queue)
+            raise QueueFull(queue, int(reply[1]), self.max_queue_depth, 1)
+        if kind == 2:  # a repeat: nothing sent, this envelope's number stays free
+            if not int(reply[1]):
+                raise IdempotencyConflict(queue, key)
+            first = envelope.decode(reply[2])
+            return Sent(first, int(reply[3]), int(reply[4]) if later else None,
+                        repeat=True)  # fmt: skip
+        if self.stats:
+            self.stats.incr("pushed", 1, queue)
+            if later:
+                self.stats.incr("scheduled", 1, queue)
+        return Sent(env, int(reply[1]), int(reply[2]) if later else None)
 
     def publish_many(self, payloads: Iterable[Any], channel: str = "default") -> list[Sent]:
         """PUBLISH several messages in one round trip; each result is its receiver count."""

@@ -136,6 +136,9 @@ def test_every_role_works_under_its_own_user_and_is_refused_the_rest(
     producer.push({"n": 2}, delay_s=30)
     producer.push({"n": 3}, track=True)
     producer.publish({"n": 4})
+    assert (
+        producer.push({"n": 5}, key="k-5").envelope == producer.push({"n": 5}, key="k-5").envelope
+    )
     generator.flush_stats()
     assert admin.keys("bus:{stats}:locust:*") and admin.zcard(keys.delayed("default")) == 1
     assert admin.acl_log() == [], admin.acl_log()

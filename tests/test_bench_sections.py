@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from loadtest.bench import balance, cluster, flood, memory, table, tracking
+from loadtest.bench import balance, cluster, flood, memory, once, table, tracking
 from loadtest.bench.common import Scale
 
 
@@ -163,3 +163,17 @@ def test_balance_smoke_rows_compare_each_counted_path_with_its_bare_one() -> Non
     assert all(c.ref == b.name and b.ref is None for b, c in zip(bare, counted, strict=True))
     assert all(r.value > 0 and table.ratio(r, rows) is not None for r in counted)
     assert {r.unit for r in rows} == {"msg/s", "µs"}
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_idempotency_smoke_rows_compare_each_keyed_push_with_a_plain_one() -> None:
+    rows = once.run(Scale(smoke=True))
+    assert [r.name for r in rows] == [
+        once.PLAIN, once.KEYED, once.REPEAT,
+        *(f"Redis time per call: {name}" for name in (once.PLAIN, once.KEYED, once.REPEAT)),
+        once.MEMORY,
+    ]  # fmt: skip
+    assert all(r.section == once.SECTION and r.value > 0 for r in rows)
+    assert all(table.ratio(r, rows) is not None for r in rows if r.ref)
+    assert [r.unit for r in rows] == ["msg/s"] * 3 + ["µs"] * 3 + ["bytes"]

@@ -64,12 +64,14 @@ def test_the_python_page_runs_as_written(
     printed = out.getvalue().splitlines()
     first_id, depth = printed[0].split()
     assert re.fullmatch(r"[0-9a-f]{32}", first_id) and depth == "1"
-    assert printed[2] == "0"  # published to nobody
-    assert printed[3] == "pending"  # the tracked message's record
-    assert printed[4] == "mail to ada@example.com (attempt 1)"
-    assert r.llen(keys.pending("default")) == 6  # 1 + 2 + the tracked 4, the 10-minute one, 5
+    assert printed[2] == "True True"  # the keyed push's retry: a repeat of the first
+    assert printed[3] == "0"  # published to nobody
+    assert printed[4] == "pending"  # the tracked message's record
+    assert printed[5] == "mail to ada@example.com (attempt 1)"
+    # 1 + 2 + the tracked 4, the 10-minute one, the keyed one (once), 5
+    assert r.llen(keys.pending("default")) == 7
     limits = [decode(raw).timeout_s for raw in r.lrange(keys.pending("default"), 0, -1)]
-    assert limits == [None, 600.0, None, None, None, None]  # newest first
+    assert limits == [None, None, 600.0, None, None, None, None]  # newest first
     assert r.zcard(keys.delayed("default")) == 1
 
 

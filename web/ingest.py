@@ -161,7 +161,9 @@ def send(bus: Bus, route: Route, body: Any) -> dict[str, Any]:
     track = check_track(body)
     timeout_s = check_timeout(body)
     delay = check_delay(body)
-    sent = bus.get_producer().push(payload, name, track=track, timeout_s=timeout_s, **delay)
+    sent = bus.get_producer().push(payload, name, track=track, timeout_s=timeout_s,
+                                   delay_s=delay.get("delay_s"),
+                                   not_before=delay.get("not_before"))  # fmt: skip
     if not delay:
         return accepted(route, name, sent)
     env = sent.envelope

@@ -20,6 +20,8 @@ SECTIONS = {
                  "per message and the Redis memory of a record"),
     "balance": ("loadtest.bench.balance", "what counting every message for the balance of a "
                 "queue costs: the push script beside a bare LPUSH"),
+    "idempotency": ("loadtest.bench.once", "what an idempotency key costs: a push with a new "
+                    "key and a repeat beside a plain push, Redis's time, a kept key's memory"),
     "cluster": ("loadtest.bench.cluster", "a Redis Cluster of 1 shard beside one of 3: six "
                 "queues pushed and drained by one worker each, the rates and the CPU per shard"),
     "latency": ("loadtest.bench.latency", "push to handler start at steady rates, both modes"),

@@ -227,6 +227,11 @@ class Settings:
         86400.0,
         "a tracked message's record expires this long after its last change",
     )
+    idempotency_window_s: float = setting(
+        3600.0,
+        "how long a push's idempotency key is kept: a push with the same key within it pushes "
+        "nothing and gets the first one's answer (each key holds its message meanwhile)",
+    )
     result_max_bytes: int = setting(
         65536,
         "the largest handler result (as JSON) a record stores; a larger one is not stored and "

@@ -60,6 +60,7 @@ def check(settings: Settings) -> None:
         "reaper_interval_s",
         "mover_interval_s",
         "result_ttl_s",
+        "idempotency_window_s",
         "wait_timeout_s",
     )
     for name in positive:

@@ -25,6 +25,9 @@ key                                type    written by                      read 
                                            producers create it, the        ``consumers message``
                                            scripts that claim, settle,
                                            move and reap update it (TTL)
+``bus:{q}:once:<key>``             hash    a push with an idempotency      later pushes with
+                                           key: its fingerprint, envelope  the same key (TTL:
+                                           and answer (once.py)            the key's window)
 ``bus:{q}:tracking``               string  producers of tracked messages:  those same scripts
                                            the records' TTL (ms); exists
                                            while any record may exist
@@ -104,6 +107,11 @@ def dead_dropped(queue: str) -> str:
 def record(queue: str, msg_id: str) -> str:
     """The status record of ``queue``'s tracked message ``msg_id`` (producer/store/tracking.py)."""
     return f"{PREFIX}:{{{queue}}}:msg:{msg_id}"
+
+
+def once(queue: str, key: str) -> str:
+    """A push's idempotency key: what its first push did (producer/store/once.py)."""
+    return f"bus:{{{queue}}}:once:{key}"
 
 
 def tracking(queue: str) -> str:
