@@ -46,6 +46,7 @@ WEB, WORKER, SUBSCRIBER, TOOLS, ADMIN, LOCUST = (
 LOCUST_BLOCK = ".venv/bin/locust -f loadtest/locustfile.py --host http://127.0.0.1:8000 --headless"
 # The documents' commands this test runs, verbatim (continuation lines apart).
 POST = "curl -s -XPOST localhost:8000/prodcons -H 'content-type: application/json' -d '{\"payload\": 1}'"  # noqa: E501
+KEYED = "curl -s -XPOST localhost:8000/prodcons -H 'content-type: application/json' -H 'Idempotency-Key: order-1042' -d '{\"payload\": {\"order\": 1042}}'"  # noqa: E501
 PUBLISH = "curl -s -XPOST localhost:8000/pubsub -H 'content-type: application/json' -d '{\"payload\": {\"hi\": 2}}'"  # noqa: E501
 SEED = "curl -si localhost:8000/prodcons | head -1"
 STATS = "curl -s localhost:8000/api/stats"
@@ -91,7 +92,7 @@ LOCUST_PICK = (LOCUST_BLOCK + " \\", "-u 20 -r 20 -t 30s BusProdcons RedisPush")
 LOADTEST_LIST = ".venv/bin/python -m loadtest list"
 LOADTEST_REPORT = ".venv/bin/python -m loadtest report loadtest/reports/<timestamp>"
 COVERED = EXAMPLE_COVERED | {
-    *commands([WEB, WORKER, SUBSCRIBER, TOOLS, LOCUST]), POST, PUBLISH, SEED, STATS,
+    *commands([WEB, WORKER, SUBSCRIBER, TOOLS, LOCUST]), POST, KEYED, PUBLISH, SEED, STATS,
     *commands(list(TRACKED)), RECORD, *WIRE, HELP, *(d[1] for d in DAEMONS), *TOOL_LINES,
     *STATUS, LOCUST_ALL, *commands(list(LOCUST_PICK)), LOADTEST_LIST, LOADTEST_REPORT,
 }  # fmt: skip
@@ -154,6 +155,8 @@ def test_documented_commands_work_against_make_run(stack: Stack, tmp_path: Path)
 
     # "Two commands": the web over HTTP.
     assert json.loads(st.run(None, POST))["queue"] == "default"
+    first, again = (json.loads(st.run(None, KEYED)) for _ in range(2))  # a retry: sent once
+    assert again == {**first, "repeat": True} and "repeat" not in first
     assert json.loads(st.run(None, PUBLISH))["receivers"] >= 1
     assert "303" in st.run(None, SEED)
     assert "queues" in json.loads(st.run(None, STATS))

@@ -9,7 +9,7 @@ from flask import Flask, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, NotFound
 
-from producer import NotReplicated, PayloadError, QueueFull, Unconfirmed
+from producer import IdempotencyConflict, NotReplicated, PayloadError, QueueFull, Unconfirmed
 from producer.errors import BusError
 from web.bus import get_bus
 
@@ -47,6 +47,7 @@ def register(app: Flask) -> None:
     app.before_request(no_empty_segment)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(QueueFull, _queue_full)
+    app.register_error_handler(IdempotencyConflict, _conflict)
     app.register_error_handler(redis.RedisError, _redis_error)
     app.register_error_handler(PayloadError, _payload_error)
     app.register_error_handler(Exception, _internal_error)
@@ -78,6 +79,10 @@ def _queue_full(exc: QueueFull) -> ResponseReturnValue:
     details = {"outcome": "rejected", "queue": exc.queue, "depth": exc.depth, "limit": exc.limit}
     refusal = BadMessage(429, str(exc), **details)
     return _refusal(refusal, {"Retry-After": str(FULL_RETRY_AFTER_S)})
+
+
+def _conflict(exc: IdempotencyConflict) -> ResponseReturnValue:
+    return _http_error(BadMessage(409, str(exc), outcome="rejected", key=exc.key))
 
 
 def _payload_error(exc: PayloadError) -> ResponseReturnValue:

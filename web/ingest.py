@@ -9,7 +9,9 @@ then, and the answer says ``"scheduled"`` (how many wait) and ``"due_ms"`` inste
 and the answer says ``"tracked": true`` (queues in ``BUS_TRACK_QUEUES`` track every message);
 and ``"timeout_s"``: the message's own time limit in the worker, seconds (> 0, at most 7
 days), in place of ``BUS_HANDLER_TIMEOUT_S``. ``/pubsub`` refuses a ``"timeout_s"`` (400): a
-subscriber has no time limit.
+subscriber has no time limit. An ``Idempotency-Key`` header makes a push at most once within
+``BUS_IDEMPOTENCY_WINDOW_S`` (:mod:`producer.store.once`): a repeat answers 202 with the first
+push's answer and ``"repeat": true``, sending nothing; the key with another request answers 409.
 A form POST (the index page without JavaScript) and a plain GET (any HTTP load tool, a link)
 send a message too and redirect (303) to ``/``, as the seed articles' endpoints did.
 
@@ -58,6 +60,7 @@ from web.message import (
     PUSH_FIELDS,
     check_body,
     check_delay,
+    check_key,
     check_timeout,
     check_track,
     form_value,
@@ -85,6 +88,7 @@ PRODCONS = Route("queue", "depth", PUSH_FIELDS)
 PUBSUB = Route("channel", "receivers", ())
 ROUTES = {"/prodcons": PRODCONS, "/pubsub": PUBSUB}
 PUSH_OPTIONS = frozenset(PUSH_FIELDS)
+IDEMPOTENCY_KEY = "Idempotency-Key"
 
 
 @bp.get("/prodcons")
@@ -122,8 +126,9 @@ def pubsub_post() -> ResponseReturnValue:
 def _post(route: Route) -> ResponseReturnValue:
     bus = get_bus()
     require_token(bus.settings.api_token, form_field=True)
+    key = check_key(request.headers.get(IDEMPOTENCY_KEY), route is PRODCONS)
     body, from_form = _read_body(route.dest_field)
-    answer = send(bus, route, body)
+    answer = send(bus, route, body, key)
     return redirect("/", 303) if from_form else (answer, 202)
 
 
@@ -147,23 +152,24 @@ def _no_seed_get(token: str) -> None:
         )
 
 
-def send(bus: Bus, route: Route, body: Any) -> dict[str, Any]:
-    """Check a parsed request body and send its message: the 202's body. Every refusal
-    (:class:`BadMessage`) is raised before anything is sent; any other error is the send's."""
+def send(bus: Bus, route: Route, body: Any, key: str | None = None) -> dict[str, Any]:
+    """Check a parsed request body and send its message (a push with an idempotency ``key``:
+    at most once in the key's window): the 202's body. Every refusal (:class:`BadMessage`) is
+    raised before anything is sent; any other error is the send's."""
     settings = bus.settings
     if route is PUBSUB:
         refuse_time_limit(body)  # said as such, not as one more unknown field
         payload, name = check_body(body, route.dest_field, settings.channels, route.extras)
         return accepted(route, name, bus.get_producer().publish(payload, name))
     payload, name = check_body(body, route.dest_field, settings.queues, route.extras)
-    if PUSH_OPTIONS.isdisjoint(body):  # most pushes: no delay, tracking or time limit to check
+    if key is None and PUSH_OPTIONS.isdisjoint(body):  # most pushes: nothing else to check
         return accepted(route, name, bus.get_producer().push(payload, name))
     track = check_track(body)
     timeout_s = check_timeout(body)
     delay = check_delay(body)
     sent = bus.get_producer().push(payload, name, track=track, timeout_s=timeout_s,
                                    delay_s=delay.get("delay_s"),
-                                   not_before=delay.get("not_before"))  # fmt: skip
+                                   not_before=delay.get("not_before"), key=key)  # fmt: skip
     if not delay:
         return accepted(route, name, sent)
     env = sent.envelope
@@ -171,6 +177,8 @@ def send(bus: Bus, route: Route, body: Any) -> dict[str, Any]:
               "src": env.src, "seq": env.seq}  # fmt: skip
     if env.track:
         answer["tracked"] = True
+    if sent.repeat:
+        answer["repeat"] = True
     return answer
 
 
@@ -183,6 +191,8 @@ def accepted(route: Route, name: str, sent: Sent) -> dict[str, Any]:
               "src": env.src, "seq": env.seq}  # fmt: skip
     if env.track:
         answer["tracked"] = True
+    if sent.repeat:  # an idempotency key used before: nothing was sent now
+        answer["repeat"] = True
     return answer
 
 
@@ -249,6 +259,7 @@ class FastPost:
         if (
             environ.get("REQUEST_METHOD") != "POST"
             or "HTTP_TRANSFER_ENCODING" in environ
+            or "HTTP_IDEMPOTENCY_KEY" in environ  # Flask reads and checks the header
             or UNREAD in environ
             or self.app.debug  # Flask indents its JSON then, or when told to
             or getattr(self.app.json, "compact", None) is False

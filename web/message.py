@@ -10,6 +10,7 @@ from typing import Any
 
 from producer.errors import BusError
 from producer.settings.checks import MAX_TIMEOUT_S
+from producer.store import once
 from producer.store.envelope import check_timeout as check_timeout_s
 from web.errors import BadMessage
 from web.limits import too_many_digits
@@ -114,3 +115,17 @@ class NotStrict(BusError, ValueError):
 
 def _refuse(name: str) -> Any:
     raise NotStrict(f"{name} is not strict JSON")
+
+
+def check_key(header: str | None, pushes: bool) -> str | None:
+    """The request's ``Idempotency-Key`` header, checked (None: no header), or 400: a key that
+    :func:`producer.store.once.check_key` refuses, or one on an endpoint that does not take
+    it (``pushes`` False: ``/pubsub``)."""
+    if header is None:
+        return None
+    if not pushes:
+        raise BadMessage(400, "Idempotency-Key: POST /pubsub does not take one (not supported)")
+    try:
+        return once.check_key(header)
+    except ValueError as exc:
+        raise BadMessage(400, f"Idempotency-Key: {exc}") from None
