@@ -82,15 +82,16 @@ class QueueFull(BusError):
 
 
 class IdempotencyConflict(BusError):
-    """A push's idempotency key was used within its window for another request (another
-    queue, payload or options): nothing was pushed (:mod:`producer.store.once`)."""
+    """A push's or publish's idempotency key was used within its window for another request
+    (another payload or options): nothing was sent (:mod:`producer.store.once`). ``dest``: the
+    queue or channel."""
 
-    def __init__(self, queue: str, key: str) -> None:
+    def __init__(self, dest: str, key: str) -> None:
         super().__init__(
-            f"idempotency key {key!r} was used on queue {queue!r} within its window for "
-            "another request (the payload or options differ): nothing was pushed"
+            f"idempotency key {key!r} was used on {dest!r} within its window for another "
+            "request (the payload or options differ): nothing was sent"
         )
-        self.queue = queue
+        self.dest = dest
         self.key = key
 
 

@@ -184,8 +184,13 @@ class Producer:
             timeout_s=timeout_s,
         )[0]
 
-    def publish(self, payload: Any, channel: str = "default") -> Sent:
-        """PUBLISH one message on ``channel``; the result is how many subscribers received it."""
+    def publish(self, payload: Any, channel: str = "default", *, key: str | None = None) -> Sent:
+        """PUBLISH one message on ``channel``; the result is how many subscribers received it.
+        With ``key`` (an idempotency key, as for :meth:`push`) it is published at most once
+        within ``idempotency_window_s``: a repeat publishes nothing and returns the first
+        publish's envelope and receiver count with ``repeat=True``."""
+        if key is not None:
+            return self._publish_once(payload, channel, once.check_key(key))
         return self.publish_many([payload], channel)[0]
 
     def push_many(
@@ -298,6 +303,34 @@ class Producer:
             if later:
                 self.stats.incr("scheduled", 1, queue)
         return Sent(env, int(reply[1]), int(reply[2]) if later else None)
+
+    def _publish_once(self, payload: Any, channel: str, key: str) -> Sent:
+        """:meth:`publish` with an idempotency key: one script checks the key and publishes."""
+        fingerprint = once.fingerprint(channel, payload, -1, -1, False, None)
+        dest = keys.channel(channel)
+        with self._lock_for(dest):
+            seq = self._seqs.get(dest, 1)
+            env = envelope.new(payload, src=self.src, seq=seq, mode="pubsub")
+            args = (dest, "SPUBLISH" if self.sharded else "PUBLISH", self.once_ms, fingerprint,
+                    env.encode())  # fmt: skip
+            try:
+                reply = scripts.PUBLISH_ONCE.run(self._write, [keys.channel_once(channel, key)],
+                                                 args)  # fmt: skip
+            except Unconfirmed as exc:  # it may have run: a retry with the key will say
+                exc.envelopes = (env,)
+                self._seqs[dest] = seq + 1
+                raise
+            if int(reply[0]) == 1:
+                self._seqs[dest] = seq + 1
+        if int(reply[0]) == 2:  # a repeat: nothing published, this number stays free
+            if not int(reply[1]):
+                raise IdempotencyConflict(channel, key)
+            return Sent(envelope.decode(reply[2], default_mode="pubsub"), int(reply[3]),
+                        repeat=True)  # fmt: skip
+        if self.stats:
+            self.stats.incr("published", 1, channel)
+            self.stats.incr("published_zero", 1 if int(reply[1]) == 0 else 0, channel)
+        return Sent(env, int(reply[1]))
 
     def publish_many(self, payloads: Iterable[Any], channel: str = "default") -> list[Sent]:
         """PUBLISH several messages in one round trip; each result is its receiver count."""

@@ -139,6 +139,7 @@ def test_every_role_works_under_its_own_user_and_is_refused_the_rest(
     assert (
         producer.push({"n": 5}, key="k-5").envelope == producer.push({"n": 5}, key="k-5").envelope
     )
+    assert producer.publish(6, key="p-6").envelope == producer.publish(6, key="p-6").envelope
     generator.flush_stats()
     assert admin.keys("bus:{stats}:locust:*") and admin.zcard(keys.delayed("default")) == 1
     assert admin.acl_log() == [], admin.acl_log()

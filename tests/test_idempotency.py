@@ -10,8 +10,10 @@ within its window, however often and however concurrently it is retried.
 - The window ends: the key is forgotten (its hash expires) and a push goes through again.
 - A push refused for the depth limit keeps no key: the retry goes through once there is room.
 - A bad key is refused before anything is sent.
-- On a cluster, each queue's key lives in its slot: keyed pushes to queues on three shards
-  are each made once.
+- A publish with a key: one message reaches the subscriber; the key with another payload is
+  refused.
+- On a cluster, each queue's key lives in its slot and each channel's in its channel's: keyed
+  pushes and (sharded) publishes on three shards are each made once.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ import redis
 from loadtest.harness.cluster import RedisCluster
 from producer import IdempotencyConflict, Producer, QueueFull, keys
 from producer.store.counts import read_balance
-from tests.clusterkit import bus_settings, queues_on_shards, start_cluster
+from tests.clusterkit import bus_settings, channels_on_shards, queues_on_shards, start_cluster
 
 Q = "jobs"
 
@@ -77,6 +79,23 @@ def test_concurrent_repeats_push_once(r: redis.Redis) -> None:
     assert sum(not s.repeat for s in got) == 1  # type: ignore[attr-defined]
 
 
+def test_a_publish_is_made_once_per_key(r: redis.Redis) -> None:
+    producer = Producer(r)
+    sub = r.pubsub()
+    sub.subscribe(keys.channel("news"))
+    assert sub.get_message(timeout=2)["type"] == "subscribe"  # type: ignore[index]
+    first = producer.publish("flash", "news", key="flash-1")
+    again = producer.publish("flash", "news", key="flash-1")
+    assert (first.result, first.repeat, again.repeat) == (1, False, True)
+    assert again.envelope == first.envelope and again.result == 1
+    with pytest.raises(IdempotencyConflict):
+        producer.publish("other", "news", key="flash-1")
+    got = [sub.get_message(timeout=0.5) for _ in range(3)]
+    assert [m["data"] for m in got if m] == [first.envelope.encode()]
+    assert producer.publish("next", "news").envelope.seq == first.envelope.seq + 1
+    sub.close()
+
+
 def test_delayed_and_tracked_pushes_are_made_once(r: redis.Redis) -> None:
     producer = Producer(r)
     first = producer.push("report", Q, delay_s=60, track=True, key="report-2026-12")
@@ -122,12 +141,21 @@ def cluster(tmp_path: Path) -> Iterator[RedisCluster]:
 
 @pytest.mark.slow
 def test_keyed_pushes_on_a_cluster_are_made_once_on_every_shard(cluster: RedisCluster) -> None:
-    queues = queues_on_shards(cluster, 3)
+    queues, channels = queues_on_shards(cluster, 3), channels_on_shards(cluster, 3)
     with Producer.from_settings(bus_settings(cluster), name="t") as producer:
         for q in queues:
             first = producer.push({"q": q}, q, key="same-key", track=True)
             again = producer.push({"q": q}, q, key="same-key", track=True)
             assert again.repeat and again.envelope == first.envelope
+        for ch in channels:  # sharded pub/sub: the script publishes on the channel's shard
+            first = producer.publish({"ch": ch}, ch, key="same-key")
+            assert producer.publish({"ch": ch}, ch, key="same-key").envelope == first.envelope
     for q in queues:
         node = cluster.primary_for_key(keys.pending(q)).client()
         assert node.llen(keys.pending(q)) == 1 and node.exists(keys.once(q, "same-key"))
+    for ch in channels:
+        once_key = keys.channel_once(ch, "same-key")
+        assert (
+            cluster.primary_for_key(once_key).port == cluster.primary_for_key(keys.channel(ch)).port
+        )
+        assert cluster.primary_for_key(once_key).client().exists(once_key)

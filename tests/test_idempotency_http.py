@@ -3,8 +3,9 @@
 - A repeat answers 202 with the first push's answer (its id, depth or schedule) and
   ``"repeat": true``, and sends nothing; the key with another body answers 409 JSON naming it.
 - 20 clients racing with one key through gunicorn: one push, every answer the same id.
-- A key that is empty, too long, not printable ASCII, or sent to ``/pubsub``: 400 JSON naming
-  the header, nothing sent.
+- ``POST /pubsub`` the same: one message reaches the subscriber, however often it is retried.
+- A key that is empty, too long or not printable ASCII: 400 JSON naming the header, nothing
+  sent.
 """
 
 from __future__ import annotations
@@ -81,9 +82,19 @@ def test_a_bad_key_is_400_naming_the_header(
     assert r.llen(PENDING) == 0
 
 
-def test_pubsub_takes_no_key(client: FlaskClient) -> None:
-    code, body = post(client, {"payload": 1}, "k", "/pubsub")
-    assert code == 400 and "Idempotency-Key" in body["error"], body
+def test_a_publish_is_made_once_per_key(client: FlaskClient, redis_server: RedisServer) -> None:
+    sub = redis_server.client().pubsub()
+    sub.subscribe(keys.channel("default"))
+    assert sub.get_message(timeout=2)["type"] == "subscribe"  # type: ignore[index]
+    code, first = post(client, {"payload": "news"}, "news-1", "/pubsub")
+    assert code == 202 and first["receivers"] == 1 and "repeat" not in first
+    code, again = post(client, {"payload": "news"}, "news-1", "/pubsub")
+    assert code == 202 and again == {**first, "repeat": True}
+    code, other = post(client, {"payload": "other"}, "news-1", "/pubsub")
+    assert code == 409 and other["key"] == "news-1"
+    got = [sub.get_message(timeout=0.5) for _ in range(3)]
+    assert [m["type"] for m in got if m] == ["message"]  # one message reached the subscriber
+    sub.close()
 
 
 def test_racing_clients_through_gunicorn_push_once(

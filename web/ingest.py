@@ -9,9 +9,10 @@ then, and the answer says ``"scheduled"`` (how many wait) and ``"due_ms"`` inste
 and the answer says ``"tracked": true`` (queues in ``BUS_TRACK_QUEUES`` track every message);
 and ``"timeout_s"``: the message's own time limit in the worker, seconds (> 0, at most 7
 days), in place of ``BUS_HANDLER_TIMEOUT_S``. ``/pubsub`` refuses a ``"timeout_s"`` (400): a
-subscriber has no time limit. An ``Idempotency-Key`` header makes a push at most once within
-``BUS_IDEMPOTENCY_WINDOW_S`` (:mod:`producer.store.once`): a repeat answers 202 with the first
-push's answer and ``"repeat": true``, sending nothing; the key with another request answers 409.
+subscriber has no time limit. An ``Idempotency-Key`` header makes a push or a publish at most
+once within ``BUS_IDEMPOTENCY_WINDOW_S`` (:mod:`producer.store.once`): a repeat answers 202
+with the first one's answer and ``"repeat": true``, sending nothing; the key with another
+request answers 409.
 A form POST (the index page without JavaScript) and a plain GET (any HTTP load tool, a link)
 send a message too and redirect (303) to ``/``, as the seed articles' endpoints did.
 
@@ -126,7 +127,7 @@ def pubsub_post() -> ResponseReturnValue:
 def _post(route: Route) -> ResponseReturnValue:
     bus = get_bus()
     require_token(bus.settings.api_token, form_field=True)
-    key = check_key(request.headers.get(IDEMPOTENCY_KEY), route is PRODCONS)
+    key = check_key(request.headers.get(IDEMPOTENCY_KEY))
     body, from_form = _read_body(route.dest_field)
     answer = send(bus, route, body, key)
     return redirect("/", 303) if from_form else (answer, 202)
@@ -160,7 +161,7 @@ def send(bus: Bus, route: Route, body: Any, key: str | None = None) -> dict[str,
     if route is PUBSUB:
         refuse_time_limit(body)  # said as such, not as one more unknown field
         payload, name = check_body(body, route.dest_field, settings.channels, route.extras)
-        return accepted(route, name, bus.get_producer().publish(payload, name))
+        return accepted(route, name, bus.get_producer().publish(payload, name, key=key))
     payload, name = check_body(body, route.dest_field, settings.queues, route.extras)
     if key is None and PUSH_OPTIONS.isdisjoint(body):  # most pushes: nothing else to check
         return accepted(route, name, bus.get_producer().push(payload, name))

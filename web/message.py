@@ -117,14 +117,11 @@ def _refuse(name: str) -> Any:
     raise NotStrict(f"{name} is not strict JSON")
 
 
-def check_key(header: str | None, pushes: bool) -> str | None:
-    """The request's ``Idempotency-Key`` header, checked (None: no header), or 400: a key that
-    :func:`producer.store.once.check_key` refuses, or one on an endpoint that does not take
-    it (``pushes`` False: ``/pubsub``)."""
+def check_key(header: str | None) -> str | None:
+    """The request's ``Idempotency-Key`` header, checked (None: no header), or 400 saying why
+    :func:`producer.store.once.check_key` refuses it."""
     if header is None:
         return None
-    if not pushes:
-        raise BadMessage(400, "Idempotency-Key: POST /pubsub does not take one (not supported)")
     try:
         return once.check_key(header)
     except ValueError as exc:

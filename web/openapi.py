@@ -100,8 +100,8 @@ IDEMPOTENCY_KEY = {
     "in": "header",
     "required": False,
     "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[!-~]+$"},
-    "description": "push at most once within BUS_IDEMPOTENCY_WINDOW_S: a repeat with the same "
-    'key and request sends nothing and answers the first push\'s 202 with "repeat": true; the '
+    "description": "send at most once within BUS_IDEMPOTENCY_WINDOW_S: a repeat with the same "
+    'key and request sends nothing and answers the first one\'s 202 with "repeat": true; the '
     "key with another request answers 409",
 }
 
@@ -109,10 +109,9 @@ IDEMPOTENCY_KEY = {
 def _send(
     dest: str, names: tuple[str, ...], extra: dict[str, Any], accepted: str, summary: str
 ) -> dict[str, Any]:
-    keyed = dest == "queue"
     return {
         "summary": summary,
-        **({"parameters": [IDEMPOTENCY_KEY]} if keyed else {}),
+        "parameters": [IDEMPOTENCY_KEY],
         "requestBody": {
             "required": True,
             "content": {
@@ -127,25 +126,18 @@ def _send(
                 "not JSON, not an object, a field missing, unknown or of the wrong type, "
                 + (QUEUE_ONLY if dest == "channel" else "")
                 + _digits("an integer of more than {} digits, ")
-                + (
-                    "an Idempotency-Key that is empty, longer than 255 characters or not "
-                    "printable ASCII, "
-                    if keyed
-                    else ""
-                )
-                + f"or {CUT_SHORT}"
+                + "an Idempotency-Key that is empty, longer than 255 characters or not "
+                "printable ASCII, " + f"or {CUT_SHORT}"
             ),
             "404": _error(f"a {dest} the web does not accept (the answer lists those it does)"),
             "413": TOO_LARGE,
+            "409": _error(
+                "the Idempotency-Key was used within its window for another request (another "
+                "payload or options): nothing was sent"
+            ),
             **(
-                {
-                    "409": _error(
-                        "the Idempotency-Key was used within its window for another "
-                        "request (another payload or options): nothing was pushed"
-                    ),
-                    "429": _retry_later("the queue is at BUS_MAX_QUEUE_DEPTH"),
-                }
-                if keyed
+                {"429": _retry_later("the queue is at BUS_MAX_QUEUE_DEPTH")}
+                if dest == "queue"
                 else {}
             ),
             "503": UNAVAILABLE,
@@ -212,6 +204,7 @@ SCHEMAS: dict[str, Any] = {
             "receivers": {"type": "integer", "minimum": 0},
             "src": {"type": "string"},
             "seq": {"type": "integer", "minimum": 1},
+            "repeat": {"const": True},
         },
         "required": ["id", "channel", "receivers", "src", "seq"],
     },

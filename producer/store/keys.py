@@ -35,6 +35,9 @@ key                                type    written by                      read 
                                            dead-letter, requeue and take   /metrics: the queue's
                                            (at-most-once) its messages     balance (counts.py)
 ``bus:ch:<channel>``               pubsub  producers PUBLISH               subscribers
+``{bus:ch:<channel>}:once:<key>``  hash    a publish with an idempotency   later publishes with
+                                           key: fingerprint, envelope,     the same key (TTL:
+                                           receivers (once.py)             the key's window)
 ``bus:ch:<channel>:dead``          list    subscriber: garbage or failed   /api/stats
                                            handler (capped: BUS_DEAD_MAX)
 ``bus:{stats}:<role>:<id>``        hash    every daemon and web process,   /api/stats
@@ -152,6 +155,12 @@ def channel_name(redis_channel: str) -> str:
     """Inverse of :func:`channel`: ``bus:ch:orders`` -> ``orders``."""
     head = f"{PREFIX}:ch:"
     return redis_channel[len(head) :] if redis_channel.startswith(head) else redis_channel
+
+
+def channel_once(name: str, key: str) -> str:
+    """A publish's idempotency key: its hash tag is the channel (on a cluster, the key lives in
+    the slot of the channel's shard, where the publishing script runs)."""
+    return f"{{{channel(name)}}}:once:{key}"
 
 
 def channel_dead(name: str) -> str:
