@@ -122,6 +122,22 @@ def role(port: int, run_dir: Path) -> str | None:
         return None
 
 
+def may_fail_over(primary: int, replica: int, run_dir: Path) -> bool:
+    """Whether a manual failover of ``replica`` can start now: its primary itself counts it
+    among its replicas, by gossip (CLUSTER NODES) and as a streaming link (INFO: online).
+    CLUSTER FAILOVER answers OK at once either way, but a primary that does not yet know the
+    sender as its replica ignores the request, and the failover times out 5 s later."""
+    with as_admin(primary, run_dir) as c:
+        me = str(c.execute_command("CLUSTER MYID"))
+        nodes: dict[str, Any] = c.execute_command("CLUSTER NODES")  # redis-py: by "host:port"
+        links = c.info("replication")
+    known = any(address.endswith(f":{replica}") and "slave" in node["flags"]
+                and node["master_id"] == me for address, node in nodes.items())  # fmt: skip
+    online = any(isinstance(v, dict) and v.get("port") == replica and v.get("state") == "online"
+                 for v in links.values())  # fmt: skip
+    return known and online
+
+
 def push(base: str, queue: str, payload: object, within_s: float) -> str:
     """POST a tracked message to ``queue`` until a 202 (a 503 is expected while a shard has no
     primary, or its replica is not yet in sync for WAIT 1)."""
@@ -217,6 +233,8 @@ def test_run_cluster_serves_follows_a_failover_stops_and_restarts(tmp_path: Path
         old = shards[one][0]
         replica = wait_for(lambda: shard_of(first, one, run_dir)[1], 20,
                            f"a replica of {one}'s shard", every_s=0.2)[0]  # fmt: skip
+        wait_for(lambda: may_fail_over(old, replica, run_dir), 20,
+                 f"{old} to count {replica} as its replica", every_s=0.2)  # fmt: skip
         with as_admin(replica, run_dir) as c:
             c.execute_command("CLUSTER FAILOVER")
         wait_for(lambda: role(replica, run_dir) == "master", 20, "the replica promoted",
