@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import socket
+import threading
 from pathlib import Path
 
 HOST = "127.0.0.1"
@@ -11,11 +12,24 @@ HOST = "127.0.0.1"
 EPHEMERAL = (32768, 60999)
 
 
+_handed: set[int] = set()  # never the same port twice in one process
+_handing = threading.Lock()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nothing listens on right now, never handed out before in
+    this process, taken below the kernel's ephemeral range: one the kernel picked there (a
+    bind to port 0) may be handed again as the local port of an outgoing connection before the
+    server it was picked for binds it (a load test's gunicorn once found its port taken so)."""
+    low, high = ephemeral_range()
+    bottom, top = (10_000, low - 1) if low - 1 > 10_000 else (high + 1, 65_535)
+    with _handing:
+        for _ in range(500):
+            port = random.randint(bottom, top)
+            if port not in _handed and is_free(port):
+                _handed.add(port)
+                return port
+    raise AssertionError(f"no free port between {bottom} and {top}")
 
 
 def is_free(port: int) -> bool:
