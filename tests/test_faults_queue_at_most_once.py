@@ -61,7 +61,7 @@ def test_at_most_once_loses_at_most_the_message_in_hand(
         fault_end = time.monotonic()
         expected_lost, bound = set(), RECONNECT_BOUND_S  # a killed BRPOP pops nothing
     ledger.push_many(50)
-    records = wait_drained(r, path, ledger, 1, expect_all=False)
+    records = wait_drained(r, path, ledger, 1, lost=expected_lost)
     acc = account(records, ledger)
     recovery = resume_after(records, fault_end)
     report(f"at-most-once, {fault}", ledger, acc, recovery, bound,

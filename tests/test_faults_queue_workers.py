@@ -96,7 +96,7 @@ def test_failing_handler_dead_letters_after_3_attempts_then_requeue(
     ledger = Ledger(fresh_redis)
     ledger.push_many(100)
     wait_for(lambda: r.llen(DEAD) >= 100, 20, "100 dead letters", every_s=0.02)
-    wait_drained(r, path, ledger, expect_all=False)
+    wait_drained(r, path, ledger, lost=None)
     attempts: dict[str, list[int]] = {}
     for x in read_records(path):
         assert x["event"] == "attempt"
