@@ -58,24 +58,25 @@ class KeyedSends:
         raise NotImplementedError  # the producer's: a push's options checked
 
     def _push_once(self, payload: Any, queue: str, key: str, delay_s: float | None,
-                   not_before: float | None, track: bool | None,
-                   timeout_s: float | None) -> Sent:  # fmt: skip
+                   not_before: float | None, track: bool | None, timeout_s: float | None,
+                   priority: int | None) -> Sent:  # fmt: skip
         """:meth:`push` with an idempotency key: one script checks the key and pushes."""
         timeout_s, track, delay_ms, due = self._options(queue, delay_s, not_before, track,
                                                         timeout_s)  # fmt: skip
+        level = envelope.check_priority(priority)
         later = delay_ms >= 0 or due >= 0
-        fingerprint = once.fingerprint(queue, payload, delay_ms, due, track, timeout_s)
+        fingerprint = once.fingerprint(queue, payload, delay_ms, due, track, timeout_s, level)
         dest = keys.pending(queue)
         with self._lock_for(dest):
             seq = self._seqs.get(dest, 1)
             env = envelope.new(payload, src=self.src, seq=seq, mode="prodcons", track=track,
-                               timeout_s=timeout_s)  # fmt: skip
+                               timeout_s=timeout_s, priority=level)  # fmt: skip
             raw = env.encode()
             push_keys = [dest, keys.delayed(queue), keys.tracking(queue), keys.once(queue, key)]
             if track:
                 push_keys.append(keys.record(queue, env.id))
             args = (self.max_queue_depth, delay_ms, due, self.result_ttl_ms, self.once_ms,
-                    fingerprint, raw)  # fmt: skip
+                    fingerprint, raw, level)  # fmt: skip
             try:
                 reply = scripts.PUSH_ONCE.run(self._write, push_keys, args)
             except Unconfirmed as exc:  # it may have run: a retry with the key will say

@@ -141,13 +141,14 @@ class Producer(KeyedSends):
         not_before: float | None = None,
         track: bool | None = None,
         timeout_s: float | None = None,
+        priority: int | None = None,
         key: str | None = None,
     ) -> Sent:
         """LPUSH one message onto ``queue``; the result is the queue depth after the push.
         Raises :class:`QueueFull` past ``max_queue_depth``. With ``delay_s`` (seconds from now,
         on Redis's clock) or ``not_before`` (Unix time, seconds) it waits in
         ``bus:{q}:delayed`` until then; with ``track`` it has a status record; with
-        ``timeout_s`` its own time limit (see :meth:`push_many`).
+        ``timeout_s`` its own time limit; with ``priority`` its level (see :meth:`push_many`).
 
         With ``key`` (an idempotency key: 1 to 255 printable ASCII characters, no spaces) it is
         pushed at most once within ``idempotency_window_s``: a push with the same key in that
@@ -156,7 +157,7 @@ class Producer(KeyedSends):
         raises :class:`~producer.IdempotencyConflict` (see :mod:`producer.store.once`)."""
         if key is not None:
             return self._push_once(payload, queue, once.check_key(key), delay_s, not_before,
-                                   track, timeout_s)  # fmt: skip
+                                   track, timeout_s, priority)  # fmt: skip
         return self.push_many(
             [payload],
             queue,
@@ -164,6 +165,7 @@ class Producer(KeyedSends):
             not_before=not_before,
             track=track,
             timeout_s=timeout_s,
+            priority=priority,
         )[0]
 
     def publish(self, payload: Any, channel: str = "default", *, key: str | None = None) -> Sent:
@@ -184,6 +186,7 @@ class Producer(KeyedSends):
         not_before: float | None = None,
         track: bool | None = None,
         timeout_s: float | None = None,
+        priority: int | None = None,
     ) -> list[Sent]:
         """LPUSH several messages in one round trip (in order, so FIFO holds among them): all of
         them, or none and :class:`QueueFull` when they would take the queue past the limit.
@@ -200,19 +203,26 @@ class Producer(KeyedSends):
         With ``timeout_s`` (seconds, > 0 and at most 604800, 7 days) each message carries its
         own time limit: a worker gives each attempt of its handler that long instead of
         ``BUS_HANDLER_TIMEOUT_S``, and an attempt past it has failed (retried, then
-        dead-lettered at ``BUS_MAX_ATTEMPTS``). A bad value raises ValueError, nothing sent."""
+        dead-lettered at ``BUS_MAX_ATTEMPTS``.
+
+        With ``priority`` (an integer from 0, the default, to 9) they wait at that level of the
+        queue (``bus:{q}:pending:<p>``): a worker takes the highest level that holds a message
+        first, the oldest first within a level; delayed, they take their level when they are
+        due. A bad value raises ValueError, nothing sent."""
         timeout_s, track, delay_ms, due = self._options(queue, delay_s, not_before, track,
                                                         timeout_s)  # fmt: skip
+        level = envelope.check_priority(priority)
         later = delay_ms >= 0 or due >= 0
         try:
             push: Callable[[str, list[bytes]], list[Any]]
             if track:
-                push = partial(self._push_tracked, queue, delay_ms, due)
+                push = partial(self._push_tracked, queue, delay_ms, due, level)
             elif not later:
-                push = partial(self._lpush, queue)
+                push = partial(self._lpush, queue, level)
             else:
                 push = partial(self._schedule, queue, delay_ms, due)
-            sent = self._send(keys.pending(queue), payloads, "prodcons", push, track, timeout_s)
+            sent = self._send(keys.pending(queue), payloads, "prodcons", push, track, timeout_s,
+                              level)  # fmt: skip
         except QueueFull as full:
             if self.stats:
                 self.stats.incr("refused_full", full.count, queue)
@@ -258,11 +268,11 @@ class Producer(KeyedSends):
             raise QueueFull(queue, count, self.max_queue_depth, len(raws))
         return [(count - len(raws) + 1 + i, due) for i in range(len(raws))]
 
-    def _push_tracked(self, queue: str, delay_ms: int, due_ms: int, key: str,
+    def _push_tracked(self, queue: str, delay_ms: int, due_ms: int, level: int, key: str,
                       raws: list[bytes], ids: list[str]) -> list[Any]:  # fmt: skip
         records = [keys.record(queue, i) for i in ids]
         push_keys = (key, keys.delayed(queue), keys.tracking(queue), *records)
-        args = (self.max_queue_depth, delay_ms, due_ms, self.result_ttl_ms, *raws)
+        args = (self.max_queue_depth, delay_ms, due_ms, self.result_ttl_ms, level, *raws)
         reply = scripts.PUSH_TRACKED.run(self._write, push_keys, args)
         done, count, due = (int(x) for x in reply)
         if not done:
@@ -272,16 +282,16 @@ class Producer(KeyedSends):
             return [first + i for i in range(len(raws))]
         return [(first + i, due) for i in range(len(raws))]
 
-    def _lpush(self, queue: str, key: str, raws: list[bytes]) -> list[Any]:
+    def _lpush(self, queue: str, level: int, key: str, raws: list[bytes]) -> list[Any]:
         if self.max_queue_depth:
-            depth = self._push_if_room(queue, key, raws)
+            depth = self._push_if_room(queue, level, key, raws)
         else:
             # One script: the push and its count (producer/store/counts.py), never half-applied.
-            depth = scripts.PUSH.run(self._write, (key,), raws)
+            depth = scripts.PUSH.run(self._write, (key,), (level, *raws))
         return [int(depth) - len(raws) + 1 + i for i in range(len(raws))]
 
-    def _push_if_room(self, queue: str, key: str, raws: list[bytes]) -> int:
-        args = (self.max_queue_depth, *raws)
+    def _push_if_room(self, queue: str, level: int, key: str, raws: list[bytes]) -> int:
+        args = (self.max_queue_depth, level, *raws)
         reply = scripts.PUSH_IF_ROOM.run(self._write, (key, keys.delayed(queue)), args)
         pushed, depth = (int(x) for x in reply)
         if not pushed:
@@ -318,12 +328,19 @@ class Producer(KeyedSends):
         send: Callable[..., list[Any]],
         track: bool = False,
         timeout_s: float | None = None,
+        priority: int = 0,
     ) -> list[Sent]:
         with self._lock_for(dest):
             first = self._seqs.get(dest, 1)
             envs = [
                 envelope.new(
-                    p, src=self.src, seq=first + i, mode=mode, track=track, timeout_s=timeout_s
+                    p,
+                    src=self.src,
+                    seq=first + i,
+                    mode=mode,
+                    track=track,
+                    timeout_s=timeout_s,
+                    priority=priority,
                 )
                 for i, p in enumerate(payloads)
             ]

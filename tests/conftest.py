@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 import redis
+from flask.testing import FlaskClient
 
 from loadtest.harness.server import RedisServer, redis_binary
 from producer import Settings
 from tests.procs import Proc, daemon_cmd, project_env
+from tests.webapp import MakeApp, apps
 
 
 @pytest.fixture(scope="session")
@@ -87,3 +89,15 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., Proc]]:
     yield start
     for p in procs:
         p.stop()
+
+
+@pytest.fixture
+def make_app() -> Iterator[MakeApp]:
+    """Build web apps; each one's stats thread and pool are closed at teardown."""
+    yield from apps()
+
+
+@pytest.fixture
+def client(make_app: MakeApp, settings: Settings) -> FlaskClient:
+    """A test client of a web app on the emptied session server."""
+    return make_app(settings).test_client()

@@ -10,7 +10,6 @@ import logging
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 
 import pytest
 import redis
@@ -18,15 +17,10 @@ from flask.testing import FlaskClient
 
 from producer import Settings, keys
 from tests.procs import ROOT
-from tests.webapp import MakeApp, apps, assert_json, post_json
+from tests.webapp import MakeApp, assert_json, post_json
 
 TOKEN = "s3cret-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-@pytest.fixture
-def make_app() -> Iterator[MakeApp]:
-    yield from apps()
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ from loadtest.harness.waits import wait_for
 from producer import Producer, QueueFull, Settings, decode, keys, make_client
 from tests.procs import Proc, read_records
 from tests.queuekit import FAIL, RECORD, start_workers
-from tests.webapp import MakeApp, apps, assert_json, post_json
+from tests.webapp import MakeApp, assert_json, post_json
 
 Q = "default"
 MOVER_S = 0.3  # the workers' BUS_MOVER_INTERVAL_S in the end-to-end test
@@ -34,11 +34,6 @@ CLAIM_SLACK_S = 0.3  # from pending to the handler: a wake-up and a claim, on a 
 def redis_ms(r: redis.Redis) -> int:
     seconds, micros = r.time()
     return seconds * 1000 + micros // 1000
-
-
-@pytest.fixture
-def make_app() -> MakeApp:  # type: ignore[misc]
-    yield from apps()
 
 
 def test_a_delay_waits_in_the_zset_due_on_redis_clock(settings: Settings, r: redis.Redis) -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -29,15 +28,9 @@ from producer import (
 from producer.observe.stats import Stats
 from tests.inproc import running
 from tests.procs import get_json
-from tests.webapp import MakeApp, apps, assert_json, post_json, start_gunicorn
+from tests.webapp import MakeApp, assert_json, post_json, start_gunicorn
 
 PENDING = keys.pending("default")
-
-
-@pytest.fixture
-def make_app() -> Iterator[MakeApp]:
-    """Build apps; each one's stats thread and pool are closed at teardown."""
-    yield from apps()
 
 
 def payloads_in(r: redis.Redis) -> list[object]:

@@ -125,7 +125,7 @@ def test_null_optional_fields_mean_absent() -> None:
 
 def test_unknown_fields_are_ignored_and_not_kept_on_reencoding() -> None:
     """Extra fields do not make garbage; re-encoding (a retry, a requeue) drops them."""
-    env = decode(raw_of({**GOOD, "trace": {"id": "abc"}, "priority": 9}))
+    env = decode(raw_of({**GOOD, "trace": {"id": "abc"}, "weight": 9}))
     assert env == decode(raw_of(GOOD))
     assert set(json.loads(env.next_attempt().encode())) == set(GOOD)
 

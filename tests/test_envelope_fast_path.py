@@ -36,6 +36,7 @@ FIELDS = {
     "attempt": INTS,
     "track": st.sampled_from([True, False, None, 0, 1, "true"]),
     "timeout_s": st.sampled_from([None, 0, 0.5, 2, -1, 604800, 604800.5, 10**400, True, "1"]),
+    "priority": st.sampled_from([None, 0, 1, 5, 9, 10, -1, 5.0, True, "5", BIG]),
 }
 # What this bus's producers write (the payload aside).
 OWN = {"v": 1, "id": "7fc246a952694b71", "src": "web-1", "seq": 3, "ts": 1796671420741,
@@ -118,6 +119,7 @@ def test_what_this_bus_writes_takes_the_hot_path_and_the_rest_does_not() -> None
         envelope.new({"n": 1}, src="web-1", seq=1),
         envelope.new([10**30, "x"], src="web-1", seq=7, track=True, timeout_s=2),
         envelope.new(None, src="w", seq=3, mode="pubsub", attempt=4),
+        envelope.new({"priority": 2}, src="w", seq=4, priority=9),
     ]
     for env in own:
         taken = envelope._OURS.decode(env.encode())

@@ -28,16 +28,10 @@ from producer.store.envelope import new
 from tests.conftest import quick_settings
 from tests.procs import get_json
 from tests.proxies import ScriptReplyHolder
-from tests.webapp import MakeApp, apps, assert_json, post_json, start_gunicorn
+from tests.webapp import MakeApp, assert_json, post_json, start_gunicorn
 
 PENDING = keys.pending("default")
 LIMIT = 65536  # BUS_MAX_PAYLOAD_BYTES's default, which the gunicorn below runs with
-
-
-@pytest.fixture
-def make_app() -> Iterator[MakeApp]:
-    """Build apps; each one's stats thread and pool are closed at teardown."""
-    yield from apps()
 
 
 # A body over the limit is 413 however it is framed (gunicorn, as in production).

@@ -11,7 +11,6 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,20 +19,10 @@ import requests
 from flask.testing import FlaskClient
 
 from loadtest.harness.server import RedisServer
-from producer import Settings, keys
-from tests.webapp import MakeApp, apps, assert_json, start_gunicorn
+from producer import keys
+from tests.webapp import assert_json, start_gunicorn
 
 PENDING = keys.pending("default")
-
-
-@pytest.fixture
-def make_app() -> Iterator[MakeApp]:
-    yield from apps()
-
-
-@pytest.fixture
-def client(make_app: MakeApp, settings: Settings) -> FlaskClient:
-    return make_app(settings).test_client()
 
 
 def post(

@@ -70,7 +70,7 @@ def test_helpers_are_included_once_before_the_body() -> None:
     text = scripts.SETTLE_CLAIM.script
     assert text.count("local function now_ms()") == 1
     assert text.count("local function rec_write(") == 1
-    assert text.index("local function claim(") < text.index("return out")
+    assert text.index("local function claim(") < text.rindex("return out")
     assert "--#include" not in text
 
 
@@ -91,12 +91,12 @@ def test_after_script_flush_a_script_runs_again_on_a_client_and_a_pipeline(
 ) -> None:
     r.delete(KEY)
     r.script_flush()
-    assert scripts.PUSH(r, (KEY,), [b"a"]) == 1  # NOSCRIPT, then EVAL
+    assert scripts.PUSH(r, (KEY,), [0, b"a"]) == 1  # NOSCRIPT, then EVAL
     assert r.script_exists(scripts.PUSH.sha) == [True]  # EVAL cached it
     r.script_flush()
     pipe = r.pipeline(transaction=False)
-    scripts.PUSH(pipe, (KEY,), [b"b"])
-    scripts.PUSH(pipe, (KEY,), [b"c"])
+    scripts.PUSH(pipe, (KEY,), [0, b"b"])
+    scripts.PUSH(pipe, (KEY,), [0, b"c"])
     assert pipe.execute() == [2, 3]  # redis-py loaded it before sending the pipeline
 
 
@@ -109,8 +109,8 @@ def test_run_sends_evalsha_then_eval_only_when_redis_lacks_the_script(r: redis.R
 
     r.delete(KEY)
     r.script_flush()
-    scripts.PUSH.run(send, (KEY,), [b"a"])
-    scripts.PUSH.run(send, (KEY,), [b"b"])
+    scripts.PUSH.run(send, (KEY,), [0, b"a"])
+    scripts.PUSH.run(send, (KEY,), [0, b"b"])
     assert sent == ["EVALSHA", "EVAL", "EVALSHA"]
     assert r.llen(KEY) == 2  # NOSCRIPT ran nothing: each push once
 

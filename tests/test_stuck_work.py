@@ -7,7 +7,6 @@ Workers here are stats hashes and heartbeats written as a worker writes them
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,15 +18,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from producer import Settings, keys
 from producer.observe.stats import Stats
 from tests.inhandkit import DELIVERY, ReportingWorker, hands, reporting
-from tests.webapp import MakeApp, apps, assert_json
+from tests.webapp import MakeApp, assert_json
 from web.openapi import describe
 
 IN_HAND = ("slots", "busy", "oldest_age_ms", "oldest_limit_ms", "overdue", "abandoned")
-
-
-@pytest.fixture
-def make_app() -> Iterator[MakeApp]:
-    yield from apps()
 
 
 @pytest.fixture

@@ -16,14 +16,9 @@ from producer import Producer, Settings, decode, keys, make_client
 from tests.procs import Proc
 from tests.queuekit import AT_MOST_ONCE, start_workers
 from tests.test_tools import cli
-from tests.webapp import MakeApp, apps, assert_json, post_json
+from tests.webapp import MakeApp, assert_json, post_json
 
 Q = "default"
-
-
-@pytest.fixture
-def make_app() -> MakeApp:  # type: ignore[misc]
-    yield from apps()
 
 
 def handle_all(r: redis.Redis, result: bytes = b"") -> None:

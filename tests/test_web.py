@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,23 +20,11 @@ from producer.store.deadletters import dead_entry
 from producer.store.envelope import now_ms
 from tests.conftest import quick_settings
 from tests.proxies import ReplyDroppingProxy
-from tests.webapp import MakeApp, apps, assert_json, post_json
+from tests.webapp import MakeApp, assert_json, post_json
 from web.bus import OVERVIEW_CACHE_S
 
 PENDING = "bus:{default}:pending"
 CHANNEL = "bus:ch:default"
-
-
-@pytest.fixture
-def make_app() -> Iterator[MakeApp]:
-    """Build apps; each one's stats thread and pool are closed at teardown."""
-    yield from apps()
-
-
-@pytest.fixture
-def client(make_app: MakeApp, settings: Settings) -> FlaskClient:
-    """A test client of an app on the emptied session server."""
-    return make_app(settings).test_client()
 
 
 def subscribe(server: RedisServer, pattern: str = "", channel: str = "") -> redis.client.PubSub:

@@ -4,7 +4,7 @@ steps aside for any other, so a hook added to the app runs on every POST, 202s i
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import ExitStack
 from typing import Any
 
@@ -14,16 +14,11 @@ from flask import Blueprint, Flask, Response
 from flask.signals import request_finished, request_started
 
 from producer import Settings
-from tests.webapp import MakeApp, apps
+from tests.webapp import MakeApp
 from web.ingest import STANDS_FOR, FastPost
 
 PENDING = "bus:{default}:pending"
 VARIES = ("id", "src", "depth", "scheduled", "due_ms")  # per message, per process, per time
-
-
-@pytest.fixture
-def make_app() -> Iterator[MakeApp]:
-    yield from apps()
 
 
 def flask_calls(app: Flask, monkeypatch: pytest.MonkeyPatch) -> list[str]:

@@ -73,7 +73,7 @@ def test_redis_cli_envelopes_are_handled_and_received_like_our_own(
     def extra() -> str:  # unknown fields, and a ts so that latency is recorded
         return (
             '{"v":1,"id":"cli-extra","src":"newsroom","seq":2,"ts":' + str(now_ms()) + ","
-            '"mode":"prodcons","trace":{"span":"ab12"},"priority":9,"payload":"x"}'
+            '"mode":"prodcons","trace":{"span":"ab12"},"weight":9,"payload":"x"}'
         )
 
     v2 = '{"v":2,"message_id":"cli-v2","body":{"order":42}}'

@@ -8,8 +8,10 @@ then, and the answer says ``"scheduled"`` (how many wait) and ``"due_ms"`` inste
 ``"track": true``: the bus keeps a status record of the message (``GET /api/messages/<id>``),
 and the answer says ``"tracked": true`` (queues in ``BUS_TRACK_QUEUES`` track every message);
 and ``"timeout_s"``: the message's own time limit in the worker, seconds (> 0, at most 7
-days), in place of ``BUS_HANDLER_TIMEOUT_S``. ``/pubsub`` refuses a ``"timeout_s"`` (400): a
-subscriber has no time limit. An ``Idempotency-Key`` header makes a push or a publish at most
+days), in place of ``BUS_HANDLER_TIMEOUT_S``; ``"priority"``: its level in the queue, 0 (the
+default) to 9 (the highest), where a worker takes the highest level first. ``/pubsub`` refuses a
+``"timeout_s"`` or a ``"priority"`` (400): a subscriber has no time limit and no order but the
+channel's. An ``Idempotency-Key`` header makes a push or a publish at most
 once within ``BUS_IDEMPOTENCY_WINDOW_S`` (:mod:`producer.store.once`): a repeat answers 202
 with the first one's answer and ``"repeat": true``, sending nothing; the key with another
 request answers 409.
@@ -62,10 +64,11 @@ from web.message import (
     check_body,
     check_delay,
     check_key,
+    check_priority,
     check_timeout,
     check_track,
     form_value,
-    refuse_time_limit,
+    refuse_queue_options,
 )
 
 if TYPE_CHECKING:
@@ -159,7 +162,7 @@ def send(bus: Bus, route: Route, body: Any, key: str | None = None) -> dict[str,
     raised before anything is sent; any other error is the send's."""
     settings = bus.settings
     if route is PUBSUB:
-        refuse_time_limit(body)  # said as such, not as one more unknown field
+        refuse_queue_options(body)  # said as such, not as more unknown fields
         payload, name = check_body(body, route.dest_field, settings.channels, route.extras)
         return accepted(route, name, bus.get_producer().publish(payload, name, key=key))
     payload, name = check_body(body, route.dest_field, settings.queues, route.extras)
@@ -167,9 +170,10 @@ def send(bus: Bus, route: Route, body: Any, key: str | None = None) -> dict[str,
         return accepted(route, name, bus.get_producer().push(payload, name))
     track = check_track(body)
     timeout_s = check_timeout(body)
+    priority = check_priority(body)
     delay = check_delay(body)
     sent = bus.get_producer().push(payload, name, track=track, timeout_s=timeout_s,
-                                   delay_s=delay.get("delay_s"),
+                                   delay_s=delay.get("delay_s"), priority=priority,
                                    not_before=delay.get("not_before"), key=key)  # fmt: skip
     if not delay:
         return accepted(route, name, sent)

@@ -11,13 +11,15 @@ from typing import Any
 from producer.errors import BusError
 from producer.settings.checks import MAX_TIMEOUT_S
 from producer.store import once
+from producer.store.envelope import MAX_PRIORITY
+from producer.store.envelope import check_priority as check_priority_n
 from producer.store.envelope import check_timeout as check_timeout_s
 from web.errors import BadMessage
 from web.limits import too_many_digits
 
 DELAY_FIELDS = ("delay_s", "not_before")
 # What a push may carry beside payload and queue.
-PUSH_FIELDS = (*DELAY_FIELDS, "track", "timeout_s")
+PUSH_FIELDS = (*DELAY_FIELDS, "track", "timeout_s", "priority")
 MAX_DELAY_S = 366 * 86400  # a delay past a year is a mistake, not a schedule
 
 
@@ -62,14 +64,37 @@ def check_timeout(body: dict[str, Any]) -> float | None:
         ) from None
 
 
-def refuse_time_limit(body: Any) -> None:
-    """A publish's body asking for a time limit: refused, since only a queue's worker keeps
-    one (a subscriber's handler runs without)."""
+def check_priority(body: dict[str, Any]) -> int:
+    """A push's ``"priority"``: its level in the queue, 0 (the default, also when absent or
+    null) to 9 (the highest). A number written with a fraction of zero (``2.0``) is that
+    integer, as JSON Schema counts it."""
+    priority = body.get("priority")
+    if isinstance(priority, float) and priority.is_integer() and 0 <= priority <= MAX_PRIORITY:
+        priority = int(priority)
+    try:
+        return check_priority_n(priority)
+    except ValueError:
+        raise BadMessage(
+            400,
+            f"'priority' must be an integer from 0 (the default) to {MAX_PRIORITY} (the highest)",
+        ) from None
+
+
+def refuse_queue_options(body: Any) -> None:
+    """A publish's body asking for a time limit or a priority: refused, since only a queue's
+    worker keeps them (a subscriber's handler runs without a limit, each message as it
+    comes)."""
     if isinstance(body, dict) and "timeout_s" in body:
         raise BadMessage(
             400,
             "'timeout_s': time limits apply to queue messages only (POST /prodcons); a "
             "subscriber's handler has no time limit",
+        )
+    if isinstance(body, dict) and "priority" in body:
+        raise BadMessage(
+            400,
+            "'priority': priorities apply to queue messages only (POST /prodcons); a "
+            "subscriber receives each message as it is published",
         )
 
 

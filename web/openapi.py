@@ -13,6 +13,7 @@ from typing import Any
 
 from producer import Settings
 from producer.settings.checks import MAX_TIMEOUT_S
+from producer.store.envelope import MAX_PRIORITY
 from producer.store.tracking import MAX_ID_CHARS
 from web.message import MAX_DELAY_S, latest_not_before
 
@@ -92,7 +93,7 @@ def _form_body(dest: str, names: tuple[str, ...]) -> dict[str, Any]:
     }
 
 
-QUEUE_ONLY = "a timeout_s (time limits apply to queue messages only), "
+QUEUE_ONLY = "a timeout_s or a priority (they apply to queue messages only), "
 
 
 IDEMPOTENCY_KEY = {
@@ -314,6 +315,14 @@ def describe(settings: Settings) -> dict[str, Any]:
             "description": "the message's own time limit in the worker, seconds, in place of "
             "BUS_HANDLER_TIMEOUT_S (null: that setting): a handler still running past it has "
             "failed the attempt (retried, dead-lettered at BUS_MAX_ATTEMPTS)",
+        },
+        "priority": {
+            "type": ["integer", "null"],
+            "minimum": 0,
+            "maximum": MAX_PRIORITY,
+            "description": "the message's level in the queue, 0 (the default; also null) to 9 "
+            "(the highest): a worker takes the highest level that holds a message first, the "
+            "oldest first within a level",
         },
     }
     queue = _queue_param(settings.queues)

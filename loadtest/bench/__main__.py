@@ -22,6 +22,9 @@ SECTIONS = {
                 "queue costs: the push script beside a bare LPUSH"),
     "idempotency": ("loadtest.bench.once", "what an idempotency key costs: a push with a new "
                     "key and a repeat beside a plain push, Redis's time, a kept key's memory"),
+    "priorities": ("loadtest.bench.priorities", "what priority levels cost: a push at a level "
+                   "beside a plain one, claims and takes from a backlog over 4 levels beside "
+                   "one of priority 0"),
     "cluster": ("loadtest.bench.cluster", "a Redis Cluster of 1 shard beside one of 3: six "
                 "queues pushed and drained by one worker each, the rates and the CPU per shard"),
     "latency": ("loadtest.bench.latency", "push to handler start at steady rates, both modes"),

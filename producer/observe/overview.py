@@ -24,7 +24,7 @@ from producer.observe.totals import (
     sum_counters,
 )
 from producer.settings import Settings
-from producer.store import keys
+from producer.store import keys, scripts
 from producer.store.counts import read_balance
 from producer.store.envelope import EnvelopeError, decode, now_ms
 
@@ -137,7 +137,7 @@ def _read_queues(
 ) -> dict[str, Any]:
     pipe = client.pipeline(transaction=False)
     for q in names:
-        pipe.llen(keys.pending(q))
+        scripts.LEVELS(pipe, (keys.pending(q),), ())  # each priority level's count
         pipe.llen(keys.dead(q))
         pipe.zrange(keys.consumers(q), 0, -1, withscores=True)
         pipe.lindex(keys.pending(q), -1)  # the oldest message: the next to be claimed
@@ -147,7 +147,8 @@ def _read_queues(
     queues: dict[str, Any] = {}
     ttl_ms = settings.heartbeat_ttl_s * 1000
     for i, q in enumerate(names):
-        depth, dead, members, oldest, scheduled, first_due = replies[6 * i : 6 * i + 6]
+        levels, dead, members, oldest, scheduled, first_due = replies[6 * i : 6 * i + 6]
+        by_level = {str(int(p)): int(n) for p, n in zip(levels[::2], levels[1::2], strict=True)}
         consumers = [
             {
                 "name": m.decode(),
@@ -157,7 +158,8 @@ def _read_queues(
             for m, score in members
         ]
         queues[q] = {
-            "depth": depth,
+            "depth": sum(by_level.values()),
+            "priorities": by_level,
             "dead": dead,
             "consumers": consumers,
             "in_flight": 0,

@@ -8,13 +8,15 @@ end-to-end latency), ``mode`` (default: where the message was read), ``attempt``
 absent: the first delivery), ``track`` (``true``: the bus keeps a status record of it, see
 :mod:`producer.store.tracking`) and ``timeout_s`` (seconds, > 0 and at most
 :data:`~producer.settings.checks.MAX_TIMEOUT_S`: the time limit of each attempt of the
-handler, in place of ``BUS_HANDLER_TIMEOUT_S``). ``null`` for an optional field means absent.
+handler, in place of ``BUS_HANDLER_TIMEOUT_S``) and ``priority`` (an integer from 0, the default, to
+:data:`MAX_PRIORITY`: its level in the queue, where a worker takes the highest first; see
+:mod:`producer.store.keys`). ``null`` for an optional field means absent.
 Unknown fields are ignored, and not kept when a message is written again (retry, recovery,
 requeue).
 
 On the Python side an :class:`Envelope` always has every attribute: ``src`` ``""`` and ``seq``
 0 mean "not set", ``ts`` 0 means unknown, ``attempt`` is at least 1, ``track`` is a bool,
-``timeout_s`` a float or None (not set: the worker's setting applies).
+``timeout_s`` a float or None (not set: the worker's setting applies), ``priority`` an int.
 
 What cannot be handled as meant raises :class:`EnvelopeError` (the consumer dead-letters it):
 not UTF-8 JSON, not an object, ``v`` not 1, ``id`` or ``payload`` missing, a ``mode`` or
@@ -22,9 +24,10 @@ not UTF-8 JSON, not an object, ``v`` not 1, ``id`` or ``payload`` missing, a ``m
 feed the bus's own counts: one out of range or of the wrong type (a foreign producer's
 ``"seq": 0``, ``"ts": "abc"``, a ``src`` without ``seq``) is ignored, as if absent, and the
 message is valid work. So is a ``timeout_s`` that is not a number in its range: the worker's
-own limit applies. :func:`decode_noting` says which were ignored; :func:`decode` tells the
-sink the decoding thread installed with :func:`report_ignored_fields_to` (a daemon counts them
-and logs), or logs at DEBUG.
+own limit applies; and a ``priority`` that is not an integer from 0 to 9: priority 0.
+:func:`decode_noting` says which were ignored; :func:`decode` tells the sink the decoding thread
+installed with :func:`report_ignored_fields_to` (a daemon counts them and logs), or logs at
+DEBUG.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from producer.errors import EnvelopeError, PayloadError
 from producer.settings.checks import MAX_TIMEOUT_S
 
 VERSION = 1
+MAX_PRIORITY = 9  # priority levels: 0 (the default) to 9, the highest
 MODES = ("prodcons", "pubsub")
 log = logging.getLogger(__name__)
 # orjson does the work; the standard library's json is the reference it is checked against and
@@ -79,6 +83,7 @@ class Envelope:
     v: int = VERSION
     track: bool = False
     timeout_s: float | None = None
+    priority: int = 0
 
     def encode(self) -> bytes:
         """Compact JSON bytes, the form stored in Redis."""
@@ -99,13 +104,15 @@ def now_ms() -> int:
 
 
 def new(payload: Any, *, src: str = "", seq: int = 0, mode: str = "prodcons", track: bool = False,
-        attempt: int = 1, timeout_s: float | None = None) -> Envelope:  # fmt: skip
+        attempt: int = 1, timeout_s: float | None = None,
+        priority: int = 0) -> Envelope:  # fmt: skip
     """A fresh envelope for ``payload`` (a new id, stamped now): what a producer sends, and
     what a handler's unit test can call it with (``producer.new_envelope``). ``timeout_s`` is
-    taken as it is: :func:`check_timeout` is the caller's to run."""
+    taken as it is: :func:`check_timeout` and :func:`check_priority` are the caller's to run."""
     return Envelope(id=uuid.uuid4().hex, src=src, seq=seq, ts=now_ms(), mode=mode,
                     payload=payload, track=track, attempt=attempt,
-                    timeout_s=None if timeout_s is None else float(timeout_s))  # fmt: skip
+                    timeout_s=None if timeout_s is None else float(timeout_s),
+                    priority=priority)  # fmt: skip
 
 
 def check_timeout(timeout_s: Any) -> float | None:
@@ -121,6 +128,22 @@ def check_timeout(timeout_s: Any) -> float | None:
             f"got {timeout_s!r}"
         )
     return float(timeout_s)
+
+
+def check_priority(priority: Any) -> int:
+    """``priority`` as the envelope carries it (None: 0, the default); ValueError unless it is
+    an integer (not a bool) from 0 to :data:`MAX_PRIORITY`."""
+    if priority is None:
+        return 0
+    if not _good_priority(priority):
+        raise ValueError(
+            f"priority must be an integer from 0 (the default) to {MAX_PRIORITY}, got {priority!r}"
+        )
+    return int(priority)
+
+
+def _good_priority(value: Any) -> bool:
+    return type(value) is int and 0 <= value <= MAX_PRIORITY
 
 
 def _good_timeout(value: Any) -> bool:
@@ -142,6 +165,8 @@ def encode(env: Envelope) -> bytes:
         obj["track"] = True
     if env.timeout_s is not None:
         obj["timeout_s"] = env.timeout_s
+    if env.priority:
+        obj["priority"] = env.priority
     obj["payload"] = env.payload
     try:
         out = orjson.dumps(obj)
@@ -179,6 +204,7 @@ class _Ours(msgspec.Struct):
     payload: Any
     track: bool = False
     timeout_s: float | None = None
+    priority: int = 0
 
 
 _OURS = msgspec.json.Decoder(_Ours)
@@ -207,9 +233,10 @@ def decode(raw: bytes | str, *, default_mode: str = "prodcons") -> Envelope:
             w.v == VERSION and w.id and w.src and w.seq >= 1 and w.ts >= 0
             and (w.mode == "prodcons" or w.mode == "pubsub") and w.attempt >= 1
             and (timeout_s is None or 0 < timeout_s <= MAX_TIMEOUT_S)
+            and 0 <= w.priority <= MAX_PRIORITY
         ):  # fmt: skip
             return _make(w.id, w.src, w.seq, w.ts, w.mode, w.payload, w.attempt, VERSION,
-                         w.track, timeout_s)  # fmt: skip
+                         w.track, timeout_s, w.priority)  # fmt: skip
     return _decode_checked(data, default_mode)
 
 
@@ -226,7 +253,7 @@ def _decode_checked(data: bytes, default_mode: str) -> Envelope:
         get = obj.get
         v, env_id, src, seq = get("v"), get("id"), get("src"), get("seq")
         ts, mode, attempt, track = get("ts"), get("mode"), get("attempt"), get("track")
-        timeout_s = get("timeout_s")
+        timeout_s, priority = get("timeout_s"), get("priority")
         if (
             type(v) is int and v == VERSION
             and type(env_id) is str and env_id
@@ -236,10 +263,12 @@ def _decode_checked(data: bytes, default_mode: str) -> Envelope:
             and type(attempt) is int and attempt >= 1
             and (track is None or track is True or track is False)
             and (timeout_s is None or _good_timeout(timeout_s))
+            and (priority is None or _good_priority(priority))
             and "payload" in obj
         ):  # fmt: skip
             return _make(env_id, src, seq, ts, mode, obj["payload"], attempt, v, track is True,
-                         None if timeout_s is None else float(timeout_s))  # fmt: skip
+                         None if timeout_s is None else float(timeout_s),
+                         priority or 0)  # fmt: skip
     env, notes = _checked(obj, data, default_mode)
     if notes:
         _report(env, notes)
@@ -334,26 +363,33 @@ def _checked(obj: Any, data: bytes, default_mode: str) -> tuple[Envelope, tuple[
         else:  # the worker's own limit applies
             notes.append(f"timeout_s {_shown(timeout_s)} (not a number > 0 and <= {MAX_TIMEOUT_S})")
             timeout_s = None
+    priority = obj.get("priority")
+    if priority is not None and not _good_priority(priority):  # its queue's default level
+        notes.append(f"priority {_shown(priority)} (not an integer from 0 to {MAX_PRIORITY})")
+        priority = None
     env = _make(env_id, src or "", seq or 0, ts or 0, mode, obj["payload"], attempt or 1, v,
-                bool(track), timeout_s)  # fmt: skip
+                bool(track), timeout_s, priority or 0)  # fmt: skip
     return env, tuple(notes)
 
 
-_FIELDS = ("id", "src", "seq", "ts", "mode", "payload", "attempt", "v", "track", "timeout_s")
+_FIELDS = ("id", "src", "seq", "ts", "mode", "payload", "attempt", "v", "track", "timeout_s",
+           "priority")  # fmt: skip
 if Envelope.__slots__ != _FIELDS:  # _make below sets them in this order
     raise RuntimeError(f"Envelope's fields changed: {Envelope.__slots__}")
-_S0, _S1, _S2, _S3, _S4, _S5, _S6, _S7, _S8, _S9 = (getattr(Envelope, f).__set__ for f in _FIELDS)
+_S0, _S1, _S2, _S3, _S4, _S5, _S6, _S7, _S8, _S9, _S10 = (
+    getattr(Envelope, f).__set__ for f in _FIELDS
+)
 _new = object.__new__
 
 
 def _make(env_id: str, src: str, seq: int, ts: int, mode: str, payload: Any, attempt: int,
-          v: int, track: bool, timeout_s: float | None) -> Envelope:  # fmt: skip
+          v: int, track: bool, timeout_s: float | None, priority: int) -> Envelope:  # fmt: skip
     """An Envelope of already-checked values, without the frozen class's slower __init__ (which
     sets each field through object.__setattr__): the hot path of every consumer."""
     env = _new(Envelope)
     _S0(env, env_id), _S1(env, src), _S2(env, seq), _S3(env, ts)
     _S4(env, mode), _S5(env, payload), _S6(env, attempt), _S7(env, v), _S8(env, track)
-    _S9(env, timeout_s)
+    _S9(env, timeout_s), _S10(env, priority)
     return env
 
 

@@ -8,6 +8,11 @@ The stats share the tag ``{stats}`` (the script that adds to the totals spans se
 key                                type    written by                      read by
 =================================  ======  ==============================  ====================
 ``bus:{q}:pending``                list    producers LPUSH (head)          workers pop the tail
+``bus:{q}:pending:<p>``            list    producers: priority p (1-9)     workers, highest p
+                                           messages (see below)            first
+``bus:{q}:levels``                 string  whatever puts a message on a    pushes and claims:
+                                           level (the gate; a claim that   levels are looked at
+                                           finds them empty deletes it)    only while it exists
 ``bus:{q}:processing:<consumer>``  list    worker BLMOVE RIGHT->LEFT       worker ack, reaper
 ``bus:{q}:delayed``                zset    producers: message -> when it   the workers' mover
                                            is due (ms, Redis's clock)      (due ones -> pending)
@@ -54,6 +59,16 @@ key                                type    written by                      read 
 ``bus:{stats}:history:tick``       string  same: the once-a-second guard   the same script
 =================================  ======  ==============================  ====================
 
+Priority levels: a message of priority p (1 to 9, in its envelope) waits in
+``bus:{q}:pending:<p>``; one of priority 0, the default, in ``bus:{q}:pending``. A claim (a
+Lua script) takes the highest level that holds a message first, the oldest first within a
+level. An idle worker blocks on ``bus:{q}:pending`` alone, so a script that puts a message of
+a level while ``bus:{q}:pending`` is empty moves the next message of the highest level there
+(the herald, which wakes a blocked worker); that list holds at most one message of a level,
+always at its consuming end (lua/lib/levels.lua). A producer that LPUSHes onto a level itself
+also sets ``bus:{q}:levels``; if it does not, a worker's mover sets it within
+``BUS_MOVER_INTERVAL_S`` (and wakes an idle worker for the message).
+
 A field of ``bus:{stats}:totals`` is ``<counter>|<label>=<value>|...``, the values URL-quoted:
 ``pushed|role=web|queue=default``, ``handled|role=worker|queue=jobs|delivery=at-least-once``,
 ``lost|role=subscriber|channel=news``, ``lat_le_5|mode=prodcons`` (see producer/observe/totals.py).
@@ -75,6 +90,17 @@ STATS_HISTORY_TICK = f"{STATS}:history:tick"
 def pending(queue: str) -> str:
     """List that producers LPUSH to and workers pop from the tail."""
     return f"{PREFIX}:{{{queue}}}:pending"
+
+
+def level(queue: str, priority: int) -> str:
+    """The list where ``queue``'s messages of ``priority`` wait (0: :func:`pending`)."""
+    return f"{PREFIX}:{{{queue}}}:pending:{priority}" if priority else pending(queue)
+
+
+def levels_gate(queue: str) -> str:
+    """Exists while a priority level of ``queue`` may hold a message (lua/lib/levels.lua): a
+    queue without priorities costs a push or a claim one EXISTS."""
+    return f"{PREFIX}:{{{queue}}}:levels"
 
 
 def delayed(queue: str) -> str:

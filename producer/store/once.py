@@ -42,12 +42,13 @@ def check_key(key: Any) -> str:
 
 
 def fingerprint(queue: str, payload: Any, delay_ms: int, due_ms: int, track: bool,
-                timeout_s: float | None) -> str:  # fmt: skip
+                timeout_s: float | None, priority: int = 0) -> str:  # fmt: skip
     """What makes two pushes the same request: the queue, the payload and the options, as
     canonical JSON (keys sorted), hashed. Raises PayloadError for a payload JSON cannot
     carry (as the push itself would)."""
     try:
-        text = _CANONICAL.encode([queue, payload, delay_ms, due_ms, track, timeout_s])
+        request = [queue, payload, delay_ms, due_ms, track, timeout_s]
+        text = _CANONICAL.encode([*request, priority] if priority else request)
     except (TypeError, ValueError, RecursionError) as exc:
         raise PayloadError(f"the payload is not strict JSON: {exc}") from None
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:32]

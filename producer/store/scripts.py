@@ -77,9 +77,10 @@ PUSH_ONCE = load("push_once")
 PUBLISH_ONCE = load("publish_once")
 # reading a queue's balance; requeuing dead letters; the stats flush
 BALANCE = load("balance")
+LEVELS = load("levels")
 REQUEUE = load("requeue")
 FLUSH_STATS = load("flush_stats")
 
 ALL = (CLAIM, SETTLE, SETTLE_CLAIM, REAP, MOVE_DUE, RECORD, PROGRESS, TAKE, TAKEN, GIVE_BACK,
        HEARTBEAT, TAKE_NAME, RELEASE_NAME, STALE, PUSH, PUSH_IF_ROOM, SCHEDULE, PUSH_TRACKED,
-       PUSH_ONCE, PUBLISH_ONCE, BALANCE, REQUEUE, FLUSH_STATS)  # fmt: skip
+       PUSH_ONCE, PUBLISH_ONCE, BALANCE, LEVELS, REQUEUE, FLUSH_STATS)  # fmt: skip

@@ -1,11 +1,12 @@
--- balance: a queue's counters and what its lists hold, read in one step (the registered
--- workers' processing lists are derived from the consumers zset: the same slot). Returns
--- {field, value, ...} (producer/store/counts.py).
+-- balance: a queue's counters and what its lists hold (pending: every priority level), read in
+-- one step (the registered workers' processing lists are derived from the consumers zset: the
+-- same slot). Returns {field, value, ...} (producer/store/counts.py).
 --
 -- KEYS[1]  bus:{q}:counts
 -- KEYS[2]  bus:{q}:pending
 -- KEYS[3]  bus:{q}:delayed
 -- KEYS[4]  bus:{q}:consumers
+--#include lib/levels.lua
 
 local out = {}
 local c = redis.call('HMGET', KEYS[1], 'pushed', 'requeued', 'acked', 'dead', 'taken')
@@ -16,7 +17,7 @@ local processing = 0
 for _, name in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
   processing = processing + redis.call('LLEN', prefix .. name)
 end
-for _, kv in ipairs({{'pending', redis.call('LLEN', KEYS[2])}, {'processing', processing},
+for _, kv in ipairs({{'pending', depth(KEYS[2])}, {'processing', processing},
                      {'delayed', redis.call('ZCARD', KEYS[3])}}) do
   out[#out + 1] = kv[1]; out[#out + 1] = kv[2]
 end

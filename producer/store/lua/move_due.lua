@@ -1,6 +1,6 @@
 -- move_due: the delayed messages due by Redis's clock, oldest due first, leave the zset and
--- are LPUSHed in that order (so the oldest due is popped first), in one step: two movers can never
--- both move one message. A tracked one that was scheduled is now pending (a retry stays
+-- are LPUSHed in that order (so the oldest due is popped first), each on its priority level's
+-- list (lib/levels.lua), in one step: two movers can never both move one message. A tracked one that was scheduled is now pending (a retry stays
 -- retrying). Returns how many moved.
 --
 -- KEYS[1]  bus:{q}:delayed
@@ -9,13 +9,20 @@
 -- ARGV[1]  at most how many
 --#include lib/now.lua
 --#include lib/records.lua
+--#include lib/levels.lua
 
+find_levels(KEYS[2])
 local now = now_ms()
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
+local plain = {}  -- priority 0: pushed together; a message of a level, to its own list
+for i = 1, #due do
+  if level_of(due[i]) == 0 then plain[#plain + 1] = due[i] else enqueue(KEYS[2], due[i], false) end
+end
 for i = 1, #due, 1000 do  -- unpack() is bounded by Lua's stack
-  local last = math.min(i + 999, #due)
-  redis.call('ZREM', KEYS[1], unpack(due, i, last))
-  redis.call('LPUSH', KEYS[2], unpack(due, i, last))
+  redis.call('ZREM', KEYS[1], unpack(due, i, math.min(i + 999, #due)))
+end
+for i = 1, #plain, 1000 do
+  redis.call('LPUSH', KEYS[2], unpack(plain, i, math.min(i + 999, #plain)))
 end
 local ttl = #due > 0 and gate_ttl(KEYS[3])
 if ttl then

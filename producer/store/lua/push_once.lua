@@ -19,9 +19,11 @@
 -- ARGV[5]  the key's window (ms)
 -- ARGV[6]  the request's fingerprint
 -- ARGV[7]  the message
+-- ARGV[8]  its priority level (0 to 9, lib/levels.lua)
 --#include lib/now.lua
 --#include lib/records.lua
 --#include lib/count.lua
+--#include lib/levels.lua
 
 local seen = redis.call('HMGET', KEYS[4], 'fp', 'raw', 'result', 'due')
 if seen[1] then
@@ -33,7 +35,7 @@ local later = delay >= 0 or due >= 0
 if due < 0 then due = now + math.max(delay, 0) end
 local limit = tonumber(ARGV[1])
 if limit > 0 then
-  local waiting = redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2])
+  local waiting = depth(KEYS[1]) + redis.call('ZCARD', KEYS[2])
   if waiting + 1 > limit then return {0, waiting, due} end
 end
 local raw, result = ARGV[7], 0
@@ -41,7 +43,13 @@ if later then
   redis.call('ZADD', KEYS[2], due, raw)
   result = redis.call('ZCARD', KEYS[2])
 else
-  result = redis.call('LPUSH', KEYS[1], raw)
+  local level = tonumber(ARGV[8])
+  redis.call('LPUSH', level_key(KEYS[1], level), raw)
+  if level > 0 then
+    set_gate(KEYS[1])
+    herald(KEYS[1])
+  end
+  result = depth(KEYS[1])
 end
 if KEYS[5] then
   local id = string.sub(KEYS[5], #rec_key(KEYS[3], '') + 1)

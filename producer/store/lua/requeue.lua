@@ -9,13 +9,14 @@
 --#include lib/now.lua
 --#include lib/records.lua
 --#include lib/count.lua
+--#include lib/levels.lua
 
 local now = now_ms()
 local ttl = false
 local moved = 0
 for i = 1, #ARGV, 2 do
   if redis.call('LREM', KEYS[1], -1, ARGV[i]) == 1 then
-    redis.call('LPUSH', KEYS[2], ARGV[i + 1])
+    enqueue(KEYS[2], ARGV[i + 1], false)
     moved = moved + 1
     local id = tracked_raw(ARGV[i + 1])
     if id then

@@ -11,13 +11,14 @@
 -- ARGV[4..] the messages in push order
 --#include lib/now.lua
 --#include lib/count.lua
+--#include lib/levels.lua
 
 local due = tonumber(ARGV[3])
 if due < 0 then due = now_ms() + tonumber(ARGV[2]) end
 local limit = tonumber(ARGV[1])
 if limit > 0 then
-  local depth = redis.call('LLEN', KEYS[1]) + redis.call('ZCARD', KEYS[2])
-  if depth + #ARGV - 3 > limit then return {0, depth, due} end
+  local waiting = depth(KEYS[1]) + redis.call('ZCARD', KEYS[2])
+  if waiting + #ARGV - 3 > limit then return {0, waiting, due} end
 end
 for i = 4, #ARGV do redis.call('ZADD', KEYS[2], due + (i - 4) / 1000, ARGV[i]) end
 count(KEYS[1], 'pushed', #ARGV - 3)

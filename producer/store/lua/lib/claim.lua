@@ -1,9 +1,11 @@
--- claim(pending, processing, n, gate): up to n of the oldest pending messages move to the
--- processing list, where LMOVE RIGHT LEFT one by one would leave them, in a few commands
--- whatever their number; the tracked ones are in-flight. A redelivered one (its envelope's first
--- "attempt" above 1) ends a batch, or makes one alone. Returns them oldest first.
+-- claim(pending, processing, n, gate): up to n of the oldest pending messages, the highest
+-- priority level first (lib/levels.lua), move to the processing list, where LMOVE RIGHT LEFT one
+-- by one would leave them, in a few commands whatever their number; the tracked ones are
+-- in-flight. A redelivered one (its envelope's first "attempt" above 1) ends a batch, or makes
+-- one alone. Returns them oldest first.
 --#include lib/now.lua
 --#include lib/records.lua
+--#include lib/levels.lua
 
 local function redelivered(raw)
   local at = string.find(raw, '"attempt":', 1, true)  -- plain: the cheap test
@@ -18,23 +20,38 @@ local function redelivered(raw)
   return attempt ~= nil and tonumber(attempt) > 1
 end
 
-local function claim(pending, processing, n, gate)
-  if n <= 0 then return {} end
-  local got = redis.call('LRANGE', pending, -n, -1)  -- newest ... oldest
-  if #got == 0 then return got end
-  -- A redelivered message (attempt > 1) is claimed alone, and a batch stops before one: if
-  -- it kills its worker again, only its own attempt is counted for it, never its batch's.
-  local k = 0
+-- Up to n of src's oldest, oldest first, taken off src; and whether the batch ends there (a
+-- redelivered message: claimed alone if it comes first, else left for the next claim).
+local function claim_from(src, n, first)
+  local got = redis.call('LRANGE', src, -n, -1)  -- newest ... oldest
+  local k, ends = 0, false
   for j = #got, 1, -1 do
     if redelivered(got[j]) then
-      if k == 0 then k = 1 end
+      -- If it kills its worker again, only its own attempt is counted for it, never its
+      -- batch's.
+      if k == 0 and first then k = 1 end
+      ends = true
       break
     end
     k = k + 1
   end
-  redis.call('LTRIM', pending, 0, -k - 1)
+  if k > 0 then redis.call('LTRIM', src, 0, -k - 1) end
+  local out = {}
+  for j = 1, k do out[j] = got[#got - j + 1] end
+  return out, ends
+end
+
+local function claim(pending, processing, n, gate)
+  if n <= 0 then return {} end
   local oldest_first = {}
-  for j = 1, k do oldest_first[j] = got[#got - j + 1] end
+  for _, source in ipairs(claim_order(pending)) do
+    local got, ends = claim_from(source[1], math.min(n - #oldest_first, source[2]),
+                                 #oldest_first == 0)
+    for j = 1, #got do oldest_first[#oldest_first + 1] = got[j] end
+    if ends or #oldest_first >= n then break end
+  end
+  local k = #oldest_first
+  if k == 0 then return oldest_first end
   for i = 1, k, 1000 do  -- unpack() is bounded by Lua's stack
     redis.call('LPUSH', processing, unpack(oldest_first, i, math.min(i + 999, k)))
   end

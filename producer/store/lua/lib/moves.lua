@@ -4,6 +4,7 @@
 --   A  remove only (the ack)
 --   R  RPUSH pending: the consuming end, popped next (a message given back)
 --   L  LPUSH pending: the back of the line (a retry)
+-- (pending: the list of the message's priority level, lib/levels.lua)
 --   Z<ms>  ZADD delayed, due <ms> from now on Redis's clock (a retry after a backoff; LPUSH
 --          pending if the same bytes are delayed already: a zset cannot hold them twice)
 --   D  LPUSH dead (garbage, attempts exhausted)
@@ -20,6 +21,7 @@
 --#include lib/now.lua
 --#include lib/records.lua
 --#include lib/count.lua
+--#include lib/levels.lua
 
 local function split_how(how)
   if #how == 1 or not string.find(how, '\n', 1, true) then return how end
@@ -88,14 +90,14 @@ local function move_triples(first, dead_max, delayed, gate)
     local code, id, attempt, note = split_how(ARGV[i + 2])
     if code == 'P' or redis.call('LREM', KEYS[1], -1, ARGV[i]) == 1 then
       local due = nil
-      if code == 'R' then redis.call('RPUSH', KEYS[2], ARGV[i + 1])
-      elseif code == 'L' then redis.call('LPUSH', KEYS[2], ARGV[i + 1])
+      if code == 'R' then enqueue(KEYS[2], ARGV[i + 1], true)
+      elseif code == 'L' then enqueue(KEYS[2], ARGV[i + 1], false)
       elseif string.byte(code, 1) == 90 then  -- Z<ms>
         due = now_ms() + tonumber(string.sub(code, 2))
         if redis.call('ZADD', delayed, 'NX', due, ARGV[i + 1]) == 0 then
           -- the same bytes wait there already (identical envelopes): a zset holds them
           -- once, so this one is retried at once instead
-          redis.call('LPUSH', KEYS[2], ARGV[i + 1])
+          enqueue(KEYS[2], ARGV[i + 1], false)
           due = nil
         end
       elseif code == 'D' or code == 'P' then
