@@ -47,7 +47,8 @@ def tool(server: AclRedis, *args: str) -> subprocess.CompletedProcess[str]:
 
 def run_bus(server: AclRedis, spawn: Callable[..., Proc], tmp_path: Path) -> None:
     """The whole bus, each process under its role's user: web (push, publish, dashboard reads,
-    a tracked message, a dead-letter requeue), a worker, a subscriber and the tools."""
+    a tracked message, priorities, a dead-letter requeue), a worker, a subscriber and the
+    tools."""
     admin = server.client()
     gunicorn, base = start_gunicorn(server.url_for("web"), tmp_path / "gunicorn.log", **QUICK_ENV)
     try:
@@ -72,8 +73,9 @@ def run_bus(server: AclRedis, spawn: Callable[..., Proc], tmp_path: Path) -> Non
 
         tracked = post("/prodcons", {"payload": {"result": "done"}, "track": True})
         assert tracked["tracked"] is True
-        post("/prodcons", {"payload": {"fail": True}})
-        post("/prodcons", {"payload": {"result": "later"}, "delay_s": 0.3})
+        post("/prodcons", {"payload": {"fail": True}, "priority": 3})  # requeued to its level
+        post("/prodcons", {"payload": {"result": "later"}, "delay_s": 0.3, "priority": 9})
+        post("/prodcons", {"payload": {"result": "urgent"}, "priority": 7})
         assert requests.get(base + "/prodcons", allow_redirects=False, timeout=5).status_code == 303
         assert requests.get(base + "/pubsub", allow_redirects=False, timeout=5).status_code == 303
         assert post("/pubsub", {"payload": "hi"})["receivers"] == 1
@@ -88,12 +90,12 @@ def run_bus(server: AclRedis, spawn: Callable[..., Proc], tmp_path: Path) -> Non
         def settled() -> dict | None:
             stats = get_json(base + "/api/stats")
             totals = (stats or {}).get("totals", {})
-            done = (totals.get("worker", {}).get("handled", 0) >= 3
+            done = (totals.get("worker", {}).get("handled", 0) >= 4
                     and totals.get("subscriber", {}).get("handled", 0) >= 2
                     and stats["queues"]["default"]["dead"] == 1)  # fmt: skip
             return stats if done else None
 
-        wait_for(settled, 20, "3 handled, 1 dead letter, 2 received", every_s=0.2)
+        wait_for(settled, 20, "4 handled, 1 dead letter, 2 received", every_s=0.2)
         wait_for(lambda: admin.llen(keys.channel_dead("default")) == 1, 10, "a pub/sub dead letter")
         assert get_json(base + "/api/history") is not None
         assert requests.get(base + "/metrics", timeout=5).status_code == 200
@@ -135,6 +137,7 @@ def test_every_role_works_under_its_own_user_and_is_refused_the_rest(
     producer.push({"n": 1})
     producer.push({"n": 2}, delay_s=30)
     producer.push({"n": 3}, track=True)
+    producer.push({"n": 3.5}, priority=4)
     producer.publish({"n": 4})
     assert (
         producer.push({"n": 5}, key="k-5").envelope == producer.push({"n": 5}, key="k-5").envelope
