@@ -21,11 +21,13 @@ from types import FrameType
 
 import redis
 
+from consumers import schedules as schedule_file
 from consumers import status, tools
 from consumers.daemon import Daemon
 from consumers.handlers import load_handler
 from consumers.parser import build_parser, check_name
 from consumers.refusals import configuration_refused
+from consumers.schedules import Schedule
 from consumers.subscriber import NO_SHARDED_PATTERNS, Subscriber
 from consumers.supervisor import Supervisor, child_args, child_names
 from consumers.worker import Worker
@@ -69,6 +71,7 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
             check_name(args.name)
         if args.command == "subscriber" and args.patterns and settings.sharded_pubsub:
             raise SettingsError(NO_SHARDED_PATTERNS)
+        found = schedule_file.load(settings) if worker else []
     except (SettingsError, HandlerError, ValueError) as exc:
         print(f"python -m consumers: configuration error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -96,7 +99,7 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
         print(f"python -m consumers: Redis unavailable: {detail}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     assert handler is not None
-    return run_daemons(args, settings, queues, handler)
+    return run_daemons(args, settings, queues, handler, found)
 
 
 def supervise(
@@ -123,13 +126,18 @@ def default_name() -> str:
 
 
 def run_daemons(
-    args: argparse.Namespace, settings: Settings, queues: list[str], handler: Callable[..., object]
+    args: argparse.Namespace,
+    settings: Settings,
+    queues: list[str],
+    handler: Callable[..., object],
+    schedules: list[Schedule],
 ) -> int:
-    """Build the worker(s) or the subscriber and run them until a signal."""
+    """Build the worker(s) (each firing its queue's ``schedules``) or the subscriber and run them
+    until a signal."""
     name = args.name or default_name()
     daemons: list[Daemon]
     if args.command == "worker":
-        daemons = [Worker(settings, q, name, handler) for q in queues]
+        daemons = [Worker(settings, q, name, handler, schedules) for q in queues]
         what = f"queues {' '.join(queues)}, {settings.delivery}"
     else:
         channels = args.channels or ([] if args.patterns else ["default"])

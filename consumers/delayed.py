@@ -15,6 +15,7 @@ import redis
 
 from consumers.lists import QueueOps
 from consumers.moves import RETRY, retry_later
+from consumers.scheduler import Scheduler
 from producer import Settings
 from producer.observe.stats import Flusher
 
@@ -22,10 +23,14 @@ log = logging.getLogger(__name__)
 
 
 class Mover:
-    """A thread that makes ``ops``'s due delayed messages pending every ``interval_s``."""
+    """A thread that makes ``ops``'s due delayed messages pending every ``interval_s``, and
+    fires the queue's periodic schedules (``scheduler``, :mod:`consumers.scheduler`)."""
 
-    def __init__(self, ops: QueueOps, interval_s: float) -> None:
+    def __init__(
+        self, ops: QueueOps, interval_s: float, scheduler: Scheduler | None = None
+    ) -> None:
         self.ops = ops
+        self.scheduler = scheduler
         self._thread = Flusher(interval_s, self.move, name=f"mover-{ops.queue}")
         self._failing = False
 
@@ -40,10 +45,12 @@ class Mover:
         """One pass; a Redis error is said once until a pass works again."""
         try:
             moved = self.ops.move_due()
+            if self.scheduler is not None:
+                self.scheduler.fire()
         except redis.RedisError as exc:  # Redis away: the worker's reconnect loop logs more
             if not self._failing:
-                log.info("queue %s: delayed messages not moved (%s); will retry", self.ops.queue,
-                         exc)  # fmt: skip
+                log.info("queue %s: delayed messages not moved, schedules not fired (%s); will "
+                         "retry", self.ops.queue, exc)  # fmt: skip
             self._failing = True
             return
         self._failing = False

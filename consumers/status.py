@@ -177,6 +177,27 @@ def _queues(o: dict[str, Any]) -> str:
     return table("QUEUES", heads, rows)
 
 
+def _schedules(o: dict[str, Any]) -> str:
+    """The periodic schedules the workers fire (no table when there is none)."""
+    now = o["redis_ms"]
+
+    def at(ms: int | None) -> str:
+        if ms is None:
+            return "-"
+        when = f"{datetime.fromtimestamp(ms / 1000, UTC):%Y-%m-%d %H:%M:%S}"
+        return (
+            f"{when} (in {duration(ms - now)})"
+            if ms >= now
+            else f"{when} ({duration(now - ms)} ago)"
+        )
+
+    rows = [[q, name, s["spec"], at(s["next_ms"]), at(s["last_tick_ms"])]
+            for q, v in o["queues"].items()
+            for name, s in v.get("schedules", {}).items()]  # fmt: skip
+    heads = ["queue", "schedule", "fires", "next tick", "last tick"]
+    return table("SCHEDULES (fired by the queue's workers)", heads, rows) if rows else ""
+
+
 def _workers(o: dict[str, Any]) -> str:
     heads = ["queue", "name", "delivery", "state", ">heartbeat/TTL", ">handled", ">/s",
              ">retried", ">reconnects"]  # fmt: skip
@@ -233,5 +254,15 @@ def _latency(o: dict[str, Any]) -> str:
     return table("LATENCY", heads, rows)
 
 
-SECTIONS = (_rates, _queues, _workers, _handlers, _subscribers, _channels, _producers, _latency)
+SECTIONS = (
+    _rates,
+    _queues,
+    _schedules,
+    _workers,
+    _handlers,
+    _subscribers,
+    _channels,
+    _producers,
+    _latency,
+)
 RATE_NAMES = {"published_zero": "to nobody", "dead_lettered": "dead-lettered"}

@@ -46,10 +46,11 @@ import logging
 import queue
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import redis
 
+from consumers import schedules as schedule_file
 from consumers.daemon import Demoted
 from consumers.delayed import Mover
 from consumers.handlers import Handler
@@ -60,6 +61,8 @@ from consumers.lists import QueueOps
 from consumers.loop_slots import LoopSlots
 from consumers.membership import QueueMember
 from consumers.oversight import Oversight
+from consumers.scheduler import Scheduler
+from consumers.schedules import Schedule
 from consumers.settling import Settling
 from consumers.slots import Slots, ThreadSlots
 from producer import Settings, keys, make_client
@@ -81,7 +84,8 @@ class Worker(Settling, Inline, Oversight, QueueMember):
 
     role = "worker"
 
-    def __init__(self, settings: Settings, queue_name: str, name: str, handler: Handler) -> None:
+    def __init__(self, settings: Settings, queue_name: str, name: str, handler: Handler,
+                 schedules: Sequence[Schedule] | None = None) -> None:  # fmt: skip
         labels = {
             "queue": queue_name,
             "delivery": settings.delivery,
@@ -123,7 +127,11 @@ class Worker(Settling, Inline, Oversight, QueueMember):
         self._recovered_once = False  # what a previous process left is recovered
         # Delayed messages: every mover_interval_s the due ones become pending (any worker's
         # mover may move any of them; one script each time, so never twice).
-        self._mover = Mover(self.admin_ops, settings.mover_interval_s)
+        # Its queue's periodic schedules (None: those of BUS_SCHEDULE_FILE), fired by the mover.
+        found = schedule_file.load(settings) if schedules is None else schedules
+        scheduler = Scheduler(self.admin, queue_name, found, settings)
+        self._mover = Mover(self.admin_ops, settings.mover_interval_s,
+                            scheduler if scheduler.schedules else None)  # fmt: skip
         self._init_inline()
 
     def run(self) -> None:

@@ -28,6 +28,7 @@ def _append(env: Envelope, event: str) -> None:
         "src": env.src,
         "seq": env.seq,
         "attempt": env.attempt,
+        "priority": env.priority,
         "payload": payload,
         "payload_n": payload.get("n") if isinstance(payload, dict) else None,
         "pid": os.getpid(),
@@ -193,4 +194,15 @@ def exit_on_first(env: Envelope) -> None:
     spec = env.payload if isinstance(env.payload, dict) else {}
     if "exit" in spec and env.attempt <= 1:
         os._exit(int(spec["exit"]))
+    _append(env, "handled")
+
+
+def hold(env: Envelope) -> None:
+    """Record the start, wait (up to 30 s) until the file ``TEST_BUS_RELEASE`` exists, record the
+    end: messages held in a handler's hands for as long as a test needs."""
+    _append(env, "start")
+    release = os.environ["TEST_BUS_RELEASE"]
+    deadline = time.monotonic() + 30
+    while not os.path.exists(release) and time.monotonic() < deadline:
+        time.sleep(0.01)
     _append(env, "handled")

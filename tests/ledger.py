@@ -49,9 +49,10 @@ class Ledger:
         return p
 
     def try_push(self, payload: dict[str, Any]) -> str | None:
-        """One push; None if it raised (then it is retried by :meth:`retry_refused`)."""
+        """One push (at the payload's ``"priority"``, if it names one); None if it raised (then
+        it is retried by :meth:`retry_refused`)."""
         try:
-            sent = self.producer.push(payload)
+            sent = self.producer.push(payload, priority=payload.get("priority"))
         except (redis.ConnectionError, redis.TimeoutError):
             self.raised.append(payload)
             self.to_retry.append(payload)

@@ -65,6 +65,11 @@ DAEMONS = (
     (WORKER, ".venv/bin/python -m consumers worker --delivery at-most-once", "workers"),
     (WORKER, ".venv/bin/python -m consumers worker --concurrency 32", "workers"),
     (
+        WORKER,
+        "BUS_SCHEDULE_FILE=deploy/schedules.example.toml .venv/bin/python -m consumers worker",
+        "workers",
+    ),
+    (
         SUBSCRIBER,
         ".venv/bin/python -m consumers subscriber --channel default --pattern 'orders.*'",
         "subscribers",

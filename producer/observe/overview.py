@@ -143,11 +143,12 @@ def _read_queues(
         pipe.lindex(keys.pending(q), -1)  # the oldest message: the next to be claimed
         pipe.zcard(keys.delayed(q))
         pipe.zrange(keys.delayed(q), 0, 0, withscores=True)
+        pipe.hgetall(keys.schedules(q))
     replies = pipe.execute()
     queues: dict[str, Any] = {}
     ttl_ms = settings.heartbeat_ttl_s * 1000
     for i, q in enumerate(names):
-        levels, dead, members, oldest, scheduled, first_due = replies[6 * i : 6 * i + 6]
+        levels, dead, members, oldest, scheduled, first_due, fired = replies[7 * i : 7 * i + 7]
         by_level = {str(int(p)): int(n) for p, n in zip(levels[::2], levels[1::2], strict=True)}
         consumers = [
             {
@@ -166,6 +167,7 @@ def _read_queues(
             "oldest_age_ms": _age_of(oldest, now),
             "scheduled": scheduled,
             "next_due_in_ms": int(first_due[0][1]) - redis_now if first_due else None,
+            "schedules": schedules_of(fired),
         }
     pipe = client.pipeline(transaction=False)
     for q in names:
@@ -178,6 +180,23 @@ def _read_queues(
             queues[q]["in_flight"] += c["in_flight"]
         queues[q]["balance"] = read_balance(client, q)  # one step: the lists as counted
     return queues
+
+
+def schedules_of(fields: dict[bytes, bytes]) -> dict[str, dict[str, Any]]:
+    """A queue's periodic schedules as its schedulers wrote them (``bus:{q}:schedules``):
+    ``{name: {"spec", "next_ms", "last_tick_ms"}}`` (``last_tick_ms``: the latest tick sent or
+    passed over; None: none yet)."""
+    out: dict[str, dict[str, Any]] = {}
+    for field, value in fields.items():
+        name, _, what = field.decode().partition(":")
+        row = out.setdefault(name, {"spec": "", "next_ms": None, "last_tick_ms": None})
+        if what == "spec":
+            row["spec"] = value.decode()
+        elif what == "next":
+            row["next_ms"] = int(value)
+        elif not what:
+            row["last_tick_ms"] = int(value)
+    return dict(sorted(out.items()))
 
 
 def _age_of(raw: bytes | None, now: int) -> int | None:

@@ -166,7 +166,19 @@ class Settings:
     )
     mover_interval_s: float = setting(
         0.5,
-        "how often each worker makes due delayed messages pending (the lateness bound)",
+        "how often each worker makes due delayed messages pending (the lateness bound) and "
+        "fires its queue's periodic schedules",
+    )
+    schedule_file: str = setting(
+        "",
+        "a TOML file of periodic schedules (cron or every_s; each with its queue, payload and "
+        "options): the workers of each schedule's queue fire it, one message per tick "
+        "(docs/schedules.md); empty: none",
+    )
+    schedule_missed: str = setting(
+        "latest",
+        "the ticks of a schedule that passed while no worker of its queue ran: `latest` sends "
+        "one message for the latest, `all` one for each (the last 1000), `none` none",
     )
     max_attempts: int = setting(
         5,

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 DELIVERY_MODES = ("at-least-once", "at-most-once")
 PUBSUB_MODES = ("auto", "classic", "sharded")
+SCHEDULE_MISSED = ("latest", "all", "none")
 MIN_TOKEN_CHARS = 16  # a shorter API token is guessable
 MAX_CONCURRENCY = 1000  # handlers in hand per worker and queue
 MAX_TIMEOUT_S = 604800  # 7 days: the longest time limit a handler may be given
@@ -40,6 +41,11 @@ def check(settings: Settings) -> None:
     if settings.pubsub_mode not in PUBSUB_MODES:
         raise SettingsError(
             f"BUS_PUBSUB_MODE must be one of {PUBSUB_MODES}, got {settings.pubsub_mode!r}"
+        )
+    if settings.schedule_missed not in SCHEDULE_MISSED:
+        raise SettingsError(
+            f"BUS_SCHEDULE_MISSED must be one of {SCHEDULE_MISSED}, "
+            f"got {settings.schedule_missed!r}"
         )
     if settings.delivery not in DELIVERY_MODES:
         raise SettingsError(

@@ -30,6 +30,9 @@ key                                type    written by                      read 
                                            producers create it, the        ``consumers message``
                                            scripts that claim, settle,
                                            move and reap update it (TTL)
+``bus:{q}:schedules``              hash    the schedulers (workers): each  the schedulers,
+                                           schedule's last tick sent, its  /api/stats, status
+                                           next one, when it fires
 ``bus:{q}:once:<key>``             hash    a push with an idempotency      later pushes with
                                            key: its fingerprint, envelope  the same key (TTL:
                                            and answer (once.py)            the key's window)
@@ -95,6 +98,12 @@ def pending(queue: str) -> str:
 def level(queue: str, priority: int) -> str:
     """The list where ``queue``'s messages of ``priority`` wait (0: :func:`pending`)."""
     return f"{PREFIX}:{{{queue}}}:pending:{priority}" if priority else pending(queue)
+
+
+def schedules(queue: str) -> str:
+    """The periodic schedules that send to ``queue`` (consumers/scheduler.py): ``<name>`` -> the
+    last tick sent (ms), ``<name>:next`` -> the next one, ``<name>:spec`` -> when it fires."""
+    return f"{PREFIX}:{{{queue}}}:schedules"
 
 
 def levels_gate(queue: str) -> str:
