@@ -117,10 +117,11 @@ class Stack:
     base: str
     daemons: list[Daemon] = field(default_factory=list)
 
-    def start(self, kind: str, name: str, *args: str, handler: str = RECORD) -> Daemon:
-        """Start ``python -m consumers KIND --name NAME --handler HANDLER ARGS``."""
+    def start(self, kind: str, name: str, *args: str, handler: str = RECORD, **env: str) -> Daemon:
+        """Start ``python -m consumers KIND --name NAME --handler HANDLER ARGS`` (``env``: more
+        settings)."""
         records = self.workdir / f"{name}.jsonl"
-        env = project_env(self.redis.url, **STACK_ENV, TEST_BUS_RECORD=str(records))
+        env = project_env(self.redis.url, **{**STACK_ENV, **env}, TEST_BUS_RECORD=str(records))
         cmd = daemon_cmd(kind, "--name", name, "--handler", handler, *args)
         daemon = Daemon(name, Proc(cmd, env, self.workdir / f"{name}.log"), records)
         self.daemons.append(daemon)

@@ -287,6 +287,34 @@ def test_a_stuck_worker_is_flagged_overdue(stack: Stack, browser: Browser) -> No
     admin.close()
 
 
+def test_the_schedules_and_the_priority_levels_show(stack: Stack, browser: Browser) -> None:
+    """A worker w2 that fires an every-2-s schedule: its row shows when it fires, its next tick
+    ahead and its last tick behind, both moving; a depth with priority levels shows each one."""
+    plan = stack.workdir / "schedules.toml"
+    plan.write_text("[beat]\nqueue = 'default'\nevery_s = 2\npayload = 'beat'\n")
+    w2 = stack.start("worker", "w2", "--queue", "default", BUS_SCHEDULE_FILE=str(plan))
+    try:
+        browser.open()
+        browser.wait_cell("schedules", "fires", "every 2 s", 10, queue="default", schedule="beat")
+        first = browser.cell("schedules", "next tick", schedule="beat") or ""
+        assert re.fullmatch(r"in [0-9.]+ (ms|s)", first), first
+        wait_for(lambda: (browser.cell("schedules", "last tick", schedule="beat") or "")
+                 .endswith(" ago"), 5, "a tick behind", every_s=0.1)  # fmt: skip
+        wait_for(lambda: any(i.startswith("beat-") for d in (w2, stack.daemon("w1"))
+                             for i in d.handled_ids()), 6, "a beat handled")  # fmt: skip
+        shown = browser.driver.execute_script(
+            "return depth({depth: 3, priorities: {'0': 2, '9': 1}})"
+        )
+        assert shown == "3 (p9 1 · p0 2)"
+        assert (
+            browser.driver.execute_script("return depth({depth: 2, priorities: {'0': 2}})") == "2"
+        )
+        browser.screenshot("dashboard-schedules", "schedules")
+        assert browser.console_errors() == []
+    finally:
+        w2.proc.stop()
+
+
 def test_the_whole_session_logged_no_console_error(browser: Browser) -> None:
     """Once more, a load and a few polls; then nothing SEVERE in all the browser logged."""
     browser.open()

@@ -58,16 +58,33 @@ function inHand(w) {
   return w.overdue ? [`${text} · OVERDUE`, "bad"] : [text, w.busy ? "" : "muted"];
 }
 
+// A queue's depth, with each priority level's count when a level above 0 holds messages.
+function depth(v) {
+  const levels = Object.entries(v.priorities || {}).sort((a, b) => b[0] - a[0]);
+  if (!levels.some(([p]) => p !== "0")) return fmt(v.depth);
+  return `${fmt(v.depth)} (${levels.map(([p, n]) => `p${p} ${fmt(n)}`).join(" · ")})`;
+}
+// A time on Redis's clock as a distance from now: "in 4.2 s", "3.0 min ago".
+function fromNow(ms, now) {
+  if (ms === null || ms === undefined) return "-";
+  return ms >= now ? `in ${ago(ms - now)}` : `${ago(now - ms)} ago`;
+}
+
 function render(s) {
   fill("queues", Object.entries(s.queues).map(([q, v]) => ({
     attrs: {queue: q},
-    cells: [q, fmt(v.depth), v.scheduled ? `${fmt(v.scheduled)} (next in ${ago(Math.max(0, v.next_due_in_ms))})` : "0",
+    cells: [q, depth(v), v.scheduled ? `${fmt(v.scheduled)} (next in ${ago(Math.max(0, v.next_due_in_ms))})` : "0",
             fmt(v.in_flight), v.slots === undefined ? "-" : `${fmt(v.busy)}/${fmt(v.slots)}`,
             [fmt(v.dead), v.dead ? "bad" : ""], rate(v.handled_per_s),
             ago(v.oldest_age_ms), fmt(v.pushed_total), fmt(v.handled_total),
             [fmt(v.workers_alive), v.workers_alive ? "ok" : "bad"],
             [fmt(v.balance.unaccounted), v.balance.unaccounted ? "bad" : "ok"]],
   })), "no queue");
+  fill("schedules", Object.entries(s.queues).flatMap(([q, v]) =>
+    Object.entries(v.schedules || {}).map(([name, x]) => ({
+      attrs: {queue: q, schedule: name},
+      cells: [q, name, x.spec, fromNow(x.next_ms, s.redis_ms), fromNow(x.last_tick_ms, s.redis_ms)],
+    }))), "no schedule (BUS_SCHEDULE_FILE) has been fired");
   fill("workers", s.workers.map((w) => ({
     attrs: {name: w.name, queue: w.queue, state: w.state, overdue: String(Boolean(w.overdue))},
     cells: [w.queue, w.name, w.delivery || "-", [w.state, STATE_CLASS[w.state]],
