@@ -49,10 +49,11 @@ class Ledger:
         return p
 
     def try_push(self, payload: dict[str, Any]) -> str | None:
-        """One push (at the payload's ``"priority"``, if it names one); None if it raised (then
-        it is retried by :meth:`retry_refused`)."""
+        """One push (at the payload's ``"priority"`` and with its idempotency ``"key"``, if it
+        names them); None if it raised (then it is retried by :meth:`retry_refused`)."""
         try:
-            sent = self.producer.push(payload, priority=payload.get("priority"))
+            sent = self.producer.push(payload, priority=payload.get("priority"),
+                                      key=payload.get("key"))  # fmt: skip
         except (redis.ConnectionError, redis.TimeoutError):
             self.raised.append(payload)
             self.to_retry.append(payload)

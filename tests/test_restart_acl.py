@@ -28,6 +28,7 @@ import redis
 
 from consumers.worker import AHEAD_BATCHES
 from producer import Producer, keys
+from producer.store.counts import read_balance
 from tests.aclkit import AclRedis, generate
 from tests.conftest import quick_settings
 from tests.ledger import Ledger, Records, account, handled_ids
@@ -48,6 +49,8 @@ HANDLER_S = "0.003"
 HANDLED_BEFORE_STOP, BACKLOG_AT_STOP, AFTER_RESTART = 3 * BATCH_SIZE, 50, 200
 ALL_PROCESSING = "bus:{*}:processing:*"
 TRACK_EVERY = 4  # every 4th message tracked: its record is written by the same scripts
+LEVEL_EVERY = 3  # every 3rd message at a priority level (1 to 9): the level lists, the herald
+KEY_EVERY = 5  # every 5th with an idempotency key: a push retried after an error keeps it
 
 
 def slower(concurrency: int) -> str:
@@ -57,7 +60,8 @@ def slower(concurrency: int) -> str:
 
 
 class MixedLedger(Ledger):
-    """A :class:`Ledger` pushing as bus-web, every ``TRACK_EVERY``-th message tracked."""
+    """A :class:`Ledger` pushing as bus-web, every ``TRACK_EVERY``-th message tracked, every
+    ``LEVEL_EVERY``-th at a priority level, every ``KEY_EVERY``-th with an idempotency key."""
 
     def __init__(self, server: AclRedis) -> None:
         url = server.url_for("web")
@@ -68,6 +72,10 @@ class MixedLedger(Ledger):
     def try_push(self, payload: dict[str, object]) -> str | None:
         tracked = int(payload["n"]) % TRACK_EVERY == 0  # type: ignore[call-overload]
         self.producer = self.tracking if tracked else self.plain
+        if int(payload["n"]) % LEVEL_EVERY == 0:  # type: ignore[call-overload]
+            payload["priority"] = 1 + int(payload["n"]) % 9  # type: ignore[call-overload]
+        if int(payload["n"]) % KEY_EVERY == 0:  # type: ignore[call-overload]
+            payload["key"] = f"k-{payload['n']}"
         return super().try_push(payload)
 
     def tracked_ids(self) -> set[str]:
@@ -89,7 +97,7 @@ class QueueState(TypedDict):
 def queue_state(r: redis.Redis) -> QueueState:
     """Where the queue's messages are: pending, delayed, dead, the processing lists."""
     return {
-        "pending": int(r.llen(PENDING)),
+        "pending": int(read_balance(r, Q)["pending"]),  # every priority level
         "delayed": int(r.zcard(keys.delayed(Q))),
         "dead": int(r.llen(keys.dead(Q))),
         "processing": processing(r),
@@ -107,7 +115,7 @@ def quiesce(r: redis.Redis, path: Path, ledger: Ledger, timeout_s: float = 30.0)
         if len(records) != seen:
             seen, quiet_since = len(records), time.monotonic()
         done = (
-            r.llen(PENDING) == 0
+            read_balance(r, Q)["pending"] == 0
             and workers_idle(r, 1)
             and not set(ledger.accepted) - handled_ids(records)
         )
