@@ -40,6 +40,7 @@ from producer.errors import (
     EXIT_SOFTWARE,
     EXIT_TEMPFAIL,
     EXIT_UNAVAILABLE,
+    EXIT_USAGE,
     ConfigurationRefused,
     HandlerError,
     HandlersStuck,
@@ -79,8 +80,13 @@ def main(argv: Sequence[str] | None = None, environ: dict[str, str] | None = Non
     if args.command == "status":
         return status.run(settings, args.json, args.watch)
     try:
+        if args.command == "message" and args.words[0] == "cancel" and len(args.words) == 2:
+            return tools.cancel_message(settings, args.words[1], queues, args.json)
+        if args.command == "message" and len(args.words) == 1:
+            return tools.show_message(settings, args.words[0], queues, args.json, args.wait)
         if args.command == "message":
-            return tools.show_message(settings, args.id, queues, args.json, args.wait)
+            print("python -m consumers message: give ID, or cancel ID", file=sys.stderr)
+            return EXIT_USAGE
         if args.command == "dead":
             if args.action == "list" and args.limit is None:
                 args.limit = 100

@@ -21,8 +21,8 @@ import redis
 
 from consumers.delayed import retry_how
 from consumers.held import HANDLER, Held
-from consumers.lists import QueueOps
-from consumers.moves import ACK, give_back_move, tracked_how
+from consumers.lists import CANCELLED, QueueOps
+from consumers.moves import ACK, CANCEL, give_back_move, tracked_how
 from consumers.tracking import Context, encode_result, takes_context
 from producer import Envelope, EnvelopeError, Settings, decode
 from producer.errors import Reject, TimeLimitExceeded
@@ -137,7 +137,8 @@ class Handling:
         held.move = self.ops.dead_move(held.raw, reason, None, env)
 
     def _context(self, env: Envelope) -> Context:
-        return Context(env, self.queue, self.name, self._progress_writer(env))
+        return Context(env, self.queue, self.name, self._progress_writer(env),
+                       lambda: self.ops.cancel_asked(env))  # fmt: skip
 
     def _prepare(self, held: Held) -> Envelope | None:
         """Decode ``held`` and start its clock; garbage is dead-lettered (None: no handler)."""
@@ -153,8 +154,16 @@ class Handling:
         if env.ts:  # 0: the producer did not say when it sent it
             held.latency_ms = time.time_ns() // 1_000_000 - env.ts  # (now_ms(), inlined)
         if env.track and (held.popped or not self.at_least_once):
-            # No claim script saw it: its in-flight is written here, before the handler runs.
-            self._record(env, "in-flight", "worker", self.name, "attempt", env.attempt)
+            # No claim script saw it: its in-flight is written here, before the handler runs;
+            # one cancelled while it waited is dropped (counted, its record says cancelled).
+            written = self._record(env, "in-flight", "worker", self.name, "attempt", env.attempt)
+            if written == CANCELLED:
+                log.info("queue %s: %s was cancelled while it waited: dropped", self.queue,
+                         env.id)  # fmt: skip
+                held.move = (
+                    (held.raw, b"", tracked_how(CANCEL, env)) if self.at_least_once else None
+                )
+                return None
         held.limit_s = env.timeout_s or self._limit_s
         if env.attempt > 1 and self.at_least_once:  # a crash then charges it an attempt
             try:
@@ -231,12 +240,14 @@ class Handling:
         reason = f"handler failed on attempt {env.attempt}: {summary}"
         held.move = self.ops.dead_move(held.raw, reason, self._consumer, env)
 
-    def _record(self, env: Envelope, state: str, *fields: str | int) -> None:
+    def _record(self, env: Envelope, state: str, *fields: str | int) -> int:
+        """Write ``env``'s record (:meth:`QueueOps.record`'s answer; 0 when Redis refused)."""
         try:
-            self.ops.record(env, state, *fields)
+            return self.ops.record(env, state, *fields)
         except redis.RedisError as exc:  # the message goes on; only its record lags
             log.warning("queue %s: record of %s not written (%s): %s", self.queue, env.id,
                         state, exc)  # fmt: skip
+            return 0
 
     def write_record(self, held: Held) -> None:
         """At-most-once: write a handled tracked message's record (by the dispatcher)."""

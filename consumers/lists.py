@@ -29,6 +29,7 @@ Claimed = tuple[int, int, list[bytes]]  # settle_claim's reply: moved, dropped, 
 log = logging.getLogger(__name__)
 RECOVER_CHUNK = 500  # messages moved per script call (keeps one call short under a huge list)
 ORPHAN_PASSES = 12  # a reaper looks for unregistered workers' lists every 12th pass (60 s)
+CANCELLED = -1  # QueueOps.record: the message was cancelled while it waited (lua/record.lua)
 
 
 class QueueOps:
@@ -128,12 +129,17 @@ class QueueOps:
         entry = dead_entry(raw, reason, queue=self.queue, consumer=consumer)
         return raw, entry, tracked_how(DEAD if consumer else DEAD_UNLISTED, env, reason)
 
-    def record(self, env: Envelope, state: str, *fields: str | int) -> bool:
+    def record(self, env: Envelope, state: str, *fields: str | int) -> int:
         """Write a tracked message's state and ``fields`` (name, value, ...) outside a move: the
-        in-flight of a message taken by a blocking pop, the at-most-once outcomes. False when
-        the queue keeps no records (its gate expired)."""
+        in-flight of a message taken by a blocking pop, the at-most-once outcomes. 1 when
+        written, 0 when the queue keeps no records (its gate expired), :data:`CANCELLED` for
+        an in-flight of a message cancelled while it waited (nothing written: drop it)."""
         args = [env.id, state, *fields]
-        return bool(scripts.RECORD(self.client, [self.gate, keys.record(self.queue, env.id)], args))
+        return int(scripts.RECORD(self.client, [self.gate, keys.record(self.queue, env.id)], args))
+
+    def cancel_asked(self, env: Envelope) -> bool:
+        """Whether tracked message ``env`` was cancelled while its handler runs."""
+        return bool(self.client.hexists(keys.record(self.queue, env.id), "cancel_ms"))
 
     def progress(self, env: Envelope, consumer: str, fraction: float, text: str) -> bool:
         """Write a tracked message's progress while ``consumer`` holds it; False otherwise."""

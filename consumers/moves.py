@@ -12,7 +12,7 @@ from producer.store.deadletters import dead_entry
 from producer.store.envelope import Envelope, EnvelopeError, decode
 
 Move = tuple[bytes, bytes, str]
-ACK, RELEASE, RETRY, DEAD, DEAD_UNLISTED = "A", "R", "L", "D", "P"
+ACK, RELEASE, RETRY, DEAD, DEAD_UNLISTED, CANCEL = "A", "R", "L", "D", "P", "C"
 
 
 def retry_later(delay_ms: int) -> str:

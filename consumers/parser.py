@@ -178,9 +178,16 @@ def build_parser() -> argparse.ArgumentParser:
         "message",
         [common],
         "Print a tracked message's record: its state (scheduled, pending, in-flight, retrying, "
-        "handled, dead), attempt, worker, progress, error and result.",
+        "handled, dead, cancelled), attempt, worker, progress, error and result. "
+        "'message cancel ID' cancels it: waiting, it will not be delivered; in a handler's "
+        "hands, the handler's Context.cancelled turns true and the attempt is not retried.",
     )
-    m.add_argument("id", help="the message id (the 'id' of POST /prodcons's answer)")
+    m.add_argument(
+        "words",
+        nargs="+",
+        metavar="[cancel] ID",
+        help="the message id (the 'id' of POST /prodcons's answer), after 'cancel' to cancel it",
+    )
     m.add_argument(
         "--queue",
         action="append",

@@ -19,7 +19,7 @@ from producer import Settings, make_client
 from producer import keys as bus_keys
 from producer.errors import EXIT_OK, EXIT_UNHEALTHY
 from producer.store.deadletters import DeadLetters
-from producer.store.tracking import check_id, find_record
+from producer.store.tracking import cancel, check_id, find_record
 
 log = logging.getLogger("consumers")
 
@@ -123,6 +123,27 @@ def show_message(settings: Settings, msg_id: str, queues: list[str], as_json: bo
         for line in _record_lines(record):
             print(line)
     return EXIT_OK if wait_s is None or done else EXIT_UNHEALTHY
+
+
+def cancel_message(settings: Settings, msg_id: str, queues: list[str], as_json: bool) -> int:
+    """``message cancel ID``: cancel a tracked message; say what was done. Exit 1 when there is
+    no record of it."""
+    bad = check_id(msg_id)
+    if bad:
+        print(f"python -m consumers message: {bad}", file=sys.stderr)
+        return EXIT_UNHEALTHY
+    done = cancel(make_client(settings, "admin", "message"), queues, msg_id)
+    if done is None:
+        where = ", ".join(queues)
+        print(f"no record of message {msg_id!r} in queue(s) {where}: only tracked messages can "
+              "be cancelled, and records expire (BUS_RESULT_TTL_S)", file=sys.stderr)  # fmt: skip
+        return EXIT_UNHEALTHY
+    if as_json:
+        print(json.dumps({"id": msg_id, "queue": done.queue, "outcome": done.outcome,
+                          "state": done.state, "meaning": done.meaning}))  # fmt: skip
+    else:
+        print(f"{msg_id} (queue {done.queue}, {done.state}): {done.outcome}: {done.meaning}")
+    return EXIT_OK
 
 
 def _record_lines(record: dict[str, Any]) -> list[str]:

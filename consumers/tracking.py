@@ -39,14 +39,19 @@ class Context:
     handler may report in a tight loop at the cost of one round trip per 0.1 s.
     """
 
-    __slots__ = ("_every_s", "_last_at", "_write", "envelope", "queue", "reports", "worker")
+    __slots__ = ("_ask", "_asked_at", "_cancelled", "_every_s", "_last_at", "_write", "envelope",
+                 "queue", "reports", "worker")  # fmt: skip
 
     def __init__(self, envelope: Envelope, queue: str, worker: str,
-                 write: Callable[[float, str], bool]) -> None:  # fmt: skip
+                 write: Callable[[float, str], bool],
+                 ask: Callable[[], bool] | None = None) -> None:  # fmt: skip
         self.envelope = envelope
         self.queue = queue
         self.worker = worker
         self._write = write
+        self._ask = ask  # whether the message was cancelled (its record asks it to stop)
+        self._asked_at = -math.inf
+        self._cancelled = False
         self._last_at = -math.inf
         self._every_s = PROGRESS_EVERY_S
         self.reports: list[tuple[float, str]] = []  # kept by for_tests() contexts only
@@ -78,6 +83,26 @@ class Context:
     def tracked(self) -> bool:
         """The message has a status record (its envelope says ``"track": true``)."""
         return self.envelope.track
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the message was cancelled while this handler runs (``Producer.cancel``,
+        ``DELETE /api/messages/<id>``, ``python -m consumers message cancel <id>``). A handler
+        that can stop early looks now and then and stops (returns, or raises): either way the
+        attempt is not retried, and unless it returns its record says ``cancelled``. Looked up
+        in Redis at most every 0.1 s; always False for an untracked message (only tracked ones
+        can be cancelled) and when Redis cannot say."""
+        if self._cancelled or not self.tracked or self._ask is None:
+            return self._cancelled
+        now = time.monotonic()
+        if now - self._asked_at >= self._every_s:
+            self._asked_at = now
+            try:
+                self._cancelled = self._ask()
+            except redis.RedisError as exc:
+                log.info("queue %s: whether %s was cancelled is not known: %s", self.queue,
+                         self.envelope.id, exc)  # fmt: skip
+        return self._cancelled
 
     def report_progress(self, fraction: float, text: str = "") -> bool:
         """Say how far the handler got: ``fraction`` from 0 to 1 and a short ``text`` (cut at

@@ -32,10 +32,12 @@ from producer.settings import Settings
 from producer.store import keys
 from producer.store.envelope import Envelope, decode, encode
 from producer.store.envelope import new as new_envelope
+from producer.store.tracking import Cancellation
 
 __all__ = [
     "Backoff",
     "BusError",
+    "Cancellation",
     "Envelope",
     "EnvelopeError",
     "IdempotencyConflict",

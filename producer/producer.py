@@ -17,6 +17,7 @@ from producer.keyed import KeyedSends, Sent, new_src
 from producer.observe.stats import Stats
 from producer.settings import Settings
 from producer.store import envelope, keys, once, scripts, tracking
+from producer.store.tracking import Cancellation
 
 
 class Producer(KeyedSends):
@@ -167,6 +168,18 @@ class Producer(KeyedSends):
             timeout_s=timeout_s,
             priority=priority,
         )[0]
+
+    def cancel(self, msg_id: str, queue: str = "default") -> Cancellation | None:
+        """Cancel tracked message ``msg_id`` of ``queue``: waiting (scheduled, pending or
+        retrying), it will not be delivered (``outcome`` ``cancelled``); in a handler's hands,
+        the handler's ``Context.cancelled`` is true from now on and the attempt is not retried
+        (``signalled``); handled, dead or cancelled already, nothing is done (``finished``).
+        None when ``queue`` has no record of it (not tracked, unknown, expired). ValueError for
+        an id no record can have (see :mod:`producer.store.tracking`)."""
+        bad = tracking.check_id(msg_id)
+        if bad:
+            raise ValueError(bad)
+        return tracking.cancel(self.client, (queue,), msg_id)
 
     def publish(self, payload: Any, channel: str = "default", *, key: str | None = None) -> Sent:
         """PUBLISH one message on ``channel``; the result is how many subscribers received it.

@@ -117,6 +117,10 @@ ELSEWHERE = EXAMPLE_ELSEWHERE | {
         "runs it after bus-admin's env file, on its own sentinel port",
     "make loadtest-quick": "tests/test_loadtest.py runs `python -m loadtest run all --quick`, "
         "the command of make loadtest-quick",
+    "curl -s -XDELETE 'localhost:8000/api/messages/5c0f...?queue=default'":
+        "tests/test_cancel.py sends DELETE /api/messages/<id>?queue=default to the web app",
+    ".venv/bin/python -m consumers message cancel <id>": "tests/test_cancel.py runs "
+        "`python -m consumers message cancel <id>` against a Redis of its own",
 }  # fmt: skip
 
 # Commands the documents show that no test runs, and why.

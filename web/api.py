@@ -12,7 +12,7 @@ from producer import keys
 from producer.connection.client import node_client
 from producer.connection.writes import WriteTracker
 from producer.store.deadletters import DeadLetters
-from producer.store.tracking import check_id, find_record
+from producer.store.tracking import cancel, check_id, find_record
 from web.auth import require_token
 from web.bus import Bus, get_bus
 from web.errors import BadMessage, WriteUnconfirmed
@@ -91,6 +91,31 @@ def message(msg_id: str) -> ResponseReturnValue:
             queues=list(queues),
         )
     return record
+
+
+@bp.delete("/api/messages/<msg_id>")
+def cancel_message(msg_id: str) -> ResponseReturnValue:
+    """Cancel a tracked message (``?queue=`` names its queue; default: every configured queue
+    is looked in): 200 with what happened (``outcome``: cancelled, signalled or finished, and
+    the ``state`` it was in), 404 when there is no record of it. Guarded by the API token. A
+    cancel repeated is harmless (it answers ``finished``), so a 503 may be retried at will."""
+    bad = check_id(msg_id)
+    if bad:
+        raise BadMessage(400, bad)
+    queue = request.args.get("queue")
+    bus = _known(queue) if queue is not None else get_bus()
+    require_token(bus.settings.api_token)
+    queues = (queue,) if queue is not None else bus.settings.queues
+    done = cancel(bus.get_client(), queues, msg_id)
+    if done is None:
+        raise BadMessage(
+            404,
+            f"no record of message {msg_id!r}: only tracked messages can be cancelled, and its "
+            "record may have expired (BUS_RESULT_TTL_S after its last change)",
+            queues=list(queues),
+        )
+    return {"id": msg_id, "queue": done.queue, "outcome": done.outcome, "state": done.state,
+            "meaning": done.meaning}  # fmt: skip
 
 
 @bp.get("/api/queues/<queue>/dead")

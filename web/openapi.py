@@ -93,6 +93,17 @@ def _form_body(dest: str, names: tuple[str, ...]) -> dict[str, Any]:
     }
 
 
+MSG_ID = {
+    "name": "msg_id",
+    "in": "path",
+    "required": True,
+    "schema": {
+        "type": "string",
+        "minLength": 1,
+        "maxLength": MAX_ID_CHARS,
+        "pattern": "^[^\\u0000-\\u001f]+$",
+    },
+}
 QUEUE_ONLY = "a timeout_s or a priority (they apply to queue messages only), "
 
 
@@ -237,6 +248,20 @@ SCHEMAS: dict[str, Any] = {
             "kept": {"type": "integer", "minimum": 0},
         },
         "required": ["queue", "requeued", "kept"],
+    },
+    "Cancelled": {
+        "type": "object",
+        "description": "what a cancel did: cancelled (it waited: it will not be delivered), "
+        "signalled (in a handler's hands: Context.cancelled, not retried) or finished (handled, "
+        "dead or cancelled already: nothing done); state: the one it was in",
+        "properties": {
+            "id": {"type": "string"},
+            "queue": {"type": "string"},
+            "outcome": {"enum": ["cancelled", "signalled", "finished"]},
+            "state": {"type": "string"},
+            "meaning": {"type": "string"},
+        },
+        "required": ["id", "queue", "outcome", "state", "meaning"],
     },
     "Worker": {
         "type": "object",
@@ -397,20 +422,7 @@ def describe(settings: Settings) -> dict[str, Any]:
         "/api/messages/{msg_id}": {
             "get": {
                 "summary": "a tracked message's record",
-                "parameters": [
-                    {
-                        "name": "msg_id",
-                        "in": "path",
-                        "required": True,
-                        "schema": {
-                            "type": "string",
-                            "minLength": 1,
-                            "maxLength": MAX_ID_CHARS,
-                            "pattern": "^[^\\u0000-\\u001f]+$",
-                        },
-                    },
-                    {**queue, "in": "query", "required": False},
-                ],
+                "parameters": [MSG_ID, {**queue, "in": "query", "required": False}],
                 "responses": {
                     "200": _json(_ref("Record"), "the record"),
                     "400": _error("not a message id"),
@@ -419,7 +431,19 @@ def describe(settings: Settings) -> dict[str, Any]:
                     ),
                     "503": UNAVAILABLE,
                 },
-            }
+            },
+            "delete": {
+                "summary": "cancel a tracked message",
+                "parameters": [MSG_ID, {**queue, "in": "query", "required": False}],
+                "responses": {
+                    "200": _json(_ref("Cancelled"), "what was done"),
+                    "400": _error("not a message id"),
+                    "404": _error(
+                        "no record (never tracked, unknown, expired), or an unknown queue"
+                    ),
+                    "503": UNAVAILABLE,
+                },
+            },
         },
         "/api/queues/{queue}/dead": {
             "get": {
@@ -488,7 +512,7 @@ def _guard(paths: dict[str, Any], components: dict[str, Any]) -> None:
         operation = paths[path][method]
         operation["security"] = [{"token": []}]
         operation["responses"]["401"] = _error("no API token, or another one")
-        form = operation["requestBody"]["content"].get(FORM)
+        form = operation.get("requestBody", {}).get("content", {}).get(FORM)
         if form:  # the page without JavaScript sends it as a field
             form["schema"]["properties"]["token"] = {"type": "string"}
     for path in ("/prodcons", "/pubsub"):
@@ -502,4 +526,5 @@ GUARDED = (
     ("/prodcons", "post"),
     ("/pubsub", "post"),
     ("/api/queues/{queue}/dead/requeue", "post"),
+    ("/api/messages/{msg_id}", "delete"),
 )

@@ -9,10 +9,13 @@ same script as the move it counts:
 ``acked``     at-least-once: handled, removed from a processing list by the ack
 ``dead``      at-least-once: removed from ``pending`` or a processing list to ``dead``
 ``taken``     at-most-once: popped by a worker (handled, dead-lettered or lost after that)
+``cancelled`` at-least-once: a tracked message cancelled while it waited, dropped by the script
+              that next met it, or cancelled while its handler ran and removed at its settle
+              (at-most-once, the latter are counted as taken)
 
 So at every moment, for a queue whose producers all count their pushes::
 
-    pushed + requeued = acked + dead + taken + pending + processing + delayed
+    pushed + requeued = acked + dead + taken + cancelled + pending + processing + delayed
 
 and :func:`read_balance` returns the difference as ``unaccounted``: above 0, messages left the
 lists without a script of the bus moving them (a ``DEL``, a processing list whose worker is in
@@ -37,7 +40,14 @@ import redis
 
 from producer.store import keys, scripts
 
-FIELDS = ("pushed", "requeued", "acked", "dead", "taken")  # lua/lib/count.lua, lua/balance.lua
+FIELDS = (
+    "pushed",
+    "requeued",
+    "acked",
+    "dead",
+    "taken",
+    "cancelled",
+)  # lua/lib/count.lua, lua/balance.lua
 
 
 def read_balance(client: redis.Redis, queue: str) -> dict[str, int]:
@@ -48,7 +58,7 @@ def read_balance(client: redis.Redis, queue: str) -> dict[str, int]:
     reply: list[Any] = scripts.BALANCE(client, q_keys)
     out = {_text(reply[i]): int(reply[i + 1]) for i in range(0, len(reply), 2)}
     came = out["pushed"] + out["requeued"]
-    went = out["acked"] + out["dead"] + out["taken"]
+    went = out["acked"] + out["dead"] + out["taken"] + out["cancelled"]
     out["unaccounted"] = came - went - out["pending"] - out["processing"] - out["delayed"]
     return out
 

@@ -58,6 +58,7 @@ SETTLE_CLAIM = load("settle_claim")
 REAP = load("reap")
 MOVE_DUE = load("move_due")
 FIRE = load("fire")
+CANCEL = load("cancel")
 RECORD = load("record")
 PROGRESS = load("progress")
 # at-most-once
@@ -84,4 +85,4 @@ FLUSH_STATS = load("flush_stats")
 
 ALL = (CLAIM, SETTLE, SETTLE_CLAIM, REAP, MOVE_DUE, RECORD, PROGRESS, TAKE, TAKEN, GIVE_BACK,
        HEARTBEAT, TAKE_NAME, RELEASE_NAME, STALE, PUSH, PUSH_IF_ROOM, SCHEDULE, PUSH_TRACKED,
-       PUSH_ONCE, PUBLISH_ONCE, BALANCE, LEVELS, REQUEUE, FLUSH_STATS, FIRE)  # fmt: skip
+       PUSH_ONCE, PUBLISH_ONCE, BALANCE, LEVELS, REQUEUE, FLUSH_STATS, FIRE, CANCEL)  # fmt: skip

@@ -14,6 +14,10 @@ after its last change. It goes through these states:
                a result was not stored)
 ``dead``       dead-lettered (``reason``); requeued from the dead letters, it is ``pending``
                again, attempt 1 (``requeued_ms``)
+``cancelled``  cancelled (:func:`cancel`) while it waited (``cancelled_from``: scheduled,
+               pending or retrying; the script that next meets the message drops it), or
+               while its handler ran (``cancel_ms``, then ``cancelled`` with the ``reason``
+               when the attempt ended other than handled: it is not retried)
 
 Every state change is written by the very script that makes it: the push, the mover, the claim,
 the settle (ack, retry, dead letter, give back), the reaper and the dead letters' requeue. So a
@@ -33,15 +37,38 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import redis
 
-from producer.store import keys
+from producer.store import keys, scripts
 
-STATES = ("scheduled", "pending", "in-flight", "retrying", "handled", "dead")
-FINAL = ("handled", "dead")
-INTS = ("attempt", "due_ms", "created_ms", "updated_ms", "progress_ms", "requeued_ms")
+STATES = ("scheduled", "pending", "in-flight", "retrying", "handled", "dead", "cancelled")
+FINAL = ("handled", "dead", "cancelled")
+INTS = ("attempt", "due_ms", "created_ms", "updated_ms", "progress_ms", "requeued_ms", "cancel_ms")
+OUTCOMES = {
+    "cancelled": "it waited (scheduled, pending or retrying): it will not be delivered",
+    "signalled": "it is in a handler's hands: Context.cancelled is true now, and its attempt "
+    "is not retried",
+    "finished": "it was handled, dead-lettered or cancelled already: nothing was done",
+}
+
+
+@dataclass(frozen=True)
+class Cancellation:
+    """What :func:`cancel` did: ``outcome`` (a key of :data:`OUTCOMES`), the message's
+    ``queue`` and its ``state`` before."""
+
+    queue: str
+    outcome: str
+    state: str
+
+    @property
+    def meaning(self) -> str:
+        return OUTCOMES[self.outcome]
+
+
 STAMPS = {state: state.replace("-", "_") + "_ms" for state in STATES}
 MAX_ID_CHARS = 256
 
@@ -59,6 +86,19 @@ def read_record(client: redis.Redis, queue: str, msg_id: str) -> dict[str, Any] 
     """The record of ``msg_id`` on ``queue``, parsed (see :func:`parse`); None if there is none
     (never tracked, unknown, or expired)."""
     return find_record(client, (queue,), msg_id)
+
+
+def cancel(client: redis.Redis, queues: Iterable[str], msg_id: str) -> Cancellation | None:
+    """Cancel tracked message ``msg_id`` on the first of ``queues`` that has a record of it (one
+    script there, lua/cancel.lua); None when none has. Cancelling again is harmless: it says
+    ``finished`` (or ``signalled`` while the handler still runs)."""
+    for queue in queues:
+        reply = scripts.CANCEL(client, (keys.tracking(queue), keys.record(queue, msg_id)),
+                               (msg_id,))  # fmt: skip
+        outcome, before = (_text(x) for x in reply)
+        if outcome != "unknown":
+            return Cancellation(queue, outcome, before)
+    return None
 
 
 def find_record(client: redis.Redis, queues: Iterable[str], msg_id: str) -> dict[str, Any] | None:

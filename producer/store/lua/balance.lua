@@ -9,9 +9,9 @@
 --#include lib/levels.lua
 
 local out = {}
-local c = redis.call('HMGET', KEYS[1], 'pushed', 'requeued', 'acked', 'dead', 'taken')
-local names = {'pushed', 'requeued', 'acked', 'dead', 'taken'}
-for i = 1, 5 do out[#out + 1] = names[i]; out[#out + 1] = tonumber(c[i] or 0) end
+local names = {'pushed', 'requeued', 'acked', 'dead', 'taken', 'cancelled'}
+local c = redis.call('HMGET', KEYS[1], unpack(names))
+for i = 1, #names do out[#out + 1] = names[i]; out[#out + 1] = tonumber(c[i] or 0) end
 local prefix = string.sub(KEYS[2], 1, -8) .. 'processing:'
 local processing = 0
 for _, name in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do

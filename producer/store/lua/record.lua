@@ -1,6 +1,7 @@
 -- record: a worker's own write of a tracked message's state, outside a move: in-flight for a
 -- message it took with a blocking pop (no script claimed it), and the at-most-once outcomes (no
--- script settles them). Returns 1 if written (0: the queue keeps no records).
+-- script settles them). Returns 1 if written (0: the queue keeps no records), -1 when an
+-- in-flight is asked for a message cancelled while it waited (nothing written: drop it).
 --
 -- KEYS[1]  bus:{q}:tracking (the records' gate)
 -- KEYS[2]  bus:{q}:msg:<id> (the record)
@@ -15,6 +16,7 @@ if not ttl then return 0 end
 local fields = {}
 for i = 3, #ARGV do fields[i - 2] = ARGV[i] end
 if ARGV[2] == 'in-flight' then
+  if rec_cancelled(KEYS[1], ARGV[1]) then return -1 end
   redis.call('HDEL', KEYS[2], 'progress', 'progress_text', 'progress_ms')
 end
 rec_write(KEYS[1], ttl, ARGV[1], ARGV[2], now_ms(), fields)

@@ -6,6 +6,7 @@
 --#include lib/now.lua
 --#include lib/records.lua
 --#include lib/levels.lua
+--#include lib/count.lua
 
 local function redelivered(raw)
   local at = string.find(raw, '"attempt":', 1, true)  -- plain: the cheap test
@@ -50,21 +51,25 @@ local function claim(pending, processing, n, gate)
     for j = 1, #got do oldest_first[#oldest_first + 1] = got[j] end
     if ends or #oldest_first >= n then break end
   end
-  local k = #oldest_first
-  if k == 0 then return oldest_first end
-  for i = 1, k, 1000 do  -- unpack() is bounded by Lua's stack
-    redis.call('LPUSH', processing, unpack(oldest_first, i, math.min(i + 999, k)))
-  end
-  local ttl = gate_ttl(gate)
-  if ttl then
-    local worker, now = string.match(processing, ':processing:(.*)$'), now_ms()
-    for j = 1, k do
+  local ttl = #oldest_first > 0 and gate_ttl(gate)
+  if ttl then  -- tracked ones are in-flight now; one cancelled while it waited is dropped
+    local worker, now, kept = string.match(processing, ':processing:(.*)$'), now_ms(), {}
+    for j = 1, #oldest_first do
       local id, attempt = tracked_raw(oldest_first[j])
-      if id then
+      if not id then
+        kept[#kept + 1] = oldest_first[j]
+      elseif not rec_cancelled(gate, id) then
+        kept[#kept + 1] = oldest_first[j]
         redis.call('HDEL', rec_key(gate, id), 'progress', 'progress_text', 'progress_ms')
         rec_write(gate, ttl, id, 'in-flight', now, {'worker', worker, 'attempt', attempt})
       end
     end
+    count(pending, 'cancelled', #oldest_first - #kept)
+    oldest_first = kept
+  end
+  local k = #oldest_first
+  for i = 1, k, 1000 do  -- unpack() is bounded by Lua's stack
+    redis.call('LPUSH', processing, unpack(oldest_first, i, math.min(i + 999, k)))
   end
   return oldest_first
 end

@@ -9,6 +9,11 @@
 --          pending if the same bytes are delayed already: a zset cannot hold them twice)
 --   D  LPUSH dead (garbage, attempts exhausted)
 --   P  LPUSH dead without removing (at-most-once: the message is in no list any more)
+--   C  remove only, counted as cancelled: a tracked message cancelled while it waited, met
+--      by the worker that popped it
+-- A tracked message whose record asks its handler to stop (cancelled while in-flight,
+-- lua/cancel.lua) is not retried, dead-lettered or given back: its move becomes C (its record
+-- says cancelled), unless it is an ack (the handler finished: handled).
 -- Every move but P happens only if the removal found the value. Past dead_max entries (0: no
 -- cap) the oldest dead letters are trimmed and counted. delayed: the queue's delayed zset.
 -- Returns {moved, dropped}.
@@ -42,6 +47,9 @@ local function settle_record(gate, ttl, code, id, attempt, note, raw, value, due
   elseif code == 'D' or code == 'P' then
     table.insert(f, 'reason'); table.insert(f, note)
     rec_write(gate, ttl, id, 'dead', now, f)
+  elseif code == 'C' then
+    if note ~= '' then table.insert(f, 'reason'); table.insert(f, note) end
+    rec_write(gate, ttl, id, 'cancelled', now, f)
   else
     table.insert(f, 'error'); table.insert(f, note)
     if due then table.insert(f, 'due_ms'); table.insert(f, due) end
@@ -84,11 +92,15 @@ local function move_triples(first, dead_max, delayed, gate)
     settle_records(first, gate)
     return {math.floor((#ARGV - first + 1) / 3), 0}
   end
-  local moved, to_dead, acked, listed_dead = 0, 0, 0, 0
+  local moved, to_dead, acked, listed_dead, cancelled = 0, 0, 0, 0, 0
   local ttl = false  -- the records' TTL, read at the first tracked move
   for i = first, #ARGV, 3 do
     local code, id, attempt, note = split_how(ARGV[i + 2])
-    if code == 'P' or redis.call('LREM', KEYS[1], -1, ARGV[i]) == 1 then
+    local unlisted = code == 'P'  -- at-most-once: in no list, counted as taken already
+    if id and code ~= 'A' and code ~= 'C' and rec_cancel_asked(gate, id) then
+      code, note = 'C', 'cancelled while its handler ran'
+    end
+    if unlisted or redis.call('LREM', KEYS[1], -1, ARGV[i]) == 1 then
       local due = nil
       if code == 'R' then enqueue(KEYS[2], ARGV[i + 1], true)
       elseif code == 'L' then enqueue(KEYS[2], ARGV[i + 1], false)
@@ -106,6 +118,8 @@ local function move_triples(first, dead_max, delayed, gate)
         if code == 'D' then listed_dead = listed_dead + 1 end
       elseif code == 'A' then
         acked = acked + 1
+      elseif code == 'C' and not unlisted then
+        cancelled = cancelled + 1
       end
       moved = moved + 1
       if id then
@@ -116,6 +130,7 @@ local function move_triples(first, dead_max, delayed, gate)
   end
   count(KEYS[2], 'acked', acked)
   count(KEYS[2], 'dead', listed_dead)  -- P's were counted as taken when popped
+  count(KEYS[2], 'cancelled', cancelled)
   local dropped = 0
   if to_dead > 0 and dead_max > 0 then
     local n = redis.call('LLEN', KEYS[3])

@@ -26,6 +26,17 @@ local function rec_write(gate, ttl, id, state, now, fields)
   keep_gate(gate, ttl)
 end
 
+-- Whether id's record says it was cancelled while it waited (lua/cancel.lua): whoever meets the
+-- message next drops it.
+local function rec_cancelled(gate, id)
+  return redis.call('HGET', rec_key(gate, id), 'state') == 'cancelled'
+end
+
+-- Whether id's record asks its handler to stop (cancelled while in-flight): not retried.
+local function rec_cancel_asked(gate, id)
+  return redis.call('HEXISTS', rec_key(gate, id), 'cancel_ms') == 1
+end
+
 -- The id and attempt of a message whose envelope says "track": true (nil otherwise): for the
 -- raws a script finds itself (a claim, the mover). A plain search first, JSON only on a hit.
 local function tracked_raw(raw)
