@@ -93,7 +93,7 @@ class Stack:
         """Start a document's daemon command in the background (its own process group)."""
         with open(log, "wb") as out:
             return subprocess.Popen(
-                ["bash", "-c", self.script(env_line, line).replace(line, "exec " + line)],
+                ["bash", "-c", self.script(env_line, line).replace(line, exec_line(line))],
                 cwd=self.home, env=self.env, stdout=out, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )  # fmt: skip
@@ -163,3 +163,10 @@ def make_run_stack(tmp_path: Path) -> Iterator[Stack]:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 honcho.wait(15)
         kill_stack(honcho, sessions, redis_port)
+
+
+def exec_line(line: str) -> str:
+    """``line`` run with exec (its process is the one started), through ``env`` when it sets
+    variables first (``BUS_X=1 cmd``: exec takes no assignment)."""
+    first = line.split(" ", 1)[0]
+    return ("exec env " if "=" in first else "exec ") + line

@@ -165,7 +165,10 @@ def test_slow_handlers_cost_a_time_limit_or_a_process_and_end_dead_lettered(
     assert fates["none"]["handled"] == fates["none"]["accepted"], fates
     assert row["duplicates_explained"] == row["duplicated"], row
     died = row["handlers_met"]["die"]
-    assert fates["die"]["accepted"] <= died <= 3 * fates["die"]["accepted"], row
+    # BUS_MAX_ATTEMPTS=3, and a first attempt that crashed beside others in its worker's list
+    # goes back all the same (which one killed it is not known): one more delivery, alone
+    # (docs/how-it-works.md, Poison messages). So 3 to 4 meetings each.
+    assert fates["die"]["accepted"] <= died <= (3 + 1) * fates["die"]["accepted"], row
     assert sum(n.get("exit code 1", 0) for n in scn["restarts"].values()) == died, scn
     limit, oldest = scn["inhand"]["limit_ms"], scn["inhand"]["max_age_ms"]
     assert limit == 2000 and limit / 2 < oldest <= limit + 1000, scn["inhand"]
