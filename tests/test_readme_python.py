@@ -23,7 +23,7 @@ from producer import decode, keys, new_envelope
 from tests.doctext import DOCUMENTS, fenced, text_of
 
 # The pages whose Python blocks the tests below run, and how many each shows.
-RUN_HERE = {"python.md": 4, "tracked.md": 1}
+RUN_HERE = {"python.md": 4, "tracked.md": 2}
 
 
 INCLUDE = re.compile(r"--8<--\n(\S+)\n--8<--\n")  # a block that includes a file of the checkout
@@ -73,11 +73,12 @@ def test_the_python_page_runs_as_written(
     limits = [decode(raw).timeout_s for raw in r.lrange(keys.pending("default"), 0, -1)]
     assert limits == [None, None, 600.0, None, None, None, None]  # newest first
     assert r.zcard(keys.delayed("default")) == 1
+    assert [decode(x).payload for x in r.lrange(keys.level("default", 9), 0, -1)] == [{"n": 7}]
 
 
 def test_the_tracked_page_handler_reports_progress_and_returns_its_result() -> None:
     """The handler of "Tracked messages", with ``draw`` (the reader's own work) doing nothing."""
-    (block,) = snippets("tracked.md")
+    block = snippets("tracked.md")[0]
     drawn: list[int] = []
     namespace: dict[str, object] = {"__name__": "docs", "draw": drawn.append}
     exec(compile(block, "docs/tracked.md", "exec"), namespace)
@@ -87,3 +88,19 @@ def test_the_tracked_page_handler_reports_progress_and_returns_its_result() -> N
     assert drawn == [0, 1, 2, 3]
     assert ctx.reports == [(0.25, "page 1 of 4"), (0.5, "page 2 of 4"), (0.75, "page 3 of 4"),
                            (1.0, "page 4 of 4")]  # fmt: skip
+
+
+def test_the_tracked_page_handler_stops_when_cancelled() -> None:
+    """The cancellable handler of "Cancelling a message", with ``fetch`` doing nothing: it
+    fetches every page, or stops at once (raises) once the message is cancelled."""
+    block = snippets("tracked.md")[1]
+    fetched: list[int] = []
+    namespace: dict[str, object] = {"__name__": "docs", "fetch": fetched.append}
+    exec(compile(block, "docs/tracked.md", "exec"), namespace)
+    crawl = namespace["crawl"]
+    env = new_envelope({"pages": 3}, track=True)
+    crawl(env, Context(env, "default", "test", lambda f, t: True, lambda: False))  # type: ignore[operator]
+    assert fetched == [0, 1, 2]
+    with pytest.raises(RuntimeError, match="cancelled"):
+        crawl(env, Context(env, "default", "test", lambda f, t: True, lambda: True))  # type: ignore[operator]
+    assert fetched == [0, 1, 2]
