@@ -300,7 +300,10 @@ class Producer(KeyedSends):
             depth = self._push_if_room(queue, level, key, raws)
         else:
             # One script: the push and its count (producer/store/counts.py), never half-applied.
-            depth = scripts.PUSH.run(self._write, (key,), (level, *raws))
+            if level:
+                depth = scripts.PUSH_LEVEL.run(self._write, (key,), (level, *raws))
+            else:
+                depth = scripts.PUSH.run(self._write, (key, keys.levels_gate(queue)), raws)
         return [int(depth) - len(raws) + 1 + i for i in range(len(raws))]
 
     def _push_if_room(self, queue: str, level: int, key: str, raws: list[bytes]) -> int:

@@ -18,6 +18,7 @@ from producer.store.scripts import LUA_DIR
 from tests.procs import ROOT
 
 KEY = "bus:{t}:pending"
+GATE = "bus:{t}:levels"
 
 
 def test_every_file_of_lua_is_a_script_of_the_store_and_every_lib_is_used() -> None:
@@ -91,12 +92,12 @@ def test_after_script_flush_a_script_runs_again_on_a_client_and_a_pipeline(
 ) -> None:
     r.delete(KEY)
     r.script_flush()
-    assert scripts.PUSH(r, (KEY,), [0, b"a"]) == 1  # NOSCRIPT, then EVAL
+    assert scripts.PUSH(r, (KEY, GATE), [b"a"]) == 1  # NOSCRIPT, then EVAL
     assert r.script_exists(scripts.PUSH.sha) == [True]  # EVAL cached it
     r.script_flush()
     pipe = r.pipeline(transaction=False)
-    scripts.PUSH(pipe, (KEY,), [0, b"b"])
-    scripts.PUSH(pipe, (KEY,), [0, b"c"])
+    scripts.PUSH(pipe, (KEY, GATE), [b"b"])
+    scripts.PUSH(pipe, (KEY, GATE), [b"c"])
     assert pipe.execute() == [2, 3]  # redis-py loaded it before sending the pipeline
 
 
@@ -109,8 +110,8 @@ def test_run_sends_evalsha_then_eval_only_when_redis_lacks_the_script(r: redis.R
 
     r.delete(KEY)
     r.script_flush()
-    scripts.PUSH.run(send, (KEY,), [0, b"a"])
-    scripts.PUSH.run(send, (KEY,), [0, b"b"])
+    scripts.PUSH.run(send, (KEY, GATE), [b"a"])
+    scripts.PUSH.run(send, (KEY, GATE), [b"b"])
     assert sent == ["EVALSHA", "EVAL", "EVALSHA"]
     assert r.llen(KEY) == 2  # NOSCRIPT ran nothing: each push once
 

@@ -36,7 +36,7 @@ def _push_rate(client: redis.Redis, raws: list[bytes], batch: int, counted: bool
     for i in range(0, len(raws), batch):
         chunk = raws[i : i + batch]
         if counted:
-            scripts.PUSH(client, (pending,), (0, *chunk))
+            scripts.PUSH(client, (pending, keys.levels_gate(QUEUE)), chunk)
         else:
             client.lpush(pending, *chunk)
     return len(raws) / (time.perf_counter() - start)

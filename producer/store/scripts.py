@@ -72,6 +72,7 @@ RELEASE_NAME = load("release_name")
 STALE = load("stale")
 # pushes, by a producer (producer/producer.py)
 PUSH = load("push")
+PUSH_LEVEL = load("push_level")
 PUSH_IF_ROOM = load("push_if_room")
 SCHEDULE = load("schedule")
 PUSH_TRACKED = load("push_tracked")
@@ -84,5 +85,6 @@ REQUEUE = load("requeue")
 FLUSH_STATS = load("flush_stats")
 
 ALL = (CLAIM, SETTLE, SETTLE_CLAIM, REAP, MOVE_DUE, RECORD, PROGRESS, TAKE, TAKEN, GIVE_BACK,
-       HEARTBEAT, TAKE_NAME, RELEASE_NAME, STALE, PUSH, PUSH_IF_ROOM, SCHEDULE, PUSH_TRACKED,
-       PUSH_ONCE, PUBLISH_ONCE, BALANCE, LEVELS, REQUEUE, FLUSH_STATS, FIRE, CANCEL)  # fmt: skip
+       HEARTBEAT, TAKE_NAME, RELEASE_NAME, STALE, PUSH, PUSH_LEVEL, PUSH_IF_ROOM, SCHEDULE,
+       PUSH_TRACKED, PUSH_ONCE, PUBLISH_ONCE, BALANCE, LEVELS, REQUEUE, FLUSH_STATS, FIRE,
+       CANCEL)  # fmt: skip
