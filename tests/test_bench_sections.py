@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from loadtest.bench import balance, cluster, flood, memory, once, table, tracking
+from loadtest.bench import balance, cluster, flood, memory, once, priorities, table, tracking
 from loadtest.bench.common import Scale
 
 
@@ -177,3 +177,18 @@ def test_idempotency_smoke_rows_compare_each_keyed_push_with_a_plain_one() -> No
     assert all(r.section == once.SECTION and r.value > 0 for r in rows)
     assert all(table.ratio(r, rows) is not None for r in rows if r.ref)
     assert [r.unit for r in rows] == ["msg/s"] * 3 + ["µs"] * 3 + ["bytes"]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_priorities_smoke_rows_compare_each_level_with_priority_0() -> None:
+    rows = priorities.run(Scale(smoke=True))
+    p = priorities
+    assert [r.name for r in rows] == [
+        p.PUSH_PLAIN, p.PUSH_LEVEL, f"Redis time per call: {p.PUSH_PLAIN}",
+        f"Redis time per call: {p.PUSH_LEVEL}", p.CLAIM_PLAIN, p.CLAIM_LEVELS, p.TAKE_PLAIN,
+        p.TAKE_LEVELS,
+    ]  # fmt: skip
+    assert all(r.section == p.SECTION and r.value > 0 for r in rows)
+    assert all(table.ratio(r, rows) is not None for r in rows if r.ref)
+    assert [r.ref for r in rows[4:]] == [None, p.CLAIM_PLAIN, None, p.TAKE_PLAIN]
