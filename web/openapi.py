@@ -16,13 +16,10 @@ from producer.settings.checks import MAX_TIMEOUT_S
 from producer.store.envelope import MAX_PRIORITY
 from producer.store.tracking import MAX_ID_CHARS
 from web.message import MAX_DELAY_S, latest_not_before
+from web.schemas import SCHEMAS, ref
 
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
-
-
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
 
 
 def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
@@ -30,7 +27,7 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 
 def _error(description: str) -> dict[str, Any]:
-    return _json(_ref("Error"), description)
+    return _json(ref("Error"), description)
 
 
 def _retry_later(description: str) -> dict[str, Any]:
@@ -132,7 +129,7 @@ def _send(
             },
         },
         "responses": {
-            "202": _json(_ref(accepted), "accepted"),
+            "202": _json(ref(accepted), "accepted"),
             "303": SEE_OTHER,
             "400": _error(
                 "not JSON, not an object, a field missing, unknown or of the wrong type, "
@@ -180,137 +177,6 @@ def _int_query(name: str, low: int, high: int, default: int) -> dict[str, Any]:
         "required": False,
         "schema": {"type": "integer", "minimum": low, "maximum": high, "default": default},
     }
-
-
-SCHEMAS: dict[str, Any] = {
-    "Error": {
-        "type": "object",
-        "properties": {
-            "error": {"type": "string"},
-            "status": {"type": "integer"},
-            "outcome": {"enum": ["rejected", "unknown"], "description": "503: was it sent?"},
-        },
-        "required": ["error", "status"],
-    },
-    "Pushed": {
-        "type": "object",
-        "properties": {
-            "id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
-            "queue": {"type": "string"},
-            "depth": {"type": "integer", "minimum": 1},
-            "scheduled": {"type": "integer", "minimum": 1},
-            "due_ms": {"type": "integer"},
-            "src": {"type": "string"},
-            "seq": {"type": "integer", "minimum": 1},
-            "tracked": {"const": True},
-            "repeat": {"const": True},
-        },
-        "required": ["id", "queue", "src", "seq"],
-        "oneOf": [{"required": ["depth"]}, {"required": ["scheduled", "due_ms"]}],
-    },
-    "Published": {
-        "type": "object",
-        "properties": {
-            "id": {"type": "string", "pattern": "^[0-9a-f]{32}$"},
-            "channel": {"type": "string"},
-            "receivers": {"type": "integer", "minimum": 0},
-            "src": {"type": "string"},
-            "seq": {"type": "integer", "minimum": 1},
-            "repeat": {"const": True},
-        },
-        "required": ["id", "channel", "receivers", "src", "seq"],
-    },
-    "Record": {
-        "type": "object",
-        "properties": {
-            "id": {"type": "string"},
-            "queue": {"type": "string"},
-            "state": {"enum": ["scheduled", "pending", "in-flight", "retrying", "handled", "dead"]},
-            "attempt": {"type": ["integer", "null"]},
-            "expires_in_ms": {"type": "integer"},
-        },
-        "required": ["state"],
-    },
-    "DeadLetters": {
-        "type": "object",
-        "properties": {
-            "queue": {"type": "string"},
-            "total": {"type": "integer", "minimum": 0},
-            "entries": {"type": "array", "items": {"type": "object"}},
-        },
-        "required": ["queue", "total", "entries"],
-    },
-    "Requeued": {
-        "type": "object",
-        "properties": {
-            "queue": {"type": "string"},
-            "requeued": {"type": "integer", "minimum": 0},
-            "kept": {"type": "integer", "minimum": 0},
-        },
-        "required": ["queue", "requeued", "kept"],
-    },
-    "Cancelled": {
-        "type": "object",
-        "description": "what a cancel did: cancelled (it waited: it will not be delivered), "
-        "signalled (in a handler's hands: Context.cancelled, not retried) or finished (handled, "
-        "dead or cancelled already: nothing done); state: the one it was in",
-        "properties": {
-            "id": {"type": "string"},
-            "queue": {"type": "string"},
-            "outcome": {"enum": ["cancelled", "signalled", "finished"]},
-            "state": {"type": "string"},
-            "meaning": {"type": "string"},
-        },
-        "required": ["id", "queue", "outcome", "state", "meaning"],
-    },
-    "Worker": {
-        "type": "object",
-        "description": "see docs/watching.md, /api/stats; the in-hand fields (slots to "
-        "abandoned) only for a live worker that reports them",
-        "properties": {
-            "queue": {"type": "string"},
-            "name": {"type": "string"},
-            "state": {"enum": ["alive", "dead", "stopped"]},
-            "timed_out": {"type": "integer", "minimum": 0},
-            "slots": {"type": "integer", "minimum": 0},
-            "busy": {"type": "integer", "minimum": 0},
-            "oldest_age_ms": {"type": "integer", "minimum": 0},
-            "oldest_limit_ms": {"type": "integer", "minimum": 0},
-            "overdue": {"type": "boolean"},
-            "abandoned": {"type": "integer", "minimum": 0},
-        },
-        "required": ["queue", "name", "state"],
-    },
-    "Overview": {
-        "type": "object",
-        "description": "see docs/watching.md, /api/stats",
-        "properties": {
-            "now_ms": {"type": "integer"},
-            "redis_ms": {"type": "integer"},
-            "queues": {"type": "object"},
-            "channels": {"type": "object"},
-            "workers": {"type": "array", "items": _ref("Worker")},
-            "subscribers": {"type": "array"},
-            "producers": {"type": "array"},
-            "processes": {"type": "array"},
-        },
-        "required": [
-            "now_ms",
-            "redis_ms",
-            "queues",
-            "channels",
-            "workers",
-            "subscribers",
-            "producers",
-            "processes",
-        ],
-    },
-    "History": {
-        "type": "object",
-        "properties": {"series": {"type": "array"}, "points": {"type": "array"}},
-        "required": ["series", "points"],
-    },
-}
 
 
 def describe(settings: Settings) -> dict[str, Any]:
@@ -375,7 +241,7 @@ def describe(settings: Settings) -> dict[str, Any]:
             "get": {
                 "summary": "the bus at a glance",
                 "responses": {
-                    "200": _json(_ref("Overview"), "queues, channels, processes, totals"),
+                    "200": _json(ref("Overview"), "queues, channels, processes, totals"),
                     "503": UNAVAILABLE,
                 },
             }
@@ -383,7 +249,7 @@ def describe(settings: Settings) -> dict[str, Any]:
         "/api/history": {
             "get": {
                 "summary": "bus-wide rates of the last minutes",
-                "responses": {"200": _json(_ref("History"), "samples"), "503": UNAVAILABLE},
+                "responses": {"200": _json(ref("History"), "samples"), "503": UNAVAILABLE},
             }
         },
         "/metrics": {
@@ -424,7 +290,7 @@ def describe(settings: Settings) -> dict[str, Any]:
                 "summary": "a tracked message's record",
                 "parameters": [MSG_ID, {**queue, "in": "query", "required": False}],
                 "responses": {
-                    "200": _json(_ref("Record"), "the record"),
+                    "200": _json(ref("Record"), "the record"),
                     "400": _error("not a message id"),
                     "404": _error(
                         "no record (never tracked, unknown, expired), or an unknown queue"
@@ -436,7 +302,7 @@ def describe(settings: Settings) -> dict[str, Any]:
                 "summary": "cancel a tracked message",
                 "parameters": [MSG_ID, {**queue, "in": "query", "required": False}],
                 "responses": {
-                    "200": _json(_ref("Cancelled"), "what was done"),
+                    "200": _json(ref("Cancelled"), "what was done"),
                     "400": _error("not a message id"),
                     "404": _error(
                         "no record (never tracked, unknown, expired), or an unknown queue"
@@ -454,7 +320,7 @@ def describe(settings: Settings) -> dict[str, Any]:
                     _int_query("count", 1, 1000, 100),
                 ],
                 "responses": {
-                    "200": _json(_ref("DeadLetters"), "the page"),
+                    "200": _json(ref("DeadLetters"), "the page"),
                     "400": _error("start or count out of range"),
                     "404": _error("an unknown queue"),
                     "503": UNAVAILABLE,
@@ -478,7 +344,7 @@ def describe(settings: Settings) -> dict[str, Any]:
                     },
                 },
                 "responses": {
-                    "200": _json(_ref("Requeued"), "done"),
+                    "200": _json(ref("Requeued"), "done"),
                     "400": _error(
                         'the body is not empty or {"count": <positive integer>}, or ' + CUT_SHORT
                     ),
