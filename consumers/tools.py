@@ -139,8 +139,7 @@ def cancel_message(settings: Settings, msg_id: str, queues: list[str], as_json: 
               "be cancelled, and records expire (BUS_RESULT_TTL_S)", file=sys.stderr)  # fmt: skip
         return EXIT_UNHEALTHY
     if as_json:
-        print(json.dumps({"id": msg_id, "queue": done.queue, "outcome": done.outcome,
-                          "state": done.state, "meaning": done.meaning}))  # fmt: skip
+        print(json.dumps(done.answer(msg_id)))
     else:
         print(f"{msg_id} (queue {done.queue}, {done.state}): {done.outcome}: {done.meaning}")
     return EXIT_OK

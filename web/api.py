@@ -76,20 +76,10 @@ def readyz() -> ResponseReturnValue:
 def message(msg_id: str) -> ResponseReturnValue:
     """A tracked message's record (``?queue=`` names its queue; default: every configured
     queue is looked in). 404 when there is none: never tracked, unknown, or expired."""
-    bad = check_id(msg_id)
-    if bad:
-        raise BadMessage(400, bad)
-    queue = request.args.get("queue")
-    bus = _known(queue) if queue is not None else get_bus()
-    queues = (queue,) if queue is not None else bus.settings.queues
+    bus, queues = _where(msg_id)
     record = find_record(bus.get_client(), queues, msg_id)
     if record is None:
-        raise BadMessage(
-            404,
-            f"no record of message {msg_id!r}: it was not tracked, is unknown, or its record "
-            "expired (BUS_RESULT_TTL_S after its last change)",
-            queues=list(queues),
-        )
+        raise _no_record(msg_id, "it was not tracked, is unknown, or its record expired", queues)
     return record
 
 
@@ -99,23 +89,32 @@ def cancel_message(msg_id: str) -> ResponseReturnValue:
     is looked in): 200 with what happened (``outcome``: cancelled, signalled or finished, and
     the ``state`` it was in), 404 when there is no record of it. Guarded by the API token. A
     cancel repeated is harmless (it answers ``finished``), so a 503 may be retried at will."""
+    bus, queues = _where(msg_id)
+    require_token(bus.settings.api_token)
+    done = cancel(bus.get_client(), queues, msg_id)
+    if done is None:
+        why = "only tracked messages can be cancelled, and its record may have expired"
+        raise _no_record(msg_id, why, queues)
+    return done.answer(msg_id)
+
+
+def _where(msg_id: str) -> tuple[Bus, tuple[str, ...]]:
+    """Where to look for message ``msg_id``'s record: ``?queue=``, else every configured queue
+    (400 for an id no record can have, 404 for an unknown queue)."""
     bad = check_id(msg_id)
     if bad:
         raise BadMessage(400, bad)
     queue = request.args.get("queue")
     bus = _known(queue) if queue is not None else get_bus()
-    require_token(bus.settings.api_token)
-    queues = (queue,) if queue is not None else bus.settings.queues
-    done = cancel(bus.get_client(), queues, msg_id)
-    if done is None:
-        raise BadMessage(
-            404,
-            f"no record of message {msg_id!r}: only tracked messages can be cancelled, and its "
-            "record may have expired (BUS_RESULT_TTL_S after its last change)",
-            queues=list(queues),
-        )
-    return {"id": msg_id, "queue": done.queue, "outcome": done.outcome, "state": done.state,
-            "meaning": done.meaning}  # fmt: skip
+    return bus, (queue,) if queue is not None else bus.settings.queues
+
+
+def _no_record(msg_id: str, why: str, queues: tuple[str, ...]) -> BadMessage:
+    return BadMessage(
+        404,
+        f"no record of message {msg_id!r}: {why} (BUS_RESULT_TTL_S after its last change)",
+        queues=list(queues),
+    )
 
 
 @bp.get("/api/queues/<queue>/dead")

@@ -101,6 +101,12 @@ MSG_ID = {
         "pattern": "^[^\\u0000-\\u001f]+$",
     },
 }
+# The answers of /api/messages/{msg_id} but its 200 (GET and DELETE).
+NO_MESSAGE = {
+    "400": _error("not a message id"),
+    "404": _error("no record (never tracked, unknown, expired), or an unknown queue"),
+    "503": UNAVAILABLE,
+}
 QUEUE_ONLY = "a timeout_s or a priority (they apply to queue messages only), "
 
 
@@ -289,26 +295,12 @@ def describe(settings: Settings) -> dict[str, Any]:
             "get": {
                 "summary": "a tracked message's record",
                 "parameters": [MSG_ID, {**queue, "in": "query", "required": False}],
-                "responses": {
-                    "200": _json(ref("Record"), "the record"),
-                    "400": _error("not a message id"),
-                    "404": _error(
-                        "no record (never tracked, unknown, expired), or an unknown queue"
-                    ),
-                    "503": UNAVAILABLE,
-                },
+                "responses": {"200": _json(ref("Record"), "the record"), **NO_MESSAGE},
             },
             "delete": {
                 "summary": "cancel a tracked message",
                 "parameters": [MSG_ID, {**queue, "in": "query", "required": False}],
-                "responses": {
-                    "200": _json(ref("Cancelled"), "what was done"),
-                    "400": _error("not a message id"),
-                    "404": _error(
-                        "no record (never tracked, unknown, expired), or an unknown queue"
-                    ),
-                    "503": UNAVAILABLE,
-                },
+                "responses": {"200": _json(ref("Cancelled"), "what was done"), **NO_MESSAGE},
             },
         },
         "/api/queues/{queue}/dead": {

@@ -68,6 +68,11 @@ class Cancellation:
     def meaning(self) -> str:
         return OUTCOMES[self.outcome]
 
+    def answer(self, msg_id: str) -> dict[str, str]:
+        """What an API or a tool says of it (JSON)."""
+        return {"id": msg_id, "queue": self.queue, "outcome": self.outcome, "state": self.state,
+                "meaning": self.meaning}  # fmt: skip
+
 
 STAMPS = {state: state.replace("-", "_") + "_ms" for state in STATES}
 MAX_ID_CHARS = 256
