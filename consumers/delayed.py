@@ -23,8 +23,10 @@ log = logging.getLogger(__name__)
 
 
 class Mover:
-    """A thread that makes ``ops``'s due delayed messages pending every ``interval_s``, and
-    fires the queue's periodic schedules (``scheduler``, :mod:`consumers.scheduler`)."""
+    """A thread that makes ``ops``'s due delayed messages pending every ``interval_s``, tells
+    the messages that wait for its queue's ones what finished and sweeps its waiting ones
+    (:mod:`producer.store.after`), and fires the queue's periodic schedules (``scheduler``,
+    :mod:`consumers.scheduler`)."""
 
     def __init__(
         self, ops: QueueOps, interval_s: float, scheduler: Scheduler | None = None
@@ -45,6 +47,7 @@ class Mover:
         """One pass; a Redis error is said once until a pass works again."""
         try:
             moved = self.ops.move_due()
+            self.ops.resolve_waiting()
             if self.scheduler is not None:
                 self.scheduler.fire()
         except redis.RedisError as exc:  # Redis away: the worker's reconnect loop logs more

@@ -138,7 +138,8 @@ class Handling:
 
     def _context(self, env: Envelope) -> Context:
         return Context(env, self.queue, self.name, self._progress_writer(env),
-                       lambda: self.ops.cancel_asked(env))  # fmt: skip
+                       lambda: self.ops.cancel_asked(env),
+                       lambda: self.ops.results(env))  # fmt: skip
 
     def _prepare(self, held: Held) -> Envelope | None:
         """Decode ``held`` and start its clock; garbage is dead-lettered (None: no handler)."""

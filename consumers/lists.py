@@ -21,7 +21,7 @@ from consumers.moves import (
     tracked_how,
 )
 from producer import keys
-from producer.store import scripts
+from producer.store import after, scripts
 from producer.store.deadletters import dead_entry
 from producer.store.envelope import Envelope
 
@@ -38,8 +38,10 @@ class QueueOps:
     attempt (0: no limit): a message that kills its worker must not come back forever."""
 
     def __init__(self, client: redis.Redis, queue: str, dead_max: int = 0,
-                 max_attempts: int = 0) -> None:  # fmt: skip
+                 max_attempts: int = 0, router: redis.Redis | None = None) -> None:  # fmt: skip
         self.client = client
+        # what tells the messages that wait for the ones settled here (any queue, any node)
+        self.router = client if router is None else router
         self.queue = queue
         self.dead_max = dead_max
         self.max_attempts = max_attempts
@@ -95,15 +97,28 @@ class QueueOps:
         marker = keys.settled(self.queue, consumer) if consumer else self.pending  # '' token
         move_keys = [source, self.pending, self.dead, self.dropped, self.delayed, self.gate,
                      marker]  # fmt: skip
-        moved, dropped = scripts.SETTLE(self.client, move_keys, args)
+        moved, dropped, told = scripts.SETTLE(self.client, move_keys, args)
+        self.tell(int(told))
         return int(moved), int(dropped)
+
+    def tell(self, told: int) -> None:
+        """A script wrote ``told`` outbox entries (messages that wait for those it finished):
+        tell them now (:func:`producer.store.after.drain`). If Redis fails here, the mover's
+        next pass does it."""
+        if not told:
+            return
+        try:
+            after.drain(self.router, self.queue, self.dead_max)
+        except redis.RedisError as exc:
+            log.info("queue %s: the messages waiting for %d settled here are told later (%s)",
+                     self.queue, told, exc)  # fmt: skip
 
     def settle_claim(self, consumer: str, moves: Sequence[Move], count: int,
                      token: str = "") -> Claimed:  # fmt: skip
         """:meth:`settle` ``consumer``'s batch, then :meth:`claim` up to ``count`` more, in one
         script (one round trip per batch). Returns (moved, dropped, claimed oldest first)."""
         args, keys_ = self._settle_claim_call(consumer, moves, count, token)
-        return _settled_claimed(scripts.SETTLE_CLAIM(self.client, keys_, args))
+        return self._claimed(scripts.SETTLE_CLAIM(self.client, keys_, args))
 
     def send_settle_claim(self, consumer: str, moves: Sequence[Move], count: int,
                           token: str = "") -> Callable[[], Claimed]:  # fmt: skip
@@ -111,7 +126,7 @@ class QueueOps:
         (see :meth:`producer.connection.scripting.Script.send`)."""
         args, keys_ = self._settle_claim_call(consumer, moves, count, token)
         receive = scripts.SETTLE_CLAIM.send(self.client, keys_, args)
-        return lambda: _settled_claimed(receive())
+        return lambda: self._claimed(receive())
 
     def _settle_claim_call(self, consumer: str, moves: Sequence[Move], count: int,
                            token: str) -> tuple[list[Any], list[str]]:  # fmt: skip
@@ -140,6 +155,11 @@ class QueueOps:
     def cancel_asked(self, env: Envelope) -> bool:
         """Whether tracked message ``env`` was cancelled while its handler runs."""
         return bool(self.client.hexists(keys.record(self.queue, env.id), "cancel_ms"))
+
+    def results(self, env: Envelope) -> list[Any]:
+        """The results of the messages ``env`` waited for (``after``), in order: see
+        :func:`producer.store.after.results`."""
+        return after.results(self.router, after.read_after(self.router, self.queue, env.id))
 
     def progress(self, env: Envelope, consumer: str, fraction: float, text: str) -> bool:
         """Write a tracked message's progress while ``consumer`` holds it; False otherwise."""
@@ -181,6 +201,13 @@ class QueueOps:
     def _started(self, consumer: str) -> frozenset[bytes]:
         found: set[bytes] = self.client.smembers(keys.started(self.queue, consumer))  # type: ignore[assignment]
         return frozenset(found)
+
+    def resolve_waiting(self) -> None:
+        """Tell the messages that wait for this queue's ones what finished (its outbox), and
+        read again the prerequisites of this queue's waiting messages whose turn has come
+        (:mod:`producer.store.after`): the mover's pass."""
+        after.drain(self.router, self.queue, self.dead_max)
+        after.sweep(self.router, self.queue, self.dead_max)
 
     def move_due(self, batch: int = 1000) -> int:
         """Make the delayed messages that are due pending (oldest due first), ``batch`` per
@@ -274,14 +301,20 @@ class QueueOps:
                 args.extend(move)
             reap_keys = [source, self.pending, self.dead, self.dropped, self.consumers,
                          self.delayed, self.gate, self._owner(name)]  # fmt: skip
-            moved, _ = scripts.REAP(self.client, reap_keys, args)
+            moved, _, told = scripts.REAP(self.client, reap_keys, args)
             if int(moved) < 0:
                 return None
+            self.tell(int(told))
             dead += sum(1 for m in moves if m[2][0] == DEAD)
             requeued += int(moved) - sum(1 for m in moves if m[2][0] == DEAD)
             if not moves or int(moved) == 0:
                 self.client.delete(keys.started(self.queue, name))
                 return requeued, dead
+
+    def _claimed(self, reply: list[Any]) -> Claimed:
+        moved, dropped, told, *claimed = reply
+        self.tell(int(told))
+        return int(moved), int(dropped), claimed
 
     def _proc(self, consumer: str) -> str:
         return keys.processing(self.queue, consumer)
@@ -292,8 +325,3 @@ class QueueOps:
     def _read_list(self, key: str) -> list[bytes]:
         # From the head (newest): each later, older chunk is RPUSHed closer to the consuming end.
         return self.client.lrange(key, 0, RECOVER_CHUNK - 1)  # type: ignore[return-value]
-
-
-def _settled_claimed(reply: list[Any]) -> Claimed:
-    moved, dropped, *claimed = reply
-    return int(moved), int(dropped), claimed

@@ -39,17 +39,19 @@ class Context:
     handler may report in a tight loop at the cost of one round trip per 0.1 s.
     """
 
-    __slots__ = ("_ask", "_asked_at", "_cancelled", "_every_s", "_last_at", "_write", "envelope",
-                 "queue", "reports", "worker")  # fmt: skip
+    __slots__ = ("_ask", "_asked_at", "_cancelled", "_every_s", "_last_at", "_results", "_write",
+                 "envelope", "queue", "reports", "worker")  # fmt: skip
 
     def __init__(self, envelope: Envelope, queue: str, worker: str,
                  write: Callable[[float, str], bool],
-                 ask: Callable[[], bool] | None = None) -> None:  # fmt: skip
+                 ask: Callable[[], bool] | None = None,
+                 results: Callable[[], list[Any]] | None = None) -> None:  # fmt: skip
         self.envelope = envelope
         self.queue = queue
         self.worker = worker
         self._write = write
         self._ask = ask  # whether the message was cancelled (its record asks it to stop)
+        self._results = results  # the results of the messages it waited for
         self._asked_at = -math.inf
         self._cancelled = False
         self._last_at = -math.inf
@@ -57,19 +59,20 @@ class Context:
         self.reports: list[tuple[float, str]] = []  # kept by for_tests() contexts only
 
     @classmethod
-    def for_tests(cls, envelope: Envelope, queue: str = "default",
-                  worker: str = "test") -> Context:  # fmt: skip
+    def for_tests(cls, envelope: Envelope, queue: str = "default", worker: str = "test",
+                  results: list[Any] | None = None) -> Context:  # fmt: skip
         """A context that needs no Redis, to call a handler in a unit test: each progress
         report is appended to :attr:`reports` as ``(fraction, text)``, every one of them (no
         0.1 s spacing), for a tracked envelope only (an untracked one's reports go nowhere,
-        as in a worker)."""
+        as in a worker); :meth:`results` returns ``results`` (default: [])."""
         reports: list[tuple[float, str]] = []
 
         def keep(fraction: float, text: str) -> bool:
             reports.append((fraction, text))
             return True
 
-        ctx = cls(envelope, queue, worker, keep)
+        given = list(results or [])
+        ctx = cls(envelope, queue, worker, keep, results=lambda: given)
         ctx.reports = reports
         ctx._every_s = 0.0
         return ctx
@@ -103,6 +106,16 @@ class Context:
                 log.info("queue %s: whether %s was cancelled is not known: %s", self.queue,
                          self.envelope.id, exc)  # fmt: skip
         return self._cancelled
+
+    def results(self) -> list[Any]:
+        """The results of the messages this one waited for (pushed with ``after``, or the
+        callback of a group, the next step of a chain), in the order ``after`` named them: each
+        handler's JSON return value (None when it returned nothing or its result was not
+        stored). [] for a message pushed without ``after``. Read from their records when
+        called (one round trip per node); raises LookupError when one has no record any more
+        (``BUS_RESULT_TTL_S`` passed) or is not handled (a dead letter requeued by hand), and
+        ``redis.RedisError`` when Redis cannot say."""
+        return [] if self._results is None else self._results()
 
     def report_progress(self, fraction: float, text: str = "") -> bool:
         """Say how far the handler got: ``fraction`` from 0 to 1 and a short ``text`` (cut at

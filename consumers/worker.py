@@ -317,7 +317,8 @@ class Worker(Settling, Inline, Oversight, QueueMember):
             self._pinned = True
 
     def _ops(self, client: redis.Redis) -> QueueOps:
-        return QueueOps(client, self.queue, self.settings.dead_max, self.settings.max_attempts)
+        return QueueOps(client, self.queue, self.settings.dead_max, self.settings.max_attempts,
+                        self.admin)  # fmt: skip
 
     def _blocking_pop(self, block: float) -> bytes | None:
         """One message, waiting up to ``block`` seconds for it."""

@@ -26,7 +26,9 @@ from producer.errors import (
     QueueFull,
     SettingsError,
     Unconfirmed,
+    UnknownPrerequisite,
 )
+from producer.flows import Group, Step
 from producer.producer import Producer, Sent
 from producer.settings import Settings
 from producer.store import keys
@@ -40,6 +42,7 @@ __all__ = [
     "Cancellation",
     "Envelope",
     "EnvelopeError",
+    "Group",
     "IdempotencyConflict",
     "NotReplicated",
     "PayloadError",
@@ -48,7 +51,9 @@ __all__ = [
     "Sent",
     "Settings",
     "SettingsError",
+    "Step",
     "Unconfirmed",
+    "UnknownPrerequisite",
     "decode",
     "encode",
     "keys",

@@ -95,6 +95,20 @@ class IdempotencyConflict(BusError):
         self.key = key
 
 
+class UnknownPrerequisite(BusError, ValueError):
+    """``after`` names messages the bus has no record of (never pushed, not tracked, or their
+    record expired): nothing was sent. ``missing`` lists them as (queue, id)."""
+
+    def __init__(self, missing: tuple[tuple[str, str], ...]) -> None:
+        self.missing = missing
+        shown = ", ".join(f"{i} on {q}" for q, i in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        super().__init__(
+            f"after names messages with no record: {shown}{more} (a prerequisite must be a "
+            "tracked message whose record has not expired): nothing was sent"
+        )
+
+
 class Unconfirmed(BusError, redis.ConnectionError):
     """The connection broke after the command was sent: the message may or may not have been
     pushed or published. Counted as ``unconfirmed``; its sequence number is never reused.

@@ -13,6 +13,7 @@ import redis
 from producer.connection.client import make_client
 from producer.connection.send import send_commands
 from producer.errors import NotReplicated, QueueFull, Unconfirmed
+from producer.flows import Flows
 from producer.keyed import KeyedSends, Sent, new_src
 from producer.observe.stats import Stats
 from producer.settings import Settings
@@ -20,7 +21,7 @@ from producer.store import envelope, keys, once, scripts, tracking
 from producer.store.tracking import Cancellation
 
 
-class Producer(KeyedSends):
+class Producer(KeyedSends, Flows):
     """Sends messages on one client. Thread-safe; one per process is enough (made before a
     fork, its pool opens new connections in the child). ``Producer.from_env()`` builds one from
     the ``BUS_*`` settings; ``close()`` (or ``with``) closes its connections.
@@ -144,6 +145,7 @@ class Producer(KeyedSends):
         timeout_s: float | None = None,
         priority: int | None = None,
         key: str | None = None,
+        after: Iterable[Any] | None = None,
     ) -> Sent:
         """LPUSH one message onto ``queue``; the result is the queue depth after the push.
         Raises :class:`QueueFull` past ``max_queue_depth``. With ``delay_s`` (seconds from now,
@@ -155,7 +157,20 @@ class Producer(KeyedSends):
         pushed at most once within ``idempotency_window_s``: a push with the same key in that
         window pushes nothing and returns the first push's envelope and answer with
         ``repeat=True``; one with the same key and another request (queue, payload or options)
-        raises :class:`~producer.IdempotencyConflict` (see :mod:`producer.store.once`)."""
+        raises :class:`~producer.IdempotencyConflict` (see :mod:`producer.store.once`).
+
+        With ``after`` (messages: ids of ``queue``, ``(queue, id)`` pairs, or what a push
+        returned) it is tracked and waits aside until every one of them is handled, then is
+        pending; it ends dead-lettered (or cancelled) if one of them ends so (see
+        :mod:`producer.store.after`). Each must be a tracked message with a record, else
+        :class:`~producer.UnknownPrerequisite` and nothing is sent. The result is then how many
+        it still waits for. Not with a delay or a key."""
+        if after is not None:
+            if key is not None or delay_s is not None or not_before is not None:
+                raise ValueError("after cannot be combined with key, delay_s or not_before")
+            if track is False:
+                raise ValueError("a message pushed with after is tracked (track=False given)")
+            return self._push_after(payload, queue, after, timeout_s, priority)
         if key is not None:
             return self._push_once(payload, queue, once.check_key(key), delay_s, not_before,
                                    track, timeout_s, priority)  # fmt: skip

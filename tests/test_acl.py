@@ -47,8 +47,8 @@ def tool(server: AclRedis, *args: str) -> subprocess.CompletedProcess[str]:
 
 def run_bus(server: AclRedis, spawn: Callable[..., Proc], tmp_path: Path) -> None:
     """The whole bus, each process under its role's user: web (push, publish, dashboard reads,
-    a tracked message, priorities, a dead-letter requeue), a worker, a subscriber and the
-    tools."""
+    a tracked message, priorities, messages waiting for others, a dead-letter requeue), a
+    worker, a subscriber and the tools (a cancel among them)."""
     admin = server.client()
     gunicorn, base = start_gunicorn(server.url_for("web"), tmp_path / "gunicorn.log", **QUICK_ENV)
     try:
@@ -86,16 +86,30 @@ def run_bus(server: AclRedis, spawn: Callable[..., Proc], tmp_path: Path) -> Non
             return found if found and found.get("final") else None
 
         assert wait_for(record, 20, "the tracked message's final record")["state"] == "handled"
+        # messages that wait for others: one released at once, one told by the worker, one
+        # cancelled by the tools (its prerequisite cancelled)
+        now = post("/prodcons", {"payload": {"result": "now"}, "after": [tracked["id"]]})
+        first = post("/prodcons", {"payload": {"result": "first"}, "track": True})
+        then = post("/prodcons", {"payload": {"result": "then"},
+                                  "after": [{"queue": "default", "id": first["id"]}]})  # fmt: skip
+        later = post("/prodcons", {"payload": {"result": "x"}, "track": True, "delay_s": 60})
+        never = post("/prodcons", {"payload": {"result": "x"}, "after": [later["id"]]})
+        assert (now["waiting_for"], never["waiting_for"]) == (0, 1)
+        assert tool(server, "message", "cancel", later["id"]).returncode == 0
+        assert get_json(f"{base}/api/messages/{never['id']}")["state"] == "cancelled"
+        for sent in (now, then):
+            wait_for(lambda s=sent: (get_json(f"{base}/api/messages/{s['id']}") or {}).get(
+                "state") == "handled", 20, "a waiting message handled")  # fmt: skip
 
         def settled() -> dict | None:
             stats = get_json(base + "/api/stats")
             totals = (stats or {}).get("totals", {})
-            done = (totals.get("worker", {}).get("handled", 0) >= 4
+            done = (totals.get("worker", {}).get("handled", 0) >= 7
                     and totals.get("subscriber", {}).get("handled", 0) >= 2
                     and stats["queues"]["default"]["dead"] == 1)  # fmt: skip
             return stats if done else None
 
-        wait_for(settled, 20, "4 handled, 1 dead letter, 2 received", every_s=0.2)
+        wait_for(settled, 20, "7 handled, 1 dead letter, 2 received", every_s=0.2)
         wait_for(lambda: admin.llen(keys.channel_dead("default")) == 1, 10, "a pub/sub dead letter")
         assert get_json(base + "/api/history") is not None
         assert requests.get(base + "/metrics", timeout=5).status_code == 200
@@ -144,7 +158,8 @@ def test_every_role_works_under_its_own_user_and_is_refused_the_rest(
     )
     assert producer.publish(6, key="p-6").envelope == producer.publish(6, key="p-6").envelope
     generator.flush_stats()
-    assert admin.keys("bus:{stats}:locust:*") and admin.zcard(keys.delayed("default")) == 1
+    # that one, and the one cancelled in run_bus (dropped when it is due)
+    assert admin.keys("bus:{stats}:locust:*") and admin.zcard(keys.delayed("default")) == 2
     assert admin.acl_log() == [], admin.acl_log()
 
     web, worker = acl_redis.client_as("web"), acl_redis.client_as("worker")

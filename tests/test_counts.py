@@ -166,7 +166,7 @@ def test_an_imbalance_shows_in_api_stats_metrics_and_status(
         gunicorn.stop()
     assert stats["queues"][Q]["balance"] == {
         "pushed": 3, "requeued": 0, "acked": 0, "dead": 0, "taken": 0, "cancelled": 0, "pending": 1,
-        "processing": 0, "delayed": 0, "unaccounted": 2}  # fmt: skip
+        "processing": 0, "delayed": 0, "waiting": 0, "unaccounted": 2}  # fmt: skip
     assert 'bus_queue_unaccounted{queue="default"} 2.0' in metrics
     assert 'bus_queue_moves_total{queue="default",what="pushed"} 3.0' in metrics
     status = run_status(fresh_redis.url)

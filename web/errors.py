@@ -9,7 +9,14 @@ from flask import Flask, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, NotFound
 
-from producer import IdempotencyConflict, NotReplicated, PayloadError, QueueFull, Unconfirmed
+from producer import (
+    IdempotencyConflict,
+    NotReplicated,
+    PayloadError,
+    QueueFull,
+    Unconfirmed,
+    UnknownPrerequisite,
+)
 from producer.errors import BusError
 from web.bus import get_bus
 
@@ -48,6 +55,7 @@ def register(app: Flask) -> None:
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(QueueFull, _queue_full)
     app.register_error_handler(IdempotencyConflict, _conflict)
+    app.register_error_handler(UnknownPrerequisite, _unknown_prerequisite)
     app.register_error_handler(redis.RedisError, _redis_error)
     app.register_error_handler(PayloadError, _payload_error)
     app.register_error_handler(Exception, _internal_error)
@@ -83,6 +91,11 @@ def _queue_full(exc: QueueFull) -> ResponseReturnValue:
 
 def _conflict(exc: IdempotencyConflict) -> ResponseReturnValue:
     return _http_error(BadMessage(409, str(exc), outcome="rejected", key=exc.key))
+
+
+def _unknown_prerequisite(exc: UnknownPrerequisite) -> ResponseReturnValue:
+    missing = [{"queue": q, "id": i} for q, i in exc.missing]
+    return _http_error(BadMessage(422, str(exc), outcome="rejected", missing=missing))
 
 
 def _payload_error(exc: PayloadError) -> ResponseReturnValue:

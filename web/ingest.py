@@ -61,6 +61,7 @@ from web.headers import API_HEADERS, add_secure_headers
 from web.limits import UNREAD, load_json, refuse_partial_body
 from web.message import (
     PUSH_FIELDS,
+    check_after,
     check_body,
     check_delay,
     check_key,
@@ -171,6 +172,13 @@ def send(bus: Bus, route: Route, body: Any, key: str | None = None) -> dict[str,
     track = check_track(body)
     timeout_s = check_timeout(body)
     priority = check_priority(body)
+    needs = check_after(body, name, settings.queues, key)
+    if needs is not None:
+        sent = bus.get_producer().push(payload, name, timeout_s=timeout_s, priority=priority,
+                                       after=needs)  # fmt: skip
+        env = sent.envelope
+        return {"id": env.id, "queue": name, "waiting_for": sent.result, "tracked": True,
+                "src": env.src, "seq": env.seq}  # fmt: skip
     delay = check_delay(body)
     sent = bus.get_producer().push(payload, name, track=track, timeout_s=timeout_s,
                                    delay_s=delay.get("delay_s"), priority=priority,

@@ -10,7 +10,7 @@ from typing import Any
 
 from producer.errors import BusError
 from producer.settings.checks import MAX_TIMEOUT_S
-from producer.store import once
+from producer.store import after, once
 from producer.store.envelope import MAX_PRIORITY
 from producer.store.envelope import check_priority as check_priority_n
 from producer.store.envelope import check_timeout as check_timeout_s
@@ -19,7 +19,7 @@ from web.limits import too_many_digits
 
 DELAY_FIELDS = ("delay_s", "not_before")
 # What a push may carry beside payload and queue.
-PUSH_FIELDS = (*DELAY_FIELDS, "track", "timeout_s", "priority")
+PUSH_FIELDS = (*DELAY_FIELDS, "track", "timeout_s", "priority", "after")
 MAX_DELAY_S = 366 * 86400  # a delay past a year is a mistake, not a schedule
 
 
@@ -90,12 +90,43 @@ def refuse_queue_options(body: Any) -> None:
             "'timeout_s': time limits apply to queue messages only (POST /prodcons); a "
             "subscriber's handler has no time limit",
         )
+    if isinstance(body, dict) and "after" in body:
+        raise BadMessage(
+            400,
+            "'after': only a queue message waits for others (POST /prodcons); a subscriber "
+            "receives each message as it is published",
+        )
     if isinstance(body, dict) and "priority" in body:
         raise BadMessage(
             400,
             "'priority': priorities apply to queue messages only (POST /prodcons); a "
             "subscriber receives each message as it is published",
         )
+
+
+def check_after(body: dict[str, Any], queue: str, queues: tuple[str, ...],
+                key: str | None) -> list[tuple[str, str]] | None:  # fmt: skip
+    """A push's ``"after"``: the messages it waits for, each an id (of its own queue) or
+    ``{"queue": ..., "id": ...}`` on one of ``queues``; None when absent (or null). Not with
+    a delay, an idempotency key or ``"track": false``."""
+    given = body.get("after")
+    if given is None:
+        return None
+    if not isinstance(given, list):
+        raise BadMessage(400, '\'after\' must be a list of message ids or {"queue", "id"}')
+    if any(field in body for field in DELAY_FIELDS) or key is not None:
+        raise BadMessage(400, "'after' cannot be combined with 'delay_s', 'not_before' or an "
+                              "Idempotency-Key")  # fmt: skip
+    if body.get("track") is False:
+        raise BadMessage(400, "a message with 'after' is tracked: leave out 'track': false")
+    try:
+        needs = after.parse(given, queue)
+    except ValueError as exc:
+        raise BadMessage(400, f"'after': {str(exc).removeprefix('after: ')}") from None
+    for q, _ in needs:
+        if q not in queues:
+            raise BadMessage(400, f"'after': unknown queue {q!r}; queues: {', '.join(queues)}")
+    return needs
 
 
 def check_delay(body: dict[str, Any]) -> dict[str, float]:

@@ -157,6 +157,7 @@ def _gauges(overview: dict[str, Any]) -> Iterator[Metric]:
     for key, name, doc in (
         ("depth", "bus_queue_depth", "Messages waiting in the queue"),
         ("scheduled", "bus_queue_scheduled", "Delayed messages not due yet (bus:{q}:delayed)"),
+        ("waiting", "bus_queue_waiting", "Messages waiting for others (after): bus:{q}:waiting"),
         ("in_flight", "bus_queue_in_flight", "Messages claimed by workers, not yet settled"),
         ("dead", "bus_queue_dead_letters", "Dead letters kept for the queue"),
         ("workers_alive", "bus_queue_workers_alive", "Workers with a fresh heartbeat"),

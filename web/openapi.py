@@ -151,7 +151,13 @@ def _send(
                 "payload or options): nothing was sent"
             ),
             **(
-                {"429": _retry_later("the queue is at BUS_MAX_QUEUE_DEPTH")}
+                {
+                    "422": _error(
+                        "after names a message with no record (never pushed, not tracked, or "
+                        "expired): nothing was sent; missing lists them"
+                    ),
+                    "429": _retry_later("the queue is at BUS_MAX_QUEUE_DEPTH"),
+                }
                 if dest == "queue"
                 else {}
             ),
@@ -220,6 +226,25 @@ def describe(settings: Settings) -> dict[str, Any]:
             "description": "the message's level in the queue, 0 (the default; also null) to 9 "
             "(the highest): a worker takes the highest level that holds a message first, the "
             "oldest first within a level",
+        },
+        "after": {
+            "type": ["array", "null"],
+            "minItems": 1,
+            "items": {
+                "oneOf": [
+                    {"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS},
+                    {
+                        "type": "object",
+                        "properties": {"queue": {"type": "string"}, "id": {"type": "string"}},
+                        "required": ["id"],
+                        "additionalProperties": False,
+                    },
+                ]
+            },
+            "description": "the messages this one waits for (an id: of its own queue), each a "
+            "tracked message: it is tracked, waits aside until every one is handled, then is "
+            "pending; dead-lettered or cancelled if one of them ends so. Not with delay_s, "
+            "not_before or an Idempotency-Key",
         },
     }
     queue = _queue_param(settings.queues)

@@ -31,11 +31,21 @@ SCHEMAS: dict[str, Any] = {
             "due_ms": {"type": "integer"},
             "src": {"type": "string"},
             "seq": {"type": "integer", "minimum": 1},
+            "waiting_for": {
+                "type": "integer",
+                "minimum": 0,
+                "description": "pushed with after: how many of those it still waits for (0: "
+                "they were handled already, it is pending)",
+            },
             "tracked": {"const": True},
             "repeat": {"const": True},
         },
         "required": ["id", "queue", "src", "seq"],
-        "oneOf": [{"required": ["depth"]}, {"required": ["scheduled", "due_ms"]}],
+        "oneOf": [
+            {"required": ["depth"]},
+            {"required": ["scheduled", "due_ms"]},
+            {"required": ["waiting_for", "tracked"]},
+        ],
     },
     "Published": {
         "type": "object",
@@ -54,7 +64,18 @@ SCHEMAS: dict[str, Any] = {
         "properties": {
             "id": {"type": "string"},
             "queue": {"type": "string"},
-            "state": {"enum": ["scheduled", "pending", "in-flight", "retrying", "handled", "dead"]},
+            "state": {
+                "enum": [
+                    "waiting",
+                    "scheduled",
+                    "pending",
+                    "in-flight",
+                    "retrying",
+                    "handled",
+                    "dead",
+                    "cancelled",
+                ]
+            },
             "attempt": {"type": ["integer", "null"]},
             "expires_in_ms": {"type": "integer"},
         },

@@ -144,11 +144,14 @@ def _read_queues(
         pipe.zcard(keys.delayed(q))
         pipe.zrange(keys.delayed(q), 0, 0, withscores=True)
         pipe.hgetall(keys.schedules(q))
+        pipe.zcard(keys.waiting(q))
     replies = pipe.execute()
     queues: dict[str, Any] = {}
     ttl_ms = settings.heartbeat_ttl_s * 1000
     for i, q in enumerate(names):
-        levels, dead, members, oldest, scheduled, first_due, fired = replies[7 * i : 7 * i + 7]
+        levels, dead, members, oldest, scheduled, first_due, fired, waiting = replies[
+            8 * i : 8 * i + 8
+        ]
         by_level = {str(int(p)): int(n) for p, n in zip(levels[::2], levels[1::2], strict=True)}
         consumers = [
             {
@@ -168,6 +171,7 @@ def _read_queues(
             "scheduled": scheduled,
             "next_due_in_ms": int(first_due[0][1]) - redis_now if first_due else None,
             "schedules": schedules_of(fired),
+            "waiting": waiting,
         }
     pipe = client.pipeline(transaction=False)
     for q in names:

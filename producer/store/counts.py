@@ -4,18 +4,22 @@
 (``pending``, ``delayed`` and the workers' ``processing`` lists), each counter written in the
 same script as the move it counts:
 
-``pushed``    put on ``pending`` or ``delayed`` by a producer of the bus (web, Python API)
+``pushed``    put on ``pending``, ``delayed`` or ``waiting`` (a message pushed with ``after``)
+              by a producer of the bus (web, Python API)
 ``requeued``  dead letters put back on ``pending``
 ``acked``     at-least-once: handled, removed from a processing list by the ack
 ``dead``      at-least-once: removed from ``pending`` or a processing list to ``dead``
 ``taken``     at-most-once: popped by a worker (handled, dead-lettered or lost after that)
 ``cancelled`` at-least-once: a tracked message cancelled while it waited, dropped by the script
               that next met it, or cancelled while its handler ran and removed at its settle
-              (at-most-once, the latter are counted as taken)
+              (at-most-once, the latter are counted as taken); a waiting message cancelled,
+              or ended by a prerequisite cancelled
+``dead``      (also) a waiting message ended by a prerequisite dead or without a record
 
 So at every moment, for a queue whose producers all count their pushes::
 
-    pushed + requeued = acked + dead + taken + cancelled + pending + processing + delayed
+    pushed + requeued = acked + dead + taken + cancelled
+                        + pending + processing + delayed + waiting
 
 and :func:`read_balance` returns the difference as ``unaccounted``: above 0, messages left the
 lists without a script of the bus moving them (a ``DEL``, a processing list whose worker is in
@@ -54,12 +58,14 @@ def read_balance(client: redis.Redis, queue: str) -> dict[str, int]:
     """``queue``'s counters and what its lists hold, read in one step, and ``unaccounted``:
     what came in minus what went out minus what is there (0 when every message is accounted
     for)."""
-    q_keys = [keys.counts(queue), keys.pending(queue), keys.delayed(queue), keys.consumers(queue)]
+    q_keys = [keys.counts(queue), keys.pending(queue), keys.delayed(queue), keys.consumers(queue),
+              keys.waiting(queue)]  # fmt: skip
     reply: list[Any] = scripts.BALANCE(client, q_keys)
     out = {_text(reply[i]): int(reply[i + 1]) for i in range(0, len(reply), 2)}
     came = out["pushed"] + out["requeued"]
     went = out["acked"] + out["dead"] + out["taken"] + out["cancelled"]
-    out["unaccounted"] = came - went - out["pending"] - out["processing"] - out["delayed"]
+    held = out["pending"] + out["processing"] + out["delayed"] + out["waiting"]
+    out["unaccounted"] = came - went - held
     return out
 
 

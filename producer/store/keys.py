@@ -33,6 +33,19 @@ key                                type    written by                      read 
 ``bus:{q}:schedules``              hash    the schedulers (workers): each  the schedulers,
                                            schedule's last tick sent, its  /api/stats, status
                                            next one, when it fires
+``bus:{q}:waiting``                zset    a push with ``after``: message  the workers' sweep,
+                                           id -> when its prerequisites    /api/stats, the
+                                           are next looked at (ms)         balance (after.py)
+``bus:{q}:wait:<id>``              hash    the same push: ``raw`` (its     the resolve script:
+                                           envelope), and a field per      pending once every
+                                           prerequisite not handled yet    prerequisite is
+                                           (its queue, LF, its id)         handled
+``bus:{q}:then:<id>``              set     a push with ``after`` naming    the script that
+                                           message <id> of q: the waiting  finishes <id>: an
+                                           one (its queue, LF, its id)     outbox entry each
+``bus:{q}:outbox``                 list    the script that finishes a      workers of q, after
+                                           message others wait for: what   their settle and in
+                                           to tell each (after.py)         the mover's pass
 ``bus:{q}:once:<key>``             hash    a push with an idempotency      later pushes with
                                            key: its fingerprint, envelope  the same key (TTL:
                                            and answer (once.py)            the key's window)
@@ -104,6 +117,30 @@ def schedules(queue: str) -> str:
     """The periodic schedules that send to ``queue`` (consumers/scheduler.py): ``<name>`` -> the
     last tick sent (ms), ``<name>:next`` -> the next one, ``<name>:spec`` -> when it fires."""
     return f"{PREFIX}:{{{queue}}}:schedules"
+
+
+def waiting(queue: str) -> str:
+    """Zset of ``queue``'s messages waiting for others (``after``), scored by when the sweep
+    next looks at their prerequisites (ms, Redis's clock): producer/store/after.py."""
+    return f"{PREFIX}:{{{queue}}}:waiting"
+
+
+def wait(queue: str, msg_id: str) -> str:
+    """Hash of waiting message ``msg_id``: ``raw`` (its envelope) and one field per prerequisite
+    not handled yet (``<queue>\\n<id>``)."""
+    return f"{PREFIX}:{{{queue}}}:wait:{msg_id}"
+
+
+def then(queue: str, msg_id: str) -> str:
+    """Set of the messages waiting for ``queue``'s tracked message ``msg_id``
+    (``<queue>\\n<id>``): the script that finishes it writes one outbox entry for each."""
+    return f"{PREFIX}:{{{queue}}}:then:{msg_id}"
+
+
+def outbox(queue: str) -> str:
+    """List of what finished among ``queue``'s messages that others wait for, not yet told to
+    the waiting ones (on a cluster they may live on another node): producer/store/after.py."""
+    return f"{PREFIX}:{{{queue}}}:outbox"
 
 
 def levels_gate(queue: str) -> str:

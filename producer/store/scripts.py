@@ -83,8 +83,13 @@ BALANCE = load("balance")
 LEVELS = load("levels")
 REQUEUE = load("requeue")
 FLUSH_STATS = load("flush_stats")
+# messages that wait for others (producer/store/after.py)
+WAIT = load("wait")
+LINK = load("link")
+RESOLVE = load("resolve")
+DUE_WAITS = load("due_waits")
 
 ALL = (CLAIM, SETTLE, SETTLE_CLAIM, REAP, MOVE_DUE, RECORD, PROGRESS, TAKE, TAKEN, GIVE_BACK,
        HEARTBEAT, TAKE_NAME, RELEASE_NAME, STALE, PUSH, PUSH_LEVEL, PUSH_IF_ROOM, SCHEDULE,
        PUSH_TRACKED, PUSH_ONCE, PUBLISH_ONCE, BALANCE, LEVELS, REQUEUE, FLUSH_STATS, FIRE,
-       CANCEL)  # fmt: skip
+       CANCEL, WAIT, LINK, RESOLVE, DUE_WAITS)  # fmt: skip

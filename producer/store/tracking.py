@@ -14,8 +14,11 @@ after its last change. It goes through these states:
                a result was not stored)
 ``dead``       dead-lettered (``reason``); requeued from the dead letters, it is ``pending``
                again, attempt 1 (``requeued_ms``)
+``waiting``    pushed with ``after``: it waits aside until every message it names is handled
+               (``after``, ``waiting_for``: how many are left; see
+               :mod:`producer.store.after`), then it is ``pending``
 ``cancelled``  cancelled (:func:`cancel`) while it waited (``cancelled_from``: scheduled,
-               pending or retrying; the script that next meets the message drops it), or
+               pending, retrying or waiting; the script that next meets the message drops it), or
                while its handler ran (``cancel_ms``, then ``cancelled`` with the ``reason``
                when the attempt ended other than handled: it is not retried)
 
@@ -44,11 +47,22 @@ import redis
 
 from producer.store import keys, scripts
 
-STATES = ("scheduled", "pending", "in-flight", "retrying", "handled", "dead", "cancelled")
+STATES = ("waiting", "scheduled", "pending", "in-flight", "retrying", "handled", "dead",
+          "cancelled")  # fmt: skip
 FINAL = ("handled", "dead", "cancelled")
-INTS = ("attempt", "due_ms", "created_ms", "updated_ms", "progress_ms", "requeued_ms", "cancel_ms")
+INTS = (
+    "attempt",
+    "due_ms",
+    "created_ms",
+    "updated_ms",
+    "progress_ms",
+    "requeued_ms",
+    "cancel_ms",
+    "waiting_for",
+)
 OUTCOMES = {
-    "cancelled": "it waited (scheduled, pending or retrying): it will not be delivered",
+    "cancelled": "it waited (scheduled, pending, retrying, or waiting for others): it will "
+    "not be delivered",
     "signalled": "it is in a handler's hands: Context.cancelled is true now, and its attempt "
     "is not retried",
     "finished": "it was handled, dead-lettered or cancelled already: nothing was done",
@@ -97,11 +111,15 @@ def cancel(client: redis.Redis, queues: Iterable[str], msg_id: str) -> Cancellat
     """Cancel tracked message ``msg_id`` on the first of ``queues`` that has a record of it (one
     script there, lua/cancel.lua); None when none has. Cancelling again is harmless: it says
     ``finished`` (or ``signalled`` while the handler still runs)."""
+    from producer.store import after  # after imports this module
+
     for queue in queues:
-        reply = scripts.CANCEL(client, (keys.tracking(queue), keys.record(queue, msg_id)),
-                               (msg_id,))  # fmt: skip
-        outcome, before = (_text(x) for x in reply)
+        cancel_keys = (keys.tracking(queue), keys.record(queue, msg_id), keys.waiting(queue),
+                       keys.wait(queue, msg_id), keys.pending(queue))  # fmt: skip
+        outcome, before, told = (_text(x) for x in scripts.CANCEL(client, cancel_keys, (msg_id,)))
         if outcome != "unknown":
+            if int(told):  # what waited for it ends too, at once
+                after.drain(client, queue)
             return Cancellation(queue, outcome, before)
     return None
 
@@ -136,7 +154,7 @@ def parse(fields: dict[Any, Any], ttl_ms: int = -1) -> dict[str, Any]:
                 out[key] = float(value)
             except ValueError:
                 out[key] = None
-        elif key == "result":
+        elif key == "result" or key == "after":
             try:
                 out[key] = json.loads(value)
             except ValueError:

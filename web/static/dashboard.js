@@ -74,6 +74,7 @@ function render(s) {
   fill("queues", Object.entries(s.queues).map(([q, v]) => ({
     attrs: {queue: q},
     cells: [q, depth(v), v.scheduled ? `${fmt(v.scheduled)} (next in ${ago(Math.max(0, v.next_due_in_ms))})` : "0",
+            fmt(v.waiting || 0),
             fmt(v.in_flight), v.slots === undefined ? "-" : `${fmt(v.busy)}/${fmt(v.slots)}`,
             [fmt(v.dead), v.dead ? "bad" : ""], rate(v.handled_per_s),
             ago(v.oldest_age_ms), fmt(v.pushed_total), fmt(v.handled_total),

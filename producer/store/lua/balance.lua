@@ -6,6 +6,7 @@
 -- KEYS[2]  bus:{q}:pending
 -- KEYS[3]  bus:{q}:delayed
 -- KEYS[4]  bus:{q}:consumers
+-- KEYS[5]  bus:{q}:waiting (messages waiting for others)
 --#include lib/levels.lua
 
 local out = {}
@@ -18,7 +19,8 @@ for _, name in ipairs(redis.call('ZRANGE', KEYS[4], 0, -1)) do
   processing = processing + redis.call('LLEN', prefix .. name)
 end
 for _, kv in ipairs({{'pending', depth(KEYS[2])}, {'processing', processing},
-                     {'delayed', redis.call('ZCARD', KEYS[3])}}) do
+                     {'delayed', redis.call('ZCARD', KEYS[3])},
+                     {'waiting', redis.call('ZCARD', KEYS[5])}}) do
   out[#out + 1] = kv[1]; out[#out + 1] = kv[2]
 end
 return out

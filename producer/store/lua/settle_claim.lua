@@ -1,5 +1,5 @@
 -- settle_claim: settle a batch (as settle.lua), then claim the next one (as claim.lua): one
--- round trip per batch. Returns {moved, dropped, claimed oldest first...}.
+-- round trip per batch. Returns {moved, dropped, told, claimed oldest first...}.
 --
 -- KEYS[1]  bus:{q}:processing:<consumer>
 -- KEYS[2]  bus:{q}:pending
@@ -16,12 +16,13 @@
 --#include lib/replay.lua
 --#include lib/claim.lua
 
-local settled = {0, 0}
+local settled = {0, 0, 0}
 if not replayed(KEYS[7], ARGV[3]) then
   settled = move_triples(4, tonumber(ARGV[1]), KEYS[5], KEYS[6])
   mark_settled(KEYS[7], ARGV[3], settled[1])
 end
 local out = claim(KEYS[2], KEYS[1], tonumber(ARGV[2]), KEYS[6])
+table.insert(out, 1, settled[3])
 table.insert(out, 1, settled[2])
 table.insert(out, 1, settled[1])
 return out

@@ -16,7 +16,8 @@
 -- says cancelled), unless it is an ack (the handler finished: handled).
 -- Every move but P happens only if the removal found the value. Past dead_max entries (0: no
 -- cap) the oldest dead letters are trimmed and counted. delayed: the queue's delayed zset.
--- Returns {moved, dropped}.
+-- Returns {moved, dropped, told}: told, the outbox entries written for messages that wait for
+-- the tracked ones finished here (lib/after.lua).
 -- A tracked message's how is "<how>\n<id>\n<attempt>\n<note>", and the move writes its record
 -- (gate): A handled (the value: its JSON result or empty; the note: why a result was not
 -- stored), R pending when the value is the raw unchanged (never handed to the handler), else
@@ -27,6 +28,7 @@
 --#include lib/records.lua
 --#include lib/count.lua
 --#include lib/levels.lua
+--#include lib/after.lua
 
 local function split_how(how)
   if #how == 1 or not string.find(how, '\n', 1, true) then return how end
@@ -42,14 +44,17 @@ local function settle_record(gate, ttl, code, id, attempt, note, raw, value, due
     if value ~= '' then table.insert(f, 'result'); table.insert(f, value) end
     if note ~= '' then table.insert(f, 'result_error'); table.insert(f, note) end
     rec_write(gate, ttl, id, 'handled', now, f)
+    tell(gate, id, 'handled', '')
   elseif code == 'R' and raw == value then
     rec_write(gate, ttl, id, 'pending', now, f)
   elseif code == 'D' or code == 'P' then
     table.insert(f, 'reason'); table.insert(f, note)
     rec_write(gate, ttl, id, 'dead', now, f)
+    tell(gate, id, 'dead', note)
   elseif code == 'C' then
     if note ~= '' then table.insert(f, 'reason'); table.insert(f, note) end
     rec_write(gate, ttl, id, 'cancelled', now, f)
+    tell(gate, id, 'cancelled', note)
   else
     table.insert(f, 'error'); table.insert(f, note)
     if due then table.insert(f, 'due_ms'); table.insert(f, due) end
@@ -90,7 +95,7 @@ end
 local function move_triples(first, dead_max, delayed, gate)
   if ack_tail(first) then
     settle_records(first, gate)
-    return {math.floor((#ARGV - first + 1) / 3), 0}
+    return {math.floor((#ARGV - first + 1) / 3), 0, told}
   end
   local moved, to_dead, acked, listed_dead, cancelled = 0, 0, 0, 0, 0
   local ttl = false  -- the records' TTL, read at the first tracked move
@@ -140,5 +145,5 @@ local function move_triples(first, dead_max, delayed, gate)
       redis.call('INCRBY', KEYS[4], dropped)
     end
   end
-  return {moved, dropped}
+  return {moved, dropped, told}
 end
