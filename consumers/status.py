@@ -167,9 +167,10 @@ def _rates(o: dict[str, Any]) -> str:
 
 
 def _queues(o: dict[str, Any]) -> str:
-    heads = ["queue", ">depth", ">scheduled", ">in flight", ">dead", ">oldest", ">handled",
-             ">handled/s", ">workers alive", ">unaccounted"]  # fmt: skip
-    rows = [[q, num(v["depth"]), num(v.get("scheduled")), num(v["in_flight"]), num(v["dead"]),
+    heads = ["queue", ">depth", ">scheduled", ">waiting", ">in flight", ">dead", ">oldest",
+             ">handled", ">handled/s", ">workers alive", ">unaccounted"]  # fmt: skip
+    rows = [[q, num(v["depth"]), num(v.get("scheduled")), num(v.get("waiting")),
+             num(v["in_flight"]), num(v["dead"]),
              duration(v["oldest_age_ms"]),
              num(v.get("handled_total")), per_s(v["handled_per_s"]), num(v["workers_alive"]),
              num(v["balance"]["unaccounted"]) if "balance" in v else "-"]

@@ -149,7 +149,7 @@ def _record_lines(record: dict[str, Any]) -> list[str]:
     """``field: value`` lines, the state first, times as UTC and their age."""
     now = time.time() * 1000
     order = ["id", "queue", "state", "attempt", "worker", "progress", "progress_text", "error",
-             "reason", "result", "result_error"]  # fmt: skip
+             "reason", "result", "result_error", "after", "waiting_for"]  # fmt: skip
     lines = []
     for key in order + sorted(k for k in record if k not in order):
         value = record.get(key)
@@ -161,6 +161,9 @@ def _record_lines(record: dict[str, Any]) -> list[str]:
             text = f"{at} ({'in ' if ago < 0 else ''}{abs(ago):.1f}s{'' if ago < 0 else ' ago'})"
         elif key == "result":
             text = json.dumps(value, ensure_ascii=False)
+        elif key == "after" and isinstance(value, list):  # what it waits (waited) for
+            shown = ", ".join(f"{p.get('id')} on {p.get('queue')}" for p in value[:5])
+            text = f"{len(value)}: {shown}" + (", ..." if len(value) > 5 else "")
         else:
             text = str(value)
         lines.append(f"{key + ':':<15} {text}")

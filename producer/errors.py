@@ -9,6 +9,7 @@ describes its kind, so code written against those still works::
     ├── PayloadError (ValueError)         a payload strict JSON cannot carry (nothing was sent)
     ├── QueueFull                         the queue is at BUS_MAX_QUEUE_DEPTH (nothing was sent)
     ├── IdempotencyConflict               an idempotency key reused for another request
+    ├── UnknownPrerequisite (ValueError)  after names a message without a record (nothing sent)
     ├── Unconfirmed (redis.ConnectionError)  the reply was lost: the message may have been sent
     │   └── NotReplicated                 sent, but fewer replicas confirmed it than asked
     ├── DeadLink (redis.ConnectionError)  a daemon's link stopped answering (no PONG in time)

@@ -11,9 +11,10 @@ from typing import Any
 
 import redis
 
+from producer.errors import IdempotencyConflict
 from producer.keyed import Sent
 from producer.observe.stats import Stats
-from producer.store import after, envelope, keys
+from producer.store import after, envelope, keys, once
 from producer.store.after import Prerequisite
 
 
@@ -44,6 +45,7 @@ class Flows:
     src: str
     stats: Stats | None
     result_ttl_ms: int
+    once_ms: int
     _seqs: dict[str, int]
 
     def _lock_for(self, dest: str) -> threading.Lock:
@@ -56,24 +58,36 @@ class Flows:
         raise NotImplementedError  # the producer's
 
     def _push_after(self, payload: Any, queue: str, prerequisites: Iterable[Any],
-                    timeout_s: float | None, priority: int | None) -> Sent:  # fmt: skip
+                    timeout_s: float | None, priority: int | None,
+                    key: str | None = None) -> Sent:  # fmt: skip
         """:meth:`~producer.Producer.push` with ``after``: the message is tracked, and waits
         aside until every prerequisite is handled. Its result is how many it still waits for
-        (0: they were all handled already, and it is pending now)."""
+        (0: they were all handled already, and it is pending now, or one of them had ended
+        otherwise, and so has it). With ``key``, at most once within the key's window."""
         needs = after.parse(prerequisites, queue)
         timeout_s = envelope.check_timeout(timeout_s)
         level = envelope.check_priority(priority)
+        keyed = None
+        if key is not None:
+            fp = once.fingerprint(queue, [payload, needs], -1, -1, True, timeout_s, level)
+            keyed = (once.check_key(key), self.once_ms, fp)
         dest = keys.pending(queue)
         with self._lock_for(dest):
             seq = self._seqs.get(dest, 1)
             env = envelope.new(payload, src=self.src, seq=seq, track=True, timeout_s=timeout_s,
                                priority=level)  # fmt: skip
             raw = env.encode()  # a payload that is not JSON fails here, nothing sent
-            waits_for, _ = after.wait(self.client, queue, env.id, raw, needs, self.result_ttl_ms)
-            self._seqs[dest] = seq + 1
+            kept = after.wait(self.client, queue, env.id, raw, needs, self.result_ttl_ms,
+                              once=keyed)  # fmt: skip
+            if kept.repeat is None:
+                self._seqs[dest] = seq + 1
+        if kept.repeat is not None:  # the key used before: nothing was sent now
+            if not kept.same:
+                raise IdempotencyConflict(queue, key or "")
+            return Sent(envelope.decode(kept.repeat), kept.waiting_for, repeat=True, queue=queue)
         if self.stats:
             self.stats.incr("pushed", 1, queue)
-        return Sent(env, waits_for)
+        return Sent(env, kept.waiting_for, queue=queue)
 
     def chain(self, steps: Sequence[Step | Any], queue: str = "default") -> list[Sent]:
         """Push ``steps`` so that each waits for the one before it to be handled (each a

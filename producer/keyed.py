@@ -21,12 +21,14 @@ class Sent:
     """What one send did: the envelope and Redis's answer (queue depth, receivers, or for a
     delayed message how many wait in ``bus:{q}:delayed``, and ``due_ms``: when it is due, in
     ms since the epoch on Redis's clock). ``repeat``: a send with an idempotency key that was
-    made before (nothing was sent now; the envelope and answer are the first one's)."""
+    made before (nothing was sent now; the envelope and answer are the first one's).
+    ``queue``: the queue a push went to ("" for a publish): what ``after`` reads of it."""
 
     envelope: envelope.Envelope
     result: int
     due_ms: int | None = None
     repeat: bool = False
+    queue: str = ""
 
 
 def new_src() -> str:
@@ -97,12 +99,12 @@ class KeyedSends:
                 raise IdempotencyConflict(queue, key)
             first = envelope.decode(reply[2])
             return Sent(first, int(reply[3]), int(reply[4]) if later else None,
-                        repeat=True)  # fmt: skip
+                        repeat=True, queue=queue)  # fmt: skip
         if self.stats:
             self.stats.incr("pushed", 1, queue)
             if later:
                 self.stats.incr("scheduled", 1, queue)
-        return Sent(env, int(reply[1]), int(reply[2]) if later else None)
+        return Sent(env, int(reply[1]), int(reply[2]) if later else None, queue=queue)
 
     def _publish_once(self, payload: Any, channel: str, key: str) -> Sent:
         """:meth:`publish` with an idempotency key: one script checks the key and publishes."""

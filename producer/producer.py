@@ -164,13 +164,13 @@ class Producer(KeyedSends, Flows):
         pending; it ends dead-lettered (or cancelled) if one of them ends so (see
         :mod:`producer.store.after`). Each must be a tracked message with a record, else
         :class:`~producer.UnknownPrerequisite` and nothing is sent. The result is then how many
-        it still waits for. Not with a delay or a key."""
+        it still waits for. Not with a delay."""
         if after is not None:
-            if key is not None or delay_s is not None or not_before is not None:
-                raise ValueError("after cannot be combined with key, delay_s or not_before")
+            if delay_s is not None or not_before is not None:
+                raise ValueError("after cannot be combined with delay_s or not_before")
             if track is False:
                 raise ValueError("a message pushed with after is tracked (track=False given)")
-            return self._push_after(payload, queue, after, timeout_s, priority)
+            return self._push_after(payload, queue, after, timeout_s, priority, key)
         if key is not None:
             return self._push_once(payload, queue, once.check_key(key), delay_s, not_before,
                                    track, timeout_s, priority)  # fmt: skip
@@ -250,7 +250,7 @@ class Producer(KeyedSends, Flows):
             else:
                 push = partial(self._schedule, queue, delay_ms, due)
             sent = self._send(keys.pending(queue), payloads, "prodcons", push, track, timeout_s,
-                              level)  # fmt: skip
+                              level, queue)  # fmt: skip
         except QueueFull as full:
             if self.stats:
                 self.stats.incr("refused_full", full.count, queue)
@@ -360,6 +360,7 @@ class Producer(KeyedSends, Flows):
         track: bool = False,
         timeout_s: float | None = None,
         priority: int = 0,
+        queue: str = "",
     ) -> list[Sent]:
         with self._lock_for(dest):
             first = self._seqs.get(dest, 1)
@@ -390,7 +391,7 @@ class Producer(KeyedSends, Flows):
                 raise
             self._seqs[dest] = first + len(raws)
         return [
-            Sent(e, r[0], r[1]) if isinstance(r, tuple) else Sent(e, r)
+            Sent(e, r[0], r[1], queue=queue) if isinstance(r, tuple) else Sent(e, r, queue=queue)
             for e, r in zip(envs, results, strict=True)
         ]
 

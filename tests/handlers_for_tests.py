@@ -20,7 +20,7 @@ from consumers.tracking import Context
 from producer import Envelope, new_envelope
 
 
-def _append(env: Envelope, event: str) -> None:
+def _append(env: Envelope, event: str, **extra: object) -> None:
     payload = env.payload
     line = {
         "event": event,
@@ -35,6 +35,7 @@ def _append(env: Envelope, event: str) -> None:
         "thread": threading.current_thread().name,
         "t": time.monotonic(),
         "wall": time.time(),
+        **extra,
     }
     with open(os.environ["TEST_BUS_RECORD"], "a", encoding="utf-8") as f:
         f.write(json.dumps(line) + "\n")
@@ -206,3 +207,22 @@ def hold(env: Envelope) -> None:
     while not os.path.exists(release) and time.monotonic() < deadline:
         time.sleep(0.01)
     _append(env, "handled")
+
+
+def chord(env: Envelope, ctx: Context) -> object:
+    """A group's member or its callback. A member (payload ``{"n": n}``) with ``"hold": true``
+    records its start and waits for ``TEST_BUS_RELEASE`` as :func:`hold` does; every member
+    records its end and returns ``{"n": n}``. The callback (payload ``{"callback": true}``)
+    records what ``ctx.results()`` read (``results``)."""
+    payload = env.payload if isinstance(env.payload, dict) else {}
+    if payload.get("callback"):
+        _append(env, "handled", results=ctx.results())
+        return {"members": len(ctx.results())}
+    if payload.get("hold"):
+        _append(env, "start")
+        release = os.environ["TEST_BUS_RELEASE"]
+        deadline = time.monotonic() + 30
+        while not os.path.exists(release) and time.monotonic() < deadline:
+            time.sleep(0.01)
+    _append(env, "handled")
+    return {"n": payload.get("n")}

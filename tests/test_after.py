@@ -7,17 +7,22 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
 from consumers.tracking import Context
+from consumers.worker import Worker
+from loadtest.harness.cluster import RedisCluster
 from loadtest.harness.waits import wait_for
 from producer import Envelope, Producer, Settings, Step, UnknownPrerequisite, keys
 from producer.store import after, scripts
 from producer.store.counts import read_balance
 from producer.store.tracking import read_record
+from tests.clusterkit import bus_settings, queues_on_shards, start_cluster
 from tests.inproc import running
 from tests.test_worker import make_worker
 
@@ -246,3 +251,38 @@ def test_telling_twice_changes_nothing(settings: Settings, r: redis.Redis) -> No
     assert after.resolve(r, Q, [(w, f"{Q}\n{b}", "handled", "")] * 3) == (1, 0)
     assert after.resolve(r, Q, [(w, f"{Q}\n{b}", "dead", "late")]) == (0, 0)
     assert state(r, w) == "pending" and read_balance(r, Q)["pending"] == 3
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[RedisCluster]:
+    yield from start_cluster(tmp_path / "cluster")
+
+
+@pytest.mark.slow
+def test_chains_and_groups_across_the_shards_of_a_cluster(cluster: RedisCluster) -> None:
+    """A queue on each of 3 shards: every step runs on one slot (keep aside, link, tell,
+    resolve), so a chain through the three queues, a group on two with its callback on the
+    third, and a cancel that ends a message waiting on another shard all work."""
+    q0, q1, q2 = queues_on_shards(cluster, 3)
+    settings = bus_settings(cluster, queues=(q0, q1, q2))
+    handlers = {q: Handled() for q in (q0, q1, q2)}
+    with Producer.from_settings(settings, name="t") as producer:
+        chain = producer.chain([Step("c0", q0), Step("c1", q1), Step("c2", q2)])
+        group = producer.group([Step(f"g{i}", (q0, q1)[i % 2]) for i in range(6)],
+                               then=Step("callback", q2))  # fmt: skip
+        blocker = producer.push("blocker", q0, delay_s=60, track=True).envelope.id
+        doomed = producer.push("doomed", q2, after=[(q0, blocker)]).envelope.id
+        workers = [Worker(settings, q, "w", handlers[q]) for q in (q0, q1, q2)]
+        with running(workers[0]), running(workers[1]), running(workers[2]):
+            wait_for(lambda: len(handlers[q2].seen) >= 2, 10, "the chain's end and the callback")
+            assert producer.cancel(blocker, q0).outcome == "cancelled"  # type: ignore[union-attr]
+            r = producer.client
+            assert (read_record(r, q2, doomed) or {}).get("state") == "cancelled"
+            assert group.callback is not None
+            cb = read_record(r, q2, group.callback.envelope.id)
+            assert cb is not None and cb["state"] in ("in-flight", "handled")
+    assert sorted(handlers[q2].payloads()) == ["c2", "callback"]
+    assert handlers[q1].results["c1"] == [{"done": "c0"}]
+    assert handlers[q2].results["c2"] == [{"done": "c1"}]
+    assert handlers[q2].results["callback"] == [{"done": f"g{i}"} for i in range(6)]
+    assert [s.envelope.id for s in chain][2] in {e.id for e in handlers[q2].seen}

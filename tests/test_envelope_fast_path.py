@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from producer.errors import EnvelopeError
@@ -107,6 +107,14 @@ def reference(data: bytes) -> envelope.Envelope:
 
 @settings(max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(envelopes())
+@example(
+    b'{"v":1,"id":"a","src":"w","seq":3,"ts":1,"mode":"prodcons","attempt":1,'
+    b'"payload":{"":-9223372036854775809}}'
+)  # 19 digits below -2**63: orjson's float
+@example(
+    b'{"v":1,"id":"a","src":"w","seq":3,"ts":1,"mode":"prodcons","attempt":1,'
+    b'"\x80riority":null,"payload":null}'
+)  # not UTF-8 in a field msgspec skips
 def test_the_hot_path_never_disagrees_with_the_reference(data: bytes) -> None:
     assert outcome(decode, data) == outcome(reference, data), data
 

@@ -20,10 +20,11 @@ import redis
 from consumers.tracking import Context
 from loadtest.harness.server import RedisServer
 from producer import decode, keys, new_envelope
+from producer.store.tracking import read_record
 from tests.doctext import DOCUMENTS, fenced, text_of
 
 # The pages whose Python blocks the tests below run, and how many each shows.
-RUN_HERE = {"python.md": 4, "tracked.md": 2}
+RUN_HERE = {"python.md": 4, "tracked.md": 2, "workflows.md": 2}
 
 
 INCLUDE = re.compile(r"--8<--\n(\S+)\n--8<--\n")  # a block that includes a file of the checkout
@@ -104,3 +105,31 @@ def test_the_tracked_page_handler_stops_when_cancelled() -> None:
     with pytest.raises(RuntimeError, match="cancelled"):
         crawl(env, Context(env, "default", "test", lambda f, t: True, lambda: True))  # type: ignore[operator]
     assert fetched == [0, 1, 2]
+
+
+def test_the_workflows_page_runs_as_written(
+    redis_server: RedisServer, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """ "Chains and groups": the chain, the group and the message waiting on two queues."""
+    monkeypatch.setenv("BUS_REDIS_URL", redis_server.url)
+    namespace: dict[str, object] = {"__name__": "docs"}
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(snippets("workflows.md")[0], "docs/workflows.md", "exec"), namespace)
+    assert out.getvalue().splitlines() == ["5", "waiting"]
+    assert [decode(x).payload for x in r.lrange(keys.pending("default"), 0, -1)] == [
+        {"n": 2}, "fetch"]  # fmt: skip
+    assert r.zcard(keys.waiting("default")) == 2 and r.zcard(keys.waiting("report")) == 2
+    fetch = namespace["fetch"]
+    record = read_record(r, "default", fetch.envelope.id)  # type: ignore[attr-defined]
+    assert record is not None and record["state"] == "pending"
+
+
+def test_the_workflows_page_callback_reads_the_results() -> None:
+    block = snippets("workflows.md")[1]
+    namespace: dict[str, object] = {"__name__": "docs"}
+    exec(compile(block, "docs/workflows.md", "exec"), namespace)
+    env = new_envelope({"report": "hot-repositories"}, track=True)
+    pages = [{"repos": ["a", "b"]}, {"repos": ["c"]}, {"repos": []}]
+    ctx = Context.for_tests(env, results=pages)
+    assert namespace["report"](env, ctx) == {"rows": 3}  # type: ignore[operator]

@@ -95,7 +95,7 @@ def _conflict(exc: IdempotencyConflict) -> ResponseReturnValue:
 
 def _unknown_prerequisite(exc: UnknownPrerequisite) -> ResponseReturnValue:
     missing = [{"queue": q, "id": i} for q, i in exc.missing]
-    return _http_error(BadMessage(422, str(exc), outcome="rejected", missing=missing))
+    return _http_error(BadMessage(404, str(exc), outcome="rejected", missing=missing))
 
 
 def _payload_error(exc: PayloadError) -> ResponseReturnValue:

@@ -172,13 +172,16 @@ def send(bus: Bus, route: Route, body: Any, key: str | None = None) -> dict[str,
     track = check_track(body)
     timeout_s = check_timeout(body)
     priority = check_priority(body)
-    needs = check_after(body, name, settings.queues, key)
+    needs = check_after(body, name, settings.queues)
     if needs is not None:
         sent = bus.get_producer().push(payload, name, timeout_s=timeout_s, priority=priority,
-                                       after=needs)  # fmt: skip
+                                       after=needs, key=key)  # fmt: skip
         env = sent.envelope
-        return {"id": env.id, "queue": name, "waiting_for": sent.result, "tracked": True,
-                "src": env.src, "seq": env.seq}  # fmt: skip
+        answer = {"id": env.id, "queue": name, "waiting_for": sent.result, "tracked": True,
+                  "src": env.src, "seq": env.seq}  # fmt: skip
+        if sent.repeat:
+            answer["repeat"] = True
+        return answer
     delay = check_delay(body)
     sent = bus.get_producer().push(payload, name, track=track, timeout_s=timeout_s,
                                    delay_s=delay.get("delay_s"), priority=priority,

@@ -104,19 +104,18 @@ def refuse_queue_options(body: Any) -> None:
         )
 
 
-def check_after(body: dict[str, Any], queue: str, queues: tuple[str, ...],
-                key: str | None) -> list[tuple[str, str]] | None:  # fmt: skip
+def check_after(body: dict[str, Any], queue: str,
+                queues: tuple[str, ...]) -> list[tuple[str, str]] | None:  # fmt: skip
     """A push's ``"after"``: the messages it waits for, each an id (of its own queue) or
     ``{"queue": ..., "id": ...}`` on one of ``queues``; None when absent (or null). Not with
-    a delay, an idempotency key or ``"track": false``."""
+    a delay or ``"track": false``."""
     given = body.get("after")
     if given is None:
         return None
     if not isinstance(given, list):
         raise BadMessage(400, '\'after\' must be a list of message ids or {"queue", "id"}')
-    if any(field in body for field in DELAY_FIELDS) or key is not None:
-        raise BadMessage(400, "'after' cannot be combined with 'delay_s', 'not_before' or an "
-                              "Idempotency-Key")  # fmt: skip
+    if any(field in body for field in DELAY_FIELDS):
+        raise BadMessage(400, "'after' cannot be combined with 'delay_s' or 'not_before'")
     if body.get("track") is False:
         raise BadMessage(400, "a message with 'after' is tracked: leave out 'track': false")
     try:

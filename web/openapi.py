@@ -70,9 +70,20 @@ def _message_body(dest: str, names: tuple[str, ...], extra: dict[str, Any]) -> d
         "required": ["payload"],
         "additionalProperties": False,
     }
-    if "delay_s" in extra:  # one or the other
-        schema["if"] = {"required": ["delay_s"]}
-        schema["then"] = {"properties": {"not_before": False}}
+    if "delay_s" in extra:  # one or the other; a message that waits for others is not delayed
+        schema["allOf"] = [
+            {"if": {"required": ["delay_s"]}, "then": {"properties": {"not_before": False}}},
+            {
+                "if": {"required": ["after"], "properties": {"after": {"type": "array"}}},
+                "then": {
+                    "properties": {
+                        "delay_s": False,
+                        "not_before": False,
+                        "track": {"enum": [True, None]},
+                    }
+                },
+            },
+        ]
     return schema
 
 
@@ -90,6 +101,8 @@ def _form_body(dest: str, names: tuple[str, ...]) -> dict[str, Any]:
     }
 
 
+MESSAGE_ID = {"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS,
+              "pattern": "^[^\\u0000-\\u001f]+$"}  # fmt: skip
 MSG_ID = {
     "name": "msg_id",
     "in": "path",
@@ -144,20 +157,22 @@ def _send(
                 + "an Idempotency-Key that is empty, longer than 255 characters or not "
                 "printable ASCII, " + f"or {CUT_SHORT}"
             ),
-            "404": _error(f"a {dest} the web does not accept (the answer lists those it does)"),
+            "404": _error(
+                f"a {dest} the web does not accept (the answer lists those it does)"
+                + (
+                    "; or after names a message with no record (never pushed, not tracked, "
+                    "or expired): nothing was sent, missing lists them"
+                    if dest == "queue"
+                    else ""
+                )
+            ),
             "413": TOO_LARGE,
             "409": _error(
                 "the Idempotency-Key was used within its window for another request (another "
                 "payload or options): nothing was sent"
             ),
             **(
-                {
-                    "422": _error(
-                        "after names a message with no record (never pushed, not tracked, or "
-                        "expired): nothing was sent; missing lists them"
-                    ),
-                    "429": _retry_later("the queue is at BUS_MAX_QUEUE_DEPTH"),
-                }
+                {"429": _retry_later("the queue is at BUS_MAX_QUEUE_DEPTH")}
                 if dest == "queue"
                 else {}
             ),
@@ -232,10 +247,13 @@ def describe(settings: Settings) -> dict[str, Any]:
             "minItems": 1,
             "items": {
                 "oneOf": [
-                    {"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS},
+                    MESSAGE_ID,
                     {
                         "type": "object",
-                        "properties": {"queue": {"type": "string"}, "id": {"type": "string"}},
+                        "properties": {
+                            "queue": {"type": "string", "enum": list(settings.queues)},
+                            "id": MESSAGE_ID,
+                        },
                         "required": ["id"],
                         "additionalProperties": False,
                     },
@@ -243,8 +261,8 @@ def describe(settings: Settings) -> dict[str, Any]:
             },
             "description": "the messages this one waits for (an id: of its own queue), each a "
             "tracked message: it is tracked, waits aside until every one is handled, then is "
-            "pending; dead-lettered or cancelled if one of them ends so. Not with delay_s, "
-            "not_before or an Idempotency-Key",
+            "pending; dead-lettered or cancelled if one of them ends so. Not with delay_s or "
+            "not_before",
         },
     }
     queue = _queue_param(settings.queues)

@@ -38,6 +38,7 @@ import json
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import redis
@@ -61,8 +62,8 @@ FINAL = ("handled", "dead", "cancelled")
 def parse(after: Iterable[Any], queue: str) -> list[Prerequisite]:
     """``after`` as (queue, id) pairs, in order, each once: an item is an id (a message of
     ``queue``), a (queue, id) pair, a mapping with ``id`` (and ``queue``), or anything with
-    an ``envelope`` (a :class:`~producer.Sent`: a message of ``queue``). ValueError for
-    anything else, an id no record can have, or none at all."""
+    an ``envelope`` (a :class:`~producer.Sent`: a message of the queue it was pushed to).
+    ValueError for anything else, an id no record can have, or none at all."""
     if isinstance(after, str | bytes):
         raise ValueError("after is a list of messages, not one id")
     out: dict[Prerequisite, None] = {}
@@ -92,30 +93,48 @@ def _pair(item: Any, queue: str) -> Prerequisite:
             return q, item["id"]
     env = getattr(item, "envelope", None)
     if env is not None and isinstance(getattr(env, "id", None), str):
-        return queue, env.id
+        return getattr(item, "queue", "") or queue, env.id
     raise ValueError(
         f"after: {item!r} is not a message: give an id, a (queue, id) pair, "
         '{"queue": ..., "id": ...} or what a push returned'
     )
 
 
+@dataclass(frozen=True)
+class Kept:
+    """What :func:`wait` did: how many the message still waits for once linked (0: it is
+    pending now); with an idempotency key used before, ``repeat`` holds the first push's
+    envelope (nothing was written now) and ``same`` whether its request was this one."""
+
+    waiting_for: int
+    repeat: bytes | None = None
+    same: bool = True
+
+
 def wait(client: redis.Redis, queue: str, msg_id: str, raw: bytes,
-         prerequisites: Sequence[Prerequisite], ttl_ms: int,
-         dead_max: int = 0) -> tuple[int, int]:  # fmt: skip
+         prerequisites: Sequence[Prerequisite], ttl_ms: int, dead_max: int = 0,
+         once: tuple[str, int, str] | None = None) -> Kept:  # fmt: skip
     """Keep message ``msg_id`` (``raw``, tracked) of ``queue`` aside until every prerequisite
     is handled (see the module's docstring). Raises :class:`UnknownPrerequisite` (nothing
-    written) when one has no record. Returns (waiting for, released): how many it still waits
-    for once linked, and 1 when they were all handled already (it is pending now)."""
+    written) when one has no record. ``once``: an idempotency key, its window (ms) and the
+    request's fingerprint (:mod:`producer.store.once`): a repeat writes nothing."""
     states = _states(client, prerequisites)
     missing = [p for p, (state, _) in zip(prerequisites, states, strict=True) if not state]
     if missing:
         raise UnknownPrerequisite(tuple(missing))
     shown = json.dumps([{"queue": q, "id": i} for q, i in prerequisites], separators=(",", ":"))
-    wait_keys = (keys.waiting(queue), keys.wait(queue, msg_id), keys.tracking(queue),
-                 keys.record(queue, msg_id), keys.pending(queue))  # fmt: skip
+    wait_keys = [keys.waiting(queue), keys.wait(queue, msg_id), keys.tracking(queue),
+                 keys.record(queue, msg_id), keys.pending(queue)]  # fmt: skip
+    window, fp = 0, ""
+    if once is not None:
+        wait_keys.append(keys.once(queue, once[0]))
+        window, fp = once[1], once[2]
     fields = [f"{q}\n{i}" for q, i in prerequisites]
-    args = (msg_id, raw, ttl_ms, shown, int(SWEEP_S * 1000), *fields)
-    if not int(scripts.WAIT(client, wait_keys, args)):
+    args = (msg_id, raw, ttl_ms, shown, int(SWEEP_S * 1000), window, fp, *fields)
+    reply = scripts.WAIT(client, wait_keys, args)
+    if int(reply[0]) == 2:
+        return Kept(int(reply[3]), reply[2], bool(int(reply[1])))
+    if int(reply[0]) == 0:
         raise ValueError(f"a message {msg_id!r} waits on {queue} already")
     outcomes = []
     me = f"{queue}\n{msg_id}"
@@ -124,8 +143,10 @@ def wait(client: redis.Redis, queue: str, msg_id: str, raw: bytes,
         state, reason = (_text(x) for x in reply)
         if state in FINAL or state == "unknown":
             outcomes.append((msg_id, f"{q}\n{i}", state, reason))
-    released = resolve(client, queue, outcomes, dead_max)[0] if outcomes else 0
-    return len(prerequisites) - len(outcomes), released
+    if outcomes:
+        resolve(client, queue, outcomes, dead_max)
+    ended = any(state != "handled" for _, _, state, _ in outcomes)
+    return Kept(0 if ended else len(prerequisites) - len(outcomes))
 
 
 def resolve(client: redis.Redis, queue: str, outcomes: Sequence[tuple[str, str, str, str]],

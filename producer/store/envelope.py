@@ -64,11 +64,12 @@ def _refuse_constant(name: str) -> Any:
 
 
 _DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
-# 20 digits in a row may be an integer past 64 bits, which orjson would read as a float: such
-# bytes go to the standard library, which keeps integers exact. Found by mapping every digit to
+# 19 digits in a row may be an integer orjson would read as a float (past 2**64 - 1, or below
+# -2**63: -9223372036854775809 has 19 digits): such bytes go to the standard library, which
+# keeps integers exact. Found by mapping every digit to
 # "0" and anything else to " " (one C pass), then a substring search: far cheaper than a regex.
 _DIGITS_TO_ZERO = bytes(48 if 48 <= b <= 57 else 32 for b in range(256))
-_TWENTY_DIGITS = b"0" * 20
+_LONG_DIGITS = b"0" * 19
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,7 +152,7 @@ def encode(env: Envelope) -> bytes:
 
 def _loads(data: bytes) -> Any:
     """Strict JSON (no NaN, no Infinity), integers of any size kept exact."""
-    if _TWENTY_DIGITS not in data.translate(_DIGITS_TO_ZERO):
+    if _LONG_DIGITS not in data.translate(_DIGITS_TO_ZERO):
         return orjson.loads(data)
     return _DECODER.decode(data.decode("utf-8"))
 
@@ -190,9 +191,13 @@ def decode(raw: bytes | str, *, default_mode: str = "prodcons") -> Envelope:
     # The hot path of every consumer: what this bus's producers write, in range, is taken as
     # it is; anything else (an error of any kind here included) takes the reference path
     # below, which names the fault or notes what it ignored.
+    # msgspec skips an unknown field unread, bytes that are not UTF-8 included: such bytes are
+    # the reference path's to refuse (isascii() is the cheap test, one C pass).
     try:
         w = _OURS.decode(data)
-    except _NOT_OURS:
+        if not data.isascii():
+            data.decode("utf-8")
+    except (_NOT_OURS, UnicodeDecodeError):
         pass
     else:
         timeout_s = w.timeout_s
