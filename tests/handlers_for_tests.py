@@ -226,3 +226,24 @@ def chord(env: Envelope, ctx: Context) -> object:
             time.sleep(0.01)
     _append(env, "handled")
     return {"n": payload.get("n")}
+
+
+def misbehave(env: Envelope, ctx: Context) -> object:
+    """A group's member that does what its payload's ``"do"`` says: ``ok`` (returns ``{"n"}``),
+    ``exit`` (``os._exit(1)`` on every attempt), ``systemexit`` (raises SystemExit),
+    ``base`` (raises a bare BaseException), ``nonjson`` (returns a set: no result stored).
+    A callback (``{"callback": true}``) records ``ctx.results()`` as :func:`chord` does."""
+    payload = env.payload if isinstance(env.payload, dict) else {}
+    if payload.get("callback"):
+        _append(env, "handled", results=ctx.results())
+        return None
+    _append(env, "start")
+    do = payload.get("do")
+    if do == "exit":
+        os._exit(1)
+    if do == "systemexit":
+        raise SystemExit(3)
+    if do == "base":
+        raise BaseException("a bare BaseException")
+    _append(env, "handled")
+    return {1, 2} if do == "nonjson" else {"n": payload.get("n")}

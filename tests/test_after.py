@@ -5,6 +5,7 @@ message is accounted for in each queue's balance, waiting ones included."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Iterator
@@ -251,6 +252,36 @@ def test_telling_twice_changes_nothing(settings: Settings, r: redis.Redis) -> No
     assert after.resolve(r, Q, [(w, f"{Q}\n{b}", "handled", "")] * 3) == (1, 0)
     assert after.resolve(r, Q, [(w, f"{Q}\n{b}", "dead", "late")]) == (0, 0)
     assert state(r, w) == "pending" and read_balance(r, Q)["pending"] == 3
+
+
+def test_async_handlers_a_hung_member_and_a_callback_reading_results(
+    settings: Settings, r: redis.Redis
+) -> None:
+    """An ``async def`` worker: a member that never returns is given up on at its time limit
+    and dead-lettered (BUS_MAX_ATTEMPTS=1), which ends its group's callback; the other group's
+    callback reads its members' results from the event loop."""
+    seen: list[Any] = []
+
+    async def handler(env: Envelope, ctx: Context) -> Any:
+        if env.payload == "hang":
+            await asyncio.sleep(3600)
+        if env.payload == "callback":
+            seen.append(ctx.results())
+        return {"done": env.payload}
+
+    producer = Producer.from_settings(settings)
+    good = producer.group(["a", "b"], then="callback")
+    hung = producer.group([Step("c"), Step("hang", timeout_s=0.3)], then="callback")
+    assert good.callback is not None and hung.callback is not None
+    with running(make_worker(settings.replace(max_attempts=1), handler)):
+        wait_for(lambda: state(r, hung.callback.envelope.id) == "dead", 5, "the hung group")
+        wait_for(lambda: seen, 5, "the good group's callback")
+    assert seen == [[{"done": "a"}, {"done": "b"}]]
+    hung_id = hung.members[1].envelope.id
+    assert "TimeLimitExceeded" in record(r, hung_id)["reason"]
+    assert f"it waited for {hung_id}" in record(r, hung.callback.envelope.id)["reason"]
+    b = balanced(r)[Q]
+    assert (b["pushed"], b["acked"], b["dead"], b["waiting"]) == (6, 4, 2, 0)
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from loadtest.bench import balance, cluster, flood, memory, once, priorities, table, tracking
+from loadtest.bench import after, balance, cluster, flood, memory, once, priorities, table, tracking
 from loadtest.bench.common import Scale
 
 
@@ -192,3 +192,17 @@ def test_priorities_smoke_rows_compare_each_level_with_priority_0() -> None:
     assert all(r.section == p.SECTION and r.value > 0 for r in rows)
     assert all(table.ratio(r, rows) is not None for r in rows if r.ref)
     assert [r.ref for r in rows[4:]] == [None, p.CLAIM_PLAIN, None, p.TAKE_PLAIN]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_after_smoke_rows_compare_with_tracked_messages_and_time_the_callback() -> None:
+    rows = after.run(Scale(smoke=True))
+    a = after
+    assert [r.name for r in rows] == [
+        a.PUSH, a.PUSH_AFTER, a.DRAIN, a.DRAIN_AFTER, a.GROUP_PUSH.format(n="100"),
+        a.GROUP_LAG.format(n="100"),
+    ]  # fmt: skip
+    assert [r.ref for r in rows] == [None, a.PUSH, None, a.DRAIN, None, None]
+    assert all(r.section == a.SECTION and r.value > 0 for r in rows[:5])
+    assert 0 <= rows[5].value < 2_000, rows[5]  # told by the settle, not a 30 s sweep

@@ -125,3 +125,52 @@ def test_redis_restarts_between_members(
     assert seen["members_handled"] == MEMBERS
     print(f"\n[fault] after: Redis restarted (AOF) between members: {seen}")
     r.close()
+
+
+MISBEHAVE = "tests.handlers_for_tests:misbehave"
+
+
+@pytest.mark.parametrize("do", ["exit", "systemexit", "base"])
+def test_a_member_whose_handler_kills_its_worker_ends_the_callback_dead(
+    do: str, fresh_redis: RedisServer, spawn: Callable[..., Proc], tmp_path: Path
+) -> None:
+    """One member's handler calls os._exit(1), raises SystemExit or a bare BaseException on
+    every attempt (BUS_MAX_ATTEMPTS=2); the worker is started again each time it ends. The other
+    members are handled; that one is dead-lettered with its reason, and the callback after it,
+    naming it; nothing is left waiting."""
+    r = fresh_redis.client()
+    path = tmp_path / "records.jsonl"
+    producer = Producer.from_settings(Settings(redis_url=fresh_redis.url))
+    members = [Step({"do": "ok", "n": 0}), Step({"do": do}), Step({"do": "nonjson"})]
+    group = producer.group(members, then=Step({"callback": True}))
+    assert group.callback is not None
+    bad, cb = group.members[1].envelope.id, group.callback.envelope.id
+    env = {"BUS_MAX_ATTEMPTS": "2", "BUS_CONCURRENCY": "1"}
+    worker: Proc | None = None
+    runs = 0
+
+    def ended() -> bool:
+        nonlocal worker, runs
+        if r.hget(keys.record("default", cb), "state") in (b"dead", b"cancelled"):
+            return True
+        if worker is None or worker.proc.poll() is not None:  # ended: started again
+            runs += 1
+            assert runs <= 5, f"the worker was started {runs} times"
+            worker = spawn("worker", fresh_redis.url, "--name", "w1", "--handler", MISBEHAVE,
+                           **env)  # fmt: skip
+        return False
+
+    wait_for(ended, 40, "the callback ended")
+    record = {k.decode(): v.decode() for k, v in r.hgetall(keys.record("default", cb)).items()}
+    assert record["state"] == "dead" and f"it waited for {bad} on default" in record["reason"]
+    assert r.hget(keys.record("default", bad), "state") == b"dead"
+    handled = {x["id"] for x in read_records(path) if x["event"] == "handled"}
+    assert handled == {group.members[0].envelope.id, group.members[2].envelope.id}
+    nonjson = r.hget(keys.record("default", group.members[2].envelope.id), "result_error")
+    assert nonjson is not None and b"not JSON" in nonjson
+    balance = _quiet(r, "default")
+    assert balance is not None and balance["unaccounted"] == 0 and balance["dead"] == 2
+    print(
+        f"\n[fault] after: a member's handler {do} every attempt: {runs} worker runs, "
+        f"member and callback dead-lettered, {balance}"
+    )

@@ -25,6 +25,9 @@ SECTIONS = {
     "priorities": ("loadtest.bench.priorities", "what priority levels cost: a push at a level "
                    "beside a plain one, claims and takes from a backlog over 4 levels beside "
                    "one of priority 0"),
+    "after": ("loadtest.bench.after", "what waiting for other messages costs: a push with "
+              "after beside a tracked push, a drain of pairs (each waits for the one before) "
+              "beside tracked messages, a group of 10,000 and its callback's delay"),
     "cluster": ("loadtest.bench.cluster", "a Redis Cluster of 1 shard beside one of 3: six "
                 "queues pushed and drained by one worker each, the rates and the CPU per shard"),
     "latency": ("loadtest.bench.latency", "push to handler start at steady rates, both modes"),
