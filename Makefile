@@ -7,7 +7,7 @@ PYTEST_ARGS ?=
 RUN_DIR ?= .run
 ARGS ?=
 
-.PHONY: help bootstrap run run-sentinel run-cluster example status redis-cli test test-fast loadtest loadtest-quick bench lint docs fmt clean
+.PHONY: help bootstrap run run-sentinel run-cluster example example-report example-depends-on status redis-cli test test-fast loadtest loadtest-quick bench lint docs fmt clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -26,6 +26,12 @@ run-cluster: bootstrap ## the same stack on a Redis Cluster: 3 primaries, 3 repl
 
 example: bootstrap ## the examples/ thumbnail app (127.0.0.1:8001) and its worker, next to make run
 	@bash examples/run.sh $(ARGS)
+
+example-report: bootstrap ## the examples/ hot-repositories report (5 fetches, an aggregate, a CSV), every minute, next to make run
+	@EXAMPLE_PROCFILE=examples/Procfile.report bash examples/run.sh $(ARGS)
+
+example-depends-on: bootstrap ## the examples/ depends_on pair (RQ's tutorial): two jobs, the second after the first, then exits
+	@bash examples/depends_on.sh
 
 # make run's Redis as a role: RUN_DIR/env/<role>.env, written by make run (scripts/acl.sh env).
 load_role = f=$(RUN_DIR)/env/$(1).env; [ -r "$$f" ] || { echo "make: no $$f: start the stack with 'make run' first" >&2; exit 1; }; set -a; . "$$f"; set +a

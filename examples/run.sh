@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make example`: the example app (127.0.0.1:8001, EXAMPLE_BIND overrides) and a worker for
-# the queue "renders", in the foreground under honcho; Ctrl-C stops both.
+# the queue "renders", in the foreground under honcho; Ctrl-C stops both. With EXAMPLE_PROCFILE
+# another example's processes (`make example-report`: examples/Procfile.report).
 #
 # Which Redis: BUS_REDIS_URL when set (both processes use it); otherwise the Redis of
 # `make run`, each process as its own ACL user (the app as bus-web, the worker as bus-worker),
@@ -23,5 +24,7 @@ else
     exit 2
 fi
 export EXAMPLE_APP_URL EXAMPLE_WORKER_URL
-echo "example: the app at http://${EXAMPLE_BIND:-127.0.0.1:8001}/ (Ctrl-C stops it and its worker)"
-exec .venv/bin/honcho -f examples/Procfile start "$@"
+if [ -z "${EXAMPLE_PROCFILE:-}" ]; then
+    echo "example: the app at http://${EXAMPLE_BIND:-127.0.0.1:8001}/ (Ctrl-C stops it and its worker)"
+fi
+exec .venv/bin/honcho -f "${EXAMPLE_PROCFILE:-examples/Procfile}" start "$@"

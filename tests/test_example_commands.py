@@ -39,7 +39,9 @@ TOOL_LINES = (
     ".venv/bin/python -m consumers dead list --queue renders",
     ".venv/bin/python -m consumers status",
 )
-EXAMPLE_COVERED = {EXAMPLE, *commands(list(POST)), GET, TOOLS, *TOOL_LINES}
+REPORT = "make example-report"
+DEPENDS_ON = "make example-depends-on"
+EXAMPLE_COVERED = {EXAMPLE, *commands(list(POST)), GET, TOOLS, *TOOL_LINES, REPORT, DEPENDS_ON}
 EXAMPLE_ELSEWHERE = {
     ".venv/bin/pytest tests/test_example.py": "make test runs tests/test_example.py, its slow "
     "end-to-end tests too",
@@ -97,3 +99,37 @@ def test_the_examples_commands_work_against_make_run(stack: Stack, tmp_path: Pat
     assert code in (0, -signal.SIGINT) and "Traceback" not in text, text[-3000:]
     assert "worker.1 stopped (rc=0)" in text and "app.1 stopped (rc=0)" in text, text[-3000:]
     assert "NOPERM" not in text
+
+
+def test_the_report_workflow_and_the_depends_on_pair_run_against_make_run(
+    stack: Stack, tmp_path: Path
+) -> None:
+    """`make example-report` next to `make run`: the stand-in's first report ends in its CSV
+    (the API's and the worker's users: bus-web and bus-worker, nothing refused), Ctrl-C stops
+    both; `make example-depends-on` pushes its pair, prints both handled, and exits 0."""
+    out = tmp_path / "out"
+    env = {**stack.env, "RUN_REDIS_PORT": str(stack.redis_port), "REPORT_OUT": str(out),
+           "REPORT_API_URL": f"http://127.0.0.1:{stack.example_port}"}  # fmt: skip
+    st = dataclasses.replace(stack, env=env)
+    log = tmp_path / "report.log"
+    assert in_block(None, "make run", REPORT)
+    proc = st.start(None, REPORT, log)
+    try:
+
+        def written() -> list[Path]:
+            assert proc.poll() is None, log.read_text()
+            return list(out.glob("hot-repositories-*.csv")) if out.exists() else []
+
+        (csv_file,) = wait_for(written, 60, "the first report's CSV", every_s=0.3)
+        lines = csv_file.read_text().splitlines()
+        assert lines[0] == "rank,name,stars,language" and len(lines) == 11, lines
+    finally:
+        code = stop(proc, signal.SIGINT)
+    text = log.read_text()
+    assert code in (0, -signal.SIGINT) and "Traceback" not in text, text[-3000:]
+    assert "worker.1 stopped (rc=0)" in text and "api.1 stopped" in text, text[-3000:]
+    assert "NOPERM" not in text
+    printed = st.run(None, DEPENDS_ON)
+    assert printed.count(": handled {") == 2 and "'sent_to': 'ops@example.com'" in printed
+    with st.admin() as admin:
+        assert admin.acl_log() == []

@@ -37,7 +37,8 @@ def snippets(page: str) -> list[str]:
 
 def test_every_python_block_shown_is_run() -> None:
     """No document shows Python that no test runs: the pages of RUN_HERE hold the blocks written
-    in a page, and every included block is a file of examples/ (tests/test_example.py)."""
+    in a page, and every included block is a file of examples/ (tests/test_example.py,
+    tests/test_example_report.py)."""
     written, included = {}, []
     for path in DOCUMENTS:
         blocks = fenced(path.read_text(encoding="utf-8"), "python")
@@ -45,7 +46,8 @@ def test_every_python_block_shown_is_run() -> None:
         if n := sum(not INCLUDE.fullmatch(b) for b in blocks):
             written[path.name] = n
     assert written == RUN_HERE
-    assert included == ["examples/handlers.py", "examples/app.py"]
+    assert included == ["examples/handlers.py", "examples/app.py", "examples/report.py",
+                        "examples/depends_on.py"]  # fmt: skip
 
 
 def test_the_python_page_has_its_snippets() -> None:
