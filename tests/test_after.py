@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -282,6 +283,66 @@ def test_async_handlers_a_hung_member_and_a_callback_reading_results(
     assert f"it waited for {hung_id}" in record(r, hung.callback.envelope.id)["reason"]
     b = balanced(r)[Q]
     assert (b["pushed"], b["acked"], b["dead"], b["waiting"]) == (6, 4, 2, 0)
+
+
+def test_messages_pushed_while_their_prerequisite_finishes_all_go_out_at_once(
+    settings: Settings, r: redis.Redis
+) -> None:
+    """200 pushes with ``after`` a message whose handler finishes in the middle of them: each
+    either links before the settle (told by it) or finds it handled (pending at once). None
+    is left for the 30 s sweep; the same envelope bytes pushed twice by another producer are
+    handled twice, and still tell nothing twice."""
+    producer = Producer.from_settings(settings)
+    p = producer.push("slow", track=True)
+    seen: list[Any] = []
+
+    def handler(env: Envelope) -> Any:
+        if env.payload == "slow":
+            time.sleep(0.05)
+        seen.append(env.payload)
+        return env.payload
+
+    with running(make_worker(settings, handler)):
+        waiting = [producer.push(i, after=[p]) for i in range(200)]
+        wait_for(lambda: len(seen) >= 201, 5, "every waiting message, without a sweep")
+        assert {w.result for w in waiting} <= {0, 1} and r.zcard(keys.waiting(Q)) == 0
+        group = producer.group(["m"], then="cb")
+        r.lpush(keys.pending(Q), group.members[0].envelope.encode())  # the same bytes again
+        wait_for(lambda: seen.count("m") == 2 and "cb" in seen, 5, "m twice, then cb")
+        time.sleep(0.3)
+    assert seen.count("cb") == 1
+    assert sorted(x for x in seen if isinstance(x, int)) == list(range(200))
+
+
+def test_out_of_memory_nothing_is_half_written(settings: Settings, r: redis.Redis) -> None:
+    """Redis at ``maxmemory`` (noeviction) refuses every script that starts a chain or a group,
+    keeps a message aside, pushes at a level or cancels: each raises, none writes anything;
+    once memory is back the same calls work and every message is accounted for."""
+    producer = Producer.from_settings(settings)
+    a = producer.push("a", track=True)
+    before = {k: r.dump(k) for k in r.keys("bus:{default}:*")}
+    r.config_set("maxmemory-policy", "noeviction")
+    r.config_set("maxmemory", 1)
+    try:
+        for call in (
+            lambda: producer.push("w", after=[a]),
+            lambda: producer.chain(["x", "y"]),
+            lambda: producer.group(["m1", "m2"], then="cb"),
+            lambda: producer.push("p", priority=5),
+            lambda: producer.cancel(a.envelope.id),
+        ):
+            with pytest.raises(redis.exceptions.OutOfMemoryError):
+                call()
+        assert {k: r.dump(k) for k in r.keys("bus:{default}:*")} == before
+    finally:
+        r.config_set("maxmemory", 0)
+    w = producer.push("w", after=[a])
+    handler = Handled()
+    with running(make_worker(settings, handler)):
+        wait_for(lambda: len(handler.seen) >= 2, 5, "a, then w")
+    assert handler.results["w"] == [{"done": "a"}] and state(r, w.envelope.id) == "handled"
+    b = balanced(r)[Q]
+    assert (b["pushed"], b["acked"]) == (2, 2)
 
 
 @pytest.fixture
