@@ -143,8 +143,11 @@ def run_daemons(
     name = args.name or default_name()
     daemons: list[Daemon]
     if args.command == "worker":
-        daemons = [Worker(settings, q, name, handler, schedules) for q in queues]
-        what = f"queues {' '.join(queues)}, {settings.delivery}"
+        ordered = getattr(args, "ordered", False)
+        daemons = [Worker(settings, q, name, handler, schedules, queues[:i] if ordered else ())
+                   for i, q in enumerate(queues)]  # fmt: skip
+        order = " in that order" if ordered else ""
+        what = f"queues {' '.join(queues)}{order}, {settings.delivery}"
     else:
         channels = args.channels or ([] if args.patterns else ["default"])
         daemons = [Subscriber(settings, channels, args.patterns or [], name, handler)]

@@ -122,6 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="messages in the handler's hands at once, per queue: N threads for a plain "
         "function, N tasks on one event loop for an async def (default: BUS_CONCURRENCY, 8)",
     )
+    w.add_argument(
+        "--ordered",
+        action="store_true",
+        help="serve the --queue list in that order, as 'rq worker high default low' does: a "
+        "queue's messages are taken only while every queue before it has none pending "
+        "(default: each queue on its own, at once)",
+    )
     alone = w.add_mutually_exclusive_group()
     alone.add_argument(
         "--check",

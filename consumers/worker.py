@@ -76,6 +76,7 @@ AHEAD_S = 0.05  # a worker claims ahead what its slots start within about this l
 AHEAD_BATCHES = 3  # ... and at most this many claims of BUS_BATCH_SIZE (at-least-once)
 SETTLE_AFTER_S = 0.05  # a finished message waits at most about this long to be settled
 BUSY_BLOCK_S = 0.05  # a blocking pop while some handlers run: they are looked at this often
+TURN_WAIT_S = 0.05  # --ordered: while a queue before this one has messages, looked at this often
 ATTEMPT = re.compile(rb'"attempt"\s*:\s*(\d{1,9})')
 
 
@@ -85,7 +86,8 @@ class Worker(Settling, Inline, Oversight, QueueMember):
     role = "worker"
 
     def __init__(self, settings: Settings, queue_name: str, name: str, handler: Handler,
-                 schedules: Sequence[Schedule] | None = None) -> None:  # fmt: skip
+                 schedules: Sequence[Schedule] | None = None,
+                 after_queues: Sequence[str] = ()) -> None:  # fmt: skip
         labels = {
             "queue": queue_name,
             "delivery": settings.delivery,
@@ -132,6 +134,9 @@ class Worker(Settling, Inline, Oversight, QueueMember):
         scheduler = Scheduler(self.admin, queue_name, found, settings)
         self._mover = Mover(self.admin_ops, settings.mover_interval_s,
                             scheduler if scheduler.schedules else None)  # fmt: skip
+        # --ordered: the queues served before this one; it takes nothing while any of them
+        # has messages pending (see _later_turn)
+        self._first = tuple(after_queues)
         self._init_inline()
 
     def run(self) -> None:
@@ -195,6 +200,12 @@ class Worker(Settling, Inline, Oversight, QueueMember):
             # a message while slots are free, or for a handler to finish while none is.
             half = (self.concurrency + ahead) // 2
             stale = self._finished_at + SETTLE_AFTER_S <= time.monotonic()
+            if room > 0 and self._first and (backlog or idle_slots > 0) and self._later_turn():
+                room = idle_slots = 0  # a queue before this one has messages: its turn first
+                backlog = True
+                if not self._finished and not self._queued:
+                    self._wait(time.monotonic() + TURN_WAIT_S)
+                    continue
             if self._queued and not self.at_least_once:
                 backlog = self._run_taking(backlog)
             elif backlog and room > 0 and (idle_slots > 0 or room >= half):
@@ -239,6 +250,19 @@ class Worker(Settling, Inline, Oversight, QueueMember):
         if self._fatal is not None:
             fatal, self._fatal = self._fatal, None
             raise fatal
+
+    def _later_turn(self) -> bool:
+        """``--ordered``: whether a queue served before this one has messages pending (any
+        priority level), read on the admin client (on a cluster, those queues may live on
+        other nodes). A Redis error says no: the claim that follows meets the same error."""
+        pipe = self.admin.pipeline(transaction=False)
+        for q in self._first:
+            pipe.llen(keys.pending(q))
+            pipe.exists(keys.levels_gate(q))
+        try:
+            return any(int(n) for n in pipe.execute())
+        except redis.RedisError:
+            return False
 
     def _ahead(self) -> int:
         """How many messages to hold beyond the slots: what they start within AHEAD_S."""

@@ -66,6 +66,11 @@ DAEMONS = (
     (WORKER, ".venv/bin/python -m consumers worker --concurrency 32", "workers"),
     (
         WORKER,
+        ".venv/bin/python -m consumers worker --ordered --queue high --queue default",
+        "workers",
+    ),
+    (
+        WORKER,
         "BUS_SCHEDULE_FILE=deploy/schedules.example.toml .venv/bin/python -m consumers worker",
         "workers",
     ),
