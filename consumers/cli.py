@@ -144,8 +144,12 @@ def run_daemons(
     daemons: list[Daemon]
     if args.command == "worker":
         ordered = getattr(args, "ordered", False)
-        daemons = [Worker(settings, q, name, handler, schedules, queues[:i] if ordered else ())
+        workers = [Worker(settings, q, name, handler, schedules, queues[:i] if ordered else ())
                    for i, q in enumerate(queues)]  # fmt: skip
+        if ordered:
+            for w in workers:
+                w.share_slots(workers)
+        daemons = list(workers)
         order = " in that order" if ordered else ""
         what = f"queues {' '.join(queues)}{order}, {settings.delivery}"
     else:

@@ -126,8 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--ordered",
         action="store_true",
         help="serve the --queue list in that order, as 'rq worker high default low' does: a "
-        "queue's messages are taken only while every queue before it has none pending "
-        "(default: each queue on its own, at once)",
+        "queue's messages are taken only while every queue before it has none pending, and "
+        "the queues share one set of --concurrency slots (default: each queue on its own, "
+        "at once, with slots of its own)",
     )
     alone = w.add_mutually_exclusive_group()
     alone.add_argument(

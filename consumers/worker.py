@@ -135,8 +135,10 @@ class Worker(Settling, Inline, Oversight, QueueMember):
         self._mover = Mover(self.admin_ops, settings.mover_interval_s,
                             scheduler if scheduler.schedules else None)  # fmt: skip
         # --ordered: the queues served before this one; it takes nothing while any of them
-        # has messages pending (see _later_turn)
+        # has messages pending (see _later_turn); and the workers of the other queues, whose
+        # messages in hand count against the same slots (see share_slots)
         self._first = tuple(after_queues)
+        self._peers: tuple[Worker, ...] = ()
         self._init_inline()
 
     def run(self) -> None:
@@ -200,6 +202,13 @@ class Worker(Settling, Inline, Oversight, QueueMember):
             # a message while slots are free, or for a handler to finish while none is.
             half = (self.concurrency + ahead) // 2
             stale = self._finished_at + SETTLE_AFTER_S <= time.monotonic()
+            if self._peers:  # --ordered: one set of slots for every queue
+                others = sum(p.in_hand() for p in self._peers)
+                room = min(room, self.concurrency + ahead - working - others)
+                idle_slots = min(idle_slots, self.concurrency - working - others)
+                if idle_slots <= 0 and working == 0 and not self._finished and not self._queued:
+                    self._wait(time.monotonic() + TURN_WAIT_S)  # the others hold every slot
+                    continue
             if room > 0 and self._first and (backlog or idle_slots > 0) and self._later_turn():
                 room = idle_slots = 0  # a queue before this one has messages: its turn first
                 backlog = True
@@ -250,6 +259,16 @@ class Worker(Settling, Inline, Oversight, QueueMember):
         if self._fatal is not None:
             fatal, self._fatal = self._fatal, None
             raise fatal
+
+    def share_slots(self, peers: Sequence[Worker]) -> None:
+        """``--ordered``: serve this queue with the same ``--concurrency`` slots as ``peers``
+        (the workers of the other queues, in this process): the messages in their hands count
+        against this one's room."""
+        self._peers = tuple(p for p in peers if p is not self)
+
+    def in_hand(self) -> int:
+        """Messages claimed and not finished (read by the peers' threads: a moment's count)."""
+        return len(self._held) - len(self._finished) - len(self._sending or ())
 
     def _later_turn(self) -> bool:
         """``--ordered``: whether a queue served before this one has messages pending (any

@@ -247,3 +247,19 @@ def misbehave(env: Envelope, ctx: Context) -> object:
         raise BaseException("a bare BaseException")
     _append(env, "handled")
     return {1, 2} if do == "nonjson" else {"n": payload.get("n")}
+
+
+_probe: list[object] = []
+
+
+def probe_first(env: Envelope) -> None:
+    """Record the message with ``before``: how many messages wait in the pending list of the
+    queue ``TEST_BUS_PROBE_QUEUE`` (on ``TEST_BUS_PROBE_URL``) as its handler starts."""
+    import redis
+
+    if not _probe:
+        _probe.append(redis.Redis.from_url(os.environ["TEST_BUS_PROBE_URL"]))
+    client = _probe[0]
+    assert isinstance(client, redis.Redis)
+    before = client.llen(f"bus:{{{os.environ['TEST_BUS_PROBE_QUEUE']}}}:pending")
+    _append(env, "handled", before=before)

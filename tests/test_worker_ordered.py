@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -17,7 +19,7 @@ from loadtest.harness.waits import wait_for
 from producer import Envelope, Producer, Settings, keys
 from producer.store.counts import read_balance
 from tests.inproc import running
-from tests.procs import project_env, run_cli
+from tests.procs import Proc, project_env, read_records, run_cli
 
 ORDER = ("high", "default", "low")
 
@@ -38,17 +40,28 @@ def test_a_queue_is_served_only_while_those_before_it_have_nothing_pending(
     lock = threading.Lock()
     probe = redis.Redis.from_url(settings.redis_url)
 
+    running_now = [0, 0]  # handlers running at once across the queues, and the most seen
+
     def handler(env: Envelope) -> None:
         queue = env.payload["q"]
         before = {q: depth(probe, q) for q in ORDER[: ORDER.index(queue)]}
         with lock:
             seen.append((queue, before))
+            running_now[0] += 1
+            running_now[1] = max(running_now)
+        time.sleep(0.001)
+        with lock:
+            running_now[0] -= 1
 
     ordered = settings.replace(concurrency=2)
+    workers = [Worker(ordered, q, "w", handler, (), ORDER[:i]) for i, q in enumerate(ORDER)]
+    for w in workers:
+        w.share_slots(workers)
     with ExitStack() as stack:
-        for i, queue in enumerate(ORDER):
-            stack.enter_context(running(Worker(ordered, queue, "w", handler, (), ORDER[:i])))
+        for w in workers:
+            stack.enter_context(running(w))
         wait_for(lambda: len(seen) >= 195, 10, "every message handled")
+    print(f"most handlers at once: {running_now[1]}")
     probe.close()
     assert [q for q, _ in seen].count("high") == 155
     late = [(q, before) for q, before in seen if any(before.values())]
@@ -87,3 +100,22 @@ def test_the_cli_says_it_serves_the_queues_in_order(
     shown = run_cli("worker", "--help", env=project_env(redis_server.url)).stdout
     text = " ".join(shown.split())
     assert "--ordered" in text and "as 'rq worker high default low' does" in text, shown
+
+
+def test_a_worker_process_started_ordered_takes_the_high_backlog_first(
+    redis_server: RedisServer, r: redis.Redis, spawn: Callable[..., Proc], tmp_path: Path
+) -> None:
+    """``python -m consumers worker --ordered --queue high --queue low``, started on a backlog
+    in both: each low message's handler starts with nothing pending on high."""
+    producer = Producer(redis.Redis.from_url(redis_server.url))
+    producer.push_many([{"q": "low", "n": i} for i in range(30)], "low")
+    producer.push_many([{"q": "high", "n": i} for i in range(300)], "high")
+    spawn("worker", redis_server.url, "--ordered", "--queue", "high", "--queue", "low",
+          "--handler", "tests.handlers_for_tests:probe_first", BUS_CONCURRENCY="4",
+          TEST_BUS_PROBE_URL=redis_server.url, TEST_BUS_PROBE_QUEUE="high")  # fmt: skip
+    path = tmp_path / "records.jsonl"
+    wait_for(lambda: len(read_records(path)) >= 330, 20, "both backlogs handled")
+    records = read_records(path)
+    low = [x for x in records if x["payload"]["q"] == "low"]
+    assert len(low) == 30 and all(x["before"] == 0 for x in low), low[:3]
+    assert records[0]["payload"]["q"] == "high"
