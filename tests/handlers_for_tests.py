@@ -202,11 +202,16 @@ def hold(env: Envelope) -> None:
     """Record the start, wait (up to 30 s) until the file ``TEST_BUS_RELEASE`` exists, record the
     end: messages held in a handler's hands for as long as a test needs."""
     _append(env, "start")
+    _wait_for_release()
+    _append(env, "handled")
+
+
+def _wait_for_release() -> None:
+    """Until the file ``TEST_BUS_RELEASE`` exists (at most 30 s)."""
     release = os.environ["TEST_BUS_RELEASE"]
     deadline = time.monotonic() + 30
     while not os.path.exists(release) and time.monotonic() < deadline:
         time.sleep(0.01)
-    _append(env, "handled")
 
 
 def chord(env: Envelope, ctx: Context) -> object:
@@ -220,10 +225,7 @@ def chord(env: Envelope, ctx: Context) -> object:
         return {"members": len(ctx.results())}
     if payload.get("hold"):
         _append(env, "start")
-        release = os.environ["TEST_BUS_RELEASE"]
-        deadline = time.monotonic() + 30
-        while not os.path.exists(release) and time.monotonic() < deadline:
-            time.sleep(0.01)
+        _wait_for_release()
     _append(env, "handled")
     return {"n": payload.get("n")}
 

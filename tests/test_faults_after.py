@@ -66,16 +66,22 @@ def _quiet(r: redis.Redis, queue: str) -> dict[str, int] | None:
     return None if b["pending"] or b["processing"] or b["waiting"] else b
 
 
+def start_half_held(url: str, spawn: Callable[..., Proc], tmp_path: Path,
+                    ) -> tuple[Group, dict[str, str], Proc]:  # fmt: skip
+    """A group whose second half waits for ``tmp_path/release``; a worker for the callback's
+    queue and one (``w1``, 4 slots) for the members. (the group, w1's env, w1)"""
+    env = {"TEST_BUS_RELEASE": str(tmp_path / "release"), "BUS_CONCURRENCY": "4"}
+    group = send_group(url, hold_from=MEMBERS // 2)
+    spawn("worker", url, "--name", "r1", "--queue", "report", "--handler", CHORD)
+    return group, env, spawn("worker", url, "--name", "w1", "--handler", CHORD, **env)
+
+
 def test_kill_9_while_the_group_is_half_done(
     fresh_redis: RedisServer, spawn: Callable[..., Proc], tmp_path: Path
 ) -> None:
     r = fresh_redis.client()
     path, release = tmp_path / "records.jsonl", tmp_path / "release"
-    env = {"TEST_BUS_RELEASE": str(release), "BUS_CONCURRENCY": "4"}
-    group = send_group(fresh_redis.url, hold_from=MEMBERS // 2)
-    report = spawn("worker", fresh_redis.url, "--name", "r1", "--queue", "report",
-                   "--handler", CHORD)  # fmt: skip
-    first = spawn("worker", fresh_redis.url, "--name", "w1", "--handler", CHORD, **env)
+    group, env, first = start_half_held(fresh_redis.url, spawn, tmp_path)
 
     def half() -> bool:
         records = read_records(path)
@@ -96,7 +102,6 @@ def test_kill_9_while_the_group_is_half_done(
     seen = assert_callback_once(path, group, r)
     assert seen["members_handled"] == MEMBERS  # none of the held ones had finished
     print(f"\n[fault] after: kill -9 with the group half done: {seen}")
-    report.stop()
 
 
 def test_redis_restarts_between_members(
@@ -104,10 +109,7 @@ def test_redis_restarts_between_members(
 ) -> None:
     r = fresh_redis.client()
     path, release = tmp_path / "records.jsonl", tmp_path / "release"
-    env = {"TEST_BUS_RELEASE": str(release), "BUS_CONCURRENCY": "4"}
-    group = send_group(fresh_redis.url, hold_from=MEMBERS // 2)
-    spawn("worker", fresh_redis.url, "--name", "r1", "--queue", "report", "--handler", CHORD)
-    spawn("worker", fresh_redis.url, "--name", "w1", "--handler", CHORD, **env)
+    group, _, _ = start_half_held(fresh_redis.url, spawn, tmp_path)
     wait_for(lambda: sum(x["event"] == "start" for x in read_records(path)) >= 4, 10,
              "half the members handled, 4 held")  # fmt: skip
     assert group.callback is not None
