@@ -65,6 +65,7 @@ from consumers.scheduler import Scheduler
 from consumers.schedules import Schedule
 from consumers.settling import Settling
 from consumers.slots import Slots, ThreadSlots
+from consumers.turns import Turns
 from producer import Settings, keys, make_client
 from producer.connection.client import drop_connections, pinned_client
 from producer.connection.cluster import ClusterClient
@@ -76,11 +77,10 @@ AHEAD_S = 0.05  # a worker claims ahead what its slots start within about this l
 AHEAD_BATCHES = 3  # ... and at most this many claims of BUS_BATCH_SIZE (at-least-once)
 SETTLE_AFTER_S = 0.05  # a finished message waits at most about this long to be settled
 BUSY_BLOCK_S = 0.05  # a blocking pop while some handlers run: they are looked at this often
-TURN_WAIT_S = 0.05  # --ordered: while a queue before this one has messages, looked at this often
 ATTEMPT = re.compile(rb'"attempt"\s*:\s*(\d{1,9})')
 
 
-class Worker(Settling, Inline, Oversight, QueueMember):
+class Worker(Settling, Inline, Oversight, QueueMember, Turns):
     """Consumes one queue with one handler, ``settings.concurrency`` messages at a time."""
 
     role = "worker"
@@ -134,11 +134,7 @@ class Worker(Settling, Inline, Oversight, QueueMember):
         scheduler = Scheduler(self.admin, queue_name, found, settings)
         self._mover = Mover(self.admin_ops, settings.mover_interval_s,
                             scheduler if scheduler.schedules else None)  # fmt: skip
-        # --ordered: the queues served before this one; it takes nothing while any of them
-        # has messages pending (see _later_turn); and the workers of the other queues, whose
-        # messages in hand count against the same slots (see share_slots)
-        self._first = tuple(after_queues)
-        self._peers: tuple[Worker, ...] = ()
+        self._init_turns(after_queues)  # --ordered (consumers.turns)
         self._init_inline()
 
     def run(self) -> None:
@@ -202,18 +198,11 @@ class Worker(Settling, Inline, Oversight, QueueMember):
             # a message while slots are free, or for a handler to finish while none is.
             half = (self.concurrency + ahead) // 2
             stale = self._finished_at + SETTLE_AFTER_S <= time.monotonic()
-            if self._peers:  # --ordered: one set of slots for every queue
-                others = sum(p.in_hand() for p in self._peers)
-                room = min(room, self.concurrency + ahead - working - others)
-                idle_slots = min(idle_slots, self.concurrency - working - others)
-                if idle_slots <= 0 and working == 0 and not self._finished and not self._queued:
-                    self._wait(time.monotonic() + TURN_WAIT_S)  # the others hold every slot
-                    continue
-            if room > 0 and self._first and (backlog or idle_slots > 0) and self._later_turn():
-                room = idle_slots = 0  # a queue before this one has messages: its turn first
-                backlog = True
-                if not self._finished and not self._queued:
-                    self._wait(time.monotonic() + TURN_WAIT_S)
+            if self._first or self._peers:  # --ordered (consumers.turns)
+                room, idle_slots, waited = self._take_turn(room, idle_slots, working, ahead,
+                                                           backlog)  # fmt: skip
+                if waited:
+                    backlog = True
                     continue
             if self._queued and not self.at_least_once:
                 backlog = self._run_taking(backlog)
@@ -260,28 +249,10 @@ class Worker(Settling, Inline, Oversight, QueueMember):
             fatal, self._fatal = self._fatal, None
             raise fatal
 
-    def share_slots(self, peers: Sequence[Worker]) -> None:
-        """``--ordered``: serve this queue with the same ``--concurrency`` slots as ``peers``
-        (the workers of the other queues, in this process): the messages in their hands count
-        against this one's room."""
-        self._peers = tuple(p for p in peers if p is not self)
-
     def in_hand(self) -> int:
-        """Messages claimed and not finished (read by the peers' threads: a moment's count)."""
+        """Messages claimed and not finished (read by --ordered peers' threads: a moment's
+        count)."""
         return len(self._held) - len(self._finished) - len(self._sending or ())
-
-    def _later_turn(self) -> bool:
-        """``--ordered``: whether a queue served before this one has messages pending (any
-        priority level), read on the admin client (on a cluster, those queues may live on
-        other nodes). A Redis error says no: the claim that follows meets the same error."""
-        pipe = self.admin.pipeline(transaction=False)
-        for q in self._first:
-            pipe.llen(keys.pending(q))
-            pipe.exists(keys.levels_gate(q))
-        try:
-            return any(int(n) for n in pipe.execute())
-        except redis.RedisError:
-            return False
 
     def _ahead(self) -> int:
         """How many messages to hold beyond the slots: what they start within AHEAD_S."""
