@@ -117,3 +117,18 @@ def test_chains_and_groups_across_the_shards_of_a_cluster(cluster: RedisCluster)
     assert handlers[q2].results["c2"] == [{"done": "c1"}]
     assert handlers[q2].results["callback"] == [{"done": f"g{i}"} for i in range(6)]
     assert [s.envelope.id for s in chain][2] in {e.id for e in handlers[q2].seen}
+
+
+def test_a_long_chain_ends_step_after_step_without_recursion(
+    settings: Settings, r: redis.Redis
+) -> None:
+    """A chain of 1,200 steps whose first is dead-lettered: each step ends the next one in turn
+    (one outbox after another, in a loop), all of them dead with their reason, in one drain."""
+    producer = Producer.from_settings(settings)
+    steps = [s.envelope.id for s in producer.chain(["boom"] + ["never"] * 1199)]
+    handler = Handled(fail={"boom"})
+    with running(make_worker(settings.replace(max_attempts=1), handler)):
+        wait_for(lambda: state(r, steps[-1]) == "dead", 20, "the last step ended")
+    assert handler.payloads() == ["boom"]
+    assert r.llen(keys.dead(Q)) == 1200 and r.zcard(keys.waiting(Q)) == 0
+    assert balanced(r)[Q]["dead"] == 1200

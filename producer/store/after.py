@@ -154,45 +154,58 @@ def resolve(client: redis.Redis, queue: str, outcomes: Sequence[tuple[str, str, 
     """Tell ``queue``'s waiting messages what became of their prerequisites: ``outcomes`` are
     (waiting id, prerequisite as ``queue\\nid``, its state, its reason). Returns (released,
     ended); what waits for the ended ones in turn is told at once (:func:`drain`)."""
-    released = ended = 0
+    released, ended, told = _resolve(client, queue, outcomes, dead_max)
+    if told:
+        drain(client, queue, dead_max)
+    return released, ended
+
+
+def _resolve(client: redis.Redis, queue: str, outcomes: Sequence[tuple[str, str, str, str]],
+             dead_max: int) -> tuple[int, int, int]:  # fmt: skip
+    """:func:`resolve` without the drain: (released, ended, outbox entries written)."""
+    released = ended = told = 0
     for start in range(0, len(outcomes), CHUNK):
         args: list[Any] = [dead_max]
         for outcome in outcomes[start : start + CHUNK]:
             args.extend(outcome)
-        r, e, told = (int(x) for x in scripts.RESOLVE(client, _resolve_keys(queue), args))
-        released, ended = released + r, ended + e
-        if told:
-            drain(client, queue, dead_max)
-    return released, ended
+        r, e, t = (int(x) for x in scripts.RESOLVE(client, _resolve_keys(queue), args))
+        released, ended, told = released + r, ended + e, told + t
+    return released, ended, told
 
 
 def drain(client: redis.Redis, queue: str, dead_max: int = 0) -> int:
     """Tell every waiting message what ``queue``'s outbox says finished, oldest first, until it
-    is empty (or nothing moves: another worker drains it meanwhile). Returns how many entries
-    were told. Safe to run in several processes at once: telling twice is harmless."""
+    is empty (or nothing moves: another worker drains it meanwhile), and so on for the outbox
+    of each queue whose waiting messages that ended (a chain ending step after step: a loop,
+    however long the chain). Returns how many entries were told. Safe to run in several
+    processes at once: telling twice is harmless."""
     told = 0
-    box = keys.outbox(queue)
-    while True:
-        entries: list[bytes] = client.lrange(box, -CHUNK, -1)  # type: ignore[assignment]
-        if not entries:
-            return told
-        by_queue: dict[str, list[tuple[str, str, str, str]]] = defaultdict(list)
-        for entry in entries:
-            parts = _text(entry).split("\n", 5)
-            if len(parts) != 6:
-                log.warning("queue %s: an outbox entry that is not one: %r", queue, entry[:200])
-                continue
-            wq, wid, pq, pid, state, reason = parts
-            by_queue[wq].append((wid, f"{pq}\n{pid}", state, reason))
-        for wq, outcomes in by_queue.items():
-            resolve(client, wq, outcomes, dead_max)
-        pipe = client.pipeline(transaction=False)
-        for entry in entries:
-            pipe.lrem(box, -1, entry)  # type: ignore[arg-type]
-        removed = sum(int(n) for n in pipe.execute())
-        told += len(entries)
-        if removed == 0:
-            return told
+    todo = [queue]
+    while todo:
+        box = keys.outbox(todo.pop())
+        while True:
+            entries: list[bytes] = client.lrange(box, -CHUNK, -1)  # type: ignore[assignment]
+            if not entries:
+                break
+            by_queue: dict[str, list[tuple[str, str, str, str]]] = defaultdict(list)
+            for entry in entries:
+                parts = _text(entry).split("\n", 5)
+                if len(parts) != 6:
+                    log.warning("%s: an entry that is not one: %r", box, entry[:200])
+                    continue
+                wq, wid, pq, pid, state, reason = parts
+                by_queue[wq].append((wid, f"{pq}\n{pid}", state, reason))
+            for wq, outcomes in by_queue.items():
+                if _resolve(client, wq, outcomes, dead_max)[2] and wq not in todo:
+                    todo.append(wq)  # ended ones were waited for: their outbox next
+            pipe = client.pipeline(transaction=False)
+            for entry in entries:
+                pipe.lrem(box, -1, entry)  # type: ignore[arg-type]
+            removed = sum(int(n) for n in pipe.execute())
+            told += len(entries)
+            if removed == 0:
+                break
+    return told
 
 
 def sweep(client: redis.Redis, queue: str, dead_max: int = 0, batch: int = SWEEP_BATCH) -> int:
