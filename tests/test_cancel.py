@@ -65,7 +65,8 @@ def test_a_pending_message_is_cancelled_and_never_delivered(
     with running(make_worker(settings.replace(delivery=delivery), lambda e: seen.append(e.id))):
         wait_for(lambda: len(seen) >= 2 and not read_balance(r, Q)["pending"], 5, "a and c")
         time.sleep(0.3)
-    assert seen == [a, c] and state(r, b) == "cancelled"
+    # (8 slots: a and c may finish in either order)
+    assert sorted(seen) == sorted([a, c]) and state(r, b) == "cancelled"
     balance = settled(r)
     assert balance["cancelled"] == (1 if delivery == "at-least-once" else 0)
     again = producer.cancel(b)
