@@ -108,7 +108,9 @@ def test_measured_tables_are_the_saved_reports_sections(site: Path) -> None:
            ("reports/sample/bench-20261207-201637.md", "drain"),
            ("reports/sample/bench-20261207-201637.md", "handlers"),
            ("reports/sample/bench-20261207-201637.md", "libraries"),
-           ("reports/sample/bench-20261207-204430.md", "idempotency")],
+           ("reports/sample/bench-20261208-020511.md", "idempotency"),
+           ("reports/sample/bench-20261208-020511.md", "priorities"),
+           ("reports/sample/bench-20261208-020511.md", "after")],
     }  # fmt: skip
     for name, sections in included.items():
         markdown = (ROOT / "docs" / f"{name}.md").read_text(encoding="utf-8")
