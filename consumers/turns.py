@@ -7,7 +7,9 @@ per queue), and two rules join them: a queue's loop takes nothing while a queue 
 messages pending, at any priority level (one read of those queues, on the admin client: on a
 cluster they may live on other nodes); and the loops share one set of ``--concurrency`` slots:
 the messages in the others' hands count against each one's room. A loop waiting for its turn,
-or for a slot the others hold, looks again every :data:`TURN_WAIT_S`.
+or for a slot the others hold, looks again every :data:`TURN_WAIT_S`. An idle loop waits in
+Redis on its own queue (a blocking pop); a message it gets while a queue before it has filled
+meanwhile is given back unchanged, to the front of its queue, before any handler sees it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from collections.abc import Sequence
 
 import redis
 
+from consumers.lists import QueueOps
+from consumers.moves import give_back_move
 from producer import keys
 
 TURN_WAIT_S = 0.05  # a queue waiting for its turn, or for a slot, looks again this often
@@ -26,6 +30,9 @@ class Turns:
     """The ``--ordered`` rules of one worker loop; the attributes below are the worker's."""
 
     admin: redis.Redis
+    ops: QueueOps
+    name: str
+    at_least_once: bool
     concurrency: int
     _finished: Sequence[object]
     _queued: Sequence[object]
@@ -64,6 +71,18 @@ class Turns:
                 return 0, 0, True
             return 0, 0, False  # settle what finished meanwhile; claim nothing
         return room, idle_slots, False
+
+    def _not_yet(self, raw: bytes) -> bool:
+        """After a blocking pop: if a queue before this one has messages pending now (it
+        filled while this one waited), give ``raw`` back unchanged, to the front of its queue,
+        and say so; else False (hand it out)."""
+        if not self._later_turn():
+            return False
+        if self.at_least_once:  # in this worker's list: moved back by a settle
+            self.ops.settle(self.name, [give_back_move(raw)])
+        else:  # taken (and counted): put back, the count with it
+            self.ops.give_back([raw])
+        return True
 
     def _later_turn(self) -> bool:
         """Whether a queue served before this one has messages pending (any priority level).

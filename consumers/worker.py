@@ -217,7 +217,9 @@ class Worker(Settling, Inline, Oversight, QueueMember, Turns):
                 block = self.settings.block_timeout_s if working == 0 else BUSY_BLOCK_S
                 raw = self._blocking_pop(block)
                 self.mark_serving()
-                if raw is not None:
+                if raw is not None and self._first and self._not_yet(raw):
+                    backlog = True  # --ordered: given back, a queue before this one first
+                elif raw is not None:
                     self._hand_out([raw], popped=True)
                     backlog = True  # the first of a new backlog, perhaps
                 elif (

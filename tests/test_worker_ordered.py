@@ -11,6 +11,7 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 
 from consumers.worker import Worker
@@ -18,6 +19,7 @@ from loadtest.harness.server import RedisServer
 from loadtest.harness.waits import wait_for
 from producer import Envelope, Producer, Settings, keys
 from producer.store.counts import read_balance
+from producer.store.tracking import read_record
 from tests.inproc import running
 from tests.procs import Proc, project_env, read_records, run_cli
 
@@ -71,6 +73,31 @@ def test_a_queue_is_served_only_while_those_before_it_have_nothing_pending(
     assert first["default"] >= 150  # the high backlog was all claimed first
     for queue in ORDER:
         assert read_balance(r, queue)["unaccounted"] == 0
+
+
+@pytest.mark.parametrize("delivery", ["at-least-once", "at-most-once"])
+def test_an_idle_queue_gives_back_what_it_popped_while_one_before_it_filled(
+    delivery: str, settings: Settings, r: redis.Redis
+) -> None:
+    """The low queue's worker waits in its blocking pop (high was empty); high fills, then a low
+    message comes: it is given back unchanged, not handled until high has nothing pending."""
+    seen: list[Any] = []
+    low = Worker(settings.replace(delivery=delivery, block_timeout_s=5.0), "low", "w",
+                 lambda env: seen.append(env.payload), (), ("high",))  # fmt: skip
+    producer = Producer.from_settings(settings)
+    with running(low):
+        wait_for(lambda: any(c.get("cmd") in ("blmove", "brpop") for c in r.client_list()), 5,
+                 "the worker in its blocking pop")  # fmt: skip
+        producer.push("h", "high")
+        sent = producer.push("l", "low", track=True).envelope.id
+        time.sleep(0.5)
+        assert seen == [] and depth(r, "low") == 1
+        record = read_record(r, "low", sent)
+        assert record is not None and record["state"] == "pending"
+        r.delete(keys.pending("high"))  # high's turn is over
+        wait_for(lambda: seen == ["l"], 5, "the low message, once high is empty")
+    balance = read_balance(r, "low")
+    assert balance["unaccounted"] == 0 and balance["pending"] == 0
 
 
 def test_unordered_queues_are_served_at_once(settings: Settings, r: redis.Redis) -> None:
