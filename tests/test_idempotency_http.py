@@ -89,9 +89,11 @@ def test_a_publish_is_made_once_per_key(client: FlaskClient, redis_server: Redis
 def test_racing_clients_through_gunicorn_push_once(
     redis_server: RedisServer, r: redis.Redis, tmp_path: Path
 ) -> None:
+    """100 clients send the same keyed request at once through gunicorn (its 4 workers): one
+    message, 100 answers naming it, 99 of them repeats."""
     gunicorn, base = start_gunicorn(redis_server.url, tmp_path / "gunicorn.log")
     answers: list[dict] = []
-    start = threading.Barrier(20)
+    start = threading.Barrier(100)
 
     def send() -> None:
         start.wait()
@@ -101,12 +103,12 @@ def test_racing_clients_through_gunicorn_push_once(
         answers.append(resp.json())
 
     try:
-        threads = [threading.Thread(target=send) for _ in range(20)]
+        threads = [threading.Thread(target=send) for _ in range(100)]
         for t in threads:
             t.start()
         for t in threads:
             t.join(15)
     finally:
         gunicorn.stop()
-    assert len(answers) == 20 and len({a["id"] for a in answers}) == 1
+    assert len(answers) == 100 and len({a["id"] for a in answers}) == 1
     assert sum("repeat" not in a for a in answers) == 1 and r.llen(PENDING) == 1
