@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from loadtest.harness.waits import wait_for
-from producer import decode, keys
+from producer import Producer, Settings, decode, keys
 from tests.browserkit import (
     FAIL,
     HEARTBEAT_TTL_S,
@@ -313,6 +313,21 @@ def test_the_schedules_and_the_priority_levels_show(stack: Stack, browser: Brows
         assert browser.console_errors() == []
     finally:
         w2.proc.stop()
+
+
+def test_messages_waiting_for_others_show_per_queue(stack: Stack, browser: Browser) -> None:
+    """Two messages that wait for one due in a minute: the queue's row says 2 waiting; the
+    one they wait for cancelled, they end with it and the row says 0."""
+    producer = Producer.from_settings(Settings(redis_url=stack.redis.url))
+    first = producer.push("later", track=True, delay_s=60)
+    producer.push("then", after=[first])
+    producer.push("and then", after=[first])
+    browser.open()
+    browser.wait_cell("queues", "waiting", "2", 5, queue="default")
+    producer.cancel(first.envelope.id)
+    browser.wait_cell("queues", "waiting", "0", 5, queue="default")
+    assert browser.console_errors() == []
+    producer.close()
 
 
 def test_the_whole_session_logged_no_console_error(browser: Browser) -> None:
