@@ -8,14 +8,10 @@ every route of the app and nothing else, and runs schemathesis against the app u
 
 from __future__ import annotations
 
-import sys
 from typing import Any
 
 from producer import Settings
-from producer.settings.checks import MAX_TIMEOUT_S
-from producer.store.envelope import MAX_PRIORITY
-from producer.store.tracking import MAX_ID_CHARS
-from web.message import MAX_DELAY_S, latest_not_before
+from web.bodies import CUT_SHORT, MESSAGE_ID, digits, form_body, message_body, push_fields
 from web.schemas import SCHEMAS, ref
 
 JSON = "application/json"
@@ -45,74 +41,13 @@ UNAVAILABLE = _retry_later(
     "after Retry-After; `outcome` says whether the message may have been accepted"
 )
 TOO_LARGE = _error("the body is larger than BUS_MAX_PAYLOAD_BYTES")
-CUT_SHORT = "a body cut short (fewer bytes than its Content-Length, or no last chunk): nothing sent"
 
 
-def _digits(text: str) -> str:
-    """``text`` with ``{}`` set to the limit on an integer's digits (Python's
-    int_max_str_digits, see web.limits.load_json); "" when there is no limit."""
-    limit = sys.get_int_max_str_digits()
-    return text.format(limit) if limit else ""
-
-
-def _message_body(dest: str, names: tuple[str, ...], extra: dict[str, Any]) -> dict[str, Any]:
-    props: dict[str, Any] = {
-        "payload": {
-            "description": "any JSON value: the message's content"
-            + _digits(" (integers of at most {} digits)")
-        },
-        dest: {"type": "string", "enum": list(names), "default": names[0]},
-        **extra,
-    }
-    schema = {
-        "type": "object",
-        "properties": props,
-        "required": ["payload"],
-        "additionalProperties": False,
-    }
-    if "delay_s" in extra:  # one or the other; a message that waits for others is not delayed
-        schema["allOf"] = [
-            {"if": {"required": ["delay_s"]}, "then": {"properties": {"not_before": False}}},
-            {
-                "if": {"required": ["after"], "properties": {"after": {"type": "array"}}},
-                "then": {
-                    "properties": {
-                        "delay_s": False,
-                        "not_before": False,
-                        "track": {"enum": [True, None]},
-                    }
-                },
-            },
-        ]
-    return schema
-
-
-def _form_body(dest: str, names: tuple[str, ...]) -> dict[str, Any]:
-    return {
-        "type": "object",
-        "properties": {
-            "payload": {
-                "type": "string",
-                "description": "strict JSON is sent as that value, anything else as a string",
-            },
-            dest: {"enum": ["", *names], "description": f"empty: the first {dest}"},
-        },
-        "required": ["payload"],
-    }
-
-
-MESSAGE_ID = {"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS,
-              "pattern": "^[^\\u0000-\\u001f]+$"}  # fmt: skip
 MSG_ID = {
     "name": "msg_id",
     "in": "path",
     "required": True,
-    "schema": {
-        "type": "string",
-        "minLength": 1,
-        "maxLength": MAX_ID_CHARS,
-        "pattern": "^[^\\u0000-\\u001f]+$",
-    },
+    "schema": MESSAGE_ID,
 }
 # The answers of /api/messages/{msg_id} but its 200 (GET and DELETE).
 NO_MESSAGE = {
@@ -143,8 +78,8 @@ def _send(
         "requestBody": {
             "required": True,
             "content": {
-                JSON: {"schema": _message_body(dest, names, extra)},
-                FORM: {"schema": _form_body(dest, names)},
+                JSON: {"schema": message_body(dest, names, extra)},
+                FORM: {"schema": form_body(dest, names)},
             },
         },
         "responses": {
@@ -153,7 +88,7 @@ def _send(
             "400": _error(
                 "not JSON, not an object, a field missing, unknown or of the wrong type, "
                 + (QUEUE_ONLY if dest == "channel" else "")
-                + _digits("an integer of more than {} digits, ")
+                + digits("an integer of more than {} digits, ")
                 + "an Idempotency-Key that is empty, longer than 255 characters or not "
                 "printable ASCII, " + f"or {CUT_SHORT}"
             ),
@@ -208,63 +143,7 @@ def _int_query(name: str, low: int, high: int, default: int) -> dict[str, Any]:
 
 def describe(settings: Settings) -> dict[str, Any]:
     """The description of the app that ``settings`` configure, as JSON-ready data."""
-    latest = latest_not_before()
-    push_extra = {
-        "delay_s": {
-            "type": "number",
-            "minimum": 0,
-            "maximum": MAX_DELAY_S,
-            "description": "seconds from now (Redis's clock)",
-        },
-        "not_before": {
-            "type": "number",
-            "minimum": 0,
-            "maximum": latest,
-            "description": "Unix time, seconds",
-        },
-        "track": {
-            "type": ["boolean", "null"],
-            "description": "keep a status record (null: as BUS_TRACK_QUEUES says)",
-        },
-        "timeout_s": {
-            "type": ["number", "null"],
-            "exclusiveMinimum": 0,
-            "maximum": MAX_TIMEOUT_S,
-            "description": "the message's own time limit in the worker, seconds, in place of "
-            "BUS_HANDLER_TIMEOUT_S (null: that setting): a handler still running past it has "
-            "failed the attempt (retried, dead-lettered at BUS_MAX_ATTEMPTS)",
-        },
-        "priority": {
-            "type": ["integer", "null"],
-            "minimum": 0,
-            "maximum": MAX_PRIORITY,
-            "description": "the message's level in the queue, 0 (the default; also null) to 9 "
-            "(the highest): a worker takes the highest level that holds a message first, the "
-            "oldest first within a level",
-        },
-        "after": {
-            "type": ["array", "null"],
-            "minItems": 1,
-            "items": {
-                "oneOf": [
-                    MESSAGE_ID,
-                    {
-                        "type": "object",
-                        "properties": {
-                            "queue": {"type": "string", "enum": list(settings.queues)},
-                            "id": MESSAGE_ID,
-                        },
-                        "required": ["id"],
-                        "additionalProperties": False,
-                    },
-                ]
-            },
-            "description": "the messages this one waits for (an id: of its own queue), each a "
-            "tracked message: it is tracked, waits aside until every one is handled, then is "
-            "pending; dead-lettered or cancelled if one of them ends so. Not with delay_s or "
-            "not_before",
-        },
-    }
+    push_extra = push_fields(settings.queues)
     queue = _queue_param(settings.queues)
     paths: dict[str, Any] = {
         "/prodcons": {
