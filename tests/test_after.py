@@ -246,7 +246,7 @@ def test_the_sweep_finds_what_a_lost_link_or_a_lost_outbox_entry_hid(
                    keys.settled(Q, "gone")]  # fmt: skip
     assert [int(x) for x in scripts.SETTLE(r, settle_keys, args)] == [2, 0, 1]
     assert r.llen(keys.outbox(Q)) == 1 and state(r, untold) == "waiting"
-    r.zadd(keys.waiting(Q), {unlinked: 0})  # its sweep is due now
+    r.zadd(keys.waiting(Q), {unlinked: 0, "deleted-by-hand": 0})  # their sweep is due now
     handler = Handled()
     with running(make_worker(settings.replace(mover_interval_s=0.1), handler)):
         wait_for(lambda: len(handler.seen) >= 2, 5, "both released and handled")
