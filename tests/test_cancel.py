@@ -4,6 +4,7 @@ finished, nothing changes. From Python, HTTP (``DELETE /api/messages/<id>``) and
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
@@ -145,6 +146,30 @@ def test_a_handler_sees_cancelled_and_its_attempt_is_not_retried(
         wait_for(lambda: state(r, mid) == "in-flight", 5, "in the handler's hands")
         assert producer.cancel(mid).outcome == "signalled"  # type: ignore[union-attr]
         wait_for(lambda: state(r, mid) == "handled", 5, "handled all the same")
+
+
+def test_an_async_handler_sees_cancelled(settings: Settings, r: redis.Redis) -> None:
+    """An ``async def`` handler on the event loop reads ``ctx.cancelled`` between awaits and
+    stops: cancelled, not retried."""
+    started = threading.Event()
+
+    async def careful(env: Envelope, ctx: Context) -> str:
+        started.set()
+        for _ in range(300):
+            if ctx.cancelled:
+                raise RuntimeError("stopped: cancelled")
+            await asyncio.sleep(0.01)
+        return "finished anyway"
+
+    producer = producer_of(settings)
+    with running(make_worker(settings.replace(max_attempts=3, retry_backoff_s=0.0), careful)):
+        mid = producer.push("long", track=True).envelope.id
+        assert started.wait(5)
+        assert producer.cancel(mid).outcome == "signalled"  # type: ignore[union-attr]
+        wait_for(lambda: state(r, mid) == "cancelled", 5, "the attempt settled as cancelled")
+    record = read_record(r, Q, mid)
+    assert record is not None and record["attempt"] == 1 and r.llen(keys.dead(Q)) == 0
+    assert settled(r)["cancelled"] == 1
 
 
 @pytest.mark.parametrize("delivery", DELIVERIES)

@@ -329,3 +329,23 @@ def test_a_foreign_producer_lpushes_onto_a_level_and_a_worker_finds_it(
     assert claim(r, 1) == ["a"]  # no gate, no mover running: the level is not looked at yet
     r.set(keys.levels_gate(Q), 1)
     assert claim(r) == ["nine-b", "b"]
+
+
+def test_the_same_bytes_pushed_twice_at_a_level_are_two_messages(
+    settings: Settings, r: redis.Redis
+) -> None:
+    """Another producer pushes one envelope's bytes twice onto level 5 (counted, with the
+    gate): both are delivered, ahead of priority 0, and the balance holds."""
+    raw = b'{"v":1,"id":"twice","priority":5,"payload":"five"}'
+    producer_of(settings).push("zero")
+    pipe = r.pipeline(transaction=True)
+    pipe.lpush(keys.level(Q, 5), raw, raw)
+    pipe.hincrby(keys.counts(Q), "pushed", 2)
+    pipe.set(keys.levels_gate(Q), 1)
+    pipe.execute()
+    seen: list[Envelope] = []
+    with running(make_worker(settings.replace(concurrency=1), seen.append)):
+        wait_for(lambda: len(seen) >= 3, 5, "three deliveries")
+    assert [e.payload for e in seen] == ["five", "five", "zero"]
+    balance = read_balance(r, Q)
+    assert (balance["acked"], balance["unaccounted"]) == (3, 0)
