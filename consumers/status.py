@@ -192,7 +192,10 @@ def _schedules(o: dict[str, Any]) -> str:
             else f"{when} ({duration(now - ms)} ago)"
         )
 
-    rows = [[q, name, s["spec"], at(s["next_ms"]), at(s["last_tick_ms"])]
+    def next_tick(ms: int | None) -> str:  # passed: the next mover pass sends it
+        return at(ms) if ms is None or ms >= now else at(ms) + ", due now"
+
+    rows = [[q, name, s["spec"], next_tick(s["next_ms"]), at(s["last_tick_ms"])]
             for q, v in o["queues"].items()
             for name, s in v.get("schedules", {}).items()]  # fmt: skip
     heads = ["queue", "schedule", "fires", "next tick", "last tick"]

@@ -64,6 +64,11 @@ function depth(v) {
   if (!levels.some(([p]) => p !== "0")) return fmt(v.depth);
   return `${fmt(v.depth)} (${levels.map(([p, n]) => `p${p} ${fmt(n)}`).join(" · ")})`;
 }
+// A schedule's next tick: ahead, or "due now" once it passed (the workers' next mover pass, at
+// most BUS_MOVER_INTERVAL_S later, sends it and writes the tick after).
+function nextTick(ms, now) {
+  return ms !== null && ms !== undefined && ms < now ? "due now" : fromNow(ms, now);
+}
 // A time on Redis's clock as a distance from now: "in 4.2 s", "3.0 min ago".
 function fromNow(ms, now) {
   if (ms === null || ms === undefined) return "-";
@@ -84,7 +89,7 @@ function render(s) {
   fill("schedules", Object.entries(s.queues).flatMap(([q, v]) =>
     Object.entries(v.schedules || {}).map(([name, x]) => ({
       attrs: {queue: q, schedule: name},
-      cells: [q, name, x.spec, fromNow(x.next_ms, s.redis_ms), fromNow(x.last_tick_ms, s.redis_ms)],
+      cells: [q, name, x.spec, nextTick(x.next_ms, s.redis_ms), fromNow(x.last_tick_ms, s.redis_ms)],
     }))), "no schedule (BUS_SCHEDULE_FILE) has been fired");
   fill("workers", s.workers.map((w) => ({
     attrs: {name: w.name, queue: w.queue, state: w.state, overdue: String(Boolean(w.overdue))},
