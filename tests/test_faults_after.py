@@ -66,22 +66,17 @@ def _quiet(r: redis.Redis, queue: str) -> dict[str, int] | None:
     return None if b["pending"] or b["processing"] or b["waiting"] else b
 
 
-def start_half_held(url: str, spawn: Callable[..., Proc], tmp_path: Path,
+def start_half_held(r: redis.Redis, url: str, spawn: Callable[..., Proc], tmp_path: Path,
                     ) -> tuple[Group, dict[str, str], Proc]:  # fmt: skip
     """A group whose second half waits for ``tmp_path/release``; a worker for the callback's
-    queue and one (``w1``, 4 slots) for the members. (the group, w1's env, w1)"""
+    queue and one (``w1``, 4 slots) for the members; returned once the first half is handled
+    and settled (the callback waits for the other half) and 4 members are held. (the group,
+    w1's env, w1)"""
     env = {"TEST_BUS_RELEASE": str(tmp_path / "release"), "BUS_CONCURRENCY": "4"}
     group = send_group(url, hold_from=MEMBERS // 2)
     spawn("worker", url, "--name", "r1", "--queue", "report", "--handler", CHORD)
-    return group, env, spawn("worker", url, "--name", "w1", "--handler", CHORD, **env)
-
-
-def test_kill_9_while_the_group_is_half_done(
-    fresh_redis: RedisServer, spawn: Callable[..., Proc], tmp_path: Path
-) -> None:
-    r = fresh_redis.client()
-    path, release = tmp_path / "records.jsonl", tmp_path / "release"
-    group, env, first = start_half_held(fresh_redis.url, spawn, tmp_path)
+    w1 = spawn("worker", url, "--name", "w1", "--handler", CHORD, **env)
+    path = tmp_path / "records.jsonl"
 
     def half() -> bool:
         records = read_records(path)
@@ -91,12 +86,21 @@ def test_kill_9_while_the_group_is_half_done(
     wait_for(half, 10, "half the members handled, 4 held")
     assert group.callback is not None
     cb_record = keys.record("report", group.callback.envelope.id)
-    # the handled half settled (and told): the callback waits for the other half
     wait_for(lambda: int(r.hget(cb_record, "waiting_for") or 0) == MEMBERS // 2, 5,
              "the first half settled")  # fmt: skip
+    return group, env, w1
+
+
+def test_kill_9_while_the_group_is_half_done(
+    fresh_redis: RedisServer, spawn: Callable[..., Proc], tmp_path: Path
+) -> None:
+    r = fresh_redis.client()
+    path, release = tmp_path / "records.jsonl", tmp_path / "release"
+    group, env, first = start_half_held(r, fresh_redis.url, spawn, tmp_path)
+    assert group.callback is not None
     first.signal(signal.SIGKILL)
     first.wait(5)
-    assert r.hget(cb_record, "state") == b"waiting"
+    assert r.hget(keys.record("report", group.callback.envelope.id), "state") == b"waiting"
     release.touch()
     spawn("worker", fresh_redis.url, "--name", "w1", "--handler", CHORD, **env)
     seen = assert_callback_once(path, group, r)
@@ -109,13 +113,9 @@ def test_redis_restarts_between_members(
 ) -> None:
     r = fresh_redis.client()
     path, release = tmp_path / "records.jsonl", tmp_path / "release"
-    group, _, _ = start_half_held(fresh_redis.url, spawn, tmp_path)
-    wait_for(lambda: sum(x["event"] == "start" for x in read_records(path)) >= 4, 10,
-             "half the members handled, 4 held")  # fmt: skip
+    group, _, _ = start_half_held(r, fresh_redis.url, spawn, tmp_path)
     assert group.callback is not None
     cb = group.callback.envelope.id
-    wait_for(lambda: int(r.hget(keys.record("report", cb), "waiting_for") or 0) == MEMBERS // 2,
-             5, "the first half settled")  # fmt: skip
     fresh_redis.restart()  # SIGTERM (the AOF written), then the same server again
     after_restart = fresh_redis.client()
     assert after_restart.hlen(keys.wait("report", cb)) == MEMBERS // 2 + 1  # the envelope too
