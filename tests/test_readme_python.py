@@ -35,6 +35,17 @@ def snippets(page: str) -> list[str]:
     return [b for b in fenced(text_of(page), "python") if not INCLUDE.fullmatch(b)]
 
 
+def run_blocks(page: str, blocks: list[str]) -> tuple[dict[str, object], list[str]]:
+    """Run ``blocks`` of docs/``page`` in order, in one namespace, as a newcomer pastes them
+    into a shell: the namespace, and the lines they printed."""
+    namespace: dict[str, object] = {"__name__": "docs"}
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        for block in blocks:
+            exec(compile(block, f"docs/{page}", "exec"), namespace)
+    return namespace, out.getvalue().splitlines()
+
+
 def test_every_python_block_shown_is_run() -> None:
     """No document shows Python that no test runs: the pages of RUN_HERE hold the blocks written
     in a page, and every included block is a file of examples/ (tests/test_example.py,
@@ -59,12 +70,7 @@ def test_the_python_page_runs_as_written(
     redis_server: RedisServer, r: redis.Redis, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("BUS_REDIS_URL", redis_server.url)
-    namespace: dict[str, object] = {"__name__": "docs"}
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        for block in snippets("python.md"):
-            exec(compile(block, "docs/python.md", "exec"), namespace)
-    printed = out.getvalue().splitlines()
+    _, printed = run_blocks("python.md", snippets("python.md"))
     first_id, depth = printed[0].split()
     assert re.fullmatch(r"[0-9a-f]{32}", first_id) and depth == "1"
     assert printed[2] == "True True"  # the keyed push's retry: a repeat of the first
@@ -114,11 +120,8 @@ def test_the_workflows_page_runs_as_written(
 ) -> None:
     """ "Chains and groups": the chain, the group and the message waiting on two queues."""
     monkeypatch.setenv("BUS_REDIS_URL", redis_server.url)
-    namespace: dict[str, object] = {"__name__": "docs"}
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out):
-        exec(compile(snippets("workflows.md")[0], "docs/workflows.md", "exec"), namespace)
-    assert out.getvalue().splitlines() == ["5", "waiting"]
+    namespace, printed = run_blocks("workflows.md", snippets("workflows.md")[:1])
+    assert printed == ["5", "waiting"]
     assert [decode(x).payload for x in r.lrange(keys.pending("default"), 0, -1)] == [
         {"n": 2}, "fetch"]  # fmt: skip
     assert r.zcard(keys.waiting("default")) == 2 and r.zcard(keys.waiting("report")) == 2
