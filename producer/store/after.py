@@ -42,7 +42,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import redis
-from redis.exceptions import NoScriptError
 
 from producer.connection.scripting import Script
 from producer.errors import UnknownPrerequisite
@@ -273,30 +272,24 @@ def read_after(client: redis.Redis, queue: str, msg_id: str) -> list[Prerequisit
 
 def run_many(client: redis.Redis, script: Script,
              calls: Sequence[tuple[Sequence[Any], Sequence[Any]]]) -> list[Any]:  # fmt: skip
-    """``script`` for each (keys, args) of ``calls``, pipelined (on a cluster, each on its
-    slot's node), their replies in order; a node without the script runs it as EVAL."""
+    """``script`` for each (keys, args) of ``calls`` on a pipeline (on a cluster, each on its
+    slot's node; the pipeline loads the script where it is missing), the replies in order."""
     out: list[Any] = []
     for start in range(0, len(calls), CHUNK):
-        part = calls[start : start + CHUNK]
-        replies = _pipelined(client, [("EVALSHA", script.sha, len(k), *k, *a) for k, a in part],
-                             raise_on_error=False)  # fmt: skip
-        for (k, a), reply in zip(part, replies, strict=True):
-            if isinstance(reply, NoScriptError):
-                reply = script(client, k, a)
-            elif isinstance(reply, Exception):
-                raise reply
-            out.append(reply)
+        pipe = client.pipeline(transaction=False)
+        for k, a in calls[start : start + CHUNK]:
+            script(pipe, k, a)
+        out.extend(pipe.execute())
     return out
 
 
-def _pipelined(client: redis.Redis, commands: Sequence[tuple[Any, ...]],
-               raise_on_error: bool = True) -> list[Any]:  # fmt: skip
+def _pipelined(client: redis.Redis, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
     out: list[Any] = []
     for start in range(0, len(commands), CHUNK):
         pipe = client.pipeline(transaction=False)
         for command in commands[start : start + CHUNK]:
             pipe.execute_command(*command)
-        out.extend(pipe.execute(raise_on_error=raise_on_error))
+        out.extend(pipe.execute())
     return out
 
 
