@@ -21,7 +21,7 @@ from consumers.moves import (
     tracked_how,
 )
 from producer import keys
-from producer.store import after, scripts
+from producer.store import after, scripts, tracking
 from producer.store.deadletters import dead_entry
 from producer.store.envelope import Envelope
 
@@ -158,8 +158,8 @@ class QueueOps:
 
     def results(self, env: Envelope) -> list[Any]:
         """The results of the messages ``env`` waited for (``after``), in order: see
-        :func:`producer.store.after.results`."""
-        return after.results(self.router, after.read_after(self.router, self.queue, env.id))
+        :func:`producer.store.tracking.results_before`."""
+        return tracking.results_before(self.router, self.queue, env.id)
 
     def progress(self, env: Envelope, consumer: str, fraction: float, text: str) -> bool:
         """Write a tracked message's progress while ``consumer`` holds it; False otherwise."""

@@ -247,29 +247,6 @@ def sweep(client: redis.Redis, queue: str, dead_max: int = 0, batch: int = SWEEP
             return looked
 
 
-def results(client: redis.Redis, prerequisites: Sequence[Prerequisite]) -> list[Any]:
-    """The handlers' results of ``prerequisites`` (JSON values; None for a handler that
-    returned nothing), in order. LookupError when one has no record or is not handled."""
-    out = []
-    pipe_replies = _pipelined(client, [("HMGET", keys.record(q, i), "state", "result")
-                                       for q, i in prerequisites])  # fmt: skip
-    for (q, i), (state, result) in zip(prerequisites, pipe_replies, strict=True):
-        if state is None or _text(state) != "handled":
-            said = f"is {_text(state)}" if state is not None else "has no record"
-            raise LookupError(f"{i} on {q} {said}, not handled: it has no result")
-        out.append(None if not result else json.loads(result))
-    return out
-
-
-def read_after(client: redis.Redis, queue: str, msg_id: str) -> list[Prerequisite]:
-    """What message ``msg_id`` of ``queue`` waited for (its record's ``after``; [] for one
-    pushed without, or without a record)."""
-    shown = client.hget(keys.record(queue, msg_id), "after")
-    if not shown:
-        return []
-    return [(p["queue"], p["id"]) for p in json.loads(shown)]
-
-
 def run_many(client: redis.Redis, script: Script,
              calls: Sequence[tuple[Sequence[Any], Sequence[Any]]]) -> list[Any]:  # fmt: skip
     """``script`` for each (keys, args) of ``calls`` on a pipeline (on a cluster, each on its

@@ -139,6 +139,27 @@ def find_record(client: redis.Redis, queues: Iterable[str], msg_id: str) -> dict
     return None
 
 
+def results_before(client: redis.Redis, queue: str, msg_id: str) -> list[Any]:
+    """The results of the messages that message ``msg_id`` of ``queue`` waited for (its
+    record's ``after``, :mod:`producer.store.after`), in that order: each handler's JSON value
+    (None when it returned nothing). [] for a message pushed without ``after``. LookupError
+    when one has no record or is not handled."""
+    shown = client.hget(keys.record(queue, msg_id), "after")
+    needs = [(p["queue"], p["id"]) for p in json.loads(shown)] if shown else []
+    out: list[Any] = []
+    for start in range(0, len(needs), 1000):
+        pipe = client.pipeline(transaction=False)
+        for q, i in needs[start : start + 1000]:
+            pipe.hmget(keys.record(q, i), "state", "result")
+        for (q, i), (state, result) in zip(needs[start : start + 1000], pipe.execute(),
+                                           strict=True):  # fmt: skip
+            if state is None or _text(state) != "handled":
+                said = f"is {_text(state)}" if state is not None else "has no record"
+                raise LookupError(f"{i} on {q} {said}, not handled: it has no result")
+            out.append(json.loads(result) if result else None)
+    return out
+
+
 def parse(fields: dict[Any, Any], ttl_ms: int = -1) -> dict[str, Any]:
     """A record's hash as JSON-ready values: integers for counts and times (ms since the epoch,
     Redis's clock), ``progress`` a float, ``result`` the handler's JSON value, and
