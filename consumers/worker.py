@@ -57,17 +57,16 @@ from consumers.handlers import Handler
 from consumers.handling import Handling, is_async
 from consumers.held import Held
 from consumers.inline import ONE_BATCH_S, Inline
-from consumers.lists import QueueOps
 from consumers.loop_slots import LoopSlots
 from consumers.membership import QueueMember
 from consumers.oversight import Oversight
+from consumers.pinning import PinnedLink
 from consumers.scheduler import Scheduler
 from consumers.schedules import Schedule
 from consumers.settling import Settling
 from consumers.slots import Slots, ThreadSlots
 from consumers.turns import Turns
 from producer import Settings, keys, make_client
-from producer.connection.client import drop_connections, pinned_client
 from producer.connection.cluster import ClusterClient
 from producer.observe.stats import Stats
 from producer.store.envelope import report_ignored_fields_to
@@ -80,7 +79,7 @@ BUSY_BLOCK_S = 0.05  # a blocking pop while some handlers run: they are looked a
 ATTEMPT = re.compile(rb'"attempt"\s*:\s*(\d{1,9})')
 
 
-class Worker(Settling, Inline, Oversight, QueueMember, Turns):
+class Worker(PinnedLink, Settling, Inline, Oversight, QueueMember, Turns):
     """Consumes one queue with one handler, ``settings.concurrency`` messages at a time."""
 
     role = "worker"
@@ -318,48 +317,6 @@ class Worker(Settling, Inline, Oversight, QueueMember, Turns):
         self._hand_out(got)
         return got
 
-    def _pin(self) -> None:
-        """Give the dispatcher a client that holds one connection instead of taking it from the
-        pool for each command: the pool checks every connection it hands out with a poll()
-        first, which costs as much CPU as the command itself. A link broken while idle then
-        shows as an error on the next command (the loop reconnects, settles and recovers, as
-        after any error) instead of a silent replacement. Made here, not in __init__, because
-        it connects: a Redis that is down is the reconnect loop's business."""
-        if not self._pinned:
-            # On a cluster, the pool of the primary that holds the queue's slot, looked up
-            # again after each error (a failover moves it).
-            self.client = pinned_client(self._router, self.pending)
-            self.ops = self._ops(self.client)
-            self._pinned = True
-
-    def _ops(self, client: redis.Redis) -> QueueOps:
-        return QueueOps(client, self.queue, self.settings.dead_max, self.settings.max_attempts,
-                        self.admin)  # fmt: skip
-
-    def _blocking_pop(self, block: float) -> bytes | None:
-        """One message, waiting up to ``block`` seconds for it."""
-        raw: bytes | None
-        if self.at_least_once:
-            # redis-py types the timeout as int; Redis takes seconds as a float.
-            raw = self.client.blmove(self.pending, self.processing, block, "RIGHT", "LEFT")  # type: ignore[arg-type,assignment]
-        else:
-            popped = self.client.brpop([self.pending], block)
-            raw = popped[1] if popped else None  # type: ignore[assignment]
-            if raw is not None:  # a crash before this count shows as one unaccounted
-                self._count_taken(1)
-        return raw
-
-    def _count_taken(self, n: int) -> None:
-        """Count ``n`` messages a blocking pop took (at-most-once). A refusal must not cost the
-        message now in hand: what could not be counted is counted with the next ones."""
-        try:
-            self.ops.taken(n + self._uncounted)
-            self._uncounted = 0
-        except redis.RedisError as exc:
-            self._uncounted += n
-            log.warning("queue %s: %d taken messages not counted yet (%s)", self.queue,
-                        self._uncounted, exc)  # fmt: skip
-
     def stop(self) -> None:
         """Stop claiming; finish the messages in hand (up to BUS_STOP_TIMEOUT_S)."""
         self._stop_at = self._stop_at or time.monotonic()
@@ -376,16 +333,6 @@ class Worker(Settling, Inline, Oversight, QueueMember, Turns):
     def handler(self, handler: Handler) -> None:
         """Replace the handler (before :meth:`run`: a plain function stays one)."""
         self.handling.set_handler(handler)
-
-    def close_connections(self) -> None:
-        self._unread = None  # a reply not read is lost with its connection (_sending is not)
-        if self._pinned or not self._on_cluster:
-            drop_connections(self.client)
-        if self._on_cluster:  # the next serve() asks the slot map where the queue is
-            drop_connections(self._router)
-            self.client = self._router
-            self.ops = self._ops(self.client)
-            self._pinned = False
 
     def on_exit(self) -> None:
         """Leave nothing behind: settle and give back anything still claimed, then leave the
